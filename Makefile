@@ -1,0 +1,63 @@
+# rackroute: `make lab` runs the FRR lab, `make test` runs the test suite.
+# Both call `make setup`, which is idempotent and fast when nothing is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr gobgpd \
+            golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl
+KREL := $(shell uname -r)
+
+.PHONY: setup deb headers venv stubs test lint typecheck unit lab bench clean
+
+setup: deb headers venv stubs
+
+deb:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build; Debian splits the headers in two.
+headers:
+	@if [ ! -e /lib/modules/$(KREL)/build ]; then \
+	  hdr=$$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -n 1); \
+	  common=$$(ls -d /usr/src/linux-headers-*-common | sort -V | tail -n 1); \
+	  mkdir -p /lib/modules/$(KREL); \
+	  ln -sfn $$hdr /lib/modules/$(KREL)/build; \
+	  ln -sfn $$common /lib/modules/$(KREL)/source; \
+	  echo "setup: linked kernel headers $$hdr"; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# GoBGP gRPC stubs, generated from the installed .proto files (never committed).
+stubs: venv
+	@$(PY) -m bgp.gobgp.genstubs
+
+lint: setup
+	$(VENV)/bin/ruff check controller bgp bpf tests examples
+	$(VENV)/bin/mypy --strict controller bgp
+
+unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+test: setup lint
+	$(VENV)/bin/pytest -q tests
+
+lab: setup
+	$(VENV)/bin/rackroute plan --manifests examples/frr-lab/manifests
+
+bench: setup
+	$(VENV)/bin/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .gen results

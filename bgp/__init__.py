@@ -1,0 +1,1 @@
+"""Speaker-neutral BGP: types, the Speaker protocol, a fake, and GoBGP/ExaBGP adapters."""
