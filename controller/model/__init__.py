@@ -1,0 +1,1 @@
+"""Parsed inputs: Kubernetes objects and rackroute CRDs as frozen dataclasses."""
