@@ -47,7 +47,7 @@ class Service:
     cluster_ips: tuple[IPAddress, ...] = ()
     external_ips: tuple[IPAddress, ...] = ()
     ports: tuple[ServicePort, ...] = ()
-    selector: Mapping[str, str] = field(default=EMPTY, hash=False, compare=False)
+    selector: Mapping[str, str] = field(default_factory=lambda: EMPTY, hash=False, compare=False)
     external_traffic_policy: str = "Cluster"
     internal_traffic_policy: str = "Cluster"
     load_balancer_class: str | None = None
@@ -123,4 +123,6 @@ class Secret:
     """A Secret, reduced to the keys BGP auth reads; values never appear in repr."""
 
     meta: Meta
-    data: Mapping[str, str] = field(default=EMPTY, hash=False, compare=False, repr=False)
+    data: Mapping[str, str] = field(
+        default_factory=lambda: EMPTY, hash=False, compare=False, repr=False
+    )

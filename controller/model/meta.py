@@ -21,8 +21,8 @@ class Meta:
     kind: str
     name: str
     namespace: str = ""
-    labels: Mapping[str, str] = field(default=EMPTY, hash=False, compare=False)
-    annotations: Mapping[str, str] = field(default=EMPTY, hash=False, compare=False)
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY, hash=False, compare=False)
+    annotations: Mapping[str, str] = field(default_factory=lambda: EMPTY, hash=False, compare=False)
     generation: int = 1
     creation_timestamp: str = ""  # RFC 3339; "" sorts first
     uid: str = ""
