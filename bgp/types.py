@@ -173,3 +173,71 @@ class PeerStatus:
     received: dict[Family, int] = field(default_factory=dict, hash=False, compare=False)
     advertised: dict[Family, int] = field(default_factory=dict, hash=False, compare=False)
     last_error: str | None = None
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    """A route learned from a peer (or, for `advertised`, one sent to it).
+
+    `peer` is the neighbor it came from; `as_path` is flattened to a tuple of ASNs.
+    """
+
+    prefix: IPNetwork
+    next_hop: IPAddress | None = None
+    peer: IPAddress | None = None
+    as_path: tuple[int, ...] = ()
+    communities: frozenset[str] = frozenset()
+    large_communities: frozenset[str] = frozenset()
+    local_pref: int | None = None
+
+    @property
+    def family(self) -> Family:
+        return Family.of(self.prefix)
+
+
+@dataclass(frozen=True)
+class BestPathEvent:
+    """The best learned path for `prefix` changed; `route` None means there is none now."""
+
+    prefix: IPNetwork
+    route: Route | None
+
+
+class Feature(str, enum.Enum):
+    """Optional capabilities; a speaker lists the ones it implements in `features`."""
+
+    IPV6 = "ipv6"
+    MD5 = "md5"
+    MULTIHOP = "multihop"
+    GRACEFUL_RESTART = "graceful-restart"
+    GR_NOTIFICATION = "graceful-restart-notification"
+    LISTEN = "listen"
+    DYNAMIC_PEER_ASN = "dynamic-peer-asn"
+    COMMUNITIES = "communities"
+    LARGE_COMMUNITIES = "large-communities"
+    LOCAL_PREF = "local-pref"
+    PER_PEER_ADJ_RIB_OUT = "per-peer-adj-rib-out"
+    RECEIVED_ROUTES = "received-routes"
+    CONNECT_RETRY = "connect-retry"
+    BFD = "bfd"
+
+
+def path_from_texts(
+    prefix: str,
+    next_hop: str | None = None,
+    communities: tuple[str, ...] | list[str] = (),
+    large_communities: tuple[str, ...] | list[str] = (),
+    local_pref: int | None = None,
+) -> Path:
+    """Build a Path from user-facing text, canonicalizing the community spellings."""
+    from ipaddress import ip_address, ip_network
+
+    return Path(
+        prefix=ip_network(prefix),
+        next_hop=ip_address(next_hop) if next_hop else None,
+        communities=frozenset(community_text(community_value(c)) for c in communities),
+        large_communities=frozenset(
+            ":".join(str(p) for p in large_community_parts(c)) for c in large_communities
+        ),
+        local_pref=local_pref,
+    )

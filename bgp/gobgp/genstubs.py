@@ -38,7 +38,7 @@ def proto_dir() -> Path:
 
 def generate(out: Path | None = None) -> Path:
     """Generate stubs into `out` (default: stubs_dir()) unless they are up to date."""
-    from grpc_tools import protoc  # imported late: only needed at install time
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # install time only
 
     out = out or stubs_dir()
     src = proto_dir()
