@@ -1,0 +1,1 @@
+"""Pure desired-state functions: no I/O, no clock, no randomness."""
