@@ -24,7 +24,7 @@ class Reader:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            self.error("", f"must be an object, got {type_name(data)}")
+            self.error("", f"must be an object, got {describe(data)}")
             data = {}
         self.data: dict[str, Any] = data
 
@@ -49,7 +49,7 @@ class Reader:
         if raw is None:
             return
         if not isinstance(raw, list):
-            self.error(name, f"must be a list, got {type_name(raw)}")
+            self.error(name, f"must be a list, got {describe(raw)}")
             return
         for i, item in enumerate(raw):
             yield f"{self.at(name)}[{i}]", item
@@ -73,7 +73,10 @@ class Reader:
                 self.error(name, "required")
             return default
         if not isinstance(raw, str):
-            self.error(name, f"must be a string, got {type_name(raw)}")
+            self.error(name, f"must be a string, got {describe(raw)}")
+            return default
+        if required and not raw.strip():
+            self.error(name, "must not be empty")
             return default
         if choices and raw not in choices:
             self.error(name, f"must be one of {', '.join(choices)}, got {raw!r}")
@@ -97,7 +100,7 @@ class Reader:
                 self.error(name, "required")
             return default
         if isinstance(raw, bool) or not isinstance(raw, int):
-            self.error(name, f"must be an integer, got {type_name(raw)} {raw!r}")
+            self.error(name, f"must be an integer, got {describe(raw)}")
             return default
         ok = (lo is None or raw >= lo) and (hi is None or raw <= hi)
         if check is not None:
@@ -113,7 +116,7 @@ class Reader:
         if raw is None:
             return default
         if not isinstance(raw, bool):
-            self.error(name, f"must be true or false, got {raw!r}")
+            self.error(name, f"must be true or false, got {describe(raw)}")
             return default
         return raw
 
@@ -138,12 +141,15 @@ class Reader:
         if raw is None:
             return {}
         if not isinstance(raw, dict):
-            self.error(name, f"must be a map of strings, got {type_name(raw)}")
+            self.error(name, f"must be a map of strings, got {describe(raw)}")
             return {}
         out: dict[str, str] = {}
         for k, v in raw.items():
-            if not isinstance(k, str) or isinstance(v, (dict, list)) or v is None:
-                self.error(f"{name}.{k}", "must be a string")
+            if not isinstance(k, str):
+                self.error(name, f"keys must be strings, got {describe(k)}")
+                continue
+            if isinstance(v, (dict, list)) or v is None:
+                self.error(key_path(name, k), f"must be a string, got {describe(v)}")
                 continue
             out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
         return out
@@ -152,7 +158,7 @@ class Reader:
         out: list[str] = []
         for path, item in self.items(name):
             if not isinstance(item, str):
-                self.errors.append(f"{path}: must be a string, got {type_name(item)}")
+                self.errors.append(f"{path}: must be a string, got {describe(item)}")
                 continue
             out.append(item)
         return out
@@ -170,9 +176,29 @@ def type_name(v: Any) -> str:
     }.get(type(v), type(v).__name__)
 
 
+def describe(v: Any) -> str:
+    """A value as messages show it: its type, and for scalars the value too."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"boolean {str(v).lower()}"
+    if isinstance(v, (dict, list)):
+        return type_name(v)
+    if isinstance(v, (str, int, float)):
+        return f"{type_name(v)} {v!r}"
+    return type_name(v)
+
+
+def key_path(path: str, key: str) -> str:
+    """`path.key`, or `path["key"]` when the key holds dots, slashes or other punctuation."""
+    if key and all(c.isalnum() or c in "_-" for c in key):
+        return f"{path}.{key}" if path else key
+    return f'{path}["{key}"]'
+
+
 def parse_ip(raw: Any, path: str, errors: list[str]) -> IPAddress | None:
     if not isinstance(raw, str):
-        errors.append(f"{path}: must be an IP address string, got {type_name(raw)}")
+        errors.append(f"{path}: must be an IP address string, got {describe(raw)}")
         return None
     try:
         return ipaddress.ip_address(raw.strip())
@@ -183,11 +209,14 @@ def parse_ip(raw: Any, path: str, errors: list[str]) -> IPAddress | None:
 
 def parse_cidr(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
     if not isinstance(raw, str) or "/" not in raw:
-        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {raw!r}")
+        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {describe(raw)}")
         return None
     try:
         return ipaddress.ip_network(raw.strip(), strict=True)
     except ValueError as e:
-        msg = "host bits set" if "host bits" in str(e) else "not a CIDR"
-        errors.append(f"{path}: {msg}: {raw!r}")
+        if "host bits" in str(e):
+            net = ipaddress.ip_network(raw.strip(), strict=False)
+            errors.append(f"{path}: host bits set in {raw!r}, did you mean {net}?")
+        else:
+            errors.append(f"{path}: not a CIDR: {raw!r}")
         return None

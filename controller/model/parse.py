@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.model.fields import Reader, type_name
+from controller.model.fields import Reader, describe
 from controller.model.meta import Meta, frozen_map
 from controller.model.parse_crds import (
     parse_advertisement,
@@ -83,41 +83,39 @@ class ParseResult:
         return (self.kind or "", self.ref.split(" ", 1)[-1])
 
 
+def _want_versions(kind: str) -> tuple[str, ...]:
+    if kind in CILIUM_KINDS:
+        return CILIUM_VERSIONS
+    return API_VERSIONS.get(kind, (RACKROUTE_GROUP,))
+
+
 def resolve_kind(api_version: Any, kind: Any) -> tuple[str | None, str | None]:
     """Map (apiVersion, kind) onto a model kind; returns (kind, error)."""
-    if not isinstance(kind, str) or not kind:
+    if kind is None or kind == "":
         return None, "kind: required"
-    if not isinstance(api_version, str) or not api_version:
-        return None, "apiVersion: required"
-    if kind in CILIUM_KINDS:
-        if api_version not in CILIUM_VERSIONS:
-            return (
-                None,
-                f"apiVersion: must be one of {', '.join(CILIUM_VERSIONS)}, got {api_version!r}",
-            )
-        return CILIUM_KINDS[kind], None
+    if not isinstance(kind, str):
+        return None, f"kind: must be a string, got {describe(kind)}"
     if kind in IGNORED_KINDS:
         return kind, None
-    if kind not in KINDS:
+    if kind not in KINDS and kind not in CILIUM_KINDS:
         return None, f"kind: unsupported kind {kind!r}"
-    want = API_VERSIONS.get(kind, (RACKROUTE_GROUP,))
+    want = _want_versions(kind)
+    if api_version is None or api_version == "":
+        return None, f"apiVersion: required ({' or '.join(want)} for {kind})"
     if api_version not in want:
-        return None, f"apiVersion: must be {' or '.join(want)} for {kind}, got {api_version!r}"
-    return kind, None
+        shown = repr(api_version) if isinstance(api_version, str) else describe(api_version)
+        return None, f"apiVersion: must be {' or '.join(want)} for {kind}, got {shown}"
+    return CILIUM_KINDS.get(kind, kind), None
 
 
-def parse_meta(kind: str, namespaced: bool, r: Reader) -> Meta | None:
+def _read_meta(kind: str, namespaced: bool, r: Reader) -> tuple[Meta, bool]:
+    """The object's metadata, and whether it has a usable name (errors are recorded)."""
     m = r.child("metadata")
     name = m.text("name", required=True)
     ns = (m.text("namespace", "default") or "default") if namespaced else ""
-    if name is not None and not name.strip():
-        m.error("name", "must not be empty")
-        name = None
-    if name is None:
-        return None
-    return Meta(
+    meta = Meta(
         kind=kind,
-        name=name,
+        name=name or "",
         namespace=ns,
         labels=frozen_map(m.str_map("labels")),
         annotations=frozen_map(m.str_map("annotations")),
@@ -125,34 +123,51 @@ def parse_meta(kind: str, namespaced: bool, r: Reader) -> Meta | None:
         creation_timestamp=m.text("creationTimestamp", "") or "",
         uid=m.text("uid", "") or "",
     )
+    return meta, name is not None
+
+
+def parse_meta(kind: str, namespaced: bool, r: Reader) -> Meta | None:
+    """The object's metadata; None when it has no usable name."""
+    meta, named = _read_meta(kind, namespaced, r)
+    return meta if named else None
+
+
+def _raw_ref(raw: dict[str, Any], shown_kind: str, where: str) -> str:
+    """`Kind ns/name` from a raw object that could not be resolved to a model kind."""
+    md = raw.get("metadata")
+    name = md.get("name") if isinstance(md, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return f"{shown_kind} {where}"
+    ns = md.get("namespace") if isinstance(md, dict) else None
+    entry = KINDS.get(CILIUM_KINDS.get(shown_kind, shown_kind))
+    if entry is not None and entry[1]:
+        ns = ns if isinstance(ns, str) and ns else "default"
+    elif entry is not None:
+        ns = None
+    return f"{shown_kind} {ns}/{name}" if isinstance(ns, str) and ns else f"{shown_kind} {name}"
 
 
 def parse_object(raw: Any, origin: str = "") -> ParseResult:
     """Parse one manifest document; `origin` names it when it has no name (file#index)."""
     where = origin or "<unnamed>"
     if not isinstance(raw, dict):
-        return ParseResult(None, where, None, [f"{where}: must be an object, got {type_name(raw)}"])
+        return ParseResult(None, where, None, [f"{where}: must be an object, got {describe(raw)}"])
     raw_kind = raw.get("kind")
     kind, err = resolve_kind(raw.get("apiVersion"), raw_kind)
     shown_kind = raw_kind if isinstance(raw_kind, str) and raw_kind else "object"
     if kind is None:
-        name = (
-            (raw.get("metadata") or {}).get("name")
-            if isinstance(raw.get("metadata"), dict)
-            else None
-        )
-        ref = f"{shown_kind} {name}" if isinstance(name, str) else f"{shown_kind} {where}"
+        ref = _raw_ref(raw, shown_kind, where)
         return ParseResult(None, ref, None, [f"{ref}: {err}"])
     if kind in IGNORED_KINDS:
-        return ParseResult(kind, f"{kind} {where}", None, ignored=True)
+        return ParseResult(kind, _raw_ref(raw, kind, where), None, ignored=True)
     parser, namespaced = KINDS[kind]
     r = Reader(raw)
-    meta = parse_meta(kind, namespaced, r)
-    if meta is None:
-        ref = f"{shown_kind} {where}"
-        return ParseResult(kind, ref, None, [f"{ref}: {e}" for e in r.errors])
-    ref = f"{shown_kind} {meta.key}"
+    meta, named = _read_meta(kind, namespaced, r)
+    # Without a name the object is rejected, but its other fields are still checked so that
+    # every problem is reported at once.
     obj = parser(meta, r)
+    ref = f"{shown_kind} {meta.key}" if named else f"{shown_kind} {where}"
+    model_ref = f"{kind} {meta.key}" if named else f"{kind} {where}"
     if r.errors:
-        return ParseResult(kind, f"{kind} {meta.key}", None, [f"{ref}: {e}" for e in r.errors])
-    return ParseResult(kind, f"{kind} {meta.key}", obj)
+        return ParseResult(kind, model_ref, None, [f"{ref}: {e}" for e in r.errors])
+    return ParseResult(kind, model_ref, obj)

@@ -35,7 +35,7 @@ from controller.model.crds import (
     PoolBlock,
     Timers,
 )
-from controller.model.fields import Reader, parse_cidr
+from controller.model.fields import Reader, describe, key_path, parse_cidr
 from controller.model.meta import LabelSelector, Meta, Requirement
 
 MAX_ASN = 4294967295
@@ -46,6 +46,12 @@ def parse_selector(r: Reader, name: str) -> LabelSelector | None:
     if not r.has(name):
         return None
     s = r.child(name)
+    for k in s.data:
+        if k not in ("matchLabels", "matchExpressions"):
+            s.errors.append(
+                f"{key_path(s.path, str(k))}: unknown field, "
+                "a selector has only matchLabels and matchExpressions"
+            )
     labels = s.str_map("matchLabels")
     reqs: list[Requirement] = []
     for e in s.objects("matchExpressions"):
@@ -61,6 +67,13 @@ def parse_selector(r: Reader, name: str) -> LabelSelector | None:
     return LabelSelector(tuple(sorted(labels.items())), tuple(reqs))
 
 
+def _accepted(r: Reader, name: str, value: int | None) -> bool:
+    """Whether an integer field was absent or read as written (not replaced by its default
+    after an error): cross-field rules only compare values the user actually wrote."""
+    raw = r.data.get(name)
+    return raw is None or (type(raw) is int and raw == value)
+
+
 def _asn(r: Reader, name: str, *, required: bool = False, allow_zero: bool = False) -> int | None:
     return r.integer(name, lo=0 if allow_zero else 1, hi=MAX_ASN, required=required)
 
@@ -71,19 +84,23 @@ def parse_cluster_config(meta: Meta, r: Reader) -> BGPClusterConfig:
     names: set[str] = set()
     for inst in spec.objects("bgpInstances"):
         name = inst.text("name", required=True) or ""
-        if name in names:
+        if name and name in names:
             inst.error("name", f"duplicate instance name {name!r}")
         names.add(name)
         peers: list[BGPPeer] = []
         peer_names: set[str] = set()
         for p in inst.objects("peers"):
             pname = p.text("name", required=True) or ""
-            if pname in peer_names:
+            if pname and pname in peer_names:
                 p.error("name", f"duplicate peer name {pname!r}")
             peer_names.add(pname)
             addr = p.ip("peerAddress", required=True)
             asn = _asn(p, "peerASN", allow_zero=True)
-            ref = p.child("peerConfigRef").text("name") if p.has("peerConfigRef") else None
+            ref = (
+                p.child("peerConfigRef").text("name", required=True)
+                if p.has("peerConfigRef")
+                else None
+            )
             if addr is not None:
                 peers.append(BGPPeer(pname, addr, asn or 0, ref))
         instances.append(
@@ -96,7 +113,7 @@ def parse_cluster_config(meta: Meta, r: Reader) -> BGPClusterConfig:
         )
     if not spec.has("bgpInstances"):
         spec.error("bgpInstances", "required")
-    elif not 1 <= len(instances) <= 16:
+    elif isinstance(spec.data["bgpInstances"], list) and not 1 <= len(instances) <= 16:
         spec.error("bgpInstances", f"must have 1..16 instances, got {len(instances)}")
     return BGPClusterConfig(meta, parse_selector(spec, "nodeSelector"), tuple(instances))
 
@@ -125,7 +142,10 @@ def parse_peer_config(meta: Meta, r: Reader) -> BGPPeerConfig:
     )
     keepalive = t.integer("keepAliveTimeSeconds", 30, lo=1, hi=65535)
     retry = t.integer("connectRetryTimeSeconds", 120, lo=1, hi=2147483647)
-    if hold and keepalive and keepalive > hold:
+    valid = _accepted(t, "holdTimeSeconds", hold) and _accepted(
+        t, "keepAliveTimeSeconds", keepalive
+    )
+    if valid and hold and keepalive and keepalive > hold:
         t.error(
             "keepAliveTimeSeconds", f"must not exceed holdTimeSeconds ({hold}), got {keepalive}"
         )
@@ -135,7 +155,7 @@ def parse_peer_config(meta: Meta, r: Reader) -> BGPPeerConfig:
     if isinstance(auth, dict):  # tolerate {name: x}
         auth = auth.get("name")
     if auth is not None and (not isinstance(auth, str) or not auth):
-        spec.error("authSecretRef", "must be a Secret name")
+        spec.error("authSecretRef", f"must be a Secret name, got {describe(auth)}")
         auth = None
     return BGPPeerConfig(
         meta=meta,
@@ -228,25 +248,32 @@ def parse_advertisement(meta: Meta, r: Reader) -> BGPAdvertisement:
 def parse_node_override(meta: Meta, r: Reader) -> BGPNodeConfigOverride:
     spec = r.child("spec")
     out: list[InstanceOverride] = []
+    names: set[str] = set()
     for inst in spec.objects("bgpInstances"):
+        name = inst.text("name", required=True) or ""
+        if name and name in names:
+            inst.error("name", f"duplicate instance name {name!r}")
+        names.add(name)
         rid = inst.ip("routerID")
         if rid is not None and rid.version != 4:
             inst.error("routerID", f"must be an IPv4 address, got {rid}")
-        peers = tuple(
-            PeerOverride(
-                p.text("name", required=True) or "",
-                p.ip("localAddress"),
-                p.integer("localPort", lo=1, hi=65535),
+        peers: list[PeerOverride] = []
+        peer_names: set[str] = set()
+        for p in inst.objects("peers"):
+            pname = p.text("name", required=True) or ""
+            if pname and pname in peer_names:
+                p.error("name", f"duplicate peer name {pname!r}")
+            peer_names.add(pname)
+            peers.append(
+                PeerOverride(pname, p.ip("localAddress"), p.integer("localPort", lo=1, hi=65535))
             )
-            for p in inst.objects("peers")
-        )
         out.append(
             InstanceOverride(
-                inst.text("name", required=True) or "",
+                name,
                 rid,
                 _asn(inst, "localASN"),
                 inst.integer("localPort", lo=1, hi=65535),
-                peers,
+                tuple(peers),
             )
         )
     return BGPNodeConfigOverride(meta, tuple(out))
@@ -271,18 +298,26 @@ def parse_pool(meta: Meta, r: Reader) -> LoadBalancerIPPool:
             stop = stop or start
             if start is not None and stop is not None:
                 if start.version != stop.version:
-                    b.error("stop", f"{stop} is not the same family as start {start}")
+                    b.error(
+                        "stop",
+                        f"must be the same address family as start {start}, got {stop}",
+                    )
                 elif int(stop) < int(start):
                     b.error("stop", f"must not be below start {start}, got {stop}")
                 else:
                     blocks.append(PoolBlock(start=start, stop=stop))
         else:
             b.error("", "must set cidr or start")
-    if not spec.has(field_name) or not spec.data.get(field_name):
-        spec.error("blocks", "must list at least one block")
+    if spec.data.get(field_name) in (None, []):
+        spec.error(field_name, "must list at least one block")
     allow = spec.data.get("allowFirstLastIPs")
-    if allow is not None and allow not in ("Yes", "No"):
-        spec.error("allowFirstLastIPs", f'must be "Yes" or "No", got {allow!r}')
+    if isinstance(allow, bool):
+        spec.error(
+            "allowFirstLastIPs",
+            f'must be the string "Yes" or "No" (quote it in YAML), got {describe(allow)}',
+        )
+    elif allow is not None and allow not in ("Yes", "No"):
+        spec.error("allowFirstLastIPs", f'must be "Yes" or "No", got {describe(allow)}')
     return LoadBalancerIPPool(
         meta=meta,
         blocks=tuple(blocks),
@@ -319,16 +354,18 @@ def parse_network_config(meta: Meta, r: Reader) -> ClusterNetworkConfig:
     v6 = _cidr_list(ipam, "clusterPoolIPv6PodCIDRList", 6)
     m4 = ipam.integer("clusterPoolIPv4MaskSize", 24, lo=1, hi=32) or 24
     m6 = ipam.integer("clusterPoolIPv6MaskSize", 112, lo=1, hi=128) or 112
-    for c in v4:
-        if c.prefixlen > m4:
-            ipam.error(
-                "clusterPoolIPv4MaskSize", f"must be at least the prefix length of {c}, got {m4}"
-            )
-    for c in v6:
-        if c.prefixlen > m6:
-            ipam.error(
-                "clusterPoolIPv6MaskSize", f"must be at least the prefix length of {c}, got {m6}"
-            )
+    for name, pools, mask in (
+        ("clusterPoolIPv4MaskSize", v4, m4),
+        ("clusterPoolIPv6MaskSize", v6, m6),
+    ):
+        if not _accepted(ipam, name, mask):
+            continue  # the mask itself is invalid and already reported
+        for c in pools:
+            if c.prefixlen > mask:
+                ipam.error(
+                    name,
+                    f"must be at least the prefix length of pool {c} ({c.prefixlen}), got {mask}",
+                )
     return ClusterNetworkConfig(
         meta=meta,
         ipam_mode=ipam.text("mode", "cluster-pool", choices=("cluster-pool", "kubernetes"))

@@ -6,7 +6,7 @@ import base64
 import binascii
 
 from bgp.types import IPAddress, IPNetwork
-from controller.model.fields import Reader, parse_cidr, parse_ip
+from controller.model.fields import Reader, describe, key_path, parse_cidr, parse_ip, type_name
 from controller.model.k8s import (
     Endpoint,
     EndpointPort,
@@ -58,25 +58,32 @@ def parse_node(meta: Meta, r: Reader) -> Node:
 def _service_ports(spec: Reader) -> tuple[ServicePort, ...]:
     ports: list[ServicePort] = []
     seen: set[tuple[int, str]] = set()
+    names: set[str] = set()
     for p in spec.objects("ports"):
         port = p.integer("port", lo=1, hi=65535, required=True)
         proto = p.text("protocol", "TCP", choices=PROTOCOLS) or "TCP"
+        name = p.text("name", "") or ""
         node_port = p.integer("nodePort", lo=1, hi=65535)
         raw_target = p.data.get("targetPort")
         target: int | str | None = None
         if isinstance(raw_target, bool) or not isinstance(raw_target, (int, str, type(None))):
-            p.error("targetPort", "must be a port number or a port name")
+            p.error(
+                "targetPort", f"must be a port number or a port name, got {describe(raw_target)}"
+            )
         elif isinstance(raw_target, int) and not 1 <= raw_target <= 65535:
             p.error("targetPort", f"must be 1..65535, got {raw_target}")
         else:
             target = raw_target
+        if name and name in names:
+            p.error("name", f"duplicate port name {name!r}")
+        names.add(name)
         if port is None:
             continue
         if (port, proto) in seen:
             p.error("port", f"duplicate port {port}/{proto}")
             continue
         seen.add((port, proto))
-        ports.append(ServicePort(port, proto, p.text("name", "") or "", target, node_port))
+        ports.append(ServicePort(port, proto, name, target, node_port))
     return tuple(ports)
 
 
@@ -183,10 +190,13 @@ def parse_endpoint_slice(meta: Meta, r: Reader) -> EndpointSlice:
             for path, raw in e.items("addresses"):
                 ip = parse_ip(raw, path, r.errors)
                 if ip is not None and ip.version != want:
-                    r.errors.append(f"{path}: {ip} is not an {addr_type} address")
+                    r.errors.append(
+                        f"{path}: must be an {addr_type} address (addressType {addr_type}), "
+                        f"got {ip}"
+                    )
                 elif ip is not None:
                     addrs.append(ip)
-            if not e.has("addresses") or not e.data["addresses"]:
+            if e.data.get("addresses") in (None, []):
                 e.error("addresses", "must list at least one address")
         cond = e.child("conditions")
         ready = cond.flag("ready", True)
@@ -206,14 +216,24 @@ def parse_endpoint_slice(meta: Meta, r: Reader) -> EndpointSlice:
 
 
 def parse_secret(meta: Meta, r: Reader) -> Secret:
+    # Secret values never appear in messages.
     data: dict[str, str] = {}
     raw = r.data.get("data")
     if raw is not None and not isinstance(raw, dict):
-        r.error("data", "must be a map")
-    for k, v in (raw or {}).items() if isinstance(raw, dict) else ():
+        r.error("data", f"must be a map of base64 strings, got {describe(raw)}")
+    for k, v in raw.items() if isinstance(raw, dict) else ():
+        path = key_path("data", str(k))
+        if not isinstance(v, str):
+            r.error(path, f"must be a base64 string, got {type_name(v)}")
+            continue
         try:
-            data[str(k)] = base64.b64decode(str(v), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            r.error(f"data.{k}", "not valid base64")
+            decoded = base64.b64decode(v, validate=True)
+        except binascii.Error:
+            r.error(path, "not valid base64")
+            continue
+        try:
+            data[str(k)] = decoded.decode()
+        except UnicodeDecodeError:
+            r.error(path, "decodes to bytes that are not UTF-8 text")
     data.update(r.str_map("stringData"))
     return Secret(meta=meta, data=frozen_map(data))
