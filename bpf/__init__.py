@@ -1,0 +1,1 @@
+"""rackroute eBPF datapath: service load balancing programs, their maps and the sync."""

@@ -1,0 +1,285 @@
+"""Compile the datapath with bcc, pin its maps, attach it with pyroute2.
+
+Maps are pinned under <pin_root>/<instance>/ (bpffs is mounted if needed). bcc adopts
+a map whose pin already exists, so a restarted agent keeps its services, conntrack and
+affinity state, and the TC filters are replaced in place (same handle and priority):
+established connections keep flowing across a restart. A program the verifier rejects
+raises LoadError carrying the verifier log.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from bpf import maps as m
+from bpf.mapstore import PinnedMap
+from bpf.sync import SyncMaps
+
+SRC_DIR = Path(__file__).resolve().parent / "src"
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/rackroute")
+BPFFS = Path("/sys/fs/bpf")
+TC_PRIO = 1
+TC_HANDLE = 1
+INGRESS = "ffff:fff2"
+EGRESS = "ffff:fff3"
+SCHED_CLS = 3
+CGROUP_SOCK_ADDR = 18
+SOCK_HOOKS = {  # program -> attach type
+    "rr_sock_connect4": 10,
+    "rr_sock_sendmsg4": 14,
+    "rr_sock_recvmsg4": 19,
+    "rr_sock_getpeername4": 29,
+}
+PARTS = {
+    "pod": ("pod.c", ("rr_pod_ingress", "rr_pod_egress")),
+    "uplink": ("uplink.c", ("rr_uplink_ingress", "rr_uplink_egress")),
+    "sock": ("sock.c", tuple(SOCK_HOOKS)),
+}
+
+
+class LoadError(RuntimeError):
+    """Compile or verification failed; log holds clang's or the verifier's output."""
+
+    def __init__(self, what: str, log: str) -> None:
+        super().__init__(f"{what}\n{log}")
+        self.log = log
+
+
+@dataclass(frozen=True)
+class DatapathConfig:
+    instance: str
+    pin_root: Path = DEFAULT_PIN_ROOT
+    maglev_m: int = m.DEFAULT_MAGLEV_M
+    max_services: int = 65536
+    max_backends: int = 65536
+    ct_size: int = 262144
+
+    @property
+    def pin_dir(self) -> Path:
+        return self.pin_root / self.instance
+
+
+def ensure_bpffs(root: Path = BPFFS) -> None:
+    """Mount bpffs at root unless it is mounted already."""
+    mounts = Path("/proc/mounts").read_text().split("\n")
+    if any(len(f := ln.split()) > 2 and f[1] == str(root) and f[2] == "bpf" for ln in mounts):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], check=True)
+
+
+def source_text(entry: str, cfg: DatapathConfig) -> str:
+    """The entry file with local includes inlined (bcc rewrites map calls in the main
+    file only) and the instance's constants defined in front."""
+    seen: set[Path] = set()
+
+    def expand(path: Path) -> str:
+        out = []
+        for line in path.read_text().splitlines():
+            mt = re.match(r'\s*#include\s+"([^"]+)"', line)
+            if mt:
+                inc = (path.parent / mt.group(1)).resolve()
+                if not inc.exists():
+                    inc = (SRC_DIR / mt.group(1)).resolve()
+                if inc not in seen:
+                    seen.add(inc)
+                    out.append(expand(inc))
+                continue
+            out.append(line)
+        return "\n".join(out)
+
+    head = [
+        f'#define RR_PIN_DIR "{cfg.pin_dir}"',
+        f"#define RR_MAGLEV_M {cfg.maglev_m}",
+        f"#define RR_MAX_SERVICES {cfg.max_services}",
+        f"#define RR_MAX_BACKENDS {cfg.max_backends}",
+        f"#define RR_CT_SIZE {cfg.ct_size}",
+    ]
+    return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what libbcc prints to fd 2 (clang diagnostics, the verifier log)."""
+    out: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
+    """Compile one entry file and load its programs: (bcc module, name -> prog fd)."""
+    from bcc import BPF
+
+    entry, funcs = PARTS[part]
+    cfg.pin_dir.mkdir(parents=True, exist_ok=True)
+    fds: dict[str, int] = {}
+    with _captured_stderr() as log:
+        try:
+            b = BPF(text=source_text(entry, cfg), cflags=["-Wno-unused-function"])
+        except Exception as e:
+            err: Exception | None = e
+        else:
+            err = None
+    if err is not None:
+        raise LoadError(f"compiling {entry} failed: {err}", "".join(log))
+    for fn in funcs:
+        with _captured_stderr() as log:
+            try:
+                if part == "sock":
+                    f = b.load_func(fn, CGROUP_SOCK_ADDR, attach_type=SOCK_HOOKS[fn])
+                else:
+                    f = b.load_func(fn, SCHED_CLS)
+            except Exception as e:
+                err = e
+            else:
+                err = None
+        if err is not None:
+            raise LoadError(f"loading {fn} failed: {err}", "".join(log))
+        fds[fn] = int(f.fd)
+    return b, fds
+
+
+def _ipr(netns: str | None) -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute(netns=netns, flags=0) if netns else IPRoute()
+
+
+def attach_tc(ifname: str, ingress: tuple[int, str], egress: tuple[int, str],
+              netns: str | None = None) -> int:
+    """Attach (or replace in place) direct-action filters; returns the ifindex."""
+    from pyroute2 import NetlinkError
+
+    with _ipr(netns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise LookupError(f"no interface {ifname} in netns {netns or '(current)'}")
+        ifindex = int(idx[0])
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+        for (fd, name), parent in ((ingress, INGRESS), (egress, EGRESS)):
+            ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=name,
+                   parent=parent, classid=1, direct_action=True, prio=TC_PRIO)
+    return ifindex
+
+
+def detach_tc(ifname: str, netns: str | None = None) -> None:
+    """Remove the clsact qdisc (and with it our filters) from ifname."""
+    from pyroute2 import NetlinkError
+
+    with _ipr(netns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if idx:
+            with suppress(NetlinkError):
+                ipr.tc("del", "clsact", idx[0])
+
+
+def open_maps(cfg: DatapathConfig) -> SyncMaps:
+    """The service maps from their pins; no compile needed (CLI, readiness checks)."""
+    d = cfg.pin_dir
+    return SyncMaps(PinnedMap.open(str(d / "rr_svc")), PinnedMap.open(str(d / "rr_backend")),
+                    PinnedMap.open(str(d / "rr_maglev")), cfg.maglev_m)
+
+
+def remove_pins(cfg: DatapathConfig) -> None:
+    """Forget an instance: unlink its pins (maps die with their last user)."""
+    if cfg.pin_dir.is_dir():
+        for p in cfg.pin_dir.iterdir():
+            p.unlink()
+        cfg.pin_dir.rmdir()
+
+
+class Datapath:
+    """One instance of the datapath: compiled parts, their program fds, pinned maps."""
+
+    def __init__(self, cfg: DatapathConfig) -> None:
+        self.cfg = cfg
+        self._mods: dict[str, Any] = {}
+        self.fds: dict[str, int] = {}
+
+    def load(self, parts: tuple[str, ...] = ("pod", "uplink")) -> Datapath:
+        ensure_bpffs(BPFFS)
+        for part in parts:
+            if part not in self._mods:
+                mod, fds = compile_part(part, self.cfg)
+                self._mods[part] = mod
+                self.fds.update(fds)
+        return self
+
+    def _prog(self, name: str) -> tuple[int, str]:
+        return self.fds[name], name
+
+    def attach_pod(self, ifname: str, netns: str | None = None) -> int:
+        """Host side of a pod veth: DNAT on ingress, reverse NAT on egress."""
+        return attach_tc(ifname, self._prog("rr_pod_ingress"), self._prog("rr_pod_egress"),
+                         netns)
+
+    def attach_uplink(self, ifname: str, node_addr: IPv4Address,
+                      netns: str | None = None) -> int:
+        """The node uplink: north-south service traffic; SNAT source is node_addr."""
+        ifindex = attach_tc(ifname, self._prog("rr_uplink_ingress"),
+                            self._prog("rr_uplink_egress"), netns)
+        cfgmap = PinnedMap.open(str(self.cfg.pin_dir / "rr_config"))
+        try:
+            val = m.Config(m.addr_of(node_addr), m.Addr(), ifindex, 0)
+            cfgmap.update_batch([(bytes(4), bytes(val))])
+        finally:
+            cfgmap.close()
+        return ifindex
+
+    def attach_cgroup(self, cgroup: Path) -> None:
+        """Socket-level LB for processes in cgroup (never the root cgroup)."""
+        from bcc import BPF
+
+        if (cgroup / "..").resolve() == cgroup.resolve() or not (cgroup / "..").exists():
+            raise ValueError(f"refusing to attach to {cgroup}")
+        fd = os.open(cgroup, os.O_RDONLY)
+        try:
+            mod = self._mods["sock"]
+            for name, atype in SOCK_HOOKS.items():
+                BPF.attach_func(mod.funcs[name.encode()], fd, atype)
+        finally:
+            os.close(fd)
+
+    def detach_cgroup(self, cgroup: Path) -> None:
+        from bcc import BPF
+
+        fd = os.open(cgroup, os.O_RDONLY)
+        try:
+            mod = self._mods["sock"]
+            for name, atype in SOCK_HOOKS.items():
+                with suppress(Exception):  # already gone
+                    BPF.detach_func(mod.funcs[name.encode()], fd, atype)
+        finally:
+            os.close(fd)
+
+    def maps(self) -> SyncMaps:
+        return open_maps(self.cfg)
+
+    def close(self) -> None:
+        """Drop our references; attached programs and pinned maps stay in the kernel."""
+        for mod in self._mods.values():
+            mod.cleanup()
+        self._mods.clear()
+        self.fds.clear()

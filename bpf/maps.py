@@ -1,0 +1,132 @@
+"""ctypes mirrors of the map keys and values defined in src/maps.h.
+
+The ABI test compares these sizes and offsets with the compiled program. Addresses
+are 16 bytes (IPv4 in the first four), ports are stored in network byte order.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import socket
+from functools import cache
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+AF_INET = 2
+AF_INET6 = 10
+
+SVC_LOCAL_ONLY = 0x1
+SVC_EXTERNAL = 0x2
+SVC_RANDOM = 0x4
+SVC_NODEPORT = 0x8
+
+BE_LOCAL = 0x1
+BE_TERMINATING = 0x2
+
+DIR_FORWARD = 0
+DIR_REPLY = 1
+CT_SNAT = 0x1
+
+DEFAULT_MAGLEV_M = 1021
+
+MAP_NAMES = (
+    "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_affinity", "rr_revnat", "rr_config",
+)
+
+
+class Addr(ct.Structure):
+    _fields_ = [("w", ct.c_uint32 * 4)]
+
+
+class SvcKey(ct.Structure):
+    _fields_ = [("vip", Addr), ("port", ct.c_uint16), ("proto", ct.c_uint8),
+                ("family", ct.c_uint8)]
+
+
+class SvcValue(ct.Structure):
+    _fields_ = [("svc_id", ct.c_uint32), ("backend_count", ct.c_uint16),
+                ("flags", ct.c_uint16), ("affinity_timeout", ct.c_uint32),
+                ("pad", ct.c_uint32)]
+
+
+class BackendKey(ct.Structure):
+    _fields_ = [("id", ct.c_uint32)]
+
+
+class BackendValue(ct.Structure):
+    _fields_ = [("addr", Addr), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("flags", ct.c_uint8)]
+
+
+class CtKey(ct.Structure):
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("family", ct.c_uint8),
+                ("dir", ct.c_uint8), ("pad", ct.c_uint8)]
+
+
+class CtValue(ct.Structure):
+    _fields_ = [("addr", Addr), ("nat_addr", Addr), ("port", ct.c_uint16),
+                ("nat_port", ct.c_uint16), ("svc_id", ct.c_uint32),
+                ("backend_id", ct.c_uint32), ("flags", ct.c_uint16), ("pad", ct.c_uint16),
+                ("created_ns", ct.c_uint64), ("seen_ns", ct.c_uint64)]
+
+
+class AffKey(ct.Structure):
+    _fields_ = [("client", Addr), ("svc_id", ct.c_uint32), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8 * 3)]
+
+
+class AffValue(ct.Structure):
+    _fields_ = [("backend_id", ct.c_uint32), ("pad", ct.c_uint32), ("seen_ns", ct.c_uint64)]
+
+
+class RevNatKey(ct.Structure):
+    _fields_ = [("cookie", ct.c_uint64), ("addr", Addr), ("port", ct.c_uint16),
+                ("family", ct.c_uint8), ("proto", ct.c_uint8), ("pad", ct.c_uint32)]
+
+
+class RevNatValue(ct.Structure):
+    _fields_ = [("vip", Addr), ("port", ct.c_uint16), ("family", ct.c_uint8),
+                ("pad", ct.c_uint8)]
+
+
+class Config(ct.Structure):
+    _fields_ = [("node_addr", Addr), ("node_addr6", Addr), ("uplink_ifindex", ct.c_uint32),
+                ("flags", ct.c_uint32)]
+
+
+@cache
+def maglev_type(m: int = DEFAULT_MAGLEV_M) -> type[ct.Structure]:
+    """The rr_maglev value for a table of m entries (m is a compile-time constant)."""
+    return type(f"Maglev{m}", (ct.Structure,), {"_fields_": [("backend_ids", ct.c_uint32 * m)]})
+
+
+def family_of(ip: IPAddress) -> int:
+    return AF_INET if ip.version == 4 else AF_INET6
+
+
+def addr_of(ip: IPAddress) -> Addr:
+    """Pack an address the way the programs see it on the wire."""
+    a = Addr()
+    raw = ip.packed
+    ct.memmove(ct.addressof(a), raw, len(raw))
+    return a
+
+
+def ip_of(a: Addr, family: int) -> IPAddress:
+    raw = bytes(a)
+    return IPv4Address(raw[:4]) if family == AF_INET else IPv6Address(raw)
+
+
+def port_of(host_port: int) -> int:
+    """Host-order port to the value stored in a u16 field (network order)."""
+    return socket.htons(host_port)
+
+
+def host_port(net_port: int) -> int:
+    return socket.ntohs(net_port)
+
+
+def svc_key(vip: IPAddress, port: int, proto: int) -> SvcKey:
+    return SvcKey(addr_of(vip), port_of(port), proto, family_of(vip))

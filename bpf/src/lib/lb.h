@@ -1,0 +1,104 @@
+/* Service lookup and backend choice: Maglev slot (or random), session affinity. */
+#ifndef RR_LIB_LB_H
+#define RR_LIB_LB_H
+
+static __always_inline __u32 rr_rotl(__u32 x, int r)
+{
+    return (x << r) | (x >> (32 - r));
+}
+
+static __always_inline __u32 rr_mix(__u32 h, __u32 k)
+{
+    k *= 0xcc9e2d51;
+    k = rr_rotl(k, 15);
+    k *= 0x1b873593;
+    h ^= k;
+    h = rr_rotl(h, 13);
+    return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 rr_hash_tuple(struct rr_ct_key *t)
+{
+    __u32 h = 0x9747b28c;
+
+    h = rr_mix(h, t->saddr.w[0]);
+    h = rr_mix(h, t->daddr.w[0]);
+    h = rr_mix(h, ((__u32)t->sport << 16) | t->dport);
+    h = rr_mix(h, t->proto);
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return h;
+}
+
+static __always_inline struct rr_svc_value *rr_svc_lookup(struct rr_ct_key *t)
+{
+    struct rr_svc_key k = {};
+
+    k.vip = t->daddr;
+    k.port = t->dport;
+    k.proto = t->proto;
+    k.family = t->family;
+    return rr_svc.lookup(&k);
+}
+
+/* Pick a backend for a new flow. Returns 0 and fills *be / *be_id, or -1. */
+static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *svc,
+                                     __u32 hash, struct rr_backend *be, __u32 *be_id)
+{
+    struct rr_aff_key ak = {};
+    struct rr_aff_value av = {};
+    struct rr_aff_value *ap;
+    struct rr_backend *bp;
+    struct rr_maglev *tab;
+    __u64 now = bpf_ktime_get_ns();
+    __u32 svc_id = svc->svc_id;
+    __u32 timeout = svc->affinity_timeout;
+    __u64 slot;
+    __u32 id;
+
+    if (svc->backend_count == 0)
+        return -1;
+    if (timeout) {
+        ak.client = t->saddr;
+        ak.svc_id = svc_id;
+        ak.family = t->family;
+        ap = rr_affinity.lookup(&ak);
+        if (ap && now - ap->seen_ns < (__u64)timeout * 1000000000ULL) {
+            id = ap->backend_id;
+            bp = rr_backend.lookup(&id);
+            if (bp) {
+                ap->seen_ns = now;
+                *be = *bp;
+                *be_id = id;
+                return 0;
+            }
+        }
+    }
+    if (svc->flags & RR_SVC_RANDOM)
+        slot = (__u64)(bpf_get_prandom_u32() % RR_MAGLEV_M);
+    else
+        slot = (__u64)(hash % RR_MAGLEV_M);
+    asm volatile("" : "+r"(slot));
+    if (slot >= RR_MAGLEV_M)
+        return -1;
+    tab = rr_maglev.lookup(&svc_id);
+    if (!tab)
+        return -1;
+    id = tab->backend_ids[slot];
+    bp = rr_backend.lookup(&id);
+    if (!bp)
+        return -1;
+    *be = *bp;
+    *be_id = id;
+    if (timeout) {
+        av.backend_id = id;
+        av.seen_ns = now;
+        rr_affinity.update(&ak, &av);
+    }
+    return 0;
+}
+
+#endif

@@ -1,0 +1,159 @@
+/* rackroute datapath: every map key and value, in one place.
+ *
+ * Layouts are fixed-width with explicit padding so that bpf/maps.py can mirror
+ * them with ctypes (an ABI test compares both). Addresses are family neutral:
+ * 16 bytes, IPv4 in the first word (network order), plus a family byte.
+ * Ports are kept in network byte order everywhere.
+ */
+#ifndef RR_MAPS_H
+#define RR_MAPS_H
+
+#ifndef RR_MAGLEV_M
+#define RR_MAGLEV_M 1021 /* prime; entries per Maglev lookup table */
+#endif
+#ifndef RR_MAX_SERVICES
+#define RR_MAX_SERVICES 65536
+#endif
+#ifndef RR_MAX_BACKENDS
+#define RR_MAX_BACKENDS 65536
+#endif
+#ifndef RR_CT_SIZE
+#define RR_CT_SIZE 262144
+#endif
+#ifndef RR_AFFINITY_SIZE
+#define RR_AFFINITY_SIZE 65536
+#endif
+#ifndef RR_SOCK_REVNAT_SIZE
+#define RR_SOCK_REVNAT_SIZE 65536
+#endif
+
+#define RR_AF_INET 2
+#define RR_AF_INET6 10
+
+/* rr_svc_value.flags */
+#define RR_SVC_LOCAL_ONLY 0x1 /* table holds node-local backends only; drop if none */
+#define RR_SVC_EXTERNAL 0x2   /* NodePort / LoadBalancer / external IP entry */
+#define RR_SVC_RANDOM 0x4     /* random slot instead of the 5-tuple hash */
+#define RR_SVC_NODEPORT 0x8   /* vip is a node address */
+
+/* rr_backend.flags */
+#define RR_BE_LOCAL 0x1       /* the backend runs on this node */
+#define RR_BE_TERMINATING 0x2 /* serving but terminating */
+
+/* rr_ct_key.dir */
+#define RR_DIR_FORWARD 0
+#define RR_DIR_REPLY 1
+
+/* rr_ct_value.flags */
+#define RR_CT_SNAT 0x1
+
+struct rr_addr {
+    __u32 w[4];
+};
+
+struct rr_svc_key { /* 20 bytes */
+    struct rr_addr vip;
+    __be16 port;
+    __u8 proto;
+    __u8 family;
+};
+
+struct rr_svc_value { /* 16 bytes */
+    __u32 svc_id;           /* Maglev table id and reverse-NAT index */
+    __u16 backend_count;    /* eligible backends in the table; 0 = refuse */
+    __u16 flags;            /* RR_SVC_* */
+    __u32 affinity_timeout; /* seconds; 0 = no session affinity */
+    __u32 pad;
+};
+
+struct rr_backend { /* 20 bytes; key: __u32 backend id */
+    struct rr_addr addr;
+    __be16 port;
+    __u8 family;
+    __u8 flags; /* RR_BE_* */
+};
+
+struct rr_maglev { /* key: __u32 svc_id */
+    __u32 backend_ids[RR_MAGLEV_M];
+};
+
+struct rr_ct_key { /* 40 bytes */
+    struct rr_addr saddr;
+    struct rr_addr daddr;
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 family;
+    __u8 dir; /* RR_DIR_* */
+    __u8 pad;
+};
+
+struct rr_ct_value { /* 64 bytes */
+    struct rr_addr addr;     /* forward: backend; reply: original client */
+    struct rr_addr nat_addr; /* forward: SNAT source; reply: service address */
+    __be16 port;             /* forward: backend port; reply: client port */
+    __be16 nat_port;         /* forward: SNAT port; reply: service port */
+    __u32 svc_id;
+    __u32 backend_id;
+    __u16 flags; /* RR_CT_* */
+    __u16 pad;
+    __u64 created_ns;
+    __u64 seen_ns;
+};
+
+struct rr_aff_key { /* 24 bytes */
+    struct rr_addr client;
+    __u32 svc_id;
+    __u8 family;
+    __u8 pad[3];
+};
+
+struct rr_aff_value { /* 16 bytes */
+    __u32 backend_id;
+    __u32 pad;
+    __u64 seen_ns;
+};
+
+struct rr_revnat_key { /* 32 bytes: socket-level reverse NAT */
+    __u64 cookie;
+    struct rr_addr addr; /* backend */
+    __be16 port;
+    __u8 family;
+    __u8 proto;
+    __u32 pad;
+};
+
+struct rr_revnat_value { /* 20 bytes */
+    struct rr_addr vip;
+    __be16 port;
+    __u8 family;
+    __u8 pad;
+};
+
+struct rr_config { /* array of one, written by the loader */
+    struct rr_addr node_addr; /* SNAT source for remote backends (IPv4) */
+    struct rr_addr node_addr6;
+    __u32 uplink_ifindex;
+    __u32 flags;
+};
+
+#ifdef RR_PIN_DIR
+#define RR_MAP(type, k, v, name, max) \
+    BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
+#define RR_MAP_F(type, k, v, name, max, fl) \
+    BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name, fl)
+#else
+#define RR_MAP(type, k, v, name, max) BPF_TABLE(type, k, v, name, max)
+#define RR_MAP_F(type, k, v, name, max, fl) BPF_F_TABLE(type, k, v, name, max, fl)
+#endif
+
+RR_MAP("hash", struct rr_svc_key, struct rr_svc_value, rr_svc, RR_MAX_SERVICES);
+RR_MAP("hash", __u32, struct rr_backend, rr_backend, RR_MAX_BACKENDS);
+RR_MAP_F("hash", __u32, struct rr_maglev, rr_maglev, RR_MAX_SERVICES, BPF_F_NO_PREALLOC);
+RR_MAP("lru_hash", struct rr_ct_key, struct rr_ct_value, rr_ct, RR_CT_SIZE);
+RR_MAP("lru_hash", struct rr_aff_key, struct rr_aff_value, rr_affinity, RR_AFFINITY_SIZE);
+RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
+       RR_SOCK_REVNAT_SIZE);
+RR_MAP("array", __u32, struct rr_config, rr_config, 1);
+
+#endif

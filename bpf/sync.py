@@ -1,0 +1,282 @@
+"""Program the desired service table into the maps, writing only the difference.
+
+A Syncer adopts whatever is in the (pinned) maps, keeps a shadow of it, and on each
+pass writes new/changed entries with batched updates and removes stale ones with
+batched deletes, in an order the running programs never trip over: backends, then
+Maglev tables, then services; deletes in the reverse order. A failed batch falls back
+to single writes so that an error (map full, wrong family) is blamed on its service and
+the others are still programmed. read_table() reads the maps back into table form.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from array import array
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from bpf import maps as m
+from bpf.maglev import maglev_table
+from bpf.mapstore import MapPort, MapWriteError
+from bpf.table import (
+    Algorithm,
+    Backend,
+    BackendState,
+    Service,
+    ServiceKey,
+    ServiceTable,
+    validate,
+)
+from bpf.table import Proto as P
+
+Owner = TypeVar("Owner", bound=Hashable)
+
+
+@dataclass
+class SyncMaps:
+    """The maps the sync writes (the conntrack and affinity maps belong to the programs)."""
+
+    svc: MapPort
+    backend: MapPort
+    maglev: MapPort
+    maglev_m: int = m.DEFAULT_MAGLEV_M
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    programmed: frozenset[ServiceKey]
+    errors: Mapping[ServiceKey, str]
+    writes: int = 0
+    deletes: int = 0
+
+
+@dataclass
+class _Programmed:
+    svc_id: int
+    service: Service
+
+
+@dataclass
+class _State:
+    services: dict[ServiceKey, _Programmed] = field(default_factory=dict)
+    backend_ids: dict[str, int] = field(default_factory=dict)
+    backend_values: dict[int, bytes] = field(default_factory=dict)
+    maglev_ids: set[int] = field(default_factory=set)
+    next_svc_id: int = 1
+    next_backend_id: int = 1
+
+
+def _backend_value(b: Backend) -> bytes:
+    flags = (m.BE_LOCAL if b.local else 0) | (
+        m.BE_TERMINATING if b.state is BackendState.TERMINATING else 0)
+    return bytes(m.BackendValue(m.addr_of(b.ip), m.port_of(b.port), m.family_of(b.ip), flags))
+
+
+def _decode_backend(raw: bytes) -> Backend:
+    v = m.BackendValue.from_buffer_copy(raw)
+    state = BackendState.TERMINATING if v.flags & m.BE_TERMINATING else BackendState.READY
+    return Backend(m.ip_of(v.addr, v.family), m.host_port(v.port), bool(v.flags & m.BE_LOCAL),
+                   state)
+
+
+def _svc_flags(s: Service) -> int:
+    return ((m.SVC_LOCAL_ONLY if s.local_only else 0) | (m.SVC_EXTERNAL if s.external else 0)
+            | (m.SVC_NODEPORT if s.nodeport else 0)
+            | (m.SVC_RANDOM if s.algorithm is Algorithm.RANDOM else 0))
+
+
+def _decode_key(raw: bytes) -> ServiceKey:
+    k = m.SvcKey.from_buffer_copy(raw)
+    return ServiceKey(m.ip_of(k.vip, k.family), m.host_port(k.port), P(k.proto))
+
+
+def _key_bytes(k: ServiceKey) -> bytes:
+    return bytes(m.svc_key(k.vip, k.port, int(k.proto)))
+
+
+def _u32(i: int) -> bytes:
+    return i.to_bytes(4, "little")
+
+
+def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
+    st = _State()
+    backends: dict[int, Backend] = {}
+    for kb, vb in maps.backend.items():
+        bid = int.from_bytes(kb, "little")
+        b = _decode_backend(vb)
+        backends[bid] = b
+        st.backend_ids[b.name] = bid
+        st.backend_values[bid] = vb
+        st.next_backend_id = max(st.next_backend_id, bid + 1)
+    tables: dict[int, frozenset[int]] = {}
+    for kb, vb in maps.maglev.items():
+        sid = int.from_bytes(kb, "little")
+        tables[sid] = frozenset(array("I", vb))
+        st.maglev_ids.add(sid)
+        st.next_svc_id = max(st.next_svc_id, sid + 1)
+    table: dict[ServiceKey, Service] = {}
+    for kb, vb in maps.svc.items():
+        key = _decode_key(kb)
+        v = m.SvcValue.from_buffer_copy(vb)
+        ids = tables.get(v.svc_id, frozenset()) if v.backend_count else frozenset()
+        bes = tuple(sorted(backends[i] for i in ids if i in backends))
+        svc = Service(
+            backends=bes, local_only=bool(v.flags & m.SVC_LOCAL_ONLY),
+            external=bool(v.flags & m.SVC_EXTERNAL), nodeport=bool(v.flags & m.SVC_NODEPORT),
+            affinity_timeout=v.affinity_timeout,
+            algorithm=Algorithm.RANDOM if v.flags & m.SVC_RANDOM else Algorithm.MAGLEV)
+        table[key] = svc
+        st.services[key] = _Programmed(v.svc_id, svc)
+        st.next_svc_id = max(st.next_svc_id, v.svc_id + 1)
+    return st, table
+
+
+def read_table(maps: SyncMaps) -> dict[ServiceKey, Service]:
+    """The services as programmed in the maps (eligible backends only)."""
+    return _read(maps)[1]
+
+
+def _write(port: MapPort, items: Sequence[tuple[Owner, bytes, bytes]]) -> dict[Owner, str]:
+    """Batch write; on failure, blame the failing item's owner and carry on."""
+    failed: dict[Owner, str] = {}
+    rest = list(items)
+    while rest:
+        try:
+            port.update_batch([(k, v) for _, k, v in rest])
+            return failed
+        except MapWriteError as e:
+            bad = rest[e.done] if e.done < len(rest) else rest[-1]
+            reason = "map full" if e.errno == errno.E2BIG else os.strerror(e.errno or 0)
+            failed[bad[0]] = f"{reason} (errno {e.errno})"
+            rest = rest[e.done + 1:]
+    return failed
+
+
+def _delete(port: MapPort, keys: Iterable[bytes]) -> int:
+    todo = list(keys)
+    n = 0
+    while todo:
+        try:
+            port.delete_batch(todo)
+            return n + len(todo)
+        except MapWriteError as e:  # ENOENT: already gone (someone else cleaned up)
+            n += e.done
+            todo = todo[e.done + 1:]
+    return n
+
+
+class Syncer:
+    """Keeps the service maps equal to a desired table, writing only the difference."""
+
+    def __init__(self, maps: SyncMaps) -> None:
+        self.maps = maps
+        self._st: _State | None = None
+
+    def adopt(self) -> dict[ServiceKey, Service]:
+        """(Re)read the maps; returns what is programmed now."""
+        self._st, table = _read(self.maps)
+        return table
+
+    def sync(self, desired: ServiceTable) -> SyncResult:
+        if self._st is None:
+            self.adopt()
+        st = self._st
+        assert st is not None
+        errors: dict[ServiceKey, str] = {}
+        want: dict[ServiceKey, Service] = {}
+        for k, s in desired.items():
+            why = validate(k, s)
+            if why:
+                errors[k] = why
+            else:
+                want[k] = s.programmed()
+        writes = deletes = 0
+
+        # 1. backends
+        users: dict[str, list[ServiceKey]] = {}
+        need: dict[str, Backend] = {}
+        for k, s in want.items():
+            for b in s.backends:
+                need.setdefault(b.name, b)
+                users.setdefault(b.name, []).append(k)
+        be_items: list[tuple[str, bytes, bytes]] = []
+        for name, b in need.items():
+            bid = st.backend_ids.get(name)
+            if bid is None:
+                bid = st.next_backend_id
+                st.next_backend_id += 1
+                st.backend_ids[name] = bid
+            val = _backend_value(b)
+            if st.backend_values.get(bid) != val:
+                be_items.append((name, _u32(bid), val))
+        be_failed = _write(self.maps.backend, be_items)
+        writes += len(be_items)
+        for name, _, val in be_items:
+            if name not in be_failed:
+                st.backend_values[st.backend_ids[name]] = val
+        for name, why in be_failed.items():
+            for k in users[name]:
+                errors[k] = f"{k}: backend {name}: {why}"
+                want.pop(k, None)
+            del st.backend_ids[name]
+
+        # 2. Maglev tables and 3. services
+        mg_items: list[tuple[ServiceKey, bytes, bytes]] = []
+        sv_items: list[tuple[ServiceKey, bytes, bytes]] = []
+        staged: dict[ServiceKey, _Programmed] = {}
+        for k, s in want.items():
+            cur = st.services.get(k)
+            if cur is not None and cur.service == s:
+                continue
+            sid = cur.svc_id if cur is not None else st.next_svc_id
+            if cur is None:
+                st.next_svc_id += 1
+            if s.backends:
+                ids = [st.backend_ids[b.name] for b in s.backends]
+                slots = maglev_table([b.name for b in s.backends], self.maps.maglev_m)
+                mg_items.append((k, _u32(sid), array("I", [ids[i] for i in slots]).tobytes()))
+            sv = m.SvcValue(sid, len(s.backends), _svc_flags(s), s.affinity_timeout, 0)
+            sv_items.append((k, _key_bytes(k), bytes(sv)))
+            staged[k] = _Programmed(sid, s)
+        mg_failed = _write(self.maps.maglev, mg_items)
+        for k, why in mg_failed.items():
+            errors[k] = f"{k}: maglev table: {why}"
+        for k, kb, _ in mg_items:
+            if k not in mg_failed:
+                st.maglev_ids.add(int.from_bytes(kb, "little"))
+        sv_items = [it for it in sv_items if it[0] not in mg_failed]
+        sv_failed = _write(self.maps.svc, sv_items)
+        writes += len(mg_items) + len(sv_items)
+        for k, why in sv_failed.items():
+            errors[k] = f"{k}: service: {why}"
+        for k, p in staged.items():
+            if k not in mg_failed and k not in sv_failed:
+                st.services[k] = p
+
+        # 4. deletes: services gone or now invalid, then unused tables and backends
+        gone = [k for k in st.services if k not in want]
+        deletes += _delete(self.maps.svc, [_key_bytes(k) for k in gone])
+        for k in gone:
+            del st.services[k]
+        live_tables = {p.svc_id for p in st.services.values() if p.service.backends}
+        live_tables |= {st.services[k].svc_id for k in mg_failed if k in st.services}
+        dead_tables = st.maglev_ids - live_tables
+        deletes += _delete(self.maps.maglev, [_u32(i) for i in sorted(dead_tables)])
+        st.maglev_ids -= dead_tables
+        live_names = {b.name for p in st.services.values() for b in p.service.backends}
+        dead = {n: i for n, i in st.backend_ids.items() if n not in live_names}
+        deletes += _delete(self.maps.backend, [_u32(i) for i in sorted(dead.values())])
+        for n, i in dead.items():
+            del st.backend_ids[n]
+            st.backend_values.pop(i, None)
+        for i in [i for i in st.backend_values if i not in st.backend_ids.values()]:
+            del st.backend_values[i]
+
+        programmed = frozenset(k for k in desired if k in st.services and k not in errors)
+        return SyncResult(programmed, errors, writes, deletes)
+
+    def confirmed(self, keys: Iterable[ServiceKey]) -> frozenset[ServiceKey]:
+        """Readiness gate: which of keys are present in the maps right now."""
+        return frozenset(k for k in keys if self.maps.svc.lookup(_key_bytes(k)) is not None)

@@ -1,0 +1,97 @@
+"""The desired service table, neutral of any Kubernetes type or map layout.
+
+A ServiceKey (vip, port, proto) maps to a Service: its backends, traffic policy flags,
+session affinity and algorithm. The controller's pure planner builds this table; the
+sync programs it; read-back from the maps returns the same types (normalised).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class Proto(enum.IntEnum):
+    TCP = 6
+    UDP = 17
+
+
+class Algorithm(str, enum.Enum):
+    MAGLEV = "maglev"
+    RANDOM = "random"
+
+
+class BackendState(str, enum.Enum):
+    READY = "ready"
+    TERMINATING = "terminating"  # serving and terminating
+    NOT_SERVING = "not-serving"
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    vip: IPAddress
+    port: int
+    proto: Proto
+
+    def __str__(self) -> str:
+        host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
+        return f"{host}:{self.port}/{self.proto.name.lower()}"
+
+
+@dataclass(frozen=True, order=True)
+class Backend:
+    ip: IPAddress
+    port: int
+    local: bool = False
+    state: BackendState = BackendState.READY
+
+    @property
+    def name(self) -> str:
+        """Identity used for Maglev and backend ids: address and port."""
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Service:
+    backends: tuple[Backend, ...] = ()
+    local_only: bool = False      # externalTrafficPolicy / internalTrafficPolicy Local
+    external: bool = False        # a NodePort / LoadBalancer / external IP entry
+    nodeport: bool = False        # the vip is a node address
+    affinity_timeout: int = 0     # seconds; 0 = no sessionAffinity
+    algorithm: Algorithm = Algorithm.MAGLEV
+    name: str = field(default="", compare=False)  # namespace/name, for messages
+
+    def eligible(self) -> tuple[Backend, ...]:
+        """kube-proxy semantics: ready ones; if none, serving-and-terminating ones."""
+        pool = [b for b in self.backends if b.local or not self.local_only]
+        ready = [b for b in pool if b.state is BackendState.READY]
+        if not ready:
+            ready = [b for b in pool if b.state is BackendState.TERMINATING]
+        return tuple(sorted(set(ready)))
+
+    def programmed(self) -> Service:
+        """The form read back from the maps: eligible backends only, sorted, no name."""
+        return replace(self, backends=self.eligible(), name="")
+
+
+ServiceTable = Mapping[ServiceKey, Service]
+
+
+def validate(key: ServiceKey, svc: Service) -> str | None:
+    """Why this entry cannot be programmed, or None."""
+    if not 0 < key.port < 65536:
+        return f"{key}: port {key.port} out of range"
+    for b in svc.backends:
+        if b.ip.version != key.vip.version:
+            return f"{key}: backend {b.name} is IPv{b.ip.version}, service is IPv{key.vip.version}"
+        if not 0 < b.port < 65536:
+            return f"{key}: backend {b.name} port out of range"
+    if not 0 <= svc.affinity_timeout < 2**32:
+        return f"{key}: affinity timeout {svc.affinity_timeout} out of range"
+    if len(svc.eligible()) > 0xFFFF:
+        return f"{key}: too many backends"
+    return None
