@@ -1,0 +1,94 @@
+"""`rackroute` entry points: plan, operator (and, as they land, agent, bgp, service, lab)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from controller import logs
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from controller.desired.cluster import apply_allocations, plan_allocations, plan_nodes
+    from controller.report import plan_document, plan_text
+    from controller.sources.files import ManifestDir
+
+    root = Path(args.manifests)
+    if not root.is_dir():
+        print(f"rackroute plan: --manifests {root}: not a directory", file=sys.stderr)
+        return 2
+    snap = ManifestDir(root).load()
+    alloc = plan_allocations(snap)
+    planned = apply_allocations(snap, alloc)
+    if args.node and args.node not in planned.nodes:
+        print(f"rackroute plan: --node {args.node}: no such Node in {root}", file=sys.stderr)
+        return 2
+    nodes = plan_nodes(planned, [args.node] if args.node else None)
+    doc = plan_document(snap, alloc, nodes)
+    if args.output == "json":
+        print(json.dumps(doc, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    else:
+        print(plan_text(doc))
+    return 1 if args.strict and snap.errors else 0
+
+
+def stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from controller.operator import run_operator
+
+    run_operator(Path(args.manifests), stop_event(), args.interval)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rackroute", description=__doc__)
+    p.add_argument("--log-level", default="info")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="print what every node would do, and why")
+    plan.add_argument("--manifests", required=True, help="directory of YAML manifests")
+    plan.add_argument("--node", help="only this node")
+    plan.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument("--strict", action="store_true", help="exit 1 if any manifest is bad")
+    plan.set_defaults(func=cmd_plan)
+
+    op = sub.add_parser("operator", help="allocate pod CIDRs and LoadBalancer IPs")
+    op.add_argument("--manifests", required=True)
+    op.add_argument("--interval", type=float, default=0.2, help="poll interval, seconds")
+    op.set_defaults(func=cmd_operator)
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Later subsystems add their subcommands here (each a function taking the subparsers).
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    func: Command = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Advertisement planning: per node and peer, the exact paths to announce, and why (pure).
+
+For each peer family the peer's BGPPeerConfig selects BGPAdvertisements by label; each
+advertisement contributes the node's pod CIDRs or service addresses (LoadBalancerIP,
+ClusterIP, ExternalIP) of the services it selects, subject to the traffic policies:
+LoadBalancerIP/ExternalIP follow externalTrafficPolicy, ClusterIP follows
+internalTrafficPolicy. Every candidate that is not advertised is listed with its reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bgp.types import Family, IPAddress, IPNetwork, Path
+from controller.desired.bgpconfig import NodeBGP, ResolvedPeer
+from controller.desired.endpoints import EndpointSummary, summarize
+from controller.model.crds import ADDR_CLUSTER, ADDR_EXTERNAL, ADDR_LB, Advertisement
+from controller.model.k8s import Service
+from controller.store import Snapshot
+
+
+@dataclass(frozen=True)
+class NotAdvertised:
+    """A candidate that is not announced: to which peer, what, and why not."""
+
+    peer: str  # "instance/peer"
+    subject: str  # e.g. "Service demo/web LoadBalancerIP 10.96.100.1"
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    """The paths one peer gets, with the reasons each prefix is there."""
+
+    instance: str
+    peer: str
+    address: IPAddress
+    paths: frozenset[Path]
+    reasons: Mapping[IPNetwork, tuple[str, ...]] = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str
+    peers: tuple[PeerPlan, ...]
+    not_advertised: tuple[NotAdvertised, ...]
+
+    def all_paths(self) -> frozenset[Path]:
+        return frozenset(p for pp in self.peers for p in pp.paths)
+
+
+@dataclass
+class _Acc:
+    """Attributes of one prefix merged over every advertisement that yields it."""
+
+    communities: set[str] = field(default_factory=set)
+    large: set[str] = field(default_factory=set)
+    local_pref: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def add(self, adv: Advertisement, reason: str) -> None:
+        a = adv.attributes
+        self.communities |= a.communities
+        self.large |= a.large_communities
+        if a.local_pref is not None:
+            self.local_pref = max(self.local_pref or 0, a.local_pref)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Per-snapshot indexes shared by every node's plan (computed once)."""
+
+    snap: Snapshot
+    endpoints: Mapping[str, EndpointSummary]
+    services: tuple[Service, ...]
+    _selected: dict[int, tuple[Service, ...]] = field(default_factory=dict, compare=False)
+
+    @staticmethod
+    def of(snap: Snapshot) -> PlanContext:
+        svcs = tuple(sorted(snap.services.values(), key=lambda s: s.key))
+        return PlanContext(snap, summarize(snap.slices), svcs)
+
+    def selected(self, adv: Advertisement) -> tuple[Service, ...]:
+        """Services an advertisement's selector picks (nil selector: none), memoized."""
+        got = self._selected.get(id(adv))
+        if got is None:
+            sel = adv.selector
+            got = (
+                ()
+                if sel is None
+                else tuple(s for s in self.services if sel.matches(s.selector_labels()))
+            )
+            self._selected[id(adv)] = got
+        return got
+
+
+def _addresses(svc: Service, kind: str) -> tuple[IPAddress, ...]:
+    if kind == ADDR_LB:
+        return svc.status_ingress if svc.is_managed_lb else ()
+    if kind == ADDR_CLUSTER:
+        return svc.cluster_ips if svc.type != "ExternalName" else ()
+    return svc.external_ips
+
+
+def _policy(svc: Service, kind: str) -> tuple[str, str]:
+    if kind == ADDR_CLUSTER:
+        return svc.internal_traffic_policy, "internalTrafficPolicy"
+    return svc.external_traffic_policy, "externalTrafficPolicy"
+
+
+def _prefix(ip: IPAddress, adv: Advertisement, local: bool) -> IPNetwork:
+    length = adv.aggregation_v4 if ip.version == 4 else adv.aggregation_v6
+    if local:  # aggregating a Local service would attract traffic for other nodes' services
+        length = ip.max_prefixlen
+    return ipaddress.ip_network((ip, length), strict=False)
+
+
+def _service_candidates(
+    ctx: PlanContext,
+    node: str,
+    fam: Family,
+    adv: Advertisement,
+    peer_name: str,
+    acc: dict[IPNetwork, _Acc],
+    skipped: list[NotAdvertised],
+) -> None:
+    version = 4 if fam.afi.value == "ipv4" else 6
+    for svc in ctx.selected(adv):
+        summ = ctx.endpoints.get(svc.key) or EndpointSummary()
+        for kind in adv.addresses:
+            if kind == ADDR_LB and svc.type == "LoadBalancer" and not svc.is_managed_lb:
+                continue  # another controller's service
+            addrs = [a for a in _addresses(svc, kind) if a.version == version]
+            if not addrs:
+                if kind == ADDR_LB and svc.is_managed_lb and not svc.status_ingress:
+                    skipped.append(
+                        NotAdvertised(
+                            peer_name,
+                            f"Service {svc.key} {kind}",
+                            "no LoadBalancer IP allocated (see the service's "
+                            "rackroute.io/IPAMRequestSatisfied condition)",
+                        )
+                    )
+                continue
+            policy, pname = _policy(svc, kind)
+            if policy == "Local":
+                why = summ.local_reason(node, version)
+                if why is None:
+                    for a in addrs:
+                        skipped.append(
+                            NotAdvertised(
+                                peer_name,
+                                f"Service {svc.key} {kind} {a}",
+                                f"{pname}=Local and node {node} has no ready or "
+                                "serving-terminating local endpoint",
+                            )
+                        )
+                    continue
+            elif not summ.cluster_has_endpoints(version):
+                for a in addrs:
+                    skipped.append(
+                        NotAdvertised(
+                            peer_name,
+                            f"Service {svc.key} {kind} {a}",
+                            f"{pname}=Cluster and the service has no ready or "
+                            "serving-terminating endpoint anywhere",
+                        )
+                    )
+                continue
+            else:
+                why = "endpoints in the cluster"
+            for a in addrs:
+                pfx = _prefix(a, adv, policy == "Local")
+                acc.setdefault(pfx, _Acc()).add(
+                    adv, f"Service {svc.key} {kind} {a} ({pname}={policy}: {why})"
+                )
+
+
+def _peer_plan(
+    ctx: PlanContext,
+    node: str,
+    pod_cidrs: tuple[IPNetwork, ...],
+    peer: ResolvedPeer,
+    skipped: list[NotAdvertised],
+) -> PeerPlan:
+    peer_name = f"{peer.instance}/{peer.name}"
+    acc: dict[IPNetwork, _Acc] = {}
+    adverts = sorted(ctx.snap.advertisements.values(), key=lambda a: a.meta.name)
+    for fc in peer.families:
+        if fc.advertisements is None:
+            continue
+        version = 4 if fc.family.afi.value == "ipv4" else 6
+        for ba in adverts:
+            if not fc.advertisements.matches(ba.meta.labels):
+                continue
+            for adv in ba.advertisements:
+                if adv.type == "PodCIDR":
+                    cidrs = [c for c in pod_cidrs if c.version == version]
+                    if not cidrs:
+                        skipped.append(
+                            NotAdvertised(
+                                peer_name,
+                                f"PodCIDR {fc.family}",
+                                f"node {node} has no IPv{version} pod CIDR",
+                            )
+                        )
+                    for c in cidrs:
+                        acc.setdefault(c, _Acc()).add(
+                            adv, f"PodCIDR of node {node} (BGPAdvertisement {ba.meta.name})"
+                        )
+                else:
+                    _service_candidates(ctx, node, fc.family, adv, peer_name, acc, skipped)
+    paths = frozenset(
+        Path(
+            prefix=pfx,
+            communities=frozenset(a.communities),
+            large_communities=frozenset(a.large),
+            local_pref=a.local_pref if peer.ibgp else None,
+        )
+        for pfx, a in acc.items()
+    )
+    return PeerPlan(
+        peer.instance,
+        peer.name,
+        peer.spec.address,
+        paths,
+        {pfx: tuple(a.reasons) for pfx, a in acc.items()},
+    )
+
+
+def plan_node(ctx: PlanContext, bgp: NodeBGP, pod_cidrs: tuple[IPNetwork, ...]) -> NodePlan:
+    """Paths per peer of one node, and what is not advertised and why."""
+    skipped: list[NotAdvertised] = []
+    peers = tuple(
+        _peer_plan(ctx, bgp.node, pod_cidrs, p, skipped)
+        for inst in bgp.instances
+        for p in inst.peers
+    )
+    advertised = {p.prefix for pp in peers for p in pp.paths}
+    aggregates = [p for p in advertised if p.prefixlen not in (32, 128)]
+    mentioned = {s.subject.split(" ")[1] for s in skipped if s.subject.startswith("Service ")}
+    for svc in ctx.services:
+        if not svc.is_managed_lb or svc.key in mentioned:
+            continue
+        for ip in svc.status_ingress:
+            host = ipaddress.ip_network(ip)
+            if host in advertised or any(ip in p for p in aggregates if p.version == ip.version):
+                continue
+            skipped.append(
+                NotAdvertised(
+                    "*",
+                    f"Service {svc.key} {ADDR_LB} {ip}",
+                    f"no BGPAdvertisement of node {bgp.node}'s peers selects this service",
+                )
+            )
+    return NodePlan(bgp.node, peers, tuple(dict.fromkeys(skipped)))
+
+
+__all__ = ["ADDR_EXTERNAL", "NodePlan", "PeerPlan", "NotAdvertised", "PlanContext", "plan_node"]

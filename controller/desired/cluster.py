@@ -1,0 +1,74 @@
+"""Whole-cluster planning: the operator's allocations and every node's advertisements.
+
+`plan_allocations` is the operator's pure function (pod CIDRs + LB-IPAM); `apply_allocations`
+folds its result into a snapshot the way the status files would; `plan_nodes` is what each
+agent computes for itself. `rackroute plan` runs all three in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bgp.types import IPNetwork
+from controller.desired.advertise import NodePlan, PlanContext, plan_node
+from controller.desired.bgpconfig import NodeBGP, resolve_node
+from controller.desired.lbipam import LBIPAMResult, plan_lbipam
+from controller.desired.podcidr import PodCIDRResult, plan_pod_cidrs
+from controller.model.crds import NodeNetwork
+from controller.model.meta import Meta
+from controller.store import Snapshot
+
+
+@dataclass(frozen=True)
+class Allocations:
+    pod_cidrs: PodCIDRResult
+    lbipam: LBIPAMResult
+
+
+def plan_allocations(snap: Snapshot) -> Allocations:
+    """Pod CIDRs and LoadBalancer IPs, stable against what status already records."""
+    existing = {n: nn.pod_cidrs for n, nn in snap.node_networks.items()}
+    return Allocations(
+        plan_pod_cidrs(snap.nodes, snap.network_config, existing),
+        plan_lbipam(snap.services.values(), snap.pools.values()),
+    )
+
+
+def apply_allocations(snap: Snapshot, alloc: Allocations) -> Snapshot:
+    """The snapshot as agents will see it once the operator's status is written."""
+    services = dict(snap.services)
+    for key, sa in alloc.lbipam.services.items():
+        if key in services:
+            services[key] = dataclasses.replace(services[key], status_ingress=sa.ips)
+    nets = {
+        n: NodeNetwork(Meta("NodeNetwork", n), cidrs)
+        for n, cidrs in alloc.pod_cidrs.allocations.items()
+    }
+    return dataclasses.replace(snap, services=services, node_networks=nets)
+
+
+def node_pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
+    """The node's pod CIDRs as an agent reads them (mode-dependent)."""
+    cfg = snap.network_config
+    if cfg is not None and cfg.ipam_mode == "kubernetes":
+        n = snap.nodes.get(node)
+        return n.pod_cidrs if n else ()
+    nn = snap.node_networks.get(node)
+    return nn.pod_cidrs if nn else ()
+
+
+def plan_nodes(
+    snap: Snapshot, nodes: Iterable[str] | None = None
+) -> dict[str, tuple[NodeBGP, NodePlan]]:
+    """Resolved BGP config and advertisement plan for each node (default: all nodes)."""
+    ctx = PlanContext.of(snap)
+    out: dict[str, tuple[NodeBGP, NodePlan]] = {}
+    for name in sorted(nodes if nodes is not None else snap.nodes):
+        node = snap.nodes.get(name)
+        if node is None:
+            continue
+        bgp = resolve_node(snap, node)
+        out[name] = (bgp, plan_node(ctx, bgp, node_pod_cidrs(snap, name)))
+    return out

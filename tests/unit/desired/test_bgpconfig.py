@@ -1,0 +1,169 @@
+"""Resolving each node's BGP instances and peers, and the conditions on bad config."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from controller.desired.bgpconfig import cluster_conditions, resolve_node
+from tests.unit.manifests import node, snapshot
+
+BASE = """
+apiVersion: rackroute.io/v1alpha1
+kind: BGPClusterConfig
+metadata: {name: tor, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  nodeSelector: {matchLabels: {bgp: "on"}}
+  bgpInstances:
+  - name: tor
+    localASN: 65010
+    localPort: 179
+    peers:
+    - {name: tor-a, peerAddress: 10.0.0.1, peerASN: 65000, peerConfigRef: {name: default}}
+    - {name: tor-b, peerAddress: 10.0.0.2, peerASN: 65000}
+---
+apiVersion: rackroute.io/v1alpha1
+kind: BGPPeerConfig
+metadata: {name: default}
+spec:
+  transport: {peerPort: 1179}
+  timers: {holdTimeSeconds: 9, keepAliveTimeSeconds: 3, connectRetryTimeSeconds: 5}
+  gracefulRestart: {enabled: true, restartTimeSeconds: 60}
+  ebgpMultihop: 4
+  families: [{afi: ipv4, safi: unicast}]
+"""
+
+IP = ipaddress.ip_address
+
+
+def test_peers_get_their_peer_config_and_defaults() -> None:
+    snap = snapshot(BASE, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert nb.problems == ()
+    (inst,) = nb.instances
+    assert (inst.global_config.asn, str(inst.global_config.router_id)) == (65010, "10.0.0.11")
+    assert inst.global_config.listen_port == 179
+    a, b = inst.peers
+    assert (a.spec.peer_port, a.spec.hold_time, a.spec.keepalive) == (1179, 9, 3)
+    assert (a.spec.graceful_restart, a.spec.restart_time, a.spec.ebgp_multihop) == (True, 60, 4)
+    assert [str(f) for f in a.spec.families] == ["ipv4-unicast"]
+    assert (b.spec.peer_port, b.spec.hold_time, b.spec.graceful_restart) == (179, 90, False)
+
+
+def test_node_override_sets_asn_router_id_port_and_local_address() -> None:
+    ov = {
+        "apiVersion": "rackroute.io/v1alpha1",
+        "kind": "BGPNodeConfigOverride",
+        "metadata": {"name": "n1"},
+        "spec": {
+            "bgpInstances": [
+                {
+                    "name": "tor",
+                    "localASN": 65011,
+                    "routerID": "1.1.1.1",
+                    "localPort": 1790,
+                    "peers": [{"name": "tor-a", "localAddress": "10.0.0.99"}],
+                }
+            ]
+        },
+    }
+    snap = snapshot(BASE, node("n1", "10.0.0.11"), ov)
+    (inst,) = resolve_node(snap, snap.nodes["n1"]).instances
+    assert inst.global_config.asn == 65011
+    assert inst.global_config.router_id == IP("1.1.1.1")
+    assert inst.global_config.listen_port == 1790
+    assert inst.peers[0].spec.local_address == IP("10.0.0.99")
+    assert inst.peers[1].spec.local_address is None
+
+
+def test_unselected_node_has_no_instances() -> None:
+    snap = snapshot(BASE, node("n1", "10.0.0.11", {"bgp": "off"}))
+    assert resolve_node(snap, snap.nodes["n1"]).instances == ()
+    conds = {c.type: c for c in cluster_conditions(snap)["BGPClusterConfig tor"]}
+    assert conds["NoMatchingNode"].status == "True"
+
+
+def test_missing_peer_config_skips_only_that_peer() -> None:
+    text = BASE.replace("peerConfigRef: {name: default}", "peerConfigRef: {name: nope}")
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert [p.name for p in nb.instances[0].peers] == ["tor-b"]
+    (prob,) = nb.problems
+    assert prob.condition == "MissingPeerConfigs"
+    assert "peers[tor-a].peerConfigRef: BGPPeerConfig 'nope' not found" in prob.message
+    conds = {c.type: c for c in cluster_conditions(snap)["BGPClusterConfig tor"]}
+    assert (conds["MissingPeerConfigs"].status, conds["MissingPeerConfigs"].message) == (
+        "True",
+        "nope",
+    )
+
+
+def test_auth_secret_found_missing_and_without_key() -> None:
+    text = BASE.replace("  ebgpMultihop: 4\n", "  ebgpMultihop: 4\n  authSecretRef: bgp-auth\n")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "bgp-auth", "namespace": "kube-system"},
+        "stringData": {"password": "s3cret"},
+    }
+    snap = snapshot(text, node("n1", "10.0.0.11"), secret)
+    peers = resolve_node(snap, snap.nodes["n1"]).instances[0].peers
+    assert peers[0].spec.password == "s3cret"
+    assert "s3cret" not in repr(peers[0].spec)
+
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert [p.name for p in nb.instances[0].peers] == ["tor-b"]
+    assert nb.problems[0].condition == "MissingAuthSecret"
+    assert "Secret 'bgp-auth' not found" in nb.problems[0].message
+    conds = cluster_conditions(snap)["BGPPeerConfig default"]
+    assert any(c.type == "MissingAuthSecret" and c.status == "True" for c in conds)
+
+    secret["stringData"] = {"other": "x"}
+    snap = snapshot(text, node("n1", "10.0.0.11"), secret)
+    assert "has no key password" in resolve_node(snap, snap.nodes["n1"]).problems[0].message
+
+
+def test_conflicting_cluster_configs_older_wins() -> None:
+    newer = BASE.replace(
+        'name: tor, creationTimestamp: "2026-01-01T00:00:00Z"',
+        'name: tor2, creationTimestamp: "2026-02-01T00:00:00Z"',
+    )
+    newer = newer.replace("localASN: 65010", "localASN: 65099").split("---")[0]
+    snap = snapshot(BASE + "---\n" + newer, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert [i.global_config.asn for i in nb.instances] == [65010]
+    assert nb.problems[0].condition == "ConflictingClusterConfig"
+    assert nb.problems[0].ref == "BGPClusterConfig tor2"
+
+
+def test_two_instances_on_one_port() -> None:
+    text = BASE.replace(
+        "    - {name: tor-b, peerAddress: 10.0.0.2, peerASN: 65000}\n",
+        "    - {name: tor-b, peerAddress: 10.0.0.2, peerASN: 65000}\n"
+        "  - name: second\n    localASN: 65020\n    localPort: 179\n"
+        "    peers: [{name: x, peerAddress: 10.0.0.3, peerASN: 65001}]\n",
+    )
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert [i.name for i in nb.instances] == ["tor"]
+    assert (
+        "localPort: port 179 on node n1 is already used by instance 'tor'" in nb.problems[0].message
+    )
+
+
+def test_missing_asn_and_router_id() -> None:
+    text = BASE.replace("    localASN: 65010\n", "")
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert nb.instances == ()
+    assert nb.problems[0].condition == "MissingLocalASN"
+    snap = snapshot(BASE, node("n1", "fd00::11"))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert nb.problems[0].condition == "MissingRouterID"
+
+
+def test_multihop_ignored_for_ibgp() -> None:
+    text = BASE.replace("localASN: 65010", "localASN: 65000")
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    peer = resolve_node(snap, snap.nodes["n1"]).instances[0].peers[0]
+    assert peer.ibgp and peer.spec.ebgp_multihop == 1
