@@ -1,0 +1,124 @@
+"""The files source: parsing a directory, errors per object, last-good objects, status overlay."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import threading
+from pathlib import Path
+
+from controller.sources.files import FileSource, ManifestDir
+from controller.status import write_operator
+from controller.store import Store
+
+LAB = Path(__file__).resolve().parents[2] / "examples" / "frr-lab" / "manifests"
+
+POOL = """
+apiVersion: rackroute.io/v1alpha1
+kind: LoadBalancerIPPool
+metadata: {name: p1}
+spec:
+  blocks: [{cidr: 10.96.0.0/24}]
+"""
+
+BAD_POOL = """
+apiVersion: rackroute.io/v1alpha1
+kind: LoadBalancerIPPool
+metadata: {name: p1}
+spec:
+  blocks: [{cidr: 10.96.0.1/24}]
+"""
+
+
+def test_lab_manifests_load_without_errors() -> None:
+    snap = ManifestDir(LAB).load()
+    assert snap.errors == ()
+    assert sorted(snap.nodes) == ["node-1", "node-2", "node-3"]
+    assert "demo/web-local" in snap.services
+    assert snap.network_config is not None
+    assert snap.network_config.cluster_pool_v4_mask == 24
+
+
+def test_bad_object_reported_others_load(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(POOL.replace("p1", "good") + "---\n" + BAD_POOL)
+    snap = ManifestDir(tmp_path).load()
+    assert list(snap.pools) == ["good"]
+    (err,) = snap.errors
+    assert err.ref == "LoadBalancerIPPool p1"
+    assert err.messages == (
+        "LoadBalancerIPPool p1: spec.blocks[0].cidr: host bits set in '10.96.0.1/24', "
+        "did you mean 10.96.0.0/24?",
+    )
+
+
+def test_object_turned_bad_keeps_last_good_version(tmp_path: Path) -> None:
+    f = tmp_path / "pool.yaml"
+    f.write_text(POOL)
+    md = ManifestDir(tmp_path)
+    assert "p1" in md.load().pools
+    f.write_text(BAD_POOL)
+    snap = md.load()
+    assert str(snap.pools["p1"].blocks[0]) == "10.96.0.0/24"
+    assert snap.errors[0].messages[0].endswith("(keeping the last good version)")
+
+
+def test_yaml_syntax_error_keeps_that_files_objects(tmp_path: Path) -> None:
+    f = tmp_path / "pool.yaml"
+    f.write_text(POOL)
+    (tmp_path / "other.yaml").write_text(POOL.replace("p1", "p2"))
+    md = ManifestDir(tmp_path)
+    md.load()
+    f.write_text("apiVersion: [unclosed\n")
+    snap = md.load()
+    assert sorted(snap.pools) == ["p1", "p2"]
+    (err,) = snap.errors
+    assert err.ref == "pool.yaml"
+    assert err.messages[0].startswith("pool.yaml: YAML syntax error at line")
+
+
+def test_duplicate_definition_first_file_wins(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(POOL)
+    (tmp_path / "b.yaml").write_text(POOL.replace("10.96.0.0/24", "10.97.0.0/24"))
+    snap = ManifestDir(tmp_path).load()
+    assert str(snap.pools["p1"].blocks[0]) == "10.96.0.0/24"
+    assert "defined in both a.yaml and b.yaml; using a.yaml" in snap.errors[0].messages[0]
+
+
+def test_status_overlay_sets_ingress_and_node_networks(tmp_path: Path) -> None:
+    shutil.copytree(LAB, tmp_path / "m")
+    root = tmp_path / "m"
+    write_operator(
+        root,
+        {
+            "services": {"demo/web-local": {"ingress": ["10.96.100.7"]}},
+            "nodeNetworks": {"node-1": {"podCIDRs": ["10.244.9.0/24"]}},
+        },
+    )
+    snap = ManifestDir(root).load()
+    assert snap.services["demo/web-local"].status_ingress == (ipaddress.ip_address("10.96.100.7"),)
+    assert snap.node_networks["node-1"].pod_cidrs == (ipaddress.ip_network("10.244.9.0/24"),)
+    assert snap.errors == ()  # the status directory is not read as manifests
+
+
+def test_file_source_publishes_on_change_only(tmp_path: Path) -> None:
+    (tmp_path / "pool.yaml").write_text(POOL)
+    store = Store()
+    src = FileSource(tmp_path, store)
+    assert src.poll() is True
+    assert store.wait(0) is True
+    assert src.poll() is False
+    assert store.wait(0) is False
+    (tmp_path / "pool2.yaml").write_text(POOL.replace("p1", "p2"))
+    assert src.poll() is True
+    assert sorted(store.snapshot().pools) == ["p1", "p2"]
+
+
+def test_store_signal_coalesces() -> None:
+    store = Store()
+    for _ in range(5):
+        store.poke()
+    assert store.wait(0) is True
+    assert store.wait(0) is False
+    t = threading.Timer(0.05, store.poke)
+    t.start()
+    assert store.wait(2) is True
