@@ -124,37 +124,43 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.append(tmp.read().decode(errors="replace"))
 
 
-def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
-    """Compile one entry file and load its programs: (bcc module, name -> prog fd)."""
+def load_text(text: str, funcs: dict[str, tuple[int, int]]) -> tuple[Any, dict[str, int]]:
+    """Compile text with bcc and load funcs ({name: (prog type, attach type or -1)}).
+    Returns (bcc module, name -> prog fd); LoadError carries the compiler/verifier log."""
     from bcc import BPF
 
-    entry, funcs = PARTS[part]
-    cfg.pin_dir.mkdir(parents=True, exist_ok=True)
-    fds: dict[str, int] = {}
     with _captured_stderr() as log:
         try:
-            b = BPF(text=source_text(entry, cfg), cflags=["-Wno-unused-function"])
+            b = BPF(text=text.encode(), cflags=["-Wno-unused-function"])
         except Exception as e:
             err: Exception | None = e
         else:
             err = None
     if err is not None:
-        raise LoadError(f"compiling {entry} failed: {err}", "".join(log))
-    for fn in funcs:
+        raise LoadError(f"compile failed: {err}", "".join(log))
+    fds: dict[str, int] = {}
+    for fn, (ptype, atype) in funcs.items():
         with _captured_stderr() as log:
             try:
-                if part == "sock":
-                    f = b.load_func(fn, CGROUP_SOCK_ADDR, attach_type=SOCK_HOOKS[fn])
-                else:
-                    f = b.load_func(fn, SCHED_CLS)
+                f = b.load_func(fn.encode(), ptype, attach_type=atype)
             except Exception as e:
                 err = e
             else:
                 err = None
         if err is not None:
+            b.cleanup()
             raise LoadError(f"loading {fn} failed: {err}", "".join(log))
         fds[fn] = int(f.fd)
     return b, fds
+
+
+def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
+    """Compile one entry file and load its programs: (bcc module, name -> prog fd)."""
+    entry, names = PARTS[part]
+    cfg.pin_dir.mkdir(parents=True, exist_ok=True)
+    funcs = {n: (CGROUP_SOCK_ADDR, SOCK_HOOKS[n]) if part == "sock" else (SCHED_CLS, -1)
+             for n in names}
+    return load_text(source_text(entry, cfg), funcs)
 
 
 def _ipr(netns: str | None) -> Any:

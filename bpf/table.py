@@ -95,3 +95,36 @@ def validate(key: ServiceKey, svc: Service) -> str | None:
     if len(svc.eligible()) > 0xFFFF:
         return f"{key}: too many backends"
     return None
+
+
+def table_to_json(table: ServiceTable) -> list[dict[str, object]]:
+    """A JSON-ready list (used by the standalone datapath runner and `service list`)."""
+    out: list[dict[str, object]] = []
+    for k in sorted(table):
+        s = table[k]
+        out.append({
+            "vip": str(k.vip), "port": k.port, "proto": k.proto.name.lower(),
+            "local_only": s.local_only, "external": s.external, "nodeport": s.nodeport,
+            "affinity_timeout": s.affinity_timeout, "algorithm": s.algorithm.value,
+            "name": s.name,
+            "backends": [{"ip": str(b.ip), "port": b.port, "local": b.local,
+                          "state": b.state.value} for b in s.backends],
+        })
+    return out
+
+
+def table_from_json(doc: list[dict[str, object]]) -> dict[ServiceKey, Service]:
+    from ipaddress import ip_address
+
+    out: dict[ServiceKey, Service] = {}
+    for e in doc:
+        key = ServiceKey(ip_address(str(e["vip"])), int(str(e["port"])),
+                         Proto[str(e["proto"]).upper()])
+        raw = e.get("backends", [])
+        assert isinstance(raw, list)
+        bes = tuple(Backend(ip_address(str(b["ip"])), int(b["port"]), bool(b.get("local")),
+                            BackendState(b.get("state", "ready"))) for b in raw)
+        out[key] = Service(bes, bool(e.get("local_only")), bool(e.get("external")),
+                           bool(e.get("nodeport")), int(str(e.get("affinity_timeout", 0))),
+                           Algorithm(str(e.get("algorithm", "maglev"))), str(e.get("name", "")))
+    return out

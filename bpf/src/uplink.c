@@ -1,5 +1,5 @@
 /* The node uplink: north-south NodePort / LoadBalancer / external IP traffic.
- * ingress: reverse NAT of replies (and of SNAT'd replies from remote backends),
+ * ingress: reverse NAT of SNAT'd replies from remote backends,
  *          else DNAT to a backend; a remote backend under Cluster policy is
  *          reached with the source translated to the node address.
  * egress: reverse NAT of replies from local backends to external clients.
@@ -19,7 +19,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
 
     if (rr_parse(skb, &p) < 0)
         return TC_ACT_OK;
-    r = rr_reverse(skb, &p);
+    r = rr_reverse(skb, &p, 1);
     if (r == RR_NAT_PASS)
         r = rr_forward(skb, &p, 1);
     if (r == RR_NAT_DROP)
@@ -35,5 +35,5 @@ int rr_uplink_egress(struct __sk_buff *skb)
 
     if (rr_parse(skb, &p) < 0)
         return TC_ACT_OK;
-    return rr_reverse(skb, &p) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+    return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }

@@ -9,8 +9,11 @@
 
 #define RR_SNAT_TRIES 8
 
-/* Reply direction: backend -> client. Restore the service address (and the client, after SNAT). */
-static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p)
+/* Reply direction: backend -> client. Restore the service address (and the client, after
+ * SNAT). snat_only: leave replies that were not source-translated for a later hook (the
+ * uplink ingress must not turn a source into a local node address before routing).
+ */
+static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, int snat_only)
 {
     struct rr_ct_key k = p->t;
     struct rr_ct_value *ct;
@@ -21,6 +24,8 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p)
     k.dir = RR_DIR_REPLY;
     ct = rr_ct.lookup(&k);
     if (!ct)
+        return RR_NAT_PASS;
+    if (snat_only && !(ct->flags & RR_CT_SNAT))
         return RR_NAT_PASS;
     ct->seen_ns = bpf_ktime_get_ns();
     vip = ct->nat_addr.w[0];

@@ -1,0 +1,44 @@
+"""Test backend run inside a pod namespace: answers TCP and UDP on one port with
+"<name> <peer ip>:<peer port>", and echoes later TCP lines as "<name> <line>"."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import sys
+import threading
+
+
+class _Tcp(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        name = self.server.rr_name  # type: ignore[attr-defined]
+        peer = self.client_address
+        self.wfile.write(f"{name} {peer[0]}:{peer[1]}\n".encode())
+        for line in self.rfile:
+            self.wfile.write(f"{name} {line.decode().strip()}\n".encode())
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def _udp(name: str, port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        _, peer = s.recvfrom(2048)
+        s.sendto(f"{name} {peer[0]}:{peer[1]}".encode(), peer)
+
+
+def main() -> None:
+    name, port = sys.argv[1], int(sys.argv[2])
+    srv = _Server(("0.0.0.0", port), _Tcp)
+    srv.rr_name = name  # type: ignore[attr-defined]
+    threading.Thread(target=_udp, args=(name, port), daemon=True).start()
+    print("listening", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""NodePort and LoadBalancer IPs from an external namespace through the uplink program."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import EXT, LB_LOCAL, NODE1, NODE2, NP_CLUSTER, NP_LOCAL, PORT, Bench
+from .netlab import tcp_ask, udp_ask
+
+
+def test_nodeport_local_preserves_client_address(bench: Bench) -> None:
+    replies = [tcp_ask(bench.ext, NODE1, NP_LOCAL) for _ in range(20)]
+    assert {r.split()[0] for r in replies} == {"b11", "b12"}
+    assert all(r.split()[1].startswith(EXT + ":") for r in replies)
+
+
+def test_loadbalancer_ip_local_only_reaches_local_backends(bench: Bench) -> None:
+    # b21 (node2) is a backend of this service but not local to node1: Local skips it
+    replies = [tcp_ask(bench.ext, LB_LOCAL, 80) for _ in range(20)]
+    assert {r.split()[0] for r in replies} <= {"b11", "b12"}
+    assert all(r.split()[1].startswith(EXT + ":") for r in replies)
+
+
+def test_nodeport_local_refused_on_node_without_local_endpoint(bench: Bench) -> None:
+    # a host process listens on the node port of node2: only the datapath stops it
+    bench.lab.serve_host(bench.node2, "node2-host", NP_LOCAL)
+    bench.lab.serve_host(bench.node2, "node2-host", NP_LOCAL + 1)
+    assert tcp_ask(bench.ext, NODE2, NP_LOCAL + 1, timeout=1).startswith("node2-host")
+    with pytest.raises(OSError):
+        tcp_ask(bench.ext, NODE2, NP_LOCAL, timeout=1)
+
+
+def test_nodeport_cluster_reaches_other_node_with_snat(bench: Bench) -> None:
+    for _ in range(5):
+        name, peer = tcp_ask(bench.ext, NODE1, NP_CLUSTER).split()
+        assert name == "b21"
+        assert peer.startswith(NODE1 + ":")  # replies must come back through node1
+
+
+def test_nodeport_cluster_long_connection_and_udp_local(bench: Bench) -> None:
+    from .netlab import read_line, tcp_connect
+
+    s = tcp_connect(bench.ext, NODE1, NP_CLUSTER)
+    try:
+        assert read_line(s).startswith("b21 ")
+        for i in range(20):
+            s.sendall(f"line {i}\n".encode())
+            assert read_line(s) == f"b21 line {i}"
+    finally:
+        s.close()
+    assert PORT == 8080
+    reply, src = udp_ask(bench.ext, NODE1, NP_LOCAL)
+    assert src == (NODE1, NP_LOCAL) and reply.split()[0] in {"b11", "b12"}
