@@ -130,3 +130,26 @@ def host_port(net_port: int) -> int:
 
 def svc_key(vip: IPAddress, port: int, proto: int) -> SvcKey:
     return SvcKey(addr_of(vip), port_of(port), proto, family_of(vip))
+
+
+def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
+    """C struct name in src/maps.h -> its ctypes mirror (what the ABI test compares)."""
+    return {
+        "rr_addr": Addr, "rr_svc_key": SvcKey, "rr_svc_value": SvcValue,
+        "rr_backend": BackendValue, "rr_ct_key": CtKey, "rr_ct_value": CtValue,
+        "rr_aff_key": AffKey, "rr_aff_value": AffValue, "rr_revnat_key": RevNatKey,
+        "rr_revnat_value": RevNatValue, "rr_config": Config, "rr_maglev": maglev_type(m),
+    }
+
+
+def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
+    """Map name -> (key size, value size) expected by Python."""
+    return {
+        "rr_svc": (ct.sizeof(SvcKey), ct.sizeof(SvcValue)),
+        "rr_backend": (4, ct.sizeof(BackendValue)),
+        "rr_maglev": (4, ct.sizeof(maglev_type(m))),
+        "rr_ct": (ct.sizeof(CtKey), ct.sizeof(CtValue)),
+        "rr_affinity": (ct.sizeof(AffKey), ct.sizeof(AffValue)),
+        "rr_revnat": (ct.sizeof(RevNatKey), ct.sizeof(RevNatValue)),
+        "rr_config": (4, ct.sizeof(Config)),
+    }

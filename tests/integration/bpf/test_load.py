@@ -1,0 +1,92 @@
+"""The programs load on this kernel; a rejected program raises with the verifier log;
+the ctypes mirrors match the compiled struct layout (the ABI test)."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+import pytest
+
+from bpf import libbpf
+from bpf import maps as m
+from bpf.loader import CGROUP_SOCK_ADDR, SCHED_CLS, SRC_DIR, LoadError, load_text
+from bpf.mapstore import PinnedMap
+
+from .conftest import Bench
+
+
+def test_pinned_maps_have_the_layout_python_expects(bench: Bench) -> None:
+    for dp in (bench.dp1, bench.dp2):
+        assert {"rr_pod_ingress", "rr_pod_egress", "rr_uplink_ingress",
+                "rr_uplink_egress"} <= set(dp.fds)
+        for name, (ks, vs) in m.map_layout(dp.cfg.maglev_m).items():
+            pm = PinnedMap.open(str(dp.cfg.pin_dir / name))
+            try:
+                assert (pm.key_size, pm.value_size) == (ks, vs), name
+            finally:
+                pm.close()
+
+
+def test_verifier_rejection_keeps_the_log() -> None:
+    bad = """
+int rr_bad(struct __sk_buff *skb) {
+    /* packet read without a bounds check: the verifier must refuse */
+    return *(u32 *)(long)skb->data;
+}
+"""
+    with pytest.raises(LoadError) as exc:
+        load_text(bad, {"rr_bad": (SCHED_CLS, -1)})
+    assert "invalid access to packet" in exc.value.log
+    assert "invalid access to packet" in str(exc.value)
+
+
+def test_compile_error_keeps_clang_output() -> None:
+    with pytest.raises(LoadError) as exc:
+        load_text("int rr_x(struct __sk_buff *skb) { return undefined_name; }",
+                  {"rr_x": (SCHED_CLS, -1)})
+    assert "undefined_name" in exc.value.log
+
+
+def test_socket_programs_load() -> None:
+    text = "#include <uapi/linux/in.h>\n" + (SRC_DIR / "maps.h").read_text() + "\n" + \
+        "\n".join(ln for ln in (SRC_DIR / "lib/lb.h").read_text().splitlines()) + "\n" + \
+        "\n".join(ln for ln in (SRC_DIR / "sock.c").read_text().splitlines()
+                  if "#include \"" not in ln)
+    mod, fds = load_text(text, {"rr_sock_connect4": (CGROUP_SOCK_ADDR, 10),
+                                "rr_sock_getpeername4": (CGROUP_SOCK_ADDR, 29)})
+    try:
+        assert all(fd > 0 for fd in fds.values())
+    finally:
+        mod.cleanup()
+
+
+def test_abi_offsets_and_sizes_match_the_compiled_structs() -> None:
+    structs = m.c_structs()
+    probes: list[tuple[str, str, int]] = []  # (struct, field or "", python value)
+    for cname, py in structs.items():
+        probes.append((cname, "", ct.sizeof(py)))
+        for fname, *_ in py._fields_:
+            probes.append((cname, fname, getattr(py, fname).offset))
+    body = []
+    for i, (cname, fname, _) in enumerate(probes):
+        expr = f"sizeof(struct {cname})" if not fname else \
+            f"__builtin_offsetof(struct {cname}, {fname})"
+        body.append(f"    k = {i}; v = {expr}; rr_abi.update(&k, &v);")
+    text = (SRC_DIR / "maps.h").read_text() + f"""
+BPF_ARRAY(rr_abi, u32, {len(probes)});
+int rr_abi_probe(struct __sk_buff *skb) {{
+    u32 k, v;
+{chr(10).join(body)}
+    return 0;
+}}
+"""
+    mod, fds = load_text(text, {"rr_abi_probe": (SCHED_CLS, -1)})
+    try:
+        ret, _, _ = libbpf.prog_test_run(fds["rr_abi_probe"], bytes(64))
+        assert ret == 0
+        table = mod[b"rr_abi"]
+        got = {i: table[ct.c_int(i)].value for i in range(len(probes))}
+    finally:
+        mod.cleanup()
+    mismatches = [(c, f, py, got[i]) for i, (c, f, py) in enumerate(probes) if got[i] != py]
+    assert not mismatches, mismatches
