@@ -121,7 +121,8 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
         key = _decode_key(kb)
         v = m.SvcValue.from_buffer_copy(vb)
         ids = tables.get(v.svc_id, frozenset()) if v.backend_count else frozenset()
-        bes = tuple(sorted(backends[i] for i in ids if i in backends))
+        found = (backends[i] for i in ids if i in backends)
+        bes = tuple(sorted(found, key=Backend.sort_key))
         svc = Service(
             backends=bes, local_only=bool(v.flags & m.SVC_LOCAL_ONLY),
             external=bool(v.flags & m.SVC_EXTERNAL), nodeport=bool(v.flags & m.SVC_NODEPORT),
@@ -197,7 +198,13 @@ class Syncer:
         # 1. backends
         users: dict[str, list[ServiceKey]] = {}
         need: dict[str, Backend] = {}
-        for k, s in want.items():
+        for k, s in list(want.items()):
+            clash = [b for b in s.backends if need.get(b.name, b) != b]
+            if clash:  # one address:port, two different local/state flags
+                errors[k] = (f"{k}: backend {clash[0].name} conflicts with another service's"
+                             " local/state flags for the same endpoint")
+                del want[k]
+                continue
             for b in s.backends:
                 need.setdefault(b.name, b)
                 users.setdefault(b.name, []).append(k)

@@ -31,23 +31,30 @@ class BackendState(str, enum.Enum):
     NOT_SERVING = "not-serving"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ServiceKey:
     vip: IPAddress
     port: int
     proto: Proto
+
+    def sort_key(self) -> tuple[int, int, int, int]:
+        """Total order across families (addresses of two families do not compare)."""
+        return (self.vip.version, int(self.vip), self.port, int(self.proto))
 
     def __str__(self) -> str:
         host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
         return f"{host}:{self.port}/{self.proto.name.lower()}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Backend:
     ip: IPAddress
     port: int
     local: bool = False
     state: BackendState = BackendState.READY
+
+    def sort_key(self) -> tuple[int, int, int, bool, str]:
+        return (self.ip.version, int(self.ip), self.port, self.local, self.state.value)
 
     @property
     def name(self) -> str:
@@ -71,7 +78,7 @@ class Service:
         ready = [b for b in pool if b.state is BackendState.READY]
         if not ready:
             ready = [b for b in pool if b.state is BackendState.TERMINATING]
-        return tuple(sorted(set(ready)))
+        return tuple(sorted(set(ready), key=Backend.sort_key))
 
     def programmed(self) -> Service:
         """The form read back from the maps: eligible backends only, sorted, no name."""
@@ -100,7 +107,7 @@ def validate(key: ServiceKey, svc: Service) -> str | None:
 def table_to_json(table: ServiceTable) -> list[dict[str, object]]:
     """A JSON-ready list (used by the standalone datapath runner and `service list`)."""
     out: list[dict[str, object]] = []
-    for k in sorted(table):
+    for k in sorted(table, key=ServiceKey.sort_key):
         s = table[k]
         out.append({
             "vip": str(k.vip), "port": k.port, "proto": k.proto.name.lower(),

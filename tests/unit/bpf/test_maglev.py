@@ -1,0 +1,63 @@
+"""Maglev table: balance, determinism, minimal disruption."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpf.maglev import is_prime, maglev_table
+
+M = 1021
+
+
+def names(n: int) -> list[str]:
+    return [f"10.0.{i // 250}.{i % 250}:8080" for i in range(n)]
+
+
+def test_every_slot_filled_and_balanced() -> None:
+    bes = names(7)
+    table = maglev_table(bes, M)
+    assert len(table) == M
+    counts = Counter(table)
+    assert set(counts) == set(range(7))
+    assert max(counts.values()) - min(counts.values()) <= 1 + M // 7 // 10
+
+
+def test_order_of_names_does_not_matter() -> None:
+    bes = names(5)
+    t1 = [bes[i] for i in maglev_table(bes, M)]
+    rev = list(reversed(bes))
+    t2 = [rev[i] for i in maglev_table(rev, M)]
+    assert t1 == t2
+
+
+def test_removing_one_backend_moves_mostly_its_own_slots() -> None:
+    bes = names(10)
+    before = [bes[i] for i in maglev_table(bes, M)]
+    gone = bes[3]
+    rest = [b for b in bes if b != gone]
+    after = [rest[i] for i in maglev_table(rest, M)]
+    moved_other = sum(1 for a, b in zip(before, after, strict=True) if a != gone and a != b)
+    assert all(b != gone for b in after)
+    assert moved_other <= M * 0.05  # the rest of the table hardly changes
+
+
+def test_empty_and_errors() -> None:
+    assert maglev_table([], M) == []
+    with pytest.raises(ValueError):
+        maglev_table(["a"], 1000)
+    with pytest.raises(ValueError):
+        maglev_table(["a", "a"], M)
+    assert is_prime(M) and not is_prime(1) and not is_prime(1023)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sets(st.integers(0, 10_000), min_size=1, max_size=40))
+def test_property_all_backends_present_and_fair(ids: set[int]) -> None:
+    bes = [f"b{i}" for i in sorted(ids)]
+    counts = Counter(maglev_table(bes, 251))
+    assert set(counts) == set(range(len(bes)))
+    assert max(counts.values()) <= 251 // len(bes) + 2 + len(bes)

@@ -1,0 +1,70 @@
+"""One contract for the byte-level map port: the in-memory fake and a real kernel map."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from bpf.mapstore import FakeMap, MapPort, MapWriteError
+
+
+def _real(ks: int, vs: int, n: int) -> MapPort:
+    from bpf import libbpf
+    from bpf.mapstore import PinnedMap
+
+    return PinnedMap(libbpf.map_create(libbpf.BPF_MAP_TYPE_HASH, "rr_contract", ks, vs, n))
+
+
+@pytest.fixture(params=["fake", "kernel"])
+def mp(request: pytest.FixtureRequest) -> Iterator[MapPort]:
+    if request.param == "kernel" and os.geteuid() != 0:
+        pytest.skip("needs root: creating a kernel BPF map")
+    made = FakeMap(4, 8, 4) if request.param == "fake" else _real(4, 8, 4)
+    yield made
+    close = getattr(made, "close", None)
+    if close:
+        close()
+
+
+def k(i: int) -> bytes:
+    return i.to_bytes(4, "little")
+
+
+def v(i: int) -> bytes:
+    return i.to_bytes(8, "little")
+
+
+def test_update_lookup_items(mp: MapPort) -> None:
+    mp.update_batch([(k(1), v(10)), (k(2), v(20))])
+    assert mp.lookup(k(1)) == v(10) and mp.lookup(k(3)) is None
+    assert sorted(mp.items()) == [(k(1), v(10)), (k(2), v(20))]
+    mp.update_batch([(k(1), v(11))])
+    assert mp.lookup(k(1)) == v(11)
+    assert (mp.key_size, mp.value_size, mp.max_entries) == (4, 8, 4)
+
+
+def test_full_map_reports_how_far_it_got(mp: MapPort) -> None:
+    mp.update_batch([(k(i), v(i)) for i in range(3)])
+    with pytest.raises(MapWriteError) as e:
+        mp.update_batch([(k(i), v(i)) for i in range(3, 7)])
+    assert e.value.errno == errno.E2BIG and e.value.done == 1
+    assert len(list(mp.items())) == 4
+
+
+def test_delete_batch_and_missing_key(mp: MapPort) -> None:
+    mp.update_batch([(k(i), v(i)) for i in range(3)])
+    mp.delete_batch([k(0), k(1)])
+    assert [kk for kk, _ in mp.items()] == [k(2)]
+    with pytest.raises(MapWriteError) as e:
+        mp.delete_batch([k(2), k(9)])
+    assert e.value.errno == errno.ENOENT and e.value.done == 1
+    assert list(mp.items()) == []
+
+
+def test_wrong_sizes_rejected(mp: MapPort) -> None:
+    with pytest.raises(MapWriteError) as e:
+        mp.update_batch([(b"\x01\x02", v(1))])
+    assert e.value.errno == errno.EINVAL
