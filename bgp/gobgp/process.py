@@ -1,0 +1,126 @@
+"""Runs one gobgpd (gRPC on a unix socket, pprof off, no config file) and watches it.
+
+The process can live inside a network namespace (`ip netns exec`, which execs, so the
+PID is gobgpd's own). A pid file in the state directory lets a restarted agent find and
+replace the gobgpd a crashed agent left behind; that replacement counts as a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from bgp.speaker import SpeakerError, logfmt
+
+log = logging.getLogger("bgp.gobgp")
+
+
+class GobgpdProcess:
+    """One supervised gobgpd; `start()` returns once its API socket exists."""
+
+    def __init__(self, state_dir: Path, *, netns: str | None = None,
+                 binary: str = "gobgpd", log_level: str = "info") -> None:
+        self.state_dir = state_dir
+        self.netns = netns
+        self.binary = binary
+        self.log_level = log_level
+        self.socket = state_dir / "gobgpd.sock"
+        self.pidfile = state_dir / "gobgpd.pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+        if len(str(self.socket)) > 100:
+            raise SpeakerError(f"state dir path too long for a unix socket: {state_dir}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def adopt_leftover(self) -> bool:
+        """Kill a gobgpd left by a previous agent on this socket; True if there was one."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            cmdline = b""
+        if str(self.socket).encode() in cmdline:
+            # SIGKILL, not SIGTERM: no NOTIFICATION, so peers keep our routes (GR helper).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 5.0)
+            log.info(logfmt("gobgpd_leftover_killed", pid=pid))
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        argv = [self.binary, f"--api-hosts=unix://{self.socket}", "--pprof-disable",
+                "--log-plain", f"--log-level={self.log_level}"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        logf = open(self.state_dir / "gobgpd.log", "ab")  # noqa: SIM115 (child owns it)
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            logf.close()
+        self.pidfile.write_text(f"{self._proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if not self.alive():
+                raise SpeakerError(f"gobgpd exited with {self.exit_code()} at start; "
+                                   f"see {self.state_dir / 'gobgpd.log'}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise SpeakerError(f"gobgpd did not open {self.socket} in {timeout}s")
+            time.sleep(0.02)
+        log.info(logfmt("gobgpd_started", pid=self._proc.pid, netns=self.netns or "-"))
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal our gobgpd (only the PID we started) and reap it."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+            try:
+                self._proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5.0)
+
+    def stop(self) -> None:
+        """Terminate gobgpd (SIGTERM, then SIGKILL) and forget it."""
+        if self._proc is not None:
+            self.kill(signal.SIGTERM)
+            log.info(logfmt("gobgpd_stopped", pid=self._proc.pid, rc=self._proc.returncode))
+        self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
+
+    def detach(self) -> None:
+        """Forget the process without signalling it (a crashed agent, for tests)."""
+        self._proc = None
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
