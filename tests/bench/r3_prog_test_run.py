@@ -1,0 +1,126 @@
+"""R3: per-packet cost of the pod-veth LB program via BPF_PROG_TEST_RUN, against an empty
+TC program on the same machine, alternating A/B rounds (warm-up dropped).
+
+  python -m tests.bench.r3_prog_test_run [--rounds 7] [--services 10000]
+
+Cases: conntrack hit (same flow repeated), service hit (a new flow each run, so a
+Maglev lookup and two conntrack inserts), miss (not a service). Prints a table and
+writes results/r3-<date>.json naming the kernel, CPU and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+from datetime import UTC, datetime
+from ipaddress import IPv4Address as A
+from pathlib import Path
+
+from bpf.libbpf import prog_test_run
+from bpf.loader import SCHED_CLS, Datapath, DatapathConfig, load_text
+from bpf.sync import Syncer
+from bpf.table import Backend, Proto, Service, ServiceKey
+
+
+def _csum(b: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def packet(src: str, dst: str, sport: int, dport: int) -> bytes:
+    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
+                     A(src).packed, A(dst).packed)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return eth + ip + tcp + bytes(6)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run_case(fd: int, pkts: list[bytes], repeat: int) -> float:
+    """Mean ns per packet over pkts (each run repeat times in the kernel)."""
+    total = 0
+    for p in pkts:
+        _, ns, _ = prog_test_run(fd, p, repeat)
+        total += ns
+    return total / len(pkts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--services", type=int, default=10000)
+    args = ap.parse_args()
+    root = Path(f"/sys/fs/bpf/rackroute-bench-{os.getpid()}")
+    dp = Datapath(DatapathConfig("r3", pin_root=root))
+    empty_mod = None
+    try:
+        dp.load(("pod",))
+        empty_mod, empty = load_text(
+            "int rr_empty(struct __sk_buff *skb) { return 0; /* TC_ACT_OK */ }",
+            {"rr_empty": (SCHED_CLS, -1)})
+        table = {ServiceKey(A(f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}"), 80,
+                            Proto.TCP):
+                 Service((Backend(A("10.0.0.1"), 8080), Backend(A("10.0.0.2"), 8080)))
+                 for i in range(args.services)}
+        Syncer(dp.maps()).sync(table)
+        vip = str(max(table, key=ServiceKey.sort_key).vip)
+        ours = dp.fds["rr_pod_ingress"]
+        cases = {
+            "conntrack hit": ([packet("10.1.0.1", vip, 40000, 80)], 2000),
+            "service hit": ([packet("10.1.0.2", vip, 1024 + i, 80) for i in range(2000)], 1),
+            "miss": ([packet("10.1.0.3", "10.200.0.1", 40000, 80)], 2000),
+        }
+        rows = {}
+        for name, (pkts, repeat) in cases.items():
+            a: list[float] = []
+            b: list[float] = []
+            for r in range(args.rounds + 1):
+                if name == "service hit":  # fresh flows every round
+                    pkts = [packet(f"10.2.{r}.{i // 250}", vip, 1024 + i % 250, 80)
+                            for i in range(2000)]
+                x = run_case(ours, pkts, repeat)
+                y = run_case(empty["rr_empty"], pkts, repeat)
+                if r:  # round 0 is warm-up
+                    a.append(x)
+                    b.append(y)
+            ratios = [x / y for x, y in zip(a, b, strict=True)]
+            rows[name] = {"ours_ns": statistics.median(a), "empty_ns": statistics.median(b),
+                          "ratio_median": statistics.median(ratios),
+                          "ratio_min": min(ratios), "ratio_max": max(ratios)}
+        print(f"R3 BPF_PROG_TEST_RUN, {args.services} services, {args.rounds} rounds ABAB")
+        print(f"{'case':<15}{'ours ns':>10}{'empty ns':>10}{'ratio':>8}{'min':>7}{'max':>7}")
+        for name, r in rows.items():
+            print(f"{name:<15}{r['ours_ns']:>10.0f}{r['empty_ns']:>10.0f}"
+                  f"{r['ratio_median']:>8.2f}{r['ratio_min']:>7.2f}{r['ratio_max']:>7.2f}")
+        out = Path("results")
+        out.mkdir(exist_ok=True)
+        now = datetime.now(UTC)
+        doc = {"bench": "R3", "kernel": platform.release(), "cpu": cpu_model(),
+               "date": now.isoformat(), "services": args.services, "rounds": args.rounds,
+               "goal": "<= 3x empty program", "cases": rows}
+        path = out / f"r3-{now.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_text(json.dumps(doc, indent=2))
+        print(f"wrote {path}")
+    finally:
+        if empty_mod is not None:
+            empty_mod.cleanup()
+        dp.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
