@@ -1,7 +1,7 @@
 """R3: per-packet cost of the pod-veth LB program via BPF_PROG_TEST_RUN, against an empty
 TC program on the same machine, alternating A/B rounds (warm-up dropped).
 
-  python -m tests.bench.r3_prog_test_run [--rounds 7] [--services 10000]
+  python -m tests.bench.bench_r3 [--rounds 7] [--services 10000]   (or: python -m tests.bench r3)
 
 Cases: conntrack hit (same flow repeated), service hit (a new flow each run, so a
 Maglev lookup and two conntrack inserts), miss (not a service). Prints a table and
@@ -17,6 +17,7 @@ import platform
 import shutil
 import statistics
 import struct
+import sys
 from datetime import UTC, datetime
 from ipaddress import IPv4Address as A
 from pathlib import Path
@@ -59,11 +60,11 @@ def run_case(fd: int, pkts: list[bytes], repeat: int) -> float:
     return total / len(pkts)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--services", type=int, default=10000)
-    args = ap.parse_args()
+    args = ap.parse_args(argv or [])
     root = Path(f"/sys/fs/bpf/rackroute-bench-{os.getpid()}")
     dp = Datapath(DatapathConfig("r3", pin_root=root))
     empty_mod = None
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
