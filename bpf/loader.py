@@ -258,8 +258,8 @@ class Datapath:
         """Socket-level LB for processes in cgroup (never the root cgroup)."""
         from bcc import BPF
 
-        if (cgroup / "..").resolve() == cgroup.resolve() or not (cgroup / "..").exists():
-            raise ValueError(f"refusing to attach to {cgroup}")
+        if os.path.ismount(cgroup) or not (cgroup / "cgroup.procs").exists():
+            raise ValueError(f"refusing to attach to {cgroup}: not a child cgroup v2 directory")
         fd = os.open(cgroup, os.O_RDONLY)
         try:
             mod = self._mods["sock"]

@@ -69,3 +69,11 @@ def test_outside_the_cgroup_nothing_is_translated(bench: Bench, cgroup: Path) ->
     assert os.path.isdir(cgroup)
     r = _run_in(None, bench.node1)
     assert r.returncode != 0
+
+
+def test_refuses_the_root_cgroup(bench: Bench) -> None:
+    if not (CGROUP2 / "cgroup.procs").exists():
+        pytest.skip(f"needs a cgroup v2 mount at {CGROUP2}")
+    bench.dp1.load(("sock",))
+    with pytest.raises(ValueError):
+        bench.dp1.attach_cgroup(CGROUP2)
