@@ -78,6 +78,25 @@ class PlanContext:
     endpoints: Mapping[str, EndpointSummary]
     services: tuple[Service, ...]
     _selected: dict[int, tuple[Service, ...]] = field(default_factory=dict, compare=False)
+    _prefixes: dict[tuple[IPAddress, int], IPNetwork] = field(default_factory=dict, compare=False)
+    _texts: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False)
+
+    def prefix(self, ip: IPAddress, adv: Advertisement, local: bool) -> IPNetwork:
+        """The prefix announced for a service address (memoized: nodes share them)."""
+        length = adv.aggregation_v4 if ip.version == 4 else adv.aggregation_v6
+        if local:  # aggregating a Local service would attract traffic for other nodes
+            length = ip.max_prefixlen
+        got = self._prefixes.get((ip, length))
+        if got is None:
+            got = self._prefixes[(ip, length)] = ipaddress.ip_network((ip, length), strict=False)
+        return got
+
+    def text(self, *parts: object) -> str:
+        """Interned " "-joined text: reasons repeat across nodes and peers."""
+        got = self._texts.get(parts)
+        if got is None:
+            got = self._texts[parts] = " ".join(map(str, parts))
+        return got
 
     @staticmethod
     def of(snap: Snapshot) -> PlanContext:
@@ -110,13 +129,6 @@ def _policy(svc: Service, kind: str) -> tuple[str, str]:
     if kind == ADDR_CLUSTER:
         return svc.internal_traffic_policy, "internalTrafficPolicy"
     return svc.external_traffic_policy, "externalTrafficPolicy"
-
-
-def _prefix(ip: IPAddress, adv: Advertisement, local: bool) -> IPNetwork:
-    length = adv.aggregation_v4 if ip.version == 4 else adv.aggregation_v6
-    if local:  # aggregating a Local service would attract traffic for other nodes' services
-        length = ip.max_prefixlen
-    return ipaddress.ip_network((ip, length), strict=False)
 
 
 def _service_candidates(
@@ -154,9 +166,12 @@ def _service_candidates(
                         skipped.append(
                             NotAdvertised(
                                 peer_name,
-                                f"Service {svc.key} {kind} {a}",
-                                f"{pname}=Local and node {node} has no ready or "
-                                "serving-terminating local endpoint",
+                                ctx.text("Service", svc.key, kind, a),
+                                ctx.text(
+                                    f"{pname}=Local and node",
+                                    node,
+                                    "has no ready or serving-terminating local endpoint",
+                                ),
                             )
                         )
                     continue
@@ -165,18 +180,20 @@ def _service_candidates(
                     skipped.append(
                         NotAdvertised(
                             peer_name,
-                            f"Service {svc.key} {kind} {a}",
-                            f"{pname}=Cluster and the service has no ready or "
-                            "serving-terminating endpoint anywhere",
+                            ctx.text("Service", svc.key, kind, a),
+                            ctx.text(
+                                f"{pname}=Cluster and the service has no ready or "
+                                "serving-terminating endpoint anywhere"
+                            ),
                         )
                     )
                 continue
             else:
                 why = "endpoints in the cluster"
             for a in addrs:
-                pfx = _prefix(a, adv, policy == "Local")
+                pfx = ctx.prefix(a, adv, policy == "Local")
                 acc.setdefault(pfx, _Acc()).add(
-                    adv, f"Service {svc.key} {kind} {a} ({pname}={policy}: {why})"
+                    adv, ctx.text("Service", svc.key, kind, a, f"({pname}={policy}: {why})")
                 )
 
 

@@ -8,7 +8,9 @@ agent computes for itself. `rackroute plan` runs all three in one go.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import gc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bgp.types import IPNetwork
@@ -59,16 +61,35 @@ def node_pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
     return nn.pod_cidrs if nn else ()
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC for one planning pass.
+
+    A pass allocates hundreds of thousands of short-lived, acyclic objects; each full
+    collection it triggers walks the whole snapshot too, which made planning superlinear
+    in the number of services (R11: 19x from 1k to 10k services, ~10x with the GC paused).
+    Reference counting still frees everything; cycles wait until the pass ends.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def plan_nodes(
     snap: Snapshot, nodes: Iterable[str] | None = None
 ) -> dict[str, tuple[NodeBGP, NodePlan]]:
     """Resolved BGP config and advertisement plan for each node (default: all nodes)."""
-    ctx = PlanContext.of(snap)
     out: dict[str, tuple[NodeBGP, NodePlan]] = {}
-    for name in sorted(nodes if nodes is not None else snap.nodes):
-        node = snap.nodes.get(name)
-        if node is None:
-            continue
-        bgp = resolve_node(snap, node)
-        out[name] = (bgp, plan_node(ctx, bgp, node_pod_cidrs(snap, name)))
+    with gc_paused():
+        ctx = PlanContext.of(snap)
+        for name in sorted(nodes if nodes is not None else snap.nodes):
+            node = snap.nodes.get(name)
+            if node is None:
+                continue
+            bgp = resolve_node(snap, node)
+            out[name] = (bgp, plan_node(ctx, bgp, node_pod_cidrs(snap, name)))
     return out
