@@ -71,8 +71,11 @@ class LBIPAMResult:
 
 @dataclass(frozen=True)
 class _Failure:
+    """Why a service is not satisfied; `taken` defers the message to the final holders."""
+
     reason: str
     message: str
+    taken: IPAddress | None = None
 
 
 @dataclass
@@ -115,6 +118,10 @@ class _Plan:
         self.failures.setdefault(svc.key, failure)
 
 
+def _service_order(svc: Service) -> tuple[str, str]:
+    return svc.meta.creation_timestamp, svc.key
+
+
 # ---------------------------------------------------------------- pass 1: keep
 
 
@@ -149,9 +156,21 @@ def _not_in_pool(plan: _Plan, svc: Service, ip: IPAddress) -> _Failure:
 
 
 def _taken(plan: _Plan, svc: Service, ip: IPAddress) -> _Failure | None:
-    found = plan.blocker(svc, ip)
-    if found is None:
+    """A placeholder failure when `ip` is held by a service `svc` may not share with."""
+    if plan.blocker(svc, ip) is None:
         return None
+    return _Failure(ALREADY_ALLOCATED, "", taken=ip)
+
+
+def _render_taken(plan: _Plan, svc: Service, ip: IPAddress) -> _Failure:
+    """The already-allocated failure, judged against the final holders in service order.
+
+    Holders that joined after the request was refused are included, so the message
+    does not depend on when the request was looked at, and re-planning repeats it.
+    """
+    holders = new_holders(*sorted(plan.holders[ip].members, key=_service_order))
+    found = holders.blocker(svc)
+    assert found is not None, "a refused IP is held incompatibly"
     other, why = found
     reason = ALREADY_ALLOCATED_INCOMPATIBLE if same_key(svc, other) else ALREADY_ALLOCATED
     return _Failure(
@@ -227,6 +246,19 @@ def _find(plan: _Plan, svc: Service, version: int) -> tuple[IPAddress, PoolSpace
     return to_ip(version, best[0]), best[1]
 
 
+def _dual_stack_failure(plan: _Plan, svc: Service, failures: list[_Failure]) -> _Failure:
+    """RequireDualStack's failure, worded from the pools alone so re-planning repeats it."""
+    missing = [f for f in failures if f.reason == NO_POOL]
+    if missing:
+        return _Failure(OUT_OF_IPS, f"{missing[0].message} (RequireDualStack needs both)")
+    names = ", ".join(s.name for s in plan.spaces if s.accepts_new and plan.selects(s, svc))
+    return _Failure(
+        OUT_OF_IPS,
+        f"service {svc.key}: pool(s) {names} have no free address for one of its families "
+        "(RequireDualStack needs both)",
+    )
+
+
 def _allocate(plan: _Plan, svc: Service) -> None:
     """Fill the families the service still lacks, per its ipFamilyPolicy."""
     have: set[int] = {ip.version for ip in plan.got.get(svc.key, {})}
@@ -243,8 +275,7 @@ def _allocate(plan: _Plan, svc: Service) -> None:
             have.add(version)
     policy = svc.ip_family_policy
     if failures and policy == REQUIRE_DUAL_STACK:
-        first = failures[0]
-        plan.fail(svc, _Failure(OUT_OF_IPS, f"{first.message} (RequireDualStack needs both)"))
+        plan.fail(svc, _dual_stack_failure(plan, svc, failures))
         return
     for ip, space in picks:
         plan.take(svc, ip, space)
@@ -259,6 +290,8 @@ def _allocation(plan: _Plan, svc: Service) -> ServiceAllocation:
     got = plan.got.get(svc.key, {})
     order = sorted(got, key=lambda ip: family_rank(svc, ip.version))
     failure = plan.failures.get(svc.key)
+    if failure is not None and failure.taken is not None:
+        failure = _render_taken(plan, svc, failure.taken)
     if failure is None:
         shown = ", ".join(f"{ip} from pool {got[ip]}" for ip in order)
         status, reason, message = "True", SATISFIED, f"service {svc.key}: {shown}"
@@ -292,10 +325,6 @@ def _pool_conditions(plan: _Plan) -> dict[str, tuple[Condition, ...]]:
             Condition(IPS_USED, "True", "counted", str(used.get(space.name, 0)), gen),
         )
     return out
-
-
-def _service_order(svc: Service) -> tuple[str, str]:
-    return svc.meta.creation_timestamp, svc.key
 
 
 def plan_lbipam(services: Iterable[Service], pools: Iterable[LoadBalancerIPPool]) -> LBIPAMResult:

@@ -31,11 +31,13 @@ class Holders:
     """
 
     first: Service
+    members: list[Service] = field(default_factory=list)
     namespaces: dict[str, Service] = field(default_factory=dict)  # first holder per namespace
     restricted: dict[tuple[str, frozenset[str]], Service] = field(default_factory=dict)
     ports: dict[Port, Service] = field(default_factory=dict)
 
     def add(self, svc: Service) -> None:
+        self.members.append(svc)
         self.namespaces.setdefault(svc.meta.namespace, svc)
         if WILDCARD_NAMESPACE not in svc.sharing_cross_namespace:
             policy = (svc.meta.namespace, svc.sharing_cross_namespace)
@@ -63,10 +65,11 @@ class Holders:
         return None
 
 
-def new_holders(svc: Service) -> Holders:
-    """The holders of an IP that `svc` is the first to take."""
-    holders = Holders(svc)
-    holders.add(svc)
+def new_holders(*members: Service) -> Holders:
+    """The holders of an IP, the first of `members` taking it first."""
+    holders = Holders(members[0])
+    for svc in members:
+        holders.add(svc)
     return holders
 
 
