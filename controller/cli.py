@@ -90,5 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return func(args)
 
 
+def _register_subsystems() -> None:
+    from controller import cli_bgp
+
+    EXTRA_COMMANDS.append(cli_bgp.register)
+
+
+_register_subsystems()
+
 if __name__ == "__main__":
     sys.exit(main())

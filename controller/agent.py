@@ -1,0 +1,134 @@
+"""The per-node agent: source → store → reconcile loop, plus status, metrics and wake-ups.
+
+`rackroute agent --node NAME --manifests DIR [--speaker gobgp|exabgp]` runs this. The
+loop's reconcilers run in the fixed order of DESIGN.md; the BGP reconciler is last (it
+announces only what the earlier ones made ready). A status thread writes the node's
+BGPNodeConfig-like status beside the manifests whenever it changes and refreshes the
+metrics; a watcher wakes the loop when learned best paths change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bgp.speaker import Speaker, logfmt
+from controller.bgpstatus import node_status
+from controller.metrics import AgentMetrics
+from controller.reconcile.bgp import BGPReconciler
+from controller.reconcile.loop import Loop, Reconciler
+from controller.sources.files import FileSource
+from controller.status import write_node
+from controller.store import Store
+
+log = logging.getLogger("rackroute.agent")
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    manifests: Path
+    speaker: str = "gobgp"  # gobgp | exabgp
+    state_dir: Path = Path("/run/rackroute")
+    metrics_port: int = 0  # 0: no metrics endpoint
+    resync: float = 30.0
+    status_interval: float = 1.0
+    poll_interval: float = 0.2
+    extra: Sequence[Reconciler] = field(default_factory=tuple)  # before BGP, in order
+
+
+def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
+    """Instance name → a new speaker of the chosen kind with its own state directory."""
+
+    def make(instance: str) -> Speaker:
+        d = state_dir / f"bgp-{instance}"
+        if kind == "exabgp":
+            from bgp.exabgp.adapter import ExabgpSpeaker
+
+            return ExabgpSpeaker(d)
+        from bgp.gobgp.adapter import GobgpSpeaker
+
+        return GobgpSpeaker(d)
+
+    if kind not in ("gobgp", "exabgp"):
+        raise ValueError(f"--speaker: must be gobgp or exabgp, got {kind!r}")
+    return make
+
+
+class Agent:
+    """Wires one node's source, store, reconcilers, status and metrics together."""
+
+    def __init__(self, cfg: AgentConfig, factory: Callable[[str], Speaker] | None = None) -> None:
+        self.cfg = cfg
+        self.store = Store()
+        self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
+        self.bgp = BGPReconciler(factory or speaker_factory(cfg.speaker, cfg.state_dir))
+        self.loop = Loop(self.store, cfg.node, [*cfg.extra, self.bgp], cfg.resync)
+        self.metrics = AgentMetrics()
+        self._last_status: dict[str, Any] | None = None
+
+    def write_status(self) -> bool:
+        """Write the node status if it changed (ignoring its timestamp); refresh metrics."""
+        doc = node_status(self.cfg.node, self.bgp)
+        self.metrics.update(doc)
+        comparable = {k: v for k, v in doc.items() if k != "updated"}
+        if comparable == self._last_status:
+            return False
+        self._last_status = comparable
+        write_node(self.cfg.manifests, self.cfg.node, doc)
+        return True
+
+    def _status_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.cfg.status_interval):
+            try:
+                self.write_status()
+            except Exception:
+                log.exception(logfmt("status_error", node=self.cfg.node))
+
+    def _watch_best(self, stop: threading.Event) -> None:
+        """Learned best-path changes are inputs too: wake the loop for them."""
+        while not stop.is_set():
+            woke = False
+            for sp in self.bgp.speakers().values():
+                try:
+                    if sp.best_changes(timeout=0):
+                        woke = True
+                except Exception:
+                    continue
+            if woke:
+                self.store.poke()
+            stop.wait(0.2)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            logfmt(
+                "agent_start",
+                node=self.cfg.node,
+                manifests=self.cfg.manifests,
+                speaker=self.cfg.speaker,
+            )
+        )
+        if self.cfg.metrics_port:
+            self.metrics.serve(self.cfg.metrics_port)
+        self.source.poll()  # first snapshot before the first pass
+        threads = [
+            threading.Thread(target=self.source.run, args=(stop,), name="source", daemon=True),
+            threading.Thread(target=self._status_loop, args=(stop,), name="status", daemon=True),
+            threading.Thread(target=self._watch_best, args=(stop,), name="best", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            self.loop.run_once()
+            self.write_status()
+            self.loop.run(stop)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=2)
+            self.loop.close()
+            log.info(logfmt("agent_stop", node=self.cfg.node))

@@ -1,0 +1,157 @@
+"""`rackroute agent` and `rackroute bgp peers|routes` (read from the agents' status files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller.bgpstatus import uptime
+from controller.report import table
+from controller.status import read_nodes
+
+if TYPE_CHECKING:
+    Sub = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from controller.agent import Agent, AgentConfig
+    from controller.cli import stop_event
+
+    cfg = AgentConfig(
+        node=args.node,
+        manifests=Path(args.manifests),
+        speaker=args.speaker,
+        state_dir=Path(args.state_dir or f"/run/rackroute/{args.node}"),
+        metrics_port=args.metrics_port,
+        resync=args.resync,
+    )
+    if not cfg.manifests.is_dir():
+        print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
+        return 2
+    Agent(cfg).run(stop_event())
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    docs = read_nodes(Path(args.manifests))
+    if args.node:
+        docs = {k: v for k, v in docs.items() if k == args.node}
+    return docs
+
+
+def peer_rows(docs: dict[str, dict[str, Any]], now: datetime) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for node, doc in sorted(docs.items()):
+        for inst in doc.get("instances", []):
+            for p in inst.get("peers", []):
+                fams = p.get("routeCount") or {"-": {"received": "-", "advertised": "-"}}
+                for fam, c in sorted(fams.items()):
+                    rows.append(
+                        [
+                            node,
+                            inst["localASN"],
+                            p["peerASN"],
+                            p["peerAddress"],
+                            p["state"],
+                            uptime(p.get("establishedTime"), now),
+                            fam,
+                            c["received"],
+                            c["advertised"],
+                        ]
+                    )
+    return rows
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    docs = _nodes(args)
+    if args.output == "json":
+        print(json.dumps(docs, indent=2))
+        return 0
+    if not docs:
+        print(f"no agent status under {args.manifests}/.status (is an agent running?)")
+        return 1
+    print(
+        table(
+            [
+                "NODE",
+                "LOCAL AS",
+                "PEER AS",
+                "PEER ADDRESS",
+                "STATE",
+                "UPTIME",
+                "FAMILY",
+                "RECEIVED",
+                "ADVERTISED",
+            ],
+            peer_rows(docs, datetime.now(UTC)),
+            indent="",
+        )
+    )
+    for node, doc in sorted(docs.items()):
+        for prob in doc.get("problems", []):
+            print(f"{node}: problem: {prob}")
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    docs = _nodes(args)
+    rows: list[list[object]] = []
+    for node, doc in sorted(docs.items()):
+        for peer, routes in sorted((doc.get("routes") or {}).items()):
+            if args.peer and peer != args.peer:
+                continue
+            for r in routes.get(args.direction, []):
+                rows.append(
+                    [
+                        node,
+                        peer,
+                        r["prefix"],
+                        r["nextHop"],
+                        " ".join(map(str, r["asPath"])) or "-",
+                        " ".join(r["communities"]) or "-",
+                        " ".join(r["largeCommunities"]) or "-",
+                        r["localPreference"] if r["localPreference"] is not None else "-",
+                    ]
+                )
+    if args.output == "json":
+        keys = ["node", "peer", "prefix", "nextHop", "asPath", "communities", "large", "localPref"]
+        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
+        return 0
+    print(
+        table(
+            ["NODE", "PEER", "PREFIX", "NEXT HOP", "AS PATH", "COMMUNITIES", "LARGE", "LOCAL PREF"],
+            rows,
+            indent="",
+        )
+    )
+    return 0
+
+
+def register(sub: Sub) -> None:  # noqa: F821
+    ag = sub.add_parser("agent", help="run the per-node agent")
+    ag.add_argument("--node", required=True)
+    ag.add_argument("--manifests", required=True)
+    ag.add_argument("--speaker", choices=("gobgp", "exabgp"), default="gobgp")
+    ag.add_argument("--state-dir", help="default /run/rackroute/<node>")
+    ag.add_argument("--metrics-port", type=int, default=9962, help="0 disables metrics")
+    ag.add_argument("--resync", type=float, default=30.0, help="seconds between full resyncs")
+    ag.set_defaults(func=cmd_agent)
+
+    bgp = sub.add_parser("bgp", help="BGP sessions and routes")
+    bsub = bgp.add_subparsers(dest="bgp_command", required=True)
+    peers = bsub.add_parser("peers", help="sessions of every node")
+    routes = bsub.add_parser("routes", help="routes advertised to / received from peers")
+    routes.add_argument(
+        "direction", nargs="?", choices=("advertised", "received"), default="advertised"
+    )
+    routes.add_argument("--peer", help="only this peer address")
+    for p in (peers, routes):
+        p.add_argument("--manifests", required=True)
+        p.add_argument("--node")
+        p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    peers.set_defaults(func=cmd_peers)
+    routes.set_defaults(func=cmd_routes)

@@ -1,0 +1,207 @@
+"""The BGP reconciler: keeps each BGP instance's speaker equal to the desired state.
+
+Per pass: resolve this node's instances and peers (BGPClusterConfig, BGPPeerConfig,
+overrides, secrets), plan the paths, hold back every path whose datapath is not ready
+yet (the readiness gate), then per instance: start the speaker, set peers, set paths.
+Instances no longer desired withdraw their paths and stop. Level-triggered: each pass
+recomputes everything, so a path removed behind the reconciler's back comes back on the
+next pass (a resync pass runs periodically).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from bgp.speaker import Speaker, logfmt
+from bgp.types import GlobalConfig, IPNetwork, Path
+from controller.desired.advertise import NodePlan, PlanContext, plan_node
+from controller.desired.bgpconfig import NodeBGP, resolve_node
+from controller.desired.cluster import node_pod_cidrs
+from controller.reconcile.loop import PassContext
+
+log = logging.getLogger("rackroute.bgp")
+
+SpeakerFactory = Callable[[str], Speaker]  # instance name -> a new, unstarted speaker
+
+
+def merge_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
+    """One path per prefix: communities united, the highest local preference kept.
+
+    A speaker announces one path per prefix to all its peers; when peers of one instance
+    were planned different attributes for a prefix, the union is announced.
+    """
+    out: dict[IPNetwork, Path] = {}
+    for p in paths:
+        old = out.get(p.prefix)
+        if old is None or old == p:
+            out[p.prefix] = p
+            continue
+        lps = [x for x in (old.local_pref, p.local_pref) if x is not None]
+        out[p.prefix] = Path(
+            p.prefix,
+            p.next_hop or old.next_hop,
+            old.communities | p.communities,
+            old.large_communities | p.large_communities,
+            max(lps) if lps else None,
+        )
+    return out
+
+
+@dataclass
+class InstanceState:
+    """A running instance: its speaker, its config, and what is held at the gate."""
+
+    speaker: Speaker
+    config: GlobalConfig
+    held: frozenset[IPNetwork] = frozenset()
+
+
+@dataclass
+class BGPView:
+    """The last pass's result, for status and the CLI."""
+
+    bgp: NodeBGP | None = None
+    plan: NodePlan | None = None
+    held: dict[str, frozenset[IPNetwork]] = field(default_factory=dict)
+
+
+class BGPReconciler:
+    """Peers first, then paths, for every BGP instance of this node."""
+
+    name = "bgp"
+
+    def __init__(self, factory: SpeakerFactory) -> None:
+        self.factory = factory
+        self.instances: dict[str, InstanceState] = {}
+        self.view = BGPView()
+        self._problems: set[str] = set()
+        self._lock = threading.Lock()
+
+    def reconcile(self, ctx: PassContext) -> None:
+        snap = ctx.snap
+        node = snap.nodes.get(ctx.node)
+        if node is None:
+            self._report({f"Node {ctx.node}: not found in the manifests; no BGP instance runs"})
+            self._remove_all()
+            return
+        nb = resolve_node(snap, node)
+        plan = plan_node(PlanContext.of(snap), nb, node_pod_cidrs(snap, ctx.node))
+        self._report({p.message for p in nb.problems})
+        held: dict[str, frozenset[IPNetwork]] = {}
+        with self._lock:
+            for inst in nb.instances:
+                try:
+                    held[inst.name] = self._apply_instance(
+                        inst.name, inst.global_config, nb, plan, ctx
+                    )
+                except Exception as e:  # one instance failing leaves the others working
+                    ctx.errors[f"bgp/{inst.name}"] = repr(e)
+                    log.error(logfmt("bgp_instance_error", instance=inst.name, error=repr(e)))
+            for name in sorted(set(self.instances) - {i.name for i in nb.instances}):
+                self._remove(name)
+            self.view = BGPView(nb, plan, held)
+
+    def _apply_instance(
+        self, name: str, config: GlobalConfig, nb: NodeBGP, plan: NodePlan, ctx: PassContext
+    ) -> frozenset[IPNetwork]:
+        st = self.instances.get(name)
+        if st is not None and st.config != config:
+            log.info(
+                logfmt(
+                    "bgp_instance_restart",
+                    instance=name,
+                    asn=config.asn,
+                    router_id=config.router_id,
+                    port=config.listen_port,
+                )
+            )
+            self._remove(name)
+            st = None
+        if st is None:
+            sp = self.factory(name)
+            sp.start(config)
+            st = self.instances[name] = InstanceState(sp, config)
+            log.info(
+                logfmt(
+                    "bgp_instance_start",
+                    instance=name,
+                    asn=config.asn,
+                    router_id=config.router_id,
+                    port=config.listen_port,
+                )
+            )
+        inst = next(i for i in nb.instances if i.name == name)
+        pdiff = st.speaker.set_peers(p.spec for p in inst.peers)
+        for verb, addrs in (
+            ("add", pdiff.added),
+            ("update", pdiff.updated),
+            ("remove", pdiff.removed),
+        ):
+            for a in addrs:
+                log.info(logfmt(f"bgp_peer_{verb}", instance=name, peer=a))
+        wanted = merge_paths(p for pp in plan.peers if pp.instance == name for p in pp.paths)
+        ready = {k: p for k, p in wanted.items() if ctx.gate.ready(k)}
+        held = frozenset(wanted) - frozenset(ready)
+        if held != st.held:
+            for k in sorted(held - st.held, key=str):
+                log.info(
+                    logfmt(
+                        "bgp_path_held",
+                        instance=name,
+                        prefix=k,
+                        reason="datapath not programmed yet",
+                    )
+                )
+            st.held = held
+        diff = st.speaker.set_paths(ready.values())
+        for p in diff.withdraw:
+            log.info(logfmt("bgp_path_withdraw", instance=name, prefix=p.prefix))
+        for p in diff.announce:
+            log.info(
+                logfmt(
+                    "bgp_path_announce",
+                    instance=name,
+                    prefix=p.prefix,
+                    communities=",".join(sorted(p.communities)) or "-",
+                    large=",".join(sorted(p.large_communities)) or "-",
+                    local_pref=p.local_pref if p.local_pref is not None else "-",
+                )
+            )
+        return held
+
+    def _report(self, problems: set[str]) -> None:
+        for m in sorted(problems - self._problems):
+            log.warning(logfmt("bgp_config_problem", msg=m))
+        for m in sorted(self._problems - problems):
+            log.info(logfmt("bgp_config_problem_resolved", msg=m))
+        self._problems = problems
+
+    def _remove(self, name: str) -> None:
+        st = self.instances.pop(name, None)
+        if st is None:
+            return
+        log.info(logfmt("bgp_instance_stop", instance=name))
+        try:
+            st.speaker.set_paths(())
+        finally:
+            st.speaker.stop()
+
+    def _remove_all(self) -> None:
+        with self._lock:
+            for name in sorted(self.instances):
+                self._remove(name)
+            self.view = BGPView()
+
+    def speakers(self) -> dict[str, Speaker]:
+        with self._lock:
+            return {k: v.speaker for k, v in self.instances.items()}
+
+    def close(self) -> None:
+        """Stop the speakers without withdrawing: graceful restart keeps the routes."""
+        with self._lock:
+            for st in self.instances.values():
+                st.speaker.stop()
+            self.instances.clear()

@@ -1,0 +1,214 @@
+"""The BGP reconciler against the fake speaker: peers, paths, gate, removal, problems."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bgp.fake import FakeSpeaker
+from bgp.types import Path as BgpPath
+from bgp.types import SessionState
+from controller.agent import Agent, AgentConfig
+from controller.operator import Operator
+from controller.reconcile.bgp import BGPReconciler, merge_paths
+from controller.reconcile.gate import ConfirmedGate
+from controller.reconcile.loop import Loop, PassContext
+from controller.sources.files import ManifestDir
+from controller.status import read_nodes
+from controller.store import Store
+
+LAB = Path(__file__).resolve().parents[3] / "examples" / "frr-lab" / "manifests"
+IP = ipaddress.ip_address
+N = ipaddress.ip_network
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.made: dict[str, FakeSpeaker] = {}
+
+    def __call__(self, instance: str) -> FakeSpeaker:
+        sp = FakeSpeaker()
+        self.made[instance] = sp
+        return sp
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Path:
+    root = tmp_path / "m"
+    shutil.copytree(LAB, root)
+    Operator(root).reconcile(ManifestDir(root).load())  # allocations in status
+    return root
+
+
+def run_pass(root: Path, rec: BGPReconciler, node: str = "node-1", **kw: object) -> PassContext:
+    store = Store(ManifestDir(root).load())
+    ctx = PassContext(store.snapshot(), node, **kw)  # type: ignore[arg-type]
+    rec.reconcile(ctx)
+    return ctx
+
+
+def announced(sp: FakeSpeaker) -> set[str]:
+    return {str(p.prefix) for p in sp.advertised()}
+
+
+def test_peers_and_paths_follow_the_plan(lab: Path) -> None:
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    run_pass(lab, rec)
+    sp = fakes.made["tor"]
+    assert sp.config is not None and (sp.config.asn, str(sp.config.router_id)) == (
+        65011,
+        "10.0.0.11",
+    )
+    (peer,) = sp.peers()
+    assert peer.address == IP("10.0.0.1")
+    assert announced(sp) == {"10.244.0.0/24", "10.96.100.1/32", "10.96.100.2/32", "10.96.200.10/32"}
+    lb = next(p for p in sp.advertised() if str(p.prefix) == "10.96.100.2/32")
+    assert lb.communities == frozenset({"65000:200"})
+    assert lb.large_communities == frozenset({"65000:1:2"})
+
+
+def test_node3_does_not_announce_the_local_service(lab: Path) -> None:
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    run_pass(lab, rec, "node-3")
+    assert "10.96.100.2/32" not in announced(fakes.made["tor"])
+
+
+def test_gate_holds_paths_until_datapath_confirms(lab: Path) -> None:
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    managed = frozenset({IP("10.96.100.1"), IP("10.96.100.2"), IP("10.96.200.10")})
+    run_pass(lab, rec, gate=ConfirmedGate(managed, frozenset({IP("10.96.100.1")})))
+    sp = fakes.made["tor"]
+    assert announced(sp) == {"10.244.0.0/24", "10.96.100.1/32"}
+    assert rec.view.held["tor"] == frozenset({N("10.96.100.2/32"), N("10.96.200.10/32")})
+    run_pass(lab, rec, gate=ConfirmedGate(managed, managed))
+    assert announced(sp) >= {"10.96.100.2/32", "10.96.200.10/32"}
+    assert rec.view.held["tor"] == frozenset()
+
+
+def test_removed_service_withdrawn_and_changed_manifest_applied(lab: Path) -> None:
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    run_pass(lab, rec)
+    svc = lab / "40-services.yaml"
+    svc.write_text(
+        "---\n".join(p for p in svc.read_text().split("---\n") if "name: web-cluster" not in p)
+    )
+    adv = lab / "20-bgp.yaml"
+    adv.write_text(adv.read_text().replace('standard: ["65000:100"]', 'standard: ["65000:101"]'))
+    run_pass(lab, rec)
+    sp = fakes.made["tor"]
+    assert "10.96.100.1/32" not in announced(sp)
+    pod = next(p for p in sp.advertised() if str(p.prefix) == "10.244.0.0/24")
+    assert pod.communities == frozenset({"65000:101"})
+
+
+def test_removed_peer_and_instance(lab: Path) -> None:
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    run_pass(lab, rec)
+    sp = fakes.made["tor"]
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(
+        bgp.read_text().replace(
+            "matchLabels: {rackroute.io/bgp: enabled}", "matchLabels: {rackroute.io/bgp: never}"
+        )
+    )
+    run_pass(lab, rec)
+    assert rec.instances == {}
+    assert sp.config is None or announced(sp) == set()
+
+
+def test_bad_peer_config_leaves_other_peers_working(
+    lab: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(
+        bgp.read_text().replace(
+            "      peerConfigRef: {name: default}\n",
+            "      peerConfigRef: {name: default}\n"
+            "    - name: tor-b\n      peerAddress: 10.0.0.2\n      peerASN: 65000\n"
+            "      peerConfigRef: {name: missing}\n",
+        )
+    )
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    with caplog.at_level(logging.WARNING):
+        run_pass(lab, rec)
+    assert [str(p.address) for p in fakes.made["tor"].peers()] == ["10.0.0.1"]
+    assert any("BGPPeerConfig 'missing' not found" in r.getMessage() for r in caplog.records)
+    assert "10.96.100.1/32" in announced(fakes.made["tor"])
+
+
+def test_merge_paths_unites_attributes() -> None:
+    a = BgpPath(N("10.0.0.0/24"), communities=frozenset({"1:1"}), local_pref=100)
+    b = BgpPath(
+        N("10.0.0.0/24"),
+        communities=frozenset({"2:2"}),
+        large_communities=frozenset({"1:2:3"}),
+        local_pref=200,
+    )
+    (m,) = merge_paths([a, b]).values()
+    assert m.communities == frozenset({"1:1", "2:2"})
+    assert m.large_communities == frozenset({"1:2:3"})
+    assert m.local_pref == 200
+
+
+def test_agent_writes_status_with_session_state(lab: Path) -> None:
+    fakes = Fakes()
+    agent = Agent(AgentConfig(node="node-2", manifests=lab, speaker="gobgp"), factory=fakes)
+    agent.source.poll()
+    agent.loop.run_once()
+    sp = fakes.made["tor"]
+    sp.set_state(IP("10.0.0.1"), SessionState.ESTABLISHED)
+    assert agent.write_status() is True
+    doc = read_nodes(lab)["node-2"]
+    (inst,) = doc["instances"]
+    (peer,) = inst["peers"]
+    assert (inst["localASN"], peer["peerAddress"], peer["state"]) == (
+        65012,
+        "10.0.0.1",
+        "established",
+    )
+    assert peer["establishedTime"] is not None
+    assert "10.244.1.0/24" in peer["plannedPaths"]
+    assert agent.write_status() is False  # unchanged: not rewritten
+    text = (lab / ".status" / "node-node-2.yaml").read_text()
+    assert "10.96.100.2/32" in text
+    sample = agent.metrics.registry.get_sample_value(
+        "rackroute_bgp_session_established",
+        {"node": "node-2", "instance": "tor", "peer": "tor-a", "peer_address": "10.0.0.1"},
+    )
+    assert sample == 1.0
+
+
+def test_loop_runs_reconcilers_in_order_and_survives_failure(lab: Path) -> None:
+    calls: list[str] = []
+
+    class Boom:
+        name = "boom"
+
+        def reconcile(self, ctx: PassContext) -> None:
+            calls.append("boom")
+            raise RuntimeError("x")
+
+        def finalize(self, ctx: PassContext) -> None:
+            calls.append("boom.finalize")
+
+        def close(self) -> None:
+            pass
+
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    store = Store(ManifestDir(lab).load())
+    loop = Loop(store, "node-1", [Boom(), rec])
+    ctx = loop.run_once()
+    assert calls == ["boom", "boom.finalize"]
+    assert "boom" in ctx.errors
+    assert announced(fakes.made["tor"])  # BGP still ran
