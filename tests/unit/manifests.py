@@ -69,7 +69,11 @@ def lb_service(
 
 
 def slice_(
-    service: str, eps: list[tuple[str, str, dict[str, bool]]], *, ns: str = "demo", fam: str = "IPv4"
+    service: str,
+    eps: list[tuple[str, str, dict[str, bool]]],
+    *,
+    ns: str = "demo",
+    fam: str = "IPv4",
 ) -> dict[str, Any]:
     """eps: (address, nodeName, conditions)."""
     return {
@@ -81,9 +85,7 @@ def slice_(
             "labels": {"kubernetes.io/service-name": service},
         },
         "addressType": fam,
-        "endpoints": [
-            {"addresses": [a], "nodeName": n, "conditions": c} for a, n, c in eps
-        ],
+        "endpoints": [{"addresses": [a], "nodeName": n, "conditions": c} for a, n, c in eps],
         "ports": [{"port": 8080}],
     }
 
