@@ -38,7 +38,8 @@ class AgentConfig:
     resync: float = 30.0
     status_interval: float = 1.0
     poll_interval: float = 0.2
-    extra: Sequence[Reconciler] = field(default_factory=tuple)  # before BGP, in order
+    import_routes: bool = False  # install learned routes into the kernel
+    extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
 
 
 def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
@@ -67,7 +68,13 @@ class Agent:
         self.store = Store()
         self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
         self.bgp = BGPReconciler(factory or speaker_factory(cfg.speaker, cfg.state_dir))
-        self.loop = Loop(self.store, cfg.node, [*cfg.extra, self.bgp], cfg.resync)
+        first: list[Reconciler] = []
+        if cfg.import_routes:
+            from controller.kernel.routes import NetlinkRoutes
+            from controller.reconcile.learned import LearnedRoutesReconciler
+
+            first.append(LearnedRoutesReconciler(NetlinkRoutes(), self.bgp.speakers))
+        self.loop = Loop(self.store, cfg.node, [*first, *cfg.extra, self.bgp], cfg.resync)
         self.metrics = AgentMetrics()
         self._last_status: dict[str, Any] | None = None
 

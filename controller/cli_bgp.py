@@ -28,6 +28,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir or f"/run/rackroute/{args.node}"),
         metrics_port=args.metrics_port,
         resync=args.resync,
+        import_routes=args.import_routes,
     )
     if not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
@@ -139,6 +140,11 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--state-dir", help="default /run/rackroute/<node>")
     ag.add_argument("--metrics-port", type=int, default=9962, help="0 disables metrics")
     ag.add_argument("--resync", type=float, default=30.0, help="seconds between full resyncs")
+    ag.add_argument(
+        "--import-routes",
+        action="store_true",
+        help="install routes learned over BGP into the kernel (native routing)",
+    )
     ag.set_defaults(func=cmd_agent)
 
     bgp = sub.add_parser("bgp", help="BGP sessions and routes")

@@ -19,9 +19,7 @@ class EndpointSummary:
     """Per address family (4/6): nodes with ready endpoints, nodes with serving-terminating."""
 
     ready: dict[int, set[str]] = field(default_factory=lambda: {4: set(), 6: set()})
-    serving_terminating: dict[int, set[str]] = field(
-        default_factory=lambda: {4: set(), 6: set()}
-    )
+    serving_terminating: dict[int, set[str]] = field(default_factory=lambda: {4: set(), 6: set()})
     any_ready: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
     any_serving: dict[int, bool] = field(default_factory=lambda: {4: False, 6: False})
 

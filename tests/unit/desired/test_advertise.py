@@ -135,7 +135,9 @@ def test_attributes_united_and_local_pref_on_ibgp_only() -> None:
 
 
 def test_two_advertisements_for_one_prefix_merge() -> None:
-    extra = BGP + """
+    extra = (
+        BGP
+        + """
 ---
 apiVersion: rackroute.io/v1alpha1
 kind: BGPAdvertisement
@@ -149,6 +151,7 @@ spec:
       communities: {standard: ["65000:300"]}
       localPreference: 400
 """
+    )
     snap = snapshot(
         extra,
         *nodes(),
@@ -206,16 +209,24 @@ def test_cluster_policy_zero_endpoints_withdrawn_everywhere() -> None:
     for n in ("n1", "n2"):
         p = plan(snap, n)
         assert prefixes(p) == set()
-        assert any("has no ready or serving-terminating endpoint anywhere" in s.reason
-                   for s in p.not_advertised)
+        assert any(
+            "has no ready or serving-terminating endpoint anywhere" in s.reason
+            for s in p.not_advertised
+        )
 
 
 def test_cluster_ip_follows_internal_policy_and_external_ip_external_policy() -> None:
     snap = snapshot(
         BGP,
         *nodes(),
-        lb_service("api", svc_type="ClusterIP", cluster_ip="10.96.1.1", itp="Local",
-                   etp="Cluster", external_ips=["192.0.2.7"]),
+        lb_service(
+            "api",
+            svc_type="ClusterIP",
+            cluster_ip="10.96.1.1",
+            itp="Local",
+            etp="Cluster",
+            external_ips=["192.0.2.7"],
+        ),
         slice_("api", [("10.244.1.5", "n2", READY)]),
     )
     assert prefixes(plan(snap, "n1")) == {"192.0.2.7/32"}
@@ -265,7 +276,9 @@ def test_selector_pseudo_labels_and_nil_selector() -> None:
         "    selector: {matchExpressions: [{key: skip, operator: DoesNotExist}]}\n", ""
     )
     snap2 = snapshot(
-        text2, *nodes(), lb_service("web", ingress=["10.96.0.5"]),
+        text2,
+        *nodes(),
+        lb_service("web", ingress=["10.96.0.5"]),
         slice_("web", [("10.244.1.5", "n2", READY)]),
     )
     assert prefixes(plan(snap2)) == set()
@@ -282,8 +295,11 @@ def test_foreign_class_and_unallocated_services() -> None:
     )
     p = plan(snap)
     assert "10.96.0.8/32" not in prefixes(p)
-    assert any(s.subject == "Service demo/pending LoadBalancerIP"
-               and "no LoadBalancer IP allocated" in s.reason for s in p.not_advertised)
+    assert any(
+        s.subject == "Service demo/pending LoadBalancerIP"
+        and "no LoadBalancer IP allocated" in s.reason
+        for s in p.not_advertised
+    )
 
 
 def test_ipv6_service_goes_to_ipv6_family_only() -> None:
@@ -304,9 +320,12 @@ ep_state = st.sampled_from([READY, TERMINATING, NOT_READY])
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["Local", "Cluster"]),
-                  st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3"]), ep_state), max_size=4)),
-        min_size=1, max_size=5,
+        st.tuples(
+            st.sampled_from(["Local", "Cluster"]),
+            st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3"]), ep_state), max_size=4),
+        ),
+        min_size=1,
+        max_size=5,
     )
 )
 def test_local_never_advertised_without_ready_or_serving_local_endpoint(
@@ -316,8 +335,9 @@ def test_local_never_advertised_without_ready_or_serving_local_endpoint(
     for i, (etp, eps) in enumerate(services):
         objs.append(lb_service(f"s{i}", etp=etp, ingress=[f"10.96.0.{i + 1}"]))
         if eps:
-            objs.append(slice_(f"s{i}", [(f"10.244.{i}.{j + 1}", n, c)
-                                         for j, (n, c) in enumerate(eps)]))
+            objs.append(
+                slice_(f"s{i}", [(f"10.244.{i}.{j + 1}", n, c) for j, (n, c) in enumerate(eps)])
+            )
     snap = snapshot(BGP, *objs)
     for n in ("n1", "n2", "n3"):
         got = prefixes(plan(snap, n))
