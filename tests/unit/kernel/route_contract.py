@@ -1,0 +1,38 @@
+"""The RoutePort contract: run against the fake (unit) and netlink in a netns (integration)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from controller.kernel.routes import KernelRoute, RoutePort, sync_routes
+
+N = ipaddress.ip_network
+A = ipaddress.ip_address
+
+# The real port needs these gateways on a connected subnet: 10.77.0.0/24 and fd77::/64.
+R1 = KernelRoute(N("10.60.1.0/24"), (A("10.77.0.2"),))
+R2 = KernelRoute(N("10.60.2.0/24"), (A("10.77.0.2"), A("10.77.0.3")))
+R6 = KernelRoute(N("fd60:1::/64"), (A("fd77::2"),))
+
+
+def check_replace_list_delete(port: RoutePort) -> None:
+    assert port.list() == set()
+    port.replace(R1)
+    port.replace(R2)
+    port.replace(R6)
+    assert port.list() == {R1, R2, R6}
+    moved = KernelRoute(R1.dst, (A("10.77.0.3"),))
+    port.replace(moved)
+    assert port.list() == {moved, R2, R6}
+    port.delete(moved)
+    port.delete(moved)  # idempotent
+    assert port.list() == {R2, R6}
+
+
+def check_sync(port: RoutePort) -> None:
+    assert sync_routes(port, {R1, R2}) == (2, 0, [])
+    assert sync_routes(port, {R1, R2}) == (0, 0, [])
+    assert sync_routes(port, {R2, R6}) == (1, 1, [])
+    assert port.list() == {R2, R6}
+    assert sync_routes(port, set()) == (0, 2, [])
+    assert port.list() == set()

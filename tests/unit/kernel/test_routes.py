@@ -1,0 +1,56 @@
+"""RoutePort fake passes the contract; learned-route planning is pure and exact."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from bgp.types import Route
+from controller.kernel.routes import FakeRoutes, KernelRoute
+from controller.reconcile.learned import desired_routes
+from tests.unit.kernel.route_contract import check_replace_list_delete, check_sync
+
+N = ipaddress.ip_network
+A = ipaddress.ip_address
+
+
+def test_fake_contract_replace_list_delete() -> None:
+    check_replace_list_delete(FakeRoutes())
+
+
+def test_fake_contract_sync() -> None:
+    check_sync(FakeRoutes())
+
+
+def test_fake_never_lists_foreign_routes() -> None:
+    f = FakeRoutes()
+    f.foreign.add(KernelRoute(N("0.0.0.0/0"), (A("10.0.0.1"),)))
+    assert f.list() == set()
+
+
+def test_learned_routes_ecmp_and_own_cidr_skipped() -> None:
+    got = desired_routes(
+        [
+            Route(N("10.244.1.0/24"), A("10.0.0.12"), A("10.0.0.1"), (65000, 65012)),
+            Route(N("10.244.9.0/24"), A("10.0.0.12"), A("10.0.0.1"), (65000, 65012)),
+            Route(N("10.244.9.0/24"), A("10.0.0.13"), A("10.0.0.2"), (65000, 65013)),
+            Route(N("10.244.9.0/24"), A("10.0.0.14"), A("10.0.0.2"), (65000, 1, 65013)),
+            Route(N("10.244.0.0/24"), A("10.0.0.11"), A("10.0.0.1"), (65000, 65011)),
+            Route(N("10.244.5.0/24"), None, A("10.0.0.1"), (65000,)),
+        ],
+        own={N("10.244.0.0/24")},
+    )
+    assert got == {
+        KernelRoute(N("10.244.1.0/24"), (A("10.0.0.12"),)),
+        KernelRoute(N("10.244.9.0/24"), (A("10.0.0.12"), A("10.0.0.13"))),
+    }
+
+
+def test_local_pref_beats_as_path() -> None:
+    got = desired_routes(
+        [
+            Route(N("10.1.0.0/24"), A("10.0.0.2"), A("10.0.0.1"), (1,), local_pref=100),
+            Route(N("10.1.0.0/24"), A("10.0.0.3"), A("10.0.0.1"), (1, 2, 3), local_pref=200),
+        ],
+        own=set(),
+    )
+    assert got == {KernelRoute(N("10.1.0.0/24"), (A("10.0.0.3"),))}
