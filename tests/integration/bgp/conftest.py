@@ -29,7 +29,7 @@ from controller.lab.netns import Lab, Netns, run_id, veth
 
 TOR_ASN = 65000
 _counter = itertools.count()
-KINDS = ["gobgp"]
+KINDS = ["gobgp", "exabgp"]
 
 
 def need_binaries(*names: str) -> None:
@@ -75,9 +75,11 @@ def peer_spec(address: str = "10.55.0.1", **kw: object) -> PeerSpec:
     return PeerSpec(**base)  # type: ignore[arg-type]
 
 
-def global_config(node: Node, *, asn: int | None = None, listen: bool = True) -> GlobalConfig:
+def global_config(node: Node, *, asn: int | None = None, listen: bool = True,
+                  v6: bool = False) -> GlobalConfig:
+    addrs = (ip_address(node.addr4), ip_address(node.addr6)) if v6 else ()
     return GlobalConfig(asn=asn or node.asn, router_id=ip_address(node.addr4),
-                        listen_port=179 if listen else -1)
+                        listen_port=179 if listen else -1, listen_addresses=addrs)
 
 
 def new_speaker(kind: str, node: Node, lab: Lab, state: str | None = None) -> Speaker:

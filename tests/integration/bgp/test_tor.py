@@ -161,7 +161,7 @@ def test_ipv6_unicast(topo: Topo) -> None:
     node = topo.nodes[0]
     topo.tor_neighbor(node, address=node.addr6, families=("ipv6",))
     s = topo.make_speaker(node)
-    s.start(global_config(node))
+    s.start(global_config(node, v6=True))
     s.set_peers([peer_spec("fd55::1", families=(IPV6_UNICAST,))])
     v6 = path_from_texts("fd00:244:1::/64", communities=["65000:600"],
                          large_communities=["65000:6:6"])

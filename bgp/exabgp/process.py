@@ -1,0 +1,107 @@
+"""Runs one `exabgp server <conf>` (optionally inside a namespace) and tracks its PID.
+
+A pid file in the state directory lets a restarted agent replace the exabgp a crashed
+agent left behind (killed with SIGKILL so peers keep our routes under graceful restart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bgp.speaker import SpeakerError, logfmt
+
+log = logging.getLogger("bgp.exabgp")
+
+
+class ExabgpProcess:
+    """One supervised exabgp."""
+
+    def __init__(self, state_dir: Path, *, netns: str | None = None,
+                 python: str = sys.executable) -> None:
+        self.state_dir = state_dir
+        self.netns = netns
+        self.python = python
+        self.conf = state_dir / "exabgp.conf"
+        self.pidfile = state_dir / "exabgp.pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def adopt_leftover(self) -> bool:
+        """Kill an exabgp a previous agent left on this state dir; True if there was one."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            cmdline = b""
+        if str(self.conf).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.02)
+            log.info(logfmt("exabgp_leftover_killed", pid=pid))
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def start(self, env: dict[str, str]) -> None:
+        argv = [self.python, "-m", "exabgp", "server", str(self.conf)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        logf = open(self.state_dir / "exabgp.log", "ab")  # noqa: SIM115 (child owns it)
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                env={**os.environ, **env}, cwd=self.state_dir, start_new_session=True)
+        finally:
+            logf.close()
+        self.pidfile.write_text(f"{self._proc.pid}\n")
+        log.info(logfmt("exabgp_started", pid=self._proc.pid, netns=self.netns or "-"))
+
+    def reload(self) -> None:
+        """Re-read the configuration (SIGUSR1): neighbors added, changed, removed."""
+        if not self.alive():
+            raise SpeakerError("exabgp is not running")
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGUSR1)
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)  # exabgp and its relay child (own session)
+        try:
+            self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=5.0)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self.kill(signal.SIGTERM)
+            log.info(logfmt("exabgp_stopped", pid=self._proc.pid, rc=self._proc.returncode))
+        self._proc = None
+        self.pidfile.unlink(missing_ok=True)
+
+    def detach(self) -> None:
+        """Forget the process without signalling it (a crashed agent, for tests)."""
+        self._proc = None
