@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bpf import maps as m
-from bpf.maglev import maglev_table
+from bpf.maglev import maglev_slots
 from bpf.mapstore import MapPort, MapWriteError
 from bpf.table import (
     Algorithm,
@@ -98,6 +98,16 @@ def _key_bytes(k: ServiceKey) -> bytes:
 
 def _u32(i: int) -> bytes:
     return i.to_bytes(4, "little")
+
+
+def _slot_table(ids: Sequence[int], names: Sequence[str], algorithm: Algorithm,
+                m_: int) -> bytes:
+    """The m-slot backend-id table: Maglev order, or a uniform spread for random choice
+    (a random slot only needs every backend equally often, not consistency)."""
+    if algorithm is Algorithm.RANDOM:
+        n = len(ids)
+        return array("I", list(ids) * (m_ // n + 1))[:m_].tobytes()
+    return array("I", map(ids.__getitem__, maglev_slots(names, m_))).tobytes()
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
@@ -242,8 +252,9 @@ class Syncer:
                 st.next_svc_id += 1
             if s.backends:
                 ids = [st.backend_ids[b.name] for b in s.backends]
-                slots = maglev_table([b.name for b in s.backends], self.maps.maglev_m)
-                mg_items.append((k, _u32(sid), array("I", [ids[i] for i in slots]).tobytes()))
+                names = [b.name for b in s.backends]
+                tab = _slot_table(ids, names, s.algorithm, self.maps.maglev_m)
+                mg_items.append((k, _u32(sid), tab))
             sv = m.SvcValue(sid, len(s.backends), _svc_flags(s), s.affinity_timeout, 0)
             sv_items.append((k, _key_bytes(k), bytes(sv)))
             staged[k] = _Programmed(sid, s)
@@ -283,6 +294,13 @@ class Syncer:
 
         programmed = frozenset(k for k in desired if k in st.services and k not in errors)
         return SyncResult(programmed, errors, writes, deletes)
+
+    def programmed(self) -> dict[ServiceKey, Service]:
+        """What this syncer last wrote or adopted (its shadow of the maps), by key."""
+        if self._st is None:
+            self.adopt()
+        assert self._st is not None
+        return {k: p.service for k, p in self._st.services.items()}
 
     def confirmed(self, keys: Iterable[ServiceKey]) -> frozenset[ServiceKey]:
         """Readiness gate: which of keys are present in the maps right now."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpf.maglev import is_prime, maglev_table
+from bpf.maglev import is_prime, maglev_slots, maglev_table, maglev_table_reference
 
 M = 1021
 
@@ -61,3 +61,20 @@ def test_property_all_backends_present_and_fair(ids: set[int]) -> None:
     counts = Counter(maglev_table(bes, 251))
     assert set(counts) == set(range(len(bes)))
     assert max(counts.values()) <= 251 // len(bes) + 2 + len(bes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 100_000), min_size=1, max_size=80),
+       st.sampled_from([7, 251, 1021]))
+def test_fast_fill_equals_the_textbook_algorithm(ids: set[int], m: int) -> None:
+    bes = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:80" for i in sorted(ids)]
+    assert maglev_table(bes, m) == maglev_table_reference(bes, m)
+
+
+def test_more_backends_than_slots_and_cache_returns_equal_copies() -> None:
+    bes = names(30)
+    assert maglev_table(bes, 7) == maglev_table_reference(bes, 7)
+    t1 = maglev_table(bes[:3], M)
+    t1[0] = -5  # callers get a copy: the cached table is not shared
+    assert maglev_table(bes[:3], M) == maglev_table_reference(bes[:3], M)
+    assert maglev_slots(bes[:3], M) is maglev_slots(list(bes[:3]), M)

@@ -1,0 +1,187 @@
+"""The desired service table of one node: a pure function of the snapshot.
+
+(Snapshot, node name, node addresses) → a `bpf.table` ServiceTable with one entry per
+(address, port, protocol): ClusterIPs, NodePorts (one per node address), the
+LoadBalancer IPs that rackroute's LB-IPAM serves, and externalIPs. Backends come from
+the service's EndpointSlices with their state (ready / serving-terminating /
+not serving); which of them are eligible is decided in one place,
+`bpf.table.Service.eligible` (kube-proxy semantics). Bad input is reported per service
+and never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+
+from bpf.table import Backend, BackendState, Proto, Service, ServiceKey
+from controller.desired.endpoints import FAMILY_OF
+from controller.model.k8s import Endpoint, EndpointSlice, ServicePort
+from controller.model.k8s import Service as K8sService
+from controller.store import Snapshot
+
+IPAddress = IPv4Address | IPv6Address
+PROTOCOLS = {"TCP": Proto.TCP, "UDP": Proto.UDP}
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """The node's service table and, per service `ns/name`, what could not be programmed."""
+
+    table: Mapping[ServiceKey, Service]
+    problems: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def addresses(self) -> frozenset[IPAddress]:
+        """Every service address in the table."""
+        return frozenset(k.vip for k in self.table)
+
+
+def backend_state(ep: Endpoint) -> BackendState:
+    """An endpoint's conditions as a backend state (eligibility is Service.eligible's)."""
+    if ep.ready:
+        return BackendState.READY
+    if ep.serving and ep.terminating:
+        return BackendState.TERMINATING
+    return BackendState.NOT_SERVING
+
+
+def _target_port(sp: ServicePort, sl: EndpointSlice) -> int | None:
+    """The backend port for sp in this slice: by port name, else by number."""
+    same = [p for p in sl.ports if p.protocol == sp.protocol]
+    for p in same:
+        if p.name == sp.name:
+            return p.port
+    number = sp.target_port if isinstance(sp.target_port, int) else None
+    if sp.target_port is None:
+        number = sp.port
+    if number is not None and (not sl.ports or any(p.port == number for p in same)):
+        return number
+    return None
+
+
+def _backends(
+    svc: K8sService,
+    sp: ServicePort,
+    slices: Sequence[EndpointSlice],
+    node: str,
+    problems: list[str],
+) -> tuple[Backend, ...]:
+    out: dict[tuple[IPAddress, int], Backend] = {}
+    for sl in slices:
+        fam = FAMILY_OF.get(sl.address_type)
+        if fam is None:
+            problems.append(
+                f"EndpointSlice {sl.meta.key}: addressType {sl.address_type!r} "
+                "is not supported (IPv4, IPv6); ignored"
+            )
+            continue
+        port = _target_port(sp, sl)
+        if port is None:
+            want = sp.name or sp.target_port or sp.port
+            problems.append(
+                f"EndpointSlice {sl.meta.key}: no {sp.protocol} port matching "
+                f"service port {want!r}; its endpoints are not used for it"
+            )
+            continue
+        for ep in sl.endpoints:
+            for addr in ep.addresses:
+                if addr.version != fam:
+                    problems.append(
+                        f"EndpointSlice {sl.meta.key}: endpoint address {addr} is "
+                        f"IPv{addr.version} in an {sl.address_type} slice; ignored"
+                    )
+                    continue
+                b = Backend(addr, port, ep.node_name == node, backend_state(ep))
+                prev = out.get((addr, port))
+                if prev is None or _rank(b) < _rank(prev):
+                    out[(addr, port)] = b
+    return tuple(sorted(out.values(), key=Backend.sort_key))
+
+
+def _rank(b: Backend) -> int:
+    """When one address appears twice (two slices), keep its most serving state."""
+    return (BackendState.READY, BackendState.TERMINATING, BackendState.NOT_SERVING).index(b.state)
+
+
+def _keys(
+    svc: K8sService, sp: ServicePort, proto: Proto, node_addresses: Sequence[IPAddress]
+) -> Iterable[tuple[ServiceKey, bool, bool]]:
+    """(key, external, nodeport) for every address this port is served on."""
+    for ip in svc.cluster_ips:
+        yield ServiceKey(ip, sp.port, proto), False, False
+    if svc.type in ("NodePort", "LoadBalancer") and sp.node_port:
+        for ip in node_addresses:
+            yield ServiceKey(ip, sp.node_port, proto), True, True
+    if svc.is_managed_lb:
+        for ip in svc.status_ingress:
+            yield ServiceKey(ip, sp.port, proto), True, False
+    for ip in svc.external_ips:
+        yield ServiceKey(ip, sp.port, proto), True, False
+
+
+def _plan_one(
+    svc: K8sService,
+    slices: Sequence[EndpointSlice],
+    node: str,
+    node_addresses: Sequence[IPAddress],
+    table: dict[ServiceKey, Service],
+    owner: dict[ServiceKey, str],
+    problems: list[str],
+) -> None:
+    if svc.type == "ExternalName":
+        return
+    if not svc.ports:
+        problems.append("spec.ports: the service has no ports; nothing programmed")
+        return
+    affinity = svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else 0
+    ext_local = svc.external_traffic_policy == "Local"
+    int_local = svc.internal_traffic_policy == "Local"
+    for sp in svc.ports:
+        proto = PROTOCOLS.get(sp.protocol)
+        if proto is None:
+            problems.append(
+                f"spec.ports {sp.name or sp.port}: protocol {sp.protocol} is not "
+                "supported by the datapath (TCP, UDP); skipped"
+            )
+            continue
+        backends = _backends(svc, sp, slices, node, problems)
+        for key, external, nodeport in _keys(svc, sp, proto, node_addresses):
+            other = owner.get(key)
+            if other is not None:
+                if other != svc.key:
+                    problems.append(f"{key}: already served by service {other}; skipped")
+                continue
+            fam = [b for b in backends if b.ip.version == key.vip.version]
+            table[key] = Service(
+                tuple(fam),
+                ext_local if external else int_local,
+                external,
+                nodeport,
+                affinity,
+                name=svc.key,
+            )
+            owner[key] = svc.key
+
+
+def plan_services(
+    snap: Snapshot, node: str, node_addresses: Sequence[IPAddress] = ()
+) -> ServicePlan:
+    """The service table this node programs, and the per-service problems."""
+    by_service: dict[str, list[EndpointSlice]] = {}
+    for sk in sorted(snap.slices):
+        sl = snap.slices[sk]
+        by_service.setdefault(sl.service_key, []).append(sl)
+    table: dict[ServiceKey, Service] = {}
+    owner: dict[ServiceKey, str] = {}
+    problems: dict[str, tuple[str, ...]] = {}
+    for name in sorted(snap.services):
+        svc = snap.services[name]
+        found: list[str] = []
+        try:
+            _plan_one(svc, by_service.get(name, []), node, node_addresses, table, owner, found)
+        except Exception as e:  # a model we did not foresee: blame the service, go on
+            found.append(f"internal error planning the service: {e!r}")
+        if found:
+            problems[name] = tuple(dict.fromkeys(found))
+    return ServicePlan(table, problems)

@@ -1,0 +1,113 @@
+"""The eBPF service maps reconciler: desired service table → pinned maps, and the gate.
+
+`reconcile` plans this node's table (controller.desired.services), writes what is new or
+changed with batched map operations through a `bpf.sync.Syncer` and keeps entries that
+are no longer desired; it then sets the pass's readiness gate: every service address of
+the table is managed, and an address is confirmed once its entries are seen in the maps.
+`finalize` (after BGP has withdrawn, since it runs in reverse order) deletes what is no
+longer desired. Per-service problems land in `ctx.errors` as `datapath:<ns/name>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Address, IPv6Address
+
+from bpf.sync import Syncer
+from bpf.table import Service, ServiceKey, validate
+from controller.desired.services import ServicePlan, plan_services
+from controller.reconcile.gate import ConfirmedGate
+from controller.reconcile.loop import PassContext
+
+IPAddress = IPv4Address | IPv6Address
+log = logging.getLogger("rackroute.datapath")
+
+
+class DatapathReconciler:
+    """Owns one Syncer (the map port); see the module docstring for the contract."""
+
+    name = "datapath"
+
+    def __init__(self, syncer: Syncer,
+                 node_addresses: Sequence[IPAddress] | None = None) -> None:
+        """node_addresses: where NodePorts listen; None = the Node object's addresses."""
+        self.syncer = syncer
+        self.node_addresses = None if node_addresses is None else tuple(node_addresses)
+        self.plan: ServicePlan | None = None
+        self.errors: dict[ServiceKey, str] = {}
+        self._confirmed: set[ServiceKey] = set()
+        self._valid: set[ServiceKey] = set()
+
+    def _addresses(self, ctx: PassContext) -> tuple[IPAddress, ...]:
+        if self.node_addresses is not None:
+            return self.node_addresses
+        node = ctx.snap.nodes.get(ctx.node)
+        return node.addresses if node is not None else ()
+
+    def reconcile(self, ctx: PassContext) -> None:
+        plan = plan_services(ctx.snap, ctx.node, self._addresses(ctx))
+        self.plan = plan
+        desired = plan.table
+        managed = plan.addresses()
+        ctx.gate = ConfirmedGate(managed, frozenset())  # closed until confirmed below
+        for svc, msgs in plan.problems.items():
+            ctx.errors[f"datapath:{svc}"] = "; ".join(msgs)
+            log.warning("event=service_problem service=%s problems=%r", svc, msgs)
+
+        actual = self.syncer.programmed()
+        errors: dict[ServiceKey, str] = {}
+        want: dict[ServiceKey, Service] = {}
+        for k, s in desired.items():
+            why = validate(k, s)
+            if why is None:
+                want[k] = s
+            else:
+                errors[k] = why
+                if k in actual:  # keep serving the old entry until finalize
+                    want[k] = actual[k]
+        for k, s in actual.items():
+            want.setdefault(k, s)  # no longer desired: deleted in finalize, not now
+        res = self.syncer.sync(want)
+        errors.update(res.errors)
+        self.errors = errors
+        self._valid = {k for k in desired if k not in errors}
+        for k, why in errors.items():
+            name = desired[k].name if k in desired else str(k)
+            ctx.errors[f"datapath:{name or k}"] = why
+            log.warning("event=service_error key=%s service=%s error=%r", k, name, why)
+        ctx.gate = ConfirmedGate(managed, self._confirm(desired, errors, ctx.resync))
+
+    def _confirm(self, desired: Mapping[ServiceKey, Service], errors: Mapping[ServiceKey, str],
+                 recheck: bool) -> frozenset[IPAddress]:
+        """Addresses with at least one entry in the maps and none still missing (entries
+        that failed are reported and do not hold the others back)."""
+        if recheck:
+            self._confirmed.clear()
+        todo = [k for k in desired if k not in self._confirmed and k not in errors]
+        self._confirmed |= self.syncer.confirmed(todo)
+        seen: dict[IPAddress, bool] = {}
+        for k in desired:
+            if k in errors:
+                continue
+            ok = k in self._confirmed
+            seen[k.vip] = seen.get(k.vip, True) and ok
+        return frozenset(a for a, ok in seen.items() if ok)
+
+    def finalize(self, ctx: PassContext) -> None:
+        """Delete the entries no longer desired (BGP has withdrawn them by now)."""
+        if self.plan is None:
+            return
+        actual = self.syncer.programmed()
+        if all(k in self._valid for k in actual):
+            return
+        res = self.syncer.sync(self.plan.table)
+        gone = set(actual) - set(self.syncer.programmed())
+        self._confirmed -= gone
+        log.info("event=services_deleted count=%d deletes=%d", len(gone), res.deletes)
+
+    def close(self) -> None:
+        for port in (self.syncer.maps.svc, self.syncer.maps.backend, self.syncer.maps.maglev):
+            closer = getattr(port, "close", None)
+            if callable(closer):
+                closer()
