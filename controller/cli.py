@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Later subsystems add their subcommands here (each a function taking the subparsers).
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+import controller.cli_service  # noqa: E402, F401  (registers `service`)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
