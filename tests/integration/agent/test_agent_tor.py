@@ -1,0 +1,220 @@
+"""The real agent (`rackroute agent`, a process in each node namespace) against an FRR ToR.
+
+Per speaker kind: sessions establish; the ToR's table and kernel hold exactly the planned
+pod CIDRs and LoadBalancer /32s with the planned communities; a Local service is
+advertised only by the node with its endpoint; nodes learn each other's pod CIDR and a
+ping between those CIDRs works with no tunnel; a changed manifest changes the ToR's
+table; a removed service is withdrawn; the status and `rackroute bgp peers` say
+Established; SIGTERM stops the agent cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.lab.netns import wait_for
+from controller.operator import Operator
+from controller.sources.files import ManifestDir
+from controller.status import read_nodes
+from tests.integration.bgp.conftest import Topo, build_topo
+
+RACKROUTE = [sys.executable, "-m", "controller.cli"]
+
+
+def manifests(root: Path, topo: Topo) -> None:
+    docs: list[dict[str, object]] = [
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
+         "metadata": {"name": "default"},
+         "spec": {"ipam": {"clusterPoolIPv4PodCIDRList": ["10.244.0.0/16"],
+                           "clusterPoolIPv4MaskSize": 24}}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPClusterConfig",
+         "metadata": {"name": "tor"},
+         "spec": {"bgpInstances": [{"name": "tor", "localASN": 65010, "localPort": 179,
+                                    "peers": [{"name": "tor", "peerAddress": "10.55.0.1",
+                                               "peerASN": 65000,
+                                               "peerConfigRef": {"name": "default"}}]}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPPeerConfig",
+         "metadata": {"name": "default"},
+         "spec": {"timers": {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3,
+                             "connectRetryTimeSeconds": 1},
+                  "gracefulRestart": {"enabled": True},
+                  "families": [{"afi": "ipv4", "safi": "unicast",
+                                "advertisements": {"matchLabels": {"adv": "yes"}}}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPAdvertisement",
+         "metadata": {"name": "all", "labels": {"adv": "yes"}},
+         "spec": {"advertisements": [
+             {"advertisementType": "PodCIDR",
+              "attributes": {"communities": {"standard": ["65000:100"]}}},
+             {"advertisementType": "Service", "service": {"addresses": ["LoadBalancerIP"]},
+              "selector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]},
+              "attributes": {"communities": {"standard": ["65000:200"],
+                                             "large": ["65000:1:2"]}}}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "LoadBalancerIPPool",
+         "metadata": {"name": "pool"}, "spec": {"blocks": [{"cidr": "198.51.100.0/24"}]}},
+    ]
+    for n in topo.nodes:
+        docs.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n{n.idx}"},
+                     "status": {"addresses": [{"type": "InternalIP", "address": n.addr4}]}})
+        docs.append({"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPNodeConfigOverride",
+                     "metadata": {"name": f"n{n.idx}"},
+                     "spec": {"bgpInstances": [{"name": "tor", "localASN": n.asn}]}})
+    for name, etp, node in (("web", "Cluster", "n2"), ("local", "Local", "n1")):
+        docs.append({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": name, "namespace": "demo",
+                                  "creationTimestamp": f"2026-01-0{1 if name == 'web' else 2}"},
+                     "spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp,
+                              "ports": [{"port": 80}]}})
+        docs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                     "metadata": {"name": f"{name}-1", "namespace": "demo",
+                                  "labels": {"kubernetes.io/service-name": name}},
+                     "addressType": "IPv4",
+                     "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": node}],
+                     "ports": [{"port": 80}]})
+    (root / "all.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+@dataclass
+class Cluster:
+    topo: Topo
+    root: Path
+    agents: dict[str, subprocess.Popen[bytes]]
+
+
+@pytest.fixture(params=["gobgp", "exabgp"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    kind = str(request.param)
+    topo = build_topo(kind, 2)
+    tmp = Path(tempfile.mkdtemp(prefix="rrb-agent-"))
+    agents: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        root = tmp / "manifests"
+        root.mkdir()
+        manifests(root, topo)
+        Operator(root).reconcile(ManifestDir(root).load())
+        for n in topo.nodes:
+            topo.tor_neighbor(n)
+            log = open(tmp / f"agent-n{n.idx}.log", "wb")  # noqa: SIM115
+            agents[f"n{n.idx}"] = n.ns.popen(
+                [*RACKROUTE, "agent", "--node", f"n{n.idx}", "--manifests", str(root),
+                 "--speaker", kind, "--state-dir", str(tmp / f"state-n{n.idx}"),
+                 "--metrics-port", "0", "--resync", "5", "--import-routes"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[3]))
+        yield Cluster(topo, root, agents)
+    finally:
+        for p in agents.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        topo.lab.close()
+        logs = "".join((f.name + ":\n" + f.read_text(errors="replace")[-3000:])
+                       for f in tmp.glob("agent-*.log"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        if hasattr(request.node, "rep_call") and request.node.rep_call.failed:
+            print(logs)
+
+
+def tor_paths(c: Cluster) -> dict[str, list[dict[str, object]]]:
+    return c.topo.tor.bgp_routes()
+
+
+def nexthops(routes: list[dict[str, object]]) -> set[str]:
+    return {str(h["ip"]) for r in routes for h in r.get("nexthops", [])}  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(150)
+def test_agents_advertise_the_plan_and_follow_changes(cluster: Cluster) -> None:
+    c = cluster
+    want = {"10.244.0.0/24", "10.244.1.0/24", "198.51.100.0/32", "198.51.100.1/32"}
+    wait_for(lambda: want <= set(tor_paths(c)), 60, 0.2, "planned paths at the ToR")
+    wait_for(lambda: want <= c.topo.tor.installed_bgp(), 20, 0.2, "routes in the ToR kernel")
+    routes = tor_paths(c)
+    # web (Cluster): both nodes; local (Local, endpoint on n1): only n1
+    assert nexthops(routes["198.51.100.0/32"]) == {"10.55.0.11", "10.55.0.12"}
+    assert nexthops(routes["198.51.100.1/32"]) == {"10.55.0.11"}
+    d = c.topo.tor.bgp_route_detail("198.51.100.0/32")["paths"][0]
+    assert d["community"]["string"] == "65000:200"
+    assert d["largeCommunity"]["string"] == "65000:1:2"
+    pod = c.topo.tor.bgp_route_detail("10.244.1.0/24")["paths"][0]
+    assert pod["community"]["string"] == "65000:100"
+
+    # status files and the CLI say Established
+    wait_for(lambda: all(p["state"] == "established"
+                         for d in read_nodes(c.root).values() for i in d["instances"]
+                         for p in i["peers"]) and len(read_nodes(c.root)) == 2,
+             20, 0.2, "Established in the status files")
+    out = subprocess.run([*RACKROUTE, "bgp", "peers", "--manifests", str(c.root)],
+                         capture_output=True, text=True, check=True).stdout
+    lines = [ln.split() for ln in out.splitlines()[1:] if ln.strip()]
+    assert {(ln[0], ln[1], ln[2], ln[3], ln[4]) for ln in lines} == {
+        ("n1", "65011", "65000", "10.55.0.1", "established"),
+        ("n2", "65012", "65000", "10.55.0.1", "established"),
+    }
+
+    # native routing: n1 learned n2's pod CIDR, and a ping between the CIDRs works
+    n1, n2 = c.topo.nodes
+    n1.ns.add_address("lo", "10.244.0.1/32")
+    n2.ns.add_address("lo", "10.244.1.1/32")
+    wait_for(lambda: "10.244.1.0/24 via 10.55.0.12 dev eth0 proto 201"
+             in n1.ns.ip("route").stdout, 20, 0.2, "learned route in n1's kernel")
+    wait_for(lambda: "10.244.0.0/24 via 10.55.0.11 dev eth0 proto 201"
+             in n2.ns.ip("route").stdout, 20, 0.2, "learned route in n2's kernel")
+    ping = n1.ns.run(["ping", "-c", "2", "-W", "1", "-I", "10.244.0.1", "10.244.1.1"],
+                     check=False)
+    assert ping.returncode == 0, ping.stdout
+
+    # a changed manifest: the Local endpoint moves to n2, web is deleted
+    f = c.root / "all.yaml"
+    docs = list(yaml.safe_load_all(f.read_text()))
+    kept = []
+    for d in docs:
+        meta = d["metadata"]
+        if meta["name"] in ("web", "web-1"):
+            continue
+        if meta["name"] == "local-1":
+            d["endpoints"][0]["nodeName"] = "n2"
+        kept.append(d)
+    f.write_text(yaml.safe_dump_all(kept))
+    Operator(c.root).reconcile(ManifestDir(c.root).load())
+    wait_for(lambda: "198.51.100.0/32" not in tor_paths(c), 20, 0.2, "web withdrawn")
+    wait_for(lambda: nexthops(tor_paths(c).get("198.51.100.1/32", [])) == {"10.55.0.12"},
+             20, 0.2, "local now only via n2")
+
+    # SIGTERM: clean exit
+    for p in c.agents.values():
+        p.send_signal(signal.SIGTERM)
+    for p in c.agents.values():
+        assert p.wait(timeout=20) == 0
+
+
+@pytest.mark.timeout(120)
+def test_bad_peer_config_is_reported_and_the_good_peer_works(cluster: Cluster) -> None:
+    c = cluster
+    f = c.root / "all.yaml"
+    docs = list(yaml.safe_load_all(f.read_text()))
+    for d in docs:
+        if d["kind"] == "BGPClusterConfig":
+            d["spec"]["bgpInstances"][0]["peers"].append(
+                {"name": "ghost", "peerAddress": "10.55.0.99", "peerASN": 65000,
+                 "peerConfigRef": {"name": "nope"}})
+    f.write_text(yaml.safe_dump_all(docs))
+    wait_for(lambda: {"10.244.0.0/24", "10.244.1.0/24"} <= set(tor_paths(c)), 60, 0.2,
+             "the good peer still gets its paths")
+    wait_for(lambda: any("BGPPeerConfig 'nope' not found" in p
+                         for d in read_nodes(c.root).values() for p in d.get("problems", [])),
+             20, 0.2, "problem in node status")
+    out = subprocess.run([*RACKROUTE, "bgp", "peers", "--manifests", str(c.root), "-o", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    peers = [p["peerAddress"] for d in json.loads(out).values() for i in d["instances"]
+             for p in i["peers"]]
+    assert "10.55.0.99" not in peers
