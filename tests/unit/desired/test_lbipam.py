@@ -629,3 +629,20 @@ def test_planning_scales_linearly_over_a_big_pool() -> None:
         assert len(ips) == len(set(ips)) == n
     # near-linear: a quadratic walk of the pool would be ~100x
     assert timings[10000] / timings[1000] < 30, timings
+
+
+def test_requested_ip_of_open_holder_still_needs_the_requesters_consent() -> None:
+    holder = service("h", "blue", annotations={KEY: "k", CROSS: "*"}, status=("10.0.0.5",))
+    asker = service(
+        "r", created=ts(1), annotations={KEY: "k", IPS: "10.0.0.5"}, ports=[{"port": 443}]
+    )
+    result = plan([asker, holder], pool("p", "10.0.0.0/24"))
+    assert got(result, "default/r") == ((), "already_allocated_incompatible_service")
+    assert result.services["default/r"].condition.message == (
+        "service default/r: requested IP 10.0.0.5 is already allocated to service blue/h, "
+        "which cannot share it: namespaces default and blue do not both allow each other "
+        "in lbipam.rackroute.io/sharing-cross-namespace"
+    )
+    consenting = dataclasses.replace(asker, sharing_cross_namespace=frozenset({"blue"}))
+    result = plan([consenting, holder], pool("p", "10.0.0.0/24"))
+    assert got(result, "default/r") == (("10.0.0.5",), "satisfied")
