@@ -14,7 +14,9 @@ condition, and every pool's conditions. It runs in three passes over services so
    select it.
 
 Requested IPs replace automatic allocation: a service that requests IPs gets exactly
-those it can have, whatever its ipFamilyPolicy.
+those it can have, whatever its ipFamilyPolicy. A kept IP only needs to lie in a block
+(a later allowFirstLastIPs "No" does not renumber it); disabled and conflicting pools
+report 0 available. Service keys (ns/name) are assumed unique in the input.
 """
 
 from __future__ import annotations
