@@ -1,0 +1,123 @@
+"""Pure parts of the adapters: ExaBGP config and command rendering, ExaBGP JSON parsing,
+GoBGP protobuf conversion, and the RIB-in best-path bookkeeping."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from bgp.exabgp import config as cfg
+from bgp.exabgp.adapter import _route
+from bgp.ribin import RibIn
+from bgp.types import (
+    IPV4_UNICAST,
+    IPV6_UNICAST,
+    GlobalConfig,
+    PeerSpec,
+    Route,
+    path_from_texts,
+)
+
+G = GlobalConfig(asn=65011, router_id=ip_address("10.55.0.11"), listen_port=179)
+PEER = PeerSpec(name="tor", address=ip_address("10.55.0.1"), peer_asn=65000, hold_time=9,
+                password="s3cret", ebgp_multihop=3, families=(IPV4_UNICAST,), passive=True)
+
+
+def test_exabgp_config_has_every_peer_option() -> None:
+    text = cfg.render(G, [PEER], ["/usr/bin/python3", "/x/relay.py", "/x/api.sock"])
+    assert "run /usr/bin/python3 /x/relay.py /x/api.sock;" in text
+    for line in ("neighbor 10.55.0.1 {", "local-as 65011;", "peer-as 65000;",
+                 "hold-time 9;", "passive true;", "listen 179;", "local-address 10.55.0.11;",
+                 'md5-password "s3cret";', "outgoing-ttl 3;", "manual-eor true;",
+                 "ipv4 unicast;", "graceful-restart 120;", "processes [ rackroute ];"):
+        assert line in text, line
+    assert "ipv6 unicast;" not in text
+
+
+def test_exabgp_dynamic_asn_and_active_peer() -> None:
+    p = PeerSpec(name="x", address=ip_address("fd55::1"), peer_asn=0,
+                 families=(IPV6_UNICAST,), graceful_restart=False)
+    text = cfg.render(GlobalConfig(asn=1, router_id=ip_address("10.0.0.1")), [p], ["r"])
+    assert "peer-as auto;" in text and "passive false;" in text
+    assert "listen" not in text and "graceful-restart" not in text
+    assert "local-address" not in text  # no IPv6 address known: the kernel picks
+
+
+def test_exabgp_rejects_unquotable_password() -> None:
+    bad = PeerSpec(name="x", address=ip_address("10.0.0.1"), peer_asn=1, password='a";b')
+    with pytest.raises(ValueError):
+        cfg.render(G, [bad], ["r"])
+
+
+def test_exabgp_environment_disables_drop_and_cli() -> None:
+    env = cfg.environment(G)
+    assert env["exabgp.daemon.drop"] == "false" and env["exabgp_daemon_drop"] == "false"
+    assert env["exabgp_api_cli"] == "false" and env["exabgp_api_ack"] == "true"
+
+
+def test_exabgp_lines_are_batched_by_attributes() -> None:
+    a = [path_from_texts(f"10.{i // 256}.{i % 256}.0/24", communities=["65000:1"])
+         for i in range(450)]
+    b = path_from_texts("198.51.100.1/32", large_communities=["1:2:3"], local_pref=200)
+    lines = cfg.announce_lines([*a, b])
+    assert len(lines) == 4  # 200 + 200 + 50 + 1
+    assert all(x.startswith("announce attributes next-hop self origin igp") for x in lines)
+    assert sum(x.count("/24") for x in lines) == 450
+    one = [x for x in lines if "198.51.100.1/32" in x][0]
+    assert "local-preference 200" in one and "large-community [ 1:2:3 ]" in one
+    w = cfg.withdraw_lines([b], "neighbor 10.0.0.1 ")
+    assert w[0].startswith("neighbor 10.0.0.1 withdraw attributes") and w[0].endswith(
+        "nlri 198.51.100.1/32")
+    assert cfg.eor_line(ip_address("10.0.0.1")) == "neighbor 10.0.0.1 announce eor ipv4 unicast"
+
+
+def test_exabgp_json_route_parsing() -> None:
+    attrs = {"origin": "igp",
+             "as-path": {"0": {"element": "as-sequence", "value": [65000, 65011]}},
+             "community": [[65000, 100], [65535, 65281]],
+             "large-community": [[65000, 1, 2]], "local-preference": 150}
+    r = _route(ip_address("10.55.0.1"), "10.244.1.0/24", "10.55.0.1", attrs)
+    assert r.as_path == (65000, 65011)
+    assert r.communities == {"65000:100", "65535:65281"}
+    assert r.large_communities == {"65000:1:2"} and r.local_pref == 150
+    assert _route(ip_address("10.0.0.1"), "10.0.0.0/8", "x", {"as-path": [1, 2]}).as_path == (
+        1, 2)
+
+
+def test_gobgp_path_round_trip() -> None:
+    from bgp.gobgp import convert
+
+    for p in (path_from_texts("10.1.0.0/24", communities=["65000:1", "no-export"],
+                              large_communities=["1:2:3"], local_pref=200),
+              path_from_texts("fd00::/64", communities=["65000:6"]),
+              path_from_texts("10.2.0.0/16", next_hop="10.9.9.9")):
+        pb = convert.path_pb(p)
+        r = convert.route_of_pb(pb)
+        assert r is not None and convert.is_local(pb)
+        assert convert.path_of_route(r, keep_next_hop=True) == p
+    assert convert.path_pb(path_from_texts("10.1.0.0/24"), withdraw=True).is_withdraw
+
+
+def test_gobgp_peer_conversion_carries_features() -> None:
+    from bgp.gobgp import convert
+
+    pb = convert.peer_pb(PEER, 65011, local_restarting=True)
+    assert pb.conf.auth_password == "s3cret" and pb.conf.peer_asn == 65000
+    assert pb.ebgp_multihop.enabled and pb.ebgp_multihop.multihop_ttl == 3
+    assert pb.graceful_restart.notification_enabled and pb.graceful_restart.local_restarting
+    assert pb.transport.passive_mode and pb.timers.config.hold_time == 9
+    assert [a.config.family.afi for a in pb.afi_safis] == [convert.family_pb(IPV4_UNICAST).afi]
+
+
+def test_ribin_best_path_events() -> None:
+    rib = RibIn()
+    pfx = ip_network("10.1.0.0/24")
+    a, b = ip_address("10.0.0.1"), ip_address("10.0.0.2")
+    ra = Route(prefix=pfx, peer=a, as_path=(1, 2))
+    rb = Route(prefix=pfx, peer=b, as_path=(3,))
+    assert [e.route for e in rib.update(ra)] == [ra]
+    assert [e.route for e in rib.update(rb)] == [rb]
+    assert rib.update(Route(prefix=pfx, peer=a, as_path=(1, 2))) == []  # unchanged best
+    assert [e.route for e in rib.drop_peer(b)] == [ra]
+    assert [e.route for e in rib.withdraw(a, pfx)] == [None]
