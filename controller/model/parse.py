@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from controller.model.fields import Reader, describe
@@ -120,7 +121,7 @@ def _read_meta(kind: str, namespaced: bool, r: Reader) -> tuple[Meta, bool]:
         labels=frozen_map(m.str_map("labels")),
         annotations=frozen_map(m.str_map("annotations")),
         generation=m.integer("generation", 1, lo=0) or 1,
-        creation_timestamp=m.text("creationTimestamp", "") or "",
+        creation_timestamp=_timestamp(m),
         uid=m.text("uid", "") or "",
     )
     return meta, name is not None
@@ -145,6 +146,30 @@ def _raw_ref(raw: dict[str, Any], shown_kind: str, where: str) -> str:
     elif entry is not None:
         ns = None
     return f"{shown_kind} {ns}/{name}" if isinstance(ns, str) and ns else f"{shown_kind} {name}"
+
+
+def _timestamp(m: Reader) -> str:
+    """creationTimestamp normalized to UTC `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` so that text
+    order is time order whatever offset or precision the manifest used; "" if unset."""
+    raw = m.data.get("creationTimestamp")
+    if raw is None:
+        return ""
+    if isinstance(raw, datetime):  # YAML parses unquoted timestamps itself
+        ts = raw
+    elif isinstance(raw, date):
+        ts = datetime(raw.year, raw.month, raw.day)
+    elif isinstance(raw, str):
+        try:
+            ts = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            m.error("creationTimestamp", f"not an RFC 3339 timestamp: {raw!r}")
+            return ""
+    else:
+        m.error("creationTimestamp", f"not an RFC 3339 timestamp: {raw!r}")
+        return ""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_object(raw: Any, origin: str = "") -> ParseResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.model.crds import LoadBalancerIPPool
@@ -13,7 +14,8 @@ TS = "2024-01-01T00:00:00Z"
 
 def ts(minute: int) -> str:
     """A creation timestamp `minute` minutes after the base one."""
-    return f"2024-01-01T{minute // 60:02d}:{minute % 60:02d}:00Z"
+    t = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parsed(raw: dict[str, Any]) -> Any:

@@ -84,7 +84,12 @@ def test_node() -> None:
     )
     assert node == Node(
         meta=Meta(
-            "Node", "n1", "", generation=3, creation_timestamp="2024-01-01T00:00:00Z", uid="u-1"
+            "Node",
+            "n1",
+            "",
+            generation=3,
+            creation_timestamp="2024-01-01T00:00:00.000000Z",
+            uid="u-1",
         ),
         addresses=(ip_address("10.0.0.11"), ip_address("fd00::11"), ip_address("203.0.113.1")),
         pod_cidrs=(ip_network("10.244.1.0/24"), ip_network("fd00:244:1::/64")),
@@ -892,3 +897,23 @@ def test_pool_selects_service_by_pseudo_labels() -> None:
     assert selects(sel, svc.selector_labels())
     other = _selector({"matchLabels": {"io.kubernetes.service.namespace": "dev"}})
     assert not selects(other, svc.selector_labels())
+
+
+def test_creation_timestamps_are_normalized_to_utc() -> None:
+    def ts(raw: object) -> str:
+        r = parse_object(
+            {
+                "apiVersion": "rackroute.io/v1alpha1",
+                "kind": "LoadBalancerIPPool",
+                "metadata": {"name": "p", "creationTimestamp": raw},
+                "spec": {"blocks": [{"cidr": "10.0.0.0/24"}]},
+            }
+        )
+        assert r.obj is not None, r.errors
+        return r.obj.meta.creation_timestamp  # type: ignore[attr-defined, no-any-return]
+
+    a = ts("2026-01-01T01:00:00+02:00")
+    b = ts("2026-01-01T00:30:00Z")
+    assert a == "2025-12-31T23:00:00.000000Z"
+    assert a < b
+    assert ts("2026-01-01T00:30:00.5Z") > b
