@@ -6,6 +6,10 @@ batched deletes, in an order the running programs never trip over: backends, the
 Maglev tables, then services; deletes in the reverse order. A failed batch falls back
 to single writes so that an error (map full, wrong family) is blamed on its service and
 the others are still programmed. read_table() reads the maps back into table form.
+
+A pass costs in proportion to what changed: the syncer remembers the desired Service it
+last programmed per key and the services using each backend, so an unchanged entry is
+one dict lookup and its Maglev table is never recomputed.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class _State:
     backend_ids: dict[str, int] = field(default_factory=dict)
     backend_values: dict[int, bytes] = field(default_factory=dict)
     maglev_ids: set[int] = field(default_factory=set)
+    backend_objs: dict[str, Backend] = field(default_factory=dict)  # name -> as programmed
+    users: dict[str, set[ServiceKey]] = field(default_factory=dict)  # name -> services
+    inputs: dict[ServiceKey, Service] = field(default_factory=dict)  # last desired, per key
     next_svc_id: int = 1
     next_backend_id: int = 1
 
@@ -105,8 +112,7 @@ def _slot_table(ids: Sequence[int], names: Sequence[str], algorithm: Algorithm,
     """The m-slot backend-id table: Maglev order, or a uniform spread for random choice
     (a random slot only needs every backend equally often, not consistency)."""
     if algorithm is Algorithm.RANDOM:
-        n = len(ids)
-        return array("I", list(ids) * (m_ // n + 1))[:m_].tobytes()
+        return (array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes()
     return array("I", map(ids.__getitem__, maglev_slots(names, m_))).tobytes()
 
 
@@ -118,6 +124,7 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
         b = _decode_backend(vb)
         backends[bid] = b
         st.backend_ids[b.name] = bid
+        st.backend_objs[b.name] = b
         st.backend_values[bid] = vb
         st.next_backend_id = max(st.next_backend_id, bid + 1)
     tables: dict[int, frozenset[int]] = {}
@@ -140,6 +147,8 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
             algorithm=Algorithm.RANDOM if v.flags & m.SVC_RANDOM else Algorithm.MAGLEV)
         table[key] = svc
         st.services[key] = _Programmed(v.svc_id, svc)
+        for b in bes:
+            st.users.setdefault(b.name, set()).add(key)
         st.next_svc_id = max(st.next_svc_id, v.svc_id + 1)
     return st, table
 
@@ -147,6 +156,30 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
 def read_table(maps: SyncMaps) -> dict[ServiceKey, Service]:
     """The services as programmed in the maps (eligible backends only)."""
     return _read(maps)[1]
+
+
+def _clashes(st: _State, need: Mapping[str, Backend], b: Backend,
+             leaving: set[ServiceKey]) -> bool:
+    """Does b differ from the same endpoint as another (staying) service has it?"""
+    other = need.get(b.name)
+    if other is not None:
+        return other != b
+    known = st.backend_objs.get(b.name)
+    if known is None or known == b:
+        return False
+    return bool(st.users.get(b.name, set()) - leaving)
+
+
+def _release(st: _State, k: ServiceKey, svc: Service) -> set[str]:
+    """Drop k as a user of svc's backends; returns the names nobody uses any more."""
+    out: set[str] = set()
+    for b in svc.backends:
+        u = st.users.get(b.name)
+        if u is not None:
+            u.discard(k)
+            if not u:
+                out.add(b.name)
+    return out
 
 
 def _write(port: MapPort, items: Sequence[tuple[Owner, bytes, bytes]]) -> dict[Owner, str]:
@@ -191,29 +224,45 @@ class Syncer:
         return table
 
     def sync(self, desired: ServiceTable) -> SyncResult:
+        """Make the maps hold desired. Work is proportional to what changed: an entry
+        whose desired Service equals the one last programmed is not looked at again."""
         if self._st is None:
             self.adopt()
         st = self._st
         assert st is not None
         errors: dict[ServiceKey, str] = {}
-        want: dict[ServiceKey, Service] = {}
+        changed: dict[ServiceKey, Service] = {}  # key -> programmed form, to be written
+        present = 0  # desired keys that are programmed now (inputs only holds such keys)
         for k, s in desired.items():
+            prev = st.inputs.get(k)
+            if prev is not None and (prev is s or prev == s):
+                present += 1
+                continue
+            cur = st.services.get(k)
+            present += cur is not None
             why = validate(k, s)
             if why:
                 errors[k] = why
-            else:
-                want[k] = s.programmed()
+                continue
+            p = s.programmed()
+            if cur is not None and cur.service == p:
+                st.inputs[k] = s
+                continue
+            changed[k] = p
         writes = deletes = 0
 
-        # 1. backends
-        users: dict[str, list[ServiceKey]] = {}
+        # 1. backends (a clash: one address:port with two different local/state flags)
+        leaving = set(changed) | {k for k in errors if k in st.services}
+        if present < len(st.services):  # some programmed keys are no longer desired
+            leaving |= {k for k in st.services if k not in desired}
         need: dict[str, Backend] = {}
-        for k, s in list(want.items()):
-            clash = [b for b in s.backends if need.get(b.name, b) != b]
-            if clash:  # one address:port, two different local/state flags
-                errors[k] = (f"{k}: backend {clash[0].name} conflicts with another service's"
+        users: dict[str, list[ServiceKey]] = {}
+        for k, s in list(changed.items()):
+            clash = next((b.name for b in s.backends if _clashes(st, need, b, leaving)), None)
+            if clash is not None:
+                errors[k] = (f"{k}: backend {clash} conflicts with another service's"
                              " local/state flags for the same endpoint")
-                del want[k]
+                del changed[k]
                 continue
             for b in s.backends:
                 need.setdefault(b.name, b)
@@ -233,20 +282,20 @@ class Syncer:
         for name, _, val in be_items:
             if name not in be_failed:
                 st.backend_values[st.backend_ids[name]] = val
+                st.backend_objs[name] = need[name]
         for name, why in be_failed.items():
             for k in users[name]:
                 errors[k] = f"{k}: backend {name}: {why}"
-                want.pop(k, None)
-            del st.backend_ids[name]
+                changed.pop(k, None)
+            if not st.users.get(name):
+                del st.backend_ids[name]
 
         # 2. Maglev tables and 3. services
         mg_items: list[tuple[ServiceKey, bytes, bytes]] = []
         sv_items: list[tuple[ServiceKey, bytes, bytes]] = []
         staged: dict[ServiceKey, _Programmed] = {}
-        for k, s in want.items():
+        for k, s in changed.items():
             cur = st.services.get(k)
-            if cur is not None and cur.service == s:
-                continue
             sid = cur.svc_id if cur is not None else st.next_svc_id
             if cur is None:
                 st.next_svc_id += 1
@@ -269,30 +318,46 @@ class Syncer:
         writes += len(mg_items) + len(sv_items)
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
-        for k, p in staged.items():
-            if k not in mg_failed and k not in sv_failed:
-                st.services[k] = p
+        dead_tables: set[int] = set()
+        orphans: set[str] = set(need)
+        for k, done in staged.items():
+            if k in mg_failed or k in sv_failed:
+                continue
+            old = st.services.get(k)
+            if old is not None:
+                orphans |= _release(st, k, old.service)
+            st.services[k] = done
+            st.inputs[k] = desired[k]
+            for b in done.service.backends:
+                st.users.setdefault(b.name, set()).add(k)
+            if not done.service.backends and done.svc_id in st.maglev_ids:
+                dead_tables.add(done.svc_id)
 
         # 4. deletes: services gone or now invalid, then unused tables and backends
-        gone = [k for k in st.services if k not in want]
+        kept = mg_failed.keys() | sv_failed.keys()  # a failed update keeps the old entry
+        gone = [k for k in leaving if k in st.services and k not in changed
+                and (k not in desired or k in errors) and k not in kept]
+        gone.sort(key=ServiceKey.sort_key)
         deletes += _delete(self.maps.svc, [_key_bytes(k) for k in gone])
         for k in gone:
-            del st.services[k]
-        live_tables = {p.svc_id for p in st.services.values() if p.service.backends}
-        live_tables |= {st.services[k].svc_id for k in mg_failed if k in st.services}
-        dead_tables = st.maglev_ids - live_tables
+            was = st.services.pop(k)
+            st.inputs.pop(k, None)
+            orphans |= _release(st, k, was.service)
+            if was.svc_id in st.maglev_ids:
+                dead_tables.add(was.svc_id)
         deletes += _delete(self.maps.maglev, [_u32(i) for i in sorted(dead_tables)])
         st.maglev_ids -= dead_tables
-        live_names = {b.name for p in st.services.values() for b in p.service.backends}
-        dead = {n: i for n, i in st.backend_ids.items() if n not in live_names}
+        dead = {n: st.backend_ids[n] for n in orphans
+                if n in st.backend_ids and not st.users.get(n)}
         deletes += _delete(self.maps.backend, [_u32(i) for i in sorted(dead.values())])
         for n, i in dead.items():
             del st.backend_ids[n]
             st.backend_values.pop(i, None)
-        for i in [i for i in st.backend_values if i not in st.backend_ids.values()]:
-            del st.backend_values[i]
+            st.backend_objs.pop(n, None)
+            st.users.pop(n, None)
 
-        programmed = frozenset(k for k in desired if k in st.services and k not in errors)
+        # every desired key is programmed now unless it failed (see the first loop)
+        programmed = frozenset(desired).difference(errors)
         return SyncResult(programmed, errors, writes, deletes)
 
     def programmed(self) -> dict[ServiceKey, Service]:

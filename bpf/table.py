@@ -41,6 +41,15 @@ class ServiceKey:
         """Total order across families (addresses of two families do not compare)."""
         return (self.vip.version, int(self.vip), self.port, int(self.proto))
 
+    def __hash__(self) -> int:
+        """Cached: tables of 10k keys are hashed many times per sync, and an address's
+        own hash is slow."""
+        h: int | None = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.vip.version, int(self.vip), self.port, int(self.proto)))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     def __str__(self) -> str:
         host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
         return f"{host}:{self.port}/{self.proto.name.lower()}"
@@ -58,8 +67,12 @@ class Backend:
 
     @property
     def name(self) -> str:
-        """Identity used for Maglev and backend ids: address and port."""
-        return f"{self.ip}:{self.port}"
+        """Identity used for Maglev and backend ids: address and port (cached)."""
+        n: str | None = self.__dict__.get("_name")
+        if n is None:
+            n = f"{self.ip}:{self.port}"
+            object.__setattr__(self, "_name", n)
+        return n
 
 
 @dataclass(frozen=True)
