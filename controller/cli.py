@@ -92,9 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register_subsystems() -> None:
-    from controller import cli_bgp
+    from controller import cli_bgp, cli_lab
 
     EXTRA_COMMANDS.append(cli_bgp.register)
+    EXTRA_COMMANDS.append(cli_lab.register)
 
 
 _register_subsystems()

@@ -46,8 +46,11 @@ class Neighbor:
     def lines(self) -> list[str]:
         """Config lines under `router bgp` for this neighbor (address-family parts last)."""
         a = self.address
-        out = [f"neighbor {a} peer-group {self.peer_group}"] if self.peer_group else [
-            f"neighbor {a} remote-as {self.remote_as}"]
+        out = (
+            [f"neighbor {a} peer-group {self.peer_group}"]
+            if self.peer_group
+            else [f"neighbor {a} remote-as {self.remote_as}"]
+        )
         if self.peer_group and self.remote_as not in ("external", ""):
             out.append(f"neighbor {a} remote-as {self.remote_as}")
         if self.password:
@@ -107,8 +110,9 @@ class BgpConfig:
             lines.append(f" neighbor {g} bfd")
         lines += [f" bgp listen range {r} peer-group {g}" for r in self.listen_ranges]
         for n in self.neighbors:
-            lines += [" " + x for x in n.lines() if not x.startswith(("address-family", " ",
-                                                                       "exit"))]
+            lines += [
+                " " + x for x in n.lines() if not x.startswith(("address-family", " ", "exit"))
+            ]
         for fam in ("ipv4", "ipv6"):
             lines.append(f" address-family {fam} unicast")
             lines.append(f"  neighbor {g} activate")
@@ -157,16 +161,31 @@ class FrrRouter:
             pidfile = self.workdir / f"{d}.pid"
             pidfile.unlink(missing_ok=True)
             argv = [
-                str(FRR_DIR / d), "-d", "-f", f"{self.workdir}/{d}.conf", "-i", str(pidfile),
-                "-z", f"{self.workdir}/zserv.api", "--vty_socket", str(self.workdir),
-                "-P", "0", "-u", "frr", "-g", "frr",
-                "--log", f"file:{self.workdir}/{d}.log",
+                str(FRR_DIR / d),
+                "-d",
+                "-f",
+                f"{self.workdir}/{d}.conf",
+                "-i",
+                str(pidfile),
+                "-z",
+                f"{self.workdir}/zserv.api",
+                "--vty_socket",
+                str(self.workdir),
+                "-P",
+                "0",
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "--log",
+                f"file:{self.workdir}/{d}.log",
             ]
             self.ns.run(argv, timeout=timeout)
             wait_for(lambda p=pidfile: p.exists(), timeout, what=f"{d} pid file")  # type: ignore[misc]
             if d == "zebra":
-                wait_for(lambda: (self.workdir / "zserv.api").exists(), timeout,
-                         what="zebra socket")
+                wait_for(
+                    lambda: (self.workdir / "zserv.api").exists(), timeout, what="zebra socket"
+                )
         wait_for(lambda: self._answers(), timeout, what="bgpd vty")
         log.info("event=frr_started ns=%s pids=%s", self.ns.name, self.pids())
 
@@ -257,15 +276,17 @@ class FrrRouter:
     def installed_bgp(self, afi: str = "ipv4") -> set[str]:
         """Prefixes whose BGP route zebra reports installed in the kernel."""
         return {
-            p for p, entries in self.rib(afi).items()
+            p
+            for p, entries in self.rib(afi).items()
             if any(e.get("protocol") == "bgp" and e.get("installed") for e in entries)
         }
 
     def neighbors(self) -> dict[str, dict[str, Any]]:
         """`show bgp neighbors json`: address -> details (bgpState, ...)."""
         data = self.vtysh_json("show bgp neighbors json")
-        return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(
-            data, dict) else {}
+        return (
+            {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        )
 
     def neighbor_state(self, address: str) -> str | None:
         n = self.neighbors().get(address)

@@ -30,7 +30,11 @@ def run_cmd(
     """Run a command, capture its output, raise LabError if it fails and `check`."""
     try:
         res = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, input=input_text,
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
             check=False,
         )
     except subprocess.TimeoutExpired as e:
@@ -132,8 +136,23 @@ def veth(a: Netns, a_dev: str, b: Netns, b_dev: str, *, master: str | None = Non
     """Create a veth pair a_dev (in a) <-> b_dev (in b), both up; b_dev optionally bridged."""
     check_name(a_dev)
     check_name(b_dev)
-    run_cmd(["ip", "-n", a.name, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev,
-             "netns", b.name])
+    run_cmd(
+        [
+            "ip",
+            "-n",
+            a.name,
+            "link",
+            "add",
+            a_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_dev,
+            "netns",
+            b.name,
+        ]
+    )
     a.link_up(a_dev)
     if master:
         b.ip("link", "set", b_dev, "master", master)

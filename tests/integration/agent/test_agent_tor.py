@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controller.lab.leftovers import kill_leftover_speakers
 from controller.lab.netns import wait_for
 from controller.operator import Operator
 from controller.sources.files import ManifestDir
@@ -114,8 +115,14 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     finally:
         for p in agents.values():
             if p.poll() is None:
+                p.terminate()
+        for p in agents.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+        kill_leftover_speakers(tmp)
         topo.lab.close()
         logs = "".join((f.name + ":\n" + f.read_text(errors="replace")[-3000:])
                        for f in tmp.glob("agent-*.log"))

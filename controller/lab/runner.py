@@ -1,0 +1,283 @@
+"""`rackroute lab up|down|status|exec`: the FRR lab in network namespaces on one machine.
+
+up: a ToR (FRR zebra + bgpd), one namespace per node running the real agent, the
+operator, pods created through `rackroute-cni` exactly as a runtime would, an HTTP
+server in each backend pod, and an external client behind the ToR. Everything it
+creates carries the `rrl-` prefix, and every process it starts is recorded (PID and
+command line) in the lab's state file, so `down` removes it all even after a crash —
+and only what the lab started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.lab.frr import FrrRouter
+from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.netns import LabError, Netns, run_cmd, veth, wait_for
+from controller.lab.topology import (
+    CLIENT_ADDR,
+    POD_PORT,
+    PREFIX,
+    TOR_CLIENT_ADDR,
+    TOR_UNDERLAY,
+    Topology,
+    load_topology,
+)
+from controller.status import read_operator
+
+log = logging.getLogger("rackroute.lab")
+
+STATE_DIR = Path("/run/rackroute-lab")
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MANIFESTS = REPO / "examples" / "frr-lab" / "manifests"
+
+
+@dataclass
+class LabState:
+    """What `up` created, for `down` and `status` in another process."""
+
+    manifests: str
+    speaker: str
+    pids: dict[str, int] = field(default_factory=dict)  # role -> pid
+    cmdlines: dict[str, str] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    frr_dir: str = ""
+    pod_ns: dict[str, str] = field(default_factory=dict)
+
+    def save(self, d: Path) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "state.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @staticmethod
+    def load(d: Path) -> LabState | None:
+        try:
+            return LabState(**json.loads((d / "state.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _ours(pid: int, recorded: str) -> bool:
+    """The PID still runs the command the lab started (not a recycled PID)."""
+    return bool(recorded) and _cmdline(pid).strip() == recorded.strip()
+
+
+class LabRunner:
+    def __init__(self, state_dir: Path = STATE_DIR) -> None:
+        self.dir = state_dir
+        self.state: LabState | None = LabState.load(state_dir)
+
+    # ------------------------------------------------------------------ helpers
+    def _spawn(self, role: str, ns: Netns | None, argv: list[str]) -> int:
+        assert self.state is not None
+        logf = open(self.dir / f"{role}.log", "ab")  # noqa: SIM115 (owned by the child)
+        full = ns.argv(argv) if ns else argv
+        p = subprocess.Popen(full, stdout=logf, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, cwd=str(REPO), start_new_session=True)
+        logf.close()
+        time.sleep(0.05)
+        # `ip netns exec` execs the command: the PID stays the same
+        self.state.pids[role] = p.pid
+        self.state.cmdlines[role] = _cmdline(p.pid) or " ".join(full)
+        self.state.save(self.dir)
+        return p.pid
+
+    def _rackroute(self) -> list[str]:
+        return [sys.executable, "-m", "controller.cli"]
+
+    # ------------------------------------------------------------------ up
+    def up(self, manifests: Path = DEFAULT_MANIFESTS, speaker: str = "gobgp") -> Topology:
+        if self.state is not None or any(n.startswith(PREFIX) for n in _netns_names()):
+            self.down()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mdir = self.dir / "manifests"
+        shutil.copytree(manifests, mdir, ignore=shutil.ignore_patterns(".status"))
+        topo = load_topology(mdir)
+        self.state = LabState(str(mdir), speaker)
+        self.state.save(self.dir)
+        try:
+            self._build(topo, mdir, speaker)
+        except BaseException:
+            log.error("event=lab_up_failed; logs in %s", self.dir)
+            raise
+        return topo
+
+    def _netns(self, name: str) -> Netns:
+        assert self.state is not None
+        ns = Netns(name)
+        if ns.exists():
+            ns.delete()
+        ns.create()
+        self.state.namespaces.append(name)
+        self.state.save(self.dir)
+        return ns
+
+    def _build(self, topo: Topology, mdir: Path, speaker: str) -> None:
+        assert self.state is not None
+        tor = self._netns(topo.tor_ns)
+        tor.add_bridge("br0")
+        tor.add_address("br0", TOR_UNDERLAY)
+        tor.sysctl("net.ipv4.ip_forward", "1")
+        client = self._netns(topo.client_ns)
+        veth(client, "eth0", tor, "ext0")
+        client.add_address("eth0", CLIENT_ADDR)
+        tor.add_address("ext0", TOR_CLIENT_ADDR)
+        client.add_route("default", via=TOR_CLIENT_ADDR.split("/")[0])
+        for n in topo.nodes:
+            ns = self._netns(n.ns)
+            veth(ns, "eth0", tor, n.tor_port, master="br0")
+            ns.add_address("eth0", f"{n.address}/24")
+            ns.add_route("default", via=TOR_UNDERLAY.split("/")[0])
+            ns.sysctl("net.ipv4.ip_forward", "1")
+        # the ToR
+        frr = FrrRouter(tor, topo.tor_bgp())
+        self.state.frr_dir = str(frr.workdir)
+        self.state.save(self.dir)
+        frr.start()
+        for d, pid in frr.pids().items():
+            self.state.pids[f"frr-{d}"] = pid
+            self.state.cmdlines[f"frr-{d}"] = _cmdline(pid)
+        self.state.save(self.dir)
+        # the operator (one writer), then wait for the allocations
+        self._spawn("operator", None, [*self._rackroute(), "operator", "--manifests", str(mdir)])
+        wait_for(lambda: len(read_operator(mdir).pod_cidrs) == len(topo.nodes), 30, 0.1,
+                 "operator: pod CIDRs")
+        # one agent per node, inside the node's namespace
+        for n in topo.nodes:
+            self._spawn(f"agent-{n.name}", Netns(n.ns), [
+                *self._rackroute(), "agent", "--node", n.name, "--manifests", str(mdir),
+                "--speaker", speaker, "--state-dir", str(self.dir / "state" / n.name),
+                "--import-routes", "--resync", "10",
+            ])
+        # pods, through the CNI plugin, and their HTTP servers
+        for i, pod in enumerate(topo.pods):
+            pns = self._netns(pod.ns(i))
+            self.state.pod_ns[pod.name] = pns.name
+            self._cni_add(topo, pod.name, pod.node, pod.ip, pns, mdir)
+            self._spawn(f"pod-{pod.name}", pns, [
+                sys.executable, "-m", "controller.lab.podserver", "--name", pod.name,
+                "--node", pod.node, "--port", str(POD_PORT),
+            ])
+        self.state.save(self.dir)
+
+    def cni_conf(self, node: str, mdir: Path) -> dict[str, Any]:
+        cidrs = [str(c) for c in read_operator(mdir).pod_cidrs.get(node, ())]
+        return {
+            "cniVersion": "1.0.0",
+            "name": "rackroute",
+            "type": "rackroute-cni",
+            "podCIDRs": cidrs,
+            "mtu": 1500,
+            "dataDir": str(self.dir / "cni" / node),
+        }
+
+    def _cni_add(self, topo: Topology, pod: str, node: str, ip: str, pns: Netns,
+                 mdir: Path) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.update({
+            "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": f"lab-{pod}",
+            "CNI_NETNS": f"/run/netns/{pns.name}",
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAME={pod};IP={ip}",
+            "CNI_PATH": str(Path(sys.executable).parent),
+        })
+        cni = str(Path(sys.executable).parent / "rackroute-cni")
+        argv = Netns(topo.node(node).ns).argv([cni])
+        res = subprocess.run(argv, input=json.dumps(self.cni_conf(node, mdir)), env=env,
+                             capture_output=True, text=True, timeout=30, check=False)
+        if res.returncode != 0:
+            raise LabError(f"CNI ADD {pod} on {node} failed: {res.stdout.strip()} "
+                           f"{res.stderr.strip()}")
+        out: dict[str, Any] = json.loads(res.stdout)
+        got = [i["address"].split("/")[0] for i in out.get("ips", [])]
+        if ip not in got:
+            raise LabError(f"CNI ADD {pod}: asked for {ip}, got {got}")
+        return out
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> list[str]:
+        """Stop what the lab started and delete its namespaces; safe to repeat."""
+        done: list[str] = []
+        st = self.state
+        if st is not None:
+            for role, pid in sorted(st.pids.items()):
+                if _ours(pid, st.cmdlines.get(role, "")):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                        done.append(f"stopped {role} (pid {pid})")
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + 10
+            for role, pid in st.pids.items():
+                while _ours(pid, st.cmdlines.get(role, "")) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if _ours(pid, st.cmdlines.get(role, "")):
+                    os.kill(pid, signal.SIGKILL)
+            for pid in kill_leftover_speakers(self.dir / "state"):
+                done.append(f"stopped a speaker left behind (pid {pid})")
+            if st.frr_dir:
+                shutil.rmtree(st.frr_dir, ignore_errors=True)
+        for name in sorted(_netns_names()):
+            if name.startswith(PREFIX):
+                Netns(name).delete()
+                done.append(f"deleted netns {name}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state = None
+        return done
+
+    # ------------------------------------------------------------------ status / exec
+    def status(self) -> dict[str, Any]:
+        st = self.state
+        if st is None:
+            return {"running": False}
+        procs = {role: ("running" if _ours(pid, st.cmdlines.get(role, "")) else "dead")
+                 for role, pid in sorted(st.pids.items())}
+        return {"running": True, "manifests": st.manifests, "speaker": st.speaker,
+                "processes": procs,
+                "namespaces": sorted(n for n in _netns_names() if n.startswith(PREFIX))}
+
+    def namespace_of(self, name: str) -> str:
+        """A node, pod, `tor` or `client` name → its namespace."""
+        st = self.state
+        if st is None:
+            raise LabError("the lab is not up (rackroute lab up)")
+        if name in st.pod_ns:
+            return st.pod_ns[name]
+        topo = load_topology(Path(st.manifests))
+        if name in ("tor", "client"):
+            return topo.tor_ns if name == "tor" else topo.client_ns
+        try:
+            return topo.node(name).ns
+        except StopIteration:
+            raise LabError(f"no lab node, pod, tor or client named {name!r}") from None
+
+    def exec(self, name: str, argv: list[str]) -> int:
+        return subprocess.call(Netns(self.namespace_of(name)).argv(argv))
+
+
+def _netns_names() -> list[str]:
+    try:
+        return os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+
+
+__all__ = ["LabRunner", "run_cmd"]

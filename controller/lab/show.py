@@ -1,0 +1,92 @@
+"""What `make lab` prints: sessions, the ToR's routes, a pod ping, a curl per LB IP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controller.lab.netns import LabError, Netns, run_cmd
+from controller.lab.runner import LabRunner
+from controller.lab.topology import load_topology
+from controller.status import read_nodes, read_operator
+
+
+def _manifests(r: LabRunner) -> Path:
+    if r.state is None:
+        raise LabError("the lab is not up (rackroute lab up)")
+    return Path(r.state.manifests)
+
+
+def tor_vtysh(r: LabRunner, cmd: str) -> str:
+    assert r.state is not None
+    return run_cmd(["vtysh", "--vty_socket", r.state.frr_dir, "-c", cmd]).stdout
+
+
+def lb_targets(mdir: Path) -> list[tuple[str, str, int, str]]:
+    """(service, ip, port, protocol) for every allocated LoadBalancer IP."""
+    from controller.sources.files import ManifestDir
+
+    snap = ManifestDir(mdir).load()
+    out = []
+    for key, ips in sorted(read_operator(mdir).ingress.items()):
+        svc = snap.services.get(key)
+        if svc is None:
+            continue
+        for ip in ips:
+            for p in svc.ports:
+                out.append((key, str(ip), p.port, p.protocol))
+    return out
+
+
+def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
+    """Wait until every session is Established and the ToR's kernel has every pod CIDR."""
+    mdir = _manifests(r)
+    topo = load_topology(mdir)
+    want = {str(c) for cs in read_operator(mdir).pod_cidrs.values() for c in cs}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        docs = read_nodes(mdir)
+        states = [p["state"] for d in docs.values() for i in d.get("instances", [])
+                  for p in i.get("peers", [])]
+        routes = tor_vtysh(r, "show ip route bgp")
+        if (len(docs) == len(topo.nodes) and states and all(s == "established" for s in states)
+                and all(c in routes for c in want)):
+            return True
+        time.sleep(0.5)
+    print(f"lab: not ready after {timeout:.0f}s (see the logs in {r.dir})", file=sys.stderr)
+    return False
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def show(r: LabRunner) -> int:
+    mdir = _manifests(r)
+    topo = load_topology(mdir)
+    rc = 0
+    _section("BGP sessions (rackroute bgp peers)")
+    subprocess.run([sys.executable, "-m", "controller.cli", "bgp", "peers", "--manifests",
+                    str(mdir)], check=False)
+    _section("The ToR's routes (vtysh: show ip route bgp)")
+    print(tor_vtysh(r, "show ip route bgp").rstrip())
+    first = next((p for p in topo.pods if p.node == topo.nodes[0].name), None)
+    last = next((p for p in topo.pods if p.node == topo.nodes[-1].name), None)
+    if first and last:
+        _section(f"Ping from pod {first.name} ({first.node}) to pod {last.name} ({last.node})")
+        res = Netns(topo.pod_ns(first.name)).run(
+            ["ping", "-c", "3", "-i", "0.2", "-W", "1", last.ip], check=False)
+        print(res.stdout.rstrip() or res.stderr.rstrip())
+        rc |= res.returncode
+    _section("From the external client to every LoadBalancer IP")
+    client = Netns(topo.client_ns)
+    for svc, ip, port, proto in lb_targets(mdir):
+        if proto != "TCP":
+            print(f"{svc:20} {ip}:{port}/{proto}  (not HTTP; skipped)")
+            continue
+        res = client.run(["curl", "-sS", "-m", "3", f"http://{ip}:{port}/"], check=False)
+        answer = res.stdout.strip() or res.stderr.strip()
+        print(f"{svc:20} {ip}:{port:<5} -> {answer}")
+    return rc
