@@ -61,6 +61,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     return show(_runner(args))
 
 
+def cmd_clab(args: argparse.Namespace) -> int:
+    from controller.lab.clab import write
+    from controller.lab.topology import load_topology
+
+    out = Path(args.out)
+    for p in write(load_topology(Path(args.manifests)), out):
+        print(f"wrote {p}")
+    return 0
+
+
 def register(sub: Sub) -> None:  # noqa: F821
     from controller.lab.runner import DEFAULT_MANIFESTS, STATE_DIR
 
@@ -82,6 +92,10 @@ def register(sub: Sub) -> None:  # noqa: F821
     ex.set_defaults(func=cmd_exec)
     sh = lsub.add_parser("show", help="sessions, ToR routes, a pod ping, curls to every LB IP")
     sh.set_defaults(func=cmd_show)
+    cl = lsub.add_parser("clab", help="write the containerlab topology and FRR configs")
+    cl.add_argument("--manifests", default=str(DEFAULT_MANIFESTS))
+    cl.add_argument("--out", default=str(DEFAULT_MANIFESTS.parent))
+    cl.set_defaults(func=cmd_clab)
     for p in (up, down, st, ex, sh):
         p.add_argument("--state-dir", default=str(STATE_DIR))
 
