@@ -1,0 +1,73 @@
+"""Agent start-up of the eBPF datapath: load once, attach, pin, adopt the maps.
+
+The agent compiles and loads the programs once per start, attaches the north-south
+program to the node's uplink, pins every program (so the CNI plugin attaches pod
+programs from the pins without compiling), re-attaches the new programs to the pod
+veths that already exist (programs are replaced in place; the pinned maps, and with
+them established connections, are kept), and hands the DatapathReconciler a Syncer
+that has adopted the pinned maps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bgp.speaker import logfmt
+from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig
+from bpf.progpin import pin_programs
+from bpf.sync import Syncer
+from controller.reconcile.datapath import DatapathReconciler
+
+log = logging.getLogger("rackroute.datapath")
+
+POD_VETH_PREFIX = "rr"  # host side of pod veths, as the CNI plugin names them
+
+
+@dataclass(frozen=True)
+class DatapathSettings:
+    instance: str
+    uplink: str = "eth0"
+    pin_root: Path = DEFAULT_PIN_ROOT
+
+
+def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        raise LookupError(f"--uplink {ifname}: no such interface")
+    for a in ipr.get_addr(index=idx[0], family=2):
+        return ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
+    raise LookupError(f"--uplink {ifname}: has no IPv4 address")
+
+
+def _pod_veths(ipr: Any) -> list[str]:
+    out = []
+    for link in ipr.get_links():
+        name = str(link.get_attr("IFLA_IFNAME"))
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        if kind == "veth" and name.startswith(POD_VETH_PREFIX) and len(name) == 13:
+            out.append(name)
+    return sorted(out)
+
+
+def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
+    """Load, attach and pin; returns the loaded datapath and its reconciler."""
+    from pyroute2 import IPRoute
+
+    dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root)).load(("pod", "uplink"))
+    with IPRoute() as ipr:
+        addr = _uplink_ipv4(ipr, s.uplink)
+        pods = _pod_veths(ipr)
+    dp.attach_uplink(s.uplink, addr)
+    pin_programs(dp)
+    for veth in pods:
+        dp.attach_pod(veth)
+    syncer = Syncer(dp.maps())
+    adopted = syncer.adopt()
+    log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
+                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted)))
+    return dp, DatapathReconciler(syncer, node_addresses=[addr])
