@@ -1,0 +1,180 @@
+"""R1: TCP connect rate through a service VIP with N = 100, 1k, 10k services (the VIP
+under test last), eBPF LB vs kube-proxy-style iptables DNAT (nft, legacy) vs a direct
+connection to the backend (the limit). Three namespaces made for the run: a client, a
+host (router; the LB runs here: our pod-veth TC program on the client's veth, or the
+iptables nat rules) and a backend. ABAB rounds per N, warm-up dropped; each run is
+bounded in connections and seconds.
+
+  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 5] [--conns 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address as A
+
+from bpf.loader import Datapath, DatapathConfig, detach_tc
+from bpf.sync import Syncer
+from bpf.table import Algorithm, Backend, Proto, Service, ServiceKey
+from tests.bench.common import ratio_stats, save, stats, table
+from tests.bench.kubeproxy_rules import Svc, full_ruleset
+from tests.bench.nsutil import in_netns, netns, ns_name, nsx, pin_root, sh
+
+C_IP, H1, H2, B_IP = "10.77.1.2", "10.77.1.1", "10.77.2.1", "10.77.2.2"
+BPORT = 8080
+VIP0 = int(A("10.96.0.0"))
+RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
+
+SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(4096)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.close()
+"""
+
+CLIENT = r"""
+import socket, struct, sys, time
+host, port, count, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+linger = struct.pack("ii", 1, 0)  # RST on close: no TIME_WAIT, no port exhaustion
+n = fails = 0
+t0 = time.perf_counter(); end = t0 + secs
+while n < count and time.perf_counter() < end:
+    s = socket.socket()
+    s.settimeout(1.0)
+    try:
+        s.connect((host, port)); n += 1
+    except OSError:
+        fails += 1
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger); s.close()
+print(n, fails, time.perf_counter() - t0)
+"""
+
+
+def vip(i: int) -> str:
+    return str(A(VIP0 + i))
+
+
+def connect_rate(ns: str, host: str, port: int, conns: int, secs: float) -> float:
+    out = nsx(ns, sys.executable, "-c", CLIENT, host, str(port), str(conns), str(secs))
+    n, fails, dt = out.split()
+    if int(fails) > int(n) // 100:
+        raise RuntimeError(f"{fails} failed connects to {host}:{port}")
+    return int(n) / float(dt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench_r1")
+    ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=1.5)
+    args = ap.parse_args(argv or [])
+    sizes = [int(x) for x in args.sizes.split(",")]
+    names = (ns_name("c"), ns_name("h"), ns_name("b"))
+    results: dict[int, dict[str, list[float]]] = {}
+    server: subprocess.Popen[str] | None = None
+    with pin_root("r1") as root, netns(*names) as (cns, hns, bns):
+        dp = Datapath(DatapathConfig("r1", pin_root=root))
+        try:
+            sh("ip", "link", "add", "rrq1c", "netns", cns, "type", "veth", "peer", "name",
+               "rrq1h", "netns", hns)
+            sh("ip", "link", "add", "rrq2h", "netns", hns, "type", "veth", "peer", "name",
+               "rrq2b", "netns", bns)
+            for ns, dev, addr in ((cns, "rrq1c", C_IP), (hns, "rrq1h", H1), (hns, "rrq2h", H2),
+                                  (bns, "rrq2b", B_IP)):
+                nsx(ns, "ip", "addr", "add", f"{addr}/24", "dev", dev)
+                nsx(ns, "ip", "link", "set", dev, "up")
+            nsx(cns, "ip", "route", "add", "default", "via", H1)
+            nsx(bns, "ip", "route", "add", "default", "via", H2)
+            nsx(hns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            nsx(cns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 60999")
+            server = subprocess.Popen(["ip", "netns", "exec", bns, sys.executable, "-c", SERVER,
+                                       str(BPORT)], stdout=subprocess.PIPE, text=True)
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            dp.load(("pod",))
+            syncer = Syncer(dp.maps())
+
+            def restore(which: str, text: str) -> None:
+                with in_netns(hns):
+                    sh(RESTORE[which], input=text)
+
+            def clean() -> None:
+                detach_tc("rrq1h", hns)
+                for which in RESTORE:
+                    restore(which, "*nat\nCOMMIT\n")
+
+            for n in sizes:
+                kp = [Svc(vip(i + 1), 80, ((str(A(int(A("10.128.0.0")) + i)), BPORT),))
+                      for i in range(n - 1)]
+                kp.append(Svc(vip(n), 80, ((B_IP, BPORT),)))  # the VIP under test: last
+                rules = full_ruleset(kp)
+                tab = {ServiceKey(A(s.vip), 80, Proto.TCP): Service(
+                    (Backend(A(s.endpoints[0][0]), BPORT),), algorithm=Algorithm.RANDOM)
+                    for s in kp[:-1]}
+                tab[ServiceKey(A(vip(n)), 80, Proto.TCP)] = Service((Backend(A(B_IP), BPORT),))
+                res = syncer.sync(tab)
+                assert not res.errors, list(res.errors.values())[:3]
+
+                def ebpf_setup() -> None:
+                    clean()
+                    dp.attach_pod("rrq1h", hns)
+
+                def ipt_setup(which: str, rules: str = rules) -> Callable[[], None]:
+                    def load_rules() -> None:
+                        clean()
+                        restore(which, rules)
+                    return load_rules
+
+                variants: dict[str, tuple[Callable[[], None], str, int]] = {
+                    "ebpf": (ebpf_setup, vip(n), 80),
+                    "iptables-nft": (ipt_setup("nft"), vip(n), 80),
+                    "iptables-legacy": (ipt_setup("legacy"), vip(n), 80),
+                    "direct": (clean, B_IP, BPORT),
+                }
+                out: dict[str, list[float]] = {k: [] for k in variants}
+                for r in range(args.rounds + 1):
+                    for name, (setup, host, port) in variants.items():
+                        setup()
+                        rate = connect_rate(cns, host, port, args.conns, args.seconds)
+                        if r:
+                            out[name].append(rate)
+                    if r:
+                        print(f"  N={n} round {r}: " + ", ".join(
+                            f"{k} {v[-1]:.0f}/s" for k, v in out.items()), flush=True)
+                results[n] = out
+            clean()
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait(timeout=5)
+            dp.close()
+
+    rows = []
+    doc: dict[str, object] = {"rounds": args.rounds, "conns_per_run": args.conns,
+                              "seconds_per_run": args.seconds}
+    for n, out in results.items():
+        sec: dict[str, object] = {}
+        for name, samples in out.items():
+            st = stats(samples)
+            sec[name] = {"conn_per_s": st}
+            row = [str(n), name, f"{st['median']:.0f}", f"{st['min']:.0f}-{st['max']:.0f}"]
+            if name == "ebpf":
+                for base in ("direct", "iptables-nft", "iptables-legacy"):
+                    rs = ratio_stats(samples, out[base])
+                    sec[f"ebpf / {base}"] = rs
+                    row.append(f"{rs['median']:.2f}x {base} ({rs['min']:.2f}-{rs['max']:.2f})")
+            rows.append(row)
+        doc[str(n)] = sec
+    print(table(["N", "variant", "conn/s median", "min-max", "ebpf ratios (median, min-max)"],
+                [r[:4] + ["; ".join(r[4:])] for r in rows]))
+    print(f"wrote {save('r1', doc)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
