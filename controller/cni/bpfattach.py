@@ -1,0 +1,64 @@
+"""Attach the agent's pinned pod programs to a new pod's host veth, and check them.
+
+The plugin never compiles: the agent loads the datapath and pins the programs under
+`bpf.pinDir` (bpf.progpin.pin_programs). Nothing is undone at DEL: the filters go
+away with the veth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+INGRESS_PARENT = 0xFFFFFFF2
+EGRESS_PARENT = 0xFFFFFFF3
+
+
+class BpfAttachError(Exception):
+    """The programs could not be opened from their pins or attached."""
+
+
+def attach(host_ifname: str, pin_dir: Path) -> int:
+    from bpf.progpin import attach_pinned
+
+    try:
+        return attach_pinned(host_ifname, pin_dir)
+    except (OSError, LookupError, ValueError) as e:
+        raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
+    except Exception as e:  # pyroute2's NetlinkError and friends
+        raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
+
+
+def _bpf_filter_names(ipr: Any, index: int, parent: int) -> list[str]:
+    names = []
+    for f in ipr.get_filters(index=index, parent=parent):
+        if f.get_attr("TCA_KIND") != "bpf":
+            continue
+        opts = f.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        names.append(str(name or ""))
+    return names
+
+
+def attached(host_ifname: str) -> tuple[list[str], list[str]]:
+    """(ingress, egress) bpf filter names on host_ifname."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=host_ifname)
+        if not idx:
+            return [], []
+        return (_bpf_filter_names(ipr, idx[0], INGRESS_PARENT),
+                _bpf_filter_names(ipr, idx[0], EGRESS_PARENT))
+
+
+def check(host_ifname: str) -> str | None:
+    """None when both pod programs are attached, else what is missing."""
+    from bpf.progpin import POD_EGRESS, POD_INGRESS
+
+    ingress, egress = attached(host_ifname)
+    for want, have, where in ((POD_INGRESS, ingress, "ingress"),
+                              (POD_EGRESS, egress, "egress")):
+        if not any(n.startswith(want) for n in have):
+            return f"{want} is not attached to {host_ifname} {where} (found {have or 'none'})"
+    return None

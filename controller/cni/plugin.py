@@ -1,0 +1,207 @@
+"""`rackroute-cni`: the executable a container runtime runs (CNI spec 1.0).
+
+The runtime passes the command and the container in CNI_* environment variables and
+the network config as JSON on stdin. ADD prints the result JSON; DEL and CHECK print
+nothing on success; VERSION prints the supported versions. Every failure prints the
+spec's error JSON on stdout and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from controller.cni import netsetup
+from controller.cni.ipam import AlreadyAllocated, IpamStore, LockTimeout, PoolExhausted
+from controller.cni.netconf import Env, NetConf, parse_env, parse_netconf
+from controller.cni.spec import (
+    CHECK_MIN_VERSION,
+    ERR_ALREADY_ADDED,
+    ERR_BPF_ATTACH,
+    ERR_CHECK_FAILED,
+    ERR_DECODE,
+    ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_ENV,
+    ERR_IO,
+    ERR_NETWORK_SETUP,
+    ERR_POOL_EXHAUSTED,
+    ERR_TRY_AGAIN_LATER,
+    ERR_UNKNOWN_CONTAINER,
+    SPEC_VERSION,
+    SUPPORTED_VERSIONS,
+    CniError,
+    Interface,
+    IPConfig,
+    Result,
+    Route,
+    version_json,
+    version_tuple,
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def store_for(conf: NetConf) -> IpamStore:
+    return IpamStore(conf.data_dir, conf.name, conf.pod_cidrs)
+
+
+def _store_call(what: str, fn: Any, *args: Any) -> Any:
+    """Run an IPAM operation, mapping its failures to CNI error codes."""
+    try:
+        return fn(*args)
+    except AlreadyAllocated as e:
+        raise CniError(ERR_ALREADY_ADDED, "container already added", str(e)) from e
+    except PoolExhausted as e:
+        raise CniError(ERR_POOL_EXHAUSTED, "pod address pool exhausted", str(e)) from e
+    except LockTimeout as e:
+        raise CniError(ERR_TRY_AGAIN_LATER, "address store busy", str(e)) from e
+    except OSError as e:
+        raise CniError(ERR_IO, f"address store {what} failed", str(e)) from e
+
+
+def build_result(conf: NetConf, netns: str, veth: netsetup.Veth,
+                 addrs: list[IPAddress]) -> Result:
+    ifaces = (Interface(veth.host, veth.host_mac), Interface(veth.pod, veth.pod_mac, netns))
+    ips = tuple(IPConfig(ipaddress.ip_interface(f"{a}/{netsetup.plen(a)}"),
+                         netsetup.gateway(a.version), 1) for a in addrs)
+    routes = tuple(Route(ipaddress.ip_network("0.0.0.0/0" if a.version == 4 else "::/0"),
+                         netsetup.gateway(a.version)) for a in addrs)
+    return Result(conf.cni_version, ifaces, ips, routes, conf.dns)
+
+
+def cmd_add(env: Env, conf: NetConf) -> Result:
+    if not netsetup.netns_exists(env.netns):
+        raise CniError(ERR_INVALID_ENV, "invalid environment variable CNI_NETNS: "
+                       f"{env.netns} does not exist")
+    store = store_for(conf)
+    addrs: list[IPAddress] = _store_call("allocate", store.allocate, env.container_id,
+                                         env.ifname)
+    host = netsetup.host_ifname(env.container_id, env.ifname)
+    try:
+        try:
+            veth = netsetup.create(env.container_id, env.ifname, env.netns, conf.mtu, addrs)
+        except netsetup.SetupError as e:
+            raise CniError(ERR_NETWORK_SETUP, "pod network setup failed", str(e)) from e
+        if conf.pin_dir is not None:
+            from controller.cni import bpfattach
+
+            try:
+                bpfattach.attach(host, conf.pin_dir)
+            except bpfattach.BpfAttachError as e:
+                raise CniError(ERR_BPF_ATTACH, "attaching the pod datapath failed",
+                               str(e)) from e
+    except BaseException:
+        try:
+            netsetup.delete_host_veth(host)
+        finally:
+            store.release(env.container_id, env.ifname)
+        raise
+    return build_result(conf, env.netns, veth, addrs)
+
+
+def cmd_del(env: Env, conf: NetConf) -> None:
+    host = netsetup.host_ifname(env.container_id, env.ifname)
+    try:
+        netsetup.delete_host_veth(host)
+    except Exception as e:
+        raise CniError(ERR_NETWORK_SETUP, f"removing {host} failed", str(e)) from e
+    _store_call("release", store_for(conf).release, env.container_id, env.ifname)
+
+
+def cmd_check(env: Env, conf: NetConf) -> None:
+    if version_tuple(conf.cni_version) < version_tuple(CHECK_MIN_VERSION):
+        raise CniError(ERR_INCOMPATIBLE_VERSION,
+                       f"CHECK is not defined for cniVersion {conf.cni_version}",
+                       f"CHECK needs cniVersion {CHECK_MIN_VERSION} or later")
+    prev = conf.prev_result
+    assert prev is not None  # parse_netconf(need_prev=True)
+    host = netsetup.host_ifname(env.container_id, env.ifname)
+    held = _store_call("lookup", store_for(conf).lookup, env.container_id, env.ifname)
+
+    def fail(msg: str) -> CniError:
+        return CniError(ERR_CHECK_FAILED, "pod network check failed", msg)
+
+    if not held:
+        raise fail(f"no address is allocated to {env.container_id}/{env.ifname}")
+    pod_idx = next((i for i, it in enumerate(prev.interfaces)
+                    if it.name == env.ifname and it.sandbox), None)
+    prev_addrs = {ip.address.ip for ip in prev.ips
+                  if ip.interface is None or ip.interface == pod_idx}
+    if prev_addrs != set(held):
+        raise fail(f"prevResult lists {sorted(map(str, prev_addrs))}, the address store "
+                   f"holds {sorted(map(str, held))}")
+    host_mac = next((it.mac for it in prev.interfaces if it.name == host), None)
+    pod_mac = prev.interfaces[pod_idx].mac if pod_idx is not None else None
+    try:
+        netsetup.check_host(host, held, host_mac)
+        netsetup.check_pod(env.netns, env.ifname, conf.mtu, held, pod_mac,
+                           [(r.dst, r.gw) for r in prev.routes])
+    except netsetup.NetnsGone as e:
+        raise CniError(ERR_UNKNOWN_CONTAINER, "container network namespace is gone",
+                       str(e)) from e
+    except netsetup.CheckFailed as e:
+        raise fail(str(e)) from e
+    if conf.pin_dir is not None:
+        from controller.cni import bpfattach
+
+        missing = bpfattach.check(host)
+        if missing:
+            raise fail(missing)
+
+
+def _read_stdin(stdin: IO[str]) -> str:
+    try:
+        return stdin.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CniError(ERR_IO, "reading the network config from stdin failed", str(e)) from e
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CniError(ERR_DECODE, "network config is not valid JSON", str(e)) from e
+
+
+def run(environ: Mapping[str, str], stdin: IO[str], stdout: IO[str]) -> int:
+    """One plugin invocation; returns the exit status."""
+    reply_version = SPEC_VERSION
+    try:
+        env = parse_env(environ)
+        text = _read_stdin(stdin)
+        if env.command == "VERSION":
+            raw = _decode(text) if text.strip() else {}
+            req = raw.get("cniVersion") if isinstance(raw, dict) else None
+            json.dump(version_json(req if isinstance(req, str) else None), stdout)
+            stdout.write("\n")
+            return 0
+        raw = _decode(text)
+        if isinstance(raw, dict) and raw.get("cniVersion") in SUPPORTED_VERSIONS:
+            reply_version = str(raw["cniVersion"])
+        conf = parse_netconf(raw, need_prev=env.command == "CHECK")
+        if env.command == "ADD":
+            result = cmd_add(env, conf)
+            json.dump(result.to_json(), stdout, indent=1)
+            stdout.write("\n")
+        elif env.command == "DEL":
+            cmd_del(env, conf)
+        else:
+            cmd_check(env, conf)
+        return 0
+    except CniError as e:
+        err = e
+    except Exception as e:  # never a traceback instead of the spec's error JSON
+        err = CniError(999, f"internal error: {type(e).__name__}", str(e))
+    json.dump(err.to_json(reply_version), stdout)
+    stdout.write("\n")
+    print(f"event=cni_error code={err.code} msg={err.msg!r} details={err.details!r}",
+          file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+    sys.exit(run(os.environ, sys.stdin, sys.stdout))

@@ -1,0 +1,1 @@
+"""Integration tests for rackroute-cni: the real executable, run as a runtime runs it."""

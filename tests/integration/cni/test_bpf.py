@@ -1,0 +1,70 @@
+"""ADD attaches the agent's pinned pod programs to the host veth (no compile in the
+plugin); CHECK notices when they are gone; a missing pin fails ADD cleanly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bpf.loader import Datapath, DatapathConfig, remove_pins
+from bpf.progpin import pin_programs, pinned_programs
+from controller.cni.netsetup import host_ifname
+
+from .conftest import CniLab, sh
+
+PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-test-{os.getpid()}")
+
+
+@pytest.fixture(scope="module")
+def pin_dir() -> Iterator[Path]:
+    cfg = DatapathConfig("cni", pin_root=PIN_ROOT)
+    dp = Datapath(cfg)
+    try:
+        dp.load(parts=("pod",))
+        pin_programs(dp)
+        dp.close()  # from here on only the pins keep the programs alive
+        yield cfg.pin_dir
+    finally:
+        dp.close()
+        remove_pins(cfg)
+        if PIN_ROOT.is_dir():
+            for p in PIN_ROOT.iterdir():
+                p.rmdir()
+            PIN_ROOT.rmdir()
+
+
+def test_programs_are_pinned(pin_dir: Path) -> None:
+    assert pinned_programs(pin_dir) == ["rr_pod_egress", "rr_pod_ingress"]
+    assert (pin_dir / "prog_rr_pod_ingress").exists()
+
+
+def test_add_attaches_pinned_programs(lab: CniLab, pin_dir: Path) -> None:
+    pod = lab.pod()
+    res = lab.add("bpf-0", pod, bpf={"pinDir": str(pin_dir)})
+    host = host_ifname("bpf-0", "eth0")
+    ingress = sh("ip", "netns", "exec", lab.host, "tc", "filter", "show", "dev", host,
+                 "ingress").stdout
+    egress = sh("ip", "netns", "exec", lab.host, "tc", "filter", "show", "dev", host,
+                "egress").stdout
+    assert "bpf" in ingress and "direct-action" in ingress and "rr_pod_ingress" in ingress
+    assert "direct-action" in egress and "rr_pod_egress" in egress
+    ok = lab.call("CHECK", "bpf-0", pod, prev=res, bpf={"pinDir": str(pin_dir)})
+    assert (ok.rc, ok.out) == (0, None), ok.stderr
+    sh("ip", "netns", "exec", lab.host, "tc", "qdisc", "del", "dev", host, "clsact")
+    bad = lab.call("CHECK", "bpf-0", pod, prev=res, bpf={"pinDir": str(pin_dir)})
+    assert bad.rc != 0 and bad.out["code"] == 104
+    assert bad.out["details"].startswith(f"rr_pod_ingress is not attached to {host} ingress")
+    d = lab.call("DEL", "bpf-0", pod, bpf={"pinDir": str(pin_dir)})
+    assert d.rc == 0
+
+
+def test_add_with_missing_pins_fails_and_rolls_back(lab: CniLab, tmp_path: Path) -> None:
+    pod = lab.pod()
+    r = lab.call("ADD", "bpf-1", pod, bpf={"pinDir": str(tmp_path / "nopins")})
+    assert r.rc != 0 and r.out["code"] == 103
+    assert r.out["msg"] == "attaching the pod datapath failed"
+    assert host_ifname("bpf-1", "eth0") not in sh("ip", "-n", lab.host, "link").stdout
+    assert list((lab.data_dir / "ips").iterdir()) == []

@@ -1,0 +1,177 @@
+"""rackroute-cni end to end: ADD/CHECK/DEL against real namespaces, double DEL, ADD
+twice, concurrent ADDs, dual stack, and rollback of a failed ADD."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from controller.cni.netsetup import host_ifname
+from controller.kernel.routes import RTPROT_RACKROUTE
+
+from .conftest import HOST_ADDR, HOST_ADDR6, CniLab, ns_json, sh
+
+
+def links(ns: str) -> dict[str, dict[str, Any]]:
+    return {ln["ifname"]: ln for ln in ns_json(ns, "link", "show")}
+
+
+def host_routes(lab: CniLab, dst: str) -> list[dict[str, Any]]:
+    fam = "-6" if ":" in dst else "-4"
+    return [r for r in ns_json(lab.host, fam, "route", "show", "proto", "all")
+            if r.get("dst") == dst]
+
+
+def test_add_builds_a_routed_veth(lab: CniLab) -> None:
+    pod = lab.pod()
+    res = lab.add("web-0", pod)
+    host = host_ifname("web-0", "eth0")
+    assert len(host) == 13 and host.startswith("rr")
+    assert res["cniVersion"] == "1.0.0"
+    hl, pl = links(lab.host)[host], links(pod)["eth0"]
+    assert res["interfaces"] == [
+        {"name": host, "mac": hl["address"]},
+        {"name": "eth0", "mac": pl["address"], "sandbox": lab.netns_path(pod)}]
+    assert res["ips"] == [{"address": "10.244.0.1/32", "gateway": "169.254.1.1",
+                           "interface": 1}]
+    assert res["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
+    assert res["dns"] == {}
+    assert pl["mtu"] == 1400 and hl["mtu"] == 1400
+    addrs = ns_json(pod, "-4", "addr", "show", "dev", "eth0")[0]["addr_info"]
+    assert [(a["local"], a["prefixlen"]) for a in addrs] == [("10.244.0.1", 32)]
+    default = [r for r in ns_json(pod, "-4", "route") if r["dst"] == "default"]
+    assert default and default[0]["gateway"] == "169.254.1.1" and default[0]["dev"] == "eth0"
+    routes = host_routes(lab, "10.244.0.1")
+    assert routes and routes[0]["dev"] == host
+    assert routes[0]["protocol"] in (str(RTPROT_RACKROUTE), RTPROT_RACKROUTE)
+    assert sh("ip", "netns", "exec", lab.host, "sysctl", "-n",
+              f"net.ipv4.conf.{host}.proxy_arp").stdout.strip() == "1"
+    ping = sh("ip", "netns", "exec", pod, "ping", "-c", "2", "-W", "2", HOST_ADDR, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_check_passes_then_fails_when_the_pod_route_is_gone(lab: CniLab) -> None:
+    pod = lab.pod()
+    res = lab.add("web-1", pod)
+    ok = lab.call("CHECK", "web-1", pod, prev=res)
+    assert (ok.rc, ok.out) == (0, None), ok.stderr
+    sh("ip", "-n", pod, "route", "del", "default")
+    bad = lab.call("CHECK", "web-1", pod, prev=res)
+    assert bad.rc != 0
+    assert set(bad.out) == {"cniVersion", "code", "msg", "details"}
+    assert bad.out["code"] == 104 and bad.out["msg"] == "pod network check failed"
+    assert bad.out["details"] == "route 0.0.0.0/0 via 169.254.1.1 dev eth0 is missing in " \
+        + lab.netns_path(pod)
+
+
+def test_check_notices_a_missing_host_route_and_a_gone_netns(lab: CniLab) -> None:
+    pod = lab.pod()
+    res = lab.add("web-2", pod)
+    sh("ip", "-n", lab.host, "route", "del", "10.244.0.1/32")
+    bad = lab.call("CHECK", "web-2", pod, prev=res)
+    assert bad.out["code"] == 104
+    assert "host route 10.244.0.1/32" in bad.out["details"]
+    sh("ip", "netns", "del", pod)
+    gone = lab.call("CHECK", "web-2", pod, prev=res)
+    assert gone.rc != 0 and gone.out["code"] in (3, 104)
+
+
+def test_del_removes_everything_and_is_idempotent(lab: CniLab) -> None:
+    pod = lab.pod()
+    lab.add("web-3", pod)
+    host = host_ifname("web-3", "eth0")
+    d = lab.call("DEL", "web-3", pod)
+    assert (d.rc, d.out) == (0, None), d.stderr
+    assert host not in links(lab.host)
+    assert "eth0" not in links(pod)
+    assert host_routes(lab, "10.244.0.1") == []
+    assert list((lab.data_dir / "ips").iterdir()) == []
+    assert json.loads((lab.data_dir / "index.json").read_text())["owners"] == {}
+    again = lab.call("DEL", "web-3", pod)
+    assert (again.rc, again.out) == (0, None)
+    no_netns = lab.call("DEL", "web-3", None)
+    assert no_netns.rc == 0
+
+
+def test_del_of_unknown_container_and_of_a_vanished_netns(lab: CniLab) -> None:
+    pod = lab.pod()
+    never = lab.call("DEL", "never-added", pod)
+    assert (never.rc, never.out) == (0, None), never.stderr
+    lab.add("web-4", pod)
+    sh("ip", "netns", "del", pod)  # the runtime tore the sandbox down first
+    gone = lab.call("DEL", "web-4", pod)
+    assert gone.rc == 0, gone.out
+    assert host_ifname("web-4", "eth0") not in links(lab.host)
+    assert list((lab.data_dir / "ips").iterdir()) == []
+    # the address is free again (after the round-robin cursor wraps, it is reused)
+    assert lab.add("web-5", lab.pod())["ips"][0]["address"] == "10.244.0.2/32"
+
+
+def test_add_twice_is_an_error_and_keeps_the_first(lab: CniLab) -> None:
+    pod = lab.pod()
+    first = lab.add("web-6", pod)
+    second = lab.call("ADD", "web-6", pod)
+    assert second.rc != 0
+    assert second.out["code"] == 101 and second.out["msg"] == "container already added"
+    ok = lab.call("CHECK", "web-6", pod, prev=first)
+    assert ok.rc == 0, ok.out
+
+
+def test_failed_add_rolls_back(lab: CniLab) -> None:
+    pod = lab.pod()
+    sh("ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+    r = lab.call("ADD", "web-7", pod)
+    assert r.rc != 0 and r.out["code"] == 102
+    assert r.out["details"] == f"interface eth0 already exists in {lab.netns_path(pod)}"
+    assert host_ifname("web-7", "eth0") not in links(lab.host)
+    assert list((lab.data_dir / "ips").iterdir()) == []
+
+
+def test_pool_exhausted(lab: CniLab) -> None:
+    a, b = lab.pod(), lab.pod()
+    lab.add("only", a, podCIDRs=["10.244.0.0/32"])
+    r = lab.call("ADD", "more", b, podCIDRs=["10.244.0.0/32"])
+    assert r.rc != 0 and r.out["code"] == 100
+    assert r.out["msg"] == "pod address pool exhausted"
+    assert "10.244.0.0/32" in r.out["details"]
+
+
+def test_ten_concurrent_adds_get_distinct_addresses(lab: CniLab) -> None:
+    pods = [lab.pod() for _ in range(10)]
+    procs = [subprocess.Popen(lab.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=lab.env("ADD", f"par-{i}", pod))
+             for i, pod in enumerate(pods)]
+    outs = [p.communicate(lab.stdin(), timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 10, [o[0] + o[1] for o in outs]
+    ips = [json.loads(o[0])["ips"][0]["address"] for o in outs]
+    assert len(set(ips)) == 10
+    for pod, ip in zip(pods, ips, strict=True):
+        got = ns_json(pod, "-4", "addr", "show", "dev", "eth0")[0]["addr_info"]
+        assert f"{got[0]['local']}/32" == ip
+    assert len([n for n in links(lab.host) if n.startswith("rr")]) == 10
+
+
+def test_dual_stack(lab: CniLab) -> None:
+    pod = lab.pod()
+    res = lab.add("ds-0", pod, podCIDRs=["10.244.0.0/24", "fd00:244::/64"])
+    assert [ip["address"] for ip in res["ips"]] == ["10.244.0.1/32", "fd00:244::1/128"]
+    assert res["routes"][1] == {"dst": "::/0", "gw": "fe80::1"}
+    assert host_routes(lab, "fd00:244::1")[0]["dev"] == host_ifname("ds-0", "eth0")
+    for target in (HOST_ADDR, HOST_ADDR6):
+        ping = sh("ip", "netns", "exec", pod, "ping", "-c", "1", "-W", "2", target,
+                  check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    ok = lab.call("CHECK", "ds-0", pod, prev=res, podCIDRs=["10.244.0.0/24", "fd00:244::/64"])
+    assert ok.rc == 0, ok.out
+
+
+def test_older_config_version_gets_its_result_shape(lab: CniLab) -> None:
+    pod = lab.pod()
+    res = lab.add("old-0", pod, cniVersion="0.4.0")
+    assert res["cniVersion"] == "0.4.0"
+    assert res["ips"][0] == {"version": "4", "address": "10.244.0.1/32",
+                             "gateway": "169.254.1.1", "interface": 1}
+    ok = lab.call("CHECK", "old-0", pod, prev=res, cniVersion="0.4.0")
+    assert ok.rc == 0, ok.out

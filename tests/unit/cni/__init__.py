@@ -1,0 +1,1 @@
+"""Unit tests for the CNI plugin: config, environment, address store, wire formats."""
