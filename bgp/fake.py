@@ -1,8 +1,11 @@
 """In-memory fake speaker for unit tests: same contract as the real adapters, no sockets.
 
 Tests drive the "network" side with `set_state` (a neighbor's session state) and
-`inject` / `withdraw_received` (routes a neighbor sends). Best paths are chosen by
-highest local preference, then shortest AS path, then lowest peer address.
+`inject` / `withdraw_received` (routes a neighbor sends), and the "daemon" side with
+`drift_remove` / `drift_replace` (a path lost or changed inside the speaker daemon behind
+the adapter's back: `advertised()` shows it, `set_paths` does not see it, `resync`
+repairs it). Best paths are chosen by highest local preference, then shortest AS path,
+then lowest peer address.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class FakeSpeaker:
         self._peers: dict[IPAddress, PeerSpec] = {}
         self._state: dict[IPAddress, SessionState] = {}
         self._since: dict[IPAddress, datetime] = {}
-        self._paths: dict[IPNetwork, Path] = {}
+        self._paths: dict[IPNetwork, Path] = {}  # what the adapter believes it announced
+        self._daemon: dict[IPNetwork, Path] = {}  # what the "daemon" really announces
         self._rib_in: dict[tuple[IPAddress, IPNetwork], Route] = {}
         self._best: dict[IPNetwork, Route] = {}
         self._events: list[BestPathEvent] = []
@@ -97,8 +101,14 @@ class FakeSpeaker:
             self._require_started()
             diff = diff_paths(self._paths, desired)
             self._paths = desired
-            if diff:
-                self.sent.append(diff)
+            self._apply(diff)
+            return diff
+
+    def resync(self) -> PathDiff:
+        with self._lock:
+            self._require_started()
+            diff = diff_paths(self._daemon, self._paths)
+            self._apply(diff)
             return diff
 
     def peers(self) -> list[PeerStatus]:
@@ -124,11 +134,11 @@ class FakeSpeaker:
     def advertised(self, peer: IPAddress | None = None) -> set[Path]:
         with self._lock:
             if peer is None:
-                return set(self._paths.values())
+                return set(self._daemon.values())
             spec = self._peers.get(peer)
             if spec is None or self._state.get(peer) is not SessionState.ESTABLISHED:
                 return set()
-            return {p for p in self._paths.values() if p.family in spec.families}
+            return {p for p in self._daemon.values() if p.family in spec.families}
 
     def received(self, peer: IPAddress | None = None) -> set[Route]:
         with self._lock:
@@ -147,6 +157,7 @@ class FakeSpeaker:
             self._peers.clear()
             self._state.clear()
             self._paths.clear()
+            self._daemon.clear()
             self._rib_in.clear()
             self._best.clear()
 
@@ -178,7 +189,26 @@ class FakeSpeaker:
             self._rib_in.pop((peer, prefix), None)
             self._recompute(prefix)
 
+    # -- test hooks: the daemon side ------------------------------------------------
+    def drift_remove(self, prefix: IPNetwork) -> None:
+        """The daemon loses the path for `prefix` without the adapter knowing."""
+        with self._lock:
+            self._daemon.pop(prefix, None)
+
+    def drift_replace(self, path: Path) -> None:
+        """The daemon announces `path` (new or changed) without the adapter knowing."""
+        with self._lock:
+            self._daemon[path.prefix] = path
+
     # -- internals (lock held) -------------------------------------------------------
+    def _apply(self, diff: PathDiff) -> None:
+        for p in diff.withdraw:
+            self._daemon.pop(p.prefix, None)
+        for p in diff.announce:
+            self._daemon[p.prefix] = p
+        if diff:
+            self.sent.append(diff)
+
     def _recompute(self, prefix: IPNetwork | None) -> None:
         prefixes = {prefix} if prefix is not None else {k[1] for k in self._rib_in}
         if prefix is None:
@@ -203,7 +233,7 @@ class FakeSpeaker:
 
     def _count_advertised(self, spec: PeerSpec) -> dict[Family, int]:
         counts: dict[Family, int] = {}
-        for p in self._paths.values():
+        for p in self._daemon.values():
             if p.family in spec.families:
                 counts[p.family] = counts.get(p.family, 0) + 1
         return counts

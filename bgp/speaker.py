@@ -5,6 +5,7 @@ A speaker is driven level-triggered by the agent's BGP reconciler:
     speaker.start(GlobalConfig(...))
     speaker.set_peers([PeerSpec(...), ...])   # add / update / remove to match
     speaker.set_paths({Path(...), ...})       # announce / withdraw only the difference
+    speaker.resync()                          # repair what the daemon lost behind our back
     speaker.peers(); speaker.advertised(); speaker.received()
     speaker.best_changes(timeout=1.0)         # learned best-path changes, polled
     speaker.stop()
@@ -76,6 +77,14 @@ class Speaker(Protocol):
 
     def set_paths(self, paths: Iterable[Path]) -> PathDiff:
         """Make the announced paths equal to `paths`; sends only the difference, batched."""
+        ...
+
+    def resync(self) -> PathDiff:
+        """Repair drift: read what the daemon actually announces and re-send only the
+        paths that are missing or different there (and withdraw ones it announces that
+        are not desired). `set_paths` diffs against the adapter's memory; this diffs
+        against the daemon. Returns what was re-sent; empty when nothing drifted.
+        """
         ...
 
     def peers(self) -> list[PeerStatus]:

@@ -9,6 +9,12 @@
   path is in ExaBGP. After exabgp dies, the supervisor restarts it and replays all paths
   before any End-of-RIB, so graceful restart at the peer never sweeps desired routes.
 - Received routes come from ExaBGP's JSON updates; best paths are chosen here (RibIn).
+- `resync()` can only compare against what the adapter itself knows: ExaBGP offers no
+  RIB query this adapter reads back, and its RIB can only change through this adapter's
+  own API process (the CLI pipe is off), or by exabgp restarting, which the supervisor
+  replays. So resync re-sends what the desired set holds and the last successful send
+  did not (e.g. after a batch failed part-way); a path removed inside ExaBGP by other
+  means would not be seen.
 """
 
 from __future__ import annotations
@@ -444,6 +450,18 @@ class ExabgpSpeaker:
                 self._restarting = False
                 self._apply_peers(PeerDiff(added=tuple(self._peers)), {})
                 log.info(logfmt("bgp_peers_added_after_restart", peers=len(self._peers)))
+            return diff
+
+    def resync(self) -> PathDiff:
+        with self._lock:
+            self._require()
+            diff = diff_paths(self._announced, self._desired)
+            if not diff or not self._configured_peers() or self._conn is None:
+                return PathDiff()
+            self._send(cfg.withdraw_lines(diff.withdraw) + cfg.announce_lines(diff.announce))
+            self._announced = dict(self._desired)
+            log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
+                            withdraw=len(diff.withdraw), total=len(self._desired)))
             return diff
 
     def peers(self) -> list[PeerStatus]:

@@ -6,6 +6,9 @@
   every path (AddPathStream). A gobgpd left behind by a crashed agent is replaced the same
   way at `start()`.
 - Path changes go out as one AddPathStream of withdrawals then announcements, batched.
+- `resync()` lists the global RIB's locally originated paths (ListPath, both unicast
+  families) and re-sends only what differs from what the adapter announced: a path
+  deleted inside gobgpd (`gobgp global rib del`, another API client) comes back.
 - A watcher thread streams best-path changes (WatchEvent BEST) of learned routes.
 - Not available in gobgpd 3.10: BFD, dynamic peer ASN (peer_asn 0), a shorter idle-hold
   after a reset (so peers should connect to us: set `listen_port` and `passive`).
@@ -264,6 +267,22 @@ class GobgpSpeaker:
             self._announced = dict(desired)
             log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
                             withdraw=len(diff.withdraw), total=len(desired)))
+            return diff
+
+    def resync(self) -> PathDiff:
+        with self._lock:
+            client = self._require()
+            if self._restarting:  # nothing is announced until the first set_paths
+                return PathDiff()
+            try:
+                diff = diff_paths(client.local_paths(), self._announced)
+                if diff:
+                    client.send_paths(diff.announce, diff.withdraw, self.batch_size)
+            except grpc.RpcError as e:
+                raise SpeakerError(f"gobgpd resync failed: {e.details()}") from e
+            if diff:
+                log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
+                                withdraw=len(diff.withdraw), total=len(self._announced)))
             return diff
 
     def peers(self) -> list[PeerStatus]:

@@ -13,7 +13,16 @@ import grpc
 from bgp.gobgp import convert
 from bgp.gobgp.genstubs import ensure_importable
 from bgp.speaker import batches
-from bgp.types import IPV4_UNICAST, IPV6_UNICAST, Family, GlobalConfig, Path, PeerSpec, Route
+from bgp.types import (
+    IPV4_UNICAST,
+    IPV6_UNICAST,
+    Family,
+    GlobalConfig,
+    IPNetwork,
+    Path,
+    PeerSpec,
+    Route,
+)
 from bgp.types import PeerStatus as PeerStatusT
 
 ensure_importable()
@@ -125,6 +134,20 @@ class GobgpClient:
                     table_type=api.GLOBAL, paths=[convert.path_pb(p) for p in batch])
 
         self.stub.AddPathStream(reqs(), timeout=max(self.timeout, 60.0))
+
+    def delete_path(self, path: Path) -> None:
+        """Delete one path from the global RIB (what `gobgp global rib del` does)."""
+        self.stub.DeletePath(api.DeletePathRequest(
+            table_type=api.GLOBAL, family=convert.family_pb(path.family),
+            path=convert.path_pb(path)), timeout=self.timeout)
+
+    def local_paths(self, families: Iterable[Family] = FAMILIES) -> dict[IPNetwork, Path]:
+        """The paths this speaker originates, as gobgpd's global RIB holds them now."""
+        out: dict[IPNetwork, Path] = {}
+        for r, local in self.list_routes("GLOBAL", families=families):
+            if local:
+                out[r.prefix] = convert.path_of_route(r, keep_next_hop=True)
+        return out
 
     def list_routes(self, table: str, peer: str = "",
                     families: Iterable[Family] = FAMILIES) -> list[tuple[Route, bool]]:

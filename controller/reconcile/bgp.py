@@ -4,8 +4,10 @@ Per pass: resolve this node's instances and peers (BGPClusterConfig, BGPPeerConf
 overrides, secrets), plan the paths, hold back every path whose datapath is not ready
 yet (the readiness gate), then per instance: start the speaker, set peers, set paths.
 Instances no longer desired withdraw their paths and stop. Level-triggered: each pass
-recomputes everything, so a path removed behind the reconciler's back comes back on the
-next pass (a resync pass runs periodically).
+recomputes everything. `set_paths` diffs against the adapter's memory, so on the periodic
+resync pass (`ctx.resync`) the reconciler also asks each speaker to compare with what its
+daemon really announces (`Speaker.resync`): a path removed behind its back comes back,
+with one `bgp_drift_repaired` line per prefix.
 """
 
 from __future__ import annotations
@@ -170,6 +172,13 @@ class BGPReconciler:
                     local_pref=p.local_pref if p.local_pref is not None else "-",
                 )
             )
+        if ctx.resync:
+            drift = st.speaker.resync()
+            for action, paths in (("announce", drift.announce), ("withdraw", drift.withdraw)):
+                for p in paths:
+                    log.warning(
+                        logfmt("bgp_drift_repaired", instance=name, prefix=p.prefix, action=action)
+                    )
         return held
 
     def _report(self, problems: set[str]) -> None:

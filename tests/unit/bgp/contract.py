@@ -1,7 +1,9 @@
 """The Speaker contract: one suite that every adapter (fake, GoBGP, ExaBGP) must pass.
 
 A test module subclasses `SpeakerContract` and provides a `speaker` fixture that yields a
-started speaker with no established neighbor (peer addresses are unreachable).
+started speaker with no established neighbor (peer addresses are unreachable), and may
+override `remove_behind_back(speaker, path)` to delete a path inside the speaker daemon
+without going through the adapter (the drift test skips when it is not overridden).
 """
 
 from __future__ import annotations
@@ -107,6 +109,31 @@ class SpeakerContract:
 
     def test_no_best_changes_without_neighbors(self, speaker: Speaker) -> None:
         assert speaker.best_changes(timeout=0.2) == []
+
+    # -- drift repair ----------------------------------------------------------------
+    def remove_behind_back(self, speaker: Speaker, path: Path) -> None:
+        """Delete `path` inside the daemon, bypassing the adapter's memory."""
+        pytest.skip("this speaker's RIB cannot be changed behind the adapter's back")
+
+    def test_resync_without_drift_sends_nothing(self, speaker: Speaker) -> None:
+        speaker.set_peers([PEER1])
+        speaker.set_paths({A, B, C, LP, V6})
+        assert not speaker.resync()
+        assert speaker.advertised() == {A, B, C, LP, V6}
+
+    def test_resync_before_any_path_is_empty(self, speaker: Speaker) -> None:
+        assert not speaker.resync()
+
+    def test_resync_repairs_a_path_removed_behind_the_back(self, speaker: Speaker) -> None:
+        speaker.set_peers([PEER1])
+        speaker.set_paths({A, C, V6})
+        self.remove_behind_back(speaker, C)
+        assert speaker.advertised() == {A, V6}
+        assert not speaker.set_paths({A, C, V6})  # the adapter's memory still has C
+        diff = speaker.resync()
+        assert diff.announce == (C,) and diff.withdraw == ()
+        assert speaker.advertised() == {A, C, V6}
+        assert not speaker.resync()
 
 
 def ip_network_32(i: int) -> IPv4Network:

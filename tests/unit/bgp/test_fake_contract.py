@@ -13,6 +13,7 @@ from bgp.types import (
     IPV4_UNICAST,
     BestPathEvent,
     GlobalConfig,
+    Path,
     Route,
     SessionState,
 )
@@ -30,7 +31,9 @@ def speaker(request: pytest.FixtureRequest) -> Iterator[Speaker]:
 
 
 class TestFakeContract(SpeakerContract):
-    pass
+    def remove_behind_back(self, speaker: Speaker, path: Path) -> None:
+        assert isinstance(speaker, FakeSpeaker)
+        speaker.drift_remove(path.prefix)
 
 
 def test_requires_start() -> None:
