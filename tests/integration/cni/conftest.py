@@ -105,7 +105,7 @@ _counter = iter(range(100))
 def lab(tmp_path: Path) -> Iterator[CniLab]:
     if not PLUGIN.exists():
         pytest.fail(f"{PLUGIN} is not installed (pip install -e .)")
-    tag = f"{PID}{next(_counter):02d}"[-7:]
+    tag = f"{PID}{next(_counter):02d}"  # up to 9 chars: rrc<tag>p<n> fits 15
     cl = CniLab(tag, tmp_path / "cni")
     try:
         cl.host = f"rrc{tag}h"

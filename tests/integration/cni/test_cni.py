@@ -4,7 +4,9 @@ twice, concurrent ADDs, dual stack, and rollback of a failed ADD."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from typing import Any
 
 from controller.cni.netsetup import host_ifname
@@ -175,3 +177,31 @@ def test_older_config_version_gets_its_result_shape(lab: CniLab) -> None:
                              "gateway": "169.254.1.1", "interface": 1}
     ok = lab.call("CHECK", "old-0", pod, prev=res, cniVersion="0.4.0")
     assert ok.rc == 0, ok.out
+
+
+def test_runtime_style_proc_netns_path(lab: CniLab) -> None:
+    """Runtimes often pass /proc/<pid>/ns/net of the sandbox's pause process."""
+    sandbox = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        nspath = f"/proc/{sandbox.pid}/ns/net"
+        for _ in range(100):  # wait until unshare has exec'd sleep in the new netns
+            if os.readlink(nspath) != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        env = {**lab.env("ADD", "pause-0", None), "CNI_NETNS": nspath}
+        p = subprocess.run(lab.argv(), input=lab.stdin(), capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        res = json.loads(p.stdout)
+        assert res["interfaces"][1]["sandbox"] == nspath
+        ping = subprocess.run(["nsenter", f"--net={nspath}", "ping", "-c", "1", "-W", "2",
+                               HOST_ADDR], capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        env["CNI_COMMAND"] = "DEL"
+        d = subprocess.run(lab.argv(), input=lab.stdin(), capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert d.returncode == 0, d.stdout
+        assert host_ifname("pause-0", "eth0") not in links(lab.host)
+    finally:
+        sandbox.kill()
+        sandbox.wait(10)
