@@ -298,3 +298,263 @@ def _defaults(s: Schema) -> Any:
         out = {k: _defaults(v) for k, v in s.get("properties", {}).items()}
         return {k: v for k, v in out.items() if v is not None and v != {}}
     return None
+
+
+# ------------------------------------------------------------------ chart, values, templates
+
+TEMPLATES = CHART / "templates"
+VALUES_REF = re.compile(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+@cache
+def values() -> dict[str, Any]:
+    v: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return v
+
+
+def template(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "rackroute"
+    assert (str(chart["version"]), str(chart["appVersion"])) == ("0.1.0", "0.1.0")
+    assert (CHART / "README.md").is_file()
+
+
+def test_values_defaults() -> None:
+    v = values()
+    assert set(v["image"]) >= {"repository", "tag", "pullPolicy"}
+    assert v["agent"]["speaker"] in ("gobgp", "exabgp")
+    assert v["agent"]["metricsPort"] == 9962
+    assert isinstance(v["agent"]["importRoutes"], bool)
+    assert v["agent"]["tolerations"] == [{"operator": "Exists"}]
+    assert v["operator"]["replicas"] == 1
+    assert v["ipam"]["mode"] in ("cluster-pool", "kubernetes")
+    assert v["routingMode"] in ("native", "tunnel", "hybrid")
+    assert v["tunnelProtocol"] in ("vxlan", "geneve")
+    assert isinstance(v["rackrouteConfig"]["create"], bool)
+
+
+def test_every_values_reference_exists() -> None:
+    refs: set[str] = set()
+    for f in TEMPLATES.iterdir():
+        refs |= set(VALUES_REF.findall(f.read_text()))
+    assert len(refs) > 20, "the regex found too few references"
+    missing = []
+    for ref in sorted(refs):
+        node: Any = values()
+        for part in ref.strip(".").split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(ref)
+                break
+            node = node[part]
+    assert missing == []
+
+
+def test_every_included_helper_is_defined() -> None:
+    defined = set(re.findall(r'define "([^"]+)"', template("_helpers.tpl")))
+    used: set[str] = set()
+    for f in TEMPLATES.iterdir():
+        used |= set(re.findall(r'include "([^"]+)"', f.read_text()))
+    assert used and used <= defined
+
+
+def test_expected_templates_exist() -> None:
+    names = {f.name for f in TEMPLATES.iterdir()}
+    assert {
+        "_helpers.tpl",
+        "NOTES.txt",
+        "agent-daemonset.yaml",
+        "operator-deployment.yaml",
+        "serviceaccounts.yaml",
+        "rbac-agent.yaml",
+        "rbac-operator.yaml",
+        "metrics-service.yaml",
+        "rackrouteconfig.yaml",
+        "install-cni-configmap.yaml",
+    } <= names
+
+
+def test_agent_daemonset() -> None:
+    t = template("agent-daemonset.yaml")
+    assert "kind: DaemonSet" in t
+    assert 'command: ["rackroute"]' in t
+    assert re.search(r"- agent\n\s+- --node\n\s+- \$\(NODE_NAME\)", t)
+    assert "fieldPath: spec.nodeName" in t
+    for flag in ("--manifests", "--speaker", "--metrics-port", "--resync", "--import-routes"):
+        assert f"- {flag}" in t, flag
+    assert "hostNetwork: true" in t
+    assert "privileged: true" in t
+    assert "priorityClassName: {{ .Values.agent.priorityClassName }}" in t
+    assert values()["agent"]["priorityClassName"] == "system-node-critical"
+    for path in ("/sys/fs/bpf", "/sys/fs/cgroup", "/run/netns", "/var/lib/rackroute",
+                 "/etc/cni/net.d", "/opt/cni/bin"):
+        assert f"mountPath: {path}\n" in t, path
+    assert "readinessProbe" in t and "livenessProbe" in t
+    assert t.count("port: {{ .Values.agent.metricsPort }}") >= 2
+    assert "install-cni" in t and "initContainers" in t
+
+
+def test_agent_flags_are_ones_the_cli_accepts() -> None:
+    from controller.cli import build_parser
+
+    t = template("agent-daemonset.yaml")
+    flags = set(re.findall(r"^\s+- (--[a-z-]+)$", t, re.M))
+    args = build_parser().parse_args(
+        ["agent", "--node", "n1", "--manifests", "/m", "--speaker", "exabgp",
+         "--metrics-port", "9962", "--resync", "30", "--import-routes"]
+    )
+    assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
+        "n1", "exabgp", 9962, True)
+    assert flags == {"--node", "--manifests", "--speaker", "--metrics-port", "--resync",
+                     "--import-routes"}
+    op = template("operator-deployment.yaml")
+    op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
+    assert op_flags == {"--manifests", "--interval"}
+    parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1"])
+    assert parsed.interval == 1.0
+
+
+def test_operator_deployment() -> None:
+    t = template("operator-deployment.yaml")
+    assert "kind: Deployment" in t
+    assert "replicas: {{ .Values.operator.replicas }}" in t
+    assert re.search(r'command: \["rackroute"\]\n\s+args:\n\s+- operator\n', t)
+
+
+# A tiny renderer for the template forms the data-only templates use.
+def render(text: str, v: dict[str, Any]) -> str:
+    def lookup(ref: str) -> Any:
+        node: Any = v
+        for part in ref.strip(".").split("."):
+            node = node[part]
+        return node
+
+    def to_yaml(m: re.Match[str]) -> str:
+        dumped = yaml.safe_dump(lookup(m.group(1)), default_flow_style=False).rstrip("\n")
+        pad = " " * int(m.group(2))
+        return "".join("\n" + pad + line for line in dumped.splitlines())
+
+    text = re.sub(r"\n?[ \t]*\{\{- toYaml \.Values([.\w]+) \| nindent (\d+) \}\}", to_yaml, text)
+    text = re.sub(r"\n?[ \t]*\{\{- include [^}]*\}\}", "", text)
+    text = re.sub(r"\{\{ \.Values([.\w]+) \| quote \}\}",
+                  lambda m: '"' + str(lookup(m.group(1))) + '"', text)
+    text = re.sub(r"\{\{ \.Values([.\w]+) \}\}", lambda m: str(lookup(m.group(1))), text)
+    text = re.sub(r"\{\{ \.Release\.Namespace \}\}", "rackroute-system", text)
+    text = re.sub(r"\{\{ include [^}]*\}\}", "included", text)
+    lines = [ln for ln in text.splitlines() if not re.fullmatch(r"\s*\{\{-?[^}]*\}\}\s*", ln)]
+    assert not any("{{" in ln for ln in lines), [ln for ln in lines if "{{" in ln]
+    return "\n".join(lines) + "\n"
+
+
+def test_rendered_rackrouteconfig_parses_and_validates() -> None:
+    for routing in ("native", "tunnel", "hybrid"):
+        v = copy.deepcopy(values())
+        v["routingMode"] = routing
+        v["ipam"]["clusterPoolIPv6PodCIDRList"] = ["fd00:10:244::/56"]
+        doc = yaml.safe_load(render(template("rackrouteconfig.yaml"), v))
+        assert doc["kind"] == "RackrouteConfig" and doc["metadata"]["name"] == "default"
+        result = parse_object(doc)
+        assert result.errors == []
+        assert getattr(result.obj, "routing_mode", None) == routing
+        assert validate({k: doc[k] for k in ("apiVersion", "kind", "spec")},
+                        schema("RackrouteConfig")) == []
+
+
+def _rbac(name: str) -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all(render(template(name), values()))
+    return [d for d in docs if d is not None]
+
+
+WRITE = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+
+def _writes(rules: list[dict[str, Any]]) -> set[str]:
+    return {f"{g}/{r}" for rule in rules if WRITE & set(rule["verbs"])
+            for g in rule["apiGroups"] for r in rule["resources"]}
+
+
+def test_rbac_is_least_privilege() -> None:
+    plurals = {d["spec"]["names"]["plural"] for d in crds().values()}
+    docs = _rbac("rbac-agent.yaml") + _rbac("rbac-operator.yaml")
+    for d in docs:
+        for rule in d.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+            if "rackroute.io" in rule["apiGroups"]:
+                assert {r.split("/")[0] for r in rule["resources"]} <= plurals, rule
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    agent = by[("ClusterRole", "rackroute-agent")]["rules"]
+    assert _writes(agent) == {"rackroute.io/bgpnodeconfigs", "rackroute.io/bgpnodeconfigs/status",
+                              "/events", "events.k8s.io/events"}
+    assert not any("secrets" in r["resources"] for r in agent), "secrets only in the namespace"
+    secrets = by[("Role", "rackroute-agent-secrets")]
+    assert secrets["metadata"]["namespace"] == "rackroute-system"
+    assert secrets["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                                 "verbs": ["get", "list", "watch"]}]
+    operator = by[("ClusterRole", "rackroute-operator")]["rules"]
+    assert _writes(operator) == {
+        "/services/status", "rackroute.io/nodenetworks", "/events", "events.k8s.io/events",
+        *(f"rackroute.io/{p}/status" for p in plurals - {"bgpnodeconfigs"}),
+    }
+    assert "/services" not in _writes(operator) and "/nodes" not in _writes(operator)
+
+
+# ------------------------------------------------------------------ install-cni.py
+
+
+def _install_cni() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_cni", CHART / "files" / "install-cni.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_install_cni_conflist() -> None:
+    mod = _install_cni()
+    doc = mod.conflist("rackroute", ["10.244.1.0/24"], 9000, "/var/lib/rackroute/cni", "/p")
+    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "rackroute"
+    (plugin,) = doc["plugins"]
+    assert plugin == {"type": "rackroute-cni", "podCIDRs": ["10.244.1.0/24"], "mtu": 9000,
+                      "dataDir": "/var/lib/rackroute/cni", "bpf": {"pinDir": "/p"}}
+    assert "bpf" not in mod.conflist("n", ["10.0.0.0/24"], 1500, "/d", "")["plugins"][0]
+
+
+def test_install_cni_reads_the_ipam_mode_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _install_cni()
+    asked: list[str] = []
+
+    def fake_get(path: str) -> dict[str, Any] | None:
+        asked.append(path)
+        return {"spec": {"podCIDRs": ["10.244.7.0/24"]}} if "nodenetworks" in path else None
+
+    monkeypatch.setattr(mod, "api_get", fake_get)
+    assert mod.pod_cidrs("n7", "cluster-pool") == ["10.244.7.0/24"]
+    assert mod.pod_cidrs("n7", "kubernetes") == []
+    assert asked == ["/apis/rackroute.io/v1alpha1/nodenetworks/n7", "/api/v1/nodes/n7"]
+
+
+def test_install_cni_writes_binary_and_conflist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    mod = _install_cni()
+    src = tmp_path / "rackroute-cni"
+    src.write_text("#!/bin/sh\n")
+    env = {"NODE_NAME": "n1", "CNI_SOURCE": str(src), "CNI_BIN_DIR": str(tmp_path / "bin"),
+           "CNI_CONF_DIR": str(tmp_path / "net.d"), "IPAM_MODE": "kubernetes", "CNI_MTU": "1400"}
+    for k, val in env.items():
+        monkeypatch.setenv(k, val)
+    monkeypatch.setattr(mod, "api_get", lambda path: {"spec": {"podCIDRs": ["10.244.0.0/24"]}})
+    assert mod.main() == 0
+    assert (tmp_path / "bin" / "rackroute-cni").stat().st_mode & 0o111
+    conf = json.loads((tmp_path / "net.d" / "05-rackroute.conflist").read_text())
+    assert conf["plugins"][0]["podCIDRs"] == ["10.244.0.0/24"]
+    assert conf["plugins"][0]["mtu"] == 1400
+    assert sorted(p.name for p in (tmp_path / "net.d").iterdir()) == ["05-rackroute.conflist"]

@@ -1,0 +1,119 @@
+"""Install rackroute-cni on the host and write its conflist (the agent's init container).
+
+1. Copies the rackroute-cni executable into the host's CNI bin directory (atomically:
+   write beside, then rename, so a runtime never runs a half-written file).
+2. Finds this node's pod CIDRs from the Kubernetes API: the NodeNetwork named like the
+   node (IPAM mode cluster-pool, written by the operator) or Node.spec.podCIDRs (mode
+   kubernetes). It waits until they exist; the kubelet keeps the node NotReady until a
+   conflist appears, so no pod lands before.
+3. Writes the conflist atomically into the host's CNI config directory.
+
+Standard library only; configured by environment variables set in the DaemonSet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def conflist(
+    name: str, pod_cidrs: list[str], mtu: int, data_dir: str, pin_dir: str
+) -> dict[str, Any]:
+    """The network configuration list the container runtime reads."""
+    plugin: dict[str, Any] = {
+        "type": "rackroute-cni",
+        "podCIDRs": pod_cidrs,
+        "mtu": mtu,
+        "dataDir": data_dir,
+    }
+    if pin_dir:
+        plugin["bpf"] = {"pinDir": pin_dir}
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def api_get(path: str) -> dict[str, Any] | None:
+    """GET from the API server with the pod's service account; None on 404."""
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    ctx = ssl.create_default_context(cafile=str(SA / "ca.crt"))
+    req = urllib.request.Request(
+        f"https://{host}:{port}{path}",
+        headers={"Authorization": f"Bearer {(SA / 'token').read_text().strip()}"},
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            doc: dict[str, Any] = json.load(resp)
+            return doc
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def pod_cidrs(node: str, mode: str) -> list[str]:
+    if mode == "kubernetes":
+        doc = api_get(f"/api/v1/nodes/{node}") or {}
+    else:
+        doc = api_get(f"/apis/rackroute.io/v1alpha1/nodenetworks/{node}") or {}
+    cidrs = (doc.get("spec") or {}).get("podCIDRs") or []
+    return [str(c) for c in cidrs]
+
+
+def main() -> int:
+    env = os.environ
+    node = env["NODE_NAME"]
+    bin_dir, conf_dir = Path(env["CNI_BIN_DIR"]), Path(env["CNI_CONF_DIR"])
+    source = Path(env.get("CNI_SOURCE", "/usr/local/bin/rackroute-cni"))
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    tmp = bin_dir / ".rackroute-cni.tmp"
+    shutil.copyfile(source, tmp)
+    tmp.chmod(0o755)
+    os.replace(tmp, bin_dir / "rackroute-cni")
+    print(f"installed {bin_dir / 'rackroute-cni'}", flush=True)
+
+    mode = env.get("IPAM_MODE", "cluster-pool")
+    while True:
+        try:
+            cidrs = pod_cidrs(node, mode)
+        except (OSError, urllib.error.URLError, ValueError) as e:
+            print(f"waiting for the API server: {e}", file=sys.stderr, flush=True)
+            cidrs = []
+        if cidrs:
+            break
+        print(f"waiting for pod CIDRs of node {node} (ipam mode {mode})", flush=True)
+        time.sleep(5)
+
+    doc = conflist(
+        env.get("CNI_NETWORK_NAME", "rackroute"),
+        cidrs,
+        int(env.get("CNI_MTU", "1500")),
+        env.get("CNI_DATA_DIR", "/var/lib/rackroute/cni"),
+        env.get("CNI_BPF_PIN_DIR", ""),
+    )
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    target = conf_dir / env.get("CNI_CONF_NAME", "05-rackroute.conflist")
+    write_atomic(target, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
+    print(f"wrote {target}: podCIDRs {', '.join(cidrs)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

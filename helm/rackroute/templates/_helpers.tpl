@@ -1,0 +1,39 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "rackroute.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* chart label: name-version */}}
+{{- define "rackroute.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "rackroute.labels" -}}
+helm.sh/chart: {{ include "rackroute.chart" . }}
+app.kubernetes.io/name: {{ include "rackroute.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rackroute
+{{- end -}}
+
+{{/* Selector labels of one component: include with (dict "ctx" . "component" "agent"). */}}
+{{- define "rackroute.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rackroute.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{- define "rackroute.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "rackroute.agentServiceAccount" -}}
+{{- .Values.serviceAccount.agent.name -}}
+{{- end -}}
+
+{{- define "rackroute.operatorServiceAccount" -}}
+{{- .Values.serviceAccount.operator.name -}}
+{{- end -}}
