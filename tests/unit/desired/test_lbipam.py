@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import random
-import time
 from collections.abc import Iterable
 
 from controller.desired.lbipam import (
@@ -615,28 +614,15 @@ def _big(n: int) -> list[Service]:
     return out
 
 
-def _best_time(services: list[Service], pools: list[LoadBalancerIPPool]) -> float:
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        plan_lbipam(services, pools)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def _distinct_and_timed(services: list[Service], pools: list[LoadBalancerIPPool]) -> float:
+def _distinct(services: list[Service], pools: list[LoadBalancerIPPool]) -> None:
     result = plan_lbipam(services, pools)
     ips = [ip for a in result.services.values() for ip in a.ips]
     assert len(ips) == len(set(ips)) == len(services)
-    return _best_time(services, pools)
 
 
-def test_planning_scales_linearly_over_a_big_pool() -> None:
-    big_pool = [pool("big", "10.0.0.0/16")]
-    small = _distinct_and_timed(_big(1000), big_pool)
-    large = _distinct_and_timed(_big(10000), big_pool)
-    # near-linear: 10x the services costs about 10x; a walk over the pool would be ~100x
-    assert large / small < 30, (small, large)
+def test_big_pool_with_scattered_existing_allocations() -> None:
+    # timing of this case is measured by the R11 benchmark, not here
+    _distinct(_big(10000), [pool("big", "10.0.0.0/16")])
 
 
 def _one_key(n: int, same_port: bool) -> list[Service]:
@@ -652,15 +638,12 @@ def _one_key(n: int, same_port: bool) -> list[Service]:
     ]
 
 
-def test_sharing_key_lookups_scale_linearly() -> None:
+def test_one_sharing_key_over_many_services() -> None:
     big_pool = [pool("big", "10.0.0.0/16")]
     for same_port in (True, False):
         result = plan_lbipam(_one_key(2000, same_port), big_pool)
         distinct = {ip for a in result.services.values() for ip in a.ips}
         assert len(distinct) == (2000 if same_port else 1)
-        small = _best_time(_one_key(1000, same_port), big_pool)
-        large = _best_time(_one_key(10000, same_port), big_pool)
-        assert large / small < 30, (same_port, small, large)
 
 
 def test_requested_ip_of_open_holder_still_needs_the_requesters_consent() -> None:
