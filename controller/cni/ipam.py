@@ -53,6 +53,10 @@ class AlreadyAllocated(IpamError):
         self.addrs = tuple(addrs)
 
 
+class RequestRefused(IpamError):
+    """A requested address (CNI_ARGS IP=) is outside the ranges or already taken."""
+
+
 class LockTimeout(IpamError):
     """Another process held the store lock for too long."""
 
@@ -170,8 +174,12 @@ class IpamStore:
         with self.locked():
             return self._scan()
 
-    def allocate(self, container_id: str, ifname: str) -> list[IPAddress]:
-        """One free address per family of the ranges; AlreadyAllocated, PoolExhausted."""
+    def allocate(self, container_id: str, ifname: str,
+                 requested: Sequence[IPAddress] = ()) -> list[IPAddress]:
+        """One free address per family of the ranges; AlreadyAllocated, PoolExhausted.
+
+        `requested` (CNI_ARGS `IP=`) pins the address of its family: it must be a usable
+        address of a range and free, else RequestRefused."""
         owner = self._owner(container_id, ifname)
         with self.locked():
             doc = self._load_index()
@@ -181,7 +189,11 @@ class IpamStore:
             got: list[IPAddress] = []
             try:
                 for version in sorted({r.version for r in self.ranges}):
-                    got.append(self._take(version, owner, doc["cursor"]))
+                    want = [a for a in requested if a.version == version]
+                    if want:
+                        got.append(self._take_exact(want[0], owner))
+                    else:
+                        got.append(self._take(version, owner, doc["cursor"]))
             except BaseException:
                 for a in got:
                     self._unlink(a)
@@ -189,6 +201,24 @@ class IpamStore:
             doc["owners"][owner.key] = [str(a) for a in got]
             self._save_index(doc)
             return got
+
+    def _take_exact(self, addr: IPAddress, owner: Owner) -> IPAddress:
+        inside = [n for n in self.ranges if n.version == addr.version
+                  and usable_bounds(n)[0] <= int(addr) <= usable_bounds(n)[1]]
+        if not inside:
+            raise RequestRefused(f"requested IP {addr} is not a usable address of "
+                                 + ", ".join(str(r) for r in self.ranges))
+        body = json.dumps({"network": owner.network, "containerID": owner.container_id,
+                           "ifname": owner.ifname}) + "\n"
+        try:
+            fd = os.open(self.ips_dir / str(addr), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise RequestRefused(f"requested IP {addr} is already allocated") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        return addr
 
     def _take(self, version: int, owner: Owner, cursor: dict[str, str]) -> IPAddress:
         body = json.dumps({"network": owner.network, "containerID": owner.container_id,

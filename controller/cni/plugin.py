@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from controller.cni import netsetup
-from controller.cni.ipam import AlreadyAllocated, IpamStore, LockTimeout, PoolExhausted
+from controller.cni.ipam import (
+    AlreadyAllocated,
+    IpamStore,
+    LockTimeout,
+    PoolExhausted,
+    RequestRefused,
+)
 from controller.cni.netconf import Env, NetConf, parse_env, parse_netconf
 from controller.cni.spec import (
     CHECK_MIN_VERSION,
@@ -27,6 +33,7 @@ from controller.cni.spec import (
     ERR_INCOMPATIBLE_VERSION,
     ERR_INVALID_ENV,
     ERR_IO,
+    ERR_IP_REFUSED,
     ERR_NETWORK_SETUP,
     ERR_POOL_EXHAUSTED,
     ERR_TRY_AGAIN_LATER,
@@ -57,6 +64,8 @@ def _store_call(what: str, fn: Any, *args: Any) -> Any:
         raise CniError(ERR_ALREADY_ADDED, "container already added", str(e)) from e
     except PoolExhausted as e:
         raise CniError(ERR_POOL_EXHAUSTED, "pod address pool exhausted", str(e)) from e
+    except RequestRefused as e:
+        raise CniError(ERR_IP_REFUSED, "requested IP refused", str(e)) from e
     except LockTimeout as e:
         raise CniError(ERR_TRY_AGAIN_LATER, "address store busy", str(e)) from e
     except OSError as e:
@@ -73,13 +82,28 @@ def build_result(conf: NetConf, netns: str, veth: netsetup.Veth,
     return Result(conf.cni_version, ifaces, ips, routes, conf.dns)
 
 
+def requested_ips(env: Env) -> list[IPAddress]:
+    """CNI_ARGS `IP=a[,b]`: the addresses the runtime asks for (one per family)."""
+    out: list[IPAddress] = []
+    for key, value in env.args:
+        if key != "IP":
+            continue
+        for part in (p.strip() for p in value.split(",")):
+            try:
+                out.append(ipaddress.ip_address(part))
+            except ValueError:
+                raise CniError(ERR_INVALID_ENV, "invalid environment variable CNI_ARGS: "
+                               f"IP={part!r} is not an IP address") from None
+    return out
+
+
 def cmd_add(env: Env, conf: NetConf) -> Result:
     if not netsetup.netns_exists(env.netns):
         raise CniError(ERR_INVALID_ENV, "invalid environment variable CNI_NETNS: "
                        f"{env.netns} does not exist")
     store = store_for(conf)
     addrs: list[IPAddress] = _store_call("allocate", store.allocate, env.container_id,
-                                         env.ifname)
+                                         env.ifname, requested_ips(env))
     host = netsetup.host_ifname(env.container_id, env.ifname)
     try:
         try:

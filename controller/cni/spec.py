@@ -31,6 +31,7 @@ ERR_ALREADY_ADDED = 101
 ERR_NETWORK_SETUP = 102
 ERR_BPF_ATTACH = 103
 ERR_CHECK_FAILED = 104
+ERR_IP_REFUSED = 105  # CNI_ARGS IP= outside the ranges, or taken
 
 
 class CniError(Exception):

@@ -189,3 +189,17 @@ def test_concurrent_processes_never_share_an_address(tmp_path: Path) -> None:
     assert {str(a) for a in on_disk} == set(addrs)
     assert {o.container_id for o in on_disk.values()} == {
         f"w{w}-{i}" for w in range(8) for i in range(20)}
+
+
+def test_requested_address_is_pinned_refused_when_taken_or_outside(tmp_path: Path) -> None:
+    from controller.cni.ipam import RequestRefused
+
+    s = store(tmp_path)
+    assert s.allocate("a", "eth0", [ip_address("10.244.0.10")]) == [IPv4Address("10.244.0.10")]
+    with pytest.raises(RequestRefused, match="requested IP 10.244.0.10 is already allocated"):
+        s.allocate("b", "eth0", [ip_address("10.244.0.10")])
+    with pytest.raises(RequestRefused, match="10.244.0.255 is not a usable address"):
+        s.allocate("b", "eth0", [ip_address("10.244.0.255")])
+    assert s.lookup("b", "eth0") == []  # nothing half-allocated
+    assert s.allocate("b", "eth0") == [IPv4Address("10.244.0.1")]
+    assert s.release("a", "eth0") == [IPv4Address("10.244.0.10")]
