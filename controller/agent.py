@@ -39,6 +39,9 @@ class AgentConfig:
     status_interval: float = 1.0
     poll_interval: float = 0.2
     import_routes: bool = False  # install learned routes into the kernel
+    routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
+    tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
+    tunnel_datapath: str = "auto"  # VXLAN: kernel device (auto|kernel) or eBPF (ebpf)
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
 
 
@@ -69,11 +72,22 @@ class Agent:
         self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
         self.bgp = BGPReconciler(factory or speaker_factory(cfg.speaker, cfg.state_dir))
         first: list[Reconciler] = []
-        if cfg.import_routes:
+        if cfg.import_routes or cfg.routing_mode is not None:
+            from controller.kernel.links import NetlinkLinks
             from controller.kernel.routes import NetlinkRoutes
-            from controller.reconcile.learned import LearnedRoutesReconciler
+            from controller.reconcile.routing import RoutingReconciler, default_tunnels
 
-            first.append(LearnedRoutesReconciler(NetlinkRoutes(), self.bgp.speakers))
+            links = NetlinkLinks()
+            first.append(
+                RoutingReconciler(
+                    NetlinkRoutes(),
+                    links,
+                    self.bgp.speakers,
+                    default_tunnels(links, cfg.tunnel_datapath),
+                    cfg.routing_mode,
+                    cfg.tunnel_protocol,
+                )
+            )
         self.loop = Loop(self.store, cfg.node, [*first, *cfg.extra, self.bgp], cfg.resync)
         self.metrics = AgentMetrics()
         self._last_status: dict[str, Any] | None = None

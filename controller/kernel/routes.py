@@ -18,16 +18,22 @@ log = logging.getLogger("rackroute.routes")
 
 RTPROT_RACKROUTE = 201  # rt_protos: unassigned; shown as "proto 201" by `ip route`
 MAIN_TABLE = 254
+RTNH_F_ONLINK = 4
 
 
 @dataclass(frozen=True, order=True)
 class KernelRoute:
-    """A route to `dst` through one or more gateways (ECMP) or out of a device."""
+    """A route to `dst` through one or more gateways (ECMP) or out of a device.
+
+    `onlink`: the single gateway sits behind `dev` without a connected subnet (a tunnel
+    endpoint's inner address), so the kernel takes it on trust (RTNH_F_ONLINK).
+    """
 
     dst: IPNetwork
     gateways: tuple[IPAddress, ...] = ()
     dev: str | None = None
     table: int = MAIN_TABLE
+    onlink: bool = False
 
 
 class RoutePort(Protocol):
@@ -53,6 +59,8 @@ class FakeRoutes:
     def replace(self, route: KernelRoute) -> None:
         if not route.gateways and route.dev is None:
             raise ValueError(f"route {route.dst}: needs a gateway or a device")
+        if route.onlink and (len(route.gateways) != 1 or route.dev is None):
+            raise ValueError(f"route {route.dst}: onlink needs one gateway and a device")
         self.routes[(route.dst, route.table)] = route
 
     def delete(self, route: KernelRoute) -> None:
@@ -93,13 +101,15 @@ class NetlinkRoutes:
                     else [m.get_attr("RTA_GATEWAY") for m in (r.get_attr("RTA_MULTIPATH") or [])]
                 )
                 table = r.get_attr("RTA_TABLE") or r["table"]
-                dev = None if gws else self._ifname(r.get_attr("RTA_OIF"))
+                onlink = bool(r["flags"] & RTNH_F_ONLINK)
+                dev = None if gws and not onlink else self._ifname(r.get_attr("RTA_OIF"))
                 out.add(
                     KernelRoute(
                         net,
                         tuple(sorted(ipaddress.ip_address(g) for g in gws if g)),
                         dev,
                         int(table),
+                        onlink,
                     )
                 )
         return out
@@ -112,6 +122,8 @@ class NetlinkRoutes:
             kw["gateway"] = str(route.gateways[0])
         if route.dev:
             kw["oif"] = self._ifindex(route.dev)
+        if route.onlink:
+            kw["flags"] = RTNH_F_ONLINK
         self.ipr.route("replace", **kw)
 
     def delete(self, route: KernelRoute) -> None:

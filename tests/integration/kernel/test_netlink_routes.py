@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from controller.kernel.routes import RTPROT_RACKROUTE, NetlinkRoutes
-from tests.unit.kernel.route_contract import check_replace_list_delete, check_sync
+from tests.unit.kernel.route_contract import check_onlink, check_replace_list_delete, check_sync
 
 
 @pytest.fixture
@@ -46,3 +46,7 @@ def test_netlink_contract_replace_list_delete(port: NetlinkRoutes) -> None:
 def test_netlink_contract_sync(port: NetlinkRoutes) -> None:
     check_sync(port)
     assert port.proto == RTPROT_RACKROUTE
+
+
+def test_netlink_contract_onlink(port: NetlinkRoutes) -> None:
+    check_onlink(port)

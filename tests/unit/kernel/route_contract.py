@@ -36,3 +36,12 @@ def check_sync(port: RoutePort) -> None:
     assert port.list() == {R2, R6}
     assert sync_routes(port, set()) == (0, 2, [])
     assert port.list() == set()
+
+
+def check_onlink(port: RoutePort, dev: str = "e0") -> None:
+    """A gateway outside any connected subnet, taken on trust behind dev (tunnels)."""
+    r = KernelRoute(N("10.60.9.0/24"), (A("10.88.0.9"),), dev, onlink=True)
+    port.replace(r)
+    assert port.list() == {r}
+    port.delete(r)
+    assert port.list() == set()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 from bgp.types import Route
+from controller.desired.routes import desired_routes
 from controller.kernel.routes import FakeRoutes, KernelRoute
-from controller.reconcile.learned import desired_routes
-from tests.unit.kernel.route_contract import check_replace_list_delete, check_sync
+from tests.unit.kernel.route_contract import check_onlink, check_replace_list_delete, check_sync
 
 N = ipaddress.ip_network
 A = ipaddress.ip_address
@@ -19,6 +19,10 @@ def test_fake_contract_replace_list_delete() -> None:
 
 def test_fake_contract_sync() -> None:
     check_sync(FakeRoutes())
+
+
+def test_fake_contract_onlink() -> None:
+    check_onlink(FakeRoutes())
 
 
 def test_fake_never_lists_foreign_routes() -> None:

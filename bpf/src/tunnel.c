@@ -1,0 +1,208 @@
+/* rackroute tunnel datapath: Geneve (UDP 6081) or VXLAN (UDP 8472) in TC, no tunnel
+ * device needed from the kernel.
+ *
+ * rr_tun_encap, egress of the ARP-less tunnel device (rr.tun): the inner destination is
+ *   looked up in rr_tun_routes (LPM: pod CIDR -> remote node address + VTEP MAC); the
+ *   packet grows by 50 bytes after its Ethernet header (outer IPv4, UDP, Geneve or VXLAN
+ *   header, inner Ethernet) and leaves the underlay through a FIB + neighbor lookup.
+ * rr_tun_decap, ingress of the underlay: UDP to our port and address with our VNI is
+ *   stripped back to the inner IPv4 packet and passed up; anything else continues
+ *   untouched (TC_ACT_UNSPEC, so later filters still run).
+ *
+ * Compile-time constants (bpf/tunnel.py defines them): RR_TUN_PORT, RR_TUN_GENEVE,
+ * RR_TUN_VNI, RR_TUN_LOCAL (node address, network order), RR_TUN_IFINDEX (underlay),
+ * RR_TUN_MAC0..5 (this node's VTEP MAC).
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/pkt_cls.h>
+
+#define RR_TUN_ETH 14
+#define RR_TUN_HDR 8
+#define RR_TUN_OVERHEAD (20 + 8 + RR_TUN_HDR + RR_TUN_ETH)
+#define RR_ETH_P_TEB 0x6558
+/* Newer than bcc's bpf.h: kernel UAPI value of BPF_F_ADJ_ROOM_DECAP_L3_IPV4. */
+#define RR_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+
+/* bcc declares bpf_redirect_neigh with three arguments; the helper takes four. */
+static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+                                 __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+
+struct rr_tun_key {
+    __u32 prefixlen;
+    __u32 addr; /* network order */
+};
+
+struct rr_tun_val {
+    __u32 remote; /* remote node address, network order */
+    __u8 mac[6];  /* remote VTEP MAC (inner Ethernet destination) */
+    __u16 pad;
+};
+
+enum {
+    RR_TUN_ENCAP_PKTS,
+    RR_TUN_ENCAP_BYTES,
+    RR_TUN_DECAP_PKTS,
+    RR_TUN_DECAP_BYTES,
+    RR_TUN_MISS,
+    RR_TUN_ERR,
+    RR_TUN_STATS,
+};
+
+BPF_F_TABLE("lpm_trie", struct rr_tun_key, struct rr_tun_val, rr_tun_routes, 65536,
+            BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(rr_tun_stats, __u64, RR_TUN_STATS);
+
+struct rr_tun_outer {
+    struct iphdr ip;
+    struct udphdr udp;
+    __u8 tun[RR_TUN_HDR];
+    struct ethhdr eth;
+} __attribute__((packed));
+
+static __always_inline void rr_tun_count(int idx, __u64 bytes)
+{
+    int k = idx;
+    __u64 *c = rr_tun_stats.lookup(&k);
+
+    if (c)
+        *c += 1;
+    k = idx + 1;
+    c = rr_tun_stats.lookup(&k);
+    if (c && bytes)
+        *c += bytes;
+}
+
+static __always_inline __u16 rr_tun_csum(struct iphdr *ip)
+{
+    __u16 *w = (__u16 *)ip;
+    __u32 sum = 0;
+
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        sum += w[i];
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)~sum;
+}
+
+int rr_tun_encap(struct __sk_buff *skb)
+{
+    struct rr_tun_outer h = {};
+    struct rr_tun_key key = {};
+    struct rr_tun_val *v;
+    struct iphdr inner;
+    __u32 remote;
+    __u8 mac[6];
+    __u64 flags;
+
+    if (skb->protocol != htons(ETH_P_IP))
+        return TC_ACT_SHOT;
+    if (bpf_skb_load_bytes(skb, RR_TUN_ETH, &inner, sizeof(inner)) < 0)
+        return TC_ACT_SHOT;
+    key.prefixlen = 32;
+    key.addr = inner.daddr;
+    v = rr_tun_routes.lookup(&key);
+    if (!v) {
+        rr_tun_count(RR_TUN_MISS, 0);
+        return TC_ACT_SHOT;
+    }
+    remote = v->remote;
+    __builtin_memcpy(mac, v->mac, 6);
+
+    flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+            BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(RR_TUN_ETH) |
+            BPF_F_ADJ_ROOM_FIXED_GSO;
+    if (bpf_skb_adjust_room(skb, RR_TUN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags) < 0) {
+        rr_tun_count(RR_TUN_ERR, 0);
+        return TC_ACT_SHOT;
+    }
+
+    __u16 outer_len = skb->len - RR_TUN_ETH;
+    h.ip.version = 4;
+    h.ip.ihl = 5;
+    h.ip.tos = inner.tos;
+    h.ip.tot_len = htons(outer_len);
+    h.ip.ttl = 64;
+    h.ip.protocol = IPPROTO_UDP;
+    h.ip.saddr = RR_TUN_LOCAL;
+    h.ip.daddr = remote;
+    h.ip.check = rr_tun_csum(&h.ip);
+
+    h.udp.source = htons(49152 | (bpf_get_hash_recalc(skb) & 0x3fff));
+    h.udp.dest = htons(RR_TUN_PORT);
+    h.udp.len = htons(outer_len - 20);
+    h.udp.check = 0;
+
+#if RR_TUN_GENEVE
+    h.tun[0] = 0; /* version 0, no options */
+    h.tun[1] = 0;
+    h.tun[2] = RR_ETH_P_TEB >> 8;
+    h.tun[3] = RR_ETH_P_TEB & 0xff;
+#else
+    h.tun[0] = 0x08; /* VNI present */
+#endif
+    h.tun[4] = (RR_TUN_VNI >> 16) & 0xff;
+    h.tun[5] = (RR_TUN_VNI >> 8) & 0xff;
+    h.tun[6] = RR_TUN_VNI & 0xff;
+
+    __builtin_memcpy(h.eth.h_dest, mac, 6);
+    h.eth.h_source[0] = RR_TUN_MAC0;
+    h.eth.h_source[1] = RR_TUN_MAC1;
+    h.eth.h_source[2] = RR_TUN_MAC2;
+    h.eth.h_source[3] = RR_TUN_MAC3;
+    h.eth.h_source[4] = RR_TUN_MAC4;
+    h.eth.h_source[5] = RR_TUN_MAC5;
+    h.eth.h_proto = htons(ETH_P_IP);
+
+    if (bpf_skb_store_bytes(skb, RR_TUN_ETH, &h, sizeof(h), 0) < 0) {
+        rr_tun_count(RR_TUN_ERR, 0);
+        return TC_ACT_SHOT;
+    }
+    rr_tun_count(RR_TUN_ENCAP_PKTS, skb->len);
+    return rr_redirect_neigh(RR_TUN_IFINDEX, NULL, 0, 0);
+}
+
+int rr_tun_decap(struct __sk_buff *skb)
+{
+    struct rr_tun_outer h;
+    __u32 optlen = 0;
+    __u16 proto;
+
+    if (skb->protocol != htons(ETH_P_IP))
+        return TC_ACT_UNSPEC;
+    if (bpf_skb_load_bytes(skb, RR_TUN_ETH, &h, sizeof(h) - sizeof(h.eth)) < 0)
+        return TC_ACT_UNSPEC;
+    if (h.ip.version != 4 || h.ip.ihl != 5 || h.ip.protocol != IPPROTO_UDP)
+        return TC_ACT_UNSPEC;
+    if (h.ip.daddr != RR_TUN_LOCAL || h.udp.dest != htons(RR_TUN_PORT))
+        return TC_ACT_UNSPEC;
+    if (h.ip.frag_off & htons(0x3fff))
+        return TC_ACT_UNSPEC; /* fragments: not ours to reassemble */
+#if RR_TUN_GENEVE
+    if ((h.tun[0] >> 6) != 0 || h.tun[2] != (RR_ETH_P_TEB >> 8) ||
+        h.tun[3] != (RR_ETH_P_TEB & 0xff))
+        goto bad;
+    optlen = (h.tun[0] & 0x3f) * 4;
+#else
+    if (!(h.tun[0] & 0x08))
+        goto bad;
+#endif
+    if (h.tun[4] != ((RR_TUN_VNI >> 16) & 0xff) || h.tun[5] != ((RR_TUN_VNI >> 8) & 0xff) ||
+        h.tun[6] != (RR_TUN_VNI & 0xff))
+        goto bad;
+    if (bpf_skb_load_bytes(skb, RR_TUN_ETH + RR_TUN_OVERHEAD - 2 + optlen, &proto,
+                           sizeof(proto)) < 0 || proto != htons(ETH_P_IP))
+        goto bad;
+    if (bpf_skb_adjust_room(skb, -(__s32)(RR_TUN_OVERHEAD + optlen), BPF_ADJ_ROOM_MAC,
+                            BPF_F_ADJ_ROOM_FIXED_GSO | RR_ADJ_ROOM_DECAP_L3_IPV4) < 0)
+        goto bad;
+    rr_tun_count(RR_TUN_DECAP_PKTS, skb->len);
+    return TC_ACT_OK;
+bad:
+    rr_tun_count(RR_TUN_ERR, 0);
+    return TC_ACT_SHOT;
+}

@@ -1,0 +1,182 @@
+"""Routes and tunnel entries to every other node's pods: pure, per routing mode.
+
+Inputs are the snapshot (nodes, their InternalIPs and pod CIDRs), this node's name,
+the routes learned over BGP, the routing mode and the tunnel's layout. Outputs are the
+exact kernel routes rackroute should own and the tunnel peers (one per remote node)
+that the tunnel datapath needs.
+
+- `native`: learned routes (ECMP over equally good next hops); a remote pod CIDR with
+  no learned route whose node sits on one of this node's segments goes straight to
+  that node.
+- `tunnel`: every remote node's IPv4 pod CIDRs go through the tunnel; learned routes
+  to anything else are still installed.
+- `hybrid`: per destination: native (learned, else a shared segment) when possible,
+  the tunnel otherwise.
+
+Tunnel endpoints need no exchange: a node's VTEP MAC is derived from its InternalIP,
+and its inner VTEP address is the network address of its first IPv4 pod CIDR.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bgp.types import IPAddress, IPNetwork, Route
+from controller.kernel.routes import KernelRoute
+from controller.store import Snapshot
+
+MODES = ("native", "tunnel", "hybrid")
+PROTOCOLS = ("vxlan", "geneve")
+
+
+def vtep_mac(addr: IPAddress) -> str:
+    """Deterministic, locally administered unicast MAC of the node with InternalIP addr."""
+    b = addr.packed[-4:]
+    return "02:72:" + ":".join(f"{x:02x}" for x in b)
+
+
+@dataclass(frozen=True, order=True)
+class TunnelPeer:
+    """A remote node as a tunnel endpoint: underlay address, VTEP MAC and inner address,
+    and every IPv4 pod CIDR of the node (the datapath's encapsulation entries)."""
+
+    node: str
+    remote: ipaddress.IPv4Address
+    mac: str
+    inner: ipaddress.IPv4Address
+    cidrs: tuple[ipaddress.IPv4Network, ...]
+
+
+@dataclass(frozen=True)
+class TunnelLayout:
+    """How the tunnel appears to routing: its device, and whether routes go through the
+    remote VTEP's inner address (kernel VXLAN: neighbor + FDB) or straight out of the
+    device (the eBPF tunnel encapsulates by destination)."""
+
+    dev: str
+    via_inner: bool
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    routes: frozenset[KernelRoute]
+    peers: tuple[TunnelPeer, ...]  # empty: no tunnel needed
+    tunneled: frozenset[IPNetwork]  # pod CIDRs routed through the tunnel
+
+
+def learned_routes(
+    received: Iterable[Route], own: Iterable[IPNetwork]
+) -> dict[IPNetwork, KernelRoute]:
+    """Kernel routes for learned routes (ECMP over equally good next hops); prefixes
+    overlapping this node's own pod CIDRs and routes without a usable next hop skipped."""
+    own = tuple(own)
+    by_prefix: dict[IPNetwork, list[Route]] = {}
+    for r in received:
+        if r.next_hop is None or r.next_hop.version != r.prefix.version:
+            continue
+        if any(r.prefix.version == o.version and r.prefix.overlaps(o) for o in own):
+            continue
+        by_prefix.setdefault(r.prefix, []).append(r)
+
+    def rank(r: Route) -> tuple[int, int]:
+        return (-(r.local_pref if r.local_pref is not None else 100), len(r.as_path))
+
+    out: dict[IPNetwork, KernelRoute] = {}
+    for prefix, routes in by_prefix.items():
+        best = min(rank(r) for r in routes)
+        gws = sorted(
+            {r.next_hop for r in routes if rank(r) == best and r.next_hop},
+            key=lambda a: (a.version, int(a)),
+        )
+        out[prefix] = KernelRoute(prefix, tuple(gws))
+    return out
+
+
+def desired_routes(received: Iterable[Route], own: set[IPNetwork]) -> set[KernelRoute]:
+    """Native mode's learned routes alone (kept for callers of the first version)."""
+    return set(learned_routes(received, own).values())
+
+
+def _pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
+    cfg = snap.network_config
+    if cfg is not None and cfg.ipam_mode == "kubernetes":
+        n = snap.nodes.get(node)
+        return n.pod_cidrs if n else ()
+    nn = snap.node_networks.get(node)
+    return nn.pod_cidrs if nn else ()
+
+
+def tunnel_peers(snap: Snapshot, node: str) -> tuple[TunnelPeer, ...]:
+    """Every other node with an IPv4 InternalIP and an IPv4 pod CIDR, sorted by name."""
+    out: list[TunnelPeer] = []
+    for name in sorted(snap.nodes):
+        if name == node:
+            continue
+        addrs = [a for a in snap.nodes[name].addresses if a.version == 4]
+        v4 = tuple(
+            c for c in _pod_cidrs(snap, name) if isinstance(c, ipaddress.IPv4Network)
+        )
+        if not addrs or not v4:
+            continue
+        remote = addrs[0]
+        assert isinstance(remote, ipaddress.IPv4Address)
+        out.append(TunnelPeer(name, remote, vtep_mac(remote), v4[0].network_address, v4))
+    return tuple(out)
+
+
+def _segment_route(
+    cidr: IPNetwork, remote: Iterable[IPAddress], segments: Iterable[IPNetwork]
+) -> KernelRoute | None:
+    for addr in remote:
+        if addr.version == cidr.version and any(
+            addr.version == s.version and addr in s for s in segments
+        ):
+            return KernelRoute(cidr, (addr,))
+    return None
+
+
+def plan_routing(
+    snap: Snapshot,
+    node: str,
+    received: Iterable[Route],
+    mode: str,
+    tunnel: TunnelLayout | None,
+    segments: Iterable[IPNetwork] = (),
+) -> RoutingPlan:
+    """The node's desired routes and tunnel peers for `mode` (see the module docstring).
+
+    `tunnel` is the tunnel's layout (None: no tunnel datapath, so tunnel and hybrid
+    degrade to native); `segments` are this node's directly connected underlay subnets.
+    """
+    if mode not in MODES:
+        raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
+    segs = tuple(segments)
+    own_cidrs = _pod_cidrs(snap, node)
+    routes = learned_routes(received, own_cidrs)
+    use_tunnel = mode != "native" and tunnel is not None
+    peers = tunnel_peers(snap, node) if use_tunnel else ()
+    tunneled: set[IPNetwork] = set()
+    for name in sorted(snap.nodes):
+        if name == node:
+            continue
+        for cidr in _pod_cidrs(snap, name):
+            if any(cidr.version == o.version and cidr.overlaps(o) for o in own_cidrs):
+                continue
+            learned = cidr in routes
+            if mode != "tunnel" and learned:
+                continue
+            direct = _segment_route(cidr, snap.nodes[name].addresses, segs)
+            if mode != "tunnel" and direct is not None:
+                routes[cidr] = direct
+                continue
+            peer = next((p for p in peers if cidr in p.cidrs), None)
+            if peer is None or tunnel is None:
+                continue  # native only (or IPv6 / no InternalIP): nothing to add
+            if tunnel.via_inner:
+                routes[cidr] = KernelRoute(cidr, (peer.inner,), tunnel.dev, onlink=True)
+            else:
+                routes[cidr] = KernelRoute(cidr, dev=tunnel.dev)
+            tunneled.add(cidr)
+    return RoutingPlan(frozenset(routes.values()), peers, frozenset(tunneled))

@@ -1,0 +1,310 @@
+"""Tunnel links owned by rackroute: a port, its pyroute2 adapter, and an in-memory fake.
+
+Owned links carry the name prefix `rr.`; nothing else is created, changed or deleted.
+A VXLAN link is described by `VxlanLink` (VNI, UDP port, local underlay address,
+MAC, MTU; always without learning); its per-remote-node entries by `Vtep` (one FDB
+entry: VTEP MAC → remote underlay address, and one permanent neighbor entry: inner
+VTEP address → VTEP MAC). The eBPF tunnel needs only a plain, ARP-less device to route
+into (`ensure_plain`, an ifb). The port also reports the underlay device holding an
+address and this node's connected subnets (for direct routes on a shared segment).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bgp.types import IPNetwork
+
+OWNED_PREFIX = "rr."
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+AF_INET = 2
+IFF_UP = 0x1
+ESRCH, ENOENT, ENODEV = 3, 2, 19
+
+
+@dataclass(frozen=True)
+class VxlanLink:
+    name: str
+    vni: int
+    port: int
+    local: ipaddress.IPv4Address
+    mac: str
+    mtu: int
+
+
+@dataclass(frozen=True, order=True)
+class Vtep:
+    """A remote tunnel endpoint on a VXLAN link (FDB + neighbor entry)."""
+
+    mac: str
+    remote: ipaddress.IPv4Address
+    inner: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Underlay:
+    name: str
+    index: int
+    mtu: int
+
+
+def _owned(name: str) -> None:
+    if not name.startswith(OWNED_PREFIX):
+        raise ValueError(f"link {name!r}: rackroute only manages links named {OWNED_PREFIX}*")
+
+
+class LinkPort(Protocol):
+    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
+        """The device that holds addr (the node's InternalIP), or None."""
+        ...
+
+    def connected(self) -> set[IPNetwork]:
+        """Subnets directly connected through devices rackroute does not own."""
+        ...
+
+    def links(self) -> set[str]:
+        """Names of the owned (rr.*) links."""
+        ...
+
+    def vxlan(self, name: str) -> VxlanLink | None: ...
+
+    def ensure_vxlan(self, link: VxlanLink) -> None:
+        """Create the link, or make an existing one equal (recreated if VNI, port or
+        local differ); up afterwards."""
+        ...
+
+    def ensure_plain(self, name: str, mtu: int) -> int:
+        """An ARP-less device to route into (up, MTU set); returns its ifindex."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove an owned link (idempotent)."""
+        ...
+
+    def vteps(self, name: str) -> set[Vtep]: ...
+
+    def add_vtep(self, name: str, vtep: Vtep) -> None: ...
+
+    def del_vtep(self, name: str, vtep: Vtep) -> None: ...
+
+
+@dataclass
+class FakeLinks:
+    """In-memory LinkPort; `foreign` links and `underlays` are set up by tests."""
+
+    underlays: dict[ipaddress.IPv4Address, Underlay] = field(default_factory=dict)
+    subnets: set[IPNetwork] = field(default_factory=set)
+    vx: dict[str, VxlanLink] = field(default_factory=dict)
+    plain: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, set[Vtep]] = field(default_factory=dict)
+    foreign: set[str] = field(default_factory=set)
+    recreated: int = 0
+
+    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
+        return self.underlays.get(addr)
+
+    def connected(self) -> set[IPNetwork]:
+        return set(self.subnets)
+
+    def links(self) -> set[str]:
+        return set(self.vx) | set(self.plain)
+
+    def vxlan(self, name: str) -> VxlanLink | None:
+        return self.vx.get(name)
+
+    def ensure_vxlan(self, link: VxlanLink) -> None:
+        _owned(link.name)
+        old = self.vx.get(link.name)
+        if old is not None and (old.vni, old.port, old.local) != (link.vni, link.port, link.local):
+            self.recreated += 1
+            self.entries.pop(link.name, None)
+        self.plain.pop(link.name, None)
+        self.vx[link.name] = link
+        self.entries.setdefault(link.name, set())
+
+    def ensure_plain(self, name: str, mtu: int) -> int:
+        _owned(name)
+        self.vx.pop(name, None)
+        self.plain[name] = mtu
+        return 1000 + sorted(self.plain).index(name)
+
+    def delete(self, name: str) -> None:
+        _owned(name)
+        self.vx.pop(name, None)
+        self.plain.pop(name, None)
+        self.entries.pop(name, None)
+
+    def vteps(self, name: str) -> set[Vtep]:
+        return set(self.entries.get(name, set()))
+
+    def add_vtep(self, name: str, vtep: Vtep) -> None:
+        if name not in self.vx:
+            raise ValueError(f"no such vxlan link {name!r}")
+        self.entries[name] = {v for v in self.entries[name] if v.mac != vtep.mac} | {vtep}
+
+    def del_vtep(self, name: str, vtep: Vtep) -> None:
+        self.entries.get(name, set()).discard(vtep)
+
+
+class NetlinkLinks:
+    """LinkPort on the kernel through pyroute2 (this namespace, or `netns`)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        from pyroute2 import IPRoute
+
+        self.ipr: Any = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+
+    def _index(self, name: str) -> int | None:
+        idx = self.ipr.link_lookup(ifname=name)
+        return int(idx[0]) if idx else None
+
+    def _link(self, name: str) -> Any:
+        idx = self._index(name)
+        return self.ipr.get_links(idx)[0] if idx is not None else None
+
+    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
+        for a in self.ipr.get_addr(family=AF_INET):
+            if a.get_attr("IFA_ADDRESS") == str(addr):
+                link = self.ipr.get_links(a["index"])[0]
+                return Underlay(str(link.get_attr("IFLA_IFNAME")), int(a["index"]),
+                                int(link.get_attr("IFLA_MTU")))
+        return None
+
+    def connected(self) -> set[IPNetwork]:
+        owned = {self._index(n) for n in self.links()}
+        out: set[IPNetwork] = set()
+        for a in self.ipr.get_addr():
+            if a["index"] in owned or a["scope"] != 0:
+                continue
+            addr = a.get_attr("IFA_ADDRESS")
+            net = ipaddress.ip_network(f"{addr}/{a['prefixlen']}", strict=False)
+            if net.prefixlen < net.max_prefixlen:
+                out.add(net)
+        return out
+
+    def links(self) -> set[str]:
+        names = (str(lk.get_attr("IFLA_IFNAME")) for lk in self.ipr.get_links())
+        return {n for n in names if n.startswith(OWNED_PREFIX)}
+
+    def vxlan(self, name: str) -> VxlanLink | None:
+        link = self._link(name)
+        if link is None:
+            return None
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+            return None
+        d = info.get_attr("IFLA_INFO_DATA")
+        local = d.get_attr("IFLA_VXLAN_LOCAL")
+        return VxlanLink(
+            name,
+            int(d.get_attr("IFLA_VXLAN_ID")),
+            int(d.get_attr("IFLA_VXLAN_PORT")),
+            ipaddress.IPv4Address(local or "0.0.0.0"),
+            str(link.get_attr("IFLA_ADDRESS")),
+            int(link.get_attr("IFLA_MTU")),
+        )
+
+    def _kind(self, name: str) -> str | None:
+        link = self._link(name)
+        info = link.get_attr("IFLA_LINKINFO") if link is not None else None
+        return str(info.get_attr("IFLA_INFO_KIND")) if info is not None else None
+
+    def ensure_vxlan(self, link: VxlanLink) -> None:
+        _owned(link.name)
+        cur = self.vxlan(link.name)
+        if self._index(link.name) is not None and (
+            cur is None or (cur.vni, cur.port, cur.local) != (link.vni, link.port, link.local)
+        ):
+            self.delete(link.name)
+            cur = None
+        if cur is None:
+            self.ipr.link("add", ifname=link.name, kind="vxlan", vxlan_id=link.vni,
+                          vxlan_port=link.port, vxlan_local=str(link.local), vxlan_learning=0,
+                          address=link.mac, mtu=link.mtu)
+        idx = self._index(link.name)
+        # set only what differs: a MAC "change" (even to the same value) flushes the
+        # device's neighbor entries, permanent ones included
+        kw: dict[str, Any] = {}
+        if cur is None or cur.mac != link.mac:
+            kw["address"] = link.mac
+        if cur is None or cur.mtu != link.mtu:
+            kw["mtu"] = link.mtu
+        if not self.ipr.get_links(idx)[0]["flags"] & IFF_UP:
+            kw["state"] = "up"
+        if kw:
+            self.ipr.link("set", index=idx, **kw)
+
+    def ensure_plain(self, name: str, mtu: int) -> int:
+        _owned(name)
+        if self._index(name) is not None and self._kind(name) != "ifb":
+            self.delete(name)
+        if self._index(name) is None:
+            self.ipr.link("add", ifname=name, kind="ifb")
+        idx = self._index(name)
+        assert idx is not None
+        self.ipr.link("set", index=idx, mtu=mtu, state="up")
+        return idx
+
+    def delete(self, name: str) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        _owned(name)
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self.ipr.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code not in (ENODEV, ENOENT):
+                raise
+
+    def vteps(self, name: str) -> set[Vtep]:
+        idx = self._index(name)
+        if idx is None:
+            return set()
+        macs: dict[str, ipaddress.IPv4Address] = {}
+        for f in self.ipr.fdb("dump", ifindex=idx):
+            mac, dst = f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")
+            if f["ifindex"] != idx or not mac or not dst or ":" in dst:
+                continue
+            if mac != "00:00:00:00:00:00":
+                macs[str(mac)] = ipaddress.IPv4Address(dst)
+        out: set[Vtep] = set()
+        for n in self.ipr.neigh("dump", ifindex=idx, family=AF_INET):
+            mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
+            if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
+                out.add(Vtep(str(mac), macs[str(mac)], ipaddress.IPv4Address(dst)))
+        return out
+
+    def add_vtep(self, name: str, vtep: Vtep) -> None:
+        idx = self._index(name)
+        if idx is None:
+            raise ValueError(f"no such link {name!r}")
+        self.ipr.fdb("replace", ifindex=idx, lladdr=vtep.mac, dst=str(vtep.remote),
+                     flags=NTF_SELF, state=NUD_PERMANENT)
+        self.ipr.neigh("replace", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx,
+                       state=NUD_PERMANENT)
+
+    def del_vtep(self, name: str, vtep: Vtep) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        idx = self._index(name)
+        if idx is None:
+            return
+        try:
+            self.ipr.neigh("del", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx)
+        except NetlinkError as e:
+            if e.code not in (ESRCH, ENOENT):
+                raise
+        try:
+            self.ipr.fdb("del", ifindex=idx, lladdr=vtep.mac, dst=str(vtep.remote),
+                         flags=NTF_SELF, state=NUD_PERMANENT)
+        except NetlinkError as e:
+            if e.code not in (ESRCH, ENOENT):
+                raise
+
+    def close(self) -> None:
+        self.ipr.close()

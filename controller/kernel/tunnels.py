@@ -1,0 +1,122 @@
+"""Tunnel datapaths behind one small protocol: the kernel VXLAN device, and a fake.
+
+A TunnelDriver keeps a tunnel device and its per-remote-node entries equal to a list of
+`TunnelPeer`s, and says how routes enter it (`layout`). The eBPF driver (Geneve or
+VXLAN encapsulated in TC) lives in bpf/tunnel.py and has the same shape.
+
+MTU rule: the tunnel device, and so every pod of a tunnelling node, gets the underlay
+MTU minus the encapsulation overhead, 50 bytes for VXLAN and for Geneve without options
+(outer IPv4 20 + UDP 8 + tunnel header 8 + inner Ethernet 14): 1450 on a 1500 underlay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
+from controller.kernel.links import LinkPort, Vtep, VxlanLink
+
+VXLAN_PORT = 8472
+GENEVE_PORT = 6081
+VNI = 1
+OVERHEAD = 50  # outer IPv4 + UDP + VXLAN/Geneve header (no options) + inner Ethernet
+
+
+def tunnel_mtu(underlay_mtu: int, overhead: int = OVERHEAD) -> int:
+    """The MTU of the tunnel device and of pods on a node that tunnels."""
+    return underlay_mtu - overhead
+
+
+class TunnelDriver(Protocol):
+    layout: TunnelLayout
+
+    def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
+        """Make the device and its entries match peers; returns errors (partial ok)."""
+        ...
+
+    def mtu(self) -> int | None:
+        """The tunnel device's MTU after the last sync (None before)."""
+        ...
+
+    def teardown(self, local: ipaddress.IPv4Address | None) -> None:
+        """Remove the device and anything attached for it (idempotent)."""
+        ...
+
+    def close(self) -> None:
+        """Drop handles; kernel state stays."""
+        ...
+
+
+class KernelVxlan:
+    """VXLAN through the kernel device `rr.vxlan`: VNI 1, UDP 8472, no learning, a MAC
+    derived from the node address, and one FDB + neighbor entry per remote node."""
+
+    def __init__(self, links: LinkPort, name: str = "rr.vxlan", vni: int = VNI,
+                 port: int = VXLAN_PORT) -> None:
+        self.links, self.name, self.vni, self.port = links, name, vni, port
+        self.layout = TunnelLayout(name, via_inner=True)
+        self._mtu: int | None = None
+
+    def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
+        under = self.links.underlay(local)
+        if under is None:
+            return [f"tunnel {self.name}: no device holds the node address {local}"]
+        mtu = tunnel_mtu(under.mtu)
+        self.links.ensure_vxlan(VxlanLink(self.name, self.vni, self.port, local,
+                                          vtep_mac(local), mtu))
+        self._mtu = mtu
+        want = {Vtep(p.mac, p.remote, p.inner) for p in peers}
+        have = self.links.vteps(self.name)
+        errors: list[str] = []
+        for v in sorted(have - want):
+            try:
+                self.links.del_vtep(self.name, v)
+            except Exception as e:
+                errors.append(f"tunnel {self.name}: delete {v.remote}: {e}")
+        for v in sorted(want - have):
+            try:
+                self.links.add_vtep(self.name, v)
+            except Exception as e:
+                errors.append(f"tunnel {self.name}: add {v.remote}: {e}")
+        return errors
+
+    def mtu(self) -> int | None:
+        return self._mtu
+
+    def teardown(self, local: ipaddress.IPv4Address | None) -> None:
+        self.links.delete(self.name)
+        self._mtu = None
+
+    def close(self) -> None:
+        """Nothing held beyond the shared link port."""
+
+
+@dataclass
+class FakeTunnel:
+    """TunnelDriver for unit tests: remembers the last sync."""
+
+    layout: TunnelLayout = field(default_factory=lambda: TunnelLayout("rr.fake", False))
+    local: ipaddress.IPv4Address | None = None
+    peers: tuple[TunnelPeer, ...] = ()
+    up: bool = False
+    syncs: int = 0
+    fail: bool = False
+
+    def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
+        self.syncs += 1
+        if self.fail:
+            return ["fake tunnel failure"]
+        self.local, self.peers, self.up = local, tuple(peers), True
+        return []
+
+    def mtu(self) -> int | None:
+        return tunnel_mtu(1500) if self.up else None
+
+    def teardown(self, local: ipaddress.IPv4Address | None) -> None:
+        self.up, self.peers = False, ()
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,143 @@
+"""Routes to every other node's pods: native, tunnel or hybrid, one reconciler.
+
+Each pass reads the routing mode and tunnel protocol (the cluster's RackrouteConfig,
+unless the agent pins them), the routes the speakers learned and this node's connected
+subnets, plans with `controller.desired.routes.plan_routing`, then applies: the tunnel
+device and its per-node entries first (routes point into it), then the routes (own
+protocol number only). A tunnel that is no longer used is torn down after the routes
+have left it. Nothing rackroute does not own is touched; `close` leaves kernel state in
+place so that a restarting agent never cuts traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from bgp.speaker import Speaker
+from bgp.types import Route
+from controller.desired.routes import MODES, PROTOCOLS, RoutingPlan, desired_routes, plan_routing
+from controller.kernel.links import LinkPort
+from controller.kernel.routes import RoutePort, sync_routes
+from controller.kernel.tunnels import KernelVxlan, TunnelDriver
+from controller.reconcile.loop import PassContext
+
+__all__ = ["RoutingReconciler", "default_tunnels", "desired_routes"]
+
+log = logging.getLogger("rackroute.routing")
+
+TunnelFactory = Callable[[str], TunnelDriver]
+
+
+def default_tunnels(
+    links: LinkPort, datapath: str = "auto", netns: str | None = None
+) -> TunnelFactory:
+    """protocol → driver: VXLAN through the kernel device (or eBPF with datapath="ebpf"),
+    Geneve always in eBPF (this kernel has no Geneve device)."""
+    if datapath not in ("auto", "kernel", "ebpf"):
+        raise ValueError(f"tunnel datapath must be auto, kernel or ebpf, got {datapath!r}")
+
+    def make(protocol: str) -> TunnelDriver:
+        if protocol == "vxlan" and datapath != "ebpf":
+            return KernelVxlan(links)
+        if protocol == "geneve" and datapath == "kernel":
+            raise ValueError("geneve: no kernel device on this platform; use the eBPF datapath")
+        from bpf.tunnel import EbpfTunnel
+
+        return EbpfTunnel(links, protocol, netns=netns)
+
+    return make
+
+
+class RoutingReconciler:
+    """Keeps the node's routes (and tunnel) to every other node's pod CIDRs."""
+
+    name = "routing"
+
+    def __init__(
+        self,
+        routes: RoutePort,
+        links: LinkPort | None = None,
+        speakers: Callable[[], dict[str, Speaker]] | None = None,
+        tunnels: TunnelFactory | None = None,
+        mode: str | None = None,
+        protocol: str | None = None,
+    ) -> None:
+        """`mode` / `protocol` pin the routing mode (else the cluster config decides);
+        `tunnels` builds a driver per protocol (default: `default_tunnels(links)`)."""
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ValueError(f"tunnel protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.routes, self.links = routes, links
+        self.speakers = speakers or dict
+        if tunnels is None and links is not None:
+            tunnels = default_tunnels(links)
+        self.tunnels = tunnels
+        self.mode, self.protocol = mode, protocol
+        self._drivers: dict[str, TunnelDriver] = {}
+        self.active: str | None = None  # protocol of the tunnel in use
+        self.plan: RoutingPlan | None = None
+
+    def _driver(self, protocol: str) -> TunnelDriver:
+        if protocol not in self._drivers:
+            assert self.tunnels is not None
+            self._drivers[protocol] = self.tunnels(protocol)
+        return self._drivers[protocol]
+
+    def settings(self, ctx: PassContext) -> tuple[str, str]:
+        cfg = ctx.snap.network_config
+        mode = self.mode or (cfg.routing_mode if cfg else "native")
+        protocol = self.protocol or (cfg.tunnel_protocol if cfg else "vxlan")
+        return mode, protocol
+
+    def pod_mtu(self) -> int | None:
+        """The MTU pods of this node must use while a tunnel is active (None: underlay's)."""
+        return self._drivers[self.active].mtu() if self.active else None
+
+    def reconcile(self, ctx: PassContext) -> None:
+        mode, protocol = self.settings(ctx)
+        received: list[Route] = []
+        for sp in self.speakers().values():
+            received.extend(sp.received())
+        errors: list[str] = []
+        node = ctx.snap.nodes.get(ctx.node)
+        v4 = [a for a in (node.addresses if node else ()) if a.version == 4]
+        local = v4[0] if v4 else None
+        assert local is None or isinstance(local, ipaddress.IPv4Address)
+        want: str | None = None
+        if mode != "native":
+            if self.tunnels is None:
+                errors.append(f"routing mode {mode}: no tunnel datapath configured")
+            elif local is None:
+                errors.append(f"routing mode {mode}: node {ctx.node} has no IPv4 InternalIP")
+            else:
+                want = protocol
+        driver = self._driver(want) if want else None
+        segments = self.links.connected() if self.links is not None else set()
+        plan = plan_routing(ctx.snap, ctx.node, received, mode,
+                            driver.layout if driver else None, segments)
+        if driver is not None and local is not None:
+            errors.extend(driver.sync(local, plan.peers))
+        _, _, route_errors = sync_routes(self.routes, set(plan.routes))
+        errors.extend(route_errors)
+        if self.active is not None and self.active != want:
+            try:
+                self._drivers[self.active].teardown(local)
+                log.info("event=tunnel_down protocol=%s", self.active)
+            except Exception as e:
+                errors.append(f"tunnel {self.active}: teardown: {e}")
+        if want is not None and self.active != want:
+            log.info("event=tunnel_up protocol=%s dev=%s", want, self._driver(want).layout.dev)
+        self.active = want
+        self.plan = plan
+        for msg in errors:
+            log.warning("event=routing_error msg=%r", msg)
+        if errors:
+            ctx.errors[self.name] = "; ".join(errors)
+
+    def close(self) -> None:
+        """Drop handles; routes, links and tunnel programs stay in place."""
+        for d in self._drivers.values():
+            d.close()

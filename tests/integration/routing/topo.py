@@ -1,0 +1,176 @@
+"""Two nodes on different subnets behind a router that does not know pod CIDRs, one pod
+per node: network namespaces named rrt<tag>…, removed by `teardown` (also after a
+failed build). Each node can run a RoutingReconciler against its own namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from bgp.fake import FakeSpeaker
+from controller.kernel.links import NetlinkLinks
+from controller.kernel.routes import NetlinkRoutes
+from controller.reconcile.loop import PassContext
+from controller.reconcile.routing import RoutingReconciler, default_tunnels
+from controller.store import Snapshot
+from tests.unit.routing.cluster import cluster, learned_speaker
+
+UNDERLAY = {"n1": ("10.231.1.2", "10.231.1.1"), "n2": ("10.231.2.2", "10.231.2.1")}
+POD_CIDR = {"n1": "10.232.1.0/24", "n2": "10.232.2.0/24"}
+POD_IP = {"n1": "10.232.1.10", "n2": "10.232.2.10"}
+
+
+def sh(*args: str, check: bool = True) -> str:
+    r = subprocess.run(list(args), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def nsx(ns: str, *args: str, check: bool = True) -> str:
+    return sh("ip", "netns", "exec", ns, *args, check=check)
+
+
+@dataclass
+class Node:
+    name: str
+    ns: str
+    pod_ns: str
+    speaker: FakeSpeaker = field(default_factory=learned_speaker)
+    reconciler: RoutingReconciler | None = None
+
+    def start(self, mode: str, protocol: str, datapath: str = "auto") -> RoutingReconciler:
+        self.stop()
+        links = NetlinkLinks(netns=self.ns)
+        self.reconciler = RoutingReconciler(
+            NetlinkRoutes(netns=self.ns), links, lambda: {"tor": self.speaker},
+            default_tunnels(links, datapath, netns=self.ns), mode, protocol)
+        return self.reconciler
+
+    def reconcile(self, snap: Snapshot) -> PassContext:
+        assert self.reconciler is not None
+        ctx = PassContext(snap, self.name)
+        self.reconciler.reconcile(ctx)
+        return ctx
+
+    def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.close()
+            self.reconciler = None
+
+    def link_stats(self, dev: str) -> tuple[int, int]:
+        """(rx_packets, tx_packets) of a device in the node."""
+        doc = json.loads(nsx(self.ns, "ip", "-s", "-j", "link", "show", dev))
+        s = doc[0]["stats64"]
+        return int(s["rx"]["packets"]), int(s["tx"]["packets"])
+
+
+class Topo:
+    def __init__(self, tag: str | None = None) -> None:
+        self.tag = tag or f"rrt{os.getpid() % 1000000}"
+        self.router = f"{self.tag}r"
+        self.nodes = {n: Node(n, f"{self.tag}{n}", f"{self.tag}p{n[-1]}") for n in UNDERLAY}
+        self.made: list[str] = []
+
+    def snapshot(self, mode: str, protocol: str) -> Snapshot:
+        return cluster({n: (UNDERLAY[n][0], [POD_CIDR[n]]) for n in UNDERLAY}, mode, protocol)
+
+    def _ns(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.made.append(name)
+        nsx(name, "ip", "link", "set", "lo", "up")
+
+    def build(self, pod_mtu: int = 1450) -> Topo:
+        try:
+            self._build(pod_mtu)
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def _build(self, pod_mtu: int) -> None:
+        r = self.router
+        self._ns(r)
+        nsx(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for i, (name, node) in enumerate(self.nodes.items(), start=1):
+            ip, gw = UNDERLAY[name]
+            self._ns(node.ns)
+            self._ns(node.pod_ns)
+            n = node.ns
+            nsx(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            sh("ip", "link", "add", "u0", "netns", n, "type", "veth", "peer", f"r{i}", "netns", r)
+            nsx(n, "ip", "addr", "add", f"{ip}/24", "dev", "u0")
+            nsx(r, "ip", "addr", "add", f"{gw}/24", "dev", f"r{i}")
+            nsx(n, "ip", "link", "set", "u0", "up")
+            nsx(r, "ip", "link", "set", f"r{i}", "up")
+            nsx(n, "ip", "route", "add", "default", "via", gw)
+            p = node.pod_ns
+            sh("ip", "link", "add", "eth0", "netns", p, "mtu", str(pod_mtu), "type", "veth",
+               "peer", "pod0", "netns", n, "mtu", str(pod_mtu))
+            nsx(n, "sysctl", "-qw", "net.ipv4.conf.pod0.proxy_arp=1")
+            nsx(n, "ip", "link", "set", "pod0", "up")
+            nsx(n, "ip", "route", "add", f"{POD_IP[name]}/32", "dev", "pod0")
+            nsx(p, "ip", "addr", "add", f"{POD_IP[name]}/32", "dev", "eth0")
+            nsx(p, "ip", "link", "set", "eth0", "up")
+            nsx(p, "ip", "route", "add", "169.254.1.1/32", "dev", "eth0")
+            nsx(p, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+
+    def set_pod_mtu(self, mtu: int) -> None:
+        for node in self.nodes.values():
+            nsx(node.pod_ns, "ip", "link", "set", "eth0", "mtu", str(mtu))
+            nsx(node.ns, "ip", "link", "set", "pod0", "mtu", str(mtu))
+
+    def router_knows_pods(self, on: bool) -> None:
+        for name in self.nodes:
+            verb = "replace" if on else "del"
+            nsx(self.router, "ip", "route", verb, POD_CIDR[name], "via", UNDERLAY[name][0],
+                check=on)
+
+    def ping(self, src: str, dst: str, count: int = 3, interval: float = 0.2,
+             timeout: int = 2) -> tuple[int, int]:
+        """(sent, received) from the pod on src to the pod on dst."""
+        out = nsx(self.nodes[src].pod_ns, "ping", "-n", "-q", "-c", str(count), "-i",
+                  str(interval), "-W", str(timeout), POD_IP[dst], check=False)
+        for line in out.splitlines():
+            if "packets transmitted" in line:
+                parts = line.split(",")
+                return int(parts[0].split()[0]), int(parts[1].split()[0])
+        return count, 0
+
+    def router_counter(self) -> dict[str, int]:
+        """Packets the router forwarded: UDP 6081, UDP 8472, and anything else."""
+        doc = json.loads(nsx(self.router, "nft", "-j", "list", "table", "inet", "rrt"))
+        out: dict[str, int] = {}
+        for item in doc["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                name = rule.get("comment", "")
+                for e in rule["expr"]:
+                    if "counter" in e:
+                        out[name] = int(e["counter"]["packets"])
+        return out
+
+    def install_router_counters(self) -> None:
+        script = """
+table inet rrt {
+  chain rrcount {
+    type filter hook forward priority 0; policy accept;
+    udp dport 6081 counter comment "geneve"
+    udp dport 8472 counter comment "vxlan"
+    ip saddr 10.232.0.0/16 counter comment "native"
+  }
+}
+"""
+        subprocess.run(["ip", "netns", "exec", self.router, "nft", "-f", "-"], input=script,
+                       text=True, check=True, capture_output=True)
+
+    def teardown(self) -> None:
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                node.stop()
+        for name in reversed(self.made):
+            sh("ip", "netns", "del", name, check=False)
+        self.made.clear()

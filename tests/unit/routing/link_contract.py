@@ -1,0 +1,68 @@
+"""The LinkPort contract: run against the fake (unit) and netlink in a netns (integration).
+
+The real port needs an underlay device `u0` holding 10.77.0.1/24 (MTU 1500) and no
+owned (rr.*) links at the start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+
+from controller.desired.routes import vtep_mac
+from controller.kernel.links import LinkPort, Vtep, VxlanLink
+
+LOCAL = ipaddress.IPv4Address("10.77.0.1")
+V4 = ipaddress.IPv4Address
+LINK = VxlanLink("rr.vxlan", 1, 8472, LOCAL, vtep_mac(LOCAL), 1450)
+E1 = Vtep(vtep_mac(V4("10.78.0.2")), V4("10.78.0.2"), V4("10.244.2.0"))
+E2 = Vtep(vtep_mac(V4("10.79.0.3")), V4("10.79.0.3"), V4("10.244.3.0"))
+
+
+def check_underlay(port: LinkPort) -> None:
+    u = port.underlay(LOCAL)
+    assert u is not None and u.name == "u0" and u.mtu == 1500
+    assert port.underlay(V4("10.1.2.3")) is None
+    assert ipaddress.ip_network("10.77.0.0/24") in port.connected()
+
+
+def check_vxlan_lifecycle(port: LinkPort) -> None:
+    assert port.links() == set()
+    assert port.vxlan("rr.vxlan") is None
+    port.ensure_vxlan(LINK)
+    port.ensure_vxlan(LINK)  # idempotent
+    assert port.vxlan("rr.vxlan") == LINK
+    assert port.links() == {"rr.vxlan"}
+    port.add_vtep("rr.vxlan", E1)
+    port.add_vtep("rr.vxlan", E2)
+    port.add_vtep("rr.vxlan", E1)
+    assert port.vteps("rr.vxlan") == {E1, E2}
+    port.del_vtep("rr.vxlan", E1)
+    port.del_vtep("rr.vxlan", E1)  # idempotent
+    assert port.vteps("rr.vxlan") == {E2}
+    smaller = dataclasses.replace(LINK, mtu=1400)
+    port.ensure_vxlan(smaller)  # in place: entries stay
+    assert port.vxlan("rr.vxlan") == smaller and port.vteps("rr.vxlan") == {E2}
+    other = dataclasses.replace(LINK, vni=7)
+    port.ensure_vxlan(other)  # recreated: entries go with the old link
+    assert port.vxlan("rr.vxlan") == other and port.vteps("rr.vxlan") == set()
+    port.delete("rr.vxlan")
+    port.delete("rr.vxlan")
+    assert port.links() == set() and port.vteps("rr.vxlan") == set()
+
+
+def check_plain_and_ownership(port: LinkPort) -> None:
+    idx = port.ensure_plain("rr.tun", 1450)
+    assert isinstance(idx, int) and idx > 0
+    assert port.ensure_plain("rr.tun", 1400) == idx
+    assert port.links() == {"rr.tun"} and port.vxlan("rr.tun") is None
+    assert ipaddress.ip_network("10.77.0.0/24") in port.connected()
+    for bad in ("u0", "vxlan0"):
+        with pytest.raises(ValueError, match="rr"):
+            port.delete(bad)
+        with pytest.raises(ValueError, match="rr"):
+            port.ensure_plain(bad, 1500)
+    port.delete("rr.tun")
+    assert port.links() == set()

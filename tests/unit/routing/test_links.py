@@ -1,0 +1,63 @@
+"""The fake LinkPort passes the contract; the kernel VXLAN driver keeps its entries."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from controller.desired.routes import TunnelPeer
+from controller.kernel.links import FakeLinks, Underlay, Vtep
+from controller.kernel.tunnels import KernelVxlan
+from tests.unit.routing.link_contract import (
+    LOCAL,
+    check_plain_and_ownership,
+    check_underlay,
+    check_vxlan_lifecycle,
+)
+
+V4 = ipaddress.IPv4Address
+N4 = ipaddress.IPv4Network
+
+
+def fake() -> FakeLinks:
+    return FakeLinks({LOCAL: Underlay("u0", 2, 1500)}, {ipaddress.ip_network("10.77.0.0/24")})
+
+
+def test_fake_underlay() -> None:
+    check_underlay(fake())
+
+
+def test_fake_vxlan_lifecycle() -> None:
+    check_vxlan_lifecycle(fake())
+
+
+def test_fake_plain_and_ownership() -> None:
+    check_plain_and_ownership(fake())
+
+
+def peer(n: int) -> TunnelPeer:
+    ip = V4(f"10.78.0.{n}")
+    return TunnelPeer(f"n{n}", ip, f"02:72:0a:4e:00:{n:02x}", V4(f"10.244.{n}.0"),
+                      (N4(f"10.244.{n}.0/24"),))
+
+
+def test_kernel_vxlan_driver_sync() -> None:
+    links = fake()
+    d = KernelVxlan(links)
+    assert d.sync(LOCAL, [peer(2), peer(3)]) == []
+    link = links.vxlan("rr.vxlan")
+    assert link is not None and (link.vni, link.port, link.mtu) == (1, 8472, 1450)
+    assert link.mac == "02:72:0a:4d:00:01" and d.mtu() == 1450
+    assert links.vteps("rr.vxlan") == {
+        Vtep("02:72:0a:4e:00:02", V4("10.78.0.2"), V4("10.244.2.0")),
+        Vtep("02:72:0a:4e:00:03", V4("10.78.0.3"), V4("10.244.3.0")),
+    }
+    assert d.sync(LOCAL, [peer(3)]) == []
+    assert {v.remote for v in links.vteps("rr.vxlan")} == {V4("10.78.0.3")}
+    d.teardown(LOCAL)
+    assert links.links() == set() and d.mtu() is None
+
+
+def test_kernel_vxlan_driver_without_underlay_reports() -> None:
+    d = KernelVxlan(FakeLinks())
+    errs = d.sync(LOCAL, [peer(2)])
+    assert errs and "10.77.0.1" in errs[0]

@@ -1,0 +1,108 @@
+"""RoutingReconciler against fakes: modes from the cluster config or pinned, hybrid
+switch-over both ways as learned routes come and go, tunnel teardown, errors."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from bgp.fake import FakeSpeaker
+from controller.kernel.links import FakeLinks, Underlay
+from controller.kernel.routes import FakeRoutes, KernelRoute
+from controller.kernel.tunnels import FakeTunnel, KernelVxlan, TunnelDriver
+from controller.reconcile.loop import PassContext
+from controller.reconcile.routing import RoutingReconciler
+from controller.store import Snapshot
+from tests.unit.routing.cluster import cluster, forget, learn, learned_speaker
+
+N = ipaddress.ip_network
+A = ipaddress.ip_address
+NODES = {"n1": ("10.0.1.2", ["10.244.1.0/24"]), "n2": ("10.0.2.2", ["10.244.2.0/24"])}
+NATIVE = KernelRoute(N("10.244.2.0/24"), (A("10.0.1.1"),))
+VIA_VX = KernelRoute(N("10.244.2.0/24"), (A("10.244.2.0"),), "rr.vxlan", onlink=True)
+
+
+def run(r: RoutingReconciler, snap: Snapshot) -> PassContext:
+    ctx = PassContext(snap, "n1")
+    r.reconcile(ctx)
+    return ctx
+
+
+def setup() -> tuple[FakeRoutes, FakeLinks, RoutingReconciler, FakeSpeaker]:
+    routes = FakeRoutes()
+    links = FakeLinks({ipaddress.IPv4Address("10.0.1.2"): Underlay("u0", 2, 1500)})
+    sp = learned_speaker()
+    r = RoutingReconciler(routes, links, lambda: {"tor": sp})
+    return routes, links, r, sp
+
+
+def test_mode_from_cluster_config_native_then_tunnel() -> None:
+    routes, links, r, sp = setup()
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    assert run(r, cluster(NODES, "native")).errors == {}
+    assert routes.list() == {NATIVE} and links.links() == set()
+    assert r.pod_mtu() is None
+    assert run(r, cluster(NODES, "tunnel")).errors == {}
+    assert routes.list() == {VIA_VX} and links.links() == {"rr.vxlan"}
+    assert r.pod_mtu() == 1450
+    assert run(r, cluster(NODES, "native")).errors == {}
+    assert routes.list() == {NATIVE} and links.links() == set()
+
+
+def test_hybrid_switch_over_both_ways() -> None:
+    routes, links, r, sp = setup()
+    snap = cluster(NODES, "hybrid")
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    run(r, snap)
+    assert routes.list() == {NATIVE}
+    assert len(links.vteps("rr.vxlan")) == 1  # the tunnel stands by
+    forget(sp, "10.244.2.0/24")
+    run(r, snap)
+    assert routes.list() == {VIA_VX}
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    run(r, snap)
+    assert routes.list() == {NATIVE}
+    assert r.plan is not None and r.plan.tunneled == frozenset()
+
+
+def test_pinned_mode_and_protocol_switch_tears_old_tunnel_down() -> None:
+    made: dict[str, FakeTunnel] = {}
+
+    def factory(protocol: str) -> TunnelDriver:
+        made[protocol] = FakeTunnel()
+        return made[protocol]
+
+    routes = FakeRoutes()
+    r = RoutingReconciler(routes, FakeLinks(), tunnels=factory, mode="tunnel")
+    run(r, cluster(NODES, "native", "vxlan"))
+    assert made["vxlan"].up and [p.node for p in made["vxlan"].peers] == ["n2"]
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), dev="rr.fake")}
+    run(r, cluster(NODES, "native", "geneve"))
+    assert made["geneve"].up and not made["vxlan"].up
+
+
+def test_tunnel_errors_are_reported_and_routes_still_synced() -> None:
+    bad = FakeTunnel(fail=True)
+    routes = FakeRoutes()
+    r = RoutingReconciler(routes, FakeLinks(), tunnels=lambda p: bad, mode="tunnel")
+    ctx = run(r, cluster(NODES))
+    assert "fake tunnel failure" in ctx.errors["routing"]
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), dev="rr.fake")}
+
+
+def test_tunnel_needs_a_node_address() -> None:
+    r = RoutingReconciler(FakeRoutes(), FakeLinks(), tunnels=lambda p: FakeTunnel(),
+                          mode="tunnel")
+    snap = cluster({"n1": ("fd00::1", ["10.244.1.0/24"]), "n2": NODES["n2"]})
+    assert "no IPv4 InternalIP" in run(r, snap).errors["routing"]
+
+
+def test_kernel_vxlan_by_default_and_bad_settings_refused() -> None:
+    routes, links, r, _ = setup()
+    run(r, cluster(NODES, "tunnel", "vxlan"))
+    assert isinstance(r._drivers["vxlan"], KernelVxlan)
+    with pytest.raises(ValueError, match="routing mode"):
+        RoutingReconciler(routes, links, mode="overlay")
+    with pytest.raises(ValueError, match="tunnel protocol"):
+        RoutingReconciler(routes, links, protocol="gre")
