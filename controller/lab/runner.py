@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bpf.progpin import pinned_programs
 from controller.lab.frr import FrrRouter
 from controller.lab.leftovers import kill_leftover_speakers
 from controller.lab.netns import LabError, Netns, run_cmd, veth, wait_for
@@ -39,6 +40,7 @@ from controller.status import read_operator
 log = logging.getLogger("rackroute.lab")
 
 STATE_DIR = Path("/run/rackroute-lab")
+PIN_ROOT = Path("/sys/fs/bpf/rackroute-lab")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFESTS = REPO / "examples" / "frr-lab" / "manifests"
 
@@ -88,12 +90,12 @@ class LabRunner:
     def _spawn(self, role: str, ns: Netns | None, argv: list[str]) -> int:
         assert self.state is not None
         logf = open(self.dir / f"{role}.log", "ab")  # noqa: SIM115 (owned by the child)
-        full = ns.argv(argv) if ns else argv
+        full = in_netns(ns.name, argv) if ns else argv
         p = subprocess.Popen(full, stdout=logf, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, cwd=str(REPO), start_new_session=True)
         logf.close()
         time.sleep(0.05)
-        # `ip netns exec` execs the command: the PID stays the same
+        # nsenter and `ip netns exec` exec the command: the PID stays the same
         self.state.pids[role] = p.pid
         self.state.cmdlines[role] = _cmdline(p.pid) or " ".join(full)
         self.state.save(self.dir)
@@ -164,8 +166,12 @@ class LabRunner:
             self._spawn(f"agent-{n.name}", Netns(n.ns), [
                 *self._rackroute(), "agent", "--node", n.name, "--manifests", str(mdir),
                 "--speaker", speaker, "--state-dir", str(self.dir / "state" / n.name),
-                "--import-routes", "--resync", "10",
+                "--import-routes", "--resync", "10", "--metrics-port", "0",
+                "--datapath", "--uplink", "eth0", "--bpf-pin-root", str(PIN_ROOT),
             ])
+        for n in topo.nodes:  # pods need the pinned programs of their node's datapath
+            wait_for(lambda n=n: pinned_programs(PIN_ROOT / n.name), 90, 0.2,  # type: ignore[misc]
+                     f"datapath of {n.name} (log: {self.dir}/agent-{n.name}.log)")
         # pods, through the CNI plugin, and their HTTP servers
         for i, pod in enumerate(topo.pods):
             pns = self._netns(pod.ns(i))
@@ -186,6 +192,7 @@ class LabRunner:
             "podCIDRs": cidrs,
             "mtu": 1500,
             "dataDir": str(self.dir / "cni" / node),
+            "bpf": {"pinDir": str(PIN_ROOT / node)},
         }
 
     def _cni_add(self, topo: Topology, pod: str, node: str, ip: str, pns: Netns,
@@ -200,7 +207,7 @@ class LabRunner:
             "CNI_PATH": str(Path(sys.executable).parent),
         })
         cni = str(Path(sys.executable).parent / "rackroute-cni")
-        argv = Netns(topo.node(node).ns).argv([cni])
+        argv = in_netns(topo.node(node).ns, [cni])
         res = subprocess.run(argv, input=json.dumps(self.cni_conf(node, mdir)), env=env,
                              capture_output=True, text=True, timeout=30, check=False)
         if res.returncode != 0:
@@ -235,6 +242,9 @@ class LabRunner:
                 done.append(f"stopped a speaker left behind (pid {pid})")
             if st.frr_dir:
                 shutil.rmtree(st.frr_dir, ignore_errors=True)
+        if PIN_ROOT.is_dir():  # the pins only; maps and programs go with their last user
+            shutil.rmtree(PIN_ROOT, ignore_errors=True)
+            done.append(f"removed pins {PIN_ROOT}")
         for name in sorted(_netns_names()):
             if name.startswith(PREFIX):
                 Netns(name).delete()
@@ -271,6 +281,15 @@ class LabRunner:
 
     def exec(self, name: str, argv: list[str]) -> int:
         return subprocess.call(Netns(self.namespace_of(name)).argv(argv))
+
+
+def in_netns(ns: str, argv: list[str]) -> list[str]:
+    """`argv` run in network namespace `ns` only.
+
+    Unlike `ip netns exec`, nsenter keeps the mount namespace, so /sys/fs/bpf (the pinned
+    maps and programs the agents and the CNI plugin share) stays the host's.
+    """
+    return ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
 
 
 def _netns_names() -> list[str]:
