@@ -1,0 +1,289 @@
+"""R5 (control-plane half): Service created -> LB IP allocated -> route in the ToR's kernel.
+
+The operator (`rackroute operator`) and the agent (tests/bench/r5_agent.py, GoBGP) run as
+processes with a 20 ms manifest poll. One round writes a new Service (+ EndpointSlice on
+the node) into the manifest directory and waits until its /32 is in the ToR's kernel
+(seen by `ip -n <tor> monitor route`). The floor, measured alternately in the same run:
+an FRR peer with `redistribute kernel` learns a route added with `ip route add` in its
+namespace, and the ToR's kernel gets it. The split: the operator's allocation time is the
+mtime of `.status/operator.yaml` when the service's IP first appears in it.
+
+Topology (namespaces `rrv<run id>5<x>`, deleted at the end):
+
+    n: agent (gobgpd) 10.58.0.11 AS 65011 ─┐
+    f: FRR peer       10.58.0.13 AS 65013 ─┤ br0 in t: FRR ToR 10.58.0.1 AS 65000
+
+Run: `python -m tests.bench r5` (env R5_ROUNDS, default 24 measured + 1 warm-up).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.lab.frr import BgpConfig, FrrRouter, Neighbor
+from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.netns import Lab, run_cmd, run_id, veth, wait_for
+from controller.status import read_yaml, status_dir
+from tests.bench.common import save, table
+
+TOR = "10.58.0.1"
+POLL = 0.02
+WAIT = 30.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base_docs() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
+         "metadata": {"name": "default"},
+         "spec": {"ipam": {"clusterPoolIPv4PodCIDRList": ["10.244.0.0/16"],
+                           "clusterPoolIPv4MaskSize": 24}}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPClusterConfig",
+         "metadata": {"name": "tor"},
+         "spec": {"bgpInstances": [{"name": "tor", "localASN": 65011, "localPort": 179,
+                                    "peers": [{"name": "tor", "peerAddress": TOR,
+                                               "peerASN": 65000,
+                                               "peerConfigRef": {"name": "default"}}]}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPPeerConfig",
+         "metadata": {"name": "default"},
+         "spec": {"timers": {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3,
+                             "connectRetryTimeSeconds": 1},
+                  "gracefulRestart": {"enabled": True},
+                  "families": [{"afi": "ipv4", "safi": "unicast",
+                                "advertisements": {"matchLabels": {"adv": "yes"}}}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPAdvertisement",
+         "metadata": {"name": "lb", "labels": {"adv": "yes"}},
+         "spec": {"advertisements": [
+             {"advertisementType": "Service", "service": {"addresses": ["LoadBalancerIP"]},
+              "selector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}}]}},
+        {"apiVersion": "rackroute.io/v1alpha1", "kind": "LoadBalancerIPPool",
+         "metadata": {"name": "pool"}, "spec": {"blocks": [{"cidr": "198.51.100.0/24"}]}},
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+         "status": {"addresses": [{"type": "InternalIP", "address": "10.58.0.11"}]}},
+    ]
+
+
+def service_docs(name: str) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": name, "namespace": "bench",
+                      "creationTimestamp": "2026-01-01T00:00:00Z"},
+         "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": f"{name}-1", "namespace": "bench",
+                      "labels": {"kubernetes.io/service-name": name}},
+         "addressType": "IPv4",
+         "endpoints": [{"addresses": ["10.244.0.9"], "nodeName": "n1"}],
+         "ports": [{"port": 80}]},
+    ]
+
+
+class Monitor:
+    """`ip monitor route` in the ToR: the first time each BGP /32 is added."""
+
+    def __init__(self, ns: str) -> None:
+        self.proc = subprocess.Popen(["ip", "-n", ns, "-4", "monitor", "route"],
+                                     stdout=subprocess.PIPE, text=True)
+        self.seen: queue.Queue[tuple[str, float]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            t = time.time()
+            if line.startswith("Deleted") or "proto bgp" not in line:
+                continue
+            self.seen.put((line.split()[0], t))
+
+    def wait(self, prefix: str) -> float:
+        deadline = time.monotonic() + WAIT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{prefix} never reached the ToR's kernel")
+            try:
+                dst, t = self.seen.get(timeout=left)
+            except queue.Empty:
+                continue
+            if dst == prefix:
+                return t
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+class StatusWatch:
+    """Polls .status/operator.yaml: when each service's IP first appears (file mtime)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = status_dir(root) / "operator.yaml"
+        self.alloc: dict[str, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        last = 0
+        while not self._stop.wait(0.002):
+            try:
+                m = self.path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if m == last:
+                continue
+            last = m
+            for key, svc in read_yaml(self.path).get("services", {}).items():
+                if svc.get("ingress") and key not in self.alloc:
+                    with self._lock:
+                        self.alloc[key] = (svc["ingress"][0], m / 1e9)
+
+    def get(self, key: str) -> tuple[str, float]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self._lock:
+                if key in self.alloc:
+                    return self.alloc[key]
+            time.sleep(0.002)
+        raise RuntimeError(f"no allocation for {key}")
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    return {"p50": statistics.median(xs), "p99": pct(xs, 0.99), "min": min(xs), "max": max(xs)}
+
+
+def main() -> None:
+    rounds = int(os.environ.get("R5_ROUNDS", "24"))
+    lab = Lab(f"rrv{run_id()}5")
+    tmp = Path(tempfile.mkdtemp(prefix="rrv-r5-"))
+    root = tmp / "manifests"
+    root.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    mon: Monitor | None = None
+    watch: StatusWatch | None = None
+    svc: list[float] = []
+    alloc: list[float] = []
+    announce: list[float] = []
+    floor: list[float] = []
+    started = time.monotonic()
+    try:
+        tor_ns = lab.netns("t")
+        tor_ns.add_bridge("br0")
+        tor_ns.add_address("br0", f"{TOR}/24")
+        node = lab.netns("n")
+        peer = lab.netns("f")
+        for ns, x, addr in ((node, "n", "10.58.0.11"), (peer, "f", "10.58.0.13")):
+            veth(ns, "eth0", tor_ns, f"port{x}", master="br0")
+            ns.add_address("eth0", f"{addr}/24")
+        tor = FrrRouter(tor_ns, BgpConfig(asn=65000, router_id=TOR,
+                                          listen_ranges=("10.58.0.0/24",)))
+        lab.defer(tor.close)
+        tor.start()
+        tor.add_neighbor(Neighbor(address="10.58.0.11", peer_group="NODES"))
+        frr = FrrRouter(peer, BgpConfig(asn=65013, router_id="10.58.0.13", hostname="peer",
+                                        neighbors=(Neighbor(address=TOR, remote_as="65000"),)))
+        lab.defer(frr.close)
+        frr.start()
+        frr.configure("address-family ipv4 unicast", "redistribute kernel")
+
+        (root / "00-base.yaml").write_text(yaml.safe_dump_all(base_docs()))
+        logs = open(tmp / "processes.log", "wb")  # noqa: SIM115
+        lab.defer(logs.close)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "operator", "--manifests", str(root),
+             "--interval", str(POLL)], stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
+        procs.append(node.popen(
+            [sys.executable, "-m", "tests.bench.r5_agent", "n1", str(root),
+             str(tmp / "state"), str(POLL)], stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
+        for addr in ("10.58.0.11", "10.58.0.13"):
+            wait_for(lambda a=addr: tor.neighbor_state(a) == "Established",  # type: ignore[misc]
+                     60, 0.2, f"ToR session with {addr}")
+        mon = Monitor(tor_ns.name)
+        watch = StatusWatch(root)
+        time.sleep(1.0)
+
+        for i in range(rounds + 1):
+            # A: a new Service in the manifest directory (written whole, then renamed in)
+            name = f"svc-{i:03d}"
+            staged = tmp / f"{name}.yaml"
+            staged.write_text(yaml.safe_dump_all(service_docs(name)))
+            t0 = time.time()
+            os.replace(staged, root / f"50-{name}.yaml")
+            ip, t_alloc = watch.get(f"bench/{name}")
+            t_kernel = mon.wait(f"{ip}")
+            # B: the floor, an FRR peer learning a kernel route
+            pfx = f"203.0.113.{i}"
+            t1 = time.time()
+            run_cmd(["ip", "-n", peer.name, "route", "add", "blackhole", f"{pfx}/32",
+                     "proto", "static"])
+            t_floor = mon.wait(pfx)
+            warm = " (warm-up)" if i == 0 else ""
+            print(f"round {i}{warm}: service {ip} {1e3 * (t_kernel - t0):.1f} ms "
+                  f"(alloc {1e3 * (t_alloc - t0):.1f}, announce->kernel "
+                  f"{1e3 * (t_kernel - t_alloc):.1f}); floor {1e3 * (t_floor - t1):.1f} ms",
+                  flush=True)
+            if i > 0:
+                svc.append(t_kernel - t0)
+                alloc.append(t_alloc - t0)
+                announce.append(t_kernel - t_alloc)
+                floor.append(t_floor - t1)
+    finally:
+        if watch:
+            watch.close()
+        if mon:
+            mon.close()
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        kill_leftover_speakers(tmp)
+        lab.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    st = {"service": summary(svc), "operator_alloc": summary(alloc),
+          "alloc_to_kernel": summary(announce), "floor_frr": summary(floor)}
+    ratio = [a / b for a, b in zip(svc, floor, strict=True)]
+    st["ratio_service_over_floor"] = summary(ratio)
+    p50r = st["service"]["p50"] / st["floor_frr"]["p50"]
+    rows = [[k, *(f"{1e3 * v[q]:.1f}" for q in ("p50", "p99", "min", "max"))]
+            for k, v in st.items() if k != "ratio_service_over_floor"]
+    rows.append(["per-round ratio service/floor",
+                 *(f"{st['ratio_service_over_floor'][q]:.2f}x"
+                   for q in ("p50", "p99", "min", "max"))])
+    print(f"\nR5: {rounds} services created one after another (after a warm-up), each "
+          f"followed by a floor measurement; poll {1e3 * POLL:.0f} ms; run took {elapsed:.0f} s")
+    print(table(["ms", "p50", "p99", "min", "max"], rows))
+    print(f"goal p50 <= 2x floor: {'met' if p50r <= 2 else 'NOT met'} "
+          f"(p50 service / p50 floor = {p50r:.2f}x)")
+    path = save("r5", {"benchmark": "R5", "rounds": rounds, "warmup": 1, "poll_s": POLL,
+                       "unit": "seconds",
+                       "samples": {"service": svc, "operator_alloc": alloc,
+                                   "alloc_to_kernel": announce, "floor_frr": floor},
+                       "stats": st, "p50_ratio": p50r, "goal": {"p50_over_floor_max": 2.0},
+                       "elapsed_s": elapsed})
+    print(f"wrote {path}")
