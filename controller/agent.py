@@ -18,6 +18,7 @@ from typing import Any
 
 from bgp.speaker import Speaker, logfmt
 from controller.bgpstatus import node_status
+from controller.datapath_setup import DatapathSettings
 from controller.metrics import AgentMetrics
 from controller.reconcile.bgp import BGPReconciler
 from controller.reconcile.loop import Loop, Reconciler
@@ -39,6 +40,7 @@ class AgentConfig:
     status_interval: float = 1.0
     poll_interval: float = 0.2
     import_routes: bool = False  # install learned routes into the kernel
+    datapath: DatapathSettings | None = None  # eBPF service LB on this node
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_datapath: str = "auto"  # VXLAN: kernel device (auto|kernel) or eBPF (ebpf)
@@ -72,6 +74,13 @@ class Agent:
         self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
         self.bgp = BGPReconciler(factory or speaker_factory(cfg.speaker, cfg.state_dir))
         first: list[Reconciler] = []
+        datapath: list[Reconciler] = []
+        self.datapath: Any = None
+        if cfg.datapath is not None:
+            from controller.datapath_setup import start_datapath
+
+            self.datapath, rec = start_datapath(cfg.datapath)
+            datapath.append(rec)
         if cfg.import_routes or cfg.routing_mode is not None:
             from controller.kernel.links import NetlinkLinks
             from controller.kernel.routes import NetlinkRoutes
@@ -88,7 +97,8 @@ class Agent:
                     cfg.tunnel_protocol,
                 )
             )
-        self.loop = Loop(self.store, cfg.node, [*first, *cfg.extra, self.bgp], cfg.resync)
+        order = [*first, *datapath, *cfg.extra, self.bgp]
+        self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
         self._last_status: dict[str, Any] | None = None
 
@@ -152,4 +162,6 @@ class Agent:
             for t in threads:
                 t.join(timeout=2)
             self.loop.close()
+            if self.datapath is not None:
+                self.datapath.close()  # programs and pinned maps stay in the kernel
             log.info(logfmt("agent_stop", node=self.cfg.node))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 def cmd_agent(args: argparse.Namespace) -> int:
     from controller.agent import Agent, AgentConfig
     from controller.cli import stop_event
+    from controller.datapath_setup import DatapathSettings
 
     cfg = AgentConfig(
         node=args.node,
@@ -29,6 +30,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         resync=args.resync,
         import_routes=args.import_routes,
+        datapath=DatapathSettings(args.bpf_instance or args.node, args.uplink,
+                                  Path(args.bpf_pin_root)) if args.datapath else None,
     )
     if not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
@@ -145,6 +148,11 @@ def register(sub: Sub) -> None:  # noqa: F821
         action="store_true",
         help="install routes learned over BGP into the kernel (native routing)",
     )
+    ag.add_argument("--datapath", action="store_true",
+                    help="load the eBPF service load balancer (kube-proxy replacement)")
+    ag.add_argument("--uplink", default="eth0", help="the node's uplink interface")
+    ag.add_argument("--bpf-pin-root", default="/sys/fs/bpf/rackroute")
+    ag.add_argument("--bpf-instance", help="pin directory name (default: the node name)")
     ag.set_defaults(func=cmd_agent)
 
     bgp = sub.add_parser("bgp", help="BGP sessions and routes")

@@ -32,6 +32,7 @@ class DatapathSettings:
     instance: str
     uplink: str = "eth0"
     pin_root: Path = DEFAULT_PIN_ROOT
+    drain: float = 2.0  # seconds an entry keeps serving after its prefix is withdrawn
 
 
 def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
@@ -70,4 +71,4 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted)))
-    return dp, DatapathReconciler(syncer, node_addresses=[addr])
+    return dp, DatapathReconciler(syncer, node_addresses=[addr], drain=s.drain)

@@ -86,6 +86,7 @@ class BgpConfig:
     neighbors: tuple[Neighbor, ...] = ()
     networks: tuple[str, ...] = ()  # prefixes this router originates
     group_password: str | None = field(default=None, repr=False)
+    group_next_hop_self: bool = False
     bfd: bool = False
 
     def render(self) -> str:
@@ -116,6 +117,8 @@ class BgpConfig:
         for fam in ("ipv4", "ipv6"):
             lines.append(f" address-family {fam} unicast")
             lines.append(f"  neighbor {g} activate")
+            if self.group_next_hop_self:
+                lines.append(f"  neighbor {g} next-hop-self")
             lines.append("  maximum-paths 16")
             for net in self.networks:
                 if (":" in net) == (fam == "ipv6"):

@@ -137,6 +137,10 @@ class LabRunner:
         tor.add_bridge("br0")
         tor.add_address("br0", TOR_UNDERLAY)
         tor.sysctl("net.ipv4.ip_forward", "1")
+        # nodes share the ToR's segment: no ICMP redirects, so routed traffic keeps
+        # crossing the ToR as it would on a routed fabric with a link per node
+        for key in ("all", "default", "br0"):
+            tor.sysctl(f"net.ipv4.conf.{key}.send_redirects", "0")
         client = self._netns(topo.client_ns)
         veth(client, "eth0", tor, "ext0")
         client.add_address("eth0", CLIENT_ADDR)
@@ -148,6 +152,7 @@ class LabRunner:
             ns.add_address("eth0", f"{n.address}/24")
             ns.add_route("default", via=TOR_UNDERLAY.split("/")[0])
             ns.sysctl("net.ipv4.ip_forward", "1")
+            ns.sysctl("net.ipv4.conf.all.accept_redirects", "0")
         # the ToR
         frr = FrrRouter(tor, topo.tor_bgp())
         self.state.frr_dir = str(frr.workdir)

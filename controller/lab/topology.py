@@ -79,6 +79,7 @@ class Topology:
             asn=self.tor_asn,
             router_id=TOR_UNDERLAY.split("/")[0],
             listen_ranges=(str(ipaddress.ip_interface(TOR_UNDERLAY).network),),
+            group_next_hop_self=True,
             neighbors=tuple(
                 Neighbor(address=n.address, peer_group="NODES", next_hop_self=True)
                 for n in self.nodes

@@ -11,7 +11,8 @@ longer desired. Per-service problems land in `ctx.errors` as `datapath:<ns/name>
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from bpf.sync import Syncer
@@ -30,9 +31,17 @@ class DatapathReconciler:
     name = "datapath"
 
     def __init__(self, syncer: Syncer,
-                 node_addresses: Sequence[IPAddress] | None = None) -> None:
-        """node_addresses: where NodePorts listen; None = the Node object's addresses."""
+                 node_addresses: Sequence[IPAddress] | None = None,
+                 drain: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """node_addresses: where NodePorts listen; None = the Node object's addresses.
+
+        drain: seconds an entry keeps serving after this node stopped advertising it (its
+        last local endpoint of a Local service went away, or the service was deleted), so
+        traffic the ToR still sends while it converges is served, not dropped."""
         self.syncer = syncer
+        self.drain = drain
+        self.clock = clock
+        self._draining: dict[ServiceKey, float] = {}  # key -> serve the old entry until
         self.node_addresses = None if node_addresses is None else tuple(node_addresses)
         self.plan: ServicePlan | None = None
         self.errors: dict[ServiceKey, str] = {}
@@ -66,6 +75,7 @@ class DatapathReconciler:
                 errors[k] = why
                 if k in actual:  # keep serving the old entry until finalize
                     want[k] = actual[k]
+        self._hold_draining(want, actual, ctx)
         for k, s in actual.items():
             want.setdefault(k, s)  # no longer desired: deleted in finalize, not now
         res = self.syncer.sync(want)
@@ -77,6 +87,27 @@ class DatapathReconciler:
             ctx.errors[f"datapath:{name or k}"] = why
             log.warning("event=service_error key=%s service=%s error=%r", k, name, why)
         ctx.gate = ConfirmedGate(managed, self._confirm(desired, errors, ctx.resync))
+
+    def _hold_draining(self, want: dict[ServiceKey, Service],
+                       actual: Mapping[ServiceKey, Service], ctx: PassContext) -> None:
+        """Keep serving local-only entries whose last local backend just went away."""
+        now = self.clock()
+        for k, new in list(want.items()):
+            old = actual.get(k)
+            losing = (new.local_only and old is not None
+                      and any(b.local for b in old.eligible())
+                      and not any(b.local for b in new.eligible()))
+            if not losing:
+                self._draining.pop(k, None)
+                continue
+            until = self._draining.setdefault(k, now + self.drain)
+            if now < until:
+                assert old is not None
+                want[k] = old
+                ctx.requeue(until - now)
+                if until - now == self.drain:
+                    log.info("event=service_draining key=%s service=%s seconds=%.1f",
+                             k, new.name, self.drain)
 
     def _confirm(self, desired: Mapping[ServiceKey, Service], errors: Mapping[ServiceKey, str],
                  recheck: bool) -> frozenset[IPAddress]:
@@ -95,13 +126,28 @@ class DatapathReconciler:
         return frozenset(a for a, ok in seen.items() if ok)
 
     def finalize(self, ctx: PassContext) -> None:
-        """Delete the entries no longer desired (BGP has withdrawn them by now)."""
+        """Delete the entries no longer desired once they have drained (BGP has withdrawn
+        them by now; the ToR may still send a little traffic while it converges)."""
         if self.plan is None:
             return
         actual = self.syncer.programmed()
         if all(k in self._valid for k in actual):
             return
-        res = self.syncer.sync(self.plan.table)
+        now = self.clock()
+        target = dict(self.plan.table)
+        for k, s in actual.items():
+            if k in self._valid or k in self.plan.table:
+                continue
+            until = self._draining.setdefault(k, now + self.drain)
+            if now < until:
+                target[k] = s
+                ctx.requeue(until - now)
+            elif k not in self.plan.table:
+                self._draining.pop(k, None)
+        for k, until in self._draining.items():  # local backends still draining
+            if now < until and k in actual:
+                target[k] = actual[k]
+        res = self.syncer.sync(target)
         gone = set(actual) - set(self.syncer.programmed())
         self._confirmed -= gone
         log.info("event=services_deleted count=%d deletes=%d", len(gone), res.deletes)

@@ -33,6 +33,13 @@ class PassContext:
     resync: bool = False
     gate: ReadinessGate = field(default_factory=OpenGate)
     errors: dict[str, str] = field(default_factory=dict)
+    requeue_after: float | None = None  # run another pass this many seconds from now
+
+    def requeue(self, seconds: float) -> None:
+        """Ask for another pass within `seconds` (the earliest request wins)."""
+        seconds = max(0.0, seconds)
+        if self.requeue_after is None or seconds < self.requeue_after:
+            self.requeue_after = seconds
 
 
 class Reconciler(Protocol):
@@ -83,13 +90,18 @@ class Loop:
 
     def run(self, stop: threading.Event) -> None:
         next_resync = time.monotonic() + self.resync
+        requeue_at: float | None = None
         while not stop.is_set():
-            woke = self.store.wait(timeout=min(0.5, max(0.0, next_resync - time.monotonic())))
+            wake_at = min(next_resync, requeue_at) if requeue_at is not None else next_resync
+            woke = self.store.wait(timeout=min(0.5, max(0.0, wake_at - time.monotonic())))
             if stop.is_set():
                 break
-            due = time.monotonic() >= next_resync
-            if woke or due:
-                self.run_once(resync=due)
+            now = time.monotonic()
+            due = now >= next_resync
+            if woke or due or (requeue_at is not None and now >= requeue_at):
+                ctx = self.run_once(resync=due)
+                requeue_at = (None if ctx.requeue_after is None
+                              else time.monotonic() + ctx.requeue_after)
                 if due:
                     next_resync = time.monotonic() + self.resync
 

@@ -181,3 +181,57 @@ def test_in_the_loop_finalize_runs_after_every_reconcile() -> None:
     loop.run_once()
     assert seen == [{key(1), key(2)}, {key(1), key(2)}]  # BGP saw it while withdrawing
     assert set(read_table(maps)) == {key(1)}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def local_backends(maps: SyncMaps, i: int) -> list[str]:
+    entry = read_table(maps).get(key(i))
+    return [str(b.ip) for b in entry.backends if b.local] if entry else []
+
+
+def test_last_local_backend_drains_before_it_goes() -> None:
+    maps, clock = fake_maps(), Clock()
+    r = DatapathReconciler(Syncer(maps), drain=2.0, clock=clock)
+    local = svc(1, internal_traffic_policy="Local")
+    ctx = run(r, snap(local, sl(1, "10.244.0.5")))
+    r.finalize(ctx)
+    assert local_backends(maps, 1) == ["10.244.0.5"]
+    moved = EndpointSlice(Meta("EndpointSlice", "s1-x", "demo"), "s1", "IPv4",
+                          (Endpoint((ip_address("10.244.1.5"),), node_name="other"),),
+                          (EndpointPort(8080, "TCP", ""),))
+    ctx = run(r, snap(local, moved))
+    r.finalize(ctx)
+    assert local_backends(maps, 1) == ["10.244.0.5"]  # still serving while BGP withdraws
+    assert ctx.requeue_after == 2.0
+    clock.t += 1.0
+    ctx = run(r, snap(local, moved))
+    r.finalize(ctx)
+    assert local_backends(maps, 1) == ["10.244.0.5"]
+    assert ctx.requeue_after == 1.0
+    clock.t += 1.5
+    ctx = run(r, snap(local, moved))
+    r.finalize(ctx)
+    assert local_backends(maps, 1) == []
+    assert ctx.requeue_after is None
+
+
+def test_deleted_service_drains_then_is_deleted() -> None:
+    maps, clock = fake_maps(), Clock()
+    r = DatapathReconciler(Syncer(maps), drain=2.0, clock=clock)
+    ctx = run(r, snap(svc(1), sl(1, "10.244.0.5"), svc(2), sl(2, "10.244.0.6")))
+    r.finalize(ctx)
+    ctx = run(r, snap(svc(2), sl(2, "10.244.0.6")))
+    r.finalize(ctx)
+    assert key(1) in read_table(maps)
+    assert ctx.requeue_after == 2.0
+    clock.t += 2.5
+    ctx = run(r, snap(svc(2), sl(2, "10.244.0.6")))
+    r.finalize(ctx)
+    assert set(read_table(maps)) == {key(2)}
