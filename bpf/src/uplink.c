@@ -3,6 +3,8 @@
  *          else DNAT to a backend; a remote backend under Cluster policy is
  *          reached with the source translated to the node address.
  * egress: reverse NAT of replies from local backends to external clients.
+ * What these programs do not decide on they leave to the next filter (TC_ACT_UNSPEC),
+ * so the tunnel's decapsulation filter on the same uplink still sees its packets.
  */
 #include "maps.h"
 #include "lib/pkt.h"
@@ -18,7 +20,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
     int r;
 
     if (rr_parse(skb, &p) < 0)
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     r = rr_reverse(skb, &p, 1);
     if (r == RR_NAT_PASS)
         r = rr_forward(skb, &p, 1);
@@ -26,7 +28,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     if (r == RR_NAT_SNAT) /* the source is a local address: route it ourselves */
         return rr_redirect_neigh(skb->ifindex, NULL, 0, 0);
-    return TC_ACT_OK;
+    return TC_ACT_UNSPEC;
 }
 
 int rr_uplink_egress(struct __sk_buff *skb)
@@ -34,6 +36,6 @@ int rr_uplink_egress(struct __sk_buff *skb)
     struct rr_pkt p;
 
     if (rr_parse(skb, &p) < 0)
-        return TC_ACT_OK;
-    return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+        return TC_ACT_UNSPEC;
+    return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }
