@@ -30,6 +30,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         resync=args.resync,
         import_routes=args.import_routes,
+        routing_mode=args.routing_mode,
+        tunnel_protocol=args.tunnel_protocol,
+        tunnel_datapath=args.tunnel_datapath,
         datapath=DatapathSettings(args.bpf_instance or args.node, args.uplink,
                                   Path(args.bpf_pin_root)) if args.datapath else None,
     )
@@ -148,6 +151,12 @@ def register(sub: Sub) -> None:  # noqa: F821
         action="store_true",
         help="install routes learned over BGP into the kernel (native routing)",
     )
+    ag.add_argument("--routing-mode", choices=("native", "tunnel", "hybrid"),
+                    help="override the cluster's RackrouteConfig routingMode")
+    ag.add_argument("--tunnel-protocol", choices=("vxlan", "geneve"),
+                    help="override the cluster's RackrouteConfig tunnelProtocol")
+    ag.add_argument("--tunnel-datapath", choices=("auto", "kernel", "ebpf"), default="auto",
+                    help="VXLAN through the kernel device (auto, kernel) or in eBPF")
     ag.add_argument("--datapath", action="store_true",
                     help="load the eBPF service load balancer (kube-proxy replacement)")
     ag.add_argument("--uplink", default="eth0", help="the node's uplink interface")

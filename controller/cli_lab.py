@@ -24,7 +24,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from controller.lab.show import wait_ready
 
     r = _runner(args)
-    topo = r.up(Path(args.manifests), args.speaker)
+    topo = r.up(Path(args.manifests), args.speaker, args.routing_mode, args.tunnel_protocol)
     print(f"lab up: ToR, {len(topo.nodes)} nodes, {len(topo.pods)} pods, client "
           f"(state in {args.state_dir})")
     if not args.no_wait:
@@ -79,6 +79,9 @@ def register(sub: Sub) -> None:  # noqa: F821
     up = lsub.add_parser("up", help="build the lab and start the agents")
     up.add_argument("--manifests", default=str(DEFAULT_MANIFESTS))
     up.add_argument("--speaker", choices=("gobgp", "exabgp"), default="gobgp")
+    up.add_argument("--routing-mode", choices=("native", "tunnel", "hybrid"),
+                    help="set the lab's routingMode (tunnel: pod CIDRs are not advertised)")
+    up.add_argument("--tunnel-protocol", choices=("vxlan", "geneve"))
     up.add_argument("--no-wait", action="store_true", help="do not wait for BGP and routes")
     up.add_argument("--timeout", type=float, default=90.0)
     up.set_defaults(func=cmd_up)

@@ -14,6 +14,30 @@
 static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                  __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
+/* Send a SNAT'd packet (its source is now a local address, which the kernel's input
+ * path would refuse) out of whatever interface the routing table picks for its new
+ * destination: the uplink for native routing, the tunnel device otherwise. */
+static __always_inline int rr_route_out(struct __sk_buff *skb)
+{
+    struct iphdr ip;
+    struct bpf_fib_lookup fib;
+    long rc;
+
+    if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
+        return TC_ACT_SHOT;
+    __builtin_memset(&fib, 0, sizeof(fib));
+    fib.family = 2; /* AF_INET */
+    fib.l4_protocol = ip.protocol;
+    fib.tot_len = bpf_ntohs(ip.tot_len);
+    fib.ipv4_src = ip.saddr;
+    fib.ipv4_dst = ip.daddr;
+    fib.ifindex = skb->ifindex;
+    rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+        return rr_redirect_neigh(skb->ifindex, NULL, 0, 0);
+    return rr_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
 int rr_uplink_ingress(struct __sk_buff *skb)
 {
     struct rr_pkt p;
@@ -27,7 +51,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
     if (r == RR_NAT_DROP)
         return TC_ACT_SHOT;
     if (r == RR_NAT_SNAT) /* the source is a local address: route it ourselves */
-        return rr_redirect_neigh(skb->ifindex, NULL, 0, 0);
+        return rr_route_out(skb);
     return TC_ACT_UNSPEC;
 }
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bpf.progpin import pinned_programs
 from controller.lab.frr import FrrRouter
 from controller.lab.leftovers import kill_leftover_speakers
@@ -35,6 +37,7 @@ from controller.lab.topology import (
     Topology,
     load_topology,
 )
+from controller.sources.files import ManifestDir
 from controller.status import read_operator
 
 log = logging.getLogger("rackroute.lab")
@@ -105,12 +108,15 @@ class LabRunner:
         return [sys.executable, "-m", "controller.cli"]
 
     # ------------------------------------------------------------------ up
-    def up(self, manifests: Path = DEFAULT_MANIFESTS, speaker: str = "gobgp") -> Topology:
+    def up(self, manifests: Path = DEFAULT_MANIFESTS, speaker: str = "gobgp",
+           routing_mode: str | None = None, tunnel_protocol: str | None = None) -> Topology:
         if self.state is not None or any(n.startswith(PREFIX) for n in _netns_names()):
             self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
         mdir = self.dir / "manifests"
         shutil.copytree(manifests, mdir, ignore=shutil.ignore_patterns(".status"))
+        if routing_mode or tunnel_protocol:
+            set_routing(mdir, routing_mode, tunnel_protocol)
         topo = load_topology(mdir)
         self.state = LabState(str(mdir), speaker)
         self.state.save(self.dir)
@@ -190,12 +196,14 @@ class LabRunner:
 
     def cni_conf(self, node: str, mdir: Path) -> dict[str, Any]:
         cidrs = [str(c) for c in read_operator(mdir).pod_cidrs.get(node, ())]
+        net = ManifestDir(mdir).load().network_config
+        tunnels = net is not None and net.routing_mode != "native"
         return {
             "cniVersion": "1.0.0",
             "name": "rackroute",
             "type": "rackroute-cni",
             "podCIDRs": cidrs,
-            "mtu": 1500,
+            "mtu": 1450 if tunnels else 1500,  # VXLAN/Geneve headers take 50 bytes
             "dataDir": str(self.dir / "cni" / node),
             "bpf": {"pinDir": str(PIN_ROOT / node)},
         }
@@ -286,6 +294,28 @@ class LabRunner:
 
     def exec(self, name: str, argv: list[str]) -> int:
         return subprocess.call(Netns(self.namespace_of(name)).argv(argv))
+
+
+def set_routing(mdir: Path, mode: str | None, protocol: str | None) -> None:
+    """Rewrite the lab's RackrouteConfig; in tunnel mode stop advertising pod CIDRs."""
+    for f in sorted(mdir.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]
+        changed = False
+        for d in docs:
+            if d.get("kind") == "RackrouteConfig":
+                spec = d.setdefault("spec", {})
+                if mode:
+                    spec["routingMode"] = mode
+                if protocol:
+                    spec["tunnelProtocol"] = protocol
+                changed = True
+            if d.get("kind") == "BGPAdvertisement" and mode == "tunnel":
+                advs = d.get("spec", {}).get("advertisements", [])
+                d["spec"]["advertisements"] = [
+                    a for a in advs if a.get("advertisementType") != "PodCIDR"]
+                changed = True
+        if changed:
+            f.write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
 def in_netns(ns: str, argv: list[str]) -> list[str]:

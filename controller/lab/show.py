@@ -44,7 +44,12 @@ def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
     """Wait until every session is Established and the ToR's kernel has every pod CIDR."""
     mdir = _manifests(r)
     topo = load_topology(mdir)
-    want = {str(c) for cs in read_operator(mdir).pod_cidrs.values() for c in cs}
+    from controller.sources.files import ManifestDir
+
+    net = ManifestDir(mdir).load().network_config
+    tunnel_only = net is not None and net.routing_mode == "tunnel"  # pod CIDRs not in BGP
+    want = set() if tunnel_only else {
+        str(c) for cs in read_operator(mdir).pod_cidrs.values() for c in cs}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         docs = read_nodes(mdir)
