@@ -190,3 +190,4 @@ class ClusterNetworkConfig:
     cluster_pool_v6_mask: int = 112
     routing_mode: str = "native"  # native | tunnel | hybrid
     tunnel_protocol: str = "vxlan"  # vxlan | geneve
+    auto_direct_node_routes: bool = False  # route to nodes on a shared segment directly

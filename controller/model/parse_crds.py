@@ -376,6 +376,7 @@ def parse_network_config(meta: Meta, r: Reader) -> ClusterNetworkConfig:
         cluster_pool_v6_mask=m6,
         routing_mode=spec.text("routingMode", "native", choices=("native", "tunnel", "hybrid"))
         or "native",
+        auto_direct_node_routes=spec.flag("autoDirectNodeRoutes", False),
         tunnel_protocol=spec.text("tunnelProtocol", "vxlan", choices=("vxlan", "geneve"))
         or "vxlan",
     )

@@ -115,7 +115,9 @@ class RoutingReconciler:
             else:
                 want = protocol
         driver = self._driver(want) if want else None
-        segments = self.links.connected() if self.links is not None else set()
+        cfg = ctx.snap.network_config
+        direct = cfg is not None and cfg.auto_direct_node_routes
+        segments = self.links.connected() if self.links is not None and direct else set()
         plan = plan_routing(ctx.snap, ctx.node, received, mode,
                             driver.layout if driver else None, segments)
         if driver is not None and local is not None:

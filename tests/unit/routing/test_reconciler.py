@@ -106,3 +106,21 @@ def test_kernel_vxlan_by_default_and_bad_settings_refused() -> None:
         RoutingReconciler(routes, links, mode="overlay")
     with pytest.raises(ValueError, match="tunnel protocol"):
         RoutingReconciler(routes, links, protocol="gre")
+
+
+def test_direct_routes_on_a_shared_segment_only_when_asked() -> None:
+    import dataclasses
+
+    shared = {"n1": ("10.0.1.2", ["10.244.1.0/24"]), "n2": ("10.0.1.3", ["10.244.2.0/24"])}
+    routes, links, r, sp = setup()
+    links.subnets.add(N("10.0.1.0/24"))
+    snap = cluster(shared, "hybrid")
+    run(r, snap)  # nothing learned, no direct routes: the tunnel carries n2's CIDR
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), (A("10.244.2.0"),), "rr.vxlan",
+                                         onlink=True)}
+    assert snap.network_config is not None
+    direct = dataclasses.replace(
+        snap, network_config=dataclasses.replace(snap.network_config,
+                                                 auto_direct_node_routes=True))
+    run(r, direct)
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), (A("10.0.1.3"),))}
