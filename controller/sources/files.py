@@ -19,12 +19,13 @@ import yaml
 from controller.model.crds import NodeNetwork
 from controller.model.k8s import Service
 from controller.model.meta import Meta
-from controller.model.parse import parse_object
+from controller.model.parse import ParseResult, parse_object
 from controller.status import STATUS_DIR, read_operator
 from controller.store import ObjectError, Snapshot, Store
 
 log = logging.getLogger("rackroute.files")
 SUFFIXES = (".yaml", ".yml", ".json")
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 Key = tuple[str, str]
 
 
@@ -47,7 +48,29 @@ class ManifestDir:
         self.root = root
         self._good: dict[Key, object] = {}
         self._by_file: dict[Path, list[Key]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, int], list[ParseResult] | str]] = {}
+        self._overlaid: dict[tuple[int, object], tuple[object, object]] = {}
         self.revision = 0
+
+    def _parse_file(self, path: Path, rel: str) -> list[ParseResult] | str:
+        """The file's parse results, or its YAML error; unchanged files are not re-read,
+        so their objects keep their identity from one snapshot to the next."""
+        try:
+            st = path.stat()
+        except OSError as e:
+            return f"{rel}: {e.strerror}"
+        sig = (st.st_mtime_ns, st.st_size)
+        hit = self._parsed.get(path)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        out: list[ParseResult] | str
+        try:
+            docs = [d for d in yaml.load_all(path.read_text(), Loader=LOADER) if d is not None]
+            out = [parse_object(doc, f"{rel}#{i}") for i, doc in enumerate(docs)]
+        except (OSError, yaml.YAMLError) as e:
+            out = f"{rel}: {_yaml_error(e)}"
+        self._parsed[path] = (sig, out)
+        return out
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """Changes whenever a manifest or the status files change."""
@@ -74,18 +97,16 @@ class ManifestDir:
         by_file: dict[Path, list[Key]] = {}
         for path in manifest_files(self.root) if self.root.is_dir() else []:
             rel = str(path.relative_to(self.root))
-            try:
-                docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-            except (OSError, yaml.YAMLError) as e:
-                errors.append(ObjectError(rel, (f"{rel}: {_yaml_error(e)}",)))
+            parsed = self._parse_file(path, rel)
+            if isinstance(parsed, str):
+                errors.append(ObjectError(rel, (parsed,)))
                 for key in self._by_file.get(path, []):  # keep what this file had
                     if key in self._good and key not in objects:
                         objects[key], origin[key] = self._good[key], rel
                 by_file[path] = self._by_file.get(path, [])
                 continue
             keys: list[Key] = []
-            for i, doc in enumerate(docs):
-                res = parse_object(doc, f"{rel}#{i}")
+            for res in parsed:
                 if res.ignored:
                     continue
                 key = res.key
@@ -116,6 +137,8 @@ class ManifestDir:
             by_file[path] = keys
         self._good = {k: v for k, v in objects.items()}
         self._by_file = by_file
+        for gone in set(self._parsed) - set(by_file):
+            del self._parsed[gone]
         self.revision += 1
         return Snapshot.build(self._overlay(list(objects.values())), errors, self.revision)
 
@@ -124,14 +147,21 @@ class ManifestDir:
         st = read_operator(self.root)
         out: list[object] = []
         nets = dict(st.pod_cidrs)
+        overlaid: dict[tuple[int, object], tuple[object, object]] = {}
         for obj in objects:
             if isinstance(obj, Service) and obj.key in st.ingress:
-                obj = dataclasses.replace(obj, status_ingress=st.ingress[obj.key])
+                ingress = st.ingress[obj.key]
+                hit = self._overlaid.get((id(obj), ingress))
+                if hit is None or hit[0] is not obj:  # same input, same object out
+                    hit = (obj, dataclasses.replace(obj, status_ingress=ingress))
+                overlaid[(id(obj), ingress)] = hit
+                obj = hit[1]
             if isinstance(obj, NodeNetwork) and obj.meta.name in nets:
                 obj = dataclasses.replace(obj, pod_cidrs=nets.pop(obj.meta.name))
             out.append(obj)
         for name, cidrs in sorted(nets.items()):
             out.append(NodeNetwork(Meta("NodeNetwork", name), cidrs))
+        self._overlaid = overlaid
         return out
 
 
@@ -160,10 +190,37 @@ class FileSource:
         self.store.publish(self.dir.load())
         return True
 
+    def _dirs(self) -> list[Path]:
+        root = self.dir.root
+        dirs = [root, root / STATUS_DIR]
+        if root.is_dir():
+            dirs += [p for p in root.rglob("*") if p.is_dir()
+                     and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+        return dirs
+
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.poll()
-            except Exception:  # keep watching whatever happens to one read
-                log.exception("event=source_error dir=%s", self.dir.root)
-            stop.wait(self.interval)
+        """Re-read on every change: at once with inotify, else every `interval`."""
+        watcher = None
+        try:
+            from controller.sources.inotify import Watcher
+
+            watcher = Watcher()
+        except OSError as e:
+            log.info("event=inotify_unavailable error=%r fallback=poll", e)
+        try:
+            while not stop.is_set():
+                if watcher is not None:
+                    watcher.watch(self._dirs())
+                try:
+                    self.poll()
+                except Exception:  # keep watching whatever happens to one read
+                    log.exception("event=source_error dir=%s", self.dir.root)
+                if watcher is not None:
+                    # a burst of writes is one change: settle briefly, then re-read
+                    if watcher.wait(self.interval) and not stop.is_set():
+                        watcher.wait(0.005)
+                else:
+                    stop.wait(self.interval)
+        finally:
+            if watcher is not None:
+                watcher.close()

@@ -122,3 +122,33 @@ def test_store_signal_coalesces() -> None:
     t = threading.Timer(0.05, store.poke)
     t.start()
     assert store.wait(2) is True
+
+
+def test_unchanged_files_keep_their_objects(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(POOL)
+    (tmp_path / "b.yaml").write_text(POOL.replace("p1", "p2"))
+    md = ManifestDir(tmp_path)
+    first = md.load()
+    (tmp_path / "b.yaml").write_text(POOL.replace("p1", "p2").replace("10.96.0.0", "10.97.0.0"))
+    second = md.load()
+    assert second.pools["p1"] is first.pools["p1"]  # a.yaml was not parsed again
+    assert second.pools["p2"] is not first.pools["p2"]
+    assert str(second.pools["p2"].blocks[0]) == "10.97.0.0/24"
+
+
+def test_running_source_sees_a_write(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(POOL)
+    store = Store()
+    src = FileSource(tmp_path, store, interval=5.0)  # long poll: the change must wake it
+    stop = threading.Event()
+    t = threading.Thread(target=src.run, args=(stop,))
+    t.start()
+    try:
+        assert store.wait(5)
+        assert list(store.snapshot().pools) == ["p1"]
+        (tmp_path / "b.yaml").write_text(POOL.replace("p1", "p2"))
+        assert store.wait(4)
+        assert sorted(store.snapshot().pools) == ["p1", "p2"]
+    finally:
+        stop.set()
+        t.join(10)
