@@ -7,7 +7,7 @@ DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr 
             golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping
 KREL := $(shell uname -r)
 
-.PHONY: setup deb headers venv stubs test lint typecheck unit lab bench clean
+.PHONY: setup deb headers venv stubs test lint typecheck unit lab lab-down bench clean
 
 setup: deb headers venv stubs
 
@@ -53,8 +53,15 @@ unit: setup
 test: setup lint
 	$(VENV)/bin/pytest -q tests
 
+# The FRR lab: ToR + 3 nodes running the agents + pods + an external client, in network
+# namespaces. It stays up for exploring (`.venv/bin/rackroute lab exec NAME -- CMD`);
+# `make lab-down` removes it.
 lab: setup
-	$(VENV)/bin/rackroute plan --manifests examples/frr-lab/manifests
+	$(VENV)/bin/rackroute --log-level warning lab up
+	$(VENV)/bin/rackroute --log-level warning lab show
+
+lab-down: venv
+	$(VENV)/bin/rackroute --log-level warning lab down
 
 bench: setup
 	$(VENV)/bin/python -m tests.bench
