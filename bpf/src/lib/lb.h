@@ -23,6 +23,10 @@ static __always_inline __u32 rr_hash_tuple(struct rr_ct_key *t)
 
     h = rr_mix(h, t->saddr.w[0]);
     h = rr_mix(h, t->daddr.w[0]);
+    if (t->family == RR_AF_INET6) {
+        h = rr_mix(h, t->saddr.w[1] ^ t->saddr.w[2] ^ t->saddr.w[3]);
+        h = rr_mix(h, t->daddr.w[1] ^ t->daddr.w[2] ^ t->daddr.w[3]);
+    }
     h = rr_mix(h, ((__u32)t->sport << 16) | t->dport);
     h = rr_mix(h, t->proto);
     h ^= h >> 16;
@@ -46,14 +50,14 @@ static __always_inline struct rr_svc_value *rr_svc_lookup(struct rr_ct_key *t)
 
 /* Pick a backend for a new flow. Returns 0 and fills *be / *be_id, or -1. */
 static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *svc,
-                                     __u32 hash, struct rr_backend *be, __u32 *be_id)
+                                     __u32 hash, __u64 now, struct rr_backend *be,
+                                     __u32 *be_id)
 {
     struct rr_aff_key ak = {};
     struct rr_aff_value av = {};
     struct rr_aff_value *ap;
     struct rr_backend *bp;
     struct rr_maglev *tab;
-    __u64 now = bpf_ktime_get_ns();
     __u32 svc_id = svc->svc_id;
     __u32 timeout = svc->affinity_timeout;
     __u64 slot;

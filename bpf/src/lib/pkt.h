@@ -1,49 +1,129 @@
-/* Packet parsing and address/port rewriting with checksum fix-ups (IPv4 TCP/UDP). */
+/* Packet parsing and address/port rewriting with checksum fix-ups (IPv4 and IPv6,
+ * TCP/UDP). Headers are read and written with direct packet access; the checksum
+ * helpers take offsets, so they run after the stores (they invalidate packet pointers).
+ */
 #ifndef RR_LIB_PKT_H
 #define RR_LIB_PKT_H
 
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/pkt_cls.h>
 
 #define RR_ETH_LEN 14
 #define RR_IP_SADDR_OFF (RR_ETH_LEN + 12)
 #define RR_IP_DADDR_OFF (RR_ETH_LEN + 16)
 #define RR_IP_CSUM_OFF (RR_ETH_LEN + 10)
+#define RR_IP6_SADDR_OFF (RR_ETH_LEN + 8)
+#define RR_IP6_DADDR_OFF (RR_ETH_LEN + 24)
+#define RR_IP6_LEN 40
+#define RR_IPPROTO_FRAG6 44
 
 struct rr_pkt {
     struct rr_ct_key t; /* tuple as seen on the wire, dir = forward */
     __u32 l4off;
 };
 
-/* Fill p from skb. Returns 0 for an IPv4 TCP/UDP packet that carries ports. */
-static __always_inline int rr_parse(struct __sk_buff *skb, struct rr_pkt *p)
+/* Make the first len bytes linear if they are not; 0 when data + len <= data_end. */
+static __always_inline int rr_linear(struct __sk_buff *skb, __u32 len)
 {
-    struct iphdr ip;
-    __be16 ports[2];
+    if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+        return 0;
+    if (bpf_skb_pull_data(skb, len) < 0)
+        return -1;
+    if ((void *)(long)skb->data + len > (void *)(long)skb->data_end)
+        return -1;
+    return 0;
+}
 
-    if (skb->protocol != htons(ETH_P_IP))
+/* The ports sit at a constant offset when the IPv4 header has no options (the common
+ * case, read directly); with options they are read with a helper. */
+static __always_inline int rr_parse4(struct __sk_buff *skb, struct rr_pkt *p)
+{
+    void *data, *end;
+    struct iphdr *ip;
+    __be16 *ports;
+    __be16 pb[2];
+
+    if (rr_linear(skb, RR_ETH_LEN + sizeof(*ip) + 4) < 0)
         return -1;
-    if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip = data + RR_ETH_LEN;
+    ports = data + RR_ETH_LEN + sizeof(*ip);
+    if ((void *)(ports + 2) > end)
         return -1;
-    if (ip.version != 4 || ip.ihl < 5)
+    if (ip->version != 4 || ip->ihl < 5)
         return -1;
-    if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+    if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
         return -1;
-    if (ip.frag_off & htons(0x1fff)) /* a later fragment has no ports */
+    if (ip->frag_off & htons(0x1fff)) /* a later fragment has no ports */
         return -1;
-    p->l4off = RR_ETH_LEN + ip.ihl * 4;
-    if (bpf_skb_load_bytes(skb, p->l4off, ports, sizeof(ports)) < 0)
+    p->t.saddr.w[0] = ip->saddr;
+    p->t.saddr.w[1] = 0;
+    p->t.saddr.w[2] = 0;
+    p->t.saddr.w[3] = 0;
+    p->t.daddr.w[0] = ip->daddr;
+    p->t.daddr.w[1] = 0;
+    p->t.daddr.w[2] = 0;
+    p->t.daddr.w[3] = 0;
+    p->t.proto = ip->protocol;
+    p->t.family = RR_AF_INET;
+    p->t.dir = RR_DIR_FORWARD;
+    p->t.pad = 0;
+    p->l4off = RR_ETH_LEN + ip->ihl * 4;
+    if (ip->ihl == 5) {
+        p->t.sport = ports[0];
+        p->t.dport = ports[1];
+    } else {
+        if (bpf_skb_load_bytes(skb, p->l4off, pb, sizeof(pb)) < 0)
+            return -1;
+        p->t.sport = pb[0];
+        p->t.dport = pb[1];
+    }
+    return 0;
+}
+
+/* IPv6 with TCP or UDP as the first next header (no extension headers). */
+static __always_inline int rr_parse6(struct __sk_buff *skb, struct rr_pkt *p)
+{
+    void *data, *end;
+    struct ipv6hdr *ip6;
+    __be16 *ports;
+
+    if (rr_linear(skb, RR_ETH_LEN + RR_IP6_LEN + 4) < 0)
         return -1;
-    __builtin_memset(&p->t, 0, sizeof(p->t));
-    p->t.saddr.w[0] = ip.saddr;
-    p->t.daddr.w[0] = ip.daddr;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip6 = data + RR_ETH_LEN;
+    ports = data + RR_ETH_LEN + RR_IP6_LEN;
+    if ((void *)(ports + 2) > end)
+        return -1;
+    if (ip6->version != 6)
+        return -1;
+    if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+        return -1;
+    __builtin_memcpy(&p->t.saddr, &ip6->saddr, 16);
+    __builtin_memcpy(&p->t.daddr, &ip6->daddr, 16);
     p->t.sport = ports[0];
     p->t.dport = ports[1];
-    p->t.proto = ip.protocol;
-    p->t.family = RR_AF_INET;
+    p->t.proto = ip6->nexthdr;
+    p->t.family = RR_AF_INET6;
+    p->t.dir = RR_DIR_FORWARD;
+    p->t.pad = 0;
+    p->l4off = RR_ETH_LEN + RR_IP6_LEN;
     return 0;
+}
+
+/* Fill p from skb. Returns 0 for an IPv4 or IPv6 TCP/UDP packet that carries ports. */
+static __always_inline int rr_parse(struct __sk_buff *skb, struct rr_pkt *p)
+{
+    if (skb->protocol == htons(ETH_P_IP))
+        return rr_parse4(skb, p);
+    if (skb->protocol == htons(ETH_P_IPV6))
+        return rr_parse6(skb, p);
+    return -1;
 }
 
 static __always_inline int rr_l4_csum_off(struct rr_pkt *p)
@@ -56,31 +136,85 @@ static __always_inline __u64 rr_l4_flags(struct rr_pkt *p)
     return p->t.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 }
 
-/* Rewrite one IPv4 address (source if is_src) and its port, fixing both checksums. */
-static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, int is_src,
-                                      __be32 old_ip, __be32 new_ip, __be16 old_port,
-                                      __be16 new_port)
+static __always_inline int rr_addr_eq(const struct rr_addr *a, const struct rr_addr *b)
 {
-    int aoff = is_src ? RR_IP_SADDR_OFF : RR_IP_DADDR_OFF;
-    int poff = p->l4off + (is_src ? 0 : 2);
+    return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] &&
+           a->w[3] == b->w[3];
+}
+
+/* Rewrite one address (source if is_src) and its port, fixing the checksums. The new
+ * values are stored directly; then the checksum helpers adjust by the old/new values
+ * (pseudo-header flag on the address, not on the port; no IPv4 header checksum in v6).
+ * The tuple in p keeps the values as parsed. */
+static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, int is_src,
+                                      const struct rr_addr *old_ip, const struct rr_addr *new_ip,
+                                      __be16 old_port, __be16 new_port)
+{
     int coff = rr_l4_csum_off(p);
     __u64 l4f = rr_l4_flags(p);
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    struct rr_addr na = *new_ip;
+    struct rr_addr oa = *old_ip;
+    int port_changed = old_port != new_port;
+    int addr_changed;
+    __be32 diff;
 
-    if (old_ip != new_ip) {
-        if (bpf_l4_csum_replace(skb, coff, old_ip, new_ip,
-                                l4f | BPF_F_PSEUDO_HDR | sizeof(new_ip)) < 0)
+    if (p->t.family == RR_AF_INET) {
+        struct iphdr *ip = data + RR_ETH_LEN;
+        __be16 *ports = data + RR_ETH_LEN + sizeof(*ip);
+
+        if ((void *)(ports + 2) > end)
             return -1;
-        if (bpf_l3_csum_replace(skb, RR_IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0)
+        addr_changed = oa.w[0] != na.w[0];
+        if (addr_changed) {
+            if (is_src)
+                ip->saddr = na.w[0];
+            else
+                ip->daddr = na.w[0];
+        }
+        if (port_changed) {
+            if (p->l4off == RR_ETH_LEN + sizeof(*ip)) {
+                ports[is_src ? 0 : 1] = new_port;
+            } else if (bpf_skb_store_bytes(skb, p->l4off + (is_src ? 0 : 2), &new_port,
+                                           sizeof(new_port), 0) < 0) {
+                return -1;
+            }
+        }
+        if (addr_changed) {
+            if (bpf_l4_csum_replace(skb, coff, oa.w[0], na.w[0],
+                                    l4f | BPF_F_PSEUDO_HDR | sizeof(na.w[0])) < 0)
+                return -1;
+            if (bpf_l3_csum_replace(skb, RR_IP_CSUM_OFF, oa.w[0], na.w[0],
+                                    sizeof(na.w[0])) < 0)
+                return -1;
+        }
+    } else {
+        struct ipv6hdr *ip6 = data + RR_ETH_LEN;
+        __be16 *ports = data + RR_ETH_LEN + RR_IP6_LEN;
+        __u32 *a;
+
+        if ((void *)(ports + 2) > end)
             return -1;
-        if (bpf_skb_store_bytes(skb, aoff, &new_ip, sizeof(new_ip), 0) < 0)
-            return -1;
+        addr_changed = !rr_addr_eq(&oa, &na);
+        if (addr_changed) {
+            a = is_src ? (__u32 *)&ip6->saddr : (__u32 *)&ip6->daddr;
+            a[0] = na.w[0];
+            a[1] = na.w[1];
+            a[2] = na.w[2];
+            a[3] = na.w[3];
+        }
+        if (port_changed)
+            ports[is_src ? 0 : 1] = new_port;
+        if (addr_changed) {
+            diff = bpf_csum_diff(oa.w, sizeof(oa), na.w, sizeof(na), 0);
+            if (bpf_l4_csum_replace(skb, coff, 0, diff, l4f | BPF_F_PSEUDO_HDR) < 0)
+                return -1;
+        }
     }
-    if (old_port != new_port) {
-        if (bpf_l4_csum_replace(skb, coff, old_port, new_port, l4f | sizeof(new_port)) < 0)
-            return -1;
-        if (bpf_skb_store_bytes(skb, poff, &new_port, sizeof(new_port), 0) < 0)
-            return -1;
-    }
+    if (port_changed &&
+        bpf_l4_csum_replace(skb, coff, old_port, new_port, l4f | sizeof(new_port)) < 0)
+        return -1;
     return 0;
 }
 
