@@ -15,7 +15,7 @@ from controller.cni.netsetup import host_ifname
 
 from .conftest import CniLab, sh
 
-PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-test-{os.getpid()}")
+PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-cnitest-{os.getpid()}")
 
 
 @pytest.fixture(scope="module")
