@@ -1,4 +1,8 @@
-"""`python -m tests.bench [NAME ...]`: run the benchmarks (all by default)."""
+"""`python -m tests.bench [NAME ...]`: run the benchmarks (all by default).
+
+NAME is a benchmark id (`r3`, `r11`) or module name (`bench_r3`); matching is exact.
+Options of one benchmark: run its module, e.g. `python -m tests.bench.bench_r3 --rounds 7`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,12 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
     names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
-    chosen = [n for n in names if not argv or any(a in n for a in argv)]
+    wanted = {a if a.startswith("bench_") else f"bench_{a}" for a in argv}
+    unknown = wanted - set(names)
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; have: {', '.join(names)}")
+        return 2
+    chosen = [n for n in names if not argv or n in wanted]
     failed = 0
     for name in chosen:
         print(f"\n=== {name} ===", flush=True)
