@@ -13,11 +13,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bgp.types import IPNetwork
 from controller.desired.advertise import NodePlan, PlanContext, plan_node
 from controller.desired.bgpconfig import NodeBGP, resolve_node
 from controller.desired.lbipam import LBIPAMResult, plan_lbipam
-from controller.desired.podcidr import PodCIDRResult, plan_pod_cidrs
+from controller.desired.podcidr import PodCIDRResult, node_pod_cidrs, plan_pod_cidrs
 from controller.model.crds import NodeNetwork
 from controller.model.meta import Meta
 from controller.store import Snapshot
@@ -49,16 +48,6 @@ def apply_allocations(snap: Snapshot, alloc: Allocations) -> Snapshot:
         for n, cidrs in alloc.pod_cidrs.allocations.items()
     }
     return dataclasses.replace(snap, services=services, node_networks=nets)
-
-
-def node_pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
-    """The node's pod CIDRs as an agent reads them (mode-dependent)."""
-    cfg = snap.network_config
-    if cfg is not None and cfg.ipam_mode == "kubernetes":
-        n = snap.nodes.get(node)
-        return n.pod_cidrs if n else ()
-    nn = snap.node_networks.get(node)
-    return nn.pod_cidrs if nn else ()
 
 
 @contextmanager

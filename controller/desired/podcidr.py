@@ -16,6 +16,7 @@ from bgp.types import IPNetwork
 from controller.model.crds import ClusterNetworkConfig
 from controller.model.k8s import Node
 from controller.model.meta import Condition, Meta
+from controller.store import Snapshot
 
 COND = "rackroute.io/PodCIDRAllocated"
 
@@ -29,6 +30,17 @@ class PodCIDRResult:
 
 
 DEFAULT_CONFIG = ClusterNetworkConfig(Meta("RackrouteConfig", "default"))
+
+
+def node_pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
+    """A node's pod CIDRs as agents read them: Node.spec.podCIDRs in `kubernetes` mode,
+    its NodeNetwork (written by the operator) in `cluster-pool` mode."""
+    cfg = snap.network_config
+    if cfg is not None and cfg.ipam_mode == "kubernetes":
+        n = snap.nodes.get(node)
+        return n.pod_cidrs if n else ()
+    nn = snap.node_networks.get(node)
+    return nn.pod_cidrs if nn else ()
 
 
 def _subnets(pool: IPNetwork, mask: int) -> Iterator[IPNetwork]:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bgp.types import IPAddress, IPNetwork, Route
+from controller.desired.podcidr import node_pod_cidrs
 from controller.kernel.routes import KernelRoute
 from controller.store import Snapshot
 
@@ -99,15 +100,6 @@ def desired_routes(received: Iterable[Route], own: set[IPNetwork]) -> set[Kernel
     return set(learned_routes(received, own).values())
 
 
-def _pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
-    cfg = snap.network_config
-    if cfg is not None and cfg.ipam_mode == "kubernetes":
-        n = snap.nodes.get(node)
-        return n.pod_cidrs if n else ()
-    nn = snap.node_networks.get(node)
-    return nn.pod_cidrs if nn else ()
-
-
 def tunnel_peers(snap: Snapshot, node: str) -> tuple[TunnelPeer, ...]:
     """Every other node with an IPv4 InternalIP and an IPv4 pod CIDR, sorted by name."""
     out: list[TunnelPeer] = []
@@ -116,7 +108,7 @@ def tunnel_peers(snap: Snapshot, node: str) -> tuple[TunnelPeer, ...]:
             continue
         addrs = [a for a in snap.nodes[name].addresses if a.version == 4]
         v4 = tuple(
-            c for c in _pod_cidrs(snap, name) if isinstance(c, ipaddress.IPv4Network)
+            c for c in node_pod_cidrs(snap, name) if isinstance(c, ipaddress.IPv4Network)
         )
         if not addrs or not v4:
             continue
@@ -153,7 +145,7 @@ def plan_routing(
     if mode not in MODES:
         raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
     segs = tuple(segments)
-    own_cidrs = _pod_cidrs(snap, node)
+    own_cidrs = node_pod_cidrs(snap, node)
     routes = learned_routes(received, own_cidrs)
     use_tunnel = mode != "native" and tunnel is not None
     peers = tunnel_peers(snap, node) if use_tunnel else ()
@@ -161,7 +153,7 @@ def plan_routing(
     for name in sorted(snap.nodes):
         if name == node:
             continue
-        for cidr in _pod_cidrs(snap, name):
+        for cidr in node_pod_cidrs(snap, name):
             if any(cidr.version == o.version and cidr.overlaps(o) for o in own_cidrs):
                 continue
             learned = cidr in routes

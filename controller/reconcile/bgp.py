@@ -21,7 +21,7 @@ from bgp.speaker import Speaker, logfmt
 from bgp.types import GlobalConfig, IPNetwork, Path
 from controller.desired.advertise import NodePlan, PlanContext, plan_node
 from controller.desired.bgpconfig import NodeBGP, resolve_node
-from controller.desired.cluster import node_pod_cidrs
+from controller.desired.podcidr import node_pod_cidrs
 from controller.reconcile.loop import PassContext
 
 log = logging.getLogger("rackroute.bgp")
