@@ -33,8 +33,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         routing_mode=args.routing_mode,
         tunnel_protocol=args.tunnel_protocol,
         tunnel_datapath=args.tunnel_datapath,
-        datapath=DatapathSettings(args.bpf_instance or args.node, args.uplink,
-                                  Path(args.bpf_pin_root)) if args.datapath else None,
+        datapath=DatapathSettings(
+            args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
+            socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
+        ) if args.datapath else None,
     )
     if not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
@@ -162,6 +164,9 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--uplink", default="eth0", help="the node's uplink interface")
     ag.add_argument("--bpf-pin-root", default="/sys/fs/bpf/rackroute")
     ag.add_argument("--bpf-instance", help="pin directory name (default: the node name)")
+    ag.add_argument("--socket-lb-cgroup",
+                    help="cgroup v2 directory (created if missing, never a mount root) whose "
+                         "processes get socket-level load balancing")
     ag.set_defaults(func=cmd_agent)
 
     bgp = sub.add_parser("bgp", help="BGP sessions and routes")

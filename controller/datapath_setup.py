@@ -33,6 +33,7 @@ class DatapathSettings:
     uplink: str = "eth0"
     pin_root: Path = DEFAULT_PIN_ROOT
     drain: float = 2.0  # seconds an entry keeps serving after its prefix is withdrawn
+    socket_lb_cgroup: Path | None = None  # a cgroup v2 directory the agent owns (never root)
 
 
 def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
@@ -59,7 +60,11 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     """Load, attach and pin; returns the loaded datapath and its reconciler."""
     from pyroute2 import IPRoute
 
-    dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root)).load(("pod", "uplink"))
+    parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
+    dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root)).load(parts)
+    if s.socket_lb_cgroup is not None:
+        s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)
+        dp.attach_cgroup(s.socket_lb_cgroup)  # refuses a cgroup mount root
     with IPRoute() as ipr:
         addr = _uplink_ipv4(ipr, s.uplink)
         pods = _pod_veths(ipr)
@@ -70,5 +75,6 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
-                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted)))
+                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted),
+                    socket_lb=s.socket_lb_cgroup or "-"))
     return dp, DatapathReconciler(syncer, node_addresses=[addr], drain=s.drain)
