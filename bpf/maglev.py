@@ -16,8 +16,20 @@ computed once. The result is identical to the textbook algorithm
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+try:  # optional: fills many tables at once; the pure-Python fill gives the same tables
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised where numpy is not installed
+    np = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    Ints = NDArray[Any]
 
 
 def _h(name: str, salt: bytes) -> int:
@@ -132,3 +144,151 @@ def maglev_table_reference(names: Sequence[str], m: int) -> list[int]:
             filled += 1
             if filled == m:
                 return table
+
+
+# --- many tables at once (numpy) -------------------------------------------------------
+#
+# The same fill, run in lockstep over a block of tables with the same number of backends:
+# turn t is backend t % n's pick in every table of the block, so one array operation does
+# that pick for all of them. A pick whose cursor slot is taken probes on, for the few
+# tables that need it. The last LATE picks use ranks, like _slots: each backend takes the
+# free slot it prefers most (argmin of its rank over the remaining free slots).
+
+VEC_MIN_TABLES = 32   # fewer tables of one size: the pure fill is as fast
+VEC_MAX_BACKENDS = 64  # more backends per table: the pure fill is as fast
+_CELLS = 1 << 20       # bounds a block's rank array: n x tables x late
+_LATE = 160            # the last this many picks go by rank
+_CAP = 24              # a table still probing after this many steps is left to the pure fill
+
+
+def vectorized() -> bool:
+    """Is the numpy fill available?"""
+    return np is not None
+
+
+def _fill_block(off: Ints, skip: Ints, m: int) -> tuple[Ints, Ints]:
+    """off, skip: (n, b) per backend (in name order) and table. Returns (grid, done):
+    grid (b, m) maps slot -> backend position in name order for the tables in done; the
+    others (rare stragglers whose probes ran long) are to be filled by _slots."""
+    n, b = off.shape
+    cur = off.copy()
+    grid = np.full((b, m), -1, dtype=np.int32)
+    tab = grid.reshape(-1)
+    alive = np.arange(b, dtype=np.intp)
+    base = alive * m
+    late = min(_LATE, m)
+    for t in range(m - late):
+        j = t % n
+        c = cur[j]  # a view: updating c moves the cursors
+        busy = tab[base + c] >= 0
+        if busy.any():
+            idx = busy.nonzero()[0]
+            cs, ks, bs = c[idx], skip[j, idx], base[idx]
+            for _ in range(_CAP):
+                cs += ks
+                cs[cs >= m] -= m
+                busy = tab[bs + cs] >= 0
+                if not busy.any():
+                    c[idx] = cs
+                    break
+                done = ~busy
+                c[idx[done]] = cs[done]
+                idx, cs, ks, bs = idx[busy], cs[busy], ks[busy], bs[busy]
+            else:  # stragglers: drop them from the block
+                keep = np.ones(len(alive), dtype=bool)
+                keep[idx] = False
+                cur, skip, off = cur[:, keep], skip[:, keep], off[:, keep]
+                alive, base = alive[keep], base[keep]
+                c = cur[j]
+        tab[base + c] = j
+        c += skip[j]
+        c[c >= m] -= m
+    # Late phase: every slot before a cursor is taken, so a backend's next pick is the
+    # free slot of lowest rank (c - offset) * skip^-1 mod m.
+    sub = grid[alive]
+    free = (sub < 0).nonzero()[1].reshape(len(alive), late)  # each row has `late` left
+    inv = _inverse_mod(skip, m)
+    rank = (((free[None, :, :] - off[:, :, None]) * inv[:, :, None]) % m).astype(np.int32)
+    rows = np.arange(len(alive), dtype=np.intp)
+    for t in range(m - late, m):
+        j = t % n
+        pick = rank[j].argmin(axis=1)
+        sub[rows, free[rows, pick]] = j
+        rank[:, rows, pick] = m  # taken: no longer anyone's choice
+    grid[alive] = sub
+    return grid, alive
+
+
+def _inverse_mod(a: Ints, m: int) -> Ints:
+    """a^-1 mod m for prime m (a^(m-2), by squaring)."""
+    out = np.ones_like(a)
+    sq = a % m
+    e = m - 2
+    while e:
+        if e & 1:
+            out = out * sq % m
+        sq = sq * sq % m
+        e >>= 1
+    return out
+
+
+def _fill_many(tables: Sequence[tuple[str, ...]], m: int) -> list[Ints | tuple[int, ...]]:
+    """Slot -> backend position in name order, for distinct tables of one size n >= 2
+    (a numpy row, or the pure fill's tuple for a straggler)."""
+    out: list[Ints | tuple[int, ...]] = []
+    n = len(tables[0])
+    block = max(1, _CELLS // (n * min(_LATE, m)))
+    for lo in range(0, len(tables), block):
+        part = tables[lo:lo + block]
+        params = [_params(name, m) for names in part for name in sorted(names)]
+        arr = np.array(params, dtype=np.int64).reshape(len(part), n, 2)
+        grid, done = _fill_block(arr[:, :, 0].T.copy(), arr[:, :, 1].T.copy(), m)
+        rows: list[Ints | tuple[int, ...]] = list(grid)
+        ok = np.zeros(len(part), dtype=bool)
+        ok[done] = True
+        for i in (~ok).nonzero()[0].tolist():
+            names = part[i]
+            order = sorted(range(n), key=names.__getitem__)
+            pos = {k: p for p, k in enumerate(order)}
+            rows[i] = tuple(pos[k] for k in _slots(names, m))
+        out.extend(rows)
+    return out
+
+
+def maglev_id_tables(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int,
+                     vectorize: bool | None = None) -> list[bytes]:
+    """For each (backend names, their ids): the m-slot table of ids as native uint32
+    bytes, the same as mapping maglev_slots(names, m) through ids. Many tables are filled
+    at once with numpy when it is installed (vectorize=None: when it pays off)."""
+    out: list[bytes | None] = [None] * len(jobs)
+    groups: dict[int, list[int]] = {}
+    for i, (names, ids) in enumerate(jobs):
+        _check(names, m)
+        if len(ids) != len(names):
+            raise ValueError("one id per backend name")
+        n = len(names)
+        if n == 0:
+            out[i] = b""
+        elif n == 1:
+            out[i] = array("I", ids) .tobytes() * m
+        else:
+            groups.setdefault(n, []).append(i)
+    use = np is not None if vectorize is None else vectorize
+    for n, members in groups.items():
+        fast = use and (vectorize or (len(members) >= VEC_MIN_TABLES
+                                      and n <= VEC_MAX_BACKENDS))
+        if not fast:
+            for i in members:
+                names, ids = jobs[i]
+                out[i] = array("I", map(ids.__getitem__, _slots(tuple(names), m))).tobytes()
+            continue
+        if np is None:
+            raise RuntimeError("numpy is not installed")
+        keys = [tuple(jobs[i][0]) for i in members]
+        slots = _fill_many(keys, m)
+        for i, key, row in zip(members, keys, slots, strict=True):
+            ids = jobs[i][1]
+            order = sorted(range(n), key=key.__getitem__)
+            by_pos = np.array([ids[k] for k in order], dtype=np.uint32)
+            out[i] = by_pos[np.asarray(row, dtype=np.intp)].tobytes()
+    return [b if b is not None else b"" for b in out]

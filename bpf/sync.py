@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bpf import maps as m
-from bpf.maglev import maglev_slots
+from bpf.maglev import maglev_id_tables
 from bpf.mapstore import MapPort, MapWriteError
 from bpf.table import (
     Algorithm,
@@ -107,13 +107,22 @@ def _u32(i: int) -> bytes:
     return i.to_bytes(4, "little")
 
 
-def _slot_table(ids: Sequence[int], names: Sequence[str], algorithm: Algorithm,
-                m_: int) -> bytes:
-    """The m-slot backend-id table: Maglev order, or a uniform spread for random choice
-    (a random slot only needs every backend equally often, not consistency)."""
-    if algorithm is Algorithm.RANDOM:
-        return (array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes()
-    return array("I", map(ids.__getitem__, maglev_slots(names, m_))).tobytes()
+def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
+                 m_: int) -> list[bytes]:
+    """The m-slot backend-id tables: Maglev order (all Maglev tables of the pass filled in
+    one batch), or a uniform spread for random choice (a random slot only needs every
+    backend equally often, not consistency)."""
+    out: list[bytes] = [b""] * len(jobs)
+    mg: list[int] = []
+    for i, (ids, _, algorithm) in enumerate(jobs):
+        if algorithm is Algorithm.RANDOM:
+            out[i] = (array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes()
+        else:
+            mg.append(i)
+    tabs = maglev_id_tables([(jobs[i][1], jobs[i][0]) for i in mg], m_)
+    for i, tab in zip(mg, tabs, strict=True):
+        out[i] = tab
+    return out
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
@@ -236,6 +245,8 @@ class Syncer:
         for k, s in desired.items():
             prev = st.inputs.get(k)
             if prev is not None and (prev is s or prev == s):
+                if prev is not s:
+                    st.inputs[k] = s  # the next pass likely hands this very object
                 present += 1
                 continue
             cur = st.services.get(k)
@@ -291,22 +302,24 @@ class Syncer:
                 del st.backend_ids[name]
 
         # 2. Maglev tables and 3. services
-        mg_items: list[tuple[ServiceKey, bytes, bytes]] = []
         sv_items: list[tuple[ServiceKey, bytes, bytes]] = []
         staged: dict[ServiceKey, _Programmed] = {}
+        jobs: list[tuple[list[int], list[str], Algorithm]] = []
+        owners: list[tuple[ServiceKey, bytes]] = []
         for k, s in changed.items():
             cur = st.services.get(k)
             sid = cur.svc_id if cur is not None else st.next_svc_id
             if cur is None:
                 st.next_svc_id += 1
             if s.backends:
-                ids = [st.backend_ids[b.name] for b in s.backends]
                 names = [b.name for b in s.backends]
-                tab = _slot_table(ids, names, s.algorithm, self.maps.maglev_m)
-                mg_items.append((k, _u32(sid), tab))
+                jobs.append(([st.backend_ids[n] for n in names], names, s.algorithm))
+                owners.append((k, _u32(sid)))
             sv = m.SvcValue(sid, len(s.backends), _svc_flags(s), s.affinity_timeout, 0)
             sv_items.append((k, _key_bytes(k), bytes(sv)))
             staged[k] = _Programmed(sid, s)
+        tabs = _slot_tables(jobs, self.maps.maglev_m)
+        mg_items = [(k, kb, tab) for (k, kb), tab in zip(owners, tabs, strict=True)]
         mg_failed = _write(self.maps.maglev, mg_items)
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"

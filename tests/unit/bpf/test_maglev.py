@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpf.maglev import is_prime, maglev_slots, maglev_table, maglev_table_reference
+from bpf import maglev
+from bpf.maglev import (
+    is_prime,
+    maglev_id_tables,
+    maglev_slots,
+    maglev_table,
+    maglev_table_reference,
+)
 
 M = 1021
 
@@ -78,3 +85,47 @@ def test_more_backends_than_slots_and_cache_returns_equal_copies() -> None:
     t1[0] = -5  # callers get a copy: the cached table is not shared
     assert maglev_table(bes[:3], M) == maglev_table_reference(bes[:3], M)
     assert maglev_slots(bes[:3], M) is maglev_slots(list(bes[:3]), M)
+
+
+def _jobs(sizes: list[int], seed: int) -> list[tuple[list[str], list[int]]]:
+    import random
+
+    rnd = random.Random(seed)
+    pool = [f"10.1.{i // 250}.{i % 250}:8080" for i in range(5000)]
+    return [(rnd.sample(pool, n), [rnd.randrange(1, 1 << 32) for _ in range(n)])
+            for n in sizes]
+
+
+@pytest.mark.parametrize("m", [7, 251, 1021])
+def test_id_tables_pure_equal_reference(m: int) -> None:
+    from array import array
+
+    jobs = _jobs([0, 1, 2, 3, 9, 40], m)
+    for (names, ids), tab in zip(jobs, maglev_id_tables(jobs, m, vectorize=False),
+                                 strict=True):
+        want = [ids[i] for i in maglev_table_reference(names, m)] if names else []
+        assert array("I", tab).tolist() == want
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(2, 70), min_size=1, max_size=12), st.sampled_from([7, 251, 1021]),
+       st.integers(0, 1000), st.sampled_from([1, 3, 24]), st.sampled_from([1, 5, 48, 2000]))
+def test_numpy_fill_equals_the_pure_fill(sizes: list[int], m: int, seed: int, cap: int,
+                                         late: int) -> None:
+    """Identical bytes, whatever the block phases (cap forces stragglers to the pure fill)."""
+    pytest.importorskip("numpy")
+    jobs = _jobs(sizes * 3, seed)
+    old = maglev._CAP, maglev._LATE
+    maglev._CAP, maglev._LATE = cap, late
+    try:
+        fast = maglev_id_tables(jobs, m, vectorize=True)
+    finally:
+        maglev._CAP, maglev._LATE = old
+    assert fast == maglev_id_tables(jobs, m, vectorize=False)
+
+
+def test_id_tables_check_their_input() -> None:
+    with pytest.raises(ValueError):
+        maglev_id_tables([(["a", "b"], [1])], M)
+    with pytest.raises(ValueError):
+        maglev_id_tables([(["a"], [1])], 1000)
