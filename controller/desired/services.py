@@ -120,19 +120,22 @@ def _keys(
         yield ServiceKey(ip, sp.port, proto), True, False
 
 
+Event = tuple[ServiceKey, Service] | str  # a candidate entry, or a problem
+
+
 def _plan_one(
     svc: K8sService,
     slices: Sequence[EndpointSlice],
     node: str,
     node_addresses: Sequence[IPAddress],
-    table: dict[ServiceKey, Service],
-    owner: dict[ServiceKey, str],
-    problems: list[str],
+    out: list[Event],
 ) -> None:
+    """The service's candidate entries and problems, in order; which service gets a key
+    claimed twice is decided across services, in plan_services."""
     if svc.type == "ExternalName":
         return
     if not svc.ports:
-        problems.append("spec.ports: the service has no ports; nothing programmed")
+        out.append("spec.ports: the service has no ports; nothing programmed")
         return
     affinity = svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else 0
     ext_local = svc.external_traffic_policy == "Local"
@@ -140,34 +143,90 @@ def _plan_one(
     for sp in svc.ports:
         proto = PROTOCOLS.get(sp.protocol)
         if proto is None:
-            problems.append(
+            out.append(
                 f"spec.ports {sp.name or sp.port}: protocol {sp.protocol} is not "
                 "supported by the datapath (TCP, UDP); skipped"
             )
             continue
+        problems: list[str] = []
         backends = _backends(svc, sp, slices, node, problems)
+        out.extend(problems)
         for key, external, nodeport in _keys(svc, sp, proto, node_addresses):
-            other = owner.get(key)
-            if other is not None:
-                if other != svc.key:
-                    problems.append(f"{key}: already served by service {other}; skipped")
-                continue
             fam = [b for b in backends if b.ip.version == key.vip.version]
-            table[key] = Service(
+            out.append((key, Service(
                 tuple(fam),
                 ext_local if external else int_local,
                 external,
                 nodeport,
                 affinity,
                 name=svc.key,
-            )
-            owner[key] = svc.key
+            )))
+
+
+@dataclass
+class _Memo:
+    svc: K8sService
+    slices: tuple[EndpointSlice, ...]
+    node: str
+    addresses: tuple[IPAddress, ...]
+    events: tuple[Event, ...]
+
+    def fits(self, svc: K8sService, slices: tuple[EndpointSlice, ...], node: str,
+             addresses: tuple[IPAddress, ...]) -> bool:
+        """Same inputs: the same objects (cheap), or equal ones."""
+        if node != self.node or addresses != self.addresses or len(slices) != len(self.slices):
+            return False
+        if self.svc is not svc and self.svc != svc:
+            return False
+        return all(a is b or a == b for a, b in zip(self.slices, slices, strict=True))
+
+
+class PlanMemo:
+    """The previous pass's per-service planning, reused when a service's inputs (its
+    Service and EndpointSlices, the node and its addresses) are equal, so that an
+    unchanged service yields the very same `bpf.table.Service` objects pass after pass
+    and the sync recognises them by identity. Optional: planning is the same without."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, _Memo] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def events(self, svc: K8sService, slices: Sequence[EndpointSlice], node: str,
+               node_addresses: Sequence[IPAddress]) -> tuple[Event, ...]:
+        sl, addrs = tuple(slices), tuple(node_addresses)
+        prev = self._last.get(svc.key)
+        if prev is not None and prev.fits(svc, sl, node, addrs):
+            self.hits += 1
+            return prev.events
+        self.misses += 1
+        out = _events(svc, sl, node, addrs)
+        self._last[svc.key] = _Memo(svc, sl, node, addrs, out)
+        return out
+
+    def keep(self, names: Iterable[str]) -> None:
+        """Forget services that are gone."""
+        live = set(names)
+        for k in [k for k in self._last if k not in live]:
+            del self._last[k]
+
+
+def _events(svc: K8sService, slices: Sequence[EndpointSlice], node: str,
+            node_addresses: Sequence[IPAddress]) -> tuple[Event, ...]:
+    out: list[Event] = []
+    try:
+        _plan_one(svc, slices, node, node_addresses, out)
+    except Exception as e:  # a model we did not foresee: blame the service, go on
+        out.append(f"internal error planning the service: {e!r}")
+    return tuple(out)
 
 
 def plan_services(
-    snap: Snapshot, node: str, node_addresses: Sequence[IPAddress] = ()
+    snap: Snapshot, node: str, node_addresses: Sequence[IPAddress] = (),
+    memo: PlanMemo | None = None,
 ) -> ServicePlan:
-    """The service table this node programs, and the per-service problems."""
+    """The service table this node programs, and the per-service problems. With a memo,
+    unchanged services reuse the previous pass's entries (the result is equal)."""
     by_service: dict[str, list[EndpointSlice]] = {}
     for sk in sorted(snap.slices):
         sl = snap.slices[sk]
@@ -177,11 +236,26 @@ def plan_services(
     problems: dict[str, tuple[str, ...]] = {}
     for name in sorted(snap.services):
         svc = snap.services[name]
+        slices = by_service.get(name, [])
+        if memo is not None:
+            events = memo.events(svc, slices, node, node_addresses)
+        else:
+            events = _events(svc, slices, node, node_addresses)
         found: list[str] = []
-        try:
-            _plan_one(svc, by_service.get(name, []), node, node_addresses, table, owner, found)
-        except Exception as e:  # a model we did not foresee: blame the service, go on
-            found.append(f"internal error planning the service: {e!r}")
+        for ev in events:
+            if isinstance(ev, str):
+                found.append(ev)
+                continue
+            key, entry = ev
+            other = owner.get(key)
+            if other is not None:
+                if other != svc.key:
+                    found.append(f"{key}: already served by service {other}; skipped")
+                continue
+            table[key] = entry
+            owner[key] = svc.key
         if found:
             problems[name] = tuple(dict.fromkeys(found))
+    if memo is not None:
+        memo.keep(snap.services)
     return ServicePlan(table, problems)

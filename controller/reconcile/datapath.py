@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from bpf.sync import Syncer
 from bpf.table import Service, ServiceKey, validate
-from controller.desired.services import ServicePlan, plan_services
+from controller.desired.services import PlanMemo, ServicePlan, plan_services
 from controller.reconcile.gate import ConfirmedGate
 from controller.reconcile.loop import PassContext
 
@@ -47,6 +47,8 @@ class DatapathReconciler:
         self.errors: dict[ServiceKey, str] = {}
         self._confirmed: set[ServiceKey] = set()
         self._valid: set[ServiceKey] = set()
+        self._memo = PlanMemo()  # unchanged services keep their Service objects
+        self._checked: dict[ServiceKey, tuple[Service, str | None]] = {}
 
     def _addresses(self, ctx: PassContext) -> tuple[IPAddress, ...]:
         if self.node_addresses is not None:
@@ -55,7 +57,7 @@ class DatapathReconciler:
         return node.addresses if node is not None else ()
 
     def reconcile(self, ctx: PassContext) -> None:
-        plan = plan_services(ctx.snap, ctx.node, self._addresses(ctx))
+        plan = plan_services(ctx.snap, ctx.node, self._addresses(ctx), self._memo)
         self.plan = plan
         desired = plan.table
         managed = plan.addresses()
@@ -67,14 +69,18 @@ class DatapathReconciler:
         actual = self.syncer.programmed()
         errors: dict[ServiceKey, str] = {}
         want: dict[ServiceKey, Service] = {}
+        checked: dict[ServiceKey, tuple[Service, str | None]] = {}
         for k, s in desired.items():
-            why = validate(k, s)
+            prev = self._checked.get(k)
+            why = prev[1] if prev is not None and prev[0] is s else validate(k, s)
+            checked[k] = (s, why)
             if why is None:
                 want[k] = s
             else:
                 errors[k] = why
                 if k in actual:  # keep serving the old entry until finalize
                     want[k] = actual[k]
+        self._checked = checked
         self._hold_draining(want, actual, ctx)
         for k, s in actual.items():
             want.setdefault(k, s)  # no longer desired: deleted in finalize, not now

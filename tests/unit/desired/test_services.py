@@ -8,7 +8,7 @@ from ipaddress import IPv6Address as A6
 from ipaddress import ip_address
 
 from bpf.table import Backend, BackendState, Proto, Service, ServiceKey
-from controller.desired.services import plan_services
+from controller.desired.services import PlanMemo, plan_services
 from controller.model.k8s import Endpoint, EndpointPort, EndpointSlice, ServicePort
 from controller.model.k8s import Service as Svc
 from controller.model.meta import Meta
@@ -190,3 +190,32 @@ def test_headless_and_external_name_program_nothing() -> None:
 def test_pure_and_deterministic() -> None:
     objs = (svc("web"), sl("web", ep("10.1.0.6"), ep("10.1.0.5")))
     assert plan_services(snap(*objs), NODE) == plan_services(snap(*reversed(objs)), NODE)
+
+
+def test_memo_gives_the_same_plan_and_keeps_unchanged_entries_identical() -> None:
+    web, api, dup = svc("web"), svc("api", cluster_ips=(A4("10.96.0.20"),)), svc(
+        "dup", cluster_ips=(A4("10.96.0.10"),))
+    s_web, s_api = sl("web", ep("10.1.0.5")), sl("api", ep("10.1.0.6"))
+    memo = PlanMemo()
+    passes = [
+        (web, api, s_web, s_api),
+        (web, api, s_web, s_api),  # the same objects
+        (svc("web"), svc("api", cluster_ips=(A4("10.96.0.20"),)), s_web,
+         sl("api", ep("10.1.0.7"))),  # web equal (new objects), api's slice changed
+        (dup, web, api, s_web),  # dup now claims web's key; api lost its slice
+        (web, s_web),  # api and dup gone
+    ]
+    prev = None
+    for objs in passes:
+        plan = plan_services(snap(*objs), NODE, (N1,), memo)
+        assert plan == plan_services(snap(*objs), NODE, (N1,))
+        if prev is not None and k("10.96.0.10", 80) in prev.table:
+            old, new = prev.table[k("10.96.0.10", 80)], plan.table[k("10.96.0.10", 80)]
+            assert (old is new) == (old == new)
+        prev = plan
+    assert memo.hits >= 3
+    assert set(memo._last) == {"demo/web"}
+    # another node or other node addresses: not the memo's entries
+    other = plan_services(snap(web, s_web), "n2", (N1,), memo)
+    assert other == plan_services(snap(web, s_web), "n2", (N1,))
+    assert not other.table[k("10.96.0.10", 80)].backends[0].local

@@ -235,3 +235,22 @@ def test_deleted_service_drains_then_is_deleted() -> None:
     ctx = run(r, snap(svc(2), sl(2, "10.244.0.6")))
     r.finalize(ctx)
     assert set(read_table(maps)) == {key(2)}
+
+
+def test_a_new_snapshot_with_one_change_hands_the_syncer_the_same_objects() -> None:
+    maps = fake_maps()
+    r = DatapathReconciler(Syncer(maps))
+    objs = [svc(i) for i in range(1, 6)] + [sl(i, f"10.1.0.{i}") for i in range(1, 6)]
+    run(r, snap(*objs))
+    assert r.plan is not None
+    first = dict(r.plan.table)
+    objs[5] = sl(1, "10.1.0.99")  # s1's slice changed; the rest are the same objects
+    ctx = run(r, snap(*objs))
+    assert r.plan is not None and not ctx.errors
+    assert r.plan.table[key(1)] != first[key(1)]
+    assert all(r.plan.table[key(i)] is first[key(i)] for i in range(2, 6))
+    assert read_table(maps)[key(1)].backends[0].ip == A4("10.1.0.99")
+    # equal but new objects (a source that re-parses everything) plan the same
+    run(r, snap(*(svc(i) for i in range(1, 6)), sl(1, "10.1.0.99"),
+                 *(sl(i, f"10.1.0.{i}") for i in range(2, 6))))
+    assert all(r.plan.table[key(i)] is first[key(i)] for i in range(2, 6))
