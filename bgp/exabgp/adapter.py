@@ -88,6 +88,8 @@ class ExabgpSpeaker:
         self.api_socket = self.state_dir / "api.sock"
         self._lock = threading.RLock()
         self._acks: queue.Queue[str] = queue.Queue()
+        self._stale_acks = 0  # acks still owed to a send that gave up waiting for them
+        self._inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._conn: socket.socket | None = None
         self._connected = threading.Event()
         self._server: socket.socket | None = None
@@ -123,6 +125,7 @@ class ExabgpSpeaker:
             self._listen()
             for target, name in ((self._accept_loop, "exabgp-accept"),
                                  (self._supervise, "exabgp-supervisor"),
+                                 (self._event_loop, "exabgp-events"),
                                  (self._task_loop, "exabgp-tasks")):
                 t = threading.Thread(target=target, name=name, daemon=True)
                 t.start()
@@ -220,6 +223,7 @@ class ExabgpSpeaker:
                 self._conn = conn
                 while not self._acks.empty():
                     self._acks.get_nowait()
+                self._stale_acks = 0
                 threading.Thread(target=self._read_loop, args=(conn,), daemon=True,
                                  name="exabgp-read").start()
                 try:
@@ -241,6 +245,15 @@ class ExabgpSpeaker:
                         peers=len(self._peers)))
 
     def _read_loop(self, conn: socket.socket) -> None:
+        """Read the relay's lines without ever taking the adapter's lock.
+
+        `_send` holds the lock while it waits for acknowledgements, and ExaBGP interleaves
+        acknowledgements with JSON events on one stream (the ToR echoes our own UPDATEs
+        back, so a bulk announce produces events too). Handling an event here under the
+        lock would stop this reader in front of the acknowledgements `_send` waits for;
+        ExaBGP's blocking writes to the relay then stall its whole reactor. So events are
+        parsed here and handed to the event thread; acknowledgements go straight through.
+        """
         with conn.makefile("rb") as f:
             for raw in f:
                 line = raw.decode(errors="replace").strip()
@@ -248,11 +261,25 @@ class ExabgpSpeaker:
                     self._acks.put(line)
                 elif line.startswith("{"):
                     try:
-                        self._on_event(json.loads(line))
-                    except (ValueError, KeyError, TypeError) as e:
+                        msg = json.loads(line)
+                    except ValueError as e:
                         log.warning(logfmt("exabgp_bad_event", error=str(e)))
+                        continue
+                    if isinstance(msg, dict):
+                        self._inbox.put(msg)
         if conn is self._conn:
             self._acks.put("closed")
+
+    def _event_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                msg = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._on_event(msg)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                log.warning(logfmt("exabgp_bad_event", error=str(e)))
 
     def _supervise(self) -> None:
         while not self._stopping.wait(self.supervise_interval):
@@ -352,16 +379,29 @@ class ExabgpSpeaker:
                 conn.sendall("".join(line + "\n" for line in chunk).encode())
             except OSError as e:
                 raise SpeakerError(f"exabgp relay connection lost: {e}") from e
-            for _ in chunk:
-                try:
-                    ack = self._acks.get(timeout=self.ack_timeout)
-                except queue.Empty as e:
-                    raise SpeakerError("exabgp did not acknowledge a command") from e
+            for k in range(len(chunk)):
+                ack = self._next_ack()
+                if ack is None:
+                    # the rest may still come: never count them for a later command
+                    self._stale_acks += len(chunk) - k
+                    raise SpeakerError("exabgp did not acknowledge a command")
                 if ack == "closed":
                     raise SpeakerError("exabgp relay connection lost")
                 errors += ack == "error"
         if errors:
             raise SpeakerError(f"exabgp rejected {errors} of {len(lines)} commands")
+
+    def _next_ack(self) -> str | None:
+        """The next acknowledgement of this send (late ones of a failed send skipped)."""
+        while True:
+            try:
+                ack = self._acks.get(timeout=self.ack_timeout)
+            except queue.Empty:
+                return None
+            if ack != "closed" and self._stale_acks > 0:
+                self._stale_acks -= 1
+                continue
+            return ack
 
     # -- Speaker ---------------------------------------------------------------------
     def _require(self) -> None:

@@ -4,7 +4,7 @@ GoBGP (GobgpSpeaker.set_paths: AddPathStream) vs ExaBGP (ExabgpSpeaker.set_paths
 `announce attributes ... nlri ...`) vs a second FRR as the speaker (10k blackhole routes
 added with one `ip -batch` in its namespace, `redistribute kernel` into its bgpd).
 
-Topology (namespaces `rrv<run id>7<x>`, all deleted at the end):
+Topology (namespaces `rrg<run id>7<x>`, all deleted at the end):
 
     g: GobgpSpeaker  10.57.0.11 AS 65011 ─┐
     e: ExabgpSpeaker 10.57.0.12 AS 65012 ─┤ br0 in t: FRR ToR 10.57.0.1 AS 65000
@@ -14,14 +14,15 @@ All three sessions are up for the whole run; one speaker announces at a time. A 
 times, per speaker, from the first announce (the call that starts it) until
 `ip -n <tor> route show proto bgp` lists all N prefixes; then the speaker withdraws them
 and the ToR's kernel is back to 0 before the next speaker starts (not timed). Speakers
-alternate (G E F G E F ...); the first round is a warm-up and is dropped. ExaBGP gets a
-fresh process (and session) before each of its rounds: 5.0.15 stopped acknowledging API
-commands on the third 10k announce within one session here (R7_EXABGP_FRESH=0 to reuse).
+alternate (G E F G E F ...); the first round is a warm-up and is dropped. ExaBGP keeps
+one process and session for the whole run, like GoBGP (R7_EXABGP_FRESH=1 gives it a fresh
+one before each round, untimed).
 
-Run: `python -m tests.bench r7` (env R7_N, R7_ROUNDS to change the count and rounds).
-ExaBGP is left out by default (R7_SPEAKERS=gobgp,exabgp,frr adds it): with 10k paths
-ExaBGP 5.0.15 processed every announce but one `done` acknowledgement never came, so the
-adapter's set_paths waits out its ack timeout and no honest time comes out.
+Run: `python -m tests.bench r7` (env R7_N, R7_ROUNDS to change the count and rounds;
+R7_SPEAKERS, default gobgp,exabgp,frr, to choose speakers). ExaBGP was once left out: the
+adapter's reader handled the ToR's echo of our own UPDATEs under the lock `set_paths`
+held while it waited for `done`, so an acknowledgement stalled behind an event until the
+ack timeout; events now go to their own thread.
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ class Bench:
     def __init__(self, n: int) -> None:
         self.n = n
         self.paths = {Path(prefix=p) for p in prefixes(n)}
-        self.lab = Lab(f"rrv{run_id()}7")
+        self.lab = Lab(f"rrg{run_id()}7")
         self.tmp = FsPath(tempfile.mkdtemp(prefix="rrv-r7-"))
         self.lab.defer(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         self._gen = itertools.count()
-        self.fresh_exabgp = os.environ.get("R7_EXABGP_FRESH", "1") == "1"
+        self.fresh_exabgp = os.environ.get("R7_EXABGP_FRESH", "0") == "1"
 
     def setup(self) -> None:
         lab = self.lab
@@ -156,8 +157,7 @@ class Bench:
         def go() -> float:
             sp = self.speakers[x]
             if x == "e" and self.fresh_exabgp:
-                # ExaBGP 5.0.15 stopped acknowledging commands on the third announce of
-                # one session here, so each round gets a new exabgp (untimed setup)
+                # optional: a new exabgp and session for each round (untimed setup)
                 sp.stop()
                 sp = self.speakers[x] = self.new_speaker(x)
             self.established(x)
@@ -178,7 +178,7 @@ def main() -> None:
     n = int(os.environ.get("R7_N", "10000"))
     rounds = int(os.environ.get("R7_ROUNDS", "5"))
     b = Bench(n)
-    chosen = os.environ.get("R7_SPEAKERS", "gobgp,frr").split(",")
+    chosen = os.environ.get("R7_SPEAKERS", "gobgp,exabgp,frr").split(",")
     samples: dict[str, list[float]] = {k: [] for k in ("gobgp", "exabgp", "frr") if k in chosen}
     started = time.monotonic()
     try:

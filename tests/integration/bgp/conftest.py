@@ -82,7 +82,8 @@ def global_config(node: Node, *, asn: int | None = None, listen: bool = True,
                         listen_port=179 if listen else -1, listen_addresses=addrs)
 
 
-def new_speaker(kind: str, node: Node, lab: Lab, state: str | None = None) -> Speaker:
+def new_speaker(kind: str, node: Node, lab: Lab, state: str | None = None,
+                **kw: float) -> Speaker:
     if state is None:
         state = tempfile.mkdtemp(prefix=f"rrb-{kind[:2]}-")
         lab.defer(lambda: shutil.rmtree(state, ignore_errors=True))
@@ -95,15 +96,15 @@ def new_speaker(kind: str, node: Node, lab: Lab, state: str | None = None) -> Sp
     else:
         from bgp.exabgp.adapter import ExabgpSpeaker
 
-        s = ExabgpSpeaker(state, netns=node.ns.name)
+        s = ExabgpSpeaker(state, netns=node.ns.name, **kw)
     lab.defer(s.stop)
     node.speakers.append(s)
     return s
 
 
-def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True) -> Topo:
+def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True, tag: str = "rrb") -> Topo:
     need_binaries("vtysh", "/usr/lib/frr/zebra")
-    prefix = f"rrb{run_id()}{next(_counter)}"
+    prefix = f"{tag}{run_id()}{next(_counter)}"
     lab = Lab(prefix)
     try:
         tor_ns = lab.netns("t")
@@ -134,7 +135,8 @@ def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True) -> Topo:
         lab.close()
         raise
     return Topo(lab=lab, tor_ns=tor_ns, tor=tor, nodes=nodes,
-                make_speaker=lambda node, state=None: new_speaker(kind, node, lab, state),
+                make_speaker=lambda node, state=None, **kw: new_speaker(kind, node, lab, state,
+                                                                         **kw),
                 kind=kind)
 
 
