@@ -245,8 +245,6 @@ class Syncer:
         for k, s in desired.items():
             prev = st.inputs.get(k)
             if prev is not None and (prev is s or prev == s):
-                if prev is not s:
-                    st.inputs[k] = s  # the next pass likely hands this very object
                 present += 1
                 continue
             cur = st.services.get(k)

@@ -26,6 +26,11 @@ from bpf import maglev
 from bpf.loader import Datapath, DatapathConfig
 from bpf.sync import Syncer, SyncMaps
 from bpf.table import Algorithm, Backend, Proto, Service, ServiceKey
+from controller.desired.services import PlanMemo, plan_services
+from controller.model.k8s import Endpoint, EndpointPort, EndpointSlice, ServicePort
+from controller.model.k8s import Service as K8sService
+from controller.model.meta import Meta
+from controller.store import Snapshot
 from tests.bench.common import ratio_stats, save, stats, table
 from tests.bench.kubeproxy_rules import Svc, full_ruleset, one_service_update
 from tests.bench.nsutil import in_netns, netns, ns_name, pin_root, sh
@@ -46,6 +51,23 @@ def our_table(n: int, alg: Algorithm, changed: int = -1) -> dict[ServiceKey, Ser
         out[ServiceKey(A(VIP0 + i), 80, Proto.TCP)] = Service(
             tuple(Backend(A(ip), p) for ip, p in eps), algorithm=alg, name=f"bench/s{i}")
     return out
+
+
+def k8s_objects(n: int) -> tuple[list[object], list[EndpointSlice]]:
+    """The same services as manifests: Services and EndpointSlices (the second list holds
+    the alternative slices, one per service)."""
+    objs: list[object] = []
+    alt: list[EndpointSlice] = []
+    ports = (EndpointPort(8080, "TCP", ""),)
+    for i in range(n):
+        objs.append(K8sService(Meta("Service", f"s{i}", "bench"), cluster_ips=(A(VIP0 + i),),
+                               ports=(ServicePort(80, "TCP", "", 8080),)))
+        for changed, out in ((False, objs), (True, alt)):
+            eps = tuple(Endpoint((A(ip),), node_name="n2")
+                        for ip, _ in endpoints(i, changed))
+            out.append(EndpointSlice(Meta("EndpointSlice", f"s{i}-a", "bench"), f"s{i}",
+                                     "IPv4", eps, ports))
+    return objs, alt
 
 
 def kp_services(n: int) -> list[Svc]:
@@ -139,6 +161,23 @@ def main(argv: list[str] | None = None) -> None:
                 res = syncer.sync(fresh[0])
                 assert res.writes >= 1 and not res.errors
 
+            objs, alt = k8s_objects(n)
+            memo = PlanMemo()
+            planned: list[dict[ServiceKey, Service]] = []
+            plan_t: list[float] = []
+            plan_services(Snapshot.build(objs), "n1", (), memo)
+
+            def planned_setup() -> None:
+                flip["ours"] = not flip["ours"]
+                snap = Snapshot.build(objs + [alt[mid]] if flip["ours"] else objs)
+                t0 = time.perf_counter()
+                planned[:] = [dict(plan_services(snap, "n1", (), memo).table)]
+                plan_t.append(time.perf_counter() - t0)
+
+            def ours_planned() -> None:
+                res = syncer.sync(planned[0])
+                assert res.writes >= 1 and not res.errors
+
             def kp_one(which: str) -> Callable[[], None]:
                 def run() -> None:
                     flip[which] = not flip[which]
@@ -155,6 +194,16 @@ def main(argv: list[str] | None = None) -> None:
             }
             print(f"R2 one change with {n} present", flush=True)
             one_t = run_rounds(one, args.rounds)
+            # on its own: the runs above hand the syncer other objects for every entry
+            planned_sync = {"ours (planned table)": (planned_setup, ours_planned),
+                            "iptables-nft": (lambda: None, kp_one("nft")),
+                            "iptables-legacy": (lambda: None, kp_one("legacy"))}
+            print(f"R2 one change with {n} present, planned", flush=True)
+            syncer.sync(plan_services(Snapshot.build(objs), "n1", (), memo).table)
+            flip["ours"] = False  # the maps hold the unchanged table, as planned
+            planned_t = run_rounds(planned_sync, args.rounds)
+            print(f"  planning {n} services with the memo (untimed above): "
+                  f"median {stats(plan_t[1:])['median'] * 1000:.1f} ms", flush=True)
             for which in ("nft", "legacy"):
                 flush(ns, which)
             clear(maps)
@@ -166,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
                               "rounds": args.rounds}
     for label, res, ours in (("full", full_t, ("ours-maglev", "ours-random")),
                              ("one change", one_t, ("ours (same objects)",
-                                                    "ours (fresh table)"))):
+                                                    "ours (fresh table)")),
+                             ("one change, planned", planned_t,
+                              ("ours (planned table)",))):
         section: dict[str, object] = {}
         for name, samples in res.items():
             st = stats(samples)
