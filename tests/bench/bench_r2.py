@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                             "iptables-nft": (lambda: None, kp_one("nft")),
                             "iptables-legacy": (lambda: None, kp_one("legacy"))}
             print(f"R2 one change with {n} present, planned", flush=True)
+            syncer = Syncer(maps)  # adopts; remembers the planner's objects from here on
             syncer.sync(plan_services(Snapshot.build(objs), "n1", (), memo).table)
             flip["ours"] = False  # the maps hold the unchanged table, as planned
             planned_t = run_rounds(planned_sync, args.rounds)
