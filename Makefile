@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr gobgpd \
-            golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping
+            golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping python3-numpy
 KREL := $(shell uname -r)
 
 .PHONY: setup deb headers venv stubs test lint typecheck unit lab lab-down bench clean
