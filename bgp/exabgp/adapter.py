@@ -89,6 +89,7 @@ class ExabgpSpeaker:
         self._lock = threading.RLock()
         self._acks: queue.Queue[str] = queue.Queue()
         self._stale_acks = 0  # acks still owed to a send that gave up waiting for them
+        self._reload_settle = 0.0  # until then a rejected command may predate a reload
         self._inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._conn: socket.socket | None = None
         self._connected = threading.Event()
@@ -445,6 +446,9 @@ class ExabgpSpeaker:
             time.sleep(0.2)  # let the withdrawals leave before the session closes
         self._write_config()
         self.proc.reload()
+        # ExaBGP applies SIGUSR1 at the top of its loop; commands it reads in the same pass
+        # still meet the old neighbors ("no neighbor matching"), so retry for a moment
+        self._reload_settle = time.monotonic() + 5.0
         for a in diff.removed:
             log.info(logfmt("bgp_peer_removed", peer=a))
         for a in (*diff.added, *diff.updated):
@@ -472,6 +476,13 @@ class ExabgpSpeaker:
                     raise
                 time.sleep(0.1)
 
+    def _send_settled(self, lines: list[str]) -> None:
+        """`_send`, retried while a reload may not have reached ExaBGP yet."""
+        if time.monotonic() < self._reload_settle:
+            self._reload_then(lines)
+        else:
+            self._send(lines)
+
     def set_paths(self, paths: Iterable[Path]) -> PathDiff:
         desired = index_paths(paths)
         with self._lock:
@@ -481,7 +492,8 @@ class ExabgpSpeaker:
             # with no neighbor in exabgp.conf ExaBGP rejects every route command; paths are
             # then only recorded and go to each neighbor when it is added
             if diff and self._configured_peers():
-                self._send(cfg.withdraw_lines(diff.withdraw) + cfg.announce_lines(diff.announce))
+                self._send_settled(cfg.withdraw_lines(diff.withdraw)
+                                   + cfg.announce_lines(diff.announce))
             if diff:
                 self._announced = dict(desired)
                 log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
@@ -498,7 +510,8 @@ class ExabgpSpeaker:
             diff = diff_paths(self._announced, self._desired)
             if not diff or not self._configured_peers() or self._conn is None:
                 return PathDiff()
-            self._send(cfg.withdraw_lines(diff.withdraw) + cfg.announce_lines(diff.announce))
+            self._send_settled(cfg.withdraw_lines(diff.withdraw)
+                               + cfg.announce_lines(diff.announce))
             self._announced = dict(self._desired)
             log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
                             withdraw=len(diff.withdraw), total=len(self._desired)))
