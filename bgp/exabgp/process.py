@@ -12,9 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bgp.pidfile import kill_recorded
 from bgp.speaker import SpeakerError, logfmt
 
 log = logging.getLogger("bgp.exabgp")
@@ -44,22 +44,11 @@ class ExabgpProcess:
 
     def adopt_leftover(self) -> bool:
         """Kill an exabgp a previous agent left on this state dir; True if there was one."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
+        if not self.pidfile.exists():
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            cmdline = b""
-        if str(self.conf).encode() in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                time.sleep(0.02)
+        pid = kill_recorded(self.pidfile, str(self.conf))
+        if pid is not None:
             log.info(logfmt("exabgp_leftover_killed", pid=pid))
-        self.pidfile.unlink(missing_ok=True)
         return True
 
     def start(self, env: dict[str, str]) -> None:

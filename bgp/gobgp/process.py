@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+from bgp.pidfile import kill_recorded
 from bgp.speaker import SpeakerError, logfmt
 
 log = logging.getLogger("bgp.gobgp")
@@ -47,21 +47,11 @@ class GobgpdProcess:
 
     def adopt_leftover(self) -> bool:
         """Kill a gobgpd left by a previous agent on this socket; True if there was one."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
+        if not self.pidfile.exists():
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            cmdline = b""
-        if str(self.socket).encode() in cmdline:
-            # SIGKILL, not SIGTERM: no NOTIFICATION, so peers keep our routes (GR helper).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5.0)
+        pid = kill_recorded(self.pidfile, str(self.socket))
+        if pid is not None:
             log.info(logfmt("gobgpd_leftover_killed", pid=pid))
-        self.pidfile.unlink(missing_ok=True)
         return True
 
     def start(self, timeout: float = 10.0) -> None:
@@ -114,13 +104,3 @@ class GobgpdProcess:
     def detach(self) -> None:
         """Forget the process without signalling it (a crashed agent, for tests)."""
         self._proc = None
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)

@@ -8,10 +8,9 @@ given state directory and whose command line names that directory.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from pathlib import Path
+
+from bgp.pidfile import kill_recorded
 
 PIDFILES = ("gobgpd.pid", "exabgp.pid")
 
@@ -21,22 +20,7 @@ def kill_leftover_speakers(state_root: Path, timeout: float = 5.0) -> list[int]:
     killed: list[int] = []
     for name in PIDFILES:
         for pidfile in state_root.rglob(name):
-            try:
-                pid = int(pidfile.read_text().strip())
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError):
-                continue
-            if str(pidfile.parent) not in cmd:
-                continue  # a recycled PID: not ours
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + timeout
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            pidfile.unlink(missing_ok=True)
+            pid = kill_recorded(pidfile, str(pidfile.parent), graceful=True, timeout=timeout)
+            if pid is not None:
+                killed.append(pid)
     return killed

@@ -1,0 +1,53 @@
+"""Speaker processes left behind by a previous agent, found through their pid files.
+
+A pid file alone is not proof: the PID may have been reused. A process is only ours
+when its command line still names the file or socket our daemon was started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has exited; True if it did within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.02)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def recorded_pid(pidfile: Path, marker: str) -> int | None:
+    """The PID in `pidfile` if that process runs and its command line contains `marker`."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return None
+    return pid if marker.encode() in cmdline else None
+
+
+def kill_recorded(pidfile: Path, marker: str, *, graceful: bool = False,
+                  timeout: float = 5.0) -> int | None:
+    """Stop the process recorded in `pidfile` (see `recorded_pid`) and remove the file.
+
+    graceful: SIGTERM first, SIGKILL after `timeout`; otherwise SIGKILL at once (a BGP
+    speaker killed that way sends no NOTIFICATION, so graceful restart keeps its routes
+    at the peers). Returns the PID stopped, or None.
+    """
+    pid = recorded_pid(pidfile, marker)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM if graceful else signal.SIGKILL)
+        if not wait_gone(pid, timeout) and graceful:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, timeout)
+    pidfile.unlink(missing_ok=True)
+    return pid
