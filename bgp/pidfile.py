@@ -13,14 +13,23 @@ import time
 from pathlib import Path
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waiting to be reaped has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until `pid` has exited; True if it did within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
+        if not _running(pid):
             return True
         time.sleep(0.02)
-    return not Path(f"/proc/{pid}").exists()
+    return not _running(pid)
 
 
 def recorded_pid(pidfile: Path, marker: str) -> int | None:
