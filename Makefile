@@ -4,12 +4,13 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr gobgpd \
-            golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping python3-numpy
+            golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping python3-numpy \
+            gcc
 KREL := $(shell uname -r)
 
-.PHONY: setup deb headers venv stubs test lint typecheck unit lab lab-down bench clean
+.PHONY: setup deb headers venv stubs native test lint typecheck unit lab lab-down bench clean
 
-setup: deb headers venv stubs
+setup: deb headers venv stubs native
 
 deb:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -42,6 +43,14 @@ venv: $(VENV)/.installed
 # GoBGP gRPC stubs, generated from the installed .proto files (never committed).
 stubs: venv
 	@$(PY) -m bgp.gobgp.genstubs
+
+# The Maglev table fill in C (bpf/maglev_fill.c), loaded by bpf/maglev.py with ctypes;
+# rebuilt only when the source is newer. Without it the fill falls back to numpy/Python.
+native: .gen/libmaglev.so
+
+.gen/libmaglev.so: bpf/maglev_fill.c | deb
+	@mkdir -p .gen
+	gcc -O2 -shared -fPIC -o $@ $<
 
 lint: setup
 	$(VENV)/bin/ruff check controller bgp bpf tests examples

@@ -4,7 +4,12 @@ The table has m slots (m prime); each backend owns about m/n of them, and removi
 backend moves only the slots it owned (plus a small fraction). The program hashes a
 flow's 5-tuple to a slot and reads the backend id stored there.
 
-Speed: a backend's (offset, skip) pair is hashed once and cached; the fill walks each
+Speed: many tables are filled in one call to a small C library (bpf/maglev_fill.c, built
+into .gen/libmaglev.so by `make native`, loaded with ctypes), the textbook fill given the
+offsets and skips computed here. Without it, numpy fills many tables in lockstep, and
+without numpy the pure-Python fill below does.
+
+The pure fill: a backend's (offset, skip) pair is hashed once and cached; the fill walks each
 backend's permutation incrementally (no modulo, no materialised permutation) while the
 table is sparse, and once few slots are left it sorts the free slots by each backend's
 preference instead of probing long runs of taken slots. Whole tables are cached by
@@ -15,11 +20,14 @@ computed once. The result is identical to the textbook algorithm
 
 from __future__ import annotations
 
+import ctypes as ct
 import hashlib
+import os
 from array import array
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 try:  # optional: fills many tables at once; the pure-Python fill gives the same tables
     import numpy as np
@@ -255,11 +263,76 @@ def _fill_many(tables: Sequence[tuple[str, ...]], m: int) -> list[Ints | tuple[i
     return out
 
 
+# --- many tables at once (C) -----------------------------------------------------------
+
+LIB_ENV = "RACKROUTE_LIBMAGLEV"  # overrides where the library is looked for
+Fill = Literal["native", "numpy", "python"]
+_U32P = ct.POINTER(ct.c_uint32)
+
+
+def native_path() -> Path:
+    """Where `make native` puts the fill library (the repo's git-ignored .gen/)."""
+    env = os.environ.get(LIB_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / ".gen" / "libmaglev.so"
+
+
+@cache
+def _native() -> Any | None:
+    """maglev_fill from the C library, or None when it is not built (or will not load)."""
+    path = native_path()
+    if not path.is_file():
+        return None
+    try:
+        fn = ct.CDLL(str(path)).maglev_fill
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ct.c_uint32, ct.c_uint32, ct.c_void_p, ct.c_void_p, ct.c_void_p,
+                   ct.c_void_p, ct.c_void_p]
+    fn.restype = ct.c_int
+    return fn
+
+
+def native() -> bool:
+    """Is the C fill available?"""
+    return _native() is not None
+
+
+def _addr(a: array[int]) -> int:
+    return a.buffer_info()[0]
+
+
+def _fill_native(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) -> bytes:
+    """The id tables of jobs (each with >= 1 backend), one after the other, as one flat
+    native uint32 buffer filled by the C library in one call."""
+    fn = _native()
+    if fn is None:
+        raise RuntimeError(f"the Maglev fill library is not built ({native_path()})")
+    counts, offs, skips, vals = array("I"), array("I"), array("I"), array("I")
+    for names, ids in jobs:
+        counts.append(len(names))
+        for k in sorted(range(len(names)), key=names.__getitem__):
+            o, s = _params(names[k], m)
+            offs.append(o)
+            skips.append(s)
+            vals.append(ids[k])
+    out = bytearray(4 * m * len(jobs))
+    if jobs:
+        buf = (ct.c_char * len(out)).from_buffer(out)
+        ret = fn(len(jobs), m, _addr(counts), _addr(offs), _addr(skips), _addr(vals), buf)
+        del buf  # releases the export, so that out can be handed on
+        if ret:
+            raise ValueError(f"maglev_fill failed ({ret}): bad table size or parameters")
+    return bytes(out)
+
+
 def maglev_id_tables(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int,
-                     vectorize: bool | None = None) -> list[bytes]:
+                     fill: Fill | None = None) -> list[bytes]:
     """For each (backend names, their ids): the m-slot table of ids as native uint32
-    bytes, the same as mapping maglev_slots(names, m) through ids. Many tables are filled
-    at once with numpy when it is installed (vectorize=None: when it pays off)."""
+    bytes, the same as mapping maglev_slots(names, m) through ids. fill=None picks the
+    fastest there is: the C library when built, else numpy when installed and it pays
+    off, else the pure-Python fill; naming one forces it (RuntimeError if missing)."""
     out: list[bytes | None] = [None] * len(jobs)
     groups: dict[int, list[int]] = {}
     for i, (names, ids) in enumerate(jobs):
@@ -270,13 +343,20 @@ def maglev_id_tables(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int
         if n == 0:
             out[i] = b""
         elif n == 1:
-            out[i] = array("I", ids) .tobytes() * m
+            out[i] = array("I", ids).tobytes() * m
         else:
             groups.setdefault(n, []).append(i)
-    use = np is not None if vectorize is None else vectorize
+    if fill == "native" or (fill is None and groups and native()):
+        todo = [i for members in groups.values() for i in members]
+        flat = _fill_native([jobs[i] for i in todo], m)
+        size = 4 * m
+        for j, i in enumerate(todo):
+            out[i] = flat[j * size:(j + 1) * size]
+        groups = {}
     for n, members in groups.items():
-        fast = use and (vectorize or (len(members) >= VEC_MIN_TABLES
-                                      and n <= VEC_MAX_BACKENDS))
+        fast = fill == "numpy" or (fill is None and np is not None
+                                   and len(members) >= VEC_MIN_TABLES
+                                   and n <= VEC_MAX_BACKENDS)
         if not fast:
             for i in members:
                 names, ids = jobs[i]

@@ -101,7 +101,7 @@ def test_id_tables_pure_equal_reference(m: int) -> None:
     from array import array
 
     jobs = _jobs([0, 1, 2, 3, 9, 40], m)
-    for (names, ids), tab in zip(jobs, maglev_id_tables(jobs, m, vectorize=False),
+    for (names, ids), tab in zip(jobs, maglev_id_tables(jobs, m, fill="python"),
                                  strict=True):
         want = [ids[i] for i in maglev_table_reference(names, m)] if names else []
         assert array("I", tab).tolist() == want
@@ -118,10 +118,10 @@ def test_numpy_fill_equals_the_pure_fill(sizes: list[int], m: int, seed: int, ca
     old = maglev._CAP, maglev._LATE
     maglev._CAP, maglev._LATE = cap, late
     try:
-        fast = maglev_id_tables(jobs, m, vectorize=True)
+        fast = maglev_id_tables(jobs, m, fill="numpy")
     finally:
         maglev._CAP, maglev._LATE = old
-    assert fast == maglev_id_tables(jobs, m, vectorize=False)
+    assert fast == maglev_id_tables(jobs, m, fill="python")
 
 
 def test_id_tables_check_their_input() -> None:
@@ -129,3 +129,101 @@ def test_id_tables_check_their_input() -> None:
         maglev_id_tables([(["a", "b"], [1])], M)
     with pytest.raises(ValueError):
         maglev_id_tables([(["a"], [1])], 1000)
+
+
+needs_native = pytest.mark.skipif(not maglev.native(), reason="libmaglev.so not built "
+                                  "(make native)")
+
+
+@needs_native
+@pytest.mark.parametrize("m", [7, 251, 1021, 65537])
+def test_native_fill_equals_the_reference(m: int) -> None:
+    from array import array
+
+    sizes = [1, 2, 2, 3, 9, 40, 80] if m > 7 else [1, 2, 3, 5, 9, 30]
+    jobs = _jobs(sizes, m)
+    for (names, ids), tab in zip(jobs, maglev_id_tables(jobs, m, fill="native"),
+                                 strict=True):
+        want = [ids[i] for i in maglev_table_reference(names, m)]
+        assert array("I", tab).tolist() == want
+
+
+@needs_native
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 70), min_size=1, max_size=12), st.sampled_from([7, 251, 1021]),
+       st.integers(0, 1000))
+def test_native_fill_equals_the_pure_fill(sizes: list[int], m: int, seed: int) -> None:
+    jobs = _jobs(sizes * 3, seed)
+    assert maglev_id_tables(jobs, m, fill="native") == maglev_id_tables(jobs, m, fill="python")
+
+
+@needs_native
+def test_native_fill_refuses_bad_parameters() -> None:
+    from array import array
+
+    fn = maglev._native()
+    assert fn is not None
+    out = array("I", [0] * 4 * 8)
+    one = array("I", [1])
+    for m, count, off, skip in ((8, 1, 0, 1), (7, 0, 0, 1), (7, 1, 7, 1), (7, 1, 0, 0),
+                                (7, 1, 0, 7)):
+        counts, offs, skips = array("I", [count]), array("I", [off]), array("I", [skip])
+        ret = fn(1, m, counts.buffer_info()[0], offs.buffer_info()[0],
+                 skips.buffer_info()[0], one.buffer_info()[0], out.buffer_info()[0])
+        assert ret < 0 or m == 8  # m = 8 with skip 1 still visits every slot
+    assert fn(0, 7, None, None, None, None, None) == 0
+
+
+def test_fallback_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C library when it loads, else numpy, else the pure fill; same bytes each way."""
+    jobs = _jobs([2, 3] * 40, 5)
+    want = maglev_id_tables(jobs, M, fill="python")
+    used: list[str] = []
+    real_native, real_many, real_slots = maglev._fill_native, maglev._fill_many, maglev._slots
+
+    def spy(name: str, fn: object) -> object:
+        def call(*a: object) -> object:
+            used.append(name)
+            return fn(*a)  # type: ignore[operator]
+        return call
+
+    monkeypatch.setattr(maglev, "_fill_native", spy("native", real_native))
+    monkeypatch.setattr(maglev, "_fill_many", spy("numpy", real_many))
+    monkeypatch.setattr(maglev, "_slots", spy("python", real_slots))
+    if maglev.native():
+        assert maglev_id_tables(jobs, M) == want
+        assert used == ["native"]
+    monkeypatch.setattr(maglev, "_native", lambda: None)  # the library did not load
+    used.clear()
+    if maglev.np is not None:
+        assert maglev_id_tables(jobs, M) == want
+        assert "numpy" in used and "native" not in used
+        monkeypatch.setattr(maglev, "np", None)
+        used.clear()
+    assert maglev_id_tables(jobs, M) == want
+    assert set(used) == {"python"}
+    with pytest.raises(RuntimeError):
+        maglev_id_tables(jobs, M, fill="native")
+
+
+def test_library_path_and_a_missing_library(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: object) -> None:
+    from pathlib import Path
+
+    monkeypatch.delenv(maglev.LIB_ENV, raising=False)
+    assert maglev.native_path().name == "libmaglev.so"
+    assert maglev.native_path().parent.name == ".gen"
+    missing = Path(str(tmp_path)) / "none.so"
+    monkeypatch.setenv(maglev.LIB_ENV, str(missing))
+    assert maglev.native_path() == missing
+    maglev._native.cache_clear()
+    try:
+        assert not maglev.native()
+        broken = Path(str(tmp_path)) / "broken.so"
+        broken.write_bytes(b"not an ELF file")
+        monkeypatch.setenv(maglev.LIB_ENV, str(broken))
+        maglev._native.cache_clear()
+        assert maglev._native() is None
+    finally:
+        monkeypatch.delenv(maglev.LIB_ENV)
+        maglev._native.cache_clear()
