@@ -6,7 +6,9 @@ dropped, median/min/max and per-round ratios.
   python -m tests.bench r2 [--services 10000] [--rounds 5]
 
 Ours, full: an empty map set, cold Maglev caches, a new Syncer (adopt + sync).
-  maglev: the default algorithm (a Maglev table computed per backend set);
+  maglev: the default algorithm (a Maglev table computed per backend set), filled by the
+    C library (.gen/libmaglev.so, `make native`);
+  maglev-numpy: the same without the C library (the numpy fill it replaced; equal tables);
   random: the kube-proxy-equivalent choice (a uniform table, nothing to compute).
 Ours, one change: one service's second endpoint replaced, N present; "same objects" hands
 the syncer the previous table with one entry replaced, "fresh table" a table rebuilt
@@ -107,12 +109,27 @@ def clear(maps: SyncMaps) -> None:
     maglev._params.cache_clear()
 
 
+def without_native(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run as if the C fill library were not built."""
+    def run() -> object:
+        real = maglev._native
+        maglev._native = lambda: None  # type: ignore[assignment]
+        try:
+            return fn()
+        finally:
+            maglev._native = real
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench_r2")
     ap.add_argument("--services", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv or [])
     n = args.services
+    if not maglev.native():
+        print(f"note: {maglev.native_path()} is not built (make native); "
+              "ours-maglev uses the numpy or pure-Python fill", flush=True)
     base = {a: our_table(n, a) for a in Algorithm}
     kp = kp_services(n)
     kp_full = full_ruleset(kp)
@@ -128,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             full = {
                 "ours-maglev": (lambda: clear(maps),
                                 lambda: Syncer(maps).sync(base[Algorithm.MAGLEV])),
+                "ours-maglev-numpy": (lambda: clear(maps), without_native(
+                    lambda: Syncer(maps).sync(base[Algorithm.MAGLEV]))),
                 "ours-random": (lambda: clear(maps),
                                 lambda: Syncer(maps).sync(base[Algorithm.RANDOM])),
                 "iptables-nft": (lambda: flush(ns, "nft"),
@@ -214,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     doc: dict[str, object] = {"services": n, "endpoints_per_service": 2,
                               "rounds": args.rounds}
-    for label, res, ours in (("full", full_t, ("ours-maglev", "ours-random")),
+    for label, res, ours in (("full", full_t, ("ours-maglev", "ours-maglev-numpy",
+                                               "ours-random")),
                              ("one change", one_t, ("ours (same objects)",
                                                     "ours (fresh table)")),
                              ("one change, planned", planned_t,
