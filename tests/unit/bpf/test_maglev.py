@@ -227,3 +227,21 @@ def test_library_path_and_a_missing_library(monkeypatch: pytest.MonkeyPatch,
     finally:
         monkeypatch.delenv(maglev.LIB_ENV)
         maglev._native.cache_clear()
+
+
+@needs_native
+def test_native_fill_split_over_threads_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = _jobs([2, 5, 2, 3, 17, 2, 4] * 3, 11)
+    want = maglev_id_tables(jobs, 251, fill="python")
+    monkeypatch.setattr(maglev, "_PAR_MIN", 1)
+    monkeypatch.setattr(maglev.os, "cpu_count", lambda: 4)
+    assert maglev_id_tables(jobs, 251, fill="native") == want
+
+
+def test_backend_hash_is_keyed_blake2b() -> None:
+    import hashlib
+
+    for name in ("10.0.0.1:80", "[fd00::1]:443", ""):
+        for salt in (b"offset", b"skip"):
+            want = hashlib.blake2b(name.encode(), digest_size=8, key=salt).digest()
+            assert maglev._h(name, salt) == int.from_bytes(want, "little")
