@@ -132,6 +132,28 @@ class Netns:
         self.link_up(name)
 
 
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(ns: str) -> Iterator[None]:
+    """Run the body with this thread in network namespace `ns` (sockets made inside stay
+    there), then switch back."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(there, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns}")
+        yield
+    finally:
+        libc.setns(here, CLONE_NEWNET)
+        os.close(here)
+        os.close(there)
+
+
 def veth(a: Netns, a_dev: str, b: Netns, b_dev: str, *, master: str | None = None) -> None:
     """Create a veth pair a_dev (in a) <-> b_dev (in b), both up; b_dev optionally bridged."""
     check_name(a_dev)

@@ -4,16 +4,17 @@ and a test pin directory under /sys/fs/bpf named for the run."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from controller.lab.netns import entered as in_netns
+
+__all__ = ["in_netns", "netns", "ns_name", "nsx", "pin_root", "sh"]
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 RUN = f"{os.getpid() % 100000:05d}"
 
 
@@ -50,19 +51,6 @@ def netns(*names: str) -> Iterator[tuple[str, ...]]:
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
-@contextmanager
-def in_netns(ns: str) -> Iterator[None]:
-    """Switch this thread into ns, then back."""
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(there, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        yield
-    finally:
-        _libc.setns(here, CLONE_NEWNET)
-        os.close(here)
-        os.close(there)
 
 
 @contextmanager

@@ -4,18 +4,14 @@ Everything it creates is named rrx<tag>… and removed by teardown()."""
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from controller.lab.netns import entered as in_netns
+
 ECHO = Path(__file__).with_name("echo_server.py")
 
 
@@ -30,19 +26,6 @@ def nsx(ns: str, *args: str) -> str:
     return sh("ip", "netns", "exec", ns, *args)
 
 
-@contextmanager
-def in_netns(ns: str) -> Iterator[None]:
-    """Switch this thread into ns (sockets made inside stay there), then back."""
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(there, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        yield
-    finally:
-        _libc.setns(here, CLONE_NEWNET)
-        os.close(here)
-        os.close(there)
 
 
 def tcp_connect(ns: str, ip: str, port: int, timeout: float = 2.0) -> socket.socket:
