@@ -3,8 +3,10 @@
 Maps are pinned under <pin_root>/<instance>/ (bpffs is mounted if needed). bcc adopts
 a map whose pin already exists, so a restarted agent keeps its services, conntrack and
 affinity state, and the TC filters are replaced in place (same handle and priority):
-established connections keep flowing across a restart. A program the verifier rejects
-raises LoadError carrying the verifier log.
+established connections keep flowing across a restart. A pin whose map no longer
+matches its declaration (an upgrade changed the map) is removed and the map created
+fresh before any program loads (bpf.pins; logged as event=pin_recreated). A program
+the verifier rejects raises LoadError carrying the verifier log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bpf import maps as m
+from bpf import pins
 from bpf.mapstore import PinnedMap
 from bpf.sync import SyncMaps
 
@@ -124,9 +127,8 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.append(tmp.read().decode(errors="replace"))
 
 
-def load_text(text: str, funcs: dict[str, tuple[int, int]]) -> tuple[Any, dict[str, int]]:
-    """Compile text with bcc and load funcs ({name: (prog type, attach type or -1)}).
-    Returns (bcc module, name -> prog fd); LoadError carries the compiler/verifier log."""
+def _compile(text: str) -> Any:
+    """The bcc module for text (maps created or adopted, nothing loaded yet)."""
     from bcc import BPF
 
     with _captured_stderr() as log:
@@ -138,13 +140,36 @@ def load_text(text: str, funcs: dict[str, tuple[int, int]]) -> tuple[Any, dict[s
             err = None
     if err is not None:
         raise LoadError(f"compile failed: {err}", "".join(log))
+    return b
+
+
+def load_text(text: str, funcs: dict[str, tuple[int, int]],
+              pin_dir: Path | None = None) -> tuple[Any, dict[str, int]]:
+    """Compile text with bcc and load funcs ({name: (prog type, attach type or -1)}).
+    Returns (bcc module, name -> prog fd); LoadError carries the compiler/verifier log.
+
+    With pin_dir, the pins the module adopted are checked against the maps it declares
+    before any program is loaded: pins that differ are removed (bpf.pins) and the text
+    compiled again, so the maps are created fresh with the declared shape."""
+    b = _compile(text)
+    if pin_dir is not None:
+        stale = pins.stale_pins(b, pin_dir)
+        if stale:
+            b.cleanup()
+            pins.remove_stale(stale)
+            b = _compile(text)
+            left = pins.stale_pins(b, pin_dir)
+            if left:
+                b.cleanup()
+                raise LoadError("pinned maps still differ from their declaration",
+                                "\n".join(f"{s.name}: {s.reason}" for s in left))
     fds: dict[str, int] = {}
     for fn, (ptype, atype) in funcs.items():
         with _captured_stderr() as log:
             try:
                 f = b.load_func(fn.encode(), ptype, attach_type=atype)
             except Exception as e:
-                err = e
+                err: Exception | None = e
             else:
                 err = None
         if err is not None:
@@ -160,7 +185,7 @@ def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
     cfg.pin_dir.mkdir(parents=True, exist_ok=True)
     funcs = {n: (CGROUP_SOCK_ADDR, SOCK_HOOKS[n]) if part == "sock" else (SCHED_CLS, -1)
              for n in names}
-    return load_text(source_text(entry, cfg), funcs)
+    return load_text(source_text(entry, cfg), funcs, cfg.pin_dir)
 
 
 def _ipr(netns: str | None) -> Any:
