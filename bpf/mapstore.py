@@ -1,8 +1,10 @@
 """Byte-level map port: the pinned-map adapter and an in-memory fake with one contract.
 
 Keys and values are raw bytes (ctypes structs from bpf/maps.py serialised with bytes()).
-update_batch / delete_batch raise MapWriteError naming how many items were applied, so
-a caller can fall back to single writes and blame the right service.
+update_batch / update_batch_flat / delete_batch raise MapWriteError naming how many items
+were applied, so a caller can fall back to single writes and blame the right service.
+update_batch_flat takes the keys and the values each as one buffer of count entries laid
+end to end (what the kernel's batch call wants), so a large batch is not copied again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from bpf import libbpf
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _flat_sizes_ok(keys: Buffer, values: Buffer, count: int, ks: int, vs: int) -> bool:
+    return (count >= 0 and memoryview(keys).nbytes == count * ks
+            and memoryview(values).nbytes == count * vs)
 
 
 class MapWriteError(OSError):
@@ -34,6 +43,7 @@ class MapPort(Protocol):
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
     def lookup(self, key: bytes) -> bytes | None: ...
     def update_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None: ...
+    def update_batch_flat(self, keys: Buffer, values: Buffer, count: int) -> None: ...
     def delete_batch(self, keys: Sequence[bytes]) -> None: ...
 
 
@@ -69,12 +79,32 @@ class FakeMap:
                 raise MapWriteError(errno.E2BIG, "map full", done)
             self.data[k] = v
 
+    def update_batch_flat(self, keys: Buffer, values: Buffer, count: int) -> None:
+        if not _flat_sizes_ok(keys, values, count, self.key_size, self.value_size):
+            self.batch_calls += 1
+            raise MapWriteError(errno.EINVAL, "wrong key or value size", 0)
+        ks, vs = self.key_size, self.value_size
+        kv, vv = memoryview(keys).cast("B"), memoryview(values).cast("B")
+        self.update_batch([(bytes(kv[i * ks:(i + 1) * ks]), bytes(vv[i * vs:(i + 1) * vs]))
+                           for i in range(count)])
+
     def delete_batch(self, keys: Sequence[bytes]) -> None:
         self.batch_calls += 1
         for done, k in enumerate(keys):
             if k not in self.data:
                 raise MapWriteError(errno.ENOENT, "no such key", done)
             del self.data[k]
+
+
+def _ptr(buf: Buffer) -> bytes | ct.Array[ct.c_char]:
+    """buf as a pointer argument for ctypes without copying it (bytes pass as they are;
+    a writable buffer is wrapped in place; a read-only view is copied)."""
+    if isinstance(buf, bytes):
+        return buf
+    view = memoryview(buf)
+    if view.readonly or not view.c_contiguous:
+        return view.tobytes()
+    return (ct.c_char * view.nbytes).from_buffer(view)
 
 
 class PinnedMap:
@@ -125,15 +155,20 @@ class PinnedMap:
     def update_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         if not items:
             return
-        keys = b"".join(k for k, _ in items)
-        vals = b"".join(v for _, v in items)
-        if len(keys) != len(items) * self.key_size or len(vals) != len(items) * self.value_size:
+        self.update_batch_flat(b"".join(k for k, _ in items), b"".join(v for _, v in items),
+                               len(items))
+
+    def update_batch_flat(self, keys: Buffer, values: Buffer, count: int) -> None:
+        if not _flat_sizes_ok(keys, values, count, self.key_size, self.value_size):
             raise MapWriteError(errno.EINVAL, "wrong key or value size", 0)
-        count = ct.c_uint32(len(items))
-        ret = libbpf.lib().bpf_map_update_batch(self.fd, keys, vals, ct.byref(count), None)
+        if not count:
+            return
+        count_ = ct.c_uint32(count)
+        ret = libbpf.lib().bpf_map_update_batch(self.fd, _ptr(keys), _ptr(values),
+                                                ct.byref(count_), None)
         if ret < 0:
             err = -ret
-            raise MapWriteError(err, f"update batch: {os.strerror(err)}", count.value)
+            raise MapWriteError(err, f"update batch: {os.strerror(err)}", count_.value)
 
     def delete_batch(self, keys: Sequence[bytes]) -> None:
         if not keys:

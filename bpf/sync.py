@@ -15,6 +15,7 @@ one dict lookup and its Maglev table is never recomputed.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -56,7 +57,7 @@ class SyncResult:
     deletes: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Programmed:
     svc_id: int
     service: Service
@@ -78,7 +79,7 @@ class _State:
 def _backend_value(b: Backend) -> bytes:
     flags = (m.BE_LOCAL if b.local else 0) | (
         m.BE_TERMINATING if b.state is BackendState.TERMINATING else 0)
-    return bytes(m.BackendValue(m.addr_of(b.ip), m.port_of(b.port), m.family_of(b.ip), flags))
+    return m.backend_value_bytes(b.ip, b.port, flags)
 
 
 def _decode_backend(raw: bytes) -> Backend:
@@ -100,7 +101,7 @@ def _decode_key(raw: bytes) -> ServiceKey:
 
 
 def _key_bytes(k: ServiceKey) -> bytes:
-    return bytes(m.svc_key(k.vip, k.port, int(k.proto)))
+    return m.svc_key_bytes(k.vip, k.port, k.proto)
 
 
 def _u32(i: int) -> bytes:
@@ -167,16 +168,17 @@ def read_table(maps: SyncMaps) -> dict[ServiceKey, Service]:
     return _read(maps)[1]
 
 
-def _clashes(st: _State, need: Mapping[str, Backend], b: Backend,
+def _clashes(st: _State, need: Mapping[str, Backend], b: Backend, name: str,
              leaving: set[ServiceKey]) -> bool:
-    """Does b differ from the same endpoint as another (staying) service has it?"""
-    other = need.get(b.name)
+    """Does b (named name) differ from the same endpoint as another (staying) service
+    has it?"""
+    other = need.get(name)
     if other is not None:
-        return other != b
-    known = st.backend_objs.get(b.name)
-    if known is None or known == b:
+        return other is not b and other != b
+    known = st.backend_objs.get(name)
+    if known is None or known is b or known == b:
         return False
-    return bool(st.users.get(b.name, set()) - leaving)
+    return bool(st.users.get(name, set()) - leaving)
 
 
 def _release(st: _State, k: ServiceKey, svc: Service) -> set[str]:
@@ -191,19 +193,27 @@ def _release(st: _State, k: ServiceKey, svc: Service) -> set[str]:
     return out
 
 
-def _write(port: MapPort, items: Sequence[tuple[Owner, bytes, bytes]]) -> dict[Owner, str]:
-    """Batch write; on failure, blame the failing item's owner and carry on."""
+def _write(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes],
+           values: Sequence[bytes]) -> dict[Owner, str]:
+    """Batch write of keys[i] -> values[i] (one flat buffer each); on failure, blame the
+    failing item's owner and carry on with the items after it."""
     failed: dict[Owner, str] = {}
-    rest = list(items)
-    while rest:
+    n = len(owners)
+    if not n:
+        return failed
+    ks, vs = len(keys[0]), len(values[0])
+    # bytearrays: a writable buffer (and a slice of it) reaches the kernel uncopied
+    kbuf, vbuf = memoryview(bytearray().join(keys)), memoryview(bytearray().join(values))
+    lo = 0
+    while lo < n:
         try:
-            port.update_batch([(k, v) for _, k, v in rest])
+            port.update_batch_flat(kbuf[lo * ks:], vbuf[lo * vs:], n - lo)
             return failed
         except MapWriteError as e:
-            bad = rest[e.done] if e.done < len(rest) else rest[-1]
+            bad = min(lo + e.done, n - 1)
             reason = "map full" if e.errno == errno.E2BIG else os.strerror(e.errno or 0)
-            failed[bad[0]] = f"{reason} (errno {e.errno})"
-            rest = rest[e.done + 1:]
+            failed[owners[bad]] = f"{reason} (errno {e.errno})"
+            lo = lo + e.done + 1
     return failed
 
 
@@ -234,7 +244,22 @@ class Syncer:
 
     def sync(self, desired: ServiceTable) -> SyncResult:
         """Make the maps hold desired. Work is proportional to what changed: an entry
-        whose desired Service equals the one last programmed is not looked at again."""
+        whose desired Service equals the one last programmed is not looked at again.
+
+        The cyclic garbage collector is paused for the pass: a full pass allocates some
+        hundred thousand small objects, none of them in cycles, and the collections they
+        would trigger (each scanning every live object, the tables included) cost as much
+        as the pass's own work."""
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self._sync(desired)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _sync(self, desired: ServiceTable) -> SyncResult:
         if self._st is None:
             self.adopt()
         st = self._st
@@ -267,16 +292,23 @@ class Syncer:
         need: dict[str, Backend] = {}
         users: dict[str, list[ServiceKey]] = {}
         for k, s in list(changed.items()):
-            clash = next((b.name for b in s.backends if _clashes(st, need, b, leaving)), None)
+            named = [(b.name, b) for b in s.backends]
+            clash = next((n for n, b in named if _clashes(st, need, b, n, leaving)), None)
             if clash is not None:
                 errors[k] = (f"{k}: backend {clash} conflicts with another service's"
                              " local/state flags for the same endpoint")
                 del changed[k]
                 continue
-            for b in s.backends:
-                need.setdefault(b.name, b)
-                users.setdefault(b.name, []).append(k)
-        be_items: list[tuple[str, bytes, bytes]] = []
+            for n, b in named:
+                need.setdefault(n, b)
+                u = users.get(n)
+                if u is None:
+                    users[n] = [k]
+                else:
+                    u.append(k)
+        be_names: list[str] = []  # the backend writes: owner, key, value
+        be_keys: list[bytes] = []
+        be_vals: list[bytes] = []
         for name, b in need.items():
             bid = st.backend_ids.get(name)
             if bid is None:
@@ -285,10 +317,12 @@ class Syncer:
                 st.backend_ids[name] = bid
             val = _backend_value(b)
             if st.backend_values.get(bid) != val:
-                be_items.append((name, _u32(bid), val))
-        be_failed = _write(self.maps.backend, be_items)
-        writes += len(be_items)
-        for name, _, val in be_items:
+                be_names.append(name)
+                be_keys.append(_u32(bid))
+                be_vals.append(val)
+        be_failed = _write(self.maps.backend, be_names, be_keys, be_vals)
+        writes += len(be_names)
+        for name, val in zip(be_names, be_vals, strict=True):
             if name not in be_failed:
                 st.backend_values[st.backend_ids[name]] = val
                 st.backend_objs[name] = need[name]
@@ -300,10 +334,14 @@ class Syncer:
                 del st.backend_ids[name]
 
         # 2. Maglev tables and 3. services
-        sv_items: list[tuple[ServiceKey, bytes, bytes]] = []
+        sv_owners: list[ServiceKey] = []  # the service writes: owner, key, value
+        sv_keys: list[bytes] = []
+        sv_vals: list[bytes] = []
         staged: dict[ServiceKey, _Programmed] = {}
         jobs: list[tuple[list[int], list[str], Algorithm]] = []
-        owners: list[tuple[ServiceKey, bytes]] = []
+        mg_owners: list[ServiceKey] = []
+        mg_keys: list[bytes] = []
+        mg_ids: list[int] = []
         for k, s in changed.items():
             cur = st.services.get(k)
             sid = cur.svc_id if cur is not None else st.next_svc_id
@@ -312,21 +350,30 @@ class Syncer:
             if s.backends:
                 names = [b.name for b in s.backends]
                 jobs.append(([st.backend_ids[n] for n in names], names, s.algorithm))
-                owners.append((k, _u32(sid)))
-            sv = m.SvcValue(sid, len(s.backends), _svc_flags(s), s.affinity_timeout, 0)
-            sv_items.append((k, _key_bytes(k), bytes(sv)))
+                mg_owners.append(k)
+                mg_keys.append(_u32(sid))
+                mg_ids.append(sid)
+            sv_owners.append(k)
+            sv_keys.append(_key_bytes(k))
+            sv_vals.append(m.svc_value_bytes(sid, len(s.backends), _svc_flags(s),
+                                             s.affinity_timeout))
             staged[k] = _Programmed(sid, s)
         tabs = _slot_tables(jobs, self.maps.maglev_m)
-        mg_items = [(k, kb, tab) for (k, kb), tab in zip(owners, tabs, strict=True)]
-        mg_failed = _write(self.maps.maglev, mg_items)
+        mg_failed = _write(self.maps.maglev, mg_owners, mg_keys, tabs)
+        del tabs
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"
-        for k, kb, _ in mg_items:
-            if k not in mg_failed:
-                st.maglev_ids.add(int.from_bytes(kb, "little"))
-        sv_items = [it for it in sv_items if it[0] not in mg_failed]
-        sv_failed = _write(self.maps.svc, sv_items)
-        writes += len(mg_items) + len(sv_items)
+        if mg_failed:
+            st.maglev_ids.update(i for k, i in zip(mg_owners, mg_ids, strict=True)
+                                 if k not in mg_failed)
+            keep = [i for i, k in enumerate(sv_owners) if k not in mg_failed]
+            sv_owners = [sv_owners[i] for i in keep]
+            sv_keys = [sv_keys[i] for i in keep]
+            sv_vals = [sv_vals[i] for i in keep]
+        else:
+            st.maglev_ids.update(mg_ids)
+        sv_failed = _write(self.maps.svc, sv_owners, sv_keys, sv_vals)
+        writes += len(mg_owners) + len(sv_owners)
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
         dead_tables: set[int] = set()

@@ -68,3 +68,36 @@ def test_wrong_sizes_rejected(mp: MapPort) -> None:
     with pytest.raises(MapWriteError) as e:
         mp.update_batch([(b"\x01\x02", v(1))])
     assert e.value.errno == errno.EINVAL
+
+
+def test_flat_update_takes_bytes_bytearray_and_views(mp: MapPort) -> None:
+    mp.update_batch_flat(k(1) + k(2), v(10) + v(20), 2)
+    assert sorted(mp.items()) == [(k(1), v(10)), (k(2), v(20))]
+    mp.update_batch_flat(bytearray(k(1)), memoryview(bytearray(v(11) + v(99)))[:8], 1)
+    mp.update_batch_flat(k(3), memoryview(v(30)), 1)  # a read-only view
+    assert sorted(mp.items()) == [(k(1), v(11)), (k(2), v(20)), (k(3), v(30))]
+    mp.update_batch_flat(b"", b"", 0)
+    assert len(list(mp.items())) == 3
+
+
+def test_flat_update_full_map_reports_how_far_it_got(mp: MapPort) -> None:
+    mp.update_batch_flat(b"".join(k(i) for i in range(3)), b"".join(v(i) for i in range(3)), 3)
+    with pytest.raises(MapWriteError) as e:
+        mp.update_batch_flat(b"".join(k(i) for i in range(3, 7)),
+                             bytearray(b"".join(v(i) for i in range(3, 7))), 4)
+    assert e.value.errno == errno.E2BIG and e.value.done == 1
+    assert sorted(mp.items()) == [(k(i), v(i)) for i in range(4)]
+
+
+@pytest.mark.parametrize(("keys", "values", "count"), [
+    (k(1)[:2], v(1), 1),           # short key
+    (k(1), v(1) + b"\0", 1),       # long value
+    (k(1) + k(2), v(1) + v(2), 1),  # count disagrees with the buffers
+    (k(1), v(1), 2),
+])
+def test_flat_update_wrong_sizes_rejected(mp: MapPort, keys: bytes, values: bytes,
+                                          count: int) -> None:
+    with pytest.raises(MapWriteError) as e:
+        mp.update_batch_flat(keys, values, count)
+    assert e.value.errno == errno.EINVAL and e.value.done == 0
+    assert list(mp.items()) == []

@@ -151,3 +151,18 @@ def test_confirmed_reads_the_maps() -> None:
     assert s.confirmed([key(1), key(2), key(7)]) == frozenset({key(1), key(2)})
     maps.svc.data.clear()
     assert s.confirmed([key(1)]) == frozenset()
+
+
+def test_sync_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    s = Syncer(fake_maps())
+    assert gc.isenabled()
+    s.sync({})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        s.sync({})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -74,3 +74,22 @@ def test_address_and_port_packing() -> None:
     k = m.svc_key(A4("10.96.0.1"), 8080, 6)
     assert bytes(k)[16:18] == (8080).to_bytes(2, "big") and k.family == m.AF_INET
     assert m.host_port(m.port_of(443)) == 443
+
+
+def test_programmed_keeps_every_field_but_name() -> None:
+    from dataclasses import fields, replace
+
+    s = Service((be(2), be(1), be(1)), local_only=False, external=True, nodeport=True,
+                affinity_timeout=30, algorithm=Algorithm.RANDOM, name="ns/x")
+    assert [f.name for f in fields(Service)] == [
+        "backends", "local_only", "external", "nodeport", "affinity_timeout", "algorithm",
+        "name"]  # programmed() lists them: update it with a new field
+    assert s.programmed() == replace(s, backends=(be(1), be(2)), name="")
+    assert s.programmed().name == "" and s.eligible() is s.eligible()
+
+
+def test_backend_name_matches_the_address_text() -> None:
+    from ipaddress import ip_address
+
+    for a in ("0.0.0.0", "10.1.2.3", "255.255.255.255", "fd00::1", "::ffff:1.2.3.4"):
+        assert Backend(ip_address(a), 80).name == f"{ip_address(a)}:80"
