@@ -31,10 +31,11 @@ class Allocations:
 def plan_allocations(snap: Snapshot) -> Allocations:
     """Pod CIDRs and LoadBalancer IPs, stable against what status already records."""
     existing = {n: nn.pod_cidrs for n, nn in snap.node_networks.items()}
-    return Allocations(
-        plan_pod_cidrs(snap.nodes, snap.network_config, existing),
-        plan_lbipam(snap.services.values(), snap.pools.values()),
-    )
+    with gc_paused():
+        return Allocations(
+            plan_pod_cidrs(snap.nodes, snap.network_config, existing),
+            plan_lbipam(snap.services.values(), snap.pools.values()),
+        )
 
 
 def apply_allocations(snap: Snapshot, alloc: Allocations) -> Snapshot:
