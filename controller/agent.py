@@ -41,6 +41,8 @@ class AgentConfig:
     poll_interval: float = 0.2
     import_routes: bool = False  # install learned routes into the kernel
     datapath: DatapathSettings | None = None  # eBPF service LB on this node
+    cni_conf: Path | None = None  # write the node's CNI conflist here
+    cni_data_dir: Path = Path("/var/lib/rackroute/cni")
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_datapath: str = "auto"  # VXLAN: kernel device (auto|kernel) or eBPF (ebpf)
@@ -97,6 +99,14 @@ class Agent:
                     cfg.tunnel_protocol,
                 )
             )
+        if cfg.cni_conf is not None:
+            from controller.reconcile.cniconf import CniConfigReconciler
+
+            routing = next((r for r in first if hasattr(r, "pod_mtu")), None)
+            pin_dir = (cfg.datapath.pin_root / cfg.datapath.instance) if cfg.datapath else None
+            first.append(CniConfigReconciler(
+                cfg.cni_conf, cfg.cni_data_dir, pin_dir,
+                routing.pod_mtu if routing is not None else (lambda: None)))
         order = [*first, *datapath, *cfg.extra, self.bgp]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()

@@ -31,6 +31,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         resync=args.resync,
         import_routes=args.import_routes,
         routing_mode=args.routing_mode,
+        cni_conf=Path(args.cni_conf) if args.cni_conf else None,
+        cni_data_dir=Path(args.cni_data_dir),
         tunnel_protocol=args.tunnel_protocol,
         tunnel_datapath=args.tunnel_datapath,
         datapath=DatapathSettings(
@@ -159,6 +161,11 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="override the cluster's RackrouteConfig tunnelProtocol")
     ag.add_argument("--tunnel-datapath", choices=("auto", "kernel", "ebpf"), default="auto",
                     help="VXLAN through the kernel device (auto, kernel) or in eBPF")
+    ag.add_argument("--cni-conf",
+                    help="write the node's CNI conflist here (e.g. "
+                         "/etc/cni/net.d/10-rackroute.conflist)")
+    ag.add_argument("--cni-data-dir", default="/var/lib/rackroute/cni",
+                    help="the CNI plugin's address store")
     ag.add_argument("--datapath", action="store_true",
                     help="load the eBPF service load balancer (kube-proxy replacement)")
     ag.add_argument("--uplink", default="eth0", help="the node's uplink interface")

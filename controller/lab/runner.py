@@ -37,7 +37,7 @@ from controller.lab.topology import (
     Topology,
     load_topology,
 )
-from controller.sources.files import ManifestDir
+from controller.reconcile.cniconf import plugin_conf
 from controller.status import read_operator
 
 log = logging.getLogger("rackroute.lab")
@@ -179,10 +179,13 @@ class LabRunner:
                 "--speaker", speaker, "--state-dir", str(self.dir / "state" / n.name),
                 "--import-routes", "--resync", "10", "--metrics-port", "0",
                 "--datapath", "--uplink", "eth0", "--bpf-pin-root", str(PIN_ROOT),
+                "--cni-conf", str(self.conflist(n.name)),
+                "--cni-data-dir", str(self.dir / "cni" / n.name),
             ])
         for n in topo.nodes:  # pods need the pinned programs of their node's datapath
-            wait_for(lambda n=n: pinned_programs(PIN_ROOT / n.name), 90, 0.2,  # type: ignore[misc]
-                     f"datapath of {n.name} (log: {self.dir}/agent-{n.name}.log)")
+            wait_for(lambda n=n: pinned_programs(PIN_ROOT / n.name)  # type: ignore[misc]
+                     and self.conflist(n.name).exists(), 90, 0.2,
+                     f"datapath and CNI config of {n.name} (log: {self.dir}/agent-{n.name}.log)")
         # pods, through the CNI plugin, and their HTTP servers
         for i, pod in enumerate(topo.pods):
             pns = self._netns(pod.ns(i))
@@ -194,19 +197,13 @@ class LabRunner:
             ])
         self.state.save(self.dir)
 
-    def cni_conf(self, node: str, mdir: Path) -> dict[str, Any]:
-        cidrs = [str(c) for c in read_operator(mdir).pod_cidrs.get(node, ())]
-        net = ManifestDir(mdir).load().network_config
-        tunnels = net is not None and net.routing_mode != "native"
-        return {
-            "cniVersion": "1.0.0",
-            "name": "rackroute",
-            "type": "rackroute-cni",
-            "podCIDRs": cidrs,
-            "mtu": 1450 if tunnels else 1500,  # VXLAN/Geneve headers take 50 bytes
-            "dataDir": str(self.dir / "cni" / node),
-            "bpf": {"pinDir": str(PIN_ROOT / node)},
-        }
+    def conflist(self, node: str) -> Path:
+        """Where the node's agent writes its CNI config (a runtime's /etc/cni/net.d)."""
+        return self.dir / "cni" / "net.d" / f"{node}.conflist"
+
+    def cni_conf(self, node: str) -> dict[str, Any]:
+        """The network config a runtime would hand the plugin, from the agent's conflist."""
+        return plugin_conf(json.loads(self.conflist(node).read_text()))
 
     def _cni_add(self, topo: Topology, pod: str, node: str, ip: str, pns: Netns,
                  mdir: Path) -> dict[str, Any]:
@@ -221,7 +218,7 @@ class LabRunner:
         })
         cni = str(Path(sys.executable).parent / "rackroute-cni")
         argv = in_netns(topo.node(node).ns, [cni])
-        res = subprocess.run(argv, input=json.dumps(self.cni_conf(node, mdir)), env=env,
+        res = subprocess.run(argv, input=json.dumps(self.cni_conf(node)), env=env,
                              capture_output=True, text=True, timeout=30, check=False)
         if res.returncode != 0:
             raise LabError(f"CNI ADD {pod} on {node} failed: {res.stdout.strip()} "

@@ -89,6 +89,7 @@ def test_pod_to_pod_native_crosses_the_tor(lab: tuple[LabRunner, Topology, Path]
     src = next(p for p in topo.pods if p.node == topo.nodes[0].name)
     dst = next(p for p in topo.pods if p.node == topo.nodes[-1].name)
     dst_cidr = ".".join(dst.ip.split(".")[:3]) + ".0/24"
+    assert "mtu 1500" in Netns(topo.pod_ns(src.name)).ip("link", "show", "eth0").stdout
     src_ns = Netns(topo.node(src.node).ns)
     wait_for(lambda: f"{dst_cidr} via 10.0.0.1 " in src_ns.ip("route").stdout,
              20, 0.2, "the learned route through the ToR")

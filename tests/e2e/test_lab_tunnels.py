@@ -86,6 +86,8 @@ def test_tunnel_mode_pod_to_pod_and_counters(
         for c in cidrs:
             assert str(c) not in routes  # pod CIDRs are not advertised in tunnel mode
     src, dst = pods(topo)
+    # the agent wrote a CNI config with the tunnel's MTU, and the pods got it
+    assert "mtu 1450" in Netns(topo.pod_ns(src)).ip("link", "show", "eth0").stdout
     n1 = topo.nodes[0].ns
     before = vxlan_tx(n1) if protocol == "vxlan" else ebpf_encapsulated()
     res = ping(topo, src, dst)

@@ -1,0 +1,77 @@
+"""The node's CNI network config, kept equal to what the node's pods need.
+
+The container runtime reads it for every pod it creates: the node's pod CIDRs (from its
+NodeNetwork, or the Node in `kubernetes` IPAM mode), the pod MTU (lowered while the node
+tunnels: VXLAN / Geneve headers take 50 bytes), the IPAM store and the pinned datapath
+programs the plugin attaches. Written atomically, and only when it changes; nothing is
+written until the node has a pod CIDR (so the runtime keeps the node not ready).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.desired.podcidr import node_pod_cidrs
+from controller.reconcile.loop import PassContext
+
+log = logging.getLogger("rackroute.cni")
+
+
+def conflist(cidrs: list[str], mtu: int, data_dir: Path, pin_dir: Path | None) -> dict[str, Any]:
+    """The conflist document (pure)."""
+    plugin: dict[str, Any] = {
+        "type": "rackroute-cni",
+        "podCIDRs": cidrs,
+        "mtu": mtu,
+        "dataDir": str(data_dir),
+    }
+    if pin_dir is not None:
+        plugin["bpf"] = {"pinDir": str(pin_dir)}
+    return {"cniVersion": "1.0.0", "name": "rackroute", "plugins": [plugin]}
+
+
+def plugin_conf(doc: dict[str, Any]) -> dict[str, Any]:
+    """The network config a runtime hands the plugin for a conflist's first plugin."""
+    conf = dict(doc["plugins"][0])
+    conf["cniVersion"] = doc["cniVersion"]
+    conf["name"] = doc["name"]
+    return conf
+
+
+class CniConfigReconciler:
+    """Writes the conflist at `path` whenever pod CIDRs or the pod MTU change."""
+
+    name = "cni-config"
+
+    def __init__(self, path: Path, data_dir: Path, pin_dir: Path | None,
+                 tunnel_mtu: Callable[[], int | None] = lambda: None,
+                 underlay_mtu: int = 1500) -> None:
+        self.path, self.data_dir, self.pin_dir = path, data_dir, pin_dir
+        self.tunnel_mtu = tunnel_mtu
+        self.underlay_mtu = underlay_mtu
+        self._written: dict[str, Any] | None = None
+
+    def reconcile(self, ctx: PassContext) -> None:
+        cidrs = [str(c) for c in node_pod_cidrs(ctx.snap, ctx.node)]
+        if not cidrs:
+            return
+        doc = conflist(cidrs, self.tunnel_mtu() or self.underlay_mtu, self.data_dir, self.pin_dir)
+        if doc == self._written:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+        os.replace(tmp, self.path)
+        self._written = doc
+        log.info("event=cni_config_written path=%s pod_cidrs=%s mtu=%d", self.path,
+                 ",".join(cidrs), doc["plugins"][0]["mtu"])
+
+    def close(self) -> None:
+        """The config stays: pods keep being created while the agent restarts."""

@@ -1,0 +1,52 @@
+"""The CNI config reconciler: written once the node has a pod CIDR, MTU lowered while the
+node tunnels, rewritten only on change, and what a runtime hands the plugin parses."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+from controller.cni.netconf import parse_netconf
+from controller.model.crds import NodeNetwork
+from controller.model.k8s import Node
+from controller.model.meta import Meta
+from controller.reconcile.cniconf import CniConfigReconciler, plugin_conf
+from controller.reconcile.loop import PassContext
+from controller.store import Snapshot
+
+
+def snap(*cidrs: str) -> Snapshot:
+    objs: list[object] = [Node(Meta("Node", "n1"), (ip_address("10.0.0.11"),))]
+    if cidrs:
+        objs.append(NodeNetwork(Meta("NodeNetwork", "n1"), tuple(ip_network(c) for c in cidrs)))
+    return Snapshot.build(objs)
+
+
+def test_written_when_cidr_known_and_mtu_follows_the_tunnel(tmp_path: Path) -> None:
+    mtu: list[int | None] = [None]
+    path = tmp_path / "net.d" / "10-rackroute.conflist"
+    r = CniConfigReconciler(path, tmp_path / "ipam", Path("/sys/fs/bpf/rackroute/n1"),
+                            lambda: mtu[0])
+    r.reconcile(PassContext(snap(), "n1"))
+    assert not path.exists()  # no pod CIDR yet: the runtime keeps the node not ready
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    doc = json.loads(path.read_text())
+    plugin = doc["plugins"][0]
+    assert (plugin["podCIDRs"], plugin["mtu"]) == (["10.244.0.0/24"], 1500)
+    assert plugin["bpf"] == {"pinDir": "/sys/fs/bpf/rackroute/n1"}
+    before = path.stat().st_mtime_ns
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    assert path.stat().st_mtime_ns == before  # unchanged: not rewritten
+    mtu[0] = 1450
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    assert json.loads(path.read_text())["plugins"][0]["mtu"] == 1450
+
+
+def test_plugin_conf_is_a_valid_network_config(tmp_path: Path) -> None:
+    r = CniConfigReconciler(tmp_path / "c.conflist", tmp_path / "ipam", None)
+    r.reconcile(PassContext(snap("10.244.0.0/24", "fd00:244::/64"), "n1"))
+    conf = plugin_conf(json.loads((tmp_path / "c.conflist").read_text()))
+    parsed = parse_netconf(json.loads(json.dumps(conf)))
+    assert [str(c) for c in parsed.pod_cidrs] == ["10.244.0.0/24", "fd00:244::/64"]
+    assert parsed.pin_dir is None
