@@ -7,10 +7,14 @@ when its command line still names the file or socket our daemon was started with
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+
+log = logging.getLogger("bgp.process")
 
 
 def _running(pid: int) -> bool:
@@ -60,3 +64,35 @@ def kill_recorded(pidfile: Path, marker: str, *, graceful: bool = False,
             wait_gone(pid, timeout)
     pidfile.unlink(missing_ok=True)
     return pid
+
+
+class RecordedProcess:
+    """A speaker daemon this agent starts, recorded in `pidfile` so that a later agent can
+    replace it; `marker` is what its command line must contain to count as ours."""
+
+    name = "daemon"
+
+    def __init__(self, pidfile: Path, marker: str) -> None:
+        self.pidfile = pidfile
+        self.marker = marker
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def adopt_leftover(self) -> bool:
+        """Kill a daemon a previous agent left behind (SIGKILL: no NOTIFICATION, so peers
+        keep our routes under graceful restart); True if a pid file was there."""
+        if not self.pidfile.exists():
+            return False
+        pid = kill_recorded(self.pidfile, self.marker)
+        if pid is not None:
+            log.info("event=%s_leftover_killed pid=%d", self.name, pid)
+        return True

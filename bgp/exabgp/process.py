@@ -14,14 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bgp.pidfile import kill_recorded
+from bgp.pidfile import RecordedProcess
 from bgp.speaker import SpeakerError, logfmt
 
 log = logging.getLogger("bgp.exabgp")
 
 
-class ExabgpProcess:
+class ExabgpProcess(RecordedProcess):
     """One supervised exabgp."""
+
+    name = "exabgp"
 
     def __init__(self, state_dir: Path, *, netns: str | None = None,
                  python: str = sys.executable) -> None:
@@ -29,27 +31,7 @@ class ExabgpProcess:
         self.netns = netns
         self.python = python
         self.conf = state_dir / "exabgp.conf"
-        self.pidfile = state_dir / "exabgp.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def exit_code(self) -> int | None:
-        return self._proc.poll() if self._proc else None
-
-    def adopt_leftover(self) -> bool:
-        """Kill an exabgp a previous agent left on this state dir; True if there was one."""
-        if not self.pidfile.exists():
-            return False
-        pid = kill_recorded(self.pidfile, str(self.conf))
-        if pid is not None:
-            log.info(logfmt("exabgp_leftover_killed", pid=pid))
-        return True
+        super().__init__(state_dir / "exabgp.pid", str(self.conf))
 
     def start(self, env: dict[str, str]) -> None:
         argv = [self.python, "-m", "exabgp", "server", str(self.conf)]

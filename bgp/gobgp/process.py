@@ -14,14 +14,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from bgp.pidfile import kill_recorded
+from bgp.pidfile import RecordedProcess
 from bgp.speaker import SpeakerError, logfmt
 
 log = logging.getLogger("bgp.gobgp")
 
 
-class GobgpdProcess:
+class GobgpdProcess(RecordedProcess):
     """One supervised gobgpd; `start()` returns once its API socket exists."""
+
+    name = "gobgpd"
 
     def __init__(self, state_dir: Path, *, netns: str | None = None,
                  binary: str = "gobgpd", log_level: str = "info") -> None:
@@ -30,29 +32,9 @@ class GobgpdProcess:
         self.binary = binary
         self.log_level = log_level
         self.socket = state_dir / "gobgpd.sock"
-        self.pidfile = state_dir / "gobgpd.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(state_dir / "gobgpd.pid", str(self.socket))
         if len(str(self.socket)) > 100:
             raise SpeakerError(f"state dir path too long for a unix socket: {state_dir}")
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def exit_code(self) -> int | None:
-        return self._proc.poll() if self._proc else None
-
-    def adopt_leftover(self) -> bool:
-        """Kill a gobgpd left by a previous agent on this socket; True if there was one."""
-        if not self.pidfile.exists():
-            return False
-        pid = kill_recorded(self.pidfile, str(self.socket))
-        if pid is not None:
-            log.info(logfmt("gobgpd_leftover_killed", pid=pid))
-        return True
 
     def start(self, timeout: float = 10.0) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
