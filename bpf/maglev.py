@@ -21,7 +21,6 @@ computed once. The result is identical to the textbook algorithm
 from __future__ import annotations
 
 import ctypes as ct
-import hashlib
 import os
 import threading
 from array import array
@@ -41,17 +40,20 @@ if TYPE_CHECKING:
     Ints = NDArray[Any]
 
 
-_KEYED: dict[bytes, Any] = {}  # salt -> a keyed blake2b with nothing hashed yet
+_MASK = (1 << 64) - 1
 
 
 def _h(name: str, salt: bytes) -> int:
-    """64-bit keyed blake2b of name (copying a keyed state is twice as fast as keying)."""
-    base = _KEYED.get(salt)
-    if base is None:
-        base = _KEYED[salt] = hashlib.blake2b(digest_size=8, key=salt)
-    h = base.copy()
-    h.update(name.encode())
-    return int.from_bytes(h.digest(), "little")
+    """64-bit FNV-1a of salt + name, finished with the murmur3 fmix64 mixer: the same
+    function as maglev_hash in bpf/maglev_fill.c (the C fill hashes names itself)."""
+    h = 0xCBF29CE484222325
+    for b in salt + name.encode():
+        h = ((h ^ b) * 0x100000001B3) & _MASK
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
+    return h ^ (h >> 33)
 
 
 @lru_cache(maxsize=64)
@@ -288,24 +290,45 @@ def native_path() -> Path:
 
 
 @cache
-def _native() -> Any | None:
-    """maglev_fill from the C library, or None when it is not built (or will not load)."""
+def _lib() -> Any | None:
+    """The C library, or None when it is not built (or will not load)."""
     path = native_path()
     if not path.is_file():
         return None
     try:
-        fn = ct.CDLL(str(path)).maglev_fill
+        lib = ct.CDLL(str(path))
+        fill, named, hsh = lib.maglev_fill, lib.maglev_fill_names, lib.maglev_hash
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ct.c_uint32, ct.c_uint32, ct.c_void_p, ct.c_void_p, ct.c_void_p,
-                   ct.c_void_p, ct.c_void_p]
-    fn.restype = ct.c_int
-    return fn
+    fill.argtypes = [ct.c_uint32, ct.c_uint32, ct.c_void_p, ct.c_void_p, ct.c_void_p,
+                     ct.c_void_p, ct.c_void_p]
+    fill.restype = ct.c_int
+    named.argtypes = [ct.c_uint32, ct.c_uint32, ct.c_void_p, ct.c_char_p, ct.c_size_t,
+                      ct.c_void_p, ct.c_void_p]
+    named.restype = ct.c_int
+    hsh.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_size_t]
+    hsh.restype = ct.c_uint64
+    return lib
+
+
+def _native() -> Any | None:
+    """maglev_fill from the C library, or None when it is not built (or will not load)."""
+    lib = _lib()
+    return None if lib is None else lib.maglev_fill
 
 
 def native() -> bool:
     """Is the C fill available?"""
     return _native() is not None
+
+
+def native_hash(name: str, salt: bytes) -> int:
+    """The C library's maglev_hash (what _h mirrors); RuntimeError when not built."""
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError(f"the Maglev fill library is not built ({native_path()})")
+    raw = name.encode()
+    return int(lib.maglev_hash(salt, len(salt), raw, len(raw)))
 
 
 def _addr(a: array[int]) -> int:
@@ -317,35 +340,37 @@ _PAR_MIN = 2048  # tables per thread, at least (a thread's start costs ~0.1 ms)
 
 def _fill_native(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) -> bytearray:
     """The id tables of jobs (each with >= 1 backend), one after the other, as one flat
-    native uint32 buffer filled by the C library (one call per CPU, in threads: ctypes
-    releases the GIL during the call)."""
-    fn = _native()
-    if fn is None:
+    native uint32 buffer filled by the C library from the names (it orders and hashes
+    them itself; one call per CPU, in threads: ctypes releases the GIL during a call)."""
+    if _native() is None:
         raise RuntimeError(f"the Maglev fill library is not built ({native_path()})")
-    counts, offs, skips, vals = array("I"), array("I"), array("I"), array("I")
-    for names, ids in jobs:
-        counts.append(len(names))
-        for k in sorted(range(len(names)), key=names.__getitem__):
-            o, s = _params(names[k], m)
-            offs.append(o)
-            skips.append(s)
-            vals.append(ids[k])
+    lib = _lib()
+    assert lib is not None
     out = bytearray(4 * m * len(jobs))
     if not jobs:
         return out
-    buf = (ct.c_char * len(out)).from_buffer(out)
+    if not is_prime(m):  # duplicate names are refused by the library
+        raise ValueError(f"maglev table size {m} is not prime")
+    if any(len(ids) != len(names) for names, ids in jobs):
+        raise ValueError("one id per backend name")
     parts = max(1, min(os.cpu_count() or 1, len(jobs) // _PAR_MIN))
     cuts = [len(jobs) * p // parts for p in range(parts + 1)]
-    first = [0]
-    for c in counts:
-        first.append(first[-1] + 4 * c)  # byte offset of each table's first backend
+    args = []
+    for p in range(parts):
+        part = jobs[cuts[p]:cuts[p + 1]]
+        counts, ids = array("I", [len(n) for n, _ in part]), array("I")
+        for _, i in part:
+            ids.extend(i)
+        blob = "".join(["\n".join(n) + "\n" for n, _ in part]).encode()
+        args.append((counts, blob, ids))
+    buf = (ct.c_char * len(out)).from_buffer(out)
     base = ct.addressof(buf)
     rets = [0] * parts
 
     def run(p: int) -> None:
-        lo, hi = cuts[p], cuts[p + 1]
-        rets[p] = fn(hi - lo, m, _addr(counts) + 4 * lo, _addr(offs) + first[lo],
-                     _addr(skips) + first[lo], _addr(vals) + first[lo], base + 4 * m * lo)
+        counts, blob, ids = args[p]
+        rets[p] = lib.maglev_fill_names(len(counts), m, _addr(counts), blob, len(blob),
+                                        _addr(ids), base + 4 * m * cuts[p])
 
     if parts == 1:
         run(0)
@@ -359,8 +384,19 @@ def _fill_native(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) ->
     del buf  # releases the export of out
     bad = next((r for r in rets if r), 0)
     if bad:
-        raise ValueError(f"maglev_fill failed ({bad}): bad table size or parameters")
+        raise ValueError(f"maglev_fill failed ({bad}): bad table size or names")
     return out
+
+
+def maglev_flat(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) -> bytearray:
+    """The tables of maglev_id_tables(jobs, m), one after the other in one buffer (what a
+    batched map write takes); every job needs >= 1 backend. The C library writes it
+    directly; without it, the tables of the other fills are joined."""
+    if any(not names for names, _ in jobs):
+        raise ValueError("a Maglev table needs at least one backend")
+    if _native() is not None:
+        return _fill_native(jobs, m)
+    return bytearray().join(maglev_id_tables(jobs, m))
 
 
 def maglev_id_tables(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int,

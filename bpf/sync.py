@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bpf import maps as m
-from bpf.maglev import maglev_id_tables
+from bpf.maglev import maglev_flat
 from bpf.mapstore import MapPort, MapWriteError
 from bpf.table import (
     Algorithm,
@@ -109,20 +109,21 @@ def _u32(i: int) -> bytes:
 
 
 def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
-                 m_: int) -> list[bytes]:
-    """The m-slot backend-id tables: Maglev order (all Maglev tables of the pass filled in
-    one batch), or a uniform spread for random choice (a random slot only needs every
-    backend equally often, not consistency)."""
-    out: list[bytes] = [b""] * len(jobs)
-    mg: list[int] = []
-    for i, (ids, _, algorithm) in enumerate(jobs):
-        if algorithm is Algorithm.RANDOM:
-            out[i] = (array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes()
-        else:
-            mg.append(i)
-    tabs = maglev_id_tables([(jobs[i][1], jobs[i][0]) for i in mg], m_)
-    for i, tab in zip(mg, tabs, strict=True):
-        out[i] = tab
+                 m_: int) -> bytearray:
+    """The m-slot backend-id tables of jobs, one after the other in one flat buffer (what
+    the batched write takes): Maglev order (all Maglev tables of the pass filled in one
+    call), or a uniform spread for random choice (a random slot only needs every backend
+    equally often, not consistency). The caller puts the Maglev jobs first."""
+    k = next((i for i, j in enumerate(jobs) if j[2] is Algorithm.RANDOM), len(jobs))
+    if any(j[2] is not Algorithm.RANDOM for j in jobs[k:]):
+        raise ValueError("Maglev jobs must come first")
+    out = maglev_flat([(names, ids) for ids, names, _ in jobs[:k]], m_) if k else None
+    if k == len(jobs):
+        return out if out is not None else bytearray()
+    uniform = [(array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes() for ids, _, _ in jobs[k:]]
+    if out is None:
+        return bytearray().join(uniform)
+    out += b"".join(uniform)
     return out
 
 
@@ -193,17 +194,20 @@ def _release(st: _State, k: ServiceKey, svc: Service) -> set[str]:
     return out
 
 
-def _write(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes],
-           values: Sequence[bytes]) -> dict[Owner, str]:
-    """Batch write of keys[i] -> values[i] (one flat buffer each); on failure, blame the
-    failing item's owner and carry on with the items after it."""
+def _write(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes] | bytearray,
+           values: Sequence[bytes] | bytearray) -> dict[Owner, str]:
+    """Batch write of keys[i] -> values[i] (each given as a list, or as one flat buffer
+    of equal-sized items); on failure, blame the failing item's owner and carry on with
+    the items after it."""
     failed: dict[Owner, str] = {}
     n = len(owners)
     if not n:
         return failed
-    ks, vs = len(keys[0]), len(values[0])
     # bytearrays: a writable buffer (and a slice of it) reaches the kernel uncopied
-    kbuf, vbuf = memoryview(bytearray().join(keys)), memoryview(bytearray().join(values))
+    kflat = keys if isinstance(keys, bytearray) else bytearray().join(keys)
+    vflat = values if isinstance(values, bytearray) else bytearray().join(values)
+    ks, vs = len(kflat) // n, len(vflat) // n
+    kbuf, vbuf = memoryview(kflat), memoryview(vflat)
     lo = 0
     while lo < n:
         try:
@@ -291,19 +295,22 @@ class Syncer:
             leaving |= {k for k in st.services if k not in desired}
         need: dict[str, Backend] = {}
         users: dict[str, list[ServiceKey]] = {}
+        known_objs = st.backend_objs
         for k, s in list(changed.items()):
             named = [(b.name, b) for b in s.backends]
-            clash = next((n for n, b in named if _clashes(st, need, b, n, leaving)), None)
+            clash = next((n for n, b in named  # (the common case inline: nobody else has n)
+                          if (n in need or n in known_objs)
+                          and _clashes(st, need, b, n, leaving)), None)
             if clash is not None:
                 errors[k] = (f"{k}: backend {clash} conflicts with another service's"
                              " local/state flags for the same endpoint")
                 del changed[k]
                 continue
             for n, b in named:
-                need.setdefault(n, b)
                 u = users.get(n)
                 if u is None:
                     users[n] = [k]
+                    need.setdefault(n, b)
                 else:
                     u.append(k)
         be_names: list[str] = []  # the backend writes: owner, key, value
@@ -358,6 +365,12 @@ class Syncer:
             sv_vals.append(m.svc_value_bytes(sid, len(s.backends), _svc_flags(s),
                                              s.affinity_timeout))
             staged[k] = _Programmed(sid, s)
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i][2] is Algorithm.RANDOM)
+        if any(i != j for i, j in enumerate(order)):  # Maglev tables first (one fill)
+            jobs = [jobs[i] for i in order]
+            mg_owners = [mg_owners[i] for i in order]
+            mg_keys = [mg_keys[i] for i in order]
+            mg_ids = [mg_ids[i] for i in order]
         tabs = _slot_tables(jobs, self.maps.maglev_m)
         mg_failed = _write(self.maps.maglev, mg_owners, mg_keys, tabs)
         del tabs
@@ -378,6 +391,7 @@ class Syncer:
             errors[k] = f"{k}: service: {why}"
         dead_tables: set[int] = set()
         orphans: set[str] = set(need)
+        st_users = st.users
         for k, done in staged.items():
             if k in mg_failed or k in sv_failed:
                 continue
@@ -387,7 +401,11 @@ class Syncer:
             st.services[k] = done
             st.inputs[k] = desired[k]
             for b in done.service.backends:
-                st.users.setdefault(b.name, set()).add(k)
+                u = st_users.get(b.name)
+                if u is None:
+                    st_users[b.name] = {k}
+                else:
+                    u.add(k)
             if not done.service.backends and done.svc_id in st.maglev_ids:
                 dead_tables.add(done.svc_id)
 

@@ -216,17 +216,17 @@ def test_library_path_and_a_missing_library(monkeypatch: pytest.MonkeyPatch,
     missing = Path(str(tmp_path)) / "none.so"
     monkeypatch.setenv(maglev.LIB_ENV, str(missing))
     assert maglev.native_path() == missing
-    maglev._native.cache_clear()
+    maglev._lib.cache_clear()
     try:
         assert not maglev.native()
         broken = Path(str(tmp_path)) / "broken.so"
         broken.write_bytes(b"not an ELF file")
         monkeypatch.setenv(maglev.LIB_ENV, str(broken))
-        maglev._native.cache_clear()
+        maglev._lib.cache_clear()
         assert maglev._native() is None
     finally:
         monkeypatch.delenv(maglev.LIB_ENV)
-        maglev._native.cache_clear()
+        maglev._lib.cache_clear()
 
 
 @needs_native
@@ -238,10 +238,52 @@ def test_native_fill_split_over_threads_is_the_same(monkeypatch: pytest.MonkeyPa
     assert maglev_id_tables(jobs, 251, fill="native") == want
 
 
-def test_backend_hash_is_keyed_blake2b() -> None:
-    import hashlib
+def test_backend_hash_is_fnv1a_with_a_murmur_finish() -> None:
+    """The documented function, spelled out once more (a change here renumbers every
+    table on every node, which must be deliberate)."""
+    def ref(data: bytes) -> int:
+        h = 0xCBF29CE484222325
+        for b in data:
+            h = ((h ^ b) * 0x100000001B3) % 2**64
+        for mul in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+            h = ((h ^ (h >> 33)) * mul) % 2**64
+        return h ^ (h >> 33)
 
     for name in ("10.0.0.1:80", "[fd00::1]:443", ""):
         for salt in (b"offset", b"skip"):
-            want = hashlib.blake2b(name.encode(), digest_size=8, key=salt).digest()
-            assert maglev._h(name, salt) == int.from_bytes(want, "little")
+            assert maglev._h(name, salt) == ref(salt + name.encode())
+    # pinned values: every node must compute the same tables, release after release
+    assert maglev._h("10.0.0.1:80", b"offset") == 0x55F41726661B94A0
+    assert maglev._h("10.0.0.1:80", b"skip") == 0x31205B9A2DBB8A8C
+
+
+@needs_native
+def test_native_hash_equals_the_python_hash() -> None:
+    for name in ("10.0.0.1:80", "[fd00::1]:443", "", "x" * 300, "\u00e9t\u00e9:1"):
+        for salt in (b"offset", b"skip"):
+            assert maglev.native_hash(name, salt) == maglev._h(name, salt)
+
+
+@needs_native
+def test_native_fill_orders_names_like_python() -> None:
+    """Turn order is name order; the library sorts bytes, Python sorts code points."""
+    names = ["b:1", "a:1", "\u00e9:1", "a:10", "A:1", "z\u0100:2"]
+    jobs = [(names, list(range(1, len(names) + 1)))]
+    assert bytes(maglev.maglev_flat(jobs, 251)) == maglev_id_tables(jobs, 251, fill="python")[0]
+
+
+@needs_native
+def test_native_fill_refuses_duplicate_names() -> None:
+    with pytest.raises(ValueError):
+        maglev.maglev_flat([(["a:1", "b:1", "a:1"], [1, 2, 3])], 251)
+
+
+def test_flat_tables_are_the_tables_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = _jobs([1, 2, 3, 9], 3)
+    want = b"".join(maglev_id_tables(jobs, 251, fill="python"))
+    if maglev.native():
+        assert bytes(maglev.maglev_flat(jobs, 251)) == want
+    monkeypatch.setattr(maglev, "_native", lambda: None)
+    assert bytes(maglev.maglev_flat(jobs, 251)) == want
+    with pytest.raises(ValueError):
+        maglev.maglev_flat([([], [])], 251)

@@ -35,20 +35,20 @@ def test_unchanged_entries_are_not_recomputed() -> None:
     t = {key(i): Service((be(i), be(i + 1))) for i in range(1, 30)}
     s.sync(t)
     calls: list[tuple[str, ...]] = []
-    real = maglev.maglev_id_tables
+    real = maglev.maglev_flat
 
-    def spy(jobs: list[tuple[list[str], list[int]]], m: int) -> list[bytes]:
+    def spy(jobs: list[tuple[list[str], list[int]]], m: int) -> bytearray:
         calls.extend(tuple(names) for names, _ in jobs)
         return real(jobs, m)
 
     import bpf.sync as sync_mod
-    setattr(sync_mod, "maglev_id_tables", spy)  # noqa: B010
+    setattr(sync_mod, "maglev_flat", spy)  # noqa: B010
     try:
         t2 = {k: Service(v.backends) for k, v in t.items()}  # equal, not identical
         t2[key(3)] = Service((be(3), be(99)))
         res = s.sync(t2)
     finally:
-        setattr(sync_mod, "maglev_id_tables", real)  # noqa: B010
+        setattr(sync_mod, "maglev_flat", real)  # noqa: B010
     assert calls == [("10.0.0.3:8080", "10.0.0.99:8080")]
     assert res.writes == 3 and res.deletes == 0  # backend 99, one table, one service
 
