@@ -32,7 +32,8 @@ CT_SNAT = 0x1
 DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
-    "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_affinity", "rr_revnat", "rr_config",
+    "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
+    "rr_config",
 )
 
 
@@ -66,11 +67,28 @@ class CtKey(ct.Structure):
                 ("dir", ct.c_uint8), ("pad", ct.c_uint8)]
 
 
-class CtValue(ct.Structure):
+class Ct6Value(ct.Structure):
+    """rr_ct6 value; created and seen are jiffies (low 32 bits)."""
+
     _fields_ = [("addr", Addr), ("nat_addr", Addr), ("port", ct.c_uint16),
                 ("nat_port", ct.c_uint16), ("svc_id", ct.c_uint32),
                 ("backend_id", ct.c_uint32), ("flags", ct.c_uint16), ("pad", ct.c_uint16),
-                ("created_ns", ct.c_uint64), ("seen_ns", ct.c_uint64)]
+                ("created", ct.c_uint32), ("seen", ct.c_uint32)]
+
+
+class Ct4Key(ct.Structure):
+    """rr_ct (IPv4 conntrack) key: 4-byte addresses, no family byte."""
+
+    _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("dir", ct.c_uint8),
+                ("pad", ct.c_uint16)]
+
+
+class Ct4Value(ct.Structure):
+    _fields_ = [("addr", ct.c_uint32), ("nat_addr", ct.c_uint32), ("port", ct.c_uint16),
+                ("nat_port", ct.c_uint16), ("svc_id", ct.c_uint32),
+                ("backend_id", ct.c_uint32), ("flags", ct.c_uint16), ("pad", ct.c_uint16),
+                ("created", ct.c_uint32), ("seen", ct.c_uint32)]
 
 
 class AffKey(ct.Structure):
@@ -167,7 +185,8 @@ def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
     """C struct name in src/maps.h -> its ctypes mirror (what the ABI test compares)."""
     return {
         "rr_addr": Addr, "rr_svc_key": SvcKey, "rr_svc_value": SvcValue,
-        "rr_backend": BackendValue, "rr_ct_key": CtKey, "rr_ct_value": CtValue,
+        "rr_backend": BackendValue, "rr_ct_key": CtKey, "rr_ct6_value": Ct6Value,
+        "rr_ct4_key": Ct4Key, "rr_ct4_value": Ct4Value,
         "rr_aff_key": AffKey, "rr_aff_value": AffValue, "rr_revnat_key": RevNatKey,
         "rr_revnat_value": RevNatValue, "rr_config": Config, "rr_maglev": maglev_type(m),
     }
@@ -179,7 +198,8 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_svc": (ct.sizeof(SvcKey), ct.sizeof(SvcValue)),
         "rr_backend": (4, ct.sizeof(BackendValue)),
         "rr_maglev": (4, ct.sizeof(maglev_type(m))),
-        "rr_ct": (ct.sizeof(CtKey), ct.sizeof(CtValue)),
+        "rr_ct": (ct.sizeof(Ct4Key), ct.sizeof(Ct4Value)),
+        "rr_ct6": (ct.sizeof(CtKey), ct.sizeof(Ct6Value)),
         "rr_affinity": (ct.sizeof(AffKey), ct.sizeof(AffValue)),
         "rr_revnat": (ct.sizeof(RevNatKey), ct.sizeof(RevNatValue)),
         "rr_config": (4, ct.sizeof(Config)),

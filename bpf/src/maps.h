@@ -20,6 +20,9 @@
 #ifndef RR_CT_SIZE
 #define RR_CT_SIZE 262144
 #endif
+#ifndef RR_CT6_SIZE
+#define RR_CT6_SIZE (RR_CT_SIZE / 4)
+#endif
 #ifndef RR_AFFINITY_SIZE
 #define RR_AFFINITY_SIZE 65536
 #endif
@@ -77,6 +80,7 @@ struct rr_maglev { /* key: __u32 svc_id */
     __u32 backend_ids[RR_MAGLEV_M];
 };
 
+/* The parsed tuple of either family (IPv4 in w[0]), and the IPv6 conntrack key. */
 struct rr_ct_key { /* 40 bytes */
     struct rr_addr saddr;
     struct rr_addr daddr;
@@ -88,7 +92,12 @@ struct rr_ct_key { /* 40 bytes */
     __u8 pad;
 };
 
-struct rr_ct_value { /* 64 bytes */
+/* Conntrack times are jiffies (low 32 bits of the kernel tick counter, read without a
+ * helper call); seen is rewritten once it is RR_CT_SEEN_JIFFIES old, not on every
+ * packet, so an established flow does not dirty its entry. */
+#define RR_CT_SEEN_JIFFIES 100 /* at most 1 s at any HZ >= 100 */
+
+struct rr_ct6_value { /* 56 bytes */
     struct rr_addr addr;     /* forward: backend; reply: original client */
     struct rr_addr nat_addr; /* forward: SNAT source; reply: service address */
     __be16 port;             /* forward: backend port; reply: client port */
@@ -97,8 +106,32 @@ struct rr_ct_value { /* 64 bytes */
     __u32 backend_id;
     __u16 flags; /* RR_CT_* */
     __u16 pad;
-    __u64 created_ns;
-    __u64 seen_ns;
+    __u32 created; /* jiffies */
+    __u32 seen;    /* jiffies */
+};
+
+/* IPv4 conntrack: the same fields with 4-byte addresses (smaller to hash and copy). */
+struct rr_ct4_key { /* 16 bytes */
+    __be32 saddr;
+    __be32 daddr;
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 dir; /* RR_DIR_* */
+    __u16 pad;
+};
+
+struct rr_ct4_value { /* 32 bytes */
+    __be32 addr;
+    __be32 nat_addr;
+    __be16 port;
+    __be16 nat_port;
+    __u32 svc_id;
+    __u32 backend_id;
+    __u16 flags; /* RR_CT_* */
+    __u16 pad;
+    __u32 created;
+    __u32 seen;
 };
 
 struct rr_aff_key { /* 24 bytes */
@@ -150,7 +183,8 @@ struct rr_config { /* array of one, written by the loader */
 RR_MAP("hash", struct rr_svc_key, struct rr_svc_value, rr_svc, RR_MAX_SERVICES);
 RR_MAP("hash", __u32, struct rr_backend, rr_backend, RR_MAX_BACKENDS);
 RR_MAP_F("hash", __u32, struct rr_maglev, rr_maglev, RR_MAX_SERVICES, BPF_F_NO_PREALLOC);
-RR_MAP("lru_hash", struct rr_ct_key, struct rr_ct_value, rr_ct, RR_CT_SIZE);
+RR_MAP("lru_hash", struct rr_ct4_key, struct rr_ct4_value, rr_ct, RR_CT_SIZE); /* IPv4 */
+RR_MAP("lru_hash", struct rr_ct_key, struct rr_ct6_value, rr_ct6, RR_CT6_SIZE);
 RR_MAP("lru_hash", struct rr_aff_key, struct rr_aff_value, rr_affinity, RR_AFFINITY_SIZE);
 RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
        RR_SOCK_REVNAT_SIZE);

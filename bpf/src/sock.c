@@ -40,7 +40,7 @@ static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, __u8 proto)
     t.saddr.w[0] = (__u32)netns;
     t.saddr.w[1] = (__u32)(netns >> 32);
     hash = rr_mix(rr_mix(0x2545f491, (__u32)cookie), (__u32)(cookie >> 32));
-    if (rr_select(&t, svc, hash, bpf_ktime_get_ns(), &be, &id) < 0)
+    if (rr_select(&t, svc, hash, &be, &id) < 0)
         return 0; /* no backend: refuse with EPERM */
     rr_sock_revnat_key(&rk, cookie, be.addr.w[0], be.port, proto);
     rv.vip.w[0] = ctx->user_ip4;

@@ -50,8 +50,7 @@ static __always_inline struct rr_svc_value *rr_svc_lookup(struct rr_ct_key *t)
 
 /* Pick a backend for a new flow. Returns 0 and fills *be / *be_id, or -1. */
 static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *svc,
-                                     __u32 hash, __u64 now, struct rr_backend *be,
-                                     __u32 *be_id)
+                                     __u32 hash, struct rr_backend *be, __u32 *be_id)
 {
     struct rr_aff_key ak = {};
     struct rr_aff_value av = {};
@@ -60,12 +59,13 @@ static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *s
     struct rr_maglev *tab;
     __u32 svc_id = svc->svc_id;
     __u32 timeout = svc->affinity_timeout;
-    __u64 slot;
+    __u64 slot, now = 0;
     __u32 id;
 
     if (svc->backend_count == 0)
         return -1;
     if (timeout) {
+        now = bpf_ktime_get_coarse_ns(); /* affinity times are CLOCK_MONOTONIC ns */
         ak.client = t->saddr;
         ak.svc_id = svc_id;
         ak.family = t->family;

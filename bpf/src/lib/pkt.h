@@ -136,6 +136,19 @@ static __always_inline __u64 rr_l4_flags(struct rr_pkt *p)
     return p->t.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 }
 
+/* RFC 1624 incremental update of the IPv4 header checksum for a 32-bit field changing
+ * from -> to. One's complement sums do not depend on byte order, so the halves are
+ * added as they sit in memory. The IPv4 header checksum is always complete. */
+static __always_inline void rr_ip4_csum_replace(struct iphdr *ip, __be32 from, __be32 to)
+{
+    __u32 s = (__u16)~ip->check;
+
+    s += (~from & 0xffff) + (~from >> 16) + (to & 0xffff) + (to >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    ip->check = (__u16)~s;
+}
+
 static __always_inline int rr_addr_eq(const struct rr_addr *a, const struct rr_addr *b)
 {
     return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] &&
@@ -143,8 +156,9 @@ static __always_inline int rr_addr_eq(const struct rr_addr *a, const struct rr_a
 }
 
 /* Rewrite one address (source if is_src) and its port, fixing the checksums. The new
- * values are stored directly; then the checksum helpers adjust by the old/new values
- * (pseudo-header flag on the address, not on the port; no IPv4 header checksum in v6).
+ * values and the IPv4 header checksum are stored directly; then the L4 checksum helper
+ * adjusts by the old/new values (pseudo-header flag on the address, not on the port;
+ * the helper also handles CHECKSUM_PARTIAL packets, which inline arithmetic cannot see).
  * The tuple in p keeps the values as parsed. */
 static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, int is_src,
                                       const struct rr_addr *old_ip, const struct rr_addr *new_ip,
@@ -172,6 +186,7 @@ static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, i
                 ip->saddr = na.w[0];
             else
                 ip->daddr = na.w[0];
+            rr_ip4_csum_replace(ip, oa.w[0], na.w[0]);
         }
         if (port_changed) {
             if (p->l4off == RR_ETH_LEN + sizeof(*ip)) {
@@ -181,14 +196,10 @@ static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, i
                 return -1;
             }
         }
-        if (addr_changed) {
-            if (bpf_l4_csum_replace(skb, coff, oa.w[0], na.w[0],
-                                    l4f | BPF_F_PSEUDO_HDR | sizeof(na.w[0])) < 0)
-                return -1;
-            if (bpf_l3_csum_replace(skb, RR_IP_CSUM_OFF, oa.w[0], na.w[0],
-                                    sizeof(na.w[0])) < 0)
-                return -1;
-        }
+        if (addr_changed &&
+            bpf_l4_csum_replace(skb, coff, oa.w[0], na.w[0],
+                                l4f | BPF_F_PSEUDO_HDR | sizeof(na.w[0])) < 0)
+            return -1;
     } else {
         struct ipv6hdr *ip6 = data + RR_ETH_LEN;
         __be16 *ports = data + RR_ETH_LEN + RR_IP6_LEN;
