@@ -139,38 +139,29 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
     return RR_NAT_DONE;
 }
 
-/* Forward direction: client -> service. allow_snat is set on the uplink only.
- * The service map is asked first, so a packet to no service costs one lookup; a packet
- * to a service costs one conntrack lookup when its flow is known. A new flow inserts
- * its forward entry and the reply entry that the reverse path looks up.
+/* A new flow to svc: pick its backend (and SNAT source when allow_snat asks for one),
+ * insert the reply entry and the forward entry. Fills *ci like a conntrack hit; 0 or -1.
  */
-static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat)
+static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *svc,
+                                        int allow_snat, struct rr_ct_info *ci)
 {
     struct rr_ct_key rk = {};
     struct rr_ct4_key k4;
-    struct rr_ct_info ci = {}, ri = {};
-    struct rr_svc_value *svc;
+    struct rr_ct_info ri = {};
     struct rr_backend be = {};
     struct rr_config *cfg;
-    __u32 zero = 0, be_id = 0, svc_id, i, now;
+    __u32 zero = 0, be_id = 0, svc_id = svc->svc_id, i, now;
     __be16 sport;
 
-    svc = rr_svc_lookup(&p->t);
-    if (!svc)
-        return RR_NAT_PASS;
-    if (rr_ct_get(p, RR_DIR_FORWARD, &ci))
-        goto rewrite;
-
-    now = (__u32)bpf_jiffies64();
-    svc_id = svc->svc_id;
     if (rr_select(&p->t, svc, rr_hash_tuple(&p->t), &be, &be_id) < 0)
-        return RR_NAT_DROP;
+        return -1;
     if (be.family != p->t.family)
-        return RR_NAT_DROP;
-    ci.addr = be.addr;
-    ci.port = be.port;
-    ci.nat_addr = p->t.saddr;
-    ci.nat_port = p->t.sport;
+        return -1;
+    now = (__u32)bpf_jiffies64();
+    ci->addr = be.addr;
+    ci->port = be.port;
+    ci->nat_addr = p->t.saddr;
+    ci->nat_port = p->t.sport;
 
     rk.saddr = be.addr;
     rk.sport = be.port;
@@ -179,12 +170,12 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
     rk.dir = RR_DIR_REPLY;
     if (allow_snat && !(be.flags & RR_BE_LOCAL) && !(svc->flags & RR_SVC_LOCAL_ONLY)) {
         if (p->t.family != RR_AF_INET) /* SNAT is IPv4 only */
-            return RR_NAT_DROP;
+            return -1;
         cfg = rr_config.lookup(&zero);
         if (!cfg || !cfg->node_addr.w[0])
-            return RR_NAT_DROP;
-        ci.nat_addr.w[0] = cfg->node_addr.w[0];
-        rk.daddr.w[0] = ci.nat_addr.w[0];
+            return -1;
+        ci->nat_addr.w[0] = cfg->node_addr.w[0];
+        rk.daddr.w[0] = ci->nat_addr.w[0];
         rr_ct4_key_of(&k4, &rk, RR_DIR_REPLY);
 #pragma unroll
         for (i = 0; i < RR_SNAT_TRIES; i++) {
@@ -194,10 +185,10 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
                 break;
         }
         if (i == RR_SNAT_TRIES)
-            return RR_NAT_DROP;
-        ci.nat_port = sport;
+            return -1;
+        ci->nat_port = sport;
         rk.dport = sport;
-        ci.flags = RR_CT_SNAT;
+        ci->flags = RR_CT_SNAT;
     } else {
         rk.daddr = p->t.saddr;
         rk.dport = p->t.sport;
@@ -208,14 +199,31 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
     ri.port = p->t.sport;
     ri.nat_addr = p->t.daddr;
     ri.nat_port = p->t.dport;
-    ri.flags = ci.flags;
+    ri.flags = ci->flags;
     if (rr_ct_put(&rk, &ri, svc_id, be_id, now) < 0)
-        return RR_NAT_DROP;
+        return -1;
     p->t.dir = RR_DIR_FORWARD;
-    if (rr_ct_put(&p->t, &ci, svc_id, be_id, now) < 0)
-        return RR_NAT_DROP;
+    if (rr_ct_put(&p->t, ci, svc_id, be_id, now) < 0)
+        return -1;
+    return 0;
+}
 
-rewrite:
+/* Forward direction: client -> service. allow_snat is set on the uplink only.
+ * The service map is asked first, so a packet to no service costs one lookup (and a
+ * removed service stops translating its flows at once); a packet to a service costs one
+ * conntrack lookup when its flow is known. A new flow inserts its forward entry and the
+ * reply entry that the reverse path looks up.
+ */
+static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat)
+{
+    struct rr_ct_info ci = {};
+    struct rr_svc_value *svc;
+
+    svc = rr_svc_lookup(&p->t);
+    if (!svc)
+        return RR_NAT_PASS;
+    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) && rr_ct_create(p, svc, allow_snat, &ci) < 0)
+        return RR_NAT_DROP;
     if (rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
         return RR_NAT_DROP;
     if (ci.flags & RR_CT_SNAT) {

@@ -149,6 +149,21 @@ static __always_inline void rr_ip4_csum_replace(struct iphdr *ip, __be32 from, _
     ip->check = (__u16)~s;
 }
 
+/* What bpf_csum_diff(from, 16, to, 16, 0) returns (up to one's complement equivalence),
+ * without the helper call: the sum of ~from and to as 32-bit words. */
+static __always_inline __u32 rr_csum_diff16(const struct rr_addr *from, const struct rr_addr *to)
+{
+    __u64 s = 0;
+    int i;
+
+#pragma unroll
+    for (i = 0; i < 4; i++)
+        s += (__u32)~from->w[i] + (__u64)to->w[i];
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffffffff) + (s >> 32);
+    return (__u32)s;
+}
+
 static __always_inline int rr_addr_eq(const struct rr_addr *a, const struct rr_addr *b)
 {
     return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] &&
@@ -172,7 +187,6 @@ static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, i
     struct rr_addr oa = *old_ip;
     int port_changed = old_port != new_port;
     int addr_changed;
-    __be32 diff;
 
     if (p->t.family == RR_AF_INET) {
         struct iphdr *ip = data + RR_ETH_LEN;
@@ -217,11 +231,10 @@ static __always_inline int rr_rewrite(struct __sk_buff *skb, struct rr_pkt *p, i
         }
         if (port_changed)
             ports[is_src ? 0 : 1] = new_port;
-        if (addr_changed) {
-            diff = bpf_csum_diff(oa.w, sizeof(oa), na.w, sizeof(na), 0);
-            if (bpf_l4_csum_replace(skb, coff, 0, diff, l4f | BPF_F_PSEUDO_HDR) < 0)
-                return -1;
-        }
+        if (addr_changed &&
+            bpf_l4_csum_replace(skb, coff, 0, rr_csum_diff16(&oa, &na),
+                                l4f | BPF_F_PSEUDO_HDR) < 0)
+            return -1;
     }
     if (port_changed &&
         bpf_l4_csum_replace(skb, coff, old_port, new_port, l4f | sizeof(new_port)) < 0)
