@@ -106,9 +106,11 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
                                     cfg.max_services, 0))
     _pin_map(d / "rr_backend", MapShape(libbpf.BPF_MAP_TYPE_HASH, be_k, be_v,
                                         cfg.max_backends, 0))
-    # An older release's shapes: conntrack as a plain, smaller hash; affinity values
-    # 8 bytes shorter; the Maglev tables preallocated.
-    _pin_map(d / "rr_ct", MapShape(libbpf.BPF_MAP_TYPE_HASH, ct_k, ct_v, 1024, 0))
+    # An older release's shapes: conntrack as a plain, smaller hash with the family-neutral
+    # 40-byte key and 64-byte value it had before IPv4 got its own compact map; affinity
+    # values 8 bytes shorter; the Maglev tables preallocated.
+    old_ct_k, old_ct_v = 40, 64
+    _pin_map(d / "rr_ct", MapShape(libbpf.BPF_MAP_TYPE_HASH, old_ct_k, old_ct_v, 1024, 0))
     _pin_map(d / "rr_affinity", MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, aff_k, aff_v - 8,
                                          65536, 0))
     _pin_map(d / "rr_maglev", MapShape(libbpf.BPF_MAP_TYPE_HASH, mg_k, mg_v,
@@ -118,7 +120,7 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
     ct_key = bytes([1]) * ct_k
     _put(d / "rr_svc", svc_key, svc_val)
     _put(d / "rr_backend", be_key, be_val)
-    _put(d / "rr_ct", ct_key, bytes([3]) * ct_v)
+    _put(d / "rr_ct", bytes([1]) * old_ct_k, bytes([3]) * old_ct_v)
     kept_ids = {n: _map_id(d / n) for n in ("rr_svc", "rr_backend")}
     old_ids = {n: _map_id(d / n) for n in ("rr_ct", "rr_affinity", "rr_maglev")}
 
@@ -131,11 +133,16 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
         assert set(recreated) == {"rr_ct", "rr_affinity", "rr_maglev"}, recreated
         assert "type:1->9" in recreated["rr_ct"] and "max_entries:1024->4096" in \
             recreated["rr_ct"]
+        assert f"key_size:{old_ct_k}->{ct_k}" in recreated["rr_ct"]
+        assert f"value_size:{old_ct_v}->{ct_v}" in recreated["rr_ct"]
         assert recreated["rr_affinity"] == f"value_size:{aff_v - 8}->{aff_v}"
         assert recreated["rr_maglev"] == f"map_flags:0->{BPF_F_NO_PREALLOC}"
 
         assert _shape(d / "rr_ct") == MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, ct_k, ct_v,
                                                cfg.ct_size, 0)
+        ct6_k, ct6_v = layout["rr_ct6"]  # new in this release: created, nothing to adopt
+        assert _shape(d / "rr_ct6") == MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, ct6_k, ct6_v,
+                                                cfg.ct_size // 4, 0)
         assert _shape(d / "rr_affinity").value_size == aff_v
         assert _shape(d / "rr_maglev").map_flags == BPF_F_NO_PREALLOC
         assert all(_map_id(d / n) != i for n, i in old_ids.items())
