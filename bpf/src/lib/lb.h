@@ -70,7 +70,9 @@ static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *s
         ak.svc_id = svc_id;
         ak.family = t->family;
         ap = rr_affinity.lookup(&ak);
-        if (ap && now - ap->seen_ns < (__u64)timeout * 1000000000ULL) {
+        /* signed: a stamp a tick ahead of the coarse clock (the fine clock wrote it
+         * before an upgrade) still counts as fresh */
+        if (ap && (__s64)(now - ap->seen_ns) < (__s64)timeout * 1000000000LL) {
             id = ap->backend_id;
             bp = rr_backend.lookup(&id);
             if (bp) {
