@@ -19,6 +19,7 @@ import gc
 import os
 from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -115,8 +116,6 @@ def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
     call), or a uniform spread for random choice (a random slot only needs every backend
     equally often, not consistency). The caller puts the Maglev jobs first."""
     k = next((i for i, j in enumerate(jobs) if j[2] is Algorithm.RANDOM), len(jobs))
-    if any(j[2] is not Algorithm.RANDOM for j in jobs[k:]):
-        raise ValueError("Maglev jobs must come first")
     out = maglev_flat([(names, ids) for ids, names, _ in jobs[:k]], m_) if k else None
     if k == len(jobs):
         return out if out is not None else bytearray()
@@ -125,6 +124,33 @@ def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
         return bytearray().join(uniform)
     out += b"".join(uniform)
     return out
+
+
+_CHUNK = 256  # tables per fill-and-write step: 1 MB at m = 1021, reused while in cache
+
+
+def _write_tables(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes],
+                  jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
+                  m_: int) -> dict[Owner, str]:
+    """Fill and write the tables of jobs (Maglev jobs first) chunk by chunk, on one thread
+    per CPU: a step spends its time in C or in the kernel, with the GIL released. One
+    buffer for all tables (40 MB at 10k services) cost as much to fault in as to fill;
+    a chunk's buffer is freed and reused while it is still in cache."""
+    def step(lo: int) -> dict[Owner, str]:
+        hi = lo + _CHUNK
+        return _write(port, owners[lo:hi], keys[lo:hi], _slot_tables(jobs[lo:hi], m_))
+
+    starts = range(0, len(jobs), _CHUNK)
+    workers = min(os.cpu_count() or 1, len(starts))
+    failed: dict[Owner, str] = {}
+    if workers <= 1:
+        for lo in starts:
+            failed.update(step(lo))
+        return failed
+    with ThreadPoolExecutor(workers) as pool:
+        for part in pool.map(step, starts):
+            failed.update(part)
+    return failed
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
@@ -290,9 +316,10 @@ class Syncer:
         writes = deletes = 0
 
         # 1. backends (a clash: one address:port with two different local/state flags)
-        leaving = set(changed) | {k for k in errors if k in st.services}
+        stale = {k for k in errors if k in st.services}  # programmed, not to stay so
         if present < len(st.services):  # some programmed keys are no longer desired
-            leaving |= {k for k in st.services if k not in desired}
+            stale |= {k for k in st.services if k not in desired}
+        leaving = stale.union(changed)
         need: dict[str, Backend] = {}
         users: dict[str, list[ServiceKey]] = {}
         known_objs = st.backend_objs
@@ -333,10 +360,13 @@ class Syncer:
             if name not in be_failed:
                 st.backend_values[st.backend_ids[name]] = val
                 st.backend_objs[name] = need[name]
+        orphans: set[str] = set()  # backends written for services that then failed
         for name, why in be_failed.items():
             for k in users[name]:
                 errors[k] = f"{k}: backend {name}: {why}"
-                changed.pop(k, None)
+                dropped = changed.pop(k, None)
+                if dropped is not None:
+                    orphans.update(b.name for b in dropped.backends)
             if not st.users.get(name):
                 del st.backend_ids[name]
 
@@ -371,9 +401,8 @@ class Syncer:
             mg_owners = [mg_owners[i] for i in order]
             mg_keys = [mg_keys[i] for i in order]
             mg_ids = [mg_ids[i] for i in order]
-        tabs = _slot_tables(jobs, self.maps.maglev_m)
-        mg_failed = _write(self.maps.maglev, mg_owners, mg_keys, tabs)
-        del tabs
+        mg_failed = _write_tables(self.maps.maglev, mg_owners, mg_keys, jobs,
+                                  self.maps.maglev_m)
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"
         if mg_failed:
@@ -390,7 +419,8 @@ class Syncer:
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
         dead_tables: set[int] = set()
-        orphans: set[str] = set(need)
+        for k in mg_failed.keys() | sv_failed.keys():
+            orphans.update(b.name for b in staged[k].service.backends)
         st_users = st.users
         for k, done in staged.items():
             if k in mg_failed or k in sv_failed:
@@ -401,17 +431,18 @@ class Syncer:
             st.services[k] = done
             st.inputs[k] = desired[k]
             for b in done.service.backends:
-                u = st_users.get(b.name)
-                if u is None:
+                us = st_users.get(b.name)
+                if us is None:
                     st_users[b.name] = {k}
                 else:
-                    u.add(k)
+                    us.add(k)
             if not done.service.backends and done.svc_id in st.maglev_ids:
                 dead_tables.add(done.svc_id)
 
         # 4. deletes: services gone or now invalid, then unused tables and backends
         kept = mg_failed.keys() | sv_failed.keys()  # a failed update keeps the old entry
-        gone = [k for k in leaving if k in st.services and k not in changed
+        stale.update(errors)  # services that failed in this pass, too
+        gone = [k for k in stale if k in st.services and k not in changed
                 and (k not in desired or k in errors) and k not in kept]
         gone.sort(key=ServiceKey.sort_key)
         deletes += _delete(self.maps.svc, [_key_bytes(k) for k in gone])
