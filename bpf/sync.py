@@ -315,17 +315,29 @@ class Syncer:
             changed[k] = p
         writes = deletes = 0
 
-        # 1. backends (a clash: one address:port with two different local/state flags)
+        # a clash: one address:port with two different local/state flags
         stale = {k for k in errors if k in st.services}  # programmed, not to stay so
         if present < len(st.services):  # some programmed keys are no longer desired
             stale |= {k for k in st.services if k not in desired}
         leaving = stale.union(changed)
+        # One pass over the changed services: clash check, backend ids, and what to write
+        # for them (backends, then Maglev tables, then services).
         need: dict[str, Backend] = {}
         users: dict[str, list[ServiceKey]] = {}
         known_objs = st.backend_objs
+        backend_ids = st.backend_ids
+        sv_owners: list[ServiceKey] = []  # the service writes: owner, key, value
+        sv_keys: list[bytes] = []
+        sv_vals: list[bytes] = []
+        staged: dict[ServiceKey, _Programmed] = {}
+        jobs: list[tuple[list[int], list[str], Algorithm]] = []
+        mg_owners: list[ServiceKey] = []
+        mg_keys: list[bytes] = []
+        mg_ids: list[int] = []
         for k, s in list(changed.items()):
-            named = [(b.name, b) for b in s.backends]
-            clash = next((n for n, b in named  # (the common case inline: nobody else has n)
+            bes = s.backends
+            names = [b.name for b in bes]
+            clash = next((n for n, b in zip(names, bes, strict=True)  # common case inline
                           if (n in need or n in known_objs)
                           and _clashes(st, need, b, n, leaving)), None)
             if clash is not None:
@@ -333,22 +345,42 @@ class Syncer:
                              " local/state flags for the same endpoint")
                 del changed[k]
                 continue
-            for n, b in named:
+            ids: list[int] = []
+            for n, b in zip(names, bes, strict=True):
                 u = users.get(n)
                 if u is None:
                     users[n] = [k]
-                    need.setdefault(n, b)
+                    need[n] = b
+                    bid = backend_ids.get(n)
+                    if bid is None:
+                        bid = backend_ids[n] = st.next_backend_id
+                        st.next_backend_id += 1
                 else:
                     u.append(k)
+                    bid = backend_ids[n]
+                ids.append(bid)
+            cur = st.services.get(k)
+            if cur is None:
+                sid = st.next_svc_id
+                st.next_svc_id += 1
+            else:
+                sid = cur.svc_id
+            if names:
+                jobs.append((ids, names, s.algorithm))
+                mg_owners.append(k)
+                mg_keys.append(_u32(sid))
+                mg_ids.append(sid)
+            sv_owners.append(k)
+            sv_keys.append(_key_bytes(k))
+            sv_vals.append(m.svc_value_bytes(sid, len(bes), _svc_flags(s), s.affinity_timeout))
+            staged[k] = _Programmed(sid, s)
+
+        # 1. backends
         be_names: list[str] = []  # the backend writes: owner, key, value
         be_keys: list[bytes] = []
         be_vals: list[bytes] = []
         for name, b in need.items():
-            bid = st.backend_ids.get(name)
-            if bid is None:
-                bid = st.next_backend_id
-                st.next_backend_id += 1
-                st.backend_ids[name] = bid
+            bid = backend_ids[name]
             val = _backend_value(b)
             if st.backend_values.get(bid) != val:
                 be_names.append(name)
@@ -358,7 +390,7 @@ class Syncer:
         writes += len(be_names)
         for name, val in zip(be_names, be_vals, strict=True):
             if name not in be_failed:
-                st.backend_values[st.backend_ids[name]] = val
+                st.backend_values[backend_ids[name]] = val
                 st.backend_objs[name] = need[name]
         orphans: set[str] = set()  # backends written for services that then failed
         for name, why in be_failed.items():
@@ -368,33 +400,20 @@ class Syncer:
                 if dropped is not None:
                     orphans.update(b.name for b in dropped.backends)
             if not st.users.get(name):
-                del st.backend_ids[name]
+                del backend_ids[name]
+        if be_failed:  # leave out the services that lost a backend
+            kept_sv = [i for i, k in enumerate(sv_owners) if k in changed]
+            sv_owners = [sv_owners[i] for i in kept_sv]
+            sv_keys = [sv_keys[i] for i in kept_sv]
+            sv_vals = [sv_vals[i] for i in kept_sv]
+            kept_mg = [i for i, k in enumerate(mg_owners) if k in changed]
+            jobs = [jobs[i] for i in kept_mg]
+            mg_owners = [mg_owners[i] for i in kept_mg]
+            mg_keys = [mg_keys[i] for i in kept_mg]
+            mg_ids = [mg_ids[i] for i in kept_mg]
+            staged = {k: p for k, p in staged.items() if k in changed}
 
         # 2. Maglev tables and 3. services
-        sv_owners: list[ServiceKey] = []  # the service writes: owner, key, value
-        sv_keys: list[bytes] = []
-        sv_vals: list[bytes] = []
-        staged: dict[ServiceKey, _Programmed] = {}
-        jobs: list[tuple[list[int], list[str], Algorithm]] = []
-        mg_owners: list[ServiceKey] = []
-        mg_keys: list[bytes] = []
-        mg_ids: list[int] = []
-        for k, s in changed.items():
-            cur = st.services.get(k)
-            sid = cur.svc_id if cur is not None else st.next_svc_id
-            if cur is None:
-                st.next_svc_id += 1
-            if s.backends:
-                names = [b.name for b in s.backends]
-                jobs.append(([st.backend_ids[n] for n in names], names, s.algorithm))
-                mg_owners.append(k)
-                mg_keys.append(_u32(sid))
-                mg_ids.append(sid)
-            sv_owners.append(k)
-            sv_keys.append(_key_bytes(k))
-            sv_vals.append(m.svc_value_bytes(sid, len(s.backends), _svc_flags(s),
-                                             s.affinity_timeout))
-            staged[k] = _Programmed(sid, s)
         order = sorted(range(len(jobs)), key=lambda i: jobs[i][2] is Algorithm.RANDOM)
         if any(i != j for i, j in enumerate(order)):  # Maglev tables first (one fill)
             jobs = [jobs[i] for i in order]
