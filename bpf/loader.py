@@ -64,6 +64,7 @@ class DatapathConfig:
     pin_root: Path = DEFAULT_PIN_ROOT
     maglev_m: int = m.DEFAULT_MAGLEV_M
     max_services: int = 65536
+    max_tables: int = 16384  # Maglev tables, preallocated: about 4 KB each
     max_backends: int = 65536
     ct_size: int = 262144
 
@@ -105,6 +106,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f'#define RR_PIN_DIR "{cfg.pin_dir}"',
         f"#define RR_MAGLEV_M {cfg.maglev_m}",
         f"#define RR_MAX_SERVICES {cfg.max_services}",
+        f"#define RR_MAX_TABLES {cfg.max_tables}",
         f"#define RR_MAX_BACKENDS {cfg.max_backends}",
         f"#define RR_CT_SIZE {cfg.ct_size}",
     ]

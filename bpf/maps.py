@@ -152,25 +152,25 @@ def svc_key(vip: IPAddress, port: int, proto: int) -> SvcKey:
 
 
 # Serialised forms built without ctypes objects (the sync packs 10k of each per full
-# pass). An rr_addr followed by a network-order u16 and two u8s reads, as one big-endian
-# integer, as address << 32 | port << 16 | a << 8 | b; the unit tests compare these with
-# bytes() of the ctypes structs above.
-
-def addr_int(ip: IPAddress) -> int:
-    """The 16-byte rr_addr of ip as a big-endian integer (IPv4 in the first four bytes)."""
-    return int(ip) << 96 if ip.version == 4 else int(ip)
+# pass); the unit tests compare them with bytes() of the ctypes structs above. An rr_addr
+# followed by a network-order u16 and two u8s: for IPv4 the address word, twelve zero
+# bytes and the tail, packed big-endian (the u8s have no order); for IPv6 the same read
+# as one big-endian integer: address << 32 | port << 16 | a << 8 | b.
+_V4_TAIL = struct.Struct("!I12xHBB")
 
 
 def svc_key_bytes(vip: IPAddress, port: int, proto: int) -> bytes:
     """bytes(svc_key(vip, port, proto)), faster."""
-    fam = AF_INET if vip.version == 4 else AF_INET6
-    return (addr_int(vip) << 32 | port << 16 | proto << 8 | fam).to_bytes(20, "big")
+    if vip.version == 4:
+        return _V4_TAIL.pack(int(vip), port, proto, AF_INET)
+    return (int(vip) << 32 | port << 16 | proto << 8 | AF_INET6).to_bytes(20, "big")
 
 
 def backend_value_bytes(ip: IPAddress, port: int, flags: int) -> bytes:
     """bytes(BackendValue(addr_of(ip), port_of(port), family_of(ip), flags)), faster."""
-    fam = AF_INET if ip.version == 4 else AF_INET6
-    return (addr_int(ip) << 32 | port << 16 | fam << 8 | flags).to_bytes(20, "big")
+    if ip.version == 4:
+        return _V4_TAIL.pack(int(ip), port, AF_INET, flags)
+    return (int(ip) << 32 | port << 16 | AF_INET6 << 8 | flags).to_bytes(20, "big")
 
 
 _SVC_VALUE = struct.Struct("=IHHII")

@@ -19,6 +19,7 @@ import gc
 import os
 from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -115,8 +116,6 @@ def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
     call), or a uniform spread for random choice (a random slot only needs every backend
     equally often, not consistency). The caller puts the Maglev jobs first."""
     k = next((i for i, j in enumerate(jobs) if j[2] is Algorithm.RANDOM), len(jobs))
-    if any(j[2] is not Algorithm.RANDOM for j in jobs[k:]):
-        raise ValueError("Maglev jobs must come first")
     out = maglev_flat([(names, ids) for ids, names, _ in jobs[:k]], m_) if k else None
     if k == len(jobs):
         return out if out is not None else bytearray()
@@ -125,6 +124,33 @@ def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
         return bytearray().join(uniform)
     out += b"".join(uniform)
     return out
+
+
+_CHUNK = 256  # tables per fill-and-write step: 1 MB at m = 1021, reused while in cache
+
+
+def _write_tables(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes],
+                  jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
+                  m_: int) -> dict[Owner, str]:
+    """Fill and write the tables of jobs (Maglev jobs first) chunk by chunk, on one thread
+    per CPU: a step spends its time in C or in the kernel, with the GIL released. One
+    buffer for all tables (40 MB at 10k services) cost as much to fault in as to fill;
+    a chunk's buffer is freed and reused while it is still in cache."""
+    def step(lo: int) -> dict[Owner, str]:
+        hi = lo + _CHUNK
+        return _write(port, owners[lo:hi], keys[lo:hi], _slot_tables(jobs[lo:hi], m_))
+
+    starts = range(0, len(jobs), _CHUNK)
+    workers = min(os.cpu_count() or 1, len(starts))
+    failed: dict[Owner, str] = {}
+    if workers <= 1:
+        for lo in starts:
+            failed.update(step(lo))
+        return failed
+    with ThreadPoolExecutor(workers) as pool:
+        for part in pool.map(step, starts):
+            failed.update(part)
+    return failed
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
@@ -289,16 +315,29 @@ class Syncer:
             changed[k] = p
         writes = deletes = 0
 
-        # 1. backends (a clash: one address:port with two different local/state flags)
-        leaving = set(changed) | {k for k in errors if k in st.services}
+        # a clash: one address:port with two different local/state flags
+        stale = {k for k in errors if k in st.services}  # programmed, not to stay so
         if present < len(st.services):  # some programmed keys are no longer desired
-            leaving |= {k for k in st.services if k not in desired}
+            stale |= {k for k in st.services if k not in desired}
+        leaving = stale.union(changed)
+        # One pass over the changed services: clash check, backend ids, and what to write
+        # for them (backends, then Maglev tables, then services).
         need: dict[str, Backend] = {}
         users: dict[str, list[ServiceKey]] = {}
         known_objs = st.backend_objs
+        backend_ids = st.backend_ids
+        sv_owners: list[ServiceKey] = []  # the service writes: owner, key, value
+        sv_keys: list[bytes] = []
+        sv_vals: list[bytes] = []
+        staged: dict[ServiceKey, _Programmed] = {}
+        jobs: list[tuple[list[int], list[str], Algorithm]] = []
+        mg_owners: list[ServiceKey] = []
+        mg_keys: list[bytes] = []
+        mg_ids: list[int] = []
         for k, s in list(changed.items()):
-            named = [(b.name, b) for b in s.backends]
-            clash = next((n for n, b in named  # (the common case inline: nobody else has n)
+            bes = s.backends
+            names = [b.name for b in bes]
+            clash = next((n for n, b in zip(names, bes, strict=True)  # common case inline
                           if (n in need or n in known_objs)
                           and _clashes(st, need, b, n, leaving)), None)
             if clash is not None:
@@ -306,22 +345,42 @@ class Syncer:
                              " local/state flags for the same endpoint")
                 del changed[k]
                 continue
-            for n, b in named:
+            ids: list[int] = []
+            for n, b in zip(names, bes, strict=True):
                 u = users.get(n)
                 if u is None:
                     users[n] = [k]
-                    need.setdefault(n, b)
+                    need[n] = b
+                    bid = backend_ids.get(n)
+                    if bid is None:
+                        bid = backend_ids[n] = st.next_backend_id
+                        st.next_backend_id += 1
                 else:
                     u.append(k)
+                    bid = backend_ids[n]
+                ids.append(bid)
+            cur = st.services.get(k)
+            if cur is None:
+                sid = st.next_svc_id
+                st.next_svc_id += 1
+            else:
+                sid = cur.svc_id
+            if names:
+                jobs.append((ids, names, s.algorithm))
+                mg_owners.append(k)
+                mg_keys.append(_u32(sid))
+                mg_ids.append(sid)
+            sv_owners.append(k)
+            sv_keys.append(_key_bytes(k))
+            sv_vals.append(m.svc_value_bytes(sid, len(bes), _svc_flags(s), s.affinity_timeout))
+            staged[k] = _Programmed(sid, s)
+
+        # 1. backends
         be_names: list[str] = []  # the backend writes: owner, key, value
         be_keys: list[bytes] = []
         be_vals: list[bytes] = []
         for name, b in need.items():
-            bid = st.backend_ids.get(name)
-            if bid is None:
-                bid = st.next_backend_id
-                st.next_backend_id += 1
-                st.backend_ids[name] = bid
+            bid = backend_ids[name]
             val = _backend_value(b)
             if st.backend_values.get(bid) != val:
                 be_names.append(name)
@@ -331,49 +390,38 @@ class Syncer:
         writes += len(be_names)
         for name, val in zip(be_names, be_vals, strict=True):
             if name not in be_failed:
-                st.backend_values[st.backend_ids[name]] = val
+                st.backend_values[backend_ids[name]] = val
                 st.backend_objs[name] = need[name]
+        orphans: set[str] = set()  # backends written for services that then failed
         for name, why in be_failed.items():
             for k in users[name]:
                 errors[k] = f"{k}: backend {name}: {why}"
-                changed.pop(k, None)
+                dropped = changed.pop(k, None)
+                if dropped is not None:
+                    orphans.update(b.name for b in dropped.backends)
             if not st.users.get(name):
-                del st.backend_ids[name]
+                del backend_ids[name]
+        if be_failed:  # leave out the services that lost a backend
+            kept_sv = [i for i, k in enumerate(sv_owners) if k in changed]
+            sv_owners = [sv_owners[i] for i in kept_sv]
+            sv_keys = [sv_keys[i] for i in kept_sv]
+            sv_vals = [sv_vals[i] for i in kept_sv]
+            kept_mg = [i for i, k in enumerate(mg_owners) if k in changed]
+            jobs = [jobs[i] for i in kept_mg]
+            mg_owners = [mg_owners[i] for i in kept_mg]
+            mg_keys = [mg_keys[i] for i in kept_mg]
+            mg_ids = [mg_ids[i] for i in kept_mg]
+            staged = {k: p for k, p in staged.items() if k in changed}
 
         # 2. Maglev tables and 3. services
-        sv_owners: list[ServiceKey] = []  # the service writes: owner, key, value
-        sv_keys: list[bytes] = []
-        sv_vals: list[bytes] = []
-        staged: dict[ServiceKey, _Programmed] = {}
-        jobs: list[tuple[list[int], list[str], Algorithm]] = []
-        mg_owners: list[ServiceKey] = []
-        mg_keys: list[bytes] = []
-        mg_ids: list[int] = []
-        for k, s in changed.items():
-            cur = st.services.get(k)
-            sid = cur.svc_id if cur is not None else st.next_svc_id
-            if cur is None:
-                st.next_svc_id += 1
-            if s.backends:
-                names = [b.name for b in s.backends]
-                jobs.append(([st.backend_ids[n] for n in names], names, s.algorithm))
-                mg_owners.append(k)
-                mg_keys.append(_u32(sid))
-                mg_ids.append(sid)
-            sv_owners.append(k)
-            sv_keys.append(_key_bytes(k))
-            sv_vals.append(m.svc_value_bytes(sid, len(s.backends), _svc_flags(s),
-                                             s.affinity_timeout))
-            staged[k] = _Programmed(sid, s)
         order = sorted(range(len(jobs)), key=lambda i: jobs[i][2] is Algorithm.RANDOM)
         if any(i != j for i, j in enumerate(order)):  # Maglev tables first (one fill)
             jobs = [jobs[i] for i in order]
             mg_owners = [mg_owners[i] for i in order]
             mg_keys = [mg_keys[i] for i in order]
             mg_ids = [mg_ids[i] for i in order]
-        tabs = _slot_tables(jobs, self.maps.maglev_m)
-        mg_failed = _write(self.maps.maglev, mg_owners, mg_keys, tabs)
-        del tabs
+        mg_failed = _write_tables(self.maps.maglev, mg_owners, mg_keys, jobs,
+                                  self.maps.maglev_m)
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"
         if mg_failed:
@@ -390,7 +438,8 @@ class Syncer:
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
         dead_tables: set[int] = set()
-        orphans: set[str] = set(need)
+        for k in mg_failed.keys() | sv_failed.keys():
+            orphans.update(b.name for b in staged[k].service.backends)
         st_users = st.users
         for k, done in staged.items():
             if k in mg_failed or k in sv_failed:
@@ -401,17 +450,18 @@ class Syncer:
             st.services[k] = done
             st.inputs[k] = desired[k]
             for b in done.service.backends:
-                u = st_users.get(b.name)
-                if u is None:
+                us = st_users.get(b.name)
+                if us is None:
                     st_users[b.name] = {k}
                 else:
-                    u.add(k)
+                    us.add(k)
             if not done.service.backends and done.svc_id in st.maglev_ids:
                 dead_tables.add(done.svc_id)
 
         # 4. deletes: services gone or now invalid, then unused tables and backends
         kept = mg_failed.keys() | sv_failed.keys()  # a failed update keeps the old entry
-        gone = [k for k in leaving if k in st.services and k not in changed
+        stale.update(errors)  # services that failed in this pass, too
+        gone = [k for k in stale if k in st.services and k not in changed
                 and (k not in desired or k in errors) and k not in kept]
         gone.sort(key=ServiceKey.sort_key)
         deletes += _delete(self.maps.svc, [_key_bytes(k) for k in gone])

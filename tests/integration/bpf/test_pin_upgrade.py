@@ -74,7 +74,7 @@ def _get(path: Path, key: bytes) -> bytes | None:
 def cfg() -> Iterator[DatapathConfig]:
     ensure_bpffs()
     c = DatapathConfig("up", pin_root=PIN_ROOT, max_services=256, max_backends=256,
-                       ct_size=4096)
+                       max_tables=128, ct_size=4096)
     c.pin_dir.mkdir(parents=True, exist_ok=True)
     try:
         yield c
@@ -108,13 +108,13 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
                                         cfg.max_backends, 0))
     # An older release's shapes: conntrack as a plain, smaller hash with the family-neutral
     # 40-byte key and 64-byte value it had before IPv4 got its own compact map; affinity
-    # values 8 bytes shorter; the Maglev tables preallocated.
+    # values 8 bytes shorter; the Maglev tables allocated on demand, one per service.
     old_ct_k, old_ct_v = 40, 64
     _pin_map(d / "rr_ct", MapShape(libbpf.BPF_MAP_TYPE_HASH, old_ct_k, old_ct_v, 1024, 0))
     _pin_map(d / "rr_affinity", MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, aff_k, aff_v - 8,
                                          65536, 0))
     _pin_map(d / "rr_maglev", MapShape(libbpf.BPF_MAP_TYPE_HASH, mg_k, mg_v,
-                                       cfg.max_services, 0))
+                                       cfg.max_services, BPF_F_NO_PREALLOC))
     svc_key, svc_val = bytes(range(svc_k)), bytes([7]) * svc_v
     be_key, be_val = (42).to_bytes(4, "little"), bytes([9]) * be_v
     ct_key = bytes([1]) * ct_k
@@ -136,7 +136,8 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
         assert f"key_size:{old_ct_k}->{ct_k}" in recreated["rr_ct"]
         assert f"value_size:{old_ct_v}->{ct_v}" in recreated["rr_ct"]
         assert recreated["rr_affinity"] == f"value_size:{aff_v - 8}->{aff_v}"
-        assert recreated["rr_maglev"] == f"map_flags:0->{BPF_F_NO_PREALLOC}"
+        assert recreated["rr_maglev"] == (f"max_entries:{cfg.max_services}->"
+                                          f"{cfg.max_tables},map_flags:{BPF_F_NO_PREALLOC}->0")
 
         assert _shape(d / "rr_ct") == MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, ct_k, ct_v,
                                                cfg.ct_size, 0)
@@ -144,7 +145,8 @@ def test_mismatched_pins_are_recreated_matching_pins_keep_their_contents(
         assert _shape(d / "rr_ct6") == MapShape(libbpf.BPF_MAP_TYPE_LRU_HASH, ct6_k, ct6_v,
                                                 cfg.ct_size // 4, 0)
         assert _shape(d / "rr_affinity").value_size == aff_v
-        assert _shape(d / "rr_maglev").map_flags == BPF_F_NO_PREALLOC
+        assert _shape(d / "rr_maglev") == MapShape(libbpf.BPF_MAP_TYPE_HASH, mg_k, mg_v,
+                                                   cfg.max_tables, 0)
         assert all(_map_id(d / n) != i for n, i in old_ids.items())
         assert _get(d / "rr_ct", ct_key) is None  # the old conntrack is gone, once
 
