@@ -209,21 +209,24 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
 }
 
 /* Forward direction: client -> service. allow_snat is set on the uplink only.
- * The service map is asked first, so a packet to no service costs one lookup (and a
- * removed service stops translating its flows at once); a packet to a service costs one
- * conntrack lookup when its flow is known. A new flow inserts its forward entry and the
- * reply entry that the reverse path looks up.
+ * Conntrack is asked first: a known flow costs one lookup and keeps its backend whatever
+ * happened to its service since (kube-proxy's semantics: an established connection
+ * outlives the rules that made it, as it does in the kernel's conntrack). A packet of no
+ * known flow then asks the service map (a packet to no service: two lookups). A new
+ * flow inserts its forward entry and the reply entry that the reverse path looks up.
  */
 static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat)
 {
     struct rr_ct_info ci = {};
     struct rr_svc_value *svc;
 
-    svc = rr_svc_lookup(&p->t);
-    if (!svc)
-        return RR_NAT_PASS;
-    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) && rr_ct_create(p, svc, allow_snat, &ci) < 0)
-        return RR_NAT_DROP;
+    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci)) {
+        svc = rr_svc_lookup(&p->t);
+        if (!svc)
+            return RR_NAT_PASS;
+        if (rr_ct_create(p, svc, allow_snat, &ci) < 0)
+            return RR_NAT_DROP;
+    }
     if (rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
         return RR_NAT_DROP;
     if (ci.flags & RR_CT_SNAT) {
