@@ -161,9 +161,14 @@ _V4_TAIL = struct.Struct("!I12xHBB")
 
 def svc_key_bytes(vip: IPAddress, port: int, proto: int) -> bytes:
     """bytes(svc_key(vip, port, proto)), faster."""
-    if vip.version == 4:
-        return _V4_TAIL.pack(int(vip), port, proto, AF_INET)
-    return (int(vip) << 32 | port << 16 | proto << 8 | AF_INET6).to_bytes(20, "big")
+    return svc_key_bytes_of(vip.version, int(vip), port, proto)
+
+
+def svc_key_bytes_of(version: int, addr: int, port: int, proto: int) -> bytes:
+    """svc_key_bytes with the address given as its IP version and integer value."""
+    if version == 4:
+        return _V4_TAIL.pack(addr, port, proto, AF_INET)
+    return (addr << 32 | port << 16 | proto << 8 | AF_INET6).to_bytes(20, "big")
 
 
 def backend_value_bytes(ip: IPAddress, port: int, flags: int) -> bytes:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from bpf import libbpf
 
 Buffer = bytes | bytearray | memoryview
+Owner = TypeVar("Owner", bound=Hashable)
 
 
 def _flat_sizes_ok(keys: Buffer, values: Buffer, count: int, ks: int, vs: int) -> bool:
@@ -179,3 +180,30 @@ class PinnedMap:
         if ret < 0:
             err = -ret
             raise MapWriteError(err, f"delete batch: {os.strerror(err)}", count.value)
+
+
+def write_owned(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes] | bytearray,
+                values: Sequence[bytes] | bytearray) -> dict[Owner, str]:
+    """Batch write of keys[i] -> values[i] (each given as a list, or as one flat buffer
+    of equal-sized items); on failure, blame the failing item's owner and carry on with
+    the items after it."""
+    failed: dict[Owner, str] = {}
+    n = len(owners)
+    if not n:
+        return failed
+    # bytearrays: a writable buffer (and a slice of it) reaches the kernel uncopied
+    kflat = keys if isinstance(keys, bytearray) else bytearray().join(keys)
+    vflat = values if isinstance(values, bytearray) else bytearray().join(values)
+    ks, vs = len(kflat) // n, len(vflat) // n
+    kbuf, vbuf = memoryview(kflat), memoryview(vflat)
+    lo = 0
+    while lo < n:
+        try:
+            port.update_batch_flat(kbuf[lo * ks:], vbuf[lo * vs:], n - lo)
+            return failed
+        except MapWriteError as e:
+            bad = min(lo + e.done, n - 1)
+            reason = "map full" if e.errno == errno.E2BIG else os.strerror(e.errno or 0)
+            failed[owners[bad]] = f"{reason} (errno {e.errno})"
+            lo = lo + e.done + 1
+    return failed

@@ -14,18 +14,14 @@ one dict lookup and its Maglev table is never recomputed.
 
 from __future__ import annotations
 
-import errno
 import gc
-import os
 from array import array
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from bpf import maps as m
-from bpf.maglev import maglev_flat
-from bpf.mapstore import MapPort, MapWriteError
+from bpf.mapstore import MapPort, MapWriteError, write_owned
+from bpf.slots import TableWriter
 from bpf.table import (
     Algorithm,
     Backend,
@@ -36,8 +32,6 @@ from bpf.table import (
     validate,
 )
 from bpf.table import Proto as P
-
-Owner = TypeVar("Owner", bound=Hashable)
 
 
 @dataclass
@@ -102,55 +96,11 @@ def _decode_key(raw: bytes) -> ServiceKey:
 
 
 def _key_bytes(k: ServiceKey) -> bytes:
-    return m.svc_key_bytes(k.vip, k.port, k.proto)
+    return m.svc_key_bytes_of(*k)  # a ServiceKey is (version, address, port, proto)
 
 
 def _u32(i: int) -> bytes:
     return i.to_bytes(4, "little")
-
-
-def _slot_tables(jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
-                 m_: int) -> bytearray:
-    """The m-slot backend-id tables of jobs, one after the other in one flat buffer (what
-    the batched write takes): Maglev order (all Maglev tables of the pass filled in one
-    call), or a uniform spread for random choice (a random slot only needs every backend
-    equally often, not consistency). The caller puts the Maglev jobs first."""
-    k = next((i for i, j in enumerate(jobs) if j[2] is Algorithm.RANDOM), len(jobs))
-    out = maglev_flat([(names, ids) for ids, names, _ in jobs[:k]], m_) if k else None
-    if k == len(jobs):
-        return out if out is not None else bytearray()
-    uniform = [(array("I", ids) * (m_ // len(ids) + 1))[:m_].tobytes() for ids, _, _ in jobs[k:]]
-    if out is None:
-        return bytearray().join(uniform)
-    out += b"".join(uniform)
-    return out
-
-
-_CHUNK = 256  # tables per fill-and-write step: 1 MB at m = 1021, reused while in cache
-
-
-def _write_tables(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes],
-                  jobs: Sequence[tuple[Sequence[int], Sequence[str], Algorithm]],
-                  m_: int) -> dict[Owner, str]:
-    """Fill and write the tables of jobs (Maglev jobs first) chunk by chunk, on one thread
-    per CPU: a step spends its time in C or in the kernel, with the GIL released. One
-    buffer for all tables (40 MB at 10k services) cost as much to fault in as to fill;
-    a chunk's buffer is freed and reused while it is still in cache."""
-    def step(lo: int) -> dict[Owner, str]:
-        hi = lo + _CHUNK
-        return _write(port, owners[lo:hi], keys[lo:hi], _slot_tables(jobs[lo:hi], m_))
-
-    starts = range(0, len(jobs), _CHUNK)
-    workers = min(os.cpu_count() or 1, len(starts))
-    failed: dict[Owner, str] = {}
-    if workers <= 1:
-        for lo in starts:
-            failed.update(step(lo))
-        return failed
-    with ThreadPoolExecutor(workers) as pool:
-        for part in pool.map(step, starts):
-            failed.update(part)
-    return failed
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
@@ -218,33 +168,6 @@ def _release(st: _State, k: ServiceKey, svc: Service) -> set[str]:
             if not u:
                 out.add(b.name)
     return out
-
-
-def _write(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes] | bytearray,
-           values: Sequence[bytes] | bytearray) -> dict[Owner, str]:
-    """Batch write of keys[i] -> values[i] (each given as a list, or as one flat buffer
-    of equal-sized items); on failure, blame the failing item's owner and carry on with
-    the items after it."""
-    failed: dict[Owner, str] = {}
-    n = len(owners)
-    if not n:
-        return failed
-    # bytearrays: a writable buffer (and a slice of it) reaches the kernel uncopied
-    kflat = keys if isinstance(keys, bytearray) else bytearray().join(keys)
-    vflat = values if isinstance(values, bytearray) else bytearray().join(values)
-    ks, vs = len(kflat) // n, len(vflat) // n
-    kbuf, vbuf = memoryview(kflat), memoryview(vflat)
-    lo = 0
-    while lo < n:
-        try:
-            port.update_batch_flat(kbuf[lo * ks:], vbuf[lo * vs:], n - lo)
-            return failed
-        except MapWriteError as e:
-            bad = min(lo + e.done, n - 1)
-            reason = "map full" if e.errno == errno.E2BIG else os.strerror(e.errno or 0)
-            failed[owners[bad]] = f"{reason} (errno {e.errno})"
-            lo = lo + e.done + 1
-    return failed
 
 
 def _delete(port: MapPort, keys: Iterable[bytes]) -> int:
@@ -330,16 +253,15 @@ class Syncer:
         sv_keys: list[bytes] = []
         sv_vals: list[bytes] = []
         staged: dict[ServiceKey, _Programmed] = {}
-        jobs: list[tuple[list[int], list[str], Algorithm]] = []
-        mg_owners: list[ServiceKey] = []
-        mg_keys: list[bytes] = []
-        mg_ids: list[int] = []
+        tables: TableWriter[ServiceKey] = TableWriter(self.maps.maglev_m)
         for k, s in list(changed.items()):
             bes = s.backends
             names = [b.name for b in bes]
-            clash = next((n for n, b in zip(names, bes, strict=True)  # common case inline
-                          if (n in need or n in known_objs)
-                          and _clashes(st, need, b, n, leaving)), None)
+            clash = None
+            for n, b in zip(names, bes, strict=True):
+                if (n in need or n in known_objs) and _clashes(st, need, b, n, leaving):
+                    clash = n
+                    break
             if clash is not None:
                 errors[k] = (f"{k}: backend {clash} conflicts with another service's"
                              " local/state flags for the same endpoint")
@@ -366,10 +288,7 @@ class Syncer:
             else:
                 sid = cur.svc_id
             if names:
-                jobs.append((ids, names, s.algorithm))
-                mg_owners.append(k)
-                mg_keys.append(_u32(sid))
-                mg_ids.append(sid)
+                tables.add(k, sid, ids, names, s.algorithm)
             sv_owners.append(k)
             sv_keys.append(_key_bytes(k))
             sv_vals.append(m.svc_value_bytes(sid, len(bes), _svc_flags(s), s.affinity_timeout))
@@ -386,7 +305,7 @@ class Syncer:
                 be_names.append(name)
                 be_keys.append(_u32(bid))
                 be_vals.append(val)
-        be_failed = _write(self.maps.backend, be_names, be_keys, be_vals)
+        be_failed = write_owned(self.maps.backend, be_names, be_keys, be_vals)
         writes += len(be_names)
         for name, val in zip(be_names, be_vals, strict=True):
             if name not in be_failed:
@@ -406,35 +325,20 @@ class Syncer:
             sv_owners = [sv_owners[i] for i in kept_sv]
             sv_keys = [sv_keys[i] for i in kept_sv]
             sv_vals = [sv_vals[i] for i in kept_sv]
-            kept_mg = [i for i, k in enumerate(mg_owners) if k in changed]
-            jobs = [jobs[i] for i in kept_mg]
-            mg_owners = [mg_owners[i] for i in kept_mg]
-            mg_keys = [mg_keys[i] for i in kept_mg]
-            mg_ids = [mg_ids[i] for i in kept_mg]
             staged = {k: p for k, p in staged.items() if k in changed}
 
         # 2. Maglev tables and 3. services
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i][2] is Algorithm.RANDOM)
-        if any(i != j for i, j in enumerate(order)):  # Maglev tables first (one fill)
-            jobs = [jobs[i] for i in order]
-            mg_owners = [mg_owners[i] for i in order]
-            mg_keys = [mg_keys[i] for i in order]
-            mg_ids = [mg_ids[i] for i in order]
-        mg_failed = _write_tables(self.maps.maglev, mg_owners, mg_keys, jobs,
-                                  self.maps.maglev_m)
+        mg_failed, mg_written = tables.write(self.maps.maglev, changed.__contains__)
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"
+        st.maglev_ids.update(i for k, i in mg_written if k not in mg_failed)
         if mg_failed:
-            st.maglev_ids.update(i for k, i in zip(mg_owners, mg_ids, strict=True)
-                                 if k not in mg_failed)
             keep = [i for i, k in enumerate(sv_owners) if k not in mg_failed]
             sv_owners = [sv_owners[i] for i in keep]
             sv_keys = [sv_keys[i] for i in keep]
             sv_vals = [sv_vals[i] for i in keep]
-        else:
-            st.maglev_ids.update(mg_ids)
-        sv_failed = _write(self.maps.svc, sv_owners, sv_keys, sv_vals)
-        writes += len(mg_owners) + len(sv_owners)
+        sv_failed = write_owned(self.maps.svc, sv_owners, sv_keys, sv_vals)
+        writes += len(mg_written) + len(sv_owners)
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
         dead_tables: set[int] = set()

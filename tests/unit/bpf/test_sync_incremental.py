@@ -41,7 +41,7 @@ def test_unchanged_entries_are_not_recomputed() -> None:
         calls.extend(tuple(names) for names, _ in jobs)
         return real(jobs, m)
 
-    import bpf.sync as sync_mod
+    import bpf.slots as sync_mod
     setattr(sync_mod, "maglev_flat", spy)  # noqa: B010
     try:
         t2 = {k: Service(v.backends) for k, v in t.items()}  # equal, not identical
