@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from bpf.maglev import maglev_flat
+from bpf.maglev import maglev_flat, native
 from bpf.mapstore import MapPort, write_owned
 from bpf.table import Algorithm
 
@@ -79,12 +79,15 @@ class TableWriter(Generic[Owner]):
         jobs = [self._jobs[i] for i in rows]
         self._owners, self._ids, self._jobs = [], [], []
 
+        # without the C library, the numpy fill wants every table of the pass at once
+        chunk = CHUNK if native() else max(len(jobs), 1)
+
         def step(lo: int) -> dict[Owner, str]:
-            hi = lo + CHUNK
+            hi = lo + chunk
             return write_owned(port, owners[lo:hi], bytearray(array("I", ids[lo:hi])),
                                slot_tables(jobs[lo:hi], self.m))
 
-        starts = range(0, len(jobs), CHUNK)
+        starts = range(0, len(jobs), chunk)
         failed: dict[Owner, str] = {}
         if min(self.workers, len(starts)) <= 1:
             for lo in starts:

@@ -146,9 +146,15 @@ class Service:
         return got
 
     def programmed(self) -> Service:
-        """The form read back from the maps: eligible backends only, sorted, no name."""
-        return Service(self.eligible(), self.local_only, self.external, self.nodeport,
-                       self.affinity_timeout, self.algorithm)
+        """The form read back from the maps: eligible backends only, sorted, no name.
+        (Built without the frozen dataclass's __init__, which sets each field through
+        object.__setattr__: a fifth of a cold 10k-service sync's first loop.)"""
+        out: Service = object.__new__(Service)
+        out.__dict__.update(backends=self.eligible(), local_only=self.local_only,
+                            external=self.external, nodeport=self.nodeport,
+                            affinity_timeout=self.affinity_timeout, algorithm=self.algorithm,
+                            name="")
+        return out
 
 
 ServiceTable = Mapping[ServiceKey, Service]
