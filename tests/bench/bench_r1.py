@@ -2,10 +2,11 @@
 under test last), eBPF LB vs kube-proxy-style iptables DNAT (nft, legacy) vs a direct
 connection to the backend (the limit). Three namespaces made for the run: a client, a
 host (router; the LB runs here: our pod-veth TC program on the client's veth, or the
-iptables nat rules) and a backend. ABAB rounds per N, warm-up dropped; each run is
-bounded in connections and seconds.
+iptables nat rules) and a backend. Rounds per N, the variants' order turning each round
+(ours next to the direct limit every time), warm-up dropped; each run is bounded in
+connections and seconds.
 
-  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 5] [--conns 2000]
+  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 7] [--conns 6000]
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def connect_rate(ns: str, host: str, port: int, conns: int, secs: float) -> floa
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench_r1")
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--conns", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=1.5)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--conns", type=int, default=6000)  # ~0.3 s a run: 2000 was noise-bound
+    ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args(argv or [])
     sizes = [int(x) for x in args.sizes.split(",")]
     names = (ns_name("c"), ns_name("h"), ns_name("b"))
@@ -133,13 +134,18 @@ def main(argv: list[str] | None = None) -> None:
 
                 variants: dict[str, tuple[Callable[[], None], str, int]] = {
                     "ebpf": (ebpf_setup, vip(n), 80),
+                    "direct": (clean, B_IP, BPORT),
                     "iptables-nft": (ipt_setup("nft"), vip(n), 80),
                     "iptables-legacy": (ipt_setup("legacy"), vip(n), 80),
-                    "direct": (clean, B_IP, BPORT),
                 }
                 out: dict[str, list[float]] = {k: [] for k in variants}
+                names_ = list(variants)
                 for r in range(args.rounds + 1):
-                    for name, (setup, host, port) in variants.items():
+                    # the order turns each round (ours and the direct limit next to each
+                    # other in every round), so no variant always runs first or last
+                    order = names_[r % len(names_):] + names_[:r % len(names_)]
+                    for name in order:
+                        setup, host, port = variants[name]
                         setup()
                         rate = connect_rate(cns, host, port, args.conns, args.seconds)
                         if r:
