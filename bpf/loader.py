@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -268,14 +268,22 @@ class Datapath:
         return attach_tc(ifname, self._prog("rr_pod_ingress"), self._prog("rr_pod_egress"),
                          netns)
 
-    def attach_uplink(self, ifname: str, node_addr: IPv4Address,
-                      netns: str | None = None) -> int:
-        """The node uplink: north-south service traffic; SNAT source is node_addr."""
+    def attach_uplink(self, ifname: str, node_addr: IPv4Address | None,
+                      netns: str | None = None, node_addr6: IPv6Address | None = None) -> int:
+        """The node uplink: north-south service traffic. The SNAT source for a remote
+        backend under Cluster policy is node_addr (IPv4 flows) or node_addr6 (IPv6 flows);
+        a family without a node address has such flows refused."""
+        if node_addr is not None and node_addr.version != 4:
+            raise ValueError(f"node_addr {node_addr}: not IPv4 (pass node_addr6=)")
+        if node_addr6 is not None and node_addr6.version != 6:
+            raise ValueError(f"node_addr6 {node_addr6}: not IPv6")
         ifindex = attach_tc(ifname, self._prog("rr_uplink_ingress"),
                             self._prog("rr_uplink_egress"), netns)
         cfgmap = PinnedMap.open(str(self.cfg.pin_dir / "rr_config"))
         try:
-            val = m.Config(m.addr_of(node_addr), m.Addr(), ifindex, 0)
+            val = m.Config(m.Addr() if node_addr is None else m.addr_of(node_addr),
+                           m.Addr() if node_addr6 is None else m.addr_of(node_addr6),
+                           ifindex, 0)
             cfgmap.update_batch([(bytes(4), bytes(val))])
         finally:
             cfgmap.close()

@@ -1,7 +1,8 @@
 """Agent start-up of the eBPF datapath: load once, attach, pin, adopt the maps.
 
 The agent compiles and loads the programs once per start, attaches the north-south
-program to the node's uplink, pins every program (so the CNI plugin attaches pod
+program to the node's uplink (SNAT sources: the uplink's IPv4 address and, when it has
+one, its global IPv6 address), pins every program (so the CNI plugin attaches pod
 programs from the pins without compiling), re-attaches the new programs to the pod
 veths that already exist (programs are replaced in place; the pinned maps, and with
 them established connections, are kept), and hands the DatapathReconciler a Syncer
@@ -25,6 +26,8 @@ from controller.reconcile.datapath import DatapathReconciler
 log = logging.getLogger("rackroute.datapath")
 
 POD_VETH_PREFIX = "rr"  # host side of pod veths, as the CNI plugin names them
+IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,23 @@ def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
     for a in ipr.get_addr(index=idx[0], family=2):
         return ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
     raise LookupError(f"--uplink {ifname}: has no IPv4 address")
+
+
+def _uplink_ipv6(ipr: Any, ifname: str) -> ipaddress.IPv6Address | None:
+    """The uplink's global IPv6 address (the SNAT source of IPv6 flows), None if it has
+    none: link-local and failed-DAD addresses do not count; a deprecated one only if
+    there is nothing else."""
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        raise LookupError(f"--uplink {ifname}: no such interface")
+    found: list[tuple[bool, ipaddress.IPv6Address]] = []
+    for a in ipr.get_addr(index=idx[0], family=10):
+        flags = a.get_attr("IFA_FLAGS") or a["flags"]
+        if a["scope"] != 0 or flags & IFA_F_DADFAILED:
+            continue
+        found.append((bool(flags & IFA_F_DEPRECATED),
+                      ipaddress.IPv6Address(a.get_attr("IFA_ADDRESS"))))
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def _pod_veths(ipr: Any) -> list[str]:
@@ -67,14 +87,16 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
         dp.attach_cgroup(s.socket_lb_cgroup)  # refuses a cgroup mount root
     with IPRoute() as ipr:
         addr = _uplink_ipv4(ipr, s.uplink)
+        addr6 = _uplink_ipv6(ipr, s.uplink)
         pods = _pod_veths(ipr)
-    dp.attach_uplink(s.uplink, addr)
+    dp.attach_uplink(s.uplink, addr, node_addr6=addr6)
     pin_programs(dp)
     for veth in pods:
         dp.attach_pod(veth)
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
+                    node_addr6=addr6 or "-",
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted),
                     socket_lb=s.socket_lb_cgroup or "-"))
     return dp, DatapathReconciler(syncer, node_addresses=[addr], drain=s.drain)

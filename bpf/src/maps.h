@@ -167,8 +167,8 @@ struct rr_revnat_value { /* 20 bytes */
 };
 
 struct rr_config { /* array of one, written by the loader */
-    struct rr_addr node_addr; /* SNAT source for remote backends (IPv4) */
-    struct rr_addr node_addr6;
+    struct rr_addr node_addr;  /* IPv4 SNAT source for remote backends; 0 = none */
+    struct rr_addr node_addr6; /* IPv6 SNAT source; all zero = none (such flows refused) */
     __u32 uplink_ifindex;
     __u32 flags;
 };

@@ -1,7 +1,8 @@
 /* The node uplink: north-south NodePort / LoadBalancer / external IP traffic.
  * ingress: reverse NAT of SNAT'd replies from remote backends,
  *          else DNAT to a backend; a remote backend under Cluster policy is
- *          reached with the source translated to the node address.
+ *          reached with the source translated to the node address of the flow's
+ *          family (rr_config: node_addr for IPv4, node_addr6 for IPv6).
  * egress: reverse NAT of replies from local backends to external clients.
  * What these programs do not decide on they leave to the next filter (TC_ACT_UNSPEC),
  * so the tunnel's decapsulation filter on the same uplink still sees its packets.
@@ -16,21 +17,36 @@ static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, 
 
 /* Send a SNAT'd packet (its source is now a local address, which the kernel's input
  * path would refuse) out of whatever interface the routing table picks for its new
- * destination: the uplink for native routing, the tunnel device otherwise. */
+ * destination: the uplink for native routing, the tunnel device otherwise. Either family;
+ * a failed lookup leaves the route (and the neighbour) to bpf_redirect_neigh itself. */
 static __always_inline int rr_route_out(struct __sk_buff *skb)
 {
-    struct iphdr ip;
     struct bpf_fib_lookup fib;
     long rc;
 
-    if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
-        return TC_ACT_SHOT;
     __builtin_memset(&fib, 0, sizeof(fib));
-    fib.family = 2; /* AF_INET */
-    fib.l4_protocol = ip.protocol;
-    fib.tot_len = bpf_ntohs(ip.tot_len);
-    fib.ipv4_src = ip.saddr;
-    fib.ipv4_dst = ip.daddr;
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr ip;
+
+        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
+            return TC_ACT_SHOT;
+        fib.family = 2; /* AF_INET */
+        fib.l4_protocol = ip.protocol;
+        fib.tot_len = bpf_ntohs(ip.tot_len);
+        fib.ipv4_src = ip.saddr;
+        fib.ipv4_dst = ip.daddr;
+    } else {
+        struct ipv6hdr ip6;
+
+        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip6, sizeof(ip6)) < 0)
+            return TC_ACT_SHOT;
+        fib.family = 10; /* AF_INET6 */
+        fib.l4_protocol = ip6.nexthdr;
+        fib.tot_len = RR_IP6_LEN + bpf_ntohs(ip6.payload_len);
+        fib.flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff); /* class and label */
+        __builtin_memcpy(fib.ipv6_src, &ip6.saddr, 16);
+        __builtin_memcpy(fib.ipv6_dst, &ip6.daddr, 16);
+    }
     fib.ifindex = skb->ifindex;
     rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
     if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)

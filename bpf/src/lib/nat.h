@@ -169,20 +169,38 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     rk.family = p->t.family;
     rk.dir = RR_DIR_REPLY;
     if (allow_snat && !(be.flags & RR_BE_LOCAL) && !(svc->flags & RR_SVC_LOCAL_ONLY)) {
-        if (p->t.family != RR_AF_INET) /* SNAT is IPv4 only */
-            return -1;
         cfg = rr_config.lookup(&zero);
-        if (!cfg || !cfg->node_addr.w[0])
+        if (!cfg)
             return -1;
-        ci->nat_addr.w[0] = cfg->node_addr.w[0];
-        rk.daddr.w[0] = ci->nat_addr.w[0];
-        rr_ct4_key_of(&k4, &rk, RR_DIR_REPLY);
+        if (p->t.family == RR_AF_INET) {
+            if (!cfg->node_addr.w[0])
+                return -1;
+            ci->nat_addr.w[0] = cfg->node_addr.w[0];
+            rk.daddr.w[0] = ci->nat_addr.w[0];
+            rr_ct4_key_of(&k4, &rk, RR_DIR_REPLY);
 #pragma unroll
-        for (i = 0; i < RR_SNAT_TRIES; i++) {
-            sport = htons(32768 + bpf_get_prandom_u32() % 28000);
-            k4.dport = sport;
-            if (!rr_ct.lookup(&k4))
-                break;
+            for (i = 0; i < RR_SNAT_TRIES; i++) {
+                sport = htons(32768 + bpf_get_prandom_u32() % 28000);
+                k4.dport = sport;
+                if (!rr_ct.lookup(&k4))
+                    break;
+            }
+        } else {
+            /* the node's IPv6 address; the port search asks the IPv6 conntrack */
+            rk.daddr.w[0] = cfg->node_addr6.w[0];
+            rk.daddr.w[1] = cfg->node_addr6.w[1];
+            rk.daddr.w[2] = cfg->node_addr6.w[2];
+            rk.daddr.w[3] = cfg->node_addr6.w[3];
+            if (!(rk.daddr.w[0] | rk.daddr.w[1] | rk.daddr.w[2] | rk.daddr.w[3]))
+                return -1; /* no IPv6 node address configured: refuse */
+            ci->nat_addr = rk.daddr;
+#pragma unroll
+            for (i = 0; i < RR_SNAT_TRIES; i++) {
+                sport = htons(32768 + bpf_get_prandom_u32() % 28000);
+                rk.dport = sport;
+                if (!rr_ct6.lookup(&rk))
+                    break;
+            }
         }
         if (i == RR_SNAT_TRIES)
             return -1;

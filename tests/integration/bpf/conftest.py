@@ -1,6 +1,7 @@
-"""Session bench for the datapath: two nodes, a ToR, pods and an external client in
+"""Session benches for the datapath: two nodes, a ToR, pods and an external client in
 network namespaces, the real programs compiled once per node and attached, services
-synced from a table. Torn down (namespaces, pins, processes) even when tests fail."""
+synced from a table; `bench` is IPv4, `bench6` the same shape on IPv6 (tests/…/v6lab.py).
+Torn down (namespaces, pins, processes) even when tests fail."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from bpf.sync import Syncer
 from bpf.table import Backend, Service, ServiceKey, ServiceTable
 from bpf.table import Proto as P
 
+from . import v6lab
 from .netlab import Lab, Pod, nsx
 
 TAG = str(os.getpid())[-5:]
 PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-test-{os.getpid()}")
+PIN_ROOT6 = Path(f"/sys/fs/bpf/rackroute-test6-{os.getpid()}")
 NODE1, NODE2, EXT = "10.250.1.2", "10.250.2.2", "10.250.3.2"
 CIP, CIP_AFF, CIP_REMOTE, CIP_MUT = "10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13"
 LB_LOCAL = "10.96.100.10"
@@ -135,3 +138,9 @@ def bench() -> Iterator[Bench]:
             dp.close()
         lab.teardown()
         shutil.rmtree(PIN_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bench6() -> Iterator[v6lab.Bench6]:
+    with v6lab.build(TAG, PIN_ROOT6) as b:
+        yield b
