@@ -37,11 +37,15 @@ INGRESS = "ffff:fff2"
 EGRESS = "ffff:fff3"
 SCHED_CLS = 3
 CGROUP_SOCK_ADDR = 18
-SOCK_HOOKS = {  # program -> attach type
-    "rr_sock_connect4": 10,
-    "rr_sock_sendmsg4": 14,
-    "rr_sock_recvmsg4": 19,
-    "rr_sock_getpeername4": 29,
+SOCK_HOOKS = {  # program -> attach type (uapi enum bpf_attach_type)
+    "rr_sock_connect4": 10,  # BPF_CGROUP_INET4_CONNECT
+    "rr_sock_sendmsg4": 14,  # BPF_CGROUP_UDP4_SENDMSG
+    "rr_sock_recvmsg4": 19,  # BPF_CGROUP_UDP4_RECVMSG
+    "rr_sock_getpeername4": 29,  # BPF_CGROUP_INET4_GETPEERNAME
+    "rr_sock_connect6": 11,  # BPF_CGROUP_INET6_CONNECT
+    "rr_sock_sendmsg6": 15,  # BPF_CGROUP_UDP6_SENDMSG
+    "rr_sock_recvmsg6": 20,  # BPF_CGROUP_UDP6_RECVMSG
+    "rr_sock_getpeername6": 30,  # BPF_CGROUP_INET6_GETPEERNAME
 }
 PARTS = {
     "pod": ("pod.c", ("rr_pod_ingress", "rr_pod_egress")),

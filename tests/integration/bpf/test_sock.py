@@ -1,4 +1,6 @@
-"""Socket-level load balancing on a cgroup created for the test (never the root one)."""
+"""Socket-level load balancing on cgroups created for the test (never the root one):
+IPv4 on the `bench` node, IPv6 on the `bench6` node, and IPv4 services reached through
+IPv4-mapped addresses on dual-stack AF_INET6 sockets."""
 
 from __future__ import annotations
 
@@ -7,67 +9,129 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from bpf.loader import Datapath
+
 from .conftest import CIP, TAG, Bench
+from .v6lab import VIP as VIP6
+from .v6lab import Bench6
 
 CGROUP2 = Path("/sys/fs/cgroup/unified")
 
+# af 6 sockets are dual-stack (IPV6_V6ONLY off), so an IPv4-mapped vip goes through them
 CLIENT = """
 import json, socket
+fam = socket.AF_INET6 if %(af)d == 6 else socket.AF_INET
+vip = %(vip)r
+
+def sock(kind):
+    s = socket.socket(fam, kind)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.settimeout(2)
+    return s
+
 out = {}
-s = socket.create_connection(("%(vip)s", 80), timeout=2)
+s = sock(socket.SOCK_STREAM)
+s.connect((vip, 80))
 out["greeting"] = s.makefile().readline().strip()
-out["peer"] = list(s.getpeername())
+out["peer"] = list(s.getpeername()[:2])
 s.close()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(2)
-u.sendto(b"hi", ("%(vip)s", 80))
+u = sock(socket.SOCK_DGRAM)
+u.sendto(b"hi", (vip, 80))
 data, addr = u.recvfrom(2048)
 out["udp"] = data.decode()
-out["udp_from"] = list(addr)
+out["udp_from"] = list(addr[:2])
+u.close()
+c = sock(socket.SOCK_DGRAM)
+c.connect((vip, 80))
+c.send(b"hi")
+data, addr = c.recvfrom(2048)
+out["cudp"] = data.decode()
+out["cudp_from"] = list(addr[:2])
+out["cudp_peer"] = list(c.getpeername()[:2])
+c.close()
 print(json.dumps(out))
 """
 
 
-@pytest.fixture
-def cgroup(bench: Bench) -> Iterator[Path]:
+@contextmanager
+def _attached(dp: Datapath, name: str) -> Iterator[Path]:
     if not (CGROUP2 / "cgroup.procs").exists():
         pytest.skip(f"needs a cgroup v2 mount at {CGROUP2}")
-    cg = CGROUP2 / f"rrx{TAG}"
+    cg = CGROUP2 / name
     cg.mkdir()
     try:
-        bench.dp1.load(("sock",))
-        bench.dp1.attach_cgroup(cg)
+        dp.load(("sock",))
+        dp.attach_cgroup(cg)
         yield cg
     finally:
-        bench.dp1.detach_cgroup(cg)
+        dp.detach_cgroup(cg)
         cg.rmdir()
 
 
-def _run_in(cg: Path | None, ns: str) -> subprocess.CompletedProcess[str]:
-    code = CLIENT % {"vip": CIP}
+@pytest.fixture
+def cgroup(bench: Bench) -> Iterator[Path]:
+    with _attached(bench.dp1, f"rrx{TAG}") as cg:
+        yield cg
+
+
+@pytest.fixture
+def cgroup6(bench6: Bench6) -> Iterator[Path]:
+    with _attached(bench6.dp, f"rrx6{TAG}") as cg:
+        yield cg
+
+
+def _run_in(cg: Path | None, ns: str, vip: str = CIP, af: int = 4
+            ) -> subprocess.CompletedProcess[str]:
+    code = CLIENT % {"vip": vip, "af": af}
     enter = f"echo $$ > {cg}/cgroup.procs && " if cg else ""
     return subprocess.run(["sh", "-c", f'{enter}exec ip netns exec {ns} "$0" -c "$1"',
                            sys.executable, code], capture_output=True, text=True, timeout=20)
 
 
-def test_connect_sendmsg_recvmsg_getpeername_translate(bench: Bench, cgroup: Path) -> None:
-    # from the node itself: no pod veth on the path, so only the socket hooks can help
-    r = _run_in(cgroup, bench.node1)
+def _check(r: subprocess.CompletedProcess[str], vip: str, names: set[str]) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["greeting"].split()[0] in {"b11", "b12", "b21"}
-    assert tuple(out["peer"]) == (CIP, 80)          # getpeername shows the service
-    assert out["udp"].split()[0] in {"b11", "b12", "b21"}
-    assert tuple(out["udp_from"]) == (CIP, 80)      # recvmsg shows the service
+    assert out["greeting"].split()[0] in names
+    assert tuple(out["peer"]) == (vip, 80)          # getpeername shows the service
+    assert out["udp"].split()[0] in names
+    assert tuple(out["udp_from"]) == (vip, 80)      # recvmsg shows the service
+    assert out["cudp"].split()[0] in names          # connected UDP: connect translated
+    assert tuple(out["cudp_from"]) == (vip, 80)
+    assert tuple(out["cudp_peer"]) == (vip, 80)
+
+
+def test_connect_sendmsg_recvmsg_getpeername_translate(bench: Bench, cgroup: Path) -> None:
+    # from the node itself: no pod veth on the path, so only the socket hooks can help
+    _check(_run_in(cgroup, bench.node1), CIP, {"b11", "b12", "b21"})
+
+
+def test_ipv6_connect_sendmsg_recvmsg_getpeername_translate(bench6: Bench6,
+                                                           cgroup6: Path) -> None:
+    _check(_run_in(cgroup6, bench6.node, VIP6, 6), VIP6, set(bench6.backends))
+
+
+def test_ipv4_mapped_service_through_a_dual_stack_socket(bench: Bench, cgroup: Path) -> None:
+    # connect6 / getpeername6 / recvmsg6 see ::ffff:a.b.c.d and use the IPv4 entries;
+    # the unconnected sendto goes to sendmsg4 (the kernel hands mapped datagrams to IPv4)
+    mapped = f"::ffff:{CIP}"
+    _check(_run_in(cgroup, bench.node1, mapped, 6), mapped, {"b11", "b12", "b21"})
 
 
 def test_outside_the_cgroup_nothing_is_translated(bench: Bench, cgroup: Path) -> None:
     assert os.path.isdir(cgroup)
     r = _run_in(None, bench.node1)
+    assert r.returncode != 0
+
+
+def test_outside_the_cgroup_nothing_is_translated_ipv6(bench6: Bench6, cgroup6: Path) -> None:
+    assert os.path.isdir(cgroup6)
+    r = _run_in(None, bench6.node, VIP6, 6)
     assert r.returncode != 0
 
 
