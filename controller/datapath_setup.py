@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp.speaker import logfmt
+from bgp.types import IPAddress
 from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig
 from bpf.progpin import pin_programs
 from bpf.sync import Syncer
@@ -99,4 +100,5 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
                     node_addr6=addr6 or "-",
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted),
                     socket_lb=s.socket_lb_cgroup or "-"))
-    return dp, DatapathReconciler(syncer, node_addresses=[addr], drain=s.drain)
+    node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
+    return dp, DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain)

@@ -107,12 +107,16 @@ def _rank(b: Backend) -> int:
 def _keys(
     svc: K8sService, sp: ServicePort, proto: Proto, node_addresses: Sequence[IPAddress]
 ) -> Iterable[tuple[ServiceKey, bool, bool]]:
-    """(key, external, nodeport) for every address this port is served on."""
+    """(key, external, nodeport) for every address this port is served on. A NodePort
+    listens on the node's addresses of the service's IP families only (spec.ipFamilies,
+    else its cluster IPs' families, else IPv4)."""
     for ip in svc.cluster_ips:
         yield ServiceKey(ip, sp.port, proto), False, False
     if svc.type in ("NodePort", "LoadBalancer") and sp.node_port:
+        families = set(svc.ip_families) or {ip.version for ip in svc.cluster_ips} or {4}
         for ip in node_addresses:
-            yield ServiceKey(ip, sp.node_port, proto), True, True
+            if ip.version in families:
+                yield ServiceKey(ip, sp.node_port, proto), True, True
     if svc.is_managed_lb:
         for ip in svc.status_ingress:
             yield ServiceKey(ip, sp.port, proto), True, False

@@ -81,6 +81,23 @@ def test_nodeport_loadbalancer_and_external_ips_with_local_policy() -> None:
     assert plan.table[k("203.0.113.7", 80)].eligible() == (b("10.1.0.5"),)
 
 
+def test_nodeport_listens_on_the_node_addresses_of_the_services_families() -> None:
+    n6 = A6("2001:db8::1")
+    port = (ServicePort(80, "TCP", "http", 8080, node_port=30090),)
+    v4 = svc("v4", type="NodePort", ports=port)
+    v6 = svc("v6", type="NodePort", ports=port, cluster_ips=(A6("fd00:96::10"),))
+    dual = svc("dual", type="NodePort", ports=port, ip_families=(6, 4),
+               cluster_ips=(A6("fd00:96::11"), A4("10.96.0.11")))
+    objs = [sl("v4", ep("10.1.0.5")), sl("v6", ep("fd00:1::5"), fam="IPv6"),
+            sl("dual", ep("10.1.0.6")), sl("dual", ep("fd00:1::6"), name="dual-b", fam="IPv6")]
+    for s_, want in ((v4, {N1}), (v6, {n6}), (dual, {N1, n6})):
+        plan = plan_services(snap(s_, *objs), NODE, (N1, n6))
+        nodeports = {key.vip for key, e in plan.table.items() if e.nodeport}
+        assert nodeports == want, s_.meta.name
+        for key, e in plan.table.items():  # each key's backends are of its family
+            assert e.backends and all(b_.ip.version == key.vip.version for b_ in e.backends)
+
+
 def test_unmanaged_lb_class_gets_no_lb_ip_but_keeps_nodeport() -> None:
     s = svc("other", type="LoadBalancer", load_balancer_class="example.com/other",
             ports=(ServicePort(80, "TCP", "http", 8080, node_port=30081),),
