@@ -70,7 +70,8 @@ class DatapathConfig:
     max_services: int = 65536
     max_tables: int = 16384  # Maglev tables, preallocated: about 4 KB each
     max_backends: int = 65536
-    ct_size: int = 262144
+    ct_size: int = 262144  # IPv4 conntrack entries (two per flow)
+    ct6_size: int = 0  # IPv6 conntrack entries; 0: a quarter of ct_size
 
     @property
     def pin_dir(self) -> Path:
@@ -113,6 +114,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_MAX_TABLES {cfg.max_tables}",
         f"#define RR_MAX_BACKENDS {cfg.max_backends}",
         f"#define RR_CT_SIZE {cfg.ct_size}",
+        f"#define RR_CT6_SIZE {cfg.ct6_size or cfg.ct_size // 4}",
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 
