@@ -2,9 +2,11 @@
 under test last), eBPF LB vs kube-proxy-style iptables DNAT (nft, legacy) vs a direct
 connection to the backend (the limit). Three namespaces made for the run: a client, a
 host (router; the LB runs here: our pod-veth TC program on the client's veth, or the
-iptables nat rules) and a backend. Rounds per N, the variants' order turning each round
-(ours next to the direct limit every time), warm-up dropped; each run is bounded in
-connections and seconds.
+iptables nat rules) and a backend. "ebpf" is the TC path alone; "ebpf-sock" adds the
+socket-level hooks (the client process in a cgroup made for the run, as a pod is with the
+agent's --socket-lb-cgroup), where connect() itself picks the backend. Rounds per N, the
+variants' order turning each round (ours next to the direct limit every time), warm-up
+dropped; each run is bounded in connections and seconds.
 
   python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 7] [--conns 6000]
 """
@@ -12,10 +14,12 @@ connections and seconds.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from ipaddress import IPv4Address as A
+from pathlib import Path
 
 from bpf.loader import Datapath, DatapathConfig, detach_tc
 from bpf.sync import Syncer
@@ -28,6 +32,7 @@ C_IP, H1, H2, B_IP = "10.77.1.2", "10.77.1.1", "10.77.2.1", "10.77.2.2"
 BPORT = 8080
 VIP0 = int(A("10.96.0.0"))
 RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
+CGROUP2 = Path("/sys/fs/cgroup/unified")  # cgroup v2 (the socket hooks attach there)
 
 SERVER = r"""
 import socket, sys
@@ -61,8 +66,15 @@ def vip(i: int) -> str:
     return str(A(VIP0 + i))
 
 
-def connect_rate(ns: str, host: str, port: int, conns: int, secs: float) -> float:
-    out = nsx(ns, sys.executable, "-c", CLIENT, host, str(port), str(conns), str(secs))
+def connect_rate(ns: str, host: str, port: int, conns: int, secs: float,
+                 cgroup: Path | None = None) -> float:
+    """Connects/s of a client process in ns (in cgroup, when given, before it starts)."""
+    if cgroup is None:
+        out = nsx(ns, sys.executable, "-c", CLIENT, host, str(port), str(conns), str(secs))
+    else:
+        out = sh("sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {ns} '
+                 '"$0" -c "$1" "$2" "$3" "$4" "$5"', sys.executable, CLIENT, host, str(port),
+                 str(conns), str(secs))
     n, fails, dt = out.split()
     if int(fails) > int(n) // 100:
         raise RuntimeError(f"{fails} failed connects to {host}:{port}")
@@ -80,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     names = (ns_name("c"), ns_name("h"), ns_name("b"))
     results: dict[int, dict[str, list[float]]] = {}
     server: subprocess.Popen[str] | None = None
+    cgroup = CGROUP2 / f"rrq1{os.getpid()}" if (CGROUP2 / "cgroup.procs").exists() else None
     with pin_root("r1") as root, netns(*names) as (cns, hns, bns):
         dp = Datapath(DatapathConfig("r1", pin_root=root))
         try:
@@ -98,7 +111,10 @@ def main(argv: list[str] | None = None) -> None:
             server = subprocess.Popen(["ip", "netns", "exec", bns, sys.executable, "-c", SERVER,
                                        str(BPORT)], stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            dp.load(("pod",))
+            dp.load(("pod", "sock") if cgroup is not None else ("pod",))
+            if cgroup is not None:  # socket LB for the client processes put in it
+                cgroup.mkdir()
+                dp.attach_cgroup(cgroup)
             syncer = Syncer(dp.maps())
 
             def restore(which: str, text: str) -> None:
@@ -132,12 +148,14 @@ def main(argv: list[str] | None = None) -> None:
                         restore(which, rules)
                     return load_rules
 
-                variants: dict[str, tuple[Callable[[], None], str, int]] = {
-                    "ebpf": (ebpf_setup, vip(n), 80),
-                    "direct": (clean, B_IP, BPORT),
-                    "iptables-nft": (ipt_setup("nft"), vip(n), 80),
-                    "iptables-legacy": (ipt_setup("legacy"), vip(n), 80),
+                variants: dict[str, tuple[Callable[[], None], str, int, Path | None]] = {
+                    "ebpf": (ebpf_setup, vip(n), 80, None),
+                    "direct": (clean, B_IP, BPORT, None),
+                    "iptables-nft": (ipt_setup("nft"), vip(n), 80, None),
+                    "iptables-legacy": (ipt_setup("legacy"), vip(n), 80, None),
                 }
+                if cgroup is not None:  # as deployed with --socket-lb-cgroup: both hooks
+                    variants["ebpf-sock"] = (ebpf_setup, vip(n), 80, cgroup)
                 out: dict[str, list[float]] = {k: [] for k in variants}
                 names_ = list(variants)
                 for r in range(args.rounds + 1):
@@ -145,9 +163,9 @@ def main(argv: list[str] | None = None) -> None:
                     # other in every round), so no variant always runs first or last
                     order = names_[r % len(names_):] + names_[:r % len(names_)]
                     for name in order:
-                        setup, host, port = variants[name]
+                        setup, host, port, cg = variants[name]
                         setup()
-                        rate = connect_rate(cns, host, port, args.conns, args.seconds)
+                        rate = connect_rate(cns, host, port, args.conns, args.seconds, cg)
                         if r:
                             out[name].append(rate)
                     if r:
@@ -159,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
             if server is not None:
                 server.kill()
                 server.wait(timeout=5)
+            if cgroup is not None and cgroup.exists():
+                dp.detach_cgroup(cgroup)
+                cgroup.rmdir()
             dp.close()
 
     rows = []
@@ -170,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             st = stats(samples)
             sec[name] = {"conn_per_s": st}
             row = [str(n), name, f"{st['median']:.0f}", f"{st['min']:.0f}-{st['max']:.0f}"]
-            if name == "ebpf":
+            if name.startswith("ebpf"):
                 for base in ("direct", "iptables-nft", "iptables-legacy"):
                     rs = ratio_stats(samples, out[base])
                     sec[f"ebpf / {base}"] = rs
