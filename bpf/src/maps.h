@@ -52,6 +52,7 @@
 
 /* rr_ct_value.flags */
 #define RR_CT_SNAT 0x1
+#define RR_CT_CLOSING 0x2 /* a TCP FIN was seen: a SYN on this tuple starts a new flow */
 
 struct rr_addr {
     __u32 w[4];

@@ -114,6 +114,85 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
     }
 }
 
+/* TCP flows end in conntrack as in the kernel's: a RST drops both entries of its flow
+ * (after the RST itself is translated); a FIN marks both closing; and a SYN (or SYN-ACK)
+ * meeting a closing entry belongs to a new connection that reuses the tuple, not to the
+ * finished one. Without this, a client port used once through a service and then for a
+ * direct connection to the backend would have that connection's SYN-ACK "restored" to
+ * the service address by the old reply entry. */
+
+/* The other entry of the flow whose entry ci is: (addr:port -> nat_addr:nat_port) in
+ * the other direction, for the forward entry (backend -> client or SNAT source) and for
+ * the reply entry (client -> service) alike. */
+static __always_inline void rr_ct_twin(struct rr_ct_key *k, const struct rr_pkt *p, __u8 dir,
+                                       const struct rr_ct_info *ci)
+{
+    k->saddr = ci->addr;
+    k->daddr = ci->nat_addr;
+    k->sport = ci->port;
+    k->dport = ci->nat_port;
+    k->proto = p->t.proto;
+    k->family = p->t.family;
+    k->dir = dir == RR_DIR_FORWARD ? RR_DIR_REPLY : RR_DIR_FORWARD;
+    k->pad = 0;
+}
+
+/* Drop (drop != 0) or mark closing the entry under k. */
+static __always_inline void rr_ct_end_one(struct rr_ct_key *k, int drop)
+{
+    if (k->family == RR_AF_INET) {
+        struct rr_ct4_key k4;
+        struct rr_ct4_value *v;
+
+        rr_ct4_key_of(&k4, k, k->dir);
+        if (drop) {
+            rr_ct.delete(&k4);
+        } else {
+            v = rr_ct.lookup(&k4);
+            if (v)
+                v->flags |= RR_CT_CLOSING;
+        }
+    } else {
+        struct rr_ct6_value *v;
+
+        if (drop) {
+            rr_ct6.delete(k);
+        } else {
+            v = rr_ct6.lookup(k);
+            if (v)
+                v->flags |= RR_CT_CLOSING;
+        }
+    }
+}
+
+/* p (seen in direction dir, its entry ci) ends its flow (drop) or starts to (mark). */
+static __always_inline void rr_ct_end(const struct rr_pkt *p, __u8 dir,
+                                      const struct rr_ct_info *ci, int drop)
+{
+    struct rr_ct_key k = p->t;
+
+    k.dir = dir;
+    rr_ct_end_one(&k, drop);
+    rr_ct_twin(&k, p, dir, ci);
+    rr_ct_end_one(&k, drop);
+}
+
+/* After p was translated with its entry: a FIN or RST ends the flow. */
+static __always_inline void rr_ct_tcp_seen(const struct rr_pkt *p, __u8 dir,
+                                           const struct rr_ct_info *ci)
+{
+    if (p->tcp_flags & RR_TCP_RST)
+        rr_ct_end(p, dir, ci, 1);
+    else if ((p->tcp_flags & RR_TCP_FIN) && !(ci->flags & RR_CT_CLOSING))
+        rr_ct_end(p, dir, ci, 0);
+}
+
+/* Is entry ci, found for p, left over from a finished connection? */
+static __always_inline int rr_ct_stale(const struct rr_pkt *p, const struct rr_ct_info *ci)
+{
+    return (p->tcp_flags & RR_TCP_SYN) && (ci->flags & RR_CT_CLOSING);
+}
+
 /* Reply direction: backend -> client. Restore the service address (and the client, after
  * SNAT). snat_only: leave replies that were not source-translated for a later hook (the
  * uplink ingress must not turn a source into a local node address before routing).
@@ -129,14 +208,17 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
     snat = ci.flags & RR_CT_SNAT;
     if (snat_only && !snat)
         return RR_NAT_PASS;
+    if (__builtin_expect(rr_ct_stale(p, &ci), 0)) { /* a new connection's SYN-ACK */
+        rr_ct_end(p, RR_DIR_REPLY, &ci, 1);
+        return RR_NAT_PASS;
+    }
     if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
         return RR_NAT_DROP;
-    if (snat) {
-        if (rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
-            return RR_NAT_DROP;
-        return RR_NAT_SNAT;
-    }
-    return RR_NAT_DONE;
+    if (snat && rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
+        return RR_NAT_DROP;
+    if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
+        rr_ct_tcp_seen(p, RR_DIR_REPLY, &ci);
+    return snat ? RR_NAT_SNAT : RR_NAT_DONE;
 }
 
 /* A new flow to svc: pick its backend (and SNAT source when allow_snat asks for one),
@@ -238,21 +320,22 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
     struct rr_ct_info ci = {};
     struct rr_svc_value *svc;
 
-    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci)) {
+    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) || __builtin_expect(rr_ct_stale(p, &ci), 0)) {
         svc = rr_svc_lookup(&p->t);
         if (!svc)
             return RR_NAT_PASS;
+        ci.flags = 0; /* a stale entry's are not the new flow's */
         if (rr_ct_create(p, svc, allow_snat, &ci) < 0)
             return RR_NAT_DROP;
     }
     if (rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
         return RR_NAT_DROP;
-    if (ci.flags & RR_CT_SNAT) {
-        if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
-            return RR_NAT_DROP;
-        return RR_NAT_SNAT;
-    }
-    return RR_NAT_DONE;
+    if ((ci.flags & RR_CT_SNAT) &&
+        rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
+        return RR_NAT_DROP;
+    if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
+        rr_ct_tcp_seen(p, RR_DIR_FORWARD, &ci);
+    return (ci.flags & RR_CT_SNAT) ? RR_NAT_SNAT : RR_NAT_DONE;
 }
 
 #endif

@@ -20,9 +20,14 @@
 #define RR_IP6_LEN 40
 #define RR_IPPROTO_FRAG6 44
 
+#define RR_TCP_FIN 0x01
+#define RR_TCP_SYN 0x02
+#define RR_TCP_RST 0x04
+
 struct rr_pkt {
     struct rr_ct_key t; /* tuple as seen on the wire, dir = forward */
     __u32 l4off;
+    __u8 tcp_flags; /* the TCP header's flags byte; 0 for UDP */
 };
 
 /* Make the first len bytes linear if they are not; 0 when data + len <= data_end. */
@@ -35,6 +40,20 @@ static __always_inline int rr_linear(struct __sk_buff *skb, __u32 len)
     if ((void *)(long)skb->data + len > (void *)(long)skb->data_end)
         return -1;
     return 0;
+}
+
+/* p->tcp_flags from the TCP header at ports (the L4 header in the linear part), or with a
+ * helper at p->l4off when that part is short; 0 for UDP or when it cannot be read. */
+static __always_inline void rr_parse_flags(struct __sk_buff *skb, struct rr_pkt *p,
+                                           __u8 *ports, void *end)
+{
+    p->tcp_flags = 0;
+    if (p->t.proto != IPPROTO_TCP)
+        return;
+    if (ports && (void *)(ports + 14) <= end)
+        p->tcp_flags = ports[13];
+    else if (bpf_skb_load_bytes(skb, p->l4off + 13, &p->tcp_flags, 1) < 0)
+        p->tcp_flags = 0;
 }
 
 /* The ports sit at a constant offset when the IPv4 header has no options (the common
@@ -76,11 +95,13 @@ static __always_inline int rr_parse4(struct __sk_buff *skb, struct rr_pkt *p)
     if (ip->ihl == 5) {
         p->t.sport = ports[0];
         p->t.dport = ports[1];
+        rr_parse_flags(skb, p, (__u8 *)ports, end);
     } else {
         if (bpf_skb_load_bytes(skb, p->l4off, pb, sizeof(pb)) < 0)
             return -1;
         p->t.sport = pb[0];
         p->t.dport = pb[1];
+        rr_parse_flags(skb, p, NULL, end);
     }
     return 0;
 }
@@ -113,6 +134,7 @@ static __always_inline int rr_parse6(struct __sk_buff *skb, struct rr_pkt *p)
     p->t.dir = RR_DIR_FORWARD;
     p->t.pad = 0;
     p->l4off = RR_ETH_LEN + RR_IP6_LEN;
+    rr_parse_flags(skb, p, (__u8 *)ports, end);
     return 0;
 }
 

@@ -11,6 +11,7 @@ import random
 import shutil
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -46,16 +47,18 @@ def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
     return src + dst + struct.pack("!IxxxB", length, proto)
 
 
-def _l4(proto: int, sport: int, dport: int, payload: bytes) -> bytes:
+def _l4(proto: int, sport: int, dport: int, payload: bytes, flags: int) -> bytes:
     if proto == 6:
-        return struct.pack("!HHIIBBHHH", sport, dport, 7, 0, 5 << 4, 0x10, 64240, 0, 0) + payload
+        return struct.pack("!HHIIBBHHH", sport, dport, 7, 0, 5 << 4, flags, 64240, 0,
+                           0) + payload
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
 def packet(src: str, dst: str, proto: int, sport: int, dport: int, payload: bytes,
-           l4_csum: bool = True) -> bytes:
+           l4_csum: bool = True, flags: int = 0x10) -> bytes:
+    """An Ethernet frame with checksums; TCP flags default to a bare ACK."""
     s, d = ip_address(src), ip_address(dst)
-    l4 = bytearray(_l4(proto, sport, dport, payload))
+    l4 = bytearray(_l4(proto, sport, dport, payload, flags))
     coff = 16 if proto == 6 else 6
     if l4_csum:
         c = _csum(_pseudo(s.packed, d.packed, proto, len(l4)) + bytes(l4))
@@ -93,10 +96,11 @@ def parse(pkt: bytes) -> tuple[str, str, int, int, bytes]:
     return addrs[0], addrs[1], sport, dport, l4[20 if proto == 6 else 8:]
 
 
-@pytest.fixture(scope="module")
-def dp() -> Iterator[Datapath]:
-    d = Datapath(DatapathConfig("csum", pin_root=PIN_ROOT, max_services=64, max_backends=64,
-                                ct_size=4096))
+@contextmanager
+def one_node(instance: str) -> Iterator[Datapath]:
+    """The pod program with a TCP and a UDP service on VIP4 and VIP6, one backend each."""
+    d = Datapath(DatapathConfig(instance, pin_root=PIN_ROOT, max_services=64, max_backends=64,
+                                max_tables=64, ct_size=4096))
     try:
         d.load(("pod",))
         table = {}
@@ -109,7 +113,15 @@ def dp() -> Iterator[Datapath]:
         yield d
     finally:
         d.close()
-        shutil.rmtree(PIN_ROOT, ignore_errors=True)
+        shutil.rmtree(PIN_ROOT / instance, ignore_errors=True)
+        if PIN_ROOT.is_dir() and not any(PIN_ROOT.iterdir()):
+            PIN_ROOT.rmdir()
+
+
+@pytest.fixture(scope="module")
+def dp() -> Iterator[Datapath]:
+    with one_node("csum") as d:
+        yield d
 
 
 def _run(fd: int, pkt: bytes) -> bytes:

@@ -141,3 +141,29 @@ def test_refuses_the_root_cgroup(bench: Bench) -> None:
     bench.dp1.load(("sock",))
     with pytest.raises(ValueError):
         bench.dp1.attach_cgroup(CGROUP2)
+
+
+MANY = """
+import socket, struct
+linger = struct.pack("ii", 1, 0)  # RST on close, as a busy client's pool does
+ok = 0
+for i in range(%(n)d):
+    s = socket.socket()
+    s.settimeout(2)
+    s.connect((%(vip)r, 80))
+    ok += bool(s.makefile().readline().strip())
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    s.close()
+print(ok)
+"""
+
+
+def test_many_connects_in_a_row_all_translate(bench: Bench, cgroup: Path) -> None:
+    """Each connect() gets a backend and a reverse-NAT entry; a run of short connections
+    (closed with RST, so ports come back at once) must not stall on stale state."""
+    code = MANY % {"n": 200, "vip": CIP}
+    r = subprocess.run(["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && '
+                        f'exec ip netns exec {bench.node1} "$0" -c "$1"', sys.executable, code],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout) == 200
