@@ -77,7 +77,8 @@ def connect_rate(ns: str, host: str, port: int, conns: int, secs: float,
                  str(conns), str(secs))
     n, fails, dt = out.split()
     if int(fails) > int(n) // 100:
-        raise RuntimeError(f"{fails} failed connects to {host}:{port}")
+        raise RuntimeError(f"{fails} failed connects to {host}:{port} (of {n}; "
+                           f"{'socket hooks' if cgroup else 'no socket hooks'})")
     return int(n) / float(dt)
 
 
