@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+import threading
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
@@ -49,7 +50,8 @@ class MapPort(Protocol):
 
 
 class FakeMap:
-    """A hash map in memory with the kernel's size and capacity rules."""
+    """A hash map in memory with the kernel's size and capacity rules; safe to write from
+    several threads at once, as a kernel map is (each item is applied atomically)."""
 
     def __init__(self, key_size: int, value_size: int, max_entries: int) -> None:
         self.key_size = key_size
@@ -57,6 +59,7 @@ class FakeMap:
         self.max_entries = max_entries
         self.data: dict[bytes, bytes] = {}
         self.batch_calls = 0
+        self._lock = threading.Lock()
 
     def _check(self, key: bytes, value: bytes | None = None) -> None:
         if len(key) != self.key_size or (value is not None and len(value) != self.value_size):
@@ -76,9 +79,10 @@ class FakeMap:
                 self._check(k, v)
             except MapWriteError as e:
                 raise MapWriteError(e.errno or errno.EINVAL, str(e), done) from None
-            if k not in self.data and len(self.data) >= self.max_entries:
-                raise MapWriteError(errno.E2BIG, "map full", done)
-            self.data[k] = v
+            with self._lock:
+                if k not in self.data and len(self.data) >= self.max_entries:
+                    raise MapWriteError(errno.E2BIG, "map full", done)
+                self.data[k] = v
 
     def update_batch_flat(self, keys: Buffer, values: Buffer, count: int) -> None:
         if not _flat_sizes_ok(keys, values, count, self.key_size, self.value_size):
@@ -92,9 +96,10 @@ class FakeMap:
     def delete_batch(self, keys: Sequence[bytes]) -> None:
         self.batch_calls += 1
         for done, k in enumerate(keys):
-            if k not in self.data:
-                raise MapWriteError(errno.ENOENT, "no such key", done)
-            del self.data[k]
+            with self._lock:
+                if k not in self.data:
+                    raise MapWriteError(errno.ENOENT, "no such key", done)
+                del self.data[k]
 
 
 def _ptr(buf: Buffer) -> bytes | ct.Array[ct.c_char]:

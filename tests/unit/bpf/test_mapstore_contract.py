@@ -101,3 +101,28 @@ def test_flat_update_wrong_sizes_rejected(mp: MapPort, keys: bytes, values: byte
         mp.update_batch_flat(keys, values, count)
     assert e.value.errno == errno.EINVAL and e.value.done == 0
     assert list(mp.items()) == []
+
+
+def test_writers_on_several_threads_never_overfill(mp: MapPort) -> None:
+    """The sync writes table chunks from a thread per CPU into one map."""
+    import threading
+
+    done: list[int] = []
+
+    def writer(base: int) -> None:
+        keys = bytearray().join(k(base + i) for i in range(200))
+        vals = bytearray().join(v(base + i) for i in range(200))
+        try:
+            mp.update_batch_flat(keys, vals, 200)
+        except MapWriteError as e:
+            assert e.errno == errno.E2BIG
+            done.append(e.done)
+        else:
+            done.append(200)
+
+    threads = [threading.Thread(target=writer, args=(1000 * t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(done) == len(list(mp.items())) == mp.max_entries
