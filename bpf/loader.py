@@ -12,6 +12,7 @@ the verifier rejects raises LoadError carrying the verifier log.
 from __future__ import annotations
 
 import errno
+import gzip
 import os
 import re
 import subprocess
@@ -72,6 +73,9 @@ class DatapathConfig:
     max_backends: int = 65536
     ct_size: int = 262144  # IPv4 conntrack entries (two per flow)
     ct6_size: int = 0  # IPv6 conntrack entries; 0: a quarter of ct_size
+    ct_tcp_lifetime: int = 21600  # seconds a TCP flow may stay idle
+    ct_close_lifetime: int = 10  # seconds a TCP flow lives on after its FIN
+    ct_udp_lifetime: int = 60  # seconds a UDP flow may stay idle
 
     @property
     def pin_dir(self) -> Path:
@@ -85,6 +89,22 @@ def ensure_bpffs(root: Path = BPFFS) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], check=True)
+
+
+def kernel_hz(configs: tuple[Path, ...] = (Path("/proc/config.gz"),
+                                           Path(f"/boot/config-{os.uname().release}"))) -> int:
+    """The running kernel's CONFIG_HZ (conntrack lifetimes are counted in its jiffies);
+    1000, the largest usual value, when no config says (lifetimes then only last longer)."""
+    for path in configs:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
+        found = re.search(r"^CONFIG_HZ=(\d+)$", text, re.M)
+        if found:
+            return int(found.group(1))
+    return 1000
 
 
 def source_text(entry: str, cfg: DatapathConfig) -> str:
@@ -115,6 +135,10 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_MAX_BACKENDS {cfg.max_backends}",
         f"#define RR_CT_SIZE {cfg.ct_size}",
         f"#define RR_CT6_SIZE {cfg.ct6_size or cfg.ct_size // 4}",
+        f"#define RR_HZ {kernel_hz()}",
+        f"#define RR_CT_TCP_LIFETIME {cfg.ct_tcp_lifetime}",
+        f"#define RR_CT_CLOSE_LIFETIME {cfg.ct_close_lifetime}",
+        f"#define RR_CT_UDP_LIFETIME {cfg.ct_udp_lifetime}",
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 

@@ -101,6 +101,21 @@ struct rr_ct_key { /* 40 bytes */
  * packet, so an established flow does not dirty its entry. */
 #define RR_CT_SEEN_JIFFIES 100 /* at most 1 s at any HZ >= 100 */
 
+/* An entry idle for longer than its lifetime is a miss (and is replaced or evicted):
+ * seconds, times the kernel's HZ (the loader defines both from its config). */
+#ifndef RR_HZ
+#define RR_HZ 1000 /* the largest usual HZ: lifetimes then last at least as long as said */
+#endif
+#ifndef RR_CT_TCP_LIFETIME
+#define RR_CT_TCP_LIFETIME 21600 /* an established TCP flow: 6 h idle */
+#endif
+#ifndef RR_CT_CLOSE_LIFETIME
+#define RR_CT_CLOSE_LIFETIME 10 /* a TCP flow after its FIN */
+#endif
+#ifndef RR_CT_UDP_LIFETIME
+#define RR_CT_UDP_LIFETIME 60 /* a UDP flow */
+#endif
+
 struct rr_ct6_value { /* 56 bytes */
     struct rr_addr addr;     /* forward: backend; reply: original client */
     struct rr_addr nat_addr; /* forward: SNAT source; reply: service address */

@@ -30,12 +30,27 @@ static __always_inline void rr_ct4_key_of(struct rr_ct4_key *k, const struct rr_
     k->pad = 0;
 }
 
-#define RR_CT_TOUCH(v)                                                   \
-    do {                                                                 \
+/* How long entry flags of a flow of proto may stay idle, in jiffies. */
+static __always_inline __u32 rr_ct_lifetime(__u8 proto, __u16 flags)
+{
+    if (proto != IPPROTO_TCP)
+        return RR_CT_UDP_LIFETIME * RR_HZ;
+    if (flags & RR_CT_CLOSING)
+        return RR_CT_CLOSE_LIFETIME * RR_HZ;
+    return RR_CT_TCP_LIFETIME * RR_HZ;
+}
+
+/* An entry v of p's flow is used: 0 if it outlived its lifetime (a miss), else 1, with
+ * seen moved on when it is RR_CT_SEEN_JIFFIES old. */
+#define RR_CT_TOUCH(v, p)                                                \
+    ({                                                                   \
         __u32 j_ = (__u32)bpf_jiffies64();                               \
-        if (j_ - (v)->seen >= RR_CT_SEEN_JIFFIES)                        \
+        __u32 idle_ = j_ - (v)->seen;                                    \
+        int live_ = idle_ <= rr_ct_lifetime((p)->t.proto, (v)->flags);   \
+        if (live_ && idle_ >= RR_CT_SEEN_JIFFIES)                        \
             (v)->seen = j_;                                              \
-    } while (0)
+        live_;                                                           \
+    })
 
 /* Look up p's flow in direction dir (the tuple as parsed). 1 and *ci filled if known. */
 static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_info *ci)
@@ -46,9 +61,8 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
 
         rr_ct4_key_of(&k, &p->t, dir);
         v = rr_ct.lookup(&k);
-        if (!v)
+        if (!v || !RR_CT_TOUCH(v, p))
             return 0;
-        RR_CT_TOUCH(v);
         ci->addr.w[0] = v->addr;
         ci->nat_addr.w[0] = v->nat_addr;
         ci->port = v->port;
@@ -61,9 +75,8 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
         p->t.dir = dir;
         v = rr_ct6.lookup(&p->t);
         p->t.dir = RR_DIR_FORWARD;
-        if (!v)
+        if (!v || !RR_CT_TOUCH(v, p))
             return 0;
-        RR_CT_TOUCH(v);
         ci->addr = v->addr;
         ci->nat_addr = v->nat_addr;
         ci->port = v->port;

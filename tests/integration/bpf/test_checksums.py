@@ -97,10 +97,11 @@ def parse(pkt: bytes) -> tuple[str, str, int, int, bytes]:
 
 
 @contextmanager
-def one_node(instance: str) -> Iterator[Datapath]:
-    """The pod program with a TCP and a UDP service on VIP4 and VIP6, one backend each."""
+def one_node(instance: str, **cfg: int) -> Iterator[Datapath]:
+    """The pod program with a TCP and a UDP service on VIP4 and VIP6, one backend each
+    (cfg: more DatapathConfig fields)."""
     d = Datapath(DatapathConfig(instance, pin_root=PIN_ROOT, max_services=64, max_backends=64,
-                                max_tables=64, ct_size=4096))
+                                max_tables=64, ct_size=4096, **cfg))
     try:
         d.load(("pod",))
         table = {}
