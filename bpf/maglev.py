@@ -1,13 +1,15 @@
-"""Maglev consistent hashing (Eisenbud et al., NSDI 2016), computed in Python.
+"""Maglev consistent hashing (Eisenbud et al., NSDI 2016): the tables the programs read.
 
 The table has m slots (m prime); each backend owns about m/n of them, and removing one
 backend moves only the slots it owned (plus a small fraction). The program hashes a
-flow's 5-tuple to a slot and reads the backend id stored there.
+flow's 5-tuple to a slot and reads the backend id stored there. A backend's offset and
+skip come from a 64-bit hash of its name (FNV-1a with a murmur3 finish, _h), the same on
+every node and in every fill below.
 
 Speed: many tables are filled in one call to a small C library (bpf/maglev_fill.c, built
-into .gen/libmaglev.so by `make native`, loaded with ctypes), the textbook fill given the
-offsets and skips computed here. Without it, numpy fills many tables in lockstep, and
-without numpy the pure-Python fill below does.
+into .gen/libmaglev.so by `make native`, loaded with ctypes), which orders and hashes the
+names itself. Without it, numpy fills many tables in lockstep, and without numpy the
+pure-Python fill below does.
 
 The pure fill: a backend's (offset, skip) pair is hashed once and cached; the fill walks each
 backend's permutation incrementally (no modulo, no materialised permutation) while the
