@@ -3,9 +3,10 @@
 A Syncer adopts whatever is in the (pinned) maps, keeps a shadow of it, and on each
 pass writes new/changed entries with batched updates and removes stale ones with
 batched deletes, in an order the running programs never trip over: backends, then
-Maglev tables, then services; deletes in the reverse order. A failed batch falls back
-to single writes so that an error (map full, wrong family) is blamed on its service and
-the others are still programmed. read_table() reads the maps back into table form.
+Maglev tables (bpf/slots.py), then services; deletes in the reverse order. A batch
+that stops at an item (map full, wrong family) has that item blamed on its service and
+goes on with the rest (mapstore.write_owned), so the others are still programmed.
+read_table() reads the maps back into table form.
 
 A pass costs in proportion to what changed: the syncer remembers the desired Service it
 last programmed per key and the services using each backend, so an unchanged entry is
