@@ -38,6 +38,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         datapath=DatapathSettings(
             args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
             socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
+            max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
+            ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
         ) if args.datapath else None,
     )
     if not cfg.manifests.is_dir():
@@ -174,6 +176,15 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--socket-lb-cgroup",
                     help="cgroup v2 directory (created if missing, never a mount root) whose "
                          "processes get socket-level load balancing")
+    sizes = "; changing it recreates the pinned map, which loses its contents once"
+    ag.add_argument("--bpf-lb-max-services", type=int, default=65536, metavar="N",
+                    help="service entries (address, port, protocol)" + sizes)
+    ag.add_argument("--bpf-lb-max-tables", type=int, default=16384, metavar="N",
+                    help="Maglev tables, preallocated at ~4 KB each (16384: ~68 MB)" + sizes)
+    ag.add_argument("--bpf-ct-max", type=int, default=262144, metavar="N",
+                    help="IPv4 conntrack entries, two per flow" + sizes)
+    ag.add_argument("--bpf-ct6-max", type=int, default=0, metavar="N",
+                    help="IPv6 conntrack entries (0: a quarter of --bpf-ct-max)" + sizes)
     ag.set_defaults(func=cmd_agent)
 
     bgp = sub.add_parser("bgp", help="BGP sessions and routes")

@@ -38,6 +38,11 @@ class DatapathSettings:
     pin_root: Path = DEFAULT_PIN_ROOT
     drain: float = 2.0  # seconds an entry keeps serving after its prefix is withdrawn
     socket_lb_cgroup: Path | None = None  # a cgroup v2 directory the agent owns (never root)
+    # map sizes (a change recreates that pinned map, losing its contents once)
+    max_services: int = 65536
+    max_tables: int = 16384  # Maglev tables, preallocated: ~4 KB each
+    ct_size: int = 262144    # IPv4 conntrack entries, two per flow
+    ct6_size: int = 0        # IPv6 conntrack entries; 0: a quarter of ct_size
 
 
 def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
@@ -82,7 +87,9 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     from pyroute2 import IPRoute
 
     parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
-    dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root)).load(parts)
+    dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root, max_services=s.max_services,
+                                 max_tables=s.max_tables, ct_size=s.ct_size,
+                                 ct6_size=s.ct6_size)).load(parts)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)
         dp.attach_cgroup(s.socket_lb_cgroup)  # refuses a cgroup mount root

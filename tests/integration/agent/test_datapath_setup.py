@@ -1,5 +1,6 @@
 """The agent's datapath start-up, as a real process in a node namespace: programs on the
-uplink and on pod veths that already exist, pins for the CNI, socket LB on its cgroup."""
+uplink and on pod veths that already exist, pins for the CNI, socket LB on its cgroup,
+map sizes from its flags."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bpf.mapstore import PinnedMap
 from bpf.progpin import pinned_programs
 from controller.lab.netns import Netns, namespace, wait_for
 
@@ -51,7 +53,8 @@ def test_agent_datapath_start_up(node: Netns) -> None:
         ["nsenter", f"--net=/run/netns/{node.name}", "--", sys.executable, "-m",
          "controller.cli", "agent", "--node", "n1", "--manifests", str(tmp / "m"),
          "--state-dir", str(tmp / "s"), "--metrics-port", "0", "--datapath",
-         "--bpf-pin-root", str(pin_root), "--socket-lb-cgroup", str(cgroup)],
+         "--bpf-pin-root", str(pin_root), "--socket-lb-cgroup", str(cgroup),
+         "--bpf-lb-max-tables", "512", "--bpf-ct-max", "8192"],
         stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[3]))
     try:
         wait_for(lambda: "event=datapath_ready" in (tmp / "agent.log").read_text()
@@ -65,7 +68,13 @@ def test_agent_datapath_start_up(node: Netns) -> None:
         assert {"rr_pod_ingress", "rr_pod_egress"} <= set(pinned_programs(pin_root / "n1"))
         shown = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)],
                                capture_output=True, text=True, check=True).stdout
-        assert "connect4" in shown and "sendmsg4" in shown
+        assert "connect4" in shown and "sendmsg4" in shown and "connect6" in shown
+        sizes = {}
+        for name in ("rr_maglev", "rr_ct", "rr_ct6", "rr_svc"):
+            pm = PinnedMap.open(str(pin_root / "n1" / name))
+            sizes[name] = pm.max_entries
+            pm.close()
+        assert sizes == {"rr_maglev": 512, "rr_ct": 8192, "rr_ct6": 2048, "rr_svc": 65536}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         # programs stay in the kernel when the agent stops
