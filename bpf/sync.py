@@ -72,9 +72,12 @@ class _State:
     next_backend_id: int = 1
 
 
+_TERMINATING = BackendState.TERMINATING  # (an enum class lookup costs a dict walk)
+
+
 def _backend_value(b: Backend) -> bytes:
     flags = (m.BE_LOCAL if b.local else 0) | (
-        m.BE_TERMINATING if b.state is BackendState.TERMINATING else 0)
+        m.BE_TERMINATING if b.state is _TERMINATING else 0)
     return m.backend_value_bytes(b.ip, b.port, flags)
 
 
@@ -297,16 +300,16 @@ class Syncer:
 
         # 1. backends
         be_names: list[str] = []  # the backend writes: owner, key, value
-        be_keys: list[bytes] = []
+        be_keys = array("I")
         be_vals: list[bytes] = []
         for name, b in need.items():
             bid = backend_ids[name]
             val = _backend_value(b)
             if st.backend_values.get(bid) != val:
                 be_names.append(name)
-                be_keys.append(_u32(bid))
+                be_keys.append(bid)
                 be_vals.append(val)
-        be_failed = write_owned(self.maps.backend, be_names, be_keys, be_vals)
+        be_failed = write_owned(self.maps.backend, be_names, bytearray(be_keys), be_vals)
         writes += len(be_names)
         for name, val in zip(be_names, be_vals, strict=True):
             if name not in be_failed:
