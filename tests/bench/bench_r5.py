@@ -37,6 +37,7 @@ from controller.lab.leftovers import kill_leftover_speakers
 from controller.lab.netns import Lab, run_cmd, run_id, veth, wait_for
 from controller.status import read_yaml, status_dir
 from tests.bench.common import save, table
+from tests.manifests import LB_ADVERTISEMENT, tor_cluster
 
 TOR = "10.58.0.1"
 POLL = 0.02
@@ -45,31 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def base_docs() -> list[dict[str, Any]]:
-    return [
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
-         "metadata": {"name": "default"},
-         "spec": {"ipam": {"clusterPoolIPv4PodCIDRList": ["10.244.0.0/16"],
-                           "clusterPoolIPv4MaskSize": 24}}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPClusterConfig",
-         "metadata": {"name": "tor"},
-         "spec": {"bgpInstances": [{"name": "tor", "localASN": 65011, "localPort": 179,
-                                    "peers": [{"name": "tor", "peerAddress": TOR,
-                                               "peerASN": 65000,
-                                               "peerConfigRef": {"name": "default"}}]}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPPeerConfig",
-         "metadata": {"name": "default"},
-         "spec": {"timers": {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3,
-                             "connectRetryTimeSeconds": 1},
-                  "gracefulRestart": {"enabled": True},
-                  "families": [{"afi": "ipv4", "safi": "unicast",
-                                "advertisements": {"matchLabels": {"adv": "yes"}}}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPAdvertisement",
-         "metadata": {"name": "lb", "labels": {"adv": "yes"}},
-         "spec": {"advertisements": [
-             {"advertisementType": "Service", "service": {"addresses": ["LoadBalancerIP"]},
-              "selector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "LoadBalancerIPPool",
-         "metadata": {"name": "pool"}, "spec": {"blocks": [{"cidr": "198.51.100.0/24"}]}},
+    return tor_cluster(65011, TOR, "lb", [LB_ADVERTISEMENT]) + [
         {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
          "status": {"addresses": [{"type": "InternalIP", "address": "10.58.0.11"}]}},
     ]

@@ -29,41 +29,17 @@ from controller.operator import Operator
 from controller.sources.files import ManifestDir
 from controller.status import read_nodes
 from tests.integration.bgp.conftest import Topo, build_topo
+from tests.manifests import LB_ADVERTISEMENT, tor_cluster
 
 RACKROUTE = [sys.executable, "-m", "controller.cli"]
 
 
 def manifests(root: Path, topo: Topo) -> None:
-    docs: list[dict[str, object]] = [
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
-         "metadata": {"name": "default"},
-         "spec": {"ipam": {"clusterPoolIPv4PodCIDRList": ["10.244.0.0/16"],
-                           "clusterPoolIPv4MaskSize": 24}}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPClusterConfig",
-         "metadata": {"name": "tor"},
-         "spec": {"bgpInstances": [{"name": "tor", "localASN": 65010, "localPort": 179,
-                                    "peers": [{"name": "tor", "peerAddress": "10.55.0.1",
-                                               "peerASN": 65000,
-                                               "peerConfigRef": {"name": "default"}}]}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPPeerConfig",
-         "metadata": {"name": "default"},
-         "spec": {"timers": {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3,
-                             "connectRetryTimeSeconds": 1},
-                  "gracefulRestart": {"enabled": True},
-                  "families": [{"afi": "ipv4", "safi": "unicast",
-                                "advertisements": {"matchLabels": {"adv": "yes"}}}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPAdvertisement",
-         "metadata": {"name": "all", "labels": {"adv": "yes"}},
-         "spec": {"advertisements": [
-             {"advertisementType": "PodCIDR",
-              "attributes": {"communities": {"standard": ["65000:100"]}}},
-             {"advertisementType": "Service", "service": {"addresses": ["LoadBalancerIP"]},
-              "selector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]},
-              "attributes": {"communities": {"standard": ["65000:200"],
-                                             "large": ["65000:1:2"]}}}]}},
-        {"apiVersion": "rackroute.io/v1alpha1", "kind": "LoadBalancerIPPool",
-         "metadata": {"name": "pool"}, "spec": {"blocks": [{"cidr": "198.51.100.0/24"}]}},
-    ]
+    docs = tor_cluster(65010, "10.55.0.1", "all", [
+        {"advertisementType": "PodCIDR",
+         "attributes": {"communities": {"standard": ["65000:100"]}}},
+        {**LB_ADVERTISEMENT, "attributes": {"communities": {"standard": ["65000:200"],
+                                                            "large": ["65000:1:2"]}}}])
     for n in topo.nodes:
         docs.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n{n.idx}"},
                      "status": {"addresses": [{"type": "InternalIP", "address": n.addr4}]}})
