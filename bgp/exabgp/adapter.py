@@ -47,6 +47,7 @@ from bgp.speaker import (
     logfmt,
     prefix_key,
 )
+from bgp.supervised import Supervised
 from bgp.types import (
     BestPathEvent,
     Family,
@@ -67,7 +68,7 @@ RELAY = FsPath(__file__).with_name("relay.py")
 PIPELINE = 64  # commands in flight before waiting for their acks
 
 
-class ExabgpSpeaker:
+class ExabgpSpeaker(Supervised):
     """A Speaker backed by one exabgp process it configures, supervises and replays into."""
 
     features: frozenset[Feature] = frozenset({
@@ -86,7 +87,7 @@ class ExabgpSpeaker:
         self.supervise_interval = supervise_interval
         self.connect_timeout = connect_timeout
         self.api_socket = self.state_dir / "api.sock"
-        self._lock = threading.RLock()
+        Supervised.__init__(self)
         self._acks: queue.Queue[str] = queue.Queue()
         self._stale_acks = 0  # acks still owed to a send that gave up waiting for them
         self._reload_settle = 0.0  # until then a rejected command may predate a reload
@@ -94,8 +95,6 @@ class ExabgpSpeaker:
         self._conn: socket.socket | None = None
         self._connected = threading.Event()
         self._server: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self._config: GlobalConfig | None = None
         self._peers: dict[IPAddress, PeerSpec] = {}
@@ -124,13 +123,10 @@ class ExabgpSpeaker:
             self._restarting = self.proc.adopt_leftover()
             self._stopping.clear()
             self._listen()
-            for target, name in ((self._accept_loop, "exabgp-accept"),
+            self._spawn_threads(((self._accept_loop, "exabgp-accept"),
                                  (self._supervise, "exabgp-supervisor"),
                                  (self._event_loop, "exabgp-events"),
-                                 (self._task_loop, "exabgp-tasks")):
-                t = threading.Thread(target=target, name=name, daemon=True)
-                t.start()
-                self._threads.append(t)
+                                 (self._task_loop, "exabgp-tasks")))
             self._spawn()
         self._wait_connected()
 
@@ -166,30 +162,24 @@ class ExabgpSpeaker:
                                f" see {self.state_dir / 'exabgp.log'}")
 
     def stop(self) -> None:
-        self._stopping.set()
-        with self._lock:
+        def stopped() -> None:
             self._shutdown()
             self._config = None
             self._peers.clear()
             self._desired.clear()
             self._announced.clear()
             self._state.clear()
-        for t in self._threads:
-            t.join(timeout=5.0)
-        self._threads.clear()
+        self._end_threads(stopped)
 
     def detach(self) -> None:
         """Stop supervising, leave exabgp running (simulates an agent crash)."""
-        self._stopping.set()
-        with self._lock:
+        def let_go() -> None:
             self.proc.detach()
             self._close_conn()
             if self._server:
                 self._server.close()
                 self._server = None
-        for t in self._threads:
-            t.join(timeout=5.0)
-        self._threads.clear()
+        self._end_threads(let_go)
 
     def _shutdown(self) -> None:
         self.proc.stop()

@@ -36,6 +36,7 @@ from bgp.speaker import (
     index_peers,
     logfmt,
 )
+from bgp.supervised import Supervised
 from bgp.types import (
     BestPathEvent,
     Feature,
@@ -51,7 +52,7 @@ from bgp.types import (
 log = logging.getLogger("bgp.gobgp")
 
 
-class GobgpSpeaker:
+class GobgpSpeaker(Supervised):
     """A Speaker backed by one gobgpd it starts, supervises and replays into."""
 
     features: frozenset[Feature] = frozenset(Feature) - {Feature.BFD, Feature.DYNAMIC_PEER_ASN}
@@ -63,7 +64,7 @@ class GobgpSpeaker:
         self.batch_size = batch_size
         self.supervise_interval = supervise_interval
         self.rpc_timeout = rpc_timeout
-        self._lock = threading.RLock()
+        Supervised.__init__(self)
         self._events_cv = threading.Condition()
         self._events: list[BestPathEvent] = []
         self._config: GlobalConfig | None = None
@@ -71,8 +72,6 @@ class GobgpSpeaker:
         self._desired: dict[IPNetwork, Path] = {}
         self._announced: dict[IPNetwork, Path] = {}
         self._client: GobgpClient | None = None
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._generation = 0
         self._restarting = False
         self.restarts = 0  # how many times gobgpd was replaced and replayed
@@ -96,36 +95,26 @@ class GobgpSpeaker:
             self._restarting = self.proc.adopt_leftover()
             self._spawn_and_replay(restarting=self._restarting)
             if not self._threads:
-                self._stopping.clear()
-                for target, name in ((self._supervise, "gobgp-supervisor"),
-                                     (self._watch, "gobgp-watch")):
-                    t = threading.Thread(target=target, name=name, daemon=True)
-                    t.start()
-                    self._threads.append(t)
+                self._spawn_threads(((self._supervise, "gobgp-supervisor"),
+                                     (self._watch, "gobgp-watch")))
 
     def stop(self) -> None:
-        self._stopping.set()
-        with self._lock:
+        def stopped() -> None:
             self._shutdown_process()
             self._config = None
             self._peers.clear()
             self._desired.clear()
             self._announced.clear()
-        for t in self._threads:
-            t.join(timeout=5.0)
-        self._threads.clear()
+        self._end_threads(stopped)
 
     def detach(self) -> None:
         """Stop supervising and leave gobgpd running (simulates an agent crash)."""
-        self._stopping.set()
-        with self._lock:
+        def let_go() -> None:
             if self._client:
                 self._client.close()
                 self._client = None
             self.proc.detach()
-        for t in self._threads:
-            t.join(timeout=5.0)
-        self._threads.clear()
+        self._end_threads(let_go)
 
     def _shutdown_process(self) -> None:
         if self._client:
