@@ -50,7 +50,7 @@ native: .gen/libmaglev.so
 
 .gen/libmaglev.so: bpf/maglev_fill.c | deb
 	@mkdir -p .gen
-	gcc -O2 -shared -fPIC -o $@ $<
+	gcc -O2 -shared -fPIC -pthread -o $@ $<
 
 lint: setup
 	$(VENV)/bin/ruff check controller bgp bpf tests examples

@@ -300,8 +300,17 @@ def _lib() -> Any | None:
     try:
         lib = ct.CDLL(str(path))
         fill, named, hsh = lib.maglev_fill, lib.maglev_fill_names, lib.maglev_hash
-    except (OSError, AttributeError):
+        qnew, qpush, qrun = lib.maglev_queue_new, lib.maglev_queue_push, lib.maglev_queue_run
+        qclose, qfree = lib.maglev_queue_close, lib.maglev_queue_free
+    except (OSError, AttributeError):  # not built, or built from an older source
         return None
+    qnew.argtypes, qnew.restype = [ct.c_uint32, ct.c_int], ct.c_void_p
+    qpush.argtypes = [ct.c_void_p, ct.c_uint32, ct.c_void_p, ct.c_char_p, ct.c_size_t,
+                      ct.c_void_p, ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p]
+    qpush.restype = ct.c_int
+    qrun.argtypes, qrun.restype = [ct.c_void_p], ct.c_int
+    qclose.argtypes, qclose.restype = [ct.c_void_p], None
+    qfree.argtypes, qfree.restype = [ct.c_void_p], None
     fill.argtypes = [ct.c_uint32, ct.c_uint32, ct.c_void_p, ct.c_void_p, ct.c_void_p,
                      ct.c_void_p, ct.c_void_p]
     fill.restype = ct.c_int
@@ -340,6 +349,112 @@ def _addr(a: array[int]) -> int:
 _PAR_MIN = 2048  # tables per thread, at least (a thread's start costs ~0.1 ms)
 
 
+def _pack(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], names: bool = True,
+          ) -> tuple[array[int], bytes, array[int]]:
+    """maglev_fill_names' arguments for jobs: counts, the names blob (empty unless
+    names), the ids."""
+    counts, ids = array("I", [len(n) for n, _ in jobs]), array("I")
+    for _, i in jobs:
+        ids.extend(i)
+    blob = "".join(["\n".join(n) + "\n" for n, _ in jobs]).encode() if names else b""
+    return counts, blob, ids
+
+
+class FillQueue:
+    """Maglev fills by the C library on background threads, started while the caller is
+    still producing tables: push() hands over a batch and returns its (not yet filled)
+    buffer; join() stops taking batches, helps drain the queue on the calling thread and
+    returns once every buffer is filled. The consumers stay in C between batches, so they
+    never wait for the GIL the producer holds (a Python worker per batch did).
+
+    With map_fd (an open Maglev map: u32 key, m x u32 value), push_write() queues a batch
+    that the consumer fills into a scratch buffer of its own and writes into that map at
+    once: a large pass then never holds all its tables (40 MB at 10k) in fresh memory,
+    whose page faults cost as much as the fill on a VM.
+    """
+
+    def __init__(self, m: int, workers: int = 1, map_fd: int = -1) -> None:
+        lib = _lib()
+        if lib is None:
+            raise RuntimeError(f"the Maglev fill library is not built ({native_path()})")
+        if not is_prime(m):
+            raise ValueError(f"maglev table size {m} is not prime")
+        self.m = m
+        self._lib = lib
+        self._q = lib.maglev_queue_new(m, map_fd)
+        if not self._q:
+            raise MemoryError("maglev_queue_new")
+        self._keep: list[object] = []  # every buffer a job points at, until join()
+        self._err = 0
+        self._closed = False
+        self._threads = [threading.Thread(target=self._run, name="maglev-fill", daemon=True)
+                         for _ in range(max(1, workers))]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        rc = self._lib.maglev_queue_run(self._q)  # the GIL is released for the call
+        if rc:
+            self._err = rc
+
+    def push(self, jobs: Sequence[tuple[Sequence[str], Sequence[int]]],
+             uniform: bool = False) -> bytearray:
+        """Queue the tables of jobs (names, ids; each >= 1 backend); the buffer returned
+        holds them, one after the other, once join() has returned. uniform: each table
+        holds its ids in turn (a random choice's spread; the names are not used)."""
+        out = bytearray(4 * self.m * len(jobs))
+        if jobs:
+            buf = (ct.c_char * len(out)).from_buffer(out)
+            self._push(jobs, uniform, ct.addressof(buf), None, None)
+            self._keep.append(buf)
+        return out
+
+    def push_write(self, jobs: Sequence[tuple[Sequence[str], Sequence[int]]],
+                   keys: Sequence[int], uniform: bool = False) -> array[int]:
+        """Queue the tables of jobs to be written into the map under keys (one each);
+        returns their errnos (0: written), final once join() has returned."""
+        if len(keys) != len(jobs):
+            raise ValueError("one key per table")
+        errs = array("i", bytes(4 * len(jobs)))
+        if jobs:
+            karr = array("I", keys)
+            self._push(jobs, uniform, None, karr, errs)
+            self._keep.append(karr)
+        return errs
+
+    def _push(self, jobs: Sequence[tuple[Sequence[str], Sequence[int]]], uniform: bool,
+              out: int | None, keys: array[int] | None, errs: array[int] | None) -> None:
+        if self._closed:
+            raise RuntimeError("push after join")
+        if any(not names or len(names) != len(ids) for names, ids in jobs):
+            raise ValueError("a table needs >= 1 backend and one id per name")
+        counts, blob, ids = _pack(jobs, names=not uniform)
+        self._keep += [counts, blob, ids, errs]
+        rc = self._lib.maglev_queue_push(
+            self._q, len(counts), _addr(counts), blob, len(blob), _addr(ids), int(uniform),
+            out, None if keys is None else _addr(keys), None if errs is None else _addr(errs))
+        if rc:
+            raise (MemoryError if rc == -2 else ValueError)(f"maglev_queue_push ({rc})")
+
+    def join(self, help_: bool = True) -> None:
+        """Take no more batches, wait until the queued ones are filled (filling on this
+        thread too unless help_ is false) and free the queue; ValueError if a fill
+        failed (bad names). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._lib.maglev_queue_close(self._q)
+        if help_:
+            self._run()
+        for t in self._threads:
+            t.join()
+        self._lib.maglev_queue_free(self._q)
+        self._q = None
+        self._keep.clear()  # releases the buffers' exports
+        if self._err:
+            raise ValueError(f"maglev_fill failed ({self._err}): bad table size or names")
+
+
 def _fill_native(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) -> bytearray:
     """The id tables of jobs (each with >= 1 backend), one after the other, as one flat
     native uint32 buffer filled by the C library from the names (it orders and hashes
@@ -359,12 +474,7 @@ def _fill_native(jobs: Sequence[tuple[Sequence[str], Sequence[int]]], m: int) ->
     cuts = [len(jobs) * p // parts for p in range(parts + 1)]
     args = []
     for p in range(parts):
-        part = jobs[cuts[p]:cuts[p + 1]]
-        counts, ids = array("I", [len(n) for n, _ in part]), array("I")
-        for _, i in part:
-            ids.extend(i)
-        blob = "".join(["\n".join(n) + "\n" for n, _ in part]).encode()
-        args.append((counts, blob, ids))
+        args.append(_pack(jobs[cuts[p]:cuts[p + 1]]))
     buf = (ct.c_char * len(out)).from_buffer(out)
     base = ct.addressof(buf)
     rets = [0] * parts

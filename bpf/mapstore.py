@@ -187,18 +187,24 @@ class PinnedMap:
             raise MapWriteError(err, f"delete batch: {os.strerror(err)}", count.value)
 
 
+def refusal(err: int) -> str:
+    """How a map's refusal of an item (its errno) is reported."""
+    why = "map full" if err == errno.E2BIG else os.strerror(err)
+    return f"{why} (errno {err})"
+
+
 def write_owned(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes] | bytearray,
-                values: Sequence[bytes] | bytearray) -> dict[Owner, str]:
+                values: Sequence[bytes] | bytearray | memoryview) -> dict[Owner, str]:
     """Batch write of keys[i] -> values[i] (each given as a list, or as one flat buffer
-    of equal-sized items); on failure, blame the failing item's owner and carry on with
-    the items after it."""
+    of equal-sized items: a bytearray, or a memoryview of one); on failure, blame the
+    failing item's owner and carry on with the items after it."""
     failed: dict[Owner, str] = {}
     n = len(owners)
     if not n:
         return failed
     # bytearrays: a writable buffer (and a slice of it) reaches the kernel uncopied
     kflat = keys if isinstance(keys, bytearray) else bytearray().join(keys)
-    vflat = values if isinstance(values, bytearray) else bytearray().join(values)
+    vflat = values if isinstance(values, bytearray | memoryview) else bytearray().join(values)
     ks, vs = len(kflat) // n, len(vflat) // n
     kbuf, vbuf = memoryview(kflat), memoryview(vflat)
     lo = 0
@@ -208,7 +214,6 @@ def write_owned(port: MapPort, owners: Sequence[Owner], keys: Sequence[bytes] | 
             return failed
         except MapWriteError as e:
             bad = min(lo + e.done, n - 1)
-            reason = "map full" if e.errno == errno.E2BIG else os.strerror(e.errno or 0)
-            failed[owners[bad]] = f"{reason} (errno {e.errno})"
+            failed[owners[bad]] = refusal(e.errno or 0)
             lo = lo + e.done + 1
     return failed

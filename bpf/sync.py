@@ -211,12 +211,13 @@ class Syncer:
         if paused:
             gc.disable()
         try:
-            return self._sync(desired)
+            with TableWriter[ServiceKey](self.maps.maglev_m, self.maps.maglev) as tables:
+                return self._sync(desired, tables)
         finally:
             if paused:
                 gc.enable()
 
-    def _sync(self, desired: ServiceTable) -> SyncResult:
+    def _sync(self, desired: ServiceTable, tables: TableWriter[ServiceKey]) -> SyncResult:
         if self._st is None:
             self.adopt()
         st = self._st
@@ -257,7 +258,6 @@ class Syncer:
         sv_keys: list[bytes] = []
         sv_vals: list[bytes] = []
         staged: dict[ServiceKey, _Programmed] = {}
-        tables: TableWriter[ServiceKey] = TableWriter(self.maps.maglev_m)
         for k, s in list(changed.items()):
             bes = s.backends
             names = [b.name for b in bes]
@@ -292,7 +292,7 @@ class Syncer:
             else:
                 sid = cur.svc_id
             if names:
-                tables.add(k, sid, ids, names, s.algorithm)
+                tables.add(k, sid, ids, names, s.algorithm, new=cur is None)
             sv_owners.append(k)
             sv_keys.append(_key_bytes(k))
             sv_vals.append(m.svc_value_bytes(sid, len(bes), _svc_flags(s), s.affinity_timeout))
@@ -332,7 +332,7 @@ class Syncer:
             staged = {k: p for k, p in staged.items() if k in changed}
 
         # 2. Maglev tables and 3. services
-        mg_failed, mg_written = tables.write(self.maps.maglev, changed.__contains__)
+        mg_failed, mg_written = tables.write(changed.__contains__)
         for k, why in mg_failed.items():
             errors[k] = f"{k}: maglev table: {why}"
         st.maglev_ids.update(i for k, i in mg_written if k not in mg_failed)
@@ -348,6 +348,8 @@ class Syncer:
         dead_tables: set[int] = set()
         for k in mg_failed.keys() | sv_failed.keys():
             orphans.update(b.name for b in staged[k].service.backends)
+            if k in sv_failed and k not in st.services:  # a new table nobody points at
+                dead_tables.add(staged[k].svc_id)
         st_users = st.users
         for k, done in staged.items():
             if k in mg_failed or k in sv_failed:
