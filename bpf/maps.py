@@ -34,8 +34,17 @@ DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
     "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
-    "rr_config",
+    "rr_config", "rr_vip4",
 )
+
+# rr_vip4: one bit per IPv4 /24 that holds a service address (see maps.h)
+VIP4_WORDS = 1 << 18
+VIP4_ARMED = VIP4_WORDS  # the entry that says the bits are complete
+
+
+def vip4_bit(addr: int) -> tuple[int, int]:
+    """(word, bit mask) of rr_vip4 for an IPv4 address given as a host-order int."""
+    return addr >> 14, 1 << ((addr >> 8) & 63)
 
 
 class Addr(ct.Structure):
@@ -209,4 +218,5 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_affinity": (ct.sizeof(AffKey), ct.sizeof(AffValue)),
         "rr_revnat": (ct.sizeof(RevNatKey), ct.sizeof(RevNatValue)),
         "rr_config": (4, ct.sizeof(Config)),
+        "rr_vip4": (4, 8),
     }

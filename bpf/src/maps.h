@@ -33,6 +33,17 @@
 #define RR_SOCK_REVNAT_SIZE 65536
 #endif
 
+/* rr_vip4: one bit per IPv4 /24 that holds (or held) a service address, so that a packet
+ * to anywhere else (pod to pod, pod to the world) is let go after one inline array read
+ * instead of a conntrack and a service lookup. Word i covers the /24s (i << 6) ..
+ * (i << 6) + 63 (host order address >> 8), bit b the /24 (i << 6) + b. A bit is set before
+ * the first service entry of its /24 is written and never cleared, so an established
+ * flow to a removed service still finds its conntrack entry. Entry RR_VIP4_ARMED is
+ * nonzero once the sync has set the bits of every service: until then (a map created
+ * by an upgrade) every packet takes the full path. */
+#define RR_VIP4_WORDS (1 << 18) /* 2^24 /24s, 64 per word: 2 MiB */
+#define RR_VIP4_ARMED RR_VIP4_WORDS
+
 #define RR_AF_INET 2
 #define RR_AF_INET6 10
 
@@ -209,5 +220,6 @@ RR_MAP("lru_hash", struct rr_aff_key, struct rr_aff_value, rr_affinity, RR_AFFIN
 RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
        RR_SOCK_REVNAT_SIZE);
 RR_MAP("array", __u32, struct rr_config, rr_config, 1);
+RR_MAP("array", __u32, __u64, rr_vip4, RR_VIP4_WORDS + 1);
 
 #endif

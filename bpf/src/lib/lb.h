@@ -37,6 +37,21 @@ static __always_inline __u32 rr_hash_tuple(struct rr_ct_key *t)
     return h;
 }
 
+/* May an IPv4 address (network order) be a service address? 0 only when its /24 never
+ * held one and the filter is armed (two inline array reads, no helper call). */
+static __always_inline int rr_vip4_maybe(__be32 addr)
+{
+    __u32 h = __builtin_bswap32(addr);
+    __u32 word = h >> 14, armed = RR_VIP4_ARMED;
+    __u64 *w = rr_vip4.lookup(&word);
+    __u64 *a;
+
+    if (w && ((*w >> ((h >> 8) & 63)) & 1))
+        return 1;
+    a = rr_vip4.lookup(&armed);
+    return !a || !*a;
+}
+
 static __always_inline struct rr_svc_value *rr_svc_lookup(struct rr_ct_key *t)
 {
     struct rr_svc_key k = {};

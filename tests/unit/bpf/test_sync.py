@@ -166,3 +166,40 @@ def test_sync_leaves_the_garbage_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_service_24s_are_marked_once_and_never_cleared() -> None:
+    maps = fake_maps()
+    maps.vip4 = FakeMap(4, 8, m.VIP4_WORDS + 1)
+    words = maps.vip4.data
+
+    def word(addr: str) -> int:
+        w, _ = m.vip4_bit(int(A4(addr)))
+        return int.from_bytes(words.get(w.to_bytes(4, "little"), bytes(8)), "little")
+
+    t = table(3)  # 10.96.0.1-3: one /24
+    t[ServiceKey(A4("10.97.5.5"), 53, Proto.UDP)] = Service((be(9),))
+    t[ServiceKey(A6("fd00::5"), 80, Proto.TCP)] = Service((Backend(A6("fd00::9"), 80),))
+    s = Syncer(maps)
+    assert not s.sync(t).errors
+    assert word("10.96.0.1") == m.vip4_bit(int(A4("10.96.0.1")))[1]
+    assert word("10.97.5.5") == m.vip4_bit(int(A4("10.97.5.5")))[1]
+    assert words[m.VIP4_ARMED.to_bytes(4, "little")] == (1).to_bytes(8, "little")
+    assert len(words) == 3  # two words and the armed entry: nothing for IPv6
+    calls = maps.vip4.batch_calls
+    assert s.sync(t).writes == 0 and maps.vip4.batch_calls == calls  # nothing new
+    del t[key(1)], t[key(2)], t[key(3)]
+    assert not s.sync(t).errors and word("10.96.0.1")  # removed: the bit stays
+    t[ServiceKey(A4("10.96.0.77"), 80, Proto.TCP)] = Service((be(1),))
+    assert not s.sync(t).errors and maps.vip4.batch_calls == calls  # its /24 is marked
+
+
+def test_an_adopting_syncer_marks_what_is_programmed_and_arms_the_filter() -> None:
+    maps = fake_maps()
+    assert not Syncer(maps).sync(table(3)).errors  # no filter map yet (an old datapath)
+    maps.vip4 = FakeMap(4, 8, m.VIP4_WORDS + 1)  # the upgrade created it, empty
+    s = Syncer(maps)
+    assert not s.sync(s.adopt()).errors
+    w, bit = m.vip4_bit(int(A4("10.96.0.1")))
+    assert maps.vip4.data == {w.to_bytes(4, "little"): bit.to_bytes(8, "little"),
+                              m.VIP4_ARMED.to_bytes(4, "little"): (1).to_bytes(8, "little")}
