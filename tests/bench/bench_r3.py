@@ -7,7 +7,9 @@ Cases: conntrack hit (one established flow to a VIP, its packet run 2000 times, 
 per call: the test run reuses one skb across in-kernel repeats, so a repeated packet
 would see its own rewrite and measure a miss), conntrack hit over 2000 established
 flows (cache-cold entries), service hit (a new flow each run, so a Maglev lookup and the
-conntrack inserts), miss (not a service, repeated in the kernel). Prints a table and writes
+conntrack inserts), miss (not a service, repeated in the kernel: the service /24 filter
+lets it go), miss in a service /24 (an unused address among the services: the conntrack
+and service lookups). Prints a table and writes
 results/r3-<date>.json naming the kernel, CPU and date.
 
 Reference row (no goal): "insert floor", a program that does nothing but insert one
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                                  for i in range(2000)], 1),
             "service hit": ([packet("10.1.0.2", vip, 1024 + i, 80) for i in range(2000)], 1),
             "miss": ([packet("10.1.0.3", "10.200.0.1", 40000, 80)], 2000),
+            # an unused address next to the services (its /24 holds some): full lookups
+            "miss, svc /24": ([packet("10.1.0.3", "10.96.39.200", 40000, 80)], 2000),
         }
         rows = {}
         cases["insert floor"] = ([], 1)
