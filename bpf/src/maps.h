@@ -193,18 +193,6 @@ struct rr_revnat_value { /* 20 bytes */
     __u8 pad;
 };
 
-/* Per socket (socket local storage, freed with the socket): the one peer a connected
- * socket was sent to instead of a service, for getpeername / recvmsg. Unconnected UDP
- * sockets (sendmsg to several peers) use rr_revnat instead. */
-struct rr_sk_revnat { /* 40 bytes */
-    struct rr_addr backend;
-    struct rr_addr vip;
-    __be16 backend_port;
-    __be16 vip_port;
-    __u8 family;
-    __u8 pad[3];
-};
-
 struct rr_config { /* array of one, written by the loader */
     struct rr_addr node_addr;  /* IPv4 SNAT source for remote backends; 0 = none */
     struct rr_addr node_addr6; /* IPv6 SNAT source; all zero = none (such flows refused) */
@@ -217,22 +205,9 @@ struct rr_config { /* array of one, written by the loader */
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
 #define RR_MAP_F(type, k, v, name, max, fl) \
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name, fl)
-/* bcc's BPF_SK_STORAGE, pinned like the other maps */
-#define RR_SK_STORAGE(_name, _leaf)                                                      \
-    struct _name##_table_t {                                                             \
-        int key;                                                                         \
-        _leaf leaf;                                                                      \
-        void *(*sk_storage_get)(void *, void *, int);                                    \
-        int (*sk_storage_delete)(void *);                                                \
-        u32 flags;                                                                       \
-    };                                                                                   \
-    __attribute__((section("maps/sk_storage:" RR_PIN_DIR "/" #_name)))                   \
-    struct _name##_table_t _name = {.flags = BPF_F_NO_PREALLOC};                         \
-    BPF_ANNOTATE_KV_PAIR(_name, int, _leaf)
 #else
 #define RR_MAP(type, k, v, name, max) BPF_TABLE(type, k, v, name, max)
 #define RR_MAP_F(type, k, v, name, max, fl) BPF_F_TABLE(type, k, v, name, max, fl)
-#define RR_SK_STORAGE(_name, _leaf) BPF_SK_STORAGE(_name, _leaf)
 #endif
 
 RR_MAP("hash", struct rr_svc_key, struct rr_svc_value, rr_svc, RR_MAX_SERVICES);
@@ -245,7 +220,6 @@ RR_MAP("lru_hash", struct rr_aff_key, struct rr_aff_value, rr_affinity, RR_AFFIN
 RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
        RR_SOCK_REVNAT_SIZE);
 RR_MAP("array", __u32, struct rr_config, rr_config, 1);
-RR_SK_STORAGE(rr_sk_revnat, struct rr_sk_revnat);
 RR_MAP("array", __u32, __u64, rr_vip4, RR_VIP4_WORDS + 1);
 
 #endif

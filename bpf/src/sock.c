@@ -9,11 +9,6 @@
  * and recvmsg6 / getpeername6 restore them from the IPv4 reverse-NAT entries. (The kernel
  * hands a mapped sendmsg destination to sendmsg4, so it never reaches sendmsg6.)
  * Affinity is per network namespace (one pod), the only client identity known here.
- *
- * A connected socket (connect4/6: TCP, or UDP connect()) keeps its one translation in
- * socket local storage (rr_sk_revnat), which dies with the socket: no map entry outlives
- * it, and a busy client never makes the LRU map evict on every connect. sendmsg (UDP to
- * any number of peers) keeps using rr_revnat.
  */
 #include <uapi/linux/in.h>
 
@@ -51,10 +46,8 @@ static __always_inline void rr_sock_revnat_key(struct rr_revnat_key *k, __u64 co
  * backend, remember the service under (socket, backend) for the reverse hooks and
  * replace *addr / *port with the backend. */
 static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, struct rr_addr *addr,
-                                         __be16 *port, __u8 family, __u8 proto,
-                                         int connected)
+                                         __be16 *port, __u8 family, __u8 proto)
 {
-    struct rr_sk_revnat *sr;
     struct rr_ct_key t = {};
     struct rr_revnat_key rk = {};
     struct rr_revnat_value rv = {};
@@ -79,21 +72,11 @@ static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, struct rr_ad
     hash = rr_mix(rr_mix(0x2545f491, (__u32)cookie), (__u32)(cookie >> 32));
     if (rr_select(&t, svc, hash, &be, &id) < 0 || be.family != family)
         return RR_SOCK_REFUSE;
-    sr = connected ? rr_sk_revnat.sk_storage_get(ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE)
-                   : 0;
-    if (sr) {
-        sr->backend = be.addr;
-        sr->vip = *addr;
-        sr->backend_port = be.port;
-        sr->vip_port = *port;
-        sr->family = family;
-    } else {
-        rr_sock_revnat_key(&rk, cookie, &be.addr, be.port, family, proto);
-        rr_sock_addr_copy(&rv.vip, addr, family);
-        rv.port = *port;
-        rv.family = family;
-        rr_revnat.update(&rk, &rv);
-    }
+    rr_sock_revnat_key(&rk, cookie, &be.addr, be.port, family, proto);
+    rr_sock_addr_copy(&rv.vip, addr, family);
+    rv.port = *port;
+    rv.family = family;
+    rr_revnat.update(&rk, &rv);
     rr_sock_addr_copy(addr, &be.addr, family);
     *port = be.port;
     return RR_SOCK_XLATED;
@@ -106,15 +89,7 @@ static __always_inline int rr_sock_restore(struct bpf_sock_addr *ctx, struct rr_
 {
     struct rr_revnat_key rk = {};
     struct rr_revnat_value *rv;
-    struct rr_sk_revnat *sr = rr_sk_revnat.sk_storage_get(ctx->sk, 0, 0);
 
-    if (sr && sr->family == family && sr->backend_port == *port &&
-        sr->backend.w[0] == addr->w[0] && sr->backend.w[1] == addr->w[1] &&
-        sr->backend.w[2] == addr->w[2] && sr->backend.w[3] == addr->w[3]) {
-        rr_sock_addr_copy(addr, &sr->vip, family);
-        *port = sr->vip_port;
-        return 1;
-    }
     rr_sock_revnat_key(&rk, bpf_get_socket_cookie(ctx), addr, *port, family, proto);
     rv = rr_revnat.lookup(&rk);
     if (!rv)
@@ -131,15 +106,14 @@ static __always_inline __u8 rr_sock_proto(struct bpf_sock_addr *ctx)
 
 /* IPv4 sockets: ctx->user_ip4. */
 
-static __always_inline int rr_sock_xlate4(struct bpf_sock_addr *ctx, __u8 proto,
-                                          int connected)
+static __always_inline int rr_sock_xlate4(struct bpf_sock_addr *ctx, __u8 proto)
 {
     struct rr_addr a = {};
     __be16 port = (__be16)ctx->user_port;
     int r;
 
     a.w[0] = ctx->user_ip4;
-    r = rr_sock_xlate(ctx, &a, &port, RR_AF_INET, proto, connected);
+    r = rr_sock_xlate(ctx, &a, &port, RR_AF_INET, proto);
     if (r == RR_SOCK_XLATED) {
         ctx->user_ip4 = a.w[0];
         ctx->user_port = port;
@@ -193,15 +167,14 @@ static __always_inline void rr_sock_write6(struct bpf_sock_addr *ctx, const stru
     ctx->user_port = port;
 }
 
-static __always_inline int rr_sock_xlate6(struct bpf_sock_addr *ctx, __u8 proto,
-                                          int connected)
+static __always_inline int rr_sock_xlate6(struct bpf_sock_addr *ctx, __u8 proto)
 {
     struct rr_addr a;
     __be16 port = (__be16)ctx->user_port;
     __u8 family = rr_sock_read6(ctx, &a);
     int r;
 
-    r = rr_sock_xlate(ctx, &a, &port, family, proto, connected);
+    r = rr_sock_xlate(ctx, &a, &port, family, proto);
     if (r == RR_SOCK_XLATED)
         rr_sock_write6(ctx, &a, port, family);
     return r != RR_SOCK_REFUSE;
@@ -220,12 +193,12 @@ static __always_inline int rr_sock_restore6(struct bpf_sock_addr *ctx, __u8 prot
 
 int rr_sock_connect4(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate4(ctx, rr_sock_proto(ctx), 1);
+    return rr_sock_xlate4(ctx, rr_sock_proto(ctx));
 }
 
 int rr_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate4(ctx, IPPROTO_UDP, 0);
+    return rr_sock_xlate4(ctx, IPPROTO_UDP);
 }
 
 int rr_sock_recvmsg4(struct bpf_sock_addr *ctx)
@@ -240,12 +213,12 @@ int rr_sock_getpeername4(struct bpf_sock_addr *ctx)
 
 int rr_sock_connect6(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate6(ctx, rr_sock_proto(ctx), 1);
+    return rr_sock_xlate6(ctx, rr_sock_proto(ctx));
 }
 
 int rr_sock_sendmsg6(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate6(ctx, IPPROTO_UDP, 0);
+    return rr_sock_xlate6(ctx, IPPROTO_UDP);
 }
 
 int rr_sock_recvmsg6(struct bpf_sock_addr *ctx)
