@@ -2,8 +2,11 @@
 with a JSON service table file. It is what the agent does for the datapath, without the
 rest of the agent, and lets tests kill -9 a real loader mid-connection.
 
-  python -m bpf.run --instance node1 --pod NS:IFNAME --uplink NS:IFNAME:NODEADDR \\
+  python -m bpf.run --instance node1 --pod NS:IFNAME --uplink NS:IFNAME@NODEADDR[,NODEADDR6] \\
       --table services.json
+
+--uplink names the node's addresses after '@': an IPv4 and/or an IPv6 one (the SNAT
+sources of their families). The older NS:IFNAME:IPV4ADDR still works.
 
 Prints one JSON line per sync ({"adopted": n, "writes": w, ...}) and "ready" once.
 """
@@ -14,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig
@@ -27,15 +30,53 @@ def _split(spec: str) -> tuple[str | None, str]:
     return ns or None, ifname
 
 
+def uplink_spec(spec: str) -> tuple[str | None, str, IPv4Address | None, IPv6Address | None]:
+    """[NETNS:]IFNAME@ADDR[,ADDR] (one IPv4 and/or one IPv6 node address), or the older
+    [NETNS:]IFNAME:IPV4ADDR -> (netns, ifname, IPv4 address, IPv6 address)."""
+    v4: IPv4Address | None = None
+    v6: IPv6Address | None = None
+    if "@" in spec:
+        dev, _, addrs = spec.partition("@")
+        for a in addrs.split(","):
+            try:
+                ip = ip_address(a.strip())
+            except ValueError:
+                raise ValueError(f"--uplink {spec}: {a!r} is not an IP address") from None
+            if isinstance(ip, IPv4Address):
+                if v4 is not None:
+                    raise ValueError(f"--uplink {spec}: two IPv4 addresses")
+                v4 = ip
+            else:
+                if v6 is not None:
+                    raise ValueError(f"--uplink {spec}: two IPv6 addresses")
+                v6 = ip
+    else:
+        dev, _, a = spec.rpartition(":")
+        try:
+            v4 = IPv4Address(a)
+        except ValueError:
+            raise ValueError(f"--uplink {spec}: expected [NETNS:]IFNAME@ADDR[,ADDR]"
+                             " or [NETNS:]IFNAME:IPV4ADDR") from None
+    ns, ifname = _split(dev)
+    if not ifname:
+        raise ValueError(f"--uplink {spec}: no interface name")
+    return ns, ifname, v4, v6
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bpf.run")
     ap.add_argument("--instance", required=True)
     ap.add_argument("--pin-root", type=Path, default=DEFAULT_PIN_ROOT)
     ap.add_argument("--pod", action="append", default=[], help="[NETNS:]IFNAME")
-    ap.add_argument("--uplink", action="append", default=[], help="[NETNS:]IFNAME:NODEADDR")
+    ap.add_argument("--uplink", action="append", default=[],
+                    help="[NETNS:]IFNAME@NODEADDR[,NODEADDR6] (or [NETNS:]IFNAME:IPV4ADDR)")
     ap.add_argument("--table", type=Path, required=True)
     ap.add_argument("--once", action="store_true")
     args = ap.parse_args(argv)
+    try:
+        uplinks = [uplink_spec(u) for u in args.uplink]
+    except ValueError as e:
+        ap.error(str(e))
 
     dp = Datapath(DatapathConfig(args.instance, pin_root=args.pin_root)).load()
     syncer = Syncer(dp.maps())
@@ -43,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.pod:
         ns, ifname = _split(spec)
         dp.attach_pod(ifname, ns)
-    for spec in args.uplink:
-        rest, _, addr = spec.rpartition(":")
-        ns, ifname = _split(rest)
-        dp.attach_uplink(ifname, IPv4Address(addr), ns)
+    for ns, ifname, v4, v6 in uplinks:
+        dp.attach_uplink(ifname, v4, ns, node_addr6=v6)
     seen = -1.0
     first = True
     while True:
