@@ -74,7 +74,7 @@ class DatapathConfig:
     ct_size: int = 262144  # IPv4 conntrack entries (two per flow)
     ct6_size: int = 0  # IPv6 conntrack entries; 0: a quarter of ct_size
     ct_tcp_lifetime: int = 21600  # seconds a TCP flow may stay idle
-    ct_close_lifetime: int = 10  # seconds a TCP flow lives on after its FIN or RST
+    ct_close_lifetime: int = 10  # seconds a TCP flow lives on after its FIN
     ct_udp_lifetime: int = 60  # seconds a UDP flow may stay idle
 
     @property

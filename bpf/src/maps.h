@@ -121,7 +121,7 @@ struct rr_ct_key { /* 40 bytes */
 #define RR_CT_TCP_LIFETIME 21600 /* an established TCP flow: 6 h idle */
 #endif
 #ifndef RR_CT_CLOSE_LIFETIME
-#define RR_CT_CLOSE_LIFETIME 10 /* a TCP flow after its FIN or RST */
+#define RR_CT_CLOSE_LIFETIME 10 /* a TCP flow after its FIN */
 #endif
 #ifndef RR_CT_UDP_LIFETIME
 #define RR_CT_UDP_LIFETIME 60 /* a UDP flow */

@@ -127,16 +127,12 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
     }
 }
 
-/* TCP flows end in conntrack as in the kernel's: a FIN or a RST marks both entries of its
- * flow closing (after the packet itself is translated), which the kernel's CLOSE and
- * TIME_WAIT states amount to: late packets of the flow are still translated, and the
- * entries expire after the close lifetime (10 s), not the established one; and a SYN (or
- * SYN-ACK) meeting a closing entry belongs to a new connection that reuses the tuple, not
- * to the finished one: it drops both entries. Without this, a client port used once
- * through a service and then for a direct connection to the backend would have that
- * connection's SYN-ACK "restored" to the service address by the old reply entry.
- * (Marking costs two lookups; dropping the entries on a RST cost two deletes, and a late
- * packet then started a fresh flow with the established lifetime.) */
+/* TCP flows end in conntrack as in the kernel's: a RST drops both entries of its flow
+ * (after the RST itself is translated); a FIN marks both closing; and a SYN (or SYN-ACK)
+ * meeting a closing entry belongs to a new connection that reuses the tuple, not to the
+ * finished one. Without this, a client port used once through a service and then for a
+ * direct connection to the backend would have that connection's SYN-ACK "restored" to
+ * the service address by the old reply entry. */
 
 /* The other entry of the flow whose entry ci is: (addr:port -> nat_addr:nat_port) in
  * the other direction, for the forward entry (backend -> client or SNAT source) and for
@@ -194,11 +190,13 @@ static __always_inline void rr_ct_end(const struct rr_pkt *p, __u8 dir,
     rr_ct_end_one(&k, drop);
 }
 
-/* After p was translated with its entry: a FIN or RST closes the flow. */
+/* After p was translated with its entry: a FIN or RST ends the flow. */
 static __always_inline void rr_ct_tcp_seen(const struct rr_pkt *p, __u8 dir,
                                            const struct rr_ct_info *ci)
 {
-    if ((p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST)) && !(ci->flags & RR_CT_CLOSING))
+    if (p->tcp_flags & RR_TCP_RST)
+        rr_ct_end(p, dir, ci, 1);
+    else if ((p->tcp_flags & RR_TCP_FIN) && !(ci->flags & RR_CT_CLOSING))
         rr_ct_end(p, dir, ci, 0);
 }
 
