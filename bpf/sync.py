@@ -78,6 +78,9 @@ class _State:
     next_backend_id: int = 1
     vip4: dict[int, int] = field(default_factory=dict)  # rr_vip4 words as written
     vip4_armed: bool = False
+    # adopted entries nothing can reach (a pass cut short): deleted by the next pass
+    stray_tables: set[int] = field(default_factory=set)
+    stray_backends: set[int] = field(default_factory=set)
 
 
 _TERMINATING = BackendState.TERMINATING  # (an enum class lookup costs a dict walk)
@@ -116,15 +119,16 @@ def _u32(i: int) -> bytes:
 
 
 def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
+    """The state of the maps. A pass cut short (the agent killed mid-sync) can leave
+    Maglev tables no service entry names and backends no such table holds: nothing can
+    reach them, they are not adopted, and the next pass deletes them (stray_*)."""
     st = _State()
     backends: dict[int, Backend] = {}
+    raw: dict[int, bytes] = {}
     for kb, vb in maps.backend.items():
         bid = int.from_bytes(kb, "little")
-        b = _decode_backend(vb)
-        backends[bid] = b
-        st.backend_ids[b.name] = bid
-        st.backend_objs[b.name] = b
-        st.backend_values[bid] = vb
+        backends[bid] = _decode_backend(vb)
+        raw[bid] = vb
         st.next_backend_id = max(st.next_backend_id, bid + 1)
     tables: dict[int, frozenset[int]] = {}
     for kb, vb in maps.maglev.items():
@@ -133,10 +137,12 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
         st.maglev_ids.add(sid)
         st.next_svc_id = max(st.next_svc_id, sid + 1)
     table: dict[ServiceKey, Service] = {}
+    used: set[int] = set()  # backend ids a service's table holds
     for kb, vb in maps.svc.items():
         key = _decode_key(kb)
         v = m.SvcValue.from_buffer_copy(vb)
         ids = tables.get(v.svc_id, frozenset()) if v.backend_count else frozenset()
+        used.update(ids)
         found = (backends[i] for i in ids if i in backends)
         bes = tuple(sorted(found, key=Backend.sort_key))
         svc = Service(
@@ -149,6 +155,14 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
         for b in bes:
             st.users.setdefault(b.name, set()).add(key)
         st.next_svc_id = max(st.next_svc_id, v.svc_id + 1)
+    st.stray_tables = st.maglev_ids - {p.svc_id for p in st.services.values()}
+    for bid, b in backends.items():
+        if bid in used:
+            st.backend_ids[b.name] = bid
+            st.backend_objs[b.name] = b
+            st.backend_values[bid] = raw[bid]
+        else:
+            st.stray_backends.add(bid)
     return st, table
 
 
@@ -390,11 +404,14 @@ class Syncer:
             orphans |= _release(st, k, was.service)
             if was.svc_id in st.maglev_ids:
                 dead_tables.add(was.svc_id)
+        dead_tables |= st.stray_tables
+        st.stray_tables = set()
         deletes += _delete(self.maps.maglev, [_u32(i) for i in sorted(dead_tables)])
         st.maglev_ids -= dead_tables
         dead = {n: st.backend_ids[n] for n in orphans
                 if n in st.backend_ids and not st.users.get(n)}
-        deletes += _delete(self.maps.backend, [_u32(i) for i in sorted(dead.values())])
+        stray, st.stray_backends = st.stray_backends, set()
+        deletes += _delete(self.maps.backend, [_u32(i) for i in sorted(stray | set(dead.values()))])
         for n, i in dead.items():
             del st.backend_ids[n]
             st.backend_values.pop(i, None)

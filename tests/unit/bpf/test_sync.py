@@ -203,3 +203,25 @@ def test_an_adopting_syncer_marks_what_is_programmed_and_arms_the_filter() -> No
     w, bit = m.vip4_bit(int(A4("10.96.0.1")))
     assert maps.vip4.data == {w.to_bytes(4, "little"): bit.to_bytes(8, "little"),
                               m.VIP4_ARMED.to_bytes(4, "little"): (1).to_bytes(8, "little")}
+
+
+def test_a_pass_cut_short_leaves_strays_that_the_next_syncer_deletes() -> None:
+    """The agent killed mid-pass: a new service's table and backends were written, its
+    service entry was not. Nothing can reach them; the adopting syncer does not count
+    them as programmed and its first pass deletes them, leaving the rest alone."""
+    maps = fake_maps()
+    t = table(3)
+    Syncer(maps).sync(t)
+    kept = (dict(maps.svc.data), dict(maps.backend.data), dict(maps.maglev.data))
+    stray_table, stray_be = (900).to_bytes(4, "little"), (901).to_bytes(4, "little")
+    maps.maglev.data[stray_table] = array("I", [901] * M).tobytes()
+    maps.backend.data[stray_be] = m.backend_value_bytes(A4("10.0.0.99"), 8080, 0)
+    s = Syncer(maps)
+    assert s.adopt() == {k: v.programmed() for k, v in t.items()}
+    res = s.sync(t)
+    assert not res.errors and res.writes == 0 and res.deletes == 2
+    assert (maps.svc.data, maps.backend.data, maps.maglev.data) == kept
+    # a backend the strays shared a name with is a new id, not the stray's
+    t[key(9)] = Service((Backend(A4("10.0.0.99"), 8080),))
+    assert not s.sync(t).errors
+    assert stray_be not in maps.backend.data and len(maps.backend.data) == len(kept[1]) + 1
