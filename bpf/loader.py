@@ -261,10 +261,10 @@ def detach_tc(ifname: str, netns: str | None = None) -> None:
 def open_maps(cfg: DatapathConfig) -> SyncMaps:
     """The service maps from their pins; no compile needed (CLI, readiness checks)."""
     d = cfg.pin_dir
-    vip4 = d / "rr_vip4"  # (pinned by a datapath of this version or later)
+    vips = d / "rr_vips"  # (pinned by a datapath of this version or later)
     return SyncMaps(PinnedMap.open(str(d / "rr_svc")), PinnedMap.open(str(d / "rr_backend")),
                     PinnedMap.open(str(d / "rr_maglev")), cfg.maglev_m,
-                    PinnedMap.open(str(vip4)) if vip4.exists() else None)
+                    PinnedMap.open(str(vips)) if vips.exists() else None)
 
 
 def remove_pins(cfg: DatapathConfig) -> None:

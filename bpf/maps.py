@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes as ct
 import socket
 import struct
+import sys
 from functools import cache
 from ipaddress import IPv4Address, IPv6Address
 
@@ -34,17 +35,36 @@ DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
     "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
-    "rr_config", "rr_vip4",
+    "rr_config", "rr_vips",
 )
 
-# rr_vip4: one bit per IPv4 /24 that holds a service address (see maps.h)
+# rr_vips: one bit per IPv4 /24, and per hash bucket of IPv6 /64s, that holds a service
+# address (see maps.h)
 VIP4_WORDS = 1 << 18
-VIP4_ARMED = VIP4_WORDS  # the entry that says the bits are complete
+VIP6_BITS = 20
+VIP6_BASE = VIP4_WORDS
+VIP6_WORDS = 1 << (VIP6_BITS - 6)
+VIPS_ARMED = VIP4_WORDS + VIP6_WORDS  # the entry that says the bits are complete
 
 
-def vip4_bit(addr: int) -> tuple[int, int]:
-    """(word, bit mask) of rr_vip4 for an IPv4 address given as a host-order int."""
-    return addr >> 14, 1 << ((addr >> 8) & 63)
+def vip6_hash(w0: int, w1: int) -> int:
+    """rr_vip6_hash of the datapath: the bucket of a /64 given as its first two address
+    words as the program loads them (native byte order)."""
+    h = ((w0 * 0x9E3779B1) ^ (w1 * 0x85EBCA77)) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
+    h ^= h >> 12
+    return h & ((1 << VIP6_BITS) - 1)
+
+
+def vip_bit(version: int, addr: int) -> tuple[int, int]:
+    """(word, bit mask) of rr_vips for an address given as its IP version and integer."""
+    if version == 4:
+        return addr >> 14, 1 << ((addr >> 8) & 63)
+    raw = addr.to_bytes(16, "big")
+    h = vip6_hash(int.from_bytes(raw[0:4], sys.byteorder),
+                  int.from_bytes(raw[4:8], sys.byteorder))
+    return VIP6_BASE + (h >> 6), 1 << (h & 63)
 
 
 class Addr(ct.Structure):
@@ -218,5 +238,5 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_affinity": (ct.sizeof(AffKey), ct.sizeof(AffValue)),
         "rr_revnat": (ct.sizeof(RevNatKey), ct.sizeof(RevNatValue)),
         "rr_config": (4, ct.sizeof(Config)),
-        "rr_vip4": (4, 8),
+        "rr_vips": (4, 8),
     }

@@ -8,9 +8,10 @@ that stops at an item (map full, wrong family) has that item blamed on its servi
 goes on with the rest (mapstore.write_owned), so the others are still programmed.
 read_table() reads the maps back into table form.
 
-Before a new service entry is written, the /24 of its address is marked in rr_vip4 (the
-filter that lets a packet to no service address go after one array read); once after
-adopting the maps, every programmed service's is, and the filter is armed.
+Before a new service entry is written, its address is marked in rr_vips (its IPv4 /24 or
+IPv6 /64 bucket: the filter that lets a packet to no service address go after one array
+read); once after adopting the maps, every programmed service's is, and the filter is
+armed.
 
 A pass costs in proportion to what changed: the syncer remembers the desired Service it
 last programmed per key and the services using each backend, so an unchanged entry is
@@ -48,7 +49,7 @@ class SyncMaps:
     backend: MapPort
     maglev: MapPort
     maglev_m: int = m.DEFAULT_MAGLEV_M
-    vip4: MapPort | None = None  # rr_vip4, the service /24 filter (None: not kept)
+    vips: MapPort | None = None  # rr_vips, the service address filter (None: not kept)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ class _State:
     inputs: dict[ServiceKey, Service] = field(default_factory=dict)  # last desired, per key
     next_svc_id: int = 1
     next_backend_id: int = 1
-    vip4: dict[int, int] = field(default_factory=dict)  # rr_vip4 words as written
-    vip4_armed: bool = False
+    vips: dict[int, int] = field(default_factory=dict)  # rr_vips words as written
+    vips_armed: bool = False
     # adopted entries nothing can reach (a pass cut short): deleted by the next pass
     stray_tables: set[int] = field(default_factory=set)
     stray_backends: set[int] = field(default_factory=set)
@@ -423,33 +424,32 @@ class Syncer:
         return SyncResult(programmed, errors, writes, deletes)
 
     def _mark_vips(self, st: _State, keys: Iterable[ServiceKey]) -> None:
-        """Set the rr_vip4 bits of keys' /24s (and, once after adopting the maps, of every
-        service programmed, then arm the filter). Bits are never cleared: conntrack
+        """Set the rr_vips bits of keys' addresses (and, once after adopting the maps, of
+        every service programmed, then arm the filter). Bits are never cleared: conntrack
         entries of a removed service still need theirs."""
-        port = self.maps.vip4
+        port = self.maps.vips
         if port is None:
             return
         want: dict[int, int] = {}
-        for k in keys if st.vip4_armed else itertools.chain(keys, st.services):
-            if k[0] == 4:
-                word, bit = m.vip4_bit(k[1])
-                want[word] = want.get(word, 0) | bit
+        for k in keys if st.vips_armed else itertools.chain(keys, st.services):
+            word, bit = m.vip_bit(k[0], k[1])
+            want[word] = want.get(word, 0) | bit
         writes: list[tuple[bytes, bytes]] = []
         done: dict[int, int] = {}
         for word, bits in want.items():
-            have = st.vip4.get(word)
+            have = st.vips.get(word)
             if have is None:
                 raw = port.lookup(_u32(word))
                 have = int.from_bytes(raw, "little") if raw else 0
             if have | bits != have:
                 writes.append((_u32(word), (have | bits).to_bytes(8, "little")))
             done[word] = have | bits
-        if not st.vip4_armed:
-            writes.append((_u32(m.VIP4_ARMED), (1).to_bytes(8, "little")))
+        if not st.vips_armed:
+            writes.append((_u32(m.VIPS_ARMED), (1).to_bytes(8, "little")))
         if writes:
             port.update_batch(writes)  # in order: the bits, then the armed entry
-        st.vip4.update(done)
-        st.vip4_armed = True
+        st.vips.update(done)
+        st.vips_armed = True
 
     def programmed(self) -> dict[ServiceKey, Service]:
         """What this syncer last wrote or adopted (its shadow of the maps), by key."""

@@ -33,16 +33,21 @@
 #define RR_SOCK_REVNAT_SIZE 65536
 #endif
 
-/* rr_vip4: one bit per IPv4 /24 that holds (or held) a service address, so that a packet
- * to anywhere else (pod to pod, pod to the world) is let go after one inline array read
- * instead of a conntrack and a service lookup. Word i covers the /24s (i << 6) ..
- * (i << 6) + 63 (host order address >> 8), bit b the /24 (i << 6) + b. A bit is set before
- * the first service entry of its /24 is written and never cleared, so an established
- * flow to a removed service still finds its conntrack entry. Entry RR_VIP4_ARMED is
- * nonzero once the sync has set the bits of every service: until then (a map created
- * by an upgrade) every packet takes the full path. */
+/* rr_vips: one bit per IPv4 /24, and one per hash bucket of IPv6 /64s, that holds (or
+ * held) a service address, so that a packet to anywhere else (pod to pod, pod to the
+ * world) is let go after one inline array read instead of a conntrack and a service
+ * lookup. IPv4: word i covers the /24s (i << 6) .. (i << 6) + 63 (host order address >>
+ * 8), bit b the /24 (i << 6) + b. IPv6: bucket rr_vip6_hash(first 64 bits) mod 2^20, in the
+ * words from RR_VIP6_BASE (two /64s may share a bucket: the filter may only say "maybe").
+ * A bit is set before the first service entry it covers is written and never cleared,
+ * so an established flow to a removed service still finds its conntrack entry. Entry
+ * RR_VIPS_ARMED is nonzero once the sync has set the bits of every service: until then
+ * (a map created by an upgrade) every packet takes the full path. */
 #define RR_VIP4_WORDS (1 << 18) /* 2^24 /24s, 64 per word: 2 MiB */
-#define RR_VIP4_ARMED RR_VIP4_WORDS
+#define RR_VIP6_BITS 20          /* 2^20 buckets: 128 KiB */
+#define RR_VIP6_BASE RR_VIP4_WORDS
+#define RR_VIP6_WORDS (1 << (RR_VIP6_BITS - 6))
+#define RR_VIPS_ARMED (RR_VIP4_WORDS + RR_VIP6_WORDS)
 
 #define RR_AF_INET 2
 #define RR_AF_INET6 10
@@ -220,6 +225,6 @@ RR_MAP("lru_hash", struct rr_aff_key, struct rr_aff_value, rr_affinity, RR_AFFIN
 RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
        RR_SOCK_REVNAT_SIZE);
 RR_MAP("array", __u32, struct rr_config, rr_config, 1);
-RR_MAP("array", __u32, __u64, rr_vip4, RR_VIP4_WORDS + 1);
+RR_MAP("array", __u32, __u64, rr_vips, RR_VIPS_ARMED + 1);
 
 #endif

@@ -56,7 +56,7 @@ static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, struct rr_ad
     __u64 cookie, netns;
     __u32 id = 0, hash;
 
-    if (family == RR_AF_INET && !rr_vip4_maybe(addr->w[0]))
+    if (!rr_vip_maybe(addr, family))
         return RR_SOCK_PASS;
     rr_sock_addr_copy(&t.daddr, addr, family);
     t.dport = *port;

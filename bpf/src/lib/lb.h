@@ -37,18 +37,40 @@ static __always_inline __u32 rr_hash_tuple(struct rr_ct_key *t)
     return h;
 }
 
-/* May an IPv4 address (network order) be a service address? 0 only when its /24 never
- * held one and the filter is armed (two inline array reads, no helper call). */
-static __always_inline int rr_vip4_maybe(__be32 addr)
+/* The rr_vips bucket of an IPv6 /64 given as its two first words (as loaded from the
+ * address: bpf/maps.py vip6_hash computes the same). */
+static __always_inline __u32 rr_vip6_hash(__u32 w0, __u32 w1)
 {
-    __u32 h = __builtin_bswap32(addr);
-    __u32 word = h >> 14, armed = RR_VIP4_ARMED;
-    __u64 *w = rr_vip4.lookup(&word);
-    __u64 *a;
+    __u32 h = (w0 * 0x9e3779b1u) ^ (w1 * 0x85ebca77u);
 
-    if (w && ((*w >> ((h >> 8) & 63)) & 1))
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return h & ((1u << RR_VIP6_BITS) - 1);
+}
+
+/* May a (destination) address be a service address? 0 only when the filter is armed and
+ * its bit (IPv4 /24, IPv6 /64 bucket) was never set: inline array reads, no helper call. */
+static __always_inline int rr_vip_maybe(const struct rr_addr *addr, __u8 family)
+{
+    __u32 word, bit, armed = RR_VIPS_ARMED;
+    __u64 *w, *a;
+
+    if (family == RR_AF_INET) {
+        __u32 h = __builtin_bswap32(addr->w[0]);
+
+        word = h >> 14;
+        bit = (h >> 8) & 63;
+    } else {
+        __u32 h = rr_vip6_hash(addr->w[0], addr->w[1]);
+
+        word = RR_VIP6_BASE + (h >> 6);
+        bit = h & 63;
+    }
+    w = rr_vips.lookup(&word);
+    if (w && ((*w >> bit) & 1))
         return 1;
-    a = rr_vip4.lookup(&armed);
+    a = rr_vips.lookup(&armed);
     return !a || !*a;
 }
 

@@ -327,15 +327,16 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
  * outlives the rules that made it, as it does in the kernel's conntrack). A packet of no
  * known flow then asks the service map (a packet to no service: two lookups). A new
  * flow inserts its forward entry and the reply entry that the reverse path looks up.
- * An IPv4 packet whose destination's /24 holds no service (rr_vip4) leaves first.
+ * A packet whose destination's /24 (IPv4) or /64 (IPv6) holds no service leaves first
+ * (rr_vips).
  */
 static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat)
 {
     struct rr_ct_info ci = {};
     struct rr_svc_value *svc;
 
-    /* forward entries are keyed by their service address: no service /24, no entry */
-    if (p->t.family == RR_AF_INET && !rr_vip4_maybe(p->t.daddr.w[0]))
+    /* forward entries are keyed by their service address: no service there, no entry */
+    if (!rr_vip_maybe(&p->t.daddr, p->t.family))
         return RR_NAT_PASS;
     if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) || __builtin_expect(rr_ct_stale(p, &ci), 0)) {
         svc = rr_svc_lookup(&p->t);

@@ -168,13 +168,13 @@ def test_sync_leaves_the_garbage_collector_as_it_found_it() -> None:
         gc.enable()
 
 
-def test_service_24s_are_marked_once_and_never_cleared() -> None:
+def test_service_addresses_are_marked_once_and_never_cleared() -> None:
     maps = fake_maps()
-    maps.vip4 = FakeMap(4, 8, m.VIP4_WORDS + 1)
-    words = maps.vip4.data
+    maps.vips = FakeMap(4, 8, m.VIPS_ARMED + 1)
+    words = maps.vips.data
 
     def word(addr: str) -> int:
-        w, _ = m.vip4_bit(int(A4(addr)))
+        w, _ = m.vip_bit(4, int(A4(addr)))
         return int.from_bytes(words.get(w.to_bytes(4, "little"), bytes(8)), "little")
 
     t = table(3)  # 10.96.0.1-3: one /24
@@ -182,27 +182,29 @@ def test_service_24s_are_marked_once_and_never_cleared() -> None:
     t[ServiceKey(A6("fd00::5"), 80, Proto.TCP)] = Service((Backend(A6("fd00::9"), 80),))
     s = Syncer(maps)
     assert not s.sync(t).errors
-    assert word("10.96.0.1") == m.vip4_bit(int(A4("10.96.0.1")))[1]
-    assert word("10.97.5.5") == m.vip4_bit(int(A4("10.97.5.5")))[1]
-    assert words[m.VIP4_ARMED.to_bytes(4, "little")] == (1).to_bytes(8, "little")
-    assert len(words) == 3  # two words and the armed entry: nothing for IPv6
-    calls = maps.vip4.batch_calls
-    assert s.sync(t).writes == 0 and maps.vip4.batch_calls == calls  # nothing new
+    assert word("10.96.0.1") == m.vip_bit(4, int(A4("10.96.0.1")))[1]
+    assert word("10.97.5.5") == m.vip_bit(4, int(A4("10.97.5.5")))[1]
+    assert words[m.VIPS_ARMED.to_bytes(4, "little")] == (1).to_bytes(8, "little")
+    w6, bit6 = m.vip_bit(6, int(A6("fd00::5")))
+    assert w6 >= m.VIP6_BASE and words[w6.to_bytes(4, "little")] == bit6.to_bytes(8, "little")
+    assert len(words) == 4  # two IPv4 words, one IPv6 word, the armed entry
+    calls = maps.vips.batch_calls
+    assert s.sync(t).writes == 0 and maps.vips.batch_calls == calls  # nothing new
     del t[key(1)], t[key(2)], t[key(3)]
     assert not s.sync(t).errors and word("10.96.0.1")  # removed: the bit stays
     t[ServiceKey(A4("10.96.0.77"), 80, Proto.TCP)] = Service((be(1),))
-    assert not s.sync(t).errors and maps.vip4.batch_calls == calls  # its /24 is marked
+    assert not s.sync(t).errors and maps.vips.batch_calls == calls  # its /24 is marked
 
 
 def test_an_adopting_syncer_marks_what_is_programmed_and_arms_the_filter() -> None:
     maps = fake_maps()
     assert not Syncer(maps).sync(table(3)).errors  # no filter map yet (an old datapath)
-    maps.vip4 = FakeMap(4, 8, m.VIP4_WORDS + 1)  # the upgrade created it, empty
+    maps.vips = FakeMap(4, 8, m.VIPS_ARMED + 1)  # the upgrade created it, empty
     s = Syncer(maps)
     assert not s.sync(s.adopt()).errors
-    w, bit = m.vip4_bit(int(A4("10.96.0.1")))
-    assert maps.vip4.data == {w.to_bytes(4, "little"): bit.to_bytes(8, "little"),
-                              m.VIP4_ARMED.to_bytes(4, "little"): (1).to_bytes(8, "little")}
+    w, bit = m.vip_bit(4, int(A4("10.96.0.1")))
+    assert maps.vips.data == {w.to_bytes(4, "little"): bit.to_bytes(8, "little"),
+                              m.VIPS_ARMED.to_bytes(4, "little"): (1).to_bytes(8, "little")}
 
 
 def test_a_pass_cut_short_leaves_strays_that_the_next_syncer_deletes() -> None:
@@ -225,3 +227,13 @@ def test_a_pass_cut_short_leaves_strays_that_the_next_syncer_deletes() -> None:
     t[key(9)] = Service((Backend(A4("10.0.0.99"), 8080),))
     assert not s.sync(t).errors
     assert stray_be not in maps.backend.data and len(maps.backend.data) == len(kept[1]) + 1
+
+
+def test_the_ipv6_bucket_hash_is_pinned() -> None:
+    # the datapath computes the same (lb.h rr_vip6_hash); a change must change both
+    assert m.vip6_hash(0, 0) == 0
+    assert [m.vip6_hash(w, w ^ 0xFFFF) for w in (1, 0x000000FD, 0xDEADBEEF)] == [
+        404972, 897688, 621772]
+    a, b = m.vip_bit(6, int(A6("fd00:10:96::1"))), m.vip_bit(6, int(A6("fd00:10:96::ffff")))
+    assert a == b  # one /64, one bucket
+    assert m.VIP6_BASE <= a[0] < m.VIPS_ARMED
