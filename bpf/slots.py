@@ -4,9 +4,9 @@ Each service with backends has an m-slot table of backend ids: Maglev order, or 
 spread for random choice (a random slot only needs every backend equally often, not
 consistency). A TableWriter collects them as the sync's loop produces them.
 
-With the C library, Maglev tables are handed to a fill queue (bpf/maglev.py FillQueue)
-whose consumer threads stay in C, so they are filled on the other CPUs while the loop
-(which holds the GIL) still runs:
+With the C library, the tables (Maglev or uniform) are handed to a fill queue
+(bpf/maglev.py FillQueue) whose consumer threads stay in C, so they are filled on the
+other CPUs while the loop (which holds the GIL) still runs:
 - the table of a new service (its id not in any service entry yet, so no packet can read
   it) is filled and written into a real map by the consumer at once, CHUNK at a time,
   from a scratch buffer it reuses: a 10k pass never holds 40 MB of fresh tables, whose
@@ -89,7 +89,9 @@ class TableWriter(Generic[Owner]):
         self.close()
 
     def close(self) -> None:
-        """Stop the fill threads (tables not written by then are dropped)."""
+        """Take no more jobs and wait for the fill threads. Jobs already queued still run:
+        a pass cut short may leave new services' tables in the map, which nothing reads
+        and the next adopting syncer deletes (bpf/sync.py)."""
         q, self._queue = self._queue, None
         if q is not None:
             q.join(help_=False)
