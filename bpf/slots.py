@@ -151,12 +151,12 @@ class TableWriter(Generic[Owner]):
         here: list[int] = []  # a small pass, or no C library (numpy wants one call)
         try:
             for (early, uniform), rows in self._pending.items():
-                if early:
-                    self._send(rows, uniform)
-                elif self._queue is not None:
-                    self._buffer(rows, CHUNK, uniform)  # the rest: on every CPU below
-                else:
+                if self._queue is None:  # a small pass: no queue, no thread started
                     here += rows
+                elif early:
+                    self._send(rows, uniform)
+                else:
+                    self._buffer(rows, CHUNK, uniform)  # the rest: on every CPU below
             if self._queue is not None:
                 q, self._queue = self._queue, None
                 q.join()

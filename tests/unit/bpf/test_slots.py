@@ -197,3 +197,21 @@ def test_without_the_c_library_every_table_is_still_written(
     ids, names, _ = job(last % 50, 2, Algorithm.MAGLEV)
     assert port.data[last.to_bytes(4, "little")] == maglev_id_tables(
         [(names, ids)], M, fill="python")[0]
+
+
+def test_a_small_pass_of_new_tables_into_a_kernel_map_starts_no_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_queue(*_: object, **__: object) -> None:
+        raise AssertionError("a fill queue (and its thread) for a small pass")
+
+    monkeypatch.setattr(slots, "FillQueue", no_queue)
+    port = _port("kernel", 1 << 12)
+    try:
+        with TableWriter[str](M, port, workers=2) as w:
+            for i in range(CHUNK - 1):
+                w.add(f"s{i}", 3000 + i, *job(i % 50, 2, Algorithm.MAGLEV)[:2],
+                      Algorithm.MAGLEV, new=True)
+            failed, written = w.write()
+        assert not failed and len(written) == CHUNK - 1 == len(_contents(port))
+    finally:
+        getattr(port, "close", lambda: None)()
