@@ -8,10 +8,17 @@ that the tunnel datapath needs.
 - `native`: learned routes (ECMP over equally good next hops); a remote pod CIDR with
   no learned route whose node sits on one of this node's segments goes straight to
   that node.
-- `tunnel`: every remote node's IPv4 pod CIDRs go through the tunnel; learned routes
-  to anything else are still installed.
+- `tunnel`: every remote node's pod CIDRs (IPv4 and IPv6) go through the tunnel;
+  learned routes to anything else are still installed.
 - `hybrid`: per destination: native (learned, else a shared segment) when possible,
   the tunnel otherwise.
+
+The underlay is IPv4: a tunnel peer is a node with an IPv4 InternalIP and an IPv4 pod
+CIDR, and it carries the node's IPv6 pod CIDRs too. Whether they can go through the
+tunnel is the layout's to say (`TunnelLayout.ipv6`): the eBPF tunnel encapsulates IPv6
+by destination; the kernel VXLAN device routes via an IPv4 inner address, so it carries
+IPv4 only. An IPv6 pod CIDR that needs the tunnel but cannot use it gets no route and
+is listed in `RoutingPlan.untunneled`, for the reconciler to report.
 
 Tunnel endpoints need no exchange: a node's VTEP MAC is derived from its InternalIP,
 and its inner VTEP address is the network address of its first IPv4 pod CIDR.
@@ -41,23 +48,34 @@ def vtep_mac(addr: IPAddress) -> str:
 @dataclass(frozen=True, order=True)
 class TunnelPeer:
     """A remote node as a tunnel endpoint: underlay address, VTEP MAC and inner address,
-    and every IPv4 pod CIDR of the node (the datapath's encapsulation entries)."""
+    and every pod CIDR of the node, IPv4 and IPv6 (the datapath's encapsulation entries)."""
 
     node: str
     remote: ipaddress.IPv4Address
     mac: str
     inner: ipaddress.IPv4Address
     cidrs: tuple[ipaddress.IPv4Network, ...]
+    cidrs6: tuple[ipaddress.IPv6Network, ...] = ()
+
+    def holds(self, cidr: IPNetwork) -> bool:
+        """Whether cidr is one of the node's pod CIDRs (either family)."""
+        return cidr in self.cidrs or cidr in self.cidrs6
 
 
 @dataclass(frozen=True)
 class TunnelLayout:
-    """How the tunnel appears to routing: its device, and whether routes go through the
+    """How the tunnel appears to routing: its device, whether routes go through the
     remote VTEP's inner address (kernel VXLAN: neighbor + FDB) or straight out of the
-    device (the eBPF tunnel encapsulates by destination)."""
+    device (the eBPF tunnel encapsulates by destination), and whether it carries inner
+    IPv6 (the underlay is IPv4 either way)."""
 
     dev: str
     via_inner: bool
+    ipv6: bool = False
+
+    def carries(self, cidr: IPNetwork) -> bool:
+        """Whether traffic to cidr can go through this tunnel."""
+        return cidr.version == 4 or self.ipv6
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class RoutingPlan:
     routes: frozenset[KernelRoute]
     peers: tuple[TunnelPeer, ...]  # empty: no tunnel needed
     tunneled: frozenset[IPNetwork]  # pod CIDRs routed through the tunnel
+    untunneled: frozenset[IPNetwork] = frozenset()  # needed the tunnel, its family can't
 
 
 def learned_routes(
@@ -101,20 +120,21 @@ def desired_routes(received: Iterable[Route], own: set[IPNetwork]) -> set[Kernel
 
 
 def tunnel_peers(snap: Snapshot, node: str) -> tuple[TunnelPeer, ...]:
-    """Every other node with an IPv4 InternalIP and an IPv4 pod CIDR, sorted by name."""
+    """Every other node with an IPv4 InternalIP and an IPv4 pod CIDR, sorted by name,
+    with all its pod CIDRs of both families."""
     out: list[TunnelPeer] = []
     for name in sorted(snap.nodes):
         if name == node:
             continue
         addrs = [a for a in snap.nodes[name].addresses if a.version == 4]
-        v4 = tuple(
-            c for c in node_pod_cidrs(snap, name) if isinstance(c, ipaddress.IPv4Network)
-        )
+        cidrs = node_pod_cidrs(snap, name)
+        v4 = tuple(c for c in cidrs if isinstance(c, ipaddress.IPv4Network))
+        v6 = tuple(c for c in cidrs if isinstance(c, ipaddress.IPv6Network))
         if not addrs or not v4:
             continue
         remote = addrs[0]
         assert isinstance(remote, ipaddress.IPv4Address)
-        out.append(TunnelPeer(name, remote, vtep_mac(remote), v4[0].network_address, v4))
+        out.append(TunnelPeer(name, remote, vtep_mac(remote), v4[0].network_address, v4, v6))
     return tuple(out)
 
 
@@ -150,6 +170,7 @@ def plan_routing(
     use_tunnel = mode != "native" and tunnel is not None
     peers = tunnel_peers(snap, node) if use_tunnel else ()
     tunneled: set[IPNetwork] = set()
+    untunneled: set[IPNetwork] = set()
     for name in sorted(snap.nodes):
         if name == node:
             continue
@@ -163,12 +184,19 @@ def plan_routing(
             if mode != "tunnel" and direct is not None:
                 routes[cidr] = direct
                 continue
-            peer = next((p for p in peers if cidr in p.cidrs), None)
+            peer = next((p for p in peers if p.holds(cidr)), None)
             if peer is None or tunnel is None:
-                continue  # native only (or IPv6 / no InternalIP): nothing to add
-            if tunnel.via_inner:
-                routes[cidr] = KernelRoute(cidr, (peer.inner,), tunnel.dev, onlink=True)
-            else:
-                routes[cidr] = KernelRoute(cidr, dev=tunnel.dev)
+                continue  # native only (or no IPv4 InternalIP / pod CIDR): nothing to add
+            if not tunnel.carries(cidr):
+                untunneled.add(cidr)
+                continue
+            routes[cidr] = _tunnel_route(cidr, peer, tunnel)
             tunneled.add(cidr)
-    return RoutingPlan(frozenset(routes.values()), peers, frozenset(tunneled))
+    return RoutingPlan(frozenset(routes.values()), peers, frozenset(tunneled),
+                       frozenset(untunneled))
+
+
+def _tunnel_route(cidr: IPNetwork, peer: TunnelPeer, tunnel: TunnelLayout) -> KernelRoute:
+    if tunnel.via_inner:
+        return KernelRoute(cidr, (peer.inner,), tunnel.dev, onlink=True)
+    return KernelRoute(cidr, dev=tunnel.dev)

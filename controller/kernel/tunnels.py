@@ -7,6 +7,14 @@ VXLAN encapsulated in TC) lives in bpf/tunnel.py and has the same shape.
 MTU rule: the tunnel device, and so every pod of a tunnelling node, gets the underlay
 MTU minus the encapsulation overhead, 50 bytes for VXLAN and for Geneve without options
 (outer IPv4 20 + UDP 8 + tunnel header 8 + inner Ethernet 14): 1450 on a 1500 underlay.
+The outer header is IPv4 whatever the inner family, so inner IPv6 costs the same; IPv6
+needs a link MTU of at least 1280 (`IPV6_MIN_MTU`), so an underlay below 1330 cannot
+tunnel IPv6 and `ipv6_mtu_errors` says so.
+
+The kernel VXLAN driver carries IPv4 only: its routes go via the remote VTEP's IPv4
+inner address (neighbor + FDB entries), and IPv6 through it would need IPv6 inner
+addresses and neighbors as well. Its layout says so (`ipv6=False`): routing leaves IPv6
+pod CIDRs out of it and reports them (see controller/reconcile/routing.py).
 """
 
 from __future__ import annotations
@@ -23,11 +31,20 @@ VXLAN_PORT = 8472
 GENEVE_PORT = 6081
 VNI = 1
 OVERHEAD = 50  # outer IPv4 + UDP + VXLAN/Geneve header (no options) + inner Ethernet
+IPV6_MIN_MTU = 1280
 
 
 def tunnel_mtu(underlay_mtu: int, overhead: int = OVERHEAD) -> int:
     """The MTU of the tunnel device and of pods on a node that tunnels."""
     return underlay_mtu - overhead
+
+
+def ipv6_mtu_errors(dev: str, mtu: int, peers: Sequence[TunnelPeer]) -> list[str]:
+    """An error when peers have IPv6 pod CIDRs and the tunnel MTU is below IPv6's minimum."""
+    if mtu >= IPV6_MIN_MTU or not any(p.cidrs6 for p in peers):
+        return []
+    return [f"tunnel {dev}: MTU {mtu} is below IPv6's {IPV6_MIN_MTU}; IPv6 pod traffic "
+            f"cannot pass (underlay MTU must be at least {IPV6_MIN_MTU + OVERHEAD})"]
 
 
 class TunnelDriver(Protocol):
@@ -57,7 +74,7 @@ class KernelVxlan:
     def __init__(self, links: LinkPort, name: str = "rr.vxlan", vni: int = VNI,
                  port: int = VXLAN_PORT) -> None:
         self.links, self.name, self.vni, self.port = links, name, vni, port
-        self.layout = TunnelLayout(name, via_inner=True)
+        self.layout = TunnelLayout(name, via_inner=True, ipv6=False)
         self._mtu: int | None = None
 
     def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:

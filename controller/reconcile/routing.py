@@ -7,6 +7,11 @@ device and its per-node entries first (routes point into it), then the routes (o
 protocol number only). A tunnel that is no longer used is torn down after the routes
 have left it. Nothing rackroute does not own is touched; `close` leaves kernel state in
 place so that a restarting agent never cuts traffic.
+
+IPv6 pod CIDRs go through the eBPF tunnel (Geneve or VXLAN, IPv4 underlay). The kernel
+VXLAN device carries IPv4 only (its routes go via an IPv4 inner VTEP address): a remote
+IPv6 pod CIDR that would need it gets no route, and the pass reports it as a routing
+error naming the CIDRs, so the gap is visible instead of a silent black hole.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ from collections.abc import Callable
 
 from bgp.speaker import Speaker
 from bgp.types import Route
-from controller.desired.routes import MODES, PROTOCOLS, RoutingPlan, desired_routes, plan_routing
+from controller.desired.routes import (
+    MODES,
+    PROTOCOLS,
+    RoutingPlan,
+    TunnelLayout,
+    desired_routes,
+    plan_routing,
+)
 from controller.kernel.links import LinkPort
 from controller.kernel.routes import RoutePort, sync_routes
 from controller.kernel.tunnels import KernelVxlan, TunnelDriver
 from controller.reconcile.loop import PassContext
 
-__all__ = ["RoutingReconciler", "default_tunnels", "desired_routes"]
+__all__ = ["RoutingReconciler", "default_tunnels", "desired_routes", "untunneled_errors"]
 
 log = logging.getLogger("rackroute.routing")
 
@@ -48,6 +60,15 @@ def default_tunnels(
         return EbpfTunnel(links, protocol, netns=netns)
 
     return make
+
+
+def untunneled_errors(plan: RoutingPlan, layout: TunnelLayout | None) -> list[str]:
+    """The error naming the pod CIDRs that needed the tunnel but cannot use it."""
+    if not plan.untunneled or layout is None:
+        return []
+    cidrs = ", ".join(map(str, sorted(plan.untunneled, key=lambda c: (c.version, c))))
+    return [f"tunnel {layout.dev}: carries IPv4 only, no route to the IPv6 pod CIDRs "
+            f"{cidrs} (the eBPF tunnel datapath carries them)"]
 
 
 class RoutingReconciler:
@@ -122,6 +143,7 @@ class RoutingReconciler:
                             driver.layout if driver else None, segments)
         if driver is not None and local is not None:
             errors.extend(driver.sync(local, plan.peers))
+        errors.extend(untunneled_errors(plan, driver.layout if driver else None))
         _, _, route_errors = sync_routes(self.routes, set(plan.routes))
         errors.extend(route_errors)
         if self.active is not None and self.active != want:

@@ -23,7 +23,8 @@ A = ipaddress.ip_address
 V4 = ipaddress.IPv4Address
 N4 = ipaddress.IPv4Network
 VX = TunnelLayout("rr.vxlan", via_inner=True)
-BPF = TunnelLayout("rr.tun", via_inner=False)
+N6 = ipaddress.IPv6Network
+BPF = TunnelLayout("rr.tun", via_inner=False, ipv6=True)
 
 SNAP = {
     "n1": ("10.0.1.2", ["10.244.1.0/24", "fd00:1::/64"]),
@@ -91,7 +92,9 @@ def test_tunnel_ebpf_routes_out_of_the_device() -> None:
         KernelRoute(N("10.244.1.0/24"), dev="rr.tun"),
         KernelRoute(N("10.244.3.0/24"), dev="rr.tun"),
         KernelRoute(N("10.245.3.0/24"), dev="rr.tun"),
-    }  # fd00:1::/64 has no IPv4 tunnel: left out
+        KernelRoute(N("fd00:1::/64"), dev="rr.tun"),  # IPv6 inside the IPv4 underlay
+    }
+    assert N("fd00:1::/64") in got.tunneled and got.untunneled == set()
 
 
 def test_hybrid_per_destination() -> None:
@@ -141,3 +144,69 @@ def test_unknown_mode_refused() -> None:
 def test_desired_routes_compat() -> None:
     got = desired_routes([learned("10.244.2.0/24", "10.0.1.1")], {N("10.244.1.0/24")})
     assert got == {KernelRoute(N("10.244.2.0/24"), (A("10.0.1.1"),))}
+
+
+DUAL = {
+    "n1": ("10.0.1.2", ["10.244.1.0/24", "fd00:1::/64"]),
+    "n2": ("10.0.2.2", ["10.244.2.0/24", "fd00:2::/64", "fd00:22::/64"]),
+    "n3": ("10.0.1.3", ["10.244.3.0/24"]),
+    "n4": ("10.0.4.2", ["fd00:4::/64"]),  # no IPv4 pod CIDR: no tunnel peer
+}
+
+
+def test_tunnel_peers_carry_the_ipv6_pod_cidrs() -> None:
+    peers = tunnel_peers(cluster(DUAL, "tunnel", "geneve"), "n1")
+    assert peers == (
+        TunnelPeer("n2", V4("10.0.2.2"), "02:72:0a:00:02:02", V4("10.244.2.0"),
+                   (N4("10.244.2.0/24"),), (N6("fd00:2::/64"), N6("fd00:22::/64"))),
+        TunnelPeer("n3", V4("10.0.1.3"), "02:72:0a:00:01:03", V4("10.244.3.0"),
+                   (N4("10.244.3.0/24"),), ()),
+    )
+    assert peers[0].holds(N("fd00:22::/64")) and not peers[1].holds(N("fd00:22::/64"))
+
+
+def test_tunnel_ebpf_routes_both_families_of_every_peer() -> None:
+    got = plan_routing(cluster(DUAL, "tunnel", "geneve"), "n1", [], "tunnel", BPF)
+    assert got.routes == {
+        KernelRoute(N("10.244.2.0/24"), dev="rr.tun"),
+        KernelRoute(N("fd00:2::/64"), dev="rr.tun"),
+        KernelRoute(N("fd00:22::/64"), dev="rr.tun"),
+        KernelRoute(N("10.244.3.0/24"), dev="rr.tun"),
+    }
+    assert got.tunneled == {N("10.244.2.0/24"), N("fd00:2::/64"), N("fd00:22::/64"),
+                            N("10.244.3.0/24")}
+    assert got.untunneled == set()
+
+
+def test_tunnel_kernel_vxlan_leaves_ipv6_out_and_names_it() -> None:
+    got = plan_routing(cluster(DUAL, "tunnel"), "n1", [], "tunnel", VX)
+    assert got.routes == {
+        KernelRoute(N("10.244.2.0/24"), (A("10.244.2.0"),), "rr.vxlan", onlink=True),
+        KernelRoute(N("10.244.3.0/24"), (A("10.244.3.0"),), "rr.vxlan", onlink=True),
+    }
+    assert got.untunneled == {N("fd00:2::/64"), N("fd00:22::/64")}
+    assert got.peers[0].cidrs6 == (N6("fd00:2::/64"), N6("fd00:22::/64"))
+
+
+def test_hybrid_ipv6_per_destination_through_the_ebpf_tunnel() -> None:
+    learned6 = [learned("fd00:2::/64", "fd00:ffff::1"), learned("10.244.2.0/24", "10.0.1.1")]
+    got = plan_routing(cluster(DUAL, "hybrid", "geneve"), "n1", learned6, "hybrid", BPF)
+    assert got.routes == {
+        KernelRoute(N("10.244.2.0/24"), (A("10.0.1.1"),)),
+        KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)),
+        KernelRoute(N("fd00:22::/64"), dev="rr.tun"),  # not learned: the tunnel
+        KernelRoute(N("10.244.3.0/24"), dev="rr.tun"),
+    }
+    assert got.tunneled == {N("fd00:22::/64"), N("10.244.3.0/24")}
+
+
+def test_hybrid_kernel_vxlan_reports_only_ipv6_it_would_need() -> None:
+    learned6 = [learned("fd00:2::/64", "fd00:ffff::1")]
+    got = plan_routing(cluster(DUAL, "hybrid"), "n1", learned6, "hybrid", VX)
+    assert KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)) in got.routes
+    assert got.untunneled == {N("fd00:22::/64")}  # fd00:2::/64 is reached natively
+
+
+def test_native_never_reports_untunneled() -> None:
+    got = plan_routing(cluster(DUAL, "native"), "n1", [], "native", VX)
+    assert got.untunneled == set() and got.peers == ()

@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 
 from bgp.fake import FakeSpeaker
+from controller.desired.routes import TunnelLayout
 from controller.kernel.links import FakeLinks, Underlay
 from controller.kernel.routes import FakeRoutes, KernelRoute
 from controller.kernel.tunnels import FakeTunnel, KernelVxlan, TunnelDriver
@@ -124,3 +125,34 @@ def test_direct_routes_on_a_shared_segment_only_when_asked() -> None:
                                                  auto_direct_node_routes=True))
     run(r, direct)
     assert routes.list() == {KernelRoute(N("10.244.2.0/24"), (A("10.0.1.3"),))}
+
+
+DUAL = {"n1": ("10.0.1.2", ["10.244.1.0/24", "fd00:1::/64"]),
+        "n2": ("10.0.2.2", ["10.244.2.0/24", "fd00:2::/64"])}
+
+
+def test_ipv6_pod_cidrs_through_a_tunnel_that_carries_them() -> None:
+    fake = FakeTunnel(layout=TunnelLayout("rr.fake", False, ipv6=True))
+    routes = FakeRoutes()
+    r = RoutingReconciler(routes, FakeLinks(), tunnels=lambda p: fake, mode="tunnel")
+    assert run(r, cluster(DUAL, "tunnel", "geneve")).errors == {}
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), dev="rr.fake"),
+                             KernelRoute(N("fd00:2::/64"), dev="rr.fake")}
+    assert [p.cidrs6 for p in fake.peers] == [(N("fd00:2::/64"),)]
+
+
+def test_kernel_vxlan_reports_the_ipv6_pod_cidrs_it_cannot_carry() -> None:
+    routes, links, r, _ = setup()
+    err = run(r, cluster(DUAL, "tunnel", "vxlan")).errors["routing"]
+    assert "rr.vxlan: carries IPv4 only" in err and "fd00:2::/64" in err
+    assert routes.list() == {VIA_VX}  # IPv4 still tunnelled, IPv6 not black-holed
+    assert len(links.vteps("rr.vxlan")) == 1
+
+
+def test_kernel_vxlan_hybrid_quiet_while_ipv6_is_learned() -> None:
+    routes, _, r, sp = setup()
+    learn(sp, "fd00:2::/64", "fd00:ffff::1")
+    assert run(r, cluster(DUAL, "hybrid", "vxlan")).errors == {}
+    assert KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)) in routes.list()
+    forget(sp, "fd00:2::/64")
+    assert "fd00:2::/64" in run(r, cluster(DUAL, "hybrid", "vxlan")).errors["routing"]
