@@ -2,12 +2,15 @@
 
 Pods' traffic to remote pod CIDRs is routed into an ARP-less device (`rr.tun`, an ifb);
 `rr_tun_encap` on its egress wraps each packet for the remote node found in an LPM map
-and sends it out of the underlay. `rr_tun_decap` on the underlay's ingress unwraps what
-arrives on the protocol's UDP port. The program is compiled per node (its address,
-underlay ifindex and VTEP MAC are constants); the map is filled before the programs are
-attached, so a restarted agent never attaches an empty map. The underlay filter uses a
-handle and priority of its own (TUN_HANDLE, TUN_PRIO) and returns TC_ACT_UNSPEC for
-traffic that is not its own, so other filters on the underlay keep working.
+(rr_tun_routes for IPv4 destinations, rr_tun_routes6 for IPv6; the underlay is IPv4
+for both) and sends it out of the underlay. `rr_tun_decap` on the underlay's ingress
+unwraps what arrives on the protocol's UDP port, inner IPv4 or IPv6. The program is
+compiled per node (its address, underlay ifindex and VTEP MAC are constants); the maps
+are filled before the programs are attached, so a restarted agent never attaches an
+empty map. The underlay filter uses a handle and priority of its own (TUN_HANDLE,
+TUN_PRIO) and returns TC_ACT_UNSPEC for traffic that is not its own, so other filters
+on the underlay keep working. A tunnel MTU below IPv6's 1280 is reported while peers
+have IPv6 pod CIDRs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Any
 from bpf.loader import EGRESS, INGRESS, SCHED_CLS, SRC_DIR, load_text
 from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
 from controller.kernel.links import LinkPort
-from controller.kernel.tunnels import GENEVE_PORT, OVERHEAD, VNI, VXLAN_PORT, tunnel_mtu
+from controller.kernel.tunnels import (
+    GENEVE_PORT,
+    OVERHEAD,
+    VNI,
+    VXLAN_PORT,
+    ipv6_mtu_errors,
+    tunnel_mtu,
+)
 
 TUN_PRIO = 2
 TUN_HANDLE = 0x7272
@@ -42,6 +52,49 @@ def program_text(protocol: str, local: ipaddress.IPv4Address, ifindex: int, vni:
         *(f"#define RR_TUN_MAC{i} 0x{b}" for i, b in enumerate(mac)),
     ]
     return "\n".join(head) + "\n" + (SRC_DIR / "tunnel.c").read_text()
+
+
+Entries = dict[tuple[int, bytes], tuple[bytes, bytes]]  # (prefixlen, net) -> (remote, mac)
+
+
+def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
+    """The encapsulation entries of one family's LPM map: every peer's pod CIDRs."""
+    want: Entries = {}
+    for p in peers:
+        mac = bytes.fromhex(p.mac.replace(":", ""))
+        for c in p.cidrs if version == 4 else p.cidrs6:
+            want[(c.prefixlen, c.network_address.packed)] = (p.remote.packed, mac)
+    return want
+
+
+def _key_bytes(addr: Any) -> bytes:
+    """A map key's address as packed bytes (u32 in host order, or a byte array)."""
+    if isinstance(addr, int):
+        return addr.to_bytes(4, "little")
+    return bytes(addr)
+
+
+def _key(table: Any, prefixlen: int, net: bytes) -> Any:
+    if len(net) == 4:
+        return table.Key(prefixlen, int.from_bytes(net, "little"))
+    return table.Key(prefixlen, (ctypes.c_ubyte * len(net))(*net))
+
+
+def sync_table(table: Any, want: Entries) -> None:
+    """Make one LPM map hold exactly want; unchanged entries are not rewritten."""
+    have: Entries = {
+        (int(k.prefixlen), _key_bytes(k.addr)): (int(v.remote).to_bytes(4, "little"),
+                                                bytes(v.mac))
+        for k, v in table.items()
+    }
+    for key in set(have) - set(want):
+        with suppress(KeyError):
+            del table[_key(table, *key)]
+    for key, (remote, mac) in want.items():
+        if have.get(key) == (remote, mac):
+            continue
+        table[_key(table, *key)] = table.Leaf(int.from_bytes(remote, "little"),
+                                              (ctypes.c_ubyte * 6)(*mac), 0)
 
 
 def _ipr(netns: str | None) -> Any:
@@ -80,7 +133,7 @@ class EbpfTunnel:
         if protocol not in PORTS:
             raise ValueError(f"tunnel protocol must be geneve or vxlan, got {protocol!r}")
         self.links, self.protocol, self.netns, self.dev, self.vni = links, protocol, netns, dev, vni
-        self.layout = TunnelLayout(dev, via_inner=False)
+        self.layout = TunnelLayout(dev, via_inner=False, ipv6=True)
         self._mod: Any = None
         self._for: tuple[ipaddress.IPv4Address, int] | None = None
         self._underlay: int | None = None
@@ -95,26 +148,8 @@ class EbpfTunnel:
         self._mod, self._fds = mod, fds
 
     def _sync_map(self, peers: Sequence[TunnelPeer]) -> None:
-        table = self._mod[b"rr_tun_routes"]
-        want: dict[tuple[int, bytes], tuple[bytes, bytes]] = {}
-        for p in peers:
-            mac = bytes.fromhex(p.mac.replace(":", ""))
-            for c in p.cidrs:
-                want[(c.prefixlen, c.network_address.packed)] = (p.remote.packed, mac)
-        have: dict[tuple[int, bytes], tuple[bytes, bytes]] = {}
-        for k, v in table.items():
-            have[(int(k.prefixlen), int(k.addr).to_bytes(4, "little"))] = (
-                int(v.remote).to_bytes(4, "little"), bytes(v.mac))
-        for key in set(have) - set(want):
-            k = table.Key(key[0], int.from_bytes(key[1], "little"))
-            with suppress(KeyError):
-                del table[k]
-        for key, (remote, mac) in want.items():
-            if have.get(key) == (remote, mac):
-                continue
-            k = table.Key(key[0], int.from_bytes(key[1], "little"))
-            v = table.Leaf(int.from_bytes(remote, "little"), (ctypes.c_ubyte * 6)(*mac), 0)
-            table[k] = v
+        sync_table(self._mod[b"rr_tun_routes"], route_entries(peers, 4))
+        sync_table(self._mod[b"rr_tun_routes6"], route_entries(peers, 6))
 
     def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
         under = self.links.underlay(local)
@@ -127,6 +162,7 @@ class EbpfTunnel:
             if fresh:
                 self._compile(local, under.index)
             self._sync_map(peers)
+            problems = ipv6_mtu_errors(self.dev, mtu, peers)
             if fresh:
                 attach_one(dev_index, EGRESS, self._fds["rr_tun_encap"], "rr_tun_encap",
                            self.netns)
@@ -138,7 +174,7 @@ class EbpfTunnel:
             self._mtu = mtu
         except Exception as e:
             return [f"tunnel {self.dev} ({self.protocol}): {e}"]
-        return []
+        return problems
 
     def mtu(self) -> int | None:
         return self._mtu

@@ -2,11 +2,14 @@
  * device needed from the kernel.
  *
  * rr_tun_encap, egress of the ARP-less tunnel device (rr.tun): the inner destination is
- *   looked up in rr_tun_routes (LPM: pod CIDR -> remote node address + VTEP MAC); the
- *   packet grows by 50 bytes after its Ethernet header (outer IPv4, UDP, Geneve or VXLAN
- *   header, inner Ethernet) and leaves the underlay through a FIB + neighbor lookup.
+ *   looked up in rr_tun_routes (IPv4) or rr_tun_routes6 (IPv6) (LPM: pod CIDR -> remote
+ *   node address + VTEP MAC); the packet grows by 50 bytes after its Ethernet header
+ *   (outer IPv4, UDP, Geneve or VXLAN header, inner Ethernet) and leaves the underlay
+ *   through a FIB + neighbor lookup. The underlay is IPv4 for both inner families; the
+ *   outer TOS is the inner TOS or traffic class. Other protocols are dropped.
  * rr_tun_decap, ingress of the underlay: UDP to our port and address with our VNI is
- *   stripped back to the inner IPv4 packet and passed up; anything else continues
+ *   stripped back to the inner IPv4 or IPv6 packet and passed up (skb->protocol then
+ *   names the inner family, or the packet is dropped); anything else continues
  *   untouched (TC_ACT_UNSPEC, so later filters still run).
  *
  * Compile-time constants (bpf/tunnel.py defines them): RR_TUN_PORT, RR_TUN_GENEVE,
@@ -24,8 +27,10 @@
 #define RR_TUN_HDR 8
 #define RR_TUN_OVERHEAD (20 + 8 + RR_TUN_HDR + RR_TUN_ETH)
 #define RR_ETH_P_TEB 0x6558
-/* Newer than bcc's bpf.h: kernel UAPI value of BPF_F_ADJ_ROOM_DECAP_L3_IPV4. */
+/* Newer than bcc's bpf.h: kernel UAPI values of BPF_F_ADJ_ROOM_DECAP_L3_IPV4/IPV6. */
 #define RR_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#define RR_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+#define RR_IP6_DADDR 24 /* offset of the destination in the IPv6 header */
 
 /* bcc declares bpf_redirect_neigh with three arguments; the helper takes four. */
 static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
@@ -34,6 +39,11 @@ static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, 
 struct rr_tun_key {
     __u32 prefixlen;
     __u32 addr; /* network order */
+};
+
+struct rr_tun_key6 {
+    __u32 prefixlen;
+    __u8 addr[16];
 };
 
 struct rr_tun_val {
@@ -53,6 +63,8 @@ enum {
 };
 
 BPF_F_TABLE("lpm_trie", struct rr_tun_key, struct rr_tun_val, rr_tun_routes, 65536,
+            BPF_F_NO_PREALLOC);
+BPF_F_TABLE("lpm_trie", struct rr_tun_key6, struct rr_tun_val, rr_tun_routes6, 65536,
             BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(rr_tun_stats, __u64, RR_TUN_STATS);
 
@@ -89,23 +101,57 @@ static __always_inline __u16 rr_tun_csum(struct iphdr *ip)
     return (__u16)~sum;
 }
 
+/* The IPv4 packet's tunnel entry (NULL: no route), its TOS in *tos; -1: unreadable. */
+static __always_inline int rr_tun_find4(struct __sk_buff *skb, struct rr_tun_val **v,
+                                        __u8 *tos)
+{
+    struct rr_tun_key key = {};
+    struct iphdr inner;
+
+    if (bpf_skb_load_bytes(skb, RR_TUN_ETH, &inner, sizeof(inner)) < 0)
+        return -1;
+    key.prefixlen = 32;
+    key.addr = inner.daddr;
+    *tos = inner.tos;
+    *v = rr_tun_routes.lookup(&key);
+    return 0;
+}
+
+/* The same for IPv6: the traffic class straddles the first two bytes. */
+static __always_inline int rr_tun_find6(struct __sk_buff *skb, struct rr_tun_val **v,
+                                        __u8 *tos)
+{
+    struct rr_tun_key6 key = {};
+    __u8 vtc[2];
+
+    if (bpf_skb_load_bytes(skb, RR_TUN_ETH, vtc, sizeof(vtc)) < 0 ||
+        bpf_skb_load_bytes(skb, RR_TUN_ETH + RR_IP6_DADDR, key.addr, sizeof(key.addr)) < 0)
+        return -1;
+    key.prefixlen = 128;
+    *tos = (__u8)((vtc[0] << 4) | (vtc[1] >> 4));
+    *v = rr_tun_routes6.lookup(&key);
+    return 0;
+}
+
 int rr_tun_encap(struct __sk_buff *skb)
 {
     struct rr_tun_outer h = {};
-    struct rr_tun_key key = {};
-    struct rr_tun_val *v;
-    struct iphdr inner;
+    struct rr_tun_val *v = NULL;
+    __u16 proto = skb->protocol; /* the inner family; adjust_room sets the outer one */
     __u32 remote;
     __u8 mac[6];
+    __u8 tos = 0;
     __u64 flags;
+    int found;
 
-    if (skb->protocol != htons(ETH_P_IP))
+    if (proto == htons(ETH_P_IP))
+        found = rr_tun_find4(skb, &v, &tos);
+    else if (proto == htons(ETH_P_IPV6))
+        found = rr_tun_find6(skb, &v, &tos);
+    else
         return TC_ACT_SHOT;
-    if (bpf_skb_load_bytes(skb, RR_TUN_ETH, &inner, sizeof(inner)) < 0)
+    if (found < 0)
         return TC_ACT_SHOT;
-    key.prefixlen = 32;
-    key.addr = inner.daddr;
-    v = rr_tun_routes.lookup(&key);
     if (!v) {
         rr_tun_count(RR_TUN_MISS, 0);
         return TC_ACT_SHOT;
@@ -120,11 +166,15 @@ int rr_tun_encap(struct __sk_buff *skb)
         rr_tun_count(RR_TUN_ERR, 0);
         return TC_ACT_SHOT;
     }
+    if (skb->protocol != htons(ETH_P_IP)) { /* the neighbor lookup follows it */
+        rr_tun_count(RR_TUN_ERR, 0);
+        return TC_ACT_SHOT;
+    }
 
     __u16 outer_len = skb->len - RR_TUN_ETH;
     h.ip.version = 4;
     h.ip.ihl = 5;
-    h.ip.tos = inner.tos;
+    h.ip.tos = tos;
     h.ip.tot_len = htons(outer_len);
     h.ip.ttl = 64;
     h.ip.protocol = IPPROTO_UDP;
@@ -156,7 +206,7 @@ int rr_tun_encap(struct __sk_buff *skb)
     h.eth.h_source[3] = RR_TUN_MAC3;
     h.eth.h_source[4] = RR_TUN_MAC4;
     h.eth.h_source[5] = RR_TUN_MAC5;
-    h.eth.h_proto = htons(ETH_P_IP);
+    h.eth.h_proto = proto;
 
     if (bpf_skb_store_bytes(skb, RR_TUN_ETH, &h, sizeof(h), 0) < 0) {
         rr_tun_count(RR_TUN_ERR, 0);
@@ -170,6 +220,7 @@ int rr_tun_decap(struct __sk_buff *skb)
 {
     struct rr_tun_outer h;
     __u32 optlen = 0;
+    __u64 decap;
     __u16 proto;
 
     if (skb->protocol != htons(ETH_P_IP))
@@ -195,10 +246,23 @@ int rr_tun_decap(struct __sk_buff *skb)
         h.tun[6] != (RR_TUN_VNI & 0xff))
         goto bad;
     if (bpf_skb_load_bytes(skb, RR_TUN_ETH + RR_TUN_OVERHEAD - 2 + optlen, &proto,
-                           sizeof(proto)) < 0 || proto != htons(ETH_P_IP))
+                           sizeof(proto)) < 0)
+        goto bad;
+    if (proto == htons(ETH_P_IP))
+        decap = RR_ADJ_ROOM_DECAP_L3_IPV4;
+    else if (proto == htons(ETH_P_IPV6))
+        decap = RR_ADJ_ROOM_DECAP_L3_IPV6;
+    else
         goto bad;
     if (bpf_skb_adjust_room(skb, -(__s32)(RR_TUN_OVERHEAD + optlen), BPF_ADJ_ROOM_MAC,
-                            BPF_F_ADJ_ROOM_FIXED_GSO | RR_ADJ_ROOM_DECAP_L3_IPV4) < 0)
+                            BPF_F_ADJ_ROOM_FIXED_GSO | decap) < 0)
+        goto bad;
+    /* The stack dispatches on skb->protocol: it must name the inner family now. */
+    if (skb->protocol != proto)
+        goto bad;
+    /* The outer Ethernet header stays; its type follows the inner packet's. */
+    if (proto != htons(ETH_P_IP) &&
+        bpf_skb_store_bytes(skb, RR_TUN_ETH - 2, &proto, sizeof(proto), 0) < 0)
         goto bad;
     rr_tun_count(RR_TUN_DECAP_PKTS, skb->len);
     return TC_ACT_OK;

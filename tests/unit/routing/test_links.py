@@ -1,12 +1,14 @@
-"""The fake LinkPort passes the contract; the kernel VXLAN driver keeps its entries."""
+"""The fake LinkPort passes the contract; the kernel VXLAN driver keeps its entries; the
+tunnel drivers say which families they carry and the IPv6 MTU floor is reported."""
 
 from __future__ import annotations
 
 import ipaddress
 
+from bpf.tunnel import EbpfTunnel, route_entries
 from controller.desired.routes import TunnelPeer
 from controller.kernel.links import FakeLinks, Underlay, Vtep
-from controller.kernel.tunnels import KernelVxlan
+from controller.kernel.tunnels import KernelVxlan, ipv6_mtu_errors
 from tests.unit.routing.link_contract import (
     LOCAL,
     check_plain_and_ownership,
@@ -16,6 +18,7 @@ from tests.unit.routing.link_contract import (
 
 V4 = ipaddress.IPv4Address
 N4 = ipaddress.IPv4Network
+N6 = ipaddress.IPv6Network
 
 
 def fake() -> FakeLinks:
@@ -61,3 +64,31 @@ def test_kernel_vxlan_driver_without_underlay_reports() -> None:
     d = KernelVxlan(FakeLinks())
     errs = d.sync(LOCAL, [peer(2)])
     assert errs and "10.77.0.1" in errs[0]
+
+
+def dual(n: int) -> TunnelPeer:
+    return TunnelPeer(f"n{n}", V4(f"10.78.0.{n}"), f"02:72:0a:4e:00:{n:02x}",
+                      V4(f"10.244.{n}.0"), (N4(f"10.244.{n}.0/24"),), (N6(f"fd00:{n}::/64"),))
+
+
+def test_only_the_ebpf_tunnel_carries_ipv6() -> None:
+    assert not KernelVxlan(fake()).layout.carries(N6("fd00:2::/64"))
+    assert KernelVxlan(fake()).layout.carries(N4("10.244.2.0/24"))
+    assert EbpfTunnel(fake(), "vxlan").layout.carries(N6("fd00:2::/64"))
+
+
+def test_ebpf_tunnel_entries_per_family() -> None:
+    mac = bytes.fromhex("02720a4e0002")
+    remote = V4("10.78.0.2").packed
+    assert route_entries([dual(2)], 4) == {(24, N4("10.244.2.0/24").network_address.packed):
+                                           (remote, mac)}
+    assert route_entries([dual(2)], 6) == {(64, N6("fd00:2::/64").network_address.packed):
+                                           (remote, mac)}
+    assert route_entries([peer(2)], 6) == {}
+
+
+def test_ipv6_needs_a_tunnel_mtu_of_1280() -> None:
+    assert ipv6_mtu_errors("rr.tun", 1280, [dual(2)]) == []
+    assert ipv6_mtu_errors("rr.tun", 1279, [peer(2)]) == []  # no IPv6 pod CIDR
+    errs = ipv6_mtu_errors("rr.tun", 1279, [dual(2)])
+    assert errs and "1330" in errs[0] and "rr.tun" in errs[0]
