@@ -1,6 +1,9 @@
 """Two nodes on different subnets behind a router that does not know pod CIDRs, one pod
-per node: network namespaces named rrt<tag>…, removed by `teardown` (also after a
-failed build). Each node can run a RoutingReconciler against its own namespace."""
+per node: network namespaces named rrt<tag>… (or a tag of the test's own), removed by
+`teardown` (also after a failed build). Each node can run a RoutingReconciler against
+its own namespace. With `dual`, pods are dual-stack (an IPv6 pod CIDR per node, the pod
+reaching its node through fe80::1); the underlay and the router stay IPv4 only, so IPv6
+crosses between nodes encapsulated or not at all."""
 
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from tests.unit.routing.cluster import cluster, learned_speaker
 UNDERLAY = {"n1": ("10.231.1.2", "10.231.1.1"), "n2": ("10.231.2.2", "10.231.2.1")}
 POD_CIDR = {"n1": "10.232.1.0/24", "n2": "10.232.2.0/24"}
 POD_IP = {"n1": "10.232.1.10", "n2": "10.232.2.10"}
+POD_CIDR6 = {"n1": "fd00:232:1::/64", "n2": "fd00:232:2::/64"}
+POD_IP6 = {"n1": "fd00:232:1::10", "n2": "fd00:232:2::10"}
+POD_GW6 = "fe80::1"
 
 
 def sh(*args: str, check: bool = True) -> str:
@@ -69,14 +75,19 @@ class Node:
 
 
 class Topo:
-    def __init__(self, tag: str | None = None) -> None:
+    def __init__(self, tag: str | None = None, dual: bool = False) -> None:
         self.tag = tag or f"rrt{os.getpid() % 1000000}"
+        self.dual = dual
         self.router = f"{self.tag}r"
         self.nodes = {n: Node(n, f"{self.tag}{n}", f"{self.tag}p{n[-1]}") for n in UNDERLAY}
         self.made: list[str] = []
 
     def snapshot(self, mode: str, protocol: str) -> Snapshot:
-        return cluster({n: (UNDERLAY[n][0], [POD_CIDR[n]]) for n in UNDERLAY}, mode, protocol)
+        return cluster({n: (UNDERLAY[n][0], self.pod_cidrs(n)) for n in UNDERLAY}, mode,
+                       protocol)
+
+    def pod_cidrs(self, node: str) -> list[str]:
+        return [POD_CIDR[node], POD_CIDR6[node]] if self.dual else [POD_CIDR[node]]
 
     def _ns(self, name: str) -> None:
         sh("ip", "netns", "add", name)
@@ -117,6 +128,17 @@ class Topo:
             nsx(p, "ip", "link", "set", "eth0", "up")
             nsx(p, "ip", "route", "add", "169.254.1.1/32", "dev", "eth0")
             nsx(p, "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+            if self.dual:
+                self._pod_ipv6(node)
+
+    def _pod_ipv6(self, node: Node) -> None:
+        """The pod's IPv6 address and default route via the node (no DAD wait)."""
+        n, p, ip6 = node.ns, node.pod_ns, POD_IP6[node.name]
+        nsx(n, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        nsx(n, "ip", "-6", "addr", "add", f"{POD_GW6}/64", "dev", "pod0", "nodad")
+        nsx(n, "ip", "-6", "route", "add", f"{ip6}/128", "dev", "pod0")
+        nsx(p, "ip", "-6", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
+        nsx(p, "ip", "-6", "route", "add", "default", "via", POD_GW6, "dev", "eth0")
 
     def set_pod_mtu(self, mtu: int) -> None:
         for node in self.nodes.values():
@@ -130,10 +152,13 @@ class Topo:
                 check=on)
 
     def ping(self, src: str, dst: str, count: int = 3, interval: float = 0.2,
-             timeout: int = 2) -> tuple[int, int]:
-        """(sent, received) from the pod on src to the pod on dst."""
+             timeout: int = 2, v6: bool = False, size: int | None = None) -> tuple[int, int]:
+        """(sent, received) from the pod on src to the pod on dst (IPv6 with v6; a
+        payload of `size` bytes, never fragmented, with size)."""
+        extra = ("-M", "do", "-s", str(size)) if size is not None else ()
         out = nsx(self.nodes[src].pod_ns, "ping", "-n", "-q", "-c", str(count), "-i",
-                  str(interval), "-W", str(timeout), POD_IP[dst], check=False)
+                  str(interval), "-W", str(timeout), *extra,
+                  POD_IP6[dst] if v6 else POD_IP[dst], check=False)
         for line in out.splitlines():
             if "packets transmitted" in line:
                 parts = line.split(",")
@@ -141,7 +166,8 @@ class Topo:
         return count, 0
 
     def router_counter(self) -> dict[str, int]:
-        """Packets the router forwarded: UDP 6081, UDP 8472, and anything else."""
+        """Packets the router forwarded: UDP 6081, UDP 8472, anything else (IPv4, IPv6),
+        and tunnel packets whose outer DSCP is EF."""
         doc = json.loads(nsx(self.router, "nft", "-j", "list", "table", "inet", "rrt"))
         out: dict[str, int] = {}
         for item in doc["nftables"]:
@@ -161,6 +187,8 @@ table inet rrt {
     udp dport 6081 counter comment "geneve"
     udp dport 8472 counter comment "vxlan"
     ip saddr 10.232.0.0/16 counter comment "native"
+    ip6 saddr fd00:232::/32 counter comment "native6"
+    ip dscp ef udp dport { 6081, 8472 } counter comment "tunnel_ef"
   }
 }
 """
