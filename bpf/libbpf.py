@@ -1,7 +1,9 @@
-"""Thin ctypes binding to libbpf's map syscalls: open pinned maps, batch ops, map info.
+"""Thin ctypes binding to libbpf's syscalls: open pinned maps and programs, batch ops,
+map info, cgroup attach and detach.
 
-Used by the pinned-map adapter (no compile needed to read or write the maps) and by
-the tests and benchmarks (map creation, BPF_PROG_TEST_RUN).
+Used by the pinned-map adapter (no compile needed to read or write the maps), by the
+agent's datapath once a child process has compiled it (bpf/compile.py), and by the tests
+and benchmarks (map creation, BPF_PROG_TEST_RUN).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def lib() -> ct.CDLL:
     so.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32,
                                   ct.c_uint32, ct.c_void_p]
     so.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.c_void_p]
+    so.bpf_prog_attach.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.c_uint]
+    so.bpf_prog_detach2.argtypes = [ct.c_int, ct.c_int, ct.c_int]
     return so
 
 
@@ -77,6 +81,16 @@ def obj_get(path: str) -> int:
 
 def obj_pin(fd: int, path: str) -> None:
     check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def prog_attach(prog_fd: int, target_fd: int, attach_type: int) -> None:
+    """Attach a program to a cgroup (target_fd), replacing one of ours there (no flags:
+    the cgroup holds one program per attach type, as bcc's attach_func did)."""
+    check(lib().bpf_prog_attach(prog_fd, target_fd, attach_type, 0), "attach")
+
+
+def prog_detach(prog_fd: int, target_fd: int, attach_type: int) -> None:
+    check(lib().bpf_prog_detach2(prog_fd, target_fd, attach_type), "detach")
 
 
 BPF_MAP_TYPE_HASH = 1

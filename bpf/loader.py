@@ -1,5 +1,9 @@
 """Compile the datapath with bcc, pin its maps, attach it with pyroute2.
 
+load(isolated=True), what the agent does, compiles in a child process (bpf/compile.py)
+that pins the programs and exits, then opens the pins: bcc and LLVM, about 150 MB of
+memory that stays once loaded, never enter the agent's process.
+
 Maps are pinned under <pin_root>/<instance>/ (bpffs is mounted if needed). bcc adopts
 a map whose pin already exists, so a restarted agent keeps its services, conntrack and
 affinity state, and the TC filters are replaced in place (same handle and priority):
@@ -13,21 +17,26 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
+import logging
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
+from bpf import libbpf, pins
 from bpf import maps as m
-from bpf import pins
 from bpf.mapstore import PinnedMap
 from bpf.sync import SyncMaps
+
+log = logging.getLogger(__name__)
 
 SRC_DIR = Path(__file__).resolve().parent / "src"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/rackroute")
@@ -267,6 +276,18 @@ def open_maps(cfg: DatapathConfig) -> SyncMaps:
                     PinnedMap.open(str(vips)) if vips.exists() else None)
 
 
+def config_json(cfg: DatapathConfig) -> str:
+    """cfg as JSON (for the compile child); config_from_json reads it back."""
+    return json.dumps({k: str(v) if isinstance(v, Path) else v
+                       for k, v in asdict(cfg).items()})
+
+
+def config_from_json(text: str) -> DatapathConfig:
+    raw = json.loads(text)
+    raw["pin_root"] = Path(raw["pin_root"])
+    return DatapathConfig(**raw)
+
+
 def remove_pins(cfg: DatapathConfig) -> None:
     """Forget an instance: unlink its pins (maps die with their last user)."""
     if cfg.pin_dir.is_dir():
@@ -281,16 +302,42 @@ class Datapath:
     def __init__(self, cfg: DatapathConfig) -> None:
         self.cfg = cfg
         self._mods: dict[str, Any] = {}
+        self._opened: list[int] = []  # program fds we opened from pins (isolated load)
         self.fds: dict[str, int] = {}
 
-    def load(self, parts: tuple[str, ...] = ("pod", "uplink")) -> Datapath:
+    def load(self, parts: tuple[str, ...] = ("pod", "uplink"),
+             isolated: bool = False) -> Datapath:
+        """Compile and load parts (maps created or adopted from their pins). isolated:
+        in a child process that pins the programs (bpf/compile.py); this process then
+        opens the pins and never loads bcc. LoadError carries the compiler's or the
+        verifier's log either way."""
         ensure_bpffs(BPFFS)
-        for part in parts:
-            if part not in self._mods:
-                mod, fds = compile_part(part, self.cfg)
-                self._mods[part] = mod
-                self.fds.update(fds)
+        todo = [p for p in parts if p not in self._mods and not
+                all(n in self.fds for n in PARTS[p][1])]
+        if isolated and todo:
+            self._load_isolated(tuple(todo))
+            return self
+        for part in todo:
+            mod, fds = compile_part(part, self.cfg)
+            self._mods[part] = mod
+            self.fds.update(fds)
         return self
+
+    def _load_isolated(self, parts: tuple[str, ...]) -> None:
+        from bpf.progpin import prog_path
+
+        r = subprocess.run([sys.executable, "-m", "bpf.compile", config_json(self.cfg),
+                            *parts], capture_output=True, text=True, timeout=300)
+        for line in r.stdout.splitlines():  # what the child logged (pins recreated)
+            log.info("%s", line)
+        if r.returncode != 0:
+            what, _, detail = r.stderr.partition("\n")
+            raise LoadError(what or f"datapath compile exited {r.returncode}", detail)
+        for part in parts:
+            for name in PARTS[part][1]:
+                fd = libbpf.obj_get(str(prog_path(self.cfg.pin_dir, name)))
+                self._opened.append(fd)
+                self.fds[name] = fd
 
     def _prog(self, name: str) -> tuple[int, str]:
         return self.fds[name], name
@@ -323,27 +370,22 @@ class Datapath:
 
     def attach_cgroup(self, cgroup: Path) -> None:
         """Socket-level LB for processes in cgroup (never the root cgroup)."""
-        from bcc import BPF
-
         if os.path.ismount(cgroup) or not (cgroup / "cgroup.procs").exists():
             raise ValueError(f"refusing to attach to {cgroup}: not a child cgroup v2 directory")
         fd = os.open(cgroup, os.O_RDONLY)
         try:
-            mod = self._mods["sock"]
             for name, atype in SOCK_HOOKS.items():
-                BPF.attach_func(mod.funcs[name.encode()], fd, atype)
+                libbpf.prog_attach(self.fds[name], fd, atype)
         finally:
             os.close(fd)
 
     def detach_cgroup(self, cgroup: Path) -> None:
-        from bcc import BPF
-
         fd = os.open(cgroup, os.O_RDONLY)
         try:
-            mod = self._mods["sock"]
             for name, atype in SOCK_HOOKS.items():
-                with suppress(Exception):  # already gone
-                    BPF.detach_func(mod.funcs[name.encode()], fd, atype)
+                if name in self.fds:
+                    with suppress(OSError):  # already gone
+                        libbpf.prog_detach(self.fds[name], fd, atype)
         finally:
             os.close(fd)
 
@@ -355,4 +397,7 @@ class Datapath:
         for mod in self._mods.values():
             mod.cleanup()
         self._mods.clear()
+        for fd in self._opened:
+            os.close(fd)
+        self._opened.clear()
         self.fds.clear()

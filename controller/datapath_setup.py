@@ -83,13 +83,14 @@ def _pod_veths(ipr: Any) -> list[str]:
 
 
 def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
-    """Load, attach and pin; returns the loaded datapath and its reconciler."""
+    """Load (compiled in a child process: bcc never enters the agent), attach and pin;
+    returns the loaded datapath and its reconciler."""
     from pyroute2 import IPRoute
 
     parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
     dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root, max_services=s.max_services,
                                  max_tables=s.max_tables, ct_size=s.ct_size,
-                                 ct6_size=s.ct6_size)).load(parts)
+                                 ct6_size=s.ct6_size)).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)
         dp.attach_cgroup(s.socket_lb_cgroup)  # refuses a cgroup mount root

@@ -1,18 +1,35 @@
 """The programs load on this kernel; a rejected program raises with the verifier log;
-the ctypes mirrors match the compiled struct layout (the ABI test)."""
+the ctypes mirrors match the compiled struct layout (the ABI test); a load isolated in
+a child process (the agent's) keeps bcc out and still reports a failure's log."""
 
 from __future__ import annotations
 
 import ctypes as ct
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from bpf import libbpf
 from bpf import maps as m
-from bpf.loader import CGROUP_SOCK_ADDR, SCHED_CLS, SRC_DIR, LoadError, load_text
+from bpf.loader import (
+    CGROUP_SOCK_ADDR,
+    SCHED_CLS,
+    SRC_DIR,
+    Datapath,
+    DatapathConfig,
+    LoadError,
+    load_text,
+)
 from bpf.mapstore import PinnedMap
 
 from .conftest import Bench
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_pinned_maps_have_the_layout_python_expects(bench: Bench) -> None:
@@ -90,3 +107,49 @@ int rr_abi_probe(struct __sk_buff *skb) {{
         mod.cleanup()
     mismatches = [(c, f, py, got[i]) for i, (c, f, py) in enumerate(probes) if got[i] != py]
     assert not mismatches, mismatches
+
+
+ISOLATED = """
+import json, shutil, sys
+from pathlib import Path
+from bpf.libbpf import prog_test_run
+from bpf.loader import Datapath, DatapathConfig
+from tests.bench.bench_r3 import packet
+root = Path(sys.argv[1])
+dp = Datapath(DatapathConfig("iso", pin_root=root)).load(("pod", "uplink"), isolated=True)
+try:
+    ret, _, _ = prog_test_run(dp.fds["rr_pod_ingress"], packet("10.1.0.1", "10.2.0.1", 1, 2))
+    maps = open("/proc/self/maps").read()
+    print(json.dumps({"fds": sorted(dp.fds), "ret": ret, "bcc": "bcc" in sys.modules,
+                      "libbcc": "libbcc" in maps, "llvm": "LLVM" in maps,
+                      "pins": sorted(p.name for p in (root / "iso").iterdir())}))
+finally:
+    dp.close()
+    shutil.rmtree(root, ignore_errors=True)
+"""
+
+
+def test_an_isolated_load_keeps_bcc_and_llvm_out_of_the_process() -> None:
+    """What the agent does: the programs are compiled and pinned by a child process,
+    and this one only opens the pins (bcc and LLVM cost ~150 MB that stays)."""
+    r = subprocess.run([sys.executable, "-c", ISOLATED, f"/sys/fs/bpf/rrq-iso-{os.getpid()}"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["fds"] == ["rr_pod_egress", "rr_pod_ingress", "rr_uplink_egress",
+                          "rr_uplink_ingress"]
+    assert out["ret"] == 0  # a real program ran (TC_ACT_OK for a packet to no service)
+    assert not out["bcc"] and not out["libbcc"] and not out["llvm"]
+    assert {"rr_svc", "rr_ct", "prog_rr_pod_ingress", "prog_rr_uplink_egress"} <= set(
+        out["pins"])
+
+
+def test_an_isolated_load_that_fails_raises_with_the_log() -> None:
+    root = Path(f"/sys/fs/bpf/rrq-isofail-{os.getpid()}")
+    try:
+        with pytest.raises(LoadError) as exc:  # a map of no entries: the kernel refuses
+            Datapath(DatapathConfig("bad", pin_root=root, max_services=0)).load(
+                ("pod",), isolated=True)
+        assert "compile failed" in str(exc.value) and exc.value.log
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
