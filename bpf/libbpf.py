@@ -9,6 +9,7 @@ and benchmarks (map creation, BPF_PROG_TEST_RUN).
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -81,6 +82,29 @@ def obj_get(path: str) -> int:
 
 def obj_pin(fd: int, path: str) -> None:
     check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    """One element (for maps without batch operations, as LPM tries)."""
+    check(lib().bpf_map_update_elem(fd, key, value, 0), "map update")
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    """Delete one element; False when it was not there."""
+    ret = lib().bpf_map_delete_elem(fd, key)
+    if ret < 0 and (-ret == errno.ENOENT or ct.get_errno() == errno.ENOENT):
+        return False
+    check(ret, "map delete")
+    return True
+
+
+def percpu_lookup(fd: int, key: bytes, value_size: int) -> list[bytes]:
+    """A per-CPU map's value on every possible CPU."""
+    ncpu = lib().libbpf_num_possible_cpus()
+    slot = (value_size + 7) // 8 * 8
+    buf = ct.create_string_buffer(slot * max(ncpu, 1))
+    check(lib().bpf_map_lookup_elem(fd, key, buf), "map lookup")
+    return [buf.raw[i * slot:i * slot + value_size] for i in range(ncpu)]
 
 
 def prog_attach(prog_fd: int, target_fd: int, attach_type: int) -> None:

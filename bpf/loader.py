@@ -220,6 +220,34 @@ def load_text(text: str, funcs: dict[str, tuple[int, int]],
     return b, fds
 
 
+def load_text_isolated(text: str, funcs: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """load_text in a child process (python -m bpf.compile --fds): bcc and LLVM never enter
+    this one. Returns name -> fd for every program of funcs and every map text declares;
+    the fds are this process's (close them when done; maps and programs live on while
+    anything holds them). LoadError with the child's log when the load fails."""
+    import socket
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with parent:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bpf.compile", "--fds", str(child.fileno()),
+                 json.dumps(funcs)], input=text, capture_output=True, text=True,
+                pass_fds=(child.fileno(),), timeout=300)
+        finally:
+            child.close()
+        if proc.returncode != 0:
+            what, _, detail = proc.stderr.partition("\n")
+            raise LoadError(what or f"compile exited {proc.returncode}", detail)
+        msg, fds, _, _ = socket.recv_fds(parent, 65536, 256)
+    names = json.loads(msg)
+    if len(names) != len(fds):
+        for fd in fds:
+            os.close(fd)
+        raise LoadError("compile child sent a malformed reply", msg.decode(errors="replace"))
+    return dict(zip(names, fds, strict=True))
+
+
 def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
     """Compile one entry file and load its programs: (bcc module, name -> prog fd)."""
     entry, names = PARTS[part]

@@ -5,24 +5,28 @@ Pods' traffic to remote pod CIDRs is routed into an ARP-less device (`rr.tun`, a
 (rr_tun_routes for IPv4 destinations, rr_tun_routes6 for IPv6; the underlay is IPv4
 for both) and sends it out of the underlay. `rr_tun_decap` on the underlay's ingress
 unwraps what arrives on the protocol's UDP port, inner IPv4 or IPv6. The program is
-compiled per node (its address, underlay ifindex and VTEP MAC are constants); the maps
-are filled before the programs are attached, so a restarted agent never attaches an
-empty map. The underlay filter uses a handle and priority of its own (TUN_HANDLE,
-TUN_PRIO) and returns TC_ACT_UNSPEC for traffic that is not its own, so other filters
-on the underlay keep working. A tunnel MTU below IPv6's 1280 is reported while peers
-have IPv6 pod CIDRs.
+compiled per node (its address, underlay ifindex and VTEP MAC are constants), in a child
+process that hands back the program and map fds (bpf.loader.load_text_isolated: bcc and
+LLVM never enter the agent); the maps are filled before the programs are attached, so
+a restarted agent never attaches an empty map. The underlay filter uses a handle and
+priority of its own (TUN_HANDLE, TUN_PRIO) and returns TC_ACT_UNSPEC for traffic that
+is not its own, so other filters on the underlay keep working. A tunnel MTU below
+IPv6's 1280 is reported while peers have IPv6 pod CIDRs.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
+import os
+import struct
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
-from bpf.loader import EGRESS, INGRESS, SCHED_CLS, SRC_DIR, load_text
+from bpf import libbpf
+from bpf.loader import EGRESS, INGRESS, SCHED_CLS, SRC_DIR, load_text_isolated
+from bpf.mapstore import PinnedMap
 from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
 from controller.kernel.links import LinkPort
 from controller.kernel.tunnels import (
@@ -67,34 +71,23 @@ def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
     return want
 
 
-def _key_bytes(addr: Any) -> bytes:
-    """A map key's address as packed bytes (u32 in host order, or a byte array)."""
-    if isinstance(addr, int):
-        return addr.to_bytes(4, "little")
-    return bytes(addr)
+def _key(prefixlen: int, net: bytes) -> bytes:
+    """struct rr_tun_key / rr_tun_key6: u32 prefix length, the address as on the wire."""
+    return struct.pack("=I", prefixlen) + net
 
 
-def _key(table: Any, prefixlen: int, net: bytes) -> Any:
-    if len(net) == 4:
-        return table.Key(prefixlen, int.from_bytes(net, "little"))
-    return table.Key(prefixlen, (ctypes.c_ubyte * len(net))(*net))
-
-
-def sync_table(table: Any, want: Entries) -> None:
-    """Make one LPM map hold exactly want; unchanged entries are not rewritten."""
+def sync_table(fd: int, want: Entries) -> None:
+    """Make one LPM map (an fd) hold exactly want; unchanged entries are not rewritten.
+    (LPM tries have no batch operations: one syscall per entry changed.)"""
     have: Entries = {
-        (int(k.prefixlen), _key_bytes(k.addr)): (int(v.remote).to_bytes(4, "little"),
-                                                bytes(v.mac))
-        for k, v in table.items()
+        (struct.unpack_from("=I", k)[0], k[4:]): (v[:4], v[4:10])
+        for k, v in PinnedMap(fd).items()  # (not closed: the fd is the caller's)
     }
     for key in set(have) - set(want):
-        with suppress(KeyError):
-            del table[_key(table, *key)]
+        libbpf.map_delete(fd, _key(*key))
     for key, (remote, mac) in want.items():
-        if have.get(key) == (remote, mac):
-            continue
-        table[_key(table, *key)] = table.Leaf(int.from_bytes(remote, "little"),
-                                              (ctypes.c_ubyte * 6)(*mac), 0)
+        if have.get(key) != (remote, mac):
+            libbpf.map_update(fd, _key(*key), remote + mac + bytes(2))  # struct rr_tun_val
 
 
 def _ipr(netns: str | None) -> Any:
@@ -134,22 +127,20 @@ class EbpfTunnel:
             raise ValueError(f"tunnel protocol must be geneve or vxlan, got {protocol!r}")
         self.links, self.protocol, self.netns, self.dev, self.vni = links, protocol, netns, dev, vni
         self.layout = TunnelLayout(dev, via_inner=False, ipv6=True)
-        self._mod: Any = None
+        self._fds: dict[str, int] = {}  # programs and maps of the loaded program
         self._for: tuple[ipaddress.IPv4Address, int] | None = None
         self._underlay: int | None = None
         self._mtu: int | None = None
 
     def _compile(self, local: ipaddress.IPv4Address, ifindex: int) -> None:
-        if self._mod is not None:
-            self._mod.cleanup()
-            self._mod = None
+        self.close()
         funcs = {"rr_tun_encap": (SCHED_CLS, -1), "rr_tun_decap": (SCHED_CLS, -1)}
-        mod, fds = load_text(program_text(self.protocol, local, ifindex, self.vni), funcs)
-        self._mod, self._fds = mod, fds
+        self._fds = load_text_isolated(program_text(self.protocol, local, ifindex, self.vni),
+                                       funcs)
 
     def _sync_map(self, peers: Sequence[TunnelPeer]) -> None:
-        sync_table(self._mod[b"rr_tun_routes"], route_entries(peers, 4))
-        sync_table(self._mod[b"rr_tun_routes6"], route_entries(peers, 6))
+        sync_table(self._fds["rr_tun_routes"], route_entries(peers, 4))
+        sync_table(self._fds["rr_tun_routes6"], route_entries(peers, 6))
 
     def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
         under = self.links.underlay(local)
@@ -181,10 +172,12 @@ class EbpfTunnel:
 
     def stats(self) -> dict[str, int]:
         """Counters summed over CPUs (empty before the first sync)."""
-        if self._mod is None:
+        fd = self._fds.get("rr_tun_stats")
+        if fd is None:
             return {}
-        table = self._mod[b"rr_tun_stats"]
-        return {name: int(sum(table[table.Key(i)])) for i, name in enumerate(STATS)}
+        return {name: sum(int.from_bytes(v, "little")
+                          for v in libbpf.percpu_lookup(fd, struct.pack("=i", i), 8))
+                for i, name in enumerate(STATS)}
 
     def teardown(self, local: ipaddress.IPv4Address | None) -> None:
         under = self.links.underlay(local) if local is not None else None
@@ -194,7 +187,7 @@ class EbpfTunnel:
         self._for = self._underlay = self._mtu = None
 
     def close(self) -> None:
-        """Drop the compiled module; attached programs keep running."""
-        if self._mod is not None:
-            self._mod.cleanup()
-            self._mod = None
+        """Drop our fds; attached programs (and the maps they use) keep running."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}

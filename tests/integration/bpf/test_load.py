@@ -24,6 +24,7 @@ from bpf.loader import (
     DatapathConfig,
     LoadError,
     load_text,
+    load_text_isolated,
 )
 from bpf.mapstore import PinnedMap
 
@@ -153,3 +154,31 @@ def test_an_isolated_load_that_fails_raises_with_the_log() -> None:
         assert "compile failed" in str(exc.value) and exc.value.log
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_text_loaded_in_a_child_hands_back_programs_and_maps_that_work_together() -> None:
+    """What the tunnel driver does: the child compiles, the fds come back over a socket."""
+    from bpf.libbpf import prog_test_run
+    from tests.bench.bench_r3 import packet
+
+    fds = load_text_isolated(
+        "BPF_ARRAY(rr_hits, u64, 2);\n"
+        "int rr_count(struct __sk_buff *skb) {\n"
+        "    int k = 1; u64 *v = rr_hits.lookup(&k); if (v) *v += 1; return 0; }",
+        {"rr_count": (SCHED_CLS, -1)})
+    try:
+        assert set(fds) == {"rr_count", "rr_hits"}
+        for _ in range(3):
+            assert prog_test_run(fds["rr_count"], packet("10.1.0.1", "10.2.0.1", 1, 2))[0] == 0
+        assert PinnedMap(fds["rr_hits"]).lookup((1).to_bytes(4, "little")) == \
+            (3).to_bytes(8, "little")
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def test_text_loaded_in_a_child_reports_the_compilers_output() -> None:
+    with pytest.raises(LoadError) as exc:
+        load_text_isolated("int rr_x(struct __sk_buff *skb) { return undefined_name; }",
+                           {"rr_x": (SCHED_CLS, -1)})
+    assert "undefined_name" in exc.value.log
