@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bpf.tunnel import EbpfTunnel
-
 from .tcp import iperf
-from .topo import POD_IP, Topo, nsx
+from .topo import POD_IP, Topo, ebpf, nsx
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,14 +19,6 @@ def up(topo: Topo, mode: str, protocol: str, datapath: str = "auto",
         node = topo.nodes[name]
         node.start(mode, protocol, datapath)
         assert node.reconcile(snap).errors == {}
-
-
-def ebpf(topo: Topo, node: str, protocol: str) -> EbpfTunnel:
-    r = topo.nodes[node].reconciler
-    assert r is not None
-    d = r._drivers[protocol]
-    assert isinstance(d, EbpfTunnel)
-    return d
 
 
 def test_native_cannot_reach_through_this_router(topo: Topo) -> None:

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bpf.tunnel import EbpfTunnel
 from tests.unit.routing.cluster import learn
 
 from .tcp import echo, iperf
-from .topo import POD_CIDR, POD_IP6, UNDERLAY, Topo, nsx
+from .topo import POD_CIDR, POD_IP6, UNDERLAY, Topo, ebpf, nsx
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,14 +41,6 @@ def up(topo: Topo, mode: str, protocol: str, datapath: str) -> dict[str, dict[st
         node.start(mode, protocol, datapath)
         errors[name] = node.reconcile(snap).errors
     return errors
-
-
-def ebpf(topo: Topo, node: str, protocol: str) -> EbpfTunnel:
-    r = topo.nodes[node].reconciler
-    assert r is not None
-    d = r._drivers[protocol]
-    assert isinstance(d, EbpfTunnel)
-    return d
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

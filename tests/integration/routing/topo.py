@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from bgp.fake import FakeSpeaker
+from bpf.tunnel import EbpfTunnel
 from controller.kernel.links import NetlinkLinks
 from controller.kernel.routes import NetlinkRoutes
 from controller.reconcile.loop import PassContext
@@ -202,3 +203,12 @@ table inet rrt {
         for name in reversed(self.made):
             sh("ip", "netns", "del", name, check=False)
         self.made.clear()
+
+
+def ebpf(topo: Topo, node: str, protocol: str) -> EbpfTunnel:
+    """The eBPF tunnel driver of a started node's routing reconciler."""
+    r = topo.nodes[node].reconciler
+    assert r is not None
+    d = r._drivers[protocol]
+    assert isinstance(d, EbpfTunnel)
+    return d
