@@ -39,6 +39,7 @@ from bpf.sync import SyncMaps
 log = logging.getLogger(__name__)
 
 SRC_DIR = Path(__file__).resolve().parent / "src"
+COMPILE_TIMEOUT = 300  # seconds a compile child may take (bcc takes 1-3 s here)
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/rackroute")
 BPFFS = Path("/sys/fs/bpf")
 TC_PRIO = 1
@@ -233,7 +234,10 @@ def load_text_isolated(text: str, funcs: dict[str, tuple[int, int]]) -> dict[str
             proc = subprocess.run(
                 [sys.executable, "-m", "bpf.compile", "--fds", str(child.fileno()),
                  json.dumps(funcs)], input=text, capture_output=True, text=True,
-                pass_fds=(child.fileno(),), timeout=300)
+                pass_fds=(child.fileno(),), timeout=COMPILE_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            raise LoadError(f"compiling {', '.join(funcs)} took over {COMPILE_TIMEOUT} s",
+                            str(e.stderr or "")) from None
         finally:
             child.close()
         if proc.returncode != 0:
@@ -354,8 +358,13 @@ class Datapath:
     def _load_isolated(self, parts: tuple[str, ...]) -> None:
         from bpf.progpin import prog_path
 
-        r = subprocess.run([sys.executable, "-m", "bpf.compile", config_json(self.cfg),
-                            *parts], capture_output=True, text=True, timeout=300)
+        try:
+            r = subprocess.run([sys.executable, "-m", "bpf.compile", config_json(self.cfg),
+                                *parts], capture_output=True, text=True,
+                               timeout=COMPILE_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            raise LoadError(f"compiling {', '.join(parts)} took over {COMPILE_TIMEOUT} s",
+                            str(e.stderr or "")) from None
         for line in r.stdout.splitlines():  # what the child logged (pins recreated)
             log.info("%s", line)
         if r.returncode != 0:

@@ -182,3 +182,14 @@ def test_text_loaded_in_a_child_reports_the_compilers_output() -> None:
         load_text_isolated("int rr_x(struct __sk_buff *skb) { return undefined_name; }",
                            {"rr_x": (SCHED_CLS, -1)})
     assert "undefined_name" in exc.value.log
+
+
+def test_a_compile_child_that_takes_too_long_is_a_load_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpf import loader
+
+    monkeypatch.setattr(loader, "COMPILE_TIMEOUT", 0.01)
+    with pytest.raises(LoadError) as exc:
+        load_text_isolated("int rr_x(struct __sk_buff *skb) { return 0; }",
+                           {"rr_x": (SCHED_CLS, -1)})
+    assert "took over 0.01 s" in str(exc.value)
