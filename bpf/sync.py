@@ -259,7 +259,9 @@ class Syncer:
             if why:
                 errors[k] = why
                 continue
-            p = s.programmed()
+            # its programmed form; the entry itself when that changes nothing but the name
+            # (which equality ignores): no copy per service
+            p = s if s.eligible() is s.backends else s.programmed()
             if cur is not None and cur.service == p:
                 st.inputs[k] = s
                 continue

@@ -136,7 +136,8 @@ class Service:
         # distinct and sorted; sort_key identifies a backend (equal keys: equal backends)
         keys = [b.sort_key() for b in ready]
         if all(a < b for a, b in zip(keys, keys[1:], strict=False)):  # planner order
-            got = tuple(ready)
+            # all of them, in order: the very tuple (so a caller can tell nothing changed)
+            got = self.backends if len(ready) == len(self.backends) else tuple(ready)
         else:
             uniq: dict[tuple[int, int, int, bool, str], Backend] = {}
             for k, b in zip(keys, ready, strict=True):
