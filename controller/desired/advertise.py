@@ -91,6 +91,14 @@ class PlanContext:
             got = self._prefixes[(ip, length)] = ipaddress.ip_network((ip, length), strict=False)
         return got
 
+    def host(self, ip: IPAddress) -> IPNetwork:
+        """ip as a host prefix (/32, /128), memoized like prefix()."""
+        got = self._prefixes.get((ip, ip.max_prefixlen))
+        if got is None:
+            got = self._prefixes[(ip, ip.max_prefixlen)] = ipaddress.ip_network(
+                (ip, ip.max_prefixlen))
+        return got
+
     def text(self, *parts: object) -> str:
         """Interned " "-joined text: reasons repeat across nodes and peers."""
         got = self._texts.get(parts)
@@ -264,7 +272,7 @@ def plan_node(ctx: PlanContext, bgp: NodeBGP, pod_cidrs: tuple[IPNetwork, ...]) 
         if not svc.is_managed_lb or svc.key in mentioned:
             continue
         for ip in svc.status_ingress:
-            host = ipaddress.ip_network(ip)
+            host = ctx.host(ip)
             if host in advertised or any(ip in p for p in aggregates if p.version == ip.version):
                 continue
             skipped.append(
