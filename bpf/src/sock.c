@@ -66,9 +66,11 @@ static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, struct rr_ad
     if (!svc)
         return RR_SOCK_PASS;
     cookie = bpf_get_socket_cookie(ctx);
-    netns = bpf_get_netns_cookie(ctx);
-    t.saddr.w[0] = (__u32)netns;
-    t.saddr.w[1] = (__u32)(netns >> 32);
+    if (svc->affinity_timeout) { /* the client identity only affinity needs */
+        netns = bpf_get_netns_cookie(ctx);
+        t.saddr.w[0] = (__u32)netns;
+        t.saddr.w[1] = (__u32)(netns >> 32);
+    }
     hash = rr_mix(rr_mix(0x2545f491, (__u32)cookie), (__u32)(cookie >> 32));
     if (rr_select(&t, svc, hash, &be, &id) < 0 || be.family != family)
         return RR_SOCK_REFUSE;

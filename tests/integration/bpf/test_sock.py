@@ -16,7 +16,7 @@ import pytest
 
 from bpf.loader import Datapath
 
-from .conftest import CIP, TAG, Bench
+from .conftest import CIP, CIP_AFF, TAG, Bench
 from .v6lab import VIP as VIP6
 from .v6lab import Bench6
 
@@ -167,3 +167,33 @@ def test_many_connects_in_a_row_all_translate(bench: Bench, cgroup: Path) -> Non
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert int(r.stdout) == 200
+
+
+SPREAD = """
+import socket
+names = set()
+for i in range(%(n)d):
+    s = socket.socket()
+    s.settimeout(2)
+    s.connect((%(vip)r, 80))
+    names.add(s.makefile().readline().split()[0])
+    s.close()
+print(" ".join(sorted(names)))
+"""
+
+
+def _backends_seen(cg: Path, ns: str, vip: str, n: int) -> set[str]:
+    r = subprocess.run(["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec ip netns exec {ns} '
+                        '"$0" -c "$1"', sys.executable, SPREAD % {"n": n, "vip": vip}],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return set(r.stdout.split())
+
+
+def test_socket_lb_keeps_session_affinity_and_spreads_without_it(bench: Bench,
+                                                                 cgroup: Path) -> None:
+    """connect() picks by socket: a service with sessionAffinity ClientIP (the client is
+    the pod's network namespace here) sends every connection to one backend; one without
+    spreads them."""
+    assert len(_backends_seen(cgroup, bench.node1, CIP_AFF, 15)) == 1
+    assert len(_backends_seen(cgroup, bench.node1, CIP, 15)) > 1
