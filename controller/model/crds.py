@@ -10,7 +10,7 @@ from controller.model.meta import LabelSelector, Meta
 # ---------------------------------------------------------------- BGP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPPeer:
     """A peer of a BGP instance in BGPClusterConfig."""
 
@@ -20,7 +20,7 @@ class BGPPeer:
     peer_config_ref: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPInstance:
     """One BGP instance of BGPClusterConfig."""
 
@@ -30,7 +30,7 @@ class BGPInstance:
     peers: tuple[BGPPeer, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPClusterConfig:
     """Which nodes run which BGP instances with which peers."""
 
@@ -39,20 +39,20 @@ class BGPClusterConfig:
     instances: tuple[BGPInstance, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timers:
     connect_retry: int = 120
     hold: int = 90
     keepalive: int = 30
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GracefulRestart:
     enabled: bool = False
     restart_time: int = 120
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Bfd:
     enabled: bool = False
     min_rx_ms: int = 300
@@ -60,7 +60,7 @@ class Bfd:
     multiplier: int = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FamilyConfig:
     """A family a peer negotiates, and the BGPAdvertisements it carries."""
 
@@ -71,7 +71,7 @@ class FamilyConfig:
 DEFAULT_FAMILIES = (FamilyConfig(IPV4_UNICAST), FamilyConfig(IPV6_UNICAST))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPPeerConfig:
     """Session settings shared by peers that reference it."""
 
@@ -91,7 +91,7 @@ ADDR_EXTERNAL = "ExternalIP"
 SERVICE_ADDRESS_TYPES = (ADDR_LB, ADDR_CLUSTER, ADDR_EXTERNAL)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attributes:
     """Path attributes attached by an advertisement."""
 
@@ -100,7 +100,7 @@ class Attributes:
     local_pref: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Advertisement:
     """One entry of BGPAdvertisement.spec.advertisements."""
 
@@ -112,7 +112,7 @@ class Advertisement:
     attributes: Attributes = Attributes()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPAdvertisement:
     """A labelled set of advertisements selected by peer-config families."""
 
@@ -120,14 +120,14 @@ class BGPAdvertisement:
     advertisements: tuple[Advertisement, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerOverride:
     name: str
     local_address: IPAddress | None = None
     local_port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstanceOverride:
     name: str
     router_id: IPAddress | None = None
@@ -136,7 +136,7 @@ class InstanceOverride:
     peers: tuple[PeerOverride, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BGPNodeConfigOverride:
     """Per-node settings; the object's name is the node's name."""
 
@@ -147,7 +147,7 @@ class BGPNodeConfigOverride:
 # ---------------------------------------------------------------- IPAM
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolBlock:
     """A CIDR block, or an inclusive start..stop range."""
 
@@ -159,7 +159,7 @@ class PoolBlock:
         return str(self.cidr) if self.cidr is not None else f"{self.start}-{self.stop}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadBalancerIPPool:
     """Addresses LB-IPAM may hand to the services the pool selects."""
 
@@ -170,7 +170,7 @@ class LoadBalancerIPPool:
     disabled: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeNetwork:
     """Per-node pod CIDRs (cluster-pool IPAM); name = node name."""
 
@@ -178,7 +178,7 @@ class NodeNetwork:
     pod_cidrs: tuple[IPNetwork, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClusterNetworkConfig:
     """Cluster-wide networking settings (kind RackrouteConfig, name `default`)."""
 

@@ -14,7 +14,7 @@ SERVICE_NAME_LABEL = "io.kubernetes.service.name"
 SERVICE_NAMESPACE_LABEL = "io.kubernetes.service.namespace"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """A cluster node."""
 
@@ -27,7 +27,7 @@ class Node:
         return self.meta.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     """One entry of spec.ports."""
 
@@ -38,7 +38,7 @@ class ServicePort:
     node_port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """A Service, with the status fields LB-IPAM owns."""
 
@@ -82,7 +82,7 @@ class Service:
         return labels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One endpoint of an EndpointSlice."""
 
@@ -94,7 +94,7 @@ class Endpoint:
     target: str = ""  # targetRef name, for display
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointPort:
     """One entry of EndpointSlice.ports."""
 
@@ -103,7 +103,7 @@ class EndpointPort:
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSlice:
     """An EndpointSlice, bound to its service by the kubernetes.io/service-name label."""
 
@@ -118,7 +118,7 @@ class EndpointSlice:
         return f"{self.meta.namespace}/{self.service_name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A Secret, reduced to the keys BGP auth reads; values never appear in repr."""
 

@@ -14,7 +14,7 @@ def frozen_map(d: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(d or {}))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     """The parts of ObjectMeta the controller uses."""
 
@@ -38,7 +38,7 @@ class Meta:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Requirement:
     """One matchExpressions entry."""
 
@@ -57,7 +57,7 @@ class Requirement:
         return not has  # DoesNotExist
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelSelector:
     """A Kubernetes LabelSelector; an empty one matches everything."""
 
@@ -75,7 +75,7 @@ def selects(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
     return selector is None or selector.matches(labels)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     """A standard status condition."""
 
