@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -173,12 +174,20 @@ def _yaml_error(e: Exception) -> str:
 
 
 class FileSource:
-    """Polls a manifest directory and publishes a snapshot to the store on change."""
+    """Watches a manifest directory and publishes a snapshot to the store on change.
 
-    def __init__(self, root: Path, store: Store, interval: float = 0.2) -> None:
+    With inotify the directory is read again only when something in it changed, plus a
+    full check every `rescan` seconds (a safety net for what inotify cannot report, such
+    as a manifest directory created after the start); without it, every `interval`.
+    (Checking 10k manifests costs ~0.1 s: done every 0.2 s, that kept an idle agent at
+    60 % of a core.)"""
+
+    def __init__(self, root: Path, store: Store, interval: float = 0.2,
+                 rescan: float = 10.0) -> None:
         self.dir = ManifestDir(root)
         self.store = store
         self.interval = interval
+        self.rescan = rescan
         self._last: tuple[tuple[str, int, int], ...] | None = None
 
     def poll(self) -> bool:
@@ -199,7 +208,8 @@ class FileSource:
         return dirs
 
     def run(self, stop: threading.Event) -> None:
-        """Re-read on every change: at once with inotify, else every `interval`."""
+        """Re-read on every change: at once with inotify (and every `rescan` seconds),
+        else every `interval`."""
         watcher = None
         try:
             from controller.sources.inotify import Watcher
@@ -208,16 +218,20 @@ class FileSource:
         except OSError as e:
             log.info("event=inotify_unavailable error=%r fallback=poll", e)
         try:
+            changed, checked = True, time.monotonic()
             while not stop.is_set():
-                if watcher is not None:
-                    watcher.watch(self._dirs())
-                try:
-                    self.poll()
-                except Exception:  # keep watching whatever happens to one read
-                    log.exception("event=source_error dir=%s", self.dir.root)
+                if watcher is None or changed or time.monotonic() - checked >= self.rescan:
+                    if watcher is not None:
+                        watcher.watch(self._dirs())
+                    try:
+                        self.poll()
+                    except Exception:  # keep watching whatever happens to one read
+                        log.exception("event=source_error dir=%s", self.dir.root)
+                    checked = time.monotonic()
                 if watcher is not None:
                     # a burst of writes is one change: settle briefly, then re-read
-                    if watcher.wait(self.interval) and not stop.is_set():
+                    changed = watcher.wait(self.interval)
+                    if changed and not stop.is_set():
                         watcher.wait(0.005)
                 else:
                     stop.wait(self.interval)
