@@ -52,6 +52,27 @@ static __always_inline __u32 rr_ct_lifetime(__u8 proto, __u16 flags)
         live_;                                                           \
     })
 
+/* The fields both families' conntrack values share with struct rr_ct_info (the two
+ * value structs differ only in their address width): a value's into ci, and ci's (plus
+ * ids and times) into a new value. */
+#define RR_CT_INFO_PORTS(ci, v)          \
+    do {                                 \
+        (ci)->port = (v)->port;          \
+        (ci)->nat_port = (v)->nat_port;  \
+        (ci)->flags = (v)->flags;        \
+    } while (0)
+
+#define RR_CT_VALUE_REST(v, ci, sid, bid, now) \
+    do {                                       \
+        (v)->port = (ci)->port;                \
+        (v)->nat_port = (ci)->nat_port;        \
+        (v)->svc_id = (sid);                   \
+        (v)->backend_id = (bid);               \
+        (v)->flags = (ci)->flags;              \
+        (v)->created = (now);                  \
+        (v)->seen = (now);                     \
+    } while (0)
+
 /* Look up p's flow in direction dir (the tuple as parsed). 1 and *ci filled if known. */
 static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_info *ci)
 {
@@ -65,9 +86,7 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
             return 0;
         ci->addr.w[0] = v->addr;
         ci->nat_addr.w[0] = v->nat_addr;
-        ci->port = v->port;
-        ci->nat_port = v->nat_port;
-        ci->flags = v->flags;
+        RR_CT_INFO_PORTS(ci, v);
         return 1;
     } else {
         struct rr_ct6_value *v;
@@ -79,9 +98,7 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
             return 0;
         ci->addr = v->addr;
         ci->nat_addr = v->nat_addr;
-        ci->port = v->port;
-        ci->nat_port = v->nat_port;
-        ci->flags = v->flags;
+        RR_CT_INFO_PORTS(ci, v);
         return 1;
     }
 }
@@ -99,13 +116,7 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
         rr_ct4_key_of(&k4, k, k->dir);
         v.addr = ci->addr.w[0];
         v.nat_addr = ci->nat_addr.w[0];
-        v.port = ci->port;
-        v.nat_port = ci->nat_port;
-        v.svc_id = svc_id;
-        v.backend_id = be_id;
-        v.flags = ci->flags;
-        v.created = now;
-        v.seen = now;
+        RR_CT_VALUE_REST(&v, ci, svc_id, be_id, now);
         ret = rr_ct.update(&k4, &v);
         /* keeps clang from merging the two families' calls into one call site (one map
          * per site lets the verifier call the map directly instead of the generic helper) */
@@ -116,13 +127,7 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
 
         v.addr = ci->addr;
         v.nat_addr = ci->nat_addr;
-        v.port = ci->port;
-        v.nat_port = ci->nat_port;
-        v.svc_id = svc_id;
-        v.backend_id = be_id;
-        v.flags = ci->flags;
-        v.created = now;
-        v.seen = now;
+        RR_CT_VALUE_REST(&v, ci, svc_id, be_id, now);
         return rr_ct6.update((struct rr_ct_key *)k, &v);
     }
 }
