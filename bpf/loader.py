@@ -59,7 +59,7 @@ SOCK_HOOKS = {  # program -> attach type (uapi enum bpf_attach_type)
     "rr_sock_getpeername6": 30,  # BPF_CGROUP_INET6_GETPEERNAME
 }
 PARTS = {
-    "pod": ("pod.c", ("rr_pod_ingress", "rr_pod_egress")),
+    "pod": ("pod.c", ("rr_pod_ingress", "rr_pod_egress", "rr_replies_mark")),
     "uplink": ("uplink.c", ("rr_uplink_ingress", "rr_uplink_egress")),
     "sock": ("sock.c", tuple(SOCK_HOOKS)),
 }
@@ -425,6 +425,27 @@ class Datapath:
                         libbpf.prog_detach(self.fds[name], fd, atype)
         finally:
             os.close(fd)
+
+    def arm_replies(self) -> int | None:
+        """Arm the reverse path's source filter (bpf/replies.py) once the programs of this
+        version are attached everywhere: the number of words marked from the conntrack's
+        reply entries, or None when it was armed already. Needs the pod part loaded."""
+        from bpf import replies
+
+        fd = self.fds["rr_replies_mark"]
+
+        def mark(word: int, bits: int) -> None:
+            ret, _, _ = libbpf.prog_test_run(fd, replies.mark_request(word, bits))
+            if ret != 0:
+                raise RuntimeError(f"rr_replies_mark refused word {word}")
+
+        d = self.cfg.pin_dir
+        opened = [PinnedMap.open(str(d / n)) for n in ("rr_replies", "rr_ct", "rr_ct6")]
+        try:
+            return replies.arm(opened[0], opened[1], opened[2], mark)
+        finally:
+            for pm in opened:
+                pm.close()
 
     def maps(self) -> SyncMaps:
         return open_maps(self.cfg)

@@ -10,6 +10,7 @@ import ctypes as ct
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from functools import cache
 from ipaddress import IPv4Address, IPv6Address
 
@@ -35,7 +36,7 @@ DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
     "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
-    "rr_config", "rr_vips",
+    "rr_config", "rr_vips", "rr_replies",
 )
 
 # rr_vips: one bit per IPv4 /24, and per hash bucket of IPv6 /64s, that holds a service
@@ -55,6 +56,26 @@ def vip6_hash(w0: int, w1: int) -> int:
     h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
     h ^= h >> 12
     return h & ((1 << VIP6_BITS) - 1)
+
+
+# rr_replies: one bit per hash bucket of the sources of conntrack reply entries (maps.h)
+REPLY_BITS = 20
+REPLY_WORDS = 1 << (REPLY_BITS - 6)
+REPLIES_ARMED = REPLY_WORDS  # the entry that says the bits are complete
+
+
+def reply_hash(words: Sequence[int], family: int, port: int, proto: int) -> int:
+    """rr_reply_hash of the datapath: the bucket of a reply source given as its address
+    words and port as the program loads them (native byte order), and its protocol."""
+    h = (words[0] * 0x9E3779B1) & 0xFFFFFFFF
+    if family != AF_INET:
+        h ^= ((words[1] * 0x85EBCA77) ^ (words[2] * 0xC2B2AE3D) ^ (words[3] * 0x27D4EB2F)) \
+            & 0xFFFFFFFF
+    h ^= (((port << 8) | proto) * 0x165667B1) & 0xFFFFFFFF
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
+    h ^= h >> 12
+    return h & ((1 << REPLY_BITS) - 1)
 
 
 def vip_bit(version: int, addr: int) -> tuple[int, int]:
@@ -239,4 +260,5 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_revnat": (ct.sizeof(RevNatKey), ct.sizeof(RevNatValue)),
         "rr_config": (4, ct.sizeof(Config)),
         "rr_vips": (4, 8),
+        "rr_replies": (4, 8),
     }

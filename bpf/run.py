@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         dp.attach_pod(ifname, ns)
     for ns, ifname, v4, v6 in uplinks:
         dp.attach_uplink(ifname, v4, ns, node_addr6=v6)
+    dp.arm_replies()
     seen = -1.0
     first = True
     while True:

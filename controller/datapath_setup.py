@@ -102,11 +102,13 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     pin_programs(dp)
     for veth in pods:
         dp.attach_pod(veth)
+    marked = dp.arm_replies()  # every program that makes reply entries now marks them
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
                     node_addr6=addr6 or "-",
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted),
+                    reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
     return dp, DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain)

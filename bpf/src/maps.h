@@ -49,6 +49,19 @@
 #define RR_VIP6_WORDS (1 << (RR_VIP6_BITS - 6))
 #define RR_VIPS_ARMED (RR_VIP4_WORDS + RR_VIP6_WORDS)
 
+/* rr_replies: the reverse path's filter. One bit per hash bucket (rr_reply_hash) of the
+ * sources (address, port, protocol) that a conntrack reply entry was made for, set by
+ * the program that makes the entry, before it does, and never cleared. A packet from any
+ * other source (into a pod, or into the node from the network: all traffic that is no
+ * reply of a translated flow) leaves the reverse path after one inline array read instead
+ * of a conntrack lookup. Entry RR_REPLIES_ARMED is nonzero once the agent has marked the
+ * sources of the reply entries already in the conntrack (made by programs older than the
+ * filter) after attaching the programs that mark: until then every packet asks the
+ * conntrack. */
+#define RR_REPLY_BITS 20 /* 2^20 buckets: 128 KiB */
+#define RR_REPLY_WORDS (1 << (RR_REPLY_BITS - 6))
+#define RR_REPLIES_ARMED RR_REPLY_WORDS
+
 #define RR_AF_INET 2
 #define RR_AF_INET6 10
 
@@ -226,5 +239,6 @@ RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
        RR_SOCK_REVNAT_SIZE);
 RR_MAP("array", __u32, struct rr_config, rr_config, 1);
 RR_MAP("array", __u32, __u64, rr_vips, RR_VIPS_ARMED + 1);
+RR_MAP("array", __u32, __u64, rr_replies, RR_REPLIES_ARMED + 1);
 
 #endif

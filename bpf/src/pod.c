@@ -25,3 +25,26 @@ int rr_pod_egress(struct __sk_buff *skb)
         return TC_ACT_OK;
     return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
+
+/* Attached nowhere: the agent runs it (BPF_PROG_TEST_RUN) to set bits of one rr_replies
+ * word, atomically like the programs that set them while it arms the filter
+ * (bpf/replies.py). Input: an Ethernet header's room, then the word's index (__u32, 4
+ * bytes of padding) and the bits (__u64), native byte order. 0 if done, 1 if refused. */
+int rr_replies_mark(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 word;
+    __u64 bits, *w;
+
+    if (data + 14 + 16 > end)
+        return 1;
+    __builtin_memcpy(&word, data + 14, sizeof(word));
+    __builtin_memcpy(&bits, data + 14 + 8, sizeof(bits));
+    if (word >= RR_REPLY_WORDS)
+        return 1;
+    w = rr_replies.lookup(&word);
+    if (!w)
+        return 1;
+    __sync_fetch_and_or(w, bits);
+    return 0;
+}

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             if cgroup is not None:  # socket LB for the client processes put in it
                 cgroup.mkdir()
                 dp.attach_cgroup(cgroup)
+            dp.arm_replies()
             syncer = Syncer(dp.maps())
 
             def restore(which: str, text: str) -> None:

@@ -9,7 +9,9 @@ would see its own rewrite and measure a miss), conntrack hit over 2000 establish
 flows (cache-cold entries), service hit (a new flow each run, so a Maglev lookup and the
 conntrack inserts), miss (not a service, repeated in the kernel: the service /24 filter
 lets it go), miss in a service /24 (an unused address among the services: the conntrack
-and service lookups). Prints a table and writes
+and service lookups), reverse miss (the pod egress program, a packet into a pod from a
+source that no reply entry was made for: the reverse path's source filter lets it go).
+Prints a table and writes
 results/r3-<date>.json naming the kernel, CPU and date.
 
 Reference row (no goal): "insert floor", a program that does nothing but insert one
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     empty_mod = None
     try:
         dp.load(("pod",))
+        dp.arm_replies()
         empty_mod, empty = load_text(EMPTY_AND_FLOOR % {"ct_size": dp.cfg.ct_size},
                                      {"rr_empty": (SCHED_CLS, -1),
                                       "rr_insert_floor": (SCHED_CLS, -1)})
@@ -127,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
             "miss": ([packet("10.1.0.3", "10.200.0.1", 40000, 80)], 2000),
             # an unused address next to the services (its /24 holds some): full lookups
             "miss, svc /24": ([packet("10.1.0.3", "10.96.39.200", 40000, 80)], 2000),
+            # into a pod from a source no reply entry was made for (pod to pod): the
+            # reverse path's source filter lets it go
+            "reverse miss": ([packet("10.1.0.4", "10.1.0.3", 40000, 8080)], 2000),
         }
         rows = {}
         cases["insert floor"] = ([], 1)
@@ -138,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
                     net = 2 if name == "service hit" else 3
                     pkts = [packet(f"10.{net}.{r}.{i // 250}", vip, 1024 + i % 250, 80)
                             for i in range(2000)]
-                x = run_case(empty["rr_insert_floor"] if name == "insert floor" else ours,
-                             pkts, repeat)
+                prog = (empty["rr_insert_floor"] if name == "insert floor" else
+                        dp.fds["rr_pod_egress"] if name == "reverse miss" else ours)
+                x = run_case(prog, pkts, repeat)
                 y = run_case(empty["rr_empty"], pkts, repeat)
                 if r:  # round 0 is warm-up
                     a.append(x)

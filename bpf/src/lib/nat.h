@@ -73,6 +73,50 @@ static __always_inline __u32 rr_ct_lifetime(__u8 proto, __u16 flags)
         (v)->seen = (now);                     \
     } while (0)
 
+/* The rr_replies bucket of a reply source: its address (words as loaded), port (network
+ * order, as loaded) and protocol. bpf/maps.py reply_hash computes the same. */
+static __always_inline __u32 rr_reply_hash(const struct rr_addr *a, __u8 family,
+                                           __be16 port, __u8 proto)
+{
+    __u32 h = a->w[0] * 0x9e3779b1u;
+
+    if (family != RR_AF_INET)
+        h ^= (a->w[1] * 0x85ebca77u) ^ (a->w[2] * 0xc2b2ae3du) ^ (a->w[3] * 0x27d4eb2fu);
+    h ^= (((__u32)port << 8) | proto) * 0x165667b1u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    return h & ((1u << RR_REPLY_BITS) - 1);
+}
+
+/* A reply entry is about to be made under rk: set its source's bit (atomically: another
+ * CPU may be setting another bit of the word), unless it is set already. */
+static __always_inline void rr_reply_mark(const struct rr_ct_key *rk)
+{
+    __u32 h = rr_reply_hash(&rk->saddr, rk->family, rk->sport, rk->proto);
+    __u32 word = h >> 6;
+    __u64 bit = 1ull << (h & 63), *w;
+
+    w = rr_replies.lookup(&word);
+    if (w && !(*w & bit))
+        __sync_fetch_and_or(w, bit);
+}
+
+/* May p be the reply of a translated flow? 0 only when the filter is armed and the bit
+ * of p's source was never set: inline array reads, no helper call. */
+static __always_inline int rr_reply_maybe(const struct rr_pkt *p)
+{
+    __u32 h = rr_reply_hash(&p->t.saddr, p->t.family, p->t.sport, p->t.proto);
+    __u32 word = h >> 6, armed = RR_REPLIES_ARMED;
+    __u64 *w, *a;
+
+    w = rr_replies.lookup(&word);
+    if (w && ((*w >> (h & 63)) & 1))
+        return 1;
+    a = rr_replies.lookup(&armed);
+    return !a || !*a;
+}
+
 /* Look up p's flow in direction dir (the tuple as parsed). 1 and *ci filled if known. */
 static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_info *ci)
 {
@@ -214,14 +258,15 @@ static __always_inline int rr_ct_stale(const struct rr_pkt *p, const struct rr_c
 /* Reply direction: backend -> client. Restore the service address (and the client, after
  * SNAT). snat_only: leave replies that were not source-translated for a later hook (the
  * uplink ingress must not turn a source into a local node address before routing).
- * One conntrack lookup; a packet that is no reply leaves here.
+ * One conntrack lookup; a packet that is no reply leaves here, and one from a source no
+ * reply entry was ever made for leaves before it (rr_replies).
  */
 static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, int snat_only)
 {
     struct rr_ct_info ci = {};
     int snat;
 
-    if (!rr_ct_get(p, RR_DIR_REPLY, &ci))
+    if (!rr_reply_maybe(p) || !rr_ct_get(p, RR_DIR_REPLY, &ci))
         return RR_NAT_PASS;
     snat = ci.flags & RR_CT_SNAT;
     if (snat_only && !snat)
@@ -318,6 +363,7 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     ri.nat_addr = p->t.daddr;
     ri.nat_port = p->t.dport;
     ri.flags = ci->flags;
+    rr_reply_mark(&rk);
     if (rr_ct_put(&rk, &ri, svc_id, be_id, now) < 0)
         return -1;
     p->t.dir = RR_DIR_FORWARD;

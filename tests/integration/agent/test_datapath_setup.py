@@ -62,6 +62,7 @@ def test_agent_datapath_start_up(node: Netns) -> None:
         text = (tmp / "agent.log").read_text()
         assert "event=datapath_ready" in text, text[-2000:]
         assert "pods_reattached=1" in text
+        assert 'reply_filter="armed now (0 words)"' in text  # a fresh conntrack: nothing to mark
         assert "rr_uplink_ingress" in filters(node, "eth0", "ingress")
         assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
         assert "rr_pod_egress" in filters(node, "rr0123456789a", "egress")

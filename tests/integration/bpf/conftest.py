@@ -126,6 +126,8 @@ def bench() -> Iterator[Bench]:
                 dp2.attach_pod(pod.host_if, n2)
         dp1.attach_uplink("uplink", A(NODE1), n1)
         dp2.attach_uplink("uplink", A(NODE2), n2)
+        dp1.arm_replies()
+        dp2.arm_replies()
         b = Bench(lab, dp1, dp2, Syncer(dp1.maps()), Syncer(dp2.maps()), {}, {}, client,
                   ext, n1, n2, "uplink", "uplink")
         b.table1 = node1_table(b)

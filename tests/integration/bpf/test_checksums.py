@@ -104,6 +104,7 @@ def one_node(instance: str, **cfg: int) -> Iterator[Datapath]:
                                 max_tables=64, ct_size=4096, **cfg))
     try:
         d.load(("pod",))
+        assert d.arm_replies() == 0  # a fresh conntrack: nothing to mark
         table = {}
         for vip, be in ((VIP4, BE4), (VIP6, BE6)):
             for proto in (Proto.TCP, Proto.UDP):

@@ -137,8 +137,8 @@ def test_an_isolated_load_keeps_bcc_and_llvm_out_of_the_process() -> None:
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
-    assert out["fds"] == ["rr_pod_egress", "rr_pod_ingress", "rr_uplink_egress",
-                          "rr_uplink_ingress"]
+    assert out["fds"] == ["rr_pod_egress", "rr_pod_ingress", "rr_replies_mark",
+                          "rr_uplink_egress", "rr_uplink_ingress"]
     assert out["ret"] == 0  # a real program ran (TC_ACT_OK for a packet to no service)
     assert not out["bcc"] and not out["libbcc"] and not out["llvm"]
     assert {"rr_svc", "rr_ct", "prog_rr_pod_ingress", "prog_rr_uplink_egress"} <= set(

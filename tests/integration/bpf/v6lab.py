@@ -142,6 +142,8 @@ def build(tag: str, pin_root: Path) -> Iterator[Bench6]:
         # IPv6 only: no IPv4 node address, the IPv6 one is the SNAT source
         dp1.attach_uplink("uplink", None, n1, node_addr6=IPv6Address(NODE1_UP))
         dp2.attach_uplink("uplink", None, n2, node_addr6=IPv6Address(NODE2_UP))
+        dp1.arm_replies()
+        dp2.arm_replies()
         table = _table()
         res = Syncer(dp1.maps()).sync(table)
         assert not res.errors, res.errors

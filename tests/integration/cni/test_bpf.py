@@ -37,7 +37,7 @@ def pin_dir() -> Iterator[Path]:
 
 
 def test_programs_are_pinned(pin_dir: Path) -> None:
-    assert pinned_programs(pin_dir) == ["rr_pod_egress", "rr_pod_ingress"]
+    assert pinned_programs(pin_dir) == ["rr_pod_egress", "rr_pod_ingress", "rr_replies_mark"]
     assert (pin_dir / "prog_rr_pod_ingress").exists()
 
 
