@@ -103,7 +103,9 @@ class Agent:
             from controller.reconcile.cniconf import CniConfigReconciler
 
             routing = next((r for r in first if hasattr(r, "pod_mtu")), None)
-            pin_dir = (cfg.datapath.pin_root / cfg.datapath.instance) if cfg.datapath else None
+            # the plugin attaches the pod programs only with per-packet LB
+            pin_dir = (cfg.datapath.pin_root / cfg.datapath.instance
+                       if cfg.datapath and cfg.datapath.per_packet_lb else None)
             first.append(CniConfigReconciler(
                 cfg.cni_conf, cfg.cni_data_dir, pin_dir,
                 routing.pod_mtu if routing is not None else (lambda: None)))

@@ -22,6 +22,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from controller.cli import stop_event
     from controller.datapath_setup import DatapathSettings
 
+    if args.per_packet_lb == "off" and not (args.datapath and args.socket_lb_cgroup):
+        print("rackroute agent: --per-packet-lb off needs --datapath and --socket-lb-cgroup "
+              "(without them pods would reach no service)", file=sys.stderr)
+        return 2
     cfg = AgentConfig(
         node=args.node,
         manifests=Path(args.manifests),
@@ -38,6 +42,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         datapath=DatapathSettings(
             args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
             socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
+            per_packet_lb=args.per_packet_lb == "on",
             max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
             ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
         ) if args.datapath else None,
@@ -176,6 +181,10 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--socket-lb-cgroup",
                     help="cgroup v2 directory (created if missing, never a mount root) whose "
                          "processes get socket-level load balancing")
+    ag.add_argument("--per-packet-lb", choices=("on", "off"), default="on",
+                    help="service translation on each pod's veth too (on), or only in the "
+                         "socket hooks (off: needs --socket-lb-cgroup holding every pod; "
+                         "saves the per-packet programs' cost)")
     sizes = "; changing it recreates the pinned map, which loses its contents once"
     ag.add_argument("--bpf-lb-max-services", type=int, default=65536, metavar="N",
                     help="service entries (address, port, protocol)" + sizes)

@@ -19,7 +19,7 @@ from typing import Any
 
 from bgp.speaker import logfmt
 from bgp.types import IPAddress
-from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig
+from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig, detach_tc
 from bpf.progpin import pin_programs
 from bpf.sync import Syncer
 from controller.reconcile.datapath import DatapathReconciler
@@ -38,6 +38,16 @@ class DatapathSettings:
     pin_root: Path = DEFAULT_PIN_ROOT
     drain: float = 2.0  # seconds an entry keeps serving after its prefix is withdrawn
     socket_lb_cgroup: Path | None = None  # a cgroup v2 directory the agent owns (never root)
+    # service translation on each pod's veth (TC). Off only with socket LB whose cgroup
+    # holds every pod: connect()/sendmsg() already chose the backend, so the per-packet
+    # programs would only cost (Cilium likewise leaves per-packet LB out with full
+    # socket LB). North-south service traffic stays on the uplink either way.
+    per_packet_lb: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.per_packet_lb and self.socket_lb_cgroup is None:
+            raise ValueError("per-packet LB off needs socket LB (socket_lb_cgroup): pods "
+                             "would reach no service")
     # map sizes (a change recreates that pinned map, losing its contents once)
     max_services: int = 65536
     max_tables: int = 16384  # Maglev tables, preallocated: ~4 KB each
@@ -101,13 +111,17 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     dp.attach_uplink(s.uplink, addr, node_addr6=addr6)
     pin_programs(dp)
     for veth in pods:
-        dp.attach_pod(veth)
+        if s.per_packet_lb:
+            dp.attach_pod(veth)
+        else:  # switched off: the pods' service traffic is the socket hooks' alone now
+            detach_tc(veth)
     marked = dp.arm_replies()  # every program that makes reply entries now marks them
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
                     node_addr6=addr6 or "-",
-                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods), adopted=len(adopted),
+                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods) if s.per_packet_lb else 0,
+                    pods_detached=0 if s.per_packet_lb else len(pods), adopted=len(adopted),
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]

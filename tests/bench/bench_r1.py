@@ -4,9 +4,10 @@ connection to the backend (the limit). Three namespaces made for the run: a clie
 host (router; the LB runs here: our pod-veth TC program on the client's veth, or the
 iptables nat rules) and a backend. "ebpf" is the TC path alone; "ebpf-sock" adds the
 socket-level hooks (the client process in a cgroup made for the run, as a pod is with the
-agent's --socket-lb-cgroup), where connect() itself picks the backend. Rounds per N, the
-variants' order turning each round (ours next to the direct limit every time), warm-up
-dropped; each run is bounded in connections and seconds.
+agent's --socket-lb-cgroup), where connect() itself picks the backend; "ebpf-sock-only"
+is the socket hooks without the TC programs (the agent's --per-packet-lb off). Rounds
+per N, the variants' order turning each round (ours next to the direct limit every
+time), warm-up dropped; each run is bounded in connections and seconds.
 
   python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 7] [--conns 6000]
 """
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 if cgroup is not None:  # as deployed with --socket-lb-cgroup: both hooks
                     variants["ebpf-sock"] = (ebpf_setup, vip(n), 80, cgroup)
+                    # and with --per-packet-lb off: the socket hooks alone
+                    variants["ebpf-sock-only"] = (clean, vip(n), 80, cgroup)
                 out: dict[str, list[float]] = {k: [] for k in variants}
                 names_ = list(variants)
                 for r in range(args.rounds + 1):

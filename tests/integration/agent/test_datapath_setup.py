@@ -4,6 +4,7 @@ map sizes from its flags."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,10 @@ from controller.lab.netns import Netns, namespace, wait_for
 
 CGROUP2 = Path("/sys/fs/cgroup/unified")
 NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "spec": {"podCIDR": "10.62.1.0/24", "podCIDRs": ["10.62.1.0/24"]},
         "status": {"addresses": [{"type": "InternalIP", "address": "10.61.0.2"}]}}
+CONFIG = {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
+          "metadata": {"name": "default"}, "spec": {"ipam": {"mode": "kubernetes"}}}
 
 
 @pytest.fixture
@@ -40,7 +45,9 @@ def filters(ns: Netns, dev: str, direction: str) -> str:
     return ns.run(["tc", "filter", "show", "dev", dev, direction]).stdout
 
 
-def test_agent_datapath_start_up(node: Netns) -> None:
+@contextmanager
+def agent_env() -> Iterator[tuple[Path, Path, Path]]:
+    """(work dir with the manifests, pin root, socket LB cgroup), all removed afterwards."""
     if not (CGROUP2 / "cgroup.procs").exists():
         pytest.skip(f"needs a cgroup v2 mount at {CGROUP2}")
     tmp = Path(tempfile.mkdtemp(prefix="rrd-"))
@@ -48,44 +55,95 @@ def test_agent_datapath_start_up(node: Netns) -> None:
     cgroup = CGROUP2 / f"rackroute-agenttest-{os.getpid()}"
     (tmp / "m").mkdir()
     (tmp / "m" / "node.yaml").write_text(yaml.safe_dump(NODE))
-    log = open(tmp / "agent.log", "wb")  # noqa: SIM115
+    (tmp / "m" / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    try:
+        yield tmp, pin_root, cgroup
+    finally:
+        shutil.rmtree(pin_root, ignore_errors=True)
+        if cgroup.exists():
+            cgroup.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def agent(node: Netns, tmp: Path, pin_root: Path, cgroup: Path,
+          *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The agent with the datapath and socket LB (extra: more flags), once it reported
+    its datapath ready: (process, its log so far). Stopped with SIGTERM (and must exit
+    0), killed if it is still running when the block fails."""
+    path = tmp / f"agent-{len(list(tmp.glob('agent-*.log')))}.log"
+    log = open(path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{node.name}", "--", sys.executable, "-m",
          "controller.cli", "agent", "--node", "n1", "--manifests", str(tmp / "m"),
          "--state-dir", str(tmp / "s"), "--metrics-port", "0", "--datapath",
          "--bpf-pin-root", str(pin_root), "--socket-lb-cgroup", str(cgroup),
-         "--bpf-lb-max-tables", "512", "--bpf-ct-max", "8192"],
+         "--bpf-lb-max-tables", "512", "--bpf-ct-max", "8192", *extra],
         stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[3]))
     try:
-        wait_for(lambda: "event=datapath_ready" in (tmp / "agent.log").read_text()
+        wait_for(lambda: "event=datapath_ready" in path.read_text()
                  or proc.poll() is not None, 90, 0.2, "datapath_ready")
-        text = (tmp / "agent.log").read_text()
+        text = path.read_text()
         assert "event=datapath_ready" in text, text[-2000:]
-        assert "pods_reattached=1" in text
-        assert 'reply_filter="armed now (0 words)"' in text  # a fresh conntrack: nothing to mark
-        assert "rr_uplink_ingress" in filters(node, "eth0", "ingress")
-        assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
-        assert "rr_pod_egress" in filters(node, "rr0123456789a", "egress")
-        assert {"rr_pod_ingress", "rr_pod_egress"} <= set(pinned_programs(pin_root / "n1"))
-        shown = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)],
-                               capture_output=True, text=True, check=True).stdout
-        assert "connect4" in shown and "sendmsg4" in shown and "connect6" in shown
-        sizes = {}
-        for name in ("rr_maglev", "rr_ct", "rr_ct6", "rr_svc"):
-            pm = PinnedMap.open(str(pin_root / "n1" / name))
-            sizes[name] = pm.max_entries
-            pm.close()
-        assert sizes == {"rr_maglev": 512, "rr_ct": 8192, "rr_ct6": 2048, "rr_svc": 65536}
+        yield proc, text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        # programs stay in the kernel when the agent stops
-        assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         log.close()
-        shutil.rmtree(pin_root, ignore_errors=True)
-        if cgroup.exists():
-            cgroup.rmdir()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_agent_datapath_start_up(node: Netns) -> None:
+    with agent_env() as (tmp, pin_root, cgroup):
+        with agent(node, tmp, pin_root, cgroup) as (_, text):
+            assert "pods_reattached=1" in text
+            # a fresh conntrack: nothing to mark
+            assert 'reply_filter="armed now (0 words)"' in text
+            assert "rr_uplink_ingress" in filters(node, "eth0", "ingress")
+            assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
+            assert "rr_pod_egress" in filters(node, "rr0123456789a", "egress")
+            assert {"rr_pod_ingress", "rr_pod_egress"} <= set(
+                pinned_programs(pin_root / "n1"))
+            shown = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)],
+                                   capture_output=True, text=True, check=True).stdout
+            assert "connect4" in shown and "sendmsg4" in shown and "connect6" in shown
+            sizes = {}
+            for name in ("rr_maglev", "rr_ct", "rr_ct6", "rr_svc"):
+                pm = PinnedMap.open(str(pin_root / "n1" / name))
+                sizes[name] = pm.max_entries
+                pm.close()
+            assert sizes == {"rr_maglev": 512, "rr_ct": 8192, "rr_ct6": 2048,
+                             "rr_svc": 65536}
+        # programs stay in the kernel when the agent stops
+        assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
+
+
+def test_without_per_packet_lb_pods_keep_only_the_socket_hooks(node: Netns) -> None:
+    with agent_env() as (tmp, pin_root, cgroup):
+        with agent(node, tmp, pin_root, cgroup):
+            assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
+        conflist = tmp / "cni.conflist"
+        with agent(node, tmp, pin_root, cgroup, "--per-packet-lb", "off",
+                   "--cni-conf", str(conflist)) as (_, text):
+            assert "pods_detached=1" in text and "pods_reattached=0" in text
+            assert "reply_filter=armed " in text  # armed by the first start
+            assert "rr_pod" not in filters(node, "rr0123456789a", "ingress")
+            assert "rr_pod" not in filters(node, "rr0123456789a", "egress")
+            assert "rr_uplink_ingress" in filters(node, "eth0", "ingress")
+            shown = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)],
+                                   capture_output=True, text=True, check=True).stdout
+            assert "connect4" in shown and "sendmsg4" in shown
+            wait_for(conflist.exists, 30, 0.2, "the CNI conflist")
+            plugin = json.loads(conflist.read_text())["plugins"][0]
+            assert "bpf" not in plugin  # the plugin attaches no pod programs
+
+
+def test_per_packet_lb_off_needs_socket_lb() -> None:
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "agent", "--node", "n1",
+                        "--manifests", ".", "--datapath", "--per-packet-lb", "off"],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=str(Path(__file__).parents[3]))
+    assert r.returncode == 2
+    assert "--per-packet-lb off needs --datapath and --socket-lb-cgroup" in r.stderr

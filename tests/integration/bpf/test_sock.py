@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf.loader import Datapath
+from bpf.loader import Datapath, detach_tc
 
 from .conftest import CIP, CIP_AFF, TAG, Bench
 from .v6lab import VIP as VIP6
@@ -197,3 +197,16 @@ def test_socket_lb_keeps_session_affinity_and_spreads_without_it(bench: Bench,
     spreads them."""
     assert len(_backends_seen(cgroup, bench.node1, CIP_AFF, 15)) == 1
     assert len(_backends_seen(cgroup, bench.node1, CIP, 15)) > 1
+
+
+def test_a_pod_without_per_packet_programs_is_served_by_the_socket_hooks(
+        bench: Bench, cgroup: Path) -> None:
+    # the agent's --per-packet-lb off: the pod's veth carries no service translation
+    pod = bench.client
+    detach_tc(pod.host_if, bench.node1)
+    try:
+        r = _run_in(None, pod.ns)
+        assert r.returncode != 0  # outside the cgroup nothing translates now
+        _check(_run_in(cgroup, pod.ns), CIP, {"b11", "b12", "b21"})
+    finally:
+        bench.dp1.attach_pod(pod.host_if, bench.node1)
