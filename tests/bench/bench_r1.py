@@ -9,7 +9,7 @@ is the socket hooks without the TC programs (the agent's --per-packet-lb off). R
 per N, the variants' order turning each round (ours next to the direct limit every
 time), warm-up dropped; each run is bounded in connections and seconds.
 
-  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 7] [--conns 6000]
+  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 21] [--conns 3000]
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def connect_rate(ns: str, host: str, port: int, conns: int, secs: float,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench_r1")
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--conns", type=int, default=6000)  # ~0.3 s a run: 2000 was noise-bound
+    ap.add_argument("--rounds", type=int, default=21)  # many short rounds: host noise comes in bursts
+    ap.add_argument("--conns", type=int, default=3000)  # ~0.15 s a run
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args(argv or [])
     sizes = [int(x) for x in args.sizes.split(",")]
