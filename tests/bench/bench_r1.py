@@ -86,7 +86,8 @@ def connect_rate(ns: str, host: str, port: int, conns: int, secs: float,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench_r1")
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--rounds", type=int, default=21)  # many short rounds: host noise comes in bursts
+    # many short rounds: the host's noise comes in bursts
+    ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--conns", type=int, default=3000)  # ~0.15 s a run
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args(argv or [])

@@ -16,6 +16,7 @@ struct rr_ct_info {
     __be16 port;
     __be16 nat_port;
     __u16 flags;
+    __u32 backend_id;
 };
 
 static __always_inline void rr_ct4_key_of(struct rr_ct4_key *k, const struct rr_ct_key *t,
@@ -55,11 +56,12 @@ static __always_inline __u32 rr_ct_lifetime(__u8 proto, __u16 flags)
 /* The fields both families' conntrack values share with struct rr_ct_info (the two
  * value structs differ only in their address width): a value's into ci, and ci's (plus
  * ids and times) into a new value. */
-#define RR_CT_INFO_PORTS(ci, v)          \
-    do {                                 \
-        (ci)->port = (v)->port;          \
-        (ci)->nat_port = (v)->nat_port;  \
-        (ci)->flags = (v)->flags;        \
+#define RR_CT_INFO_PORTS(ci, v)               \
+    do {                                      \
+        (ci)->port = (v)->port;               \
+        (ci)->nat_port = (v)->nat_port;       \
+        (ci)->flags = (v)->flags;             \
+        (ci)->backend_id = (v)->backend_id;   \
     } while (0)
 
 #define RR_CT_VALUE_REST(v, ci, sid, bid, now) \
@@ -255,6 +257,25 @@ static __always_inline int rr_ct_stale(const struct rr_pkt *p, const struct rr_c
     return (p->tcp_flags & RR_TCP_SYN) && (ci->flags & RR_CT_CLOSING);
 }
 
+/* Is the backend of p's forward entry ci still programmed (its id in rr_backend, naming
+ * the same address and port)? Asked for UDP only: as kube-proxy clears the UDP conntrack
+ * entries of endpoints it no longer uses, a UDP flow whose backend went away (deleted,
+ * or terminating while ready ones exist) is balanced anew instead of being sent to an
+ * address that no longer answers for as long as it keeps sending. TCP flows keep their
+ * backend: an established connection finishes where it started. */
+static __always_inline int rr_ct_backend_gone(const struct rr_pkt *p,
+                                              const struct rr_ct_info *ci)
+{
+    __u32 id = ci->backend_id;
+    struct rr_backend *b;
+
+    if (p->t.proto != IPPROTO_UDP)
+        return 0;
+    b = rr_backend.lookup(&id);
+    return !b || b->port != ci->port || b->family != p->t.family ||
+           !rr_addr_eq(&b->addr, &ci->addr);
+}
+
 /* Reply direction: backend -> client. Restore the service address (and the client, after
  * SNAT). snat_only: leave replies that were not source-translated for a later hook (the
  * uplink ingress must not turn a source into a local node address before routing).
@@ -375,7 +396,8 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
 /* Forward direction: client -> service. allow_snat is set on the uplink only.
  * Conntrack is asked first: a known flow costs one lookup and keeps its backend whatever
  * happened to its service since (kube-proxy's semantics: an established connection
- * outlives the rules that made it, as it does in the kernel's conntrack). A packet of no
+ * outlives the rules that made it, as it does in the kernel's conntrack; a UDP flow whose
+ * backend went away is balanced anew, rr_ct_backend_gone). A packet of no
  * known flow then asks the service map (a packet to no service: two lookups). A new
  * flow inserts its forward entry and the reply entry that the reverse path looks up.
  * A packet whose destination's /24 (IPv4) or /64 (IPv6) holds no service leaves first
@@ -389,7 +411,8 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
     /* forward entries are keyed by their service address: no service there, no entry */
     if (!rr_vip_maybe(&p->t.daddr, p->t.family))
         return RR_NAT_PASS;
-    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) || __builtin_expect(rr_ct_stale(p, &ci), 0)) {
+    if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) || __builtin_expect(rr_ct_stale(p, &ci), 0) ||
+        __builtin_expect(rr_ct_backend_gone(p, &ci), 0)) {
         svc = rr_svc_lookup(&p->t);
         if (!svc)
             return RR_NAT_PASS;
