@@ -1,7 +1,8 @@
 """The desired service table, neutral of any Kubernetes type or map layout.
 
 A ServiceKey (vip, port, proto) maps to a Service: its backends, traffic policy flags,
-session affinity and algorithm. The controller's pure planner builds this table; the
+session affinity, algorithm and, for a LoadBalancer IP, the client source ranges allowed
+(loadBalancerSourceRanges). The controller's pure planner builds this table; the
 sync programs it; read-back from the maps returns the same types (normalised).
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from socket import inet_ntoa
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 
 class Proto(enum.IntEnum):
@@ -122,6 +124,9 @@ class Service:
     affinity_timeout: int = 0     # seconds; 0 = no sessionAffinity
     algorithm: Algorithm = Algorithm.MAGLEV
     name: str = field(default="", compare=False)  # namespace/name, for messages
+    # new flows only from these client prefixes (of the key's family; sorted, distinct);
+    # None: from anywhere; (): from nowhere (ranges given, none usable: fail closed)
+    source_ranges: tuple[IPNetwork, ...] | None = None
 
     def eligible(self) -> tuple[Backend, ...]:
         """kube-proxy semantics: ready ones; if none, serving-and-terminating ones.
@@ -154,7 +159,7 @@ class Service:
         out.__dict__.update(backends=self.eligible(), local_only=self.local_only,
                             external=self.external, nodeport=self.nodeport,
                             affinity_timeout=self.affinity_timeout, algorithm=self.algorithm,
-                            name="")
+                            name="", source_ranges=self.source_ranges)
         return out
 
 
@@ -175,6 +180,9 @@ def validate(key: ServiceKey, svc: Service) -> str | None:
         return f"{key}: affinity timeout {svc.affinity_timeout} out of range"
     if len(svc.eligible()) > 0xFFFF:
         return f"{key}: too many backends"
+    for net in svc.source_ranges or ():
+        if net.version != version:
+            return f"{key}: source range {net} is IPv{net.version}, service is IPv{version}"
     return None
 
 
@@ -188,6 +196,8 @@ def table_to_json(table: ServiceTable) -> list[dict[str, object]]:
             "local_only": s.local_only, "external": s.external, "nodeport": s.nodeport,
             "affinity_timeout": s.affinity_timeout, "algorithm": s.algorithm.value,
             "name": s.name,
+            "source_ranges": (None if s.source_ranges is None
+                              else [str(n) for n in s.source_ranges]),
             "backends": [{"ip": str(b.ip), "port": b.port, "local": b.local,
                           "state": b.state.value} for b in s.backends],
         })
@@ -205,7 +215,10 @@ def table_from_json(doc: list[dict[str, object]]) -> dict[ServiceKey, Service]:
         assert isinstance(raw, list)
         bes = tuple(Backend(ip_address(str(b["ip"])), int(b["port"]), bool(b.get("local")),
                             BackendState(b.get("state", "ready"))) for b in raw)
+        ranges = e.get("source_ranges")
+        assert ranges is None or isinstance(ranges, list)
         out[key] = Service(bes, bool(e.get("local_only")), bool(e.get("external")),
                            bool(e.get("nodeport")), int(str(e.get("affinity_timeout", 0))),
-                           Algorithm(str(e.get("algorithm", "maglev"))), str(e.get("name", "")))
+                           Algorithm(str(e.get("algorithm", "maglev"))), str(e.get("name", "")),
+                           None if ranges is None else tuple(ip_network(str(n)) for n in ranges))
     return out
