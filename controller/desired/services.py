@@ -2,7 +2,9 @@
 
 (Snapshot, node name, node addresses) → a `bpf.table` ServiceTable with one entry per
 (address, port, protocol): ClusterIPs, NodePorts (one per node address), the
-LoadBalancer IPs that rackroute's LB-IPAM serves, and externalIPs. Backends come from
+LoadBalancer IPs that rackroute's LB-IPAM serves, and externalIPs. As in kube-proxy, the
+service's loadBalancerSourceRanges restrict the LoadBalancer IP entries only, each to the
+ranges of its family (none of that family: no client at all). Backends come from
 the service's EndpointSlices with their state (ready / serving-terminating /
 not serving); which of them are eligible is decided in one place,
 `bpf.table.Service.eligible` (kube-proxy semantics). Bad input is reported per service
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from bpf.table import Backend, BackendState, Proto, Service, ServiceKey
 from controller.desired.endpoints import FAMILY_OF
@@ -22,6 +24,7 @@ from controller.model.k8s import Service as K8sService
 from controller.store import Snapshot
 
 IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 PROTOCOLS = {"TCP": Proto.TCP, "UDP": Proto.UDP}
 
 
@@ -106,22 +109,35 @@ def _rank(b: Backend) -> int:
 
 def _keys(
     svc: K8sService, sp: ServicePort, proto: Proto, node_addresses: Sequence[IPAddress]
-) -> Iterable[tuple[ServiceKey, bool, bool]]:
-    """(key, external, nodeport) for every address this port is served on. A NodePort
-    listens on the node's addresses of the service's IP families only (spec.ipFamilies,
-    else its cluster IPs' families, else IPv4)."""
+) -> Iterable[tuple[ServiceKey, bool, bool, bool]]:
+    """(key, external, nodeport, load-balancer IP) for every address this port is served
+    on. A NodePort listens on the node's addresses of the service's IP families only
+    (spec.ipFamilies, else its cluster IPs' families, else IPv4)."""
     for ip in svc.cluster_ips:
-        yield ServiceKey(ip, sp.port, proto), False, False
+        yield ServiceKey(ip, sp.port, proto), False, False, False
     if svc.type in ("NodePort", "LoadBalancer") and sp.node_port:
         families = set(svc.ip_families) or {ip.version for ip in svc.cluster_ips} or {4}
         for ip in node_addresses:
             if ip.version in families:
-                yield ServiceKey(ip, sp.node_port, proto), True, True
+                yield ServiceKey(ip, sp.node_port, proto), True, True, False
     if svc.is_managed_lb:
         for ip in svc.status_ingress:
-            yield ServiceKey(ip, sp.port, proto), True, False
+            yield ServiceKey(ip, sp.port, proto), True, False, True
     for ip in svc.external_ips:
-        yield ServiceKey(ip, sp.port, proto), True, False
+        yield ServiceKey(ip, sp.port, proto), True, False, False
+
+
+def _source_ranges(svc: K8sService) -> dict[int, tuple[IPNetwork, ...]] | None:
+    """The service's loadBalancerSourceRanges per IP version (4, 6), each sorted and
+    distinct, possibly empty; None when the service gave none (clients from anywhere)."""
+    given = svc.load_balancer_source_ranges
+    if given is None:
+        return None
+    return {
+        v: tuple(sorted({n for n in given if n.version == v},
+                        key=lambda n: (int(n.network_address), n.prefixlen)))
+        for v in (4, 6)
+    }
 
 
 Event = tuple[ServiceKey, Service] | str  # a candidate entry, or a problem
@@ -144,6 +160,8 @@ def _plan_one(
     affinity = svc.session_affinity_timeout if svc.session_affinity == "ClientIP" else 0
     ext_local = svc.external_traffic_policy == "Local"
     int_local = svc.internal_traffic_policy == "Local"
+    ranges = _source_ranges(svc) if svc.is_managed_lb and svc.status_ingress else None
+    ranges_field = svc.load_balancer_source_ranges_field or "spec.loadBalancerSourceRanges"
     for sp in svc.ports:
         proto = PROTOCOLS.get(sp.protocol)
         if proto is None:
@@ -155,8 +173,14 @@ def _plan_one(
         problems: list[str] = []
         backends = _backends(svc, sp, slices, node, problems)
         out.extend(problems)
-        for key, external, nodeport in _keys(svc, sp, proto, node_addresses):
+        for key, external, nodeport, lb_ip in _keys(svc, sp, proto, node_addresses):
             fam = [b for b in backends if b.ip.version == key.vip.version]
+            allowed = ranges[key[0]] if lb_ip and ranges is not None else None
+            if allowed == ():  # ranges given, none of this family: fail closed
+                out.append(
+                    f"{ranges_field}: no valid IPv{key[0]} range, so no client may connect "
+                    f"to the service's IPv{key[0]} load-balancer IPs"
+                )
             out.append((key, Service(
                 tuple(fam),
                 ext_local if external else int_local,
@@ -164,6 +188,7 @@ def _plan_one(
                 nodeport,
                 affinity,
                 name=svc.key,
+                source_ranges=allowed,
             )))
 
 
@@ -187,9 +212,10 @@ class _Memo:
 
 class PlanMemo:
     """The previous pass's per-service planning, reused when a service's inputs (its
-    Service and EndpointSlices, the node and its addresses) are equal, so that an
-    unchanged service yields the very same `bpf.table.Service` objects pass after pass
-    and the sync recognises them by identity. Optional: planning is the same without."""
+    Service, source ranges included, and EndpointSlices, the node and its addresses) are
+    equal, so that an unchanged service yields the very same `bpf.table.Service` objects
+    pass after pass and the sync recognises them by identity. Optional: planning is the
+    same without."""
 
     def __init__(self) -> None:
         self._last: dict[str, _Memo] = {}

@@ -12,6 +12,8 @@ LB_CLASS = "rackroute.io/bgp"
 CILIUM_LB_CLASS = "io.cilium/bgp-control-plane"
 SERVICE_NAME_LABEL = "io.kubernetes.service.name"
 SERVICE_NAMESPACE_LABEL = "io.kubernetes.service.namespace"
+# the legacy form of spec.loadBalancerSourceRanges: a comma-separated list of prefixes
+LB_SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,14 @@ class ServicePort:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """A Service, with the status fields LB-IPAM owns."""
+    """A Service, with the status fields LB-IPAM owns.
+
+    `load_balancer_source_ranges` is spec.loadBalancerSourceRanges or, when that is empty,
+    the legacy annotation: None when neither gives any prefix (clients from anywhere);
+    otherwise the valid prefixes of both families (host bits cleared, distinct, sorted by
+    family then prefix), () when none was valid (from nowhere: fail closed).
+    `load_balancer_source_ranges_field` names the field they came from, for messages.
+    """
 
     meta: Meta
     type: str = "ClusterIP"
@@ -60,6 +69,8 @@ class Service:
     requested_ips: tuple[IPAddress, ...] = ()  # annotation ips + spec.loadBalancerIP
     sharing_key: str | None = None
     sharing_cross_namespace: frozenset[str] = frozenset()
+    load_balancer_source_ranges: tuple[IPNetwork, ...] | None = None
+    load_balancer_source_ranges_field: str = ""
 
     @property
     def key(self) -> str:

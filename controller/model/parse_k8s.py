@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+from typing import Any
 
 from bgp.types import IPAddress, IPNetwork
 from controller.model.fields import Reader, describe, key_path, parse_cidr, parse_ip, type_name
 from controller.model.k8s import (
+    LB_SOURCE_RANGES_ANNOTATION,
     Endpoint,
     EndpointPort,
     EndpointSlice,
@@ -96,6 +99,51 @@ def _ip_list(r: Reader, name: str) -> list[IPAddress]:
     return out
 
 
+def _source_range(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
+    """One source range, parsed leniently as kube-proxy does: surrounding whitespace
+    trimmed, host bits cleared (10.1.2.3/8 is 10.0.0.0/8). A prefix length is required."""
+    if not isinstance(raw, str):
+        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {describe(raw)}")
+        return None
+    text = raw.strip()
+    if "/" in text:
+        try:
+            return ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            pass
+    errors.append(f"{path}: not a CIDR: {raw!r}")
+    return None
+
+
+def _source_ranges(meta: Meta, spec: Reader) -> tuple[tuple[IPNetwork, ...] | None, str]:
+    """(the client prefixes allowed to reach the load-balancer IPs, the field they came
+    from): spec.loadBalancerSourceRanges, or when that is empty the legacy annotation (a
+    comma-separated list; empty parts skipped); (None, "") when neither gives any. Each
+    invalid entry is an error and is left out, so the prefixes may be () (fail closed), as
+    they are for a spec value that is not a list (an error too). Duplicates are dropped
+    and the prefixes sorted by family, then address and length. (Like any field error, an
+    invalid entry makes parse_object reject the whole Service.)"""
+    name = "loadBalancerSourceRanges"
+    entries: list[tuple[str, Any]]
+    if spec.data.get(name) not in (None, []):
+        field = spec.at(name)
+        entries = list(spec.items(name))  # not a list: an error, and no entries
+    else:
+        value = meta.annotations.get(LB_SOURCE_RANGES_ANNOTATION, "")
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts:
+            return None, ""
+        field = key_path("metadata.annotations", LB_SOURCE_RANGES_ANNOTATION)
+        entries = [(field, p) for p in parts]
+    nets: set[IPNetwork] = set()
+    for path, raw in entries:
+        net = _source_range(raw, path, spec.errors)
+        if net is not None:
+            nets.add(net)
+    ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    return tuple(ordered), field
+
+
 def parse_service(meta: Meta, r: Reader) -> Service:
     spec = r.child("spec")
     svc_type = spec.text(
@@ -135,6 +183,7 @@ def parse_service(meta: Meta, r: Reader) -> Service:
                     requested.append(ip)
     if lb_ip is not None and lb_ip not in requested:
         requested.append(lb_ip)
+    source_ranges, source_ranges_field = _source_ranges(meta, spec)
     sharing = lbipam_annotation(meta, "sharing-key")
     cross = lbipam_annotation(meta, "sharing-cross-namespace")
     ingress: list[IPAddress] = []
@@ -174,6 +223,8 @@ def parse_service(meta: Meta, r: Reader) -> Service:
         sharing_cross_namespace=frozenset(
             x.strip() for x in (cross[1] if cross else "").split(",") if x.strip()
         ),
+        load_balancer_source_ranges=source_ranges,
+        load_balancer_source_ranges_field=source_ranges_field,
     )
 
 

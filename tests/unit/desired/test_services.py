@@ -4,15 +4,18 @@ target-port resolution and per-service problems, checked against exact tables.""
 from __future__ import annotations
 
 from ipaddress import IPv4Address as A4
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from ipaddress import IPv6Address as A6
-from ipaddress import ip_address
 
-from bpf.table import Backend, BackendState, Proto, Service, ServiceKey
+import yaml
+
+from bpf.table import Backend, BackendState, Proto, Service, ServiceKey, validate
 from controller.desired.services import PlanMemo, plan_services
 from controller.model.k8s import Endpoint, EndpointPort, EndpointSlice, ServicePort
 from controller.model.k8s import Service as Svc
 from controller.model.meta import Meta
 from controller.store import Snapshot
+from tests.unit.manifests import lb_service, snapshot
 
 NODE = "n1"
 N1 = A4("192.0.2.1")
@@ -20,6 +23,7 @@ N1B = A4("198.51.100.1")
 R, T = BackendState.READY, BackendState.TERMINATING
 NS = BackendState.NOT_SERVING
 TCP, UDP = Proto.TCP, Proto.UDP
+IPNetwork = IPv4Network | IPv6Network
 
 
 def svc(name: str, **kw: object) -> Svc:
@@ -236,3 +240,173 @@ def test_memo_gives_the_same_plan_and_keeps_unchanged_entries_identical() -> Non
     other = plan_services(snap(web, s_web), "n2", (N1,), memo)
     assert other == plan_services(snap(web, s_web), "n2", (N1,))
     assert not other.table[k("10.96.0.10", 80)].backends[0].local
+
+
+# ---------------------------------------------------------------- loadBalancerSourceRanges
+
+def net(text: str) -> IPNetwork:
+    return ip_network(text)
+
+
+SPEC_FIELD = "spec.loadBalancerSourceRanges"
+ANN_FIELD = 'metadata.annotations["service.beta.kubernetes.io/load-balancer-source-ranges"]'
+
+
+def fail_closed(family: int, field: str = SPEC_FIELD) -> str:
+    return (f"{field}: no valid IPv{family} range, so no client may connect to the "
+            f"service's IPv{family} load-balancer IPs")
+
+
+def ranged(name: str, ranges: tuple[IPNetwork, ...] | None, **kw: object) -> Svc:
+    kw.setdefault("type", "LoadBalancer")
+    kw.setdefault("ports", (ServicePort(80, "TCP", "http", 8080, node_port=30080),))
+    kw.setdefault("status_ingress", (A4("203.0.113.7"),))
+    return svc(name, load_balancer_source_ranges=ranges, **kw)
+
+
+def test_source_ranges_only_on_load_balancer_ip_entries() -> None:
+    ranges = (net("10.0.0.0/8"), net("192.0.2.0/24"), net("2001:db8::/32"))
+    s = ranged("lb", ranges, external_ips=(A4("203.0.113.9"),),
+               ports=(ServicePort(80, "TCP", "http", 8080, node_port=30080),
+                      ServicePort(53, "UDP", "dns", 8080)))
+    ports = (EndpointPort(8080, "TCP", "http"), EndpointPort(8080, "UDP", "dns"))
+    plan = plan_services(snap(s, sl("lb", ep("10.1.0.5"), ports=ports)), NODE, (N1,))
+    bes, udp_bes = (b("10.1.0.5"),), (b("10.1.0.5"),)
+    v4 = (net("10.0.0.0/8"), net("192.0.2.0/24"))
+    assert dict(plan.table) == {
+        k("10.96.0.10", 80): Service(bes, name="demo/lb"),
+        k("192.0.2.1", 30080): Service(bes, False, True, True, name="demo/lb"),
+        k("203.0.113.7", 80): Service(bes, external=True, name="demo/lb", source_ranges=v4),
+        k("203.0.113.9", 80): Service(bes, external=True, name="demo/lb"),
+        k("10.96.0.10", 53, UDP): Service(udp_bes, name="demo/lb"),
+        k("203.0.113.7", 53, UDP): Service(udp_bes, external=True, name="demo/lb",
+                                           source_ranges=v4),
+        k("203.0.113.9", 53, UDP): Service(udp_bes, external=True, name="demo/lb"),
+    }
+    assert plan.problems == {}
+    for key, entry in plan.table.items():  # what the datapath side will accept
+        assert validate(key, entry) is None
+
+
+def test_source_ranges_of_other_services_do_not_apply() -> None:
+    ranges = (net("10.0.0.0/8"),)
+    objs = (
+        # not rackroute's LB: its ingress IP is not served at all, nodeport stays open
+        ranged("other", ranges, load_balancer_class="example.com/other",
+               cluster_ips=(A4("10.96.0.11"),)),
+        # not a LoadBalancer (the field is only meaningful for one): nothing restricted
+        ranged("np", ranges, type="NodePort", status_ingress=(), cluster_ips=(A4("10.96.0.12"),),
+               ports=(ServicePort(80, "TCP", "http", 8080, node_port=30081),)),
+        ranged("cip", ranges, type="ClusterIP", status_ingress=(A4("203.0.113.8"),),
+               cluster_ips=(A4("10.96.0.13"),)),
+    )
+    plan = plan_services(snap(*objs), NODE, (N1,))
+    assert {key: e.source_ranges for key, e in plan.table.items()} == {
+        k("10.96.0.11", 80): None, k("192.0.2.1", 30080): None,
+        k("10.96.0.12", 80): None, k("192.0.2.1", 30081): None,
+        k("10.96.0.13", 80): None,
+    }
+    assert plan.problems == {}
+
+
+def test_dual_stack_load_balancer_ips_get_the_ranges_of_their_family() -> None:
+    ingress = (A4("203.0.113.7"), A6("2001:db8:7::7"))
+    cips = (A4("10.96.0.10"), A6("fd00::10"))
+    both = ranged("ds", (net("10.0.0.0/8"), net("fd00:1::/48"), net("2001:db8:1::/48"),
+                         net("fd00:1::/48")),
+                  cluster_ips=cips, status_ingress=ingress, ip_families=(4, 6))
+    plan = plan_services(snap(both), NODE, (N1, A6("2001:db8::1")))
+    assert plan.table[k("203.0.113.7", 80)].source_ranges == (net("10.0.0.0/8"),)
+    # sorted and distinct, as the table wants, whatever order the model gave
+    assert plan.table[k("2001:db8:7::7", 80)].source_ranges == (
+        net("2001:db8:1::/48"), net("fd00:1::/48"))
+    assert plan.table[k("fd00::10", 80)].source_ranges is None
+    assert all(e.source_ranges is None for key, e in plan.table.items() if e.nodeport)
+    assert plan.problems == {}
+
+
+def test_ranges_given_but_none_of_a_family_fail_closed_with_a_problem() -> None:
+    ingress = (A4("203.0.113.7"), A6("2001:db8:7::7"), A6("2001:db8:7::8"))
+    two_ports = (ServicePort(80, "TCP", "http", 8080), ServicePort(443, "TCP", "https", 8080))
+    v4only = ranged("v4only", (net("10.0.0.0/8"),), cluster_ips=(A4("10.96.0.10"),),
+                    status_ingress=ingress, ports=two_ports)
+    plan = plan_services(snap(v4only), NODE, (N1,))
+    assert {key: e.source_ranges for key, e in plan.table.items() if e.external} == {
+        k("203.0.113.7", 80): (net("10.0.0.0/8"),),
+        k("203.0.113.7", 443): (net("10.0.0.0/8"),),
+        k("2001:db8:7::7", 80): (), k("2001:db8:7::8", 80): (),
+        k("2001:db8:7::7", 443): (), k("2001:db8:7::8", 443): (),
+    }
+    assert plan.problems == {"demo/v4only": (fail_closed(6),)}  # once, however many keys
+    # none valid at all (every entry was invalid): no client of either family
+    nothing = ranged("nothing", (), status_ingress=ingress[:2],
+                     load_balancer_source_ranges_field=ANN_FIELD)
+    plan = plan_services(snap(nothing), NODE, (N1,))
+    assert plan.table[k("203.0.113.7", 80)].source_ranges == ()
+    assert plan.table[k("2001:db8:7::7", 80)].source_ranges == ()
+    assert plan.table[k("10.96.0.10", 80)].source_ranges is None
+    assert plan.problems == {"demo/nothing": (fail_closed(4, ANN_FIELD),
+                                              fail_closed(6, ANN_FIELD))}
+    # no IPv6 load-balancer IP: no IPv6 entry restricted, no problem
+    plan = plan_services(snap(ranged("v4", (net("10.0.0.0/8"),))), NODE, (N1,))
+    assert plan.problems == {}
+
+
+def test_ranges_from_manifests_annotation_and_spec_winning() -> None:
+    def manifest(name: str, spec_ranges: list[str] | None, annotation: str | None) -> str:
+        doc = lb_service(name, cluster_ip="10.96.0.10" if name == "a" else "10.96.0.11",
+                         ingress=["203.0.113.7" if name == "a" else "203.0.113.8",
+                                  "2001:db8::7" if name == "a" else "2001:db8::8"])
+        if spec_ranges is not None:
+            doc["spec"]["loadBalancerSourceRanges"] = spec_ranges
+        if annotation is not None:
+            doc["metadata"]["annotations"] = {
+                "service.beta.kubernetes.io/load-balancer-source-ranges": annotation}
+        return yaml.safe_dump(doc)
+
+    text = "---\n".join([
+        manifest("a", None, "198.51.100.7/24, 10.0.0.0/8"),  # the legacy annotation
+        manifest("b", ["192.0.2.0/24"], "10.0.0.0/8, fd00::/8"),  # the spec field wins
+    ])
+    plan = plan_services(snapshot(text), NODE, (N1,))
+    assert plan.table[k("203.0.113.7", 80)].source_ranges == (
+        net("10.0.0.0/8"), net("198.51.100.0/24"))
+    assert plan.table[k("2001:db8::7", 80)].source_ranges == ()
+    assert plan.table[k("203.0.113.8", 80)].source_ranges == (net("192.0.2.0/24"),)
+    assert plan.table[k("2001:db8::8", 80)].source_ranges == ()
+    assert plan.problems == {"demo/a": (fail_closed(6, ANN_FIELD),),
+                             "demo/b": (fail_closed(6),)}
+
+
+def test_memo_reuses_entries_until_the_ranges_change() -> None:
+    def lb(ranges: tuple[IPNetwork, ...] | None, field: str = "") -> Svc:
+        return ranged("lb", ranges, load_balancer_source_ranges_field=field)
+
+    s_lb = sl("lb", ep("10.1.0.5"))
+    lb_key = k("203.0.113.7", 80)
+    memo = PlanMemo()
+    first = plan_services(snap(lb((net("10.0.0.0/8"),)), s_lb), NODE, (N1,), memo)
+    # an equal Service (a new object, as a re-parse gives): the very same entries
+    again = plan_services(snap(lb((net("10.0.0.0/8"),)), s_lb), NODE, (N1,), memo)
+    assert again.table[lb_key] is first.table[lb_key]
+    assert memo.hits == 1
+    passes: list[tuple[tuple[IPNetwork, ...] | None, str]] = [
+        ((net("10.0.0.0/8"), net("192.0.2.0/24")), ""),  # a range added
+        ((net("192.0.2.0/24"),), ""),  # one removed
+        ((net("192.0.2.0/24"),), ANN_FIELD),  # the same, from the annotation
+        (None, ""),  # no restriction any more
+        ((), ""),  # nothing valid
+    ]
+    prev = again
+    for ranges, field in passes:
+        objs = (lb(ranges, field), s_lb)
+        plan = plan_services(snap(*objs), NODE, (N1,), memo)
+        assert plan == plan_services(snap(*objs), NODE, (N1,))
+        assert plan.table[lb_key].source_ranges == ranges
+        assert plan.table[lb_key] is not prev.table[lb_key]
+        prev = plan
+    assert memo.hits == 1
+    # the problem names the field the ranges came from, even when only the field changed
+    fields = [plan_services(snap(lb((), f), s_lb), NODE, (N1,), memo).problems["demo/lb"]
+              for f in (SPEC_FIELD, ANN_FIELD)]
+    assert fields == [(fail_closed(4),), (fail_closed(4, ANN_FIELD),)]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
+from controller.model.fields import Reader
+from controller.model.meta import Meta
 from controller.model.parse import parse_object
+from controller.model.parse_k8s import parse_service
 
 R = "rackroute.io/v1alpha1"
 C2 = "cilium.io/v2"
@@ -242,6 +246,63 @@ CASES: list[tuple[str, Any, list[str]]] = [
             'Service default/web: metadata.annotations["lbipam.cilium.io/ips"]: not an IP'
             " address: '10.0.0'",
             "Service default/web: spec.selector.app: must be a string, got object",
+        ],
+    ),
+    (
+        "service-source-ranges-spec",
+        svc(
+            {
+                "type": "LoadBalancer",
+                "loadBalancerSourceRanges": [
+                    "10.0.0.0/8",
+                    "bogus",
+                    7,
+                    "192.0.2.1",
+                    "10.0.0.0/33",
+                    " ",
+                    None,
+                    "2001:db8::/64",
+                ],
+            },
+            # not read (the spec field lists ranges), so not reported
+            annotations={"service.beta.kubernetes.io/load-balancer-source-ranges": "x"},
+        ),
+        [
+            "Service default/web: spec.loadBalancerSourceRanges[1]: not a CIDR: 'bogus'",
+            "Service default/web: spec.loadBalancerSourceRanges[2]: must be a CIDR like"
+            " 10.0.0.0/24, got integer 7",
+            "Service default/web: spec.loadBalancerSourceRanges[3]: not a CIDR: '192.0.2.1'",
+            "Service default/web: spec.loadBalancerSourceRanges[4]: not a CIDR: '10.0.0.0/33'",
+            "Service default/web: spec.loadBalancerSourceRanges[5]: not a CIDR: ' '",
+            "Service default/web: spec.loadBalancerSourceRanges[6]: must be a CIDR like"
+            " 10.0.0.0/24, got null",
+        ],
+    ),
+    (
+        "service-source-ranges-not-a-list",
+        svc({"type": "LoadBalancer", "loadBalancerSourceRanges": "10.0.0.0/8"}),
+        [
+            "Service default/web: spec.loadBalancerSourceRanges: must be a list, got string"
+            " '10.0.0.0/8'",
+        ],
+    ),
+    (
+        "service-source-ranges-annotation",
+        svc(
+            {"type": "LoadBalancer", "loadBalancerSourceRanges": []},
+            namespace="shop",
+            annotations={
+                "service.beta.kubernetes.io/load-balancer-source-ranges":
+                    "10.0.0.0/8, 300.0.0.0/8,,fd00::/129 ,198.51.100.7"
+            },
+        ),
+        [
+            'Service shop/web: metadata.annotations["service.beta.kubernetes.io/load-balancer'
+            "-source-ranges\"]: not a CIDR: '300.0.0.0/8'",
+            'Service shop/web: metadata.annotations["service.beta.kubernetes.io/load-balancer'
+            "-source-ranges\"]: not a CIDR: 'fd00::/129'",
+            'Service shop/web: metadata.annotations["service.beta.kubernetes.io/load-balancer'
+            "-source-ranges\"]: not a CIDR: '198.51.100.7'",
         ],
     ),
     # ------------------------------------------------------------ EndpointSlice
@@ -874,3 +935,30 @@ def test_ignored_kinds_are_neither_parsed_nor_errors() -> None:
 def test_ref_of_unnamed_object_without_origin() -> None:
     r = parse_object({"apiVersion": "v1", "kind": "Node"})
     assert r.errors == ["Node <unnamed>: metadata.name: required"]
+
+
+def test_invalid_source_ranges_leave_the_valid_ones_and_fail_closed() -> None:
+    """parse_object rejects a Service with a bad range (as for any field error); what the
+    Service parser built keeps only the valid prefixes, and () when none is valid, never
+    None (which would let every client in)."""
+    def model(spec: Any, annotation: str | None = None) -> tuple[Any, list[str]]:
+        ann = {} if annotation is None else {
+            "service.beta.kubernetes.io/load-balancer-source-ranges": annotation}
+        meta = Meta("Service", "web", "default", annotations=ann)
+        r = Reader({"spec": spec})
+        parsed = parse_service(meta, r)
+        return parsed.load_balancer_source_ranges, r.errors
+
+    ranges, errors = model({"loadBalancerSourceRanges": ["bogus", "10.1.0.0/16"]})
+    assert ranges == (ip_network("10.1.0.0/16"),)
+    assert errors == ["spec.loadBalancerSourceRanges[0]: not a CIDR: 'bogus'"]
+    ranges, errors = model({"loadBalancerSourceRanges": ["bogus"]}, "10.0.0.0/8")
+    assert ranges == ()  # the spec field (its entry invalid) still wins over the annotation
+    assert errors == ["spec.loadBalancerSourceRanges[0]: not a CIDR: 'bogus'"]
+    ranges, errors = model({"loadBalancerSourceRanges": "10.0.0.0/8"})
+    assert ranges == ()
+    assert errors == ["spec.loadBalancerSourceRanges: must be a list, got string '10.0.0.0/8'"]
+    ranges, errors = model({}, "bogus, 10.0.0.0/33")
+    assert ranges == ()
+    path = 'metadata.annotations["service.beta.kubernetes.io/load-balancer-source-ranges"]'
+    assert errors == [f"{path}: not a CIDR: 'bogus'", f"{path}: not a CIDR: '10.0.0.0/33'"]

@@ -223,6 +223,62 @@ def test_service_cilium_annotations_give_the_same_service() -> None:
     assert (cilium.sharing_key, cilium.sharing_cross_namespace) == ("k", frozenset({"*"}))
 
 
+SOURCE_RANGES_ANN = "service.beta.kubernetes.io/load-balancer-source-ranges"
+SOURCE_RANGES_ANN_PATH = f'metadata.annotations["{SOURCE_RANGES_ANN}"]'
+
+
+def lb_ranges(spec_ranges: Any = None, annotation: str | None = None) -> Service:
+    spec: dict[str, Any] = {"type": "LoadBalancer"}
+    if spec_ranges is not None:
+        spec["loadBalancerSourceRanges"] = spec_ranges
+    meta: dict[str, Any] = {"name": "web"}
+    if annotation is not None:
+        meta["annotations"] = {SOURCE_RANGES_ANN: annotation}
+    svc: Service = ok({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec})
+    return svc
+
+
+def test_service_source_ranges_from_the_spec_normalised() -> None:
+    svc = lb_ranges(
+        [" 10.1.2.3/8", "2001:db8::1/64", "192.0.2.0/24", "10.0.0.0/8", "192.0.2.7/24 ",
+         "10.0.0.0/16", "0.0.0.0/0"],
+        annotation="bogus",  # not read: the spec field wins when it lists anything
+    )
+    assert svc.load_balancer_source_ranges == (
+        ip_network("0.0.0.0/0"),
+        ip_network("10.0.0.0/8"),
+        ip_network("10.0.0.0/16"),
+        ip_network("192.0.2.0/24"),
+        ip_network("2001:db8::/64"),
+    )
+    assert svc.load_balancer_source_ranges_field == "spec.loadBalancerSourceRanges"
+    again = lb_ranges(["2001:db8::/64", "192.0.2.0/24", "0.0.0.0/0", "10.0.0.0/16", "10.0.0.0/8"])
+    assert again == svc  # the same prefixes in another order and spelling: an equal Service
+
+
+def test_service_source_ranges_from_the_legacy_annotation() -> None:
+    svc = lb_ranges(annotation=" 203.0.113.9/24 ,fd00::/8,,203.0.113.0/24, ")
+    assert svc.load_balancer_source_ranges == (
+        ip_network("203.0.113.0/24"),
+        ip_network("fd00::/8"),
+    )
+    assert svc.load_balancer_source_ranges_field == SOURCE_RANGES_ANN_PATH
+    # an empty spec list gives way to the annotation
+    empty_spec = lb_ranges([], annotation="203.0.113.0/24")
+    assert empty_spec.load_balancer_source_ranges == (ip_network("203.0.113.0/24"),)
+    assert empty_spec.load_balancer_source_ranges_field == SOURCE_RANGES_ANN_PATH
+
+
+@pytest.mark.parametrize(
+    ("spec_ranges", "annotation"),
+    [(None, None), ([], None), (None, ""), (None, " , "), ([], "  ")],
+)
+def test_service_without_source_ranges(spec_ranges: Any, annotation: str | None) -> None:
+    svc = lb_ranges(spec_ranges, annotation)
+    assert svc.load_balancer_source_ranges is None
+    assert svc.load_balancer_source_ranges_field == ""
+
+
 def test_service_headless_and_classes() -> None:
     headless = ok(
         {
