@@ -303,9 +303,11 @@ def open_maps(cfg: DatapathConfig) -> SyncMaps:
     """The service maps from their pins; no compile needed (CLI, readiness checks)."""
     d = cfg.pin_dir
     vips = d / "rr_vips"  # (pinned by a datapath of this version or later)
+    ranges = d / "rr_src_ranges"
     return SyncMaps(PinnedMap.open(str(d / "rr_svc")), PinnedMap.open(str(d / "rr_backend")),
                     PinnedMap.open(str(d / "rr_maglev")), cfg.maglev_m,
-                    PinnedMap.open(str(vips)) if vips.exists() else None)
+                    PinnedMap.open(str(vips)) if vips.exists() else None,
+                    PinnedMap.open(str(ranges)) if ranges.exists() else None)
 
 
 def config_json(cfg: DatapathConfig) -> str:

@@ -12,7 +12,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from functools import cache
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -23,6 +23,7 @@ SVC_LOCAL_ONLY = 0x1
 SVC_EXTERNAL = 0x2
 SVC_RANDOM = 0x4
 SVC_NODEPORT = 0x8
+SVC_SRC_RANGES = 0x10  # new flows only from the entry's rr_src_ranges prefixes
 
 BE_LOCAL = 0x1
 BE_TERMINATING = 0x2
@@ -36,7 +37,7 @@ DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
     "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
-    "rr_config", "rr_vips", "rr_replies",
+    "rr_config", "rr_vips", "rr_replies", "rr_src_ranges",
 )
 
 # rr_vips: one bit per IPv4 /24, and per hash bucket of IPv6 /64s, that holds a service
@@ -90,6 +91,27 @@ def vip_bit(version: int, addr: int) -> tuple[int, int]:
 
 class Addr(ct.Structure):
     _fields_ = [("w", ct.c_uint32 * 4)]
+
+
+class SrcKey(ct.Structure):
+    """rr_src_ranges (LPM trie) key: prefixlen counts svc_id's 32 bits plus the prefix's."""
+
+    _fields_ = [("prefixlen", ct.c_uint32), ("svc_id", ct.c_uint32), ("addr", Addr)]
+
+
+def src_key_bytes(svc_id: int, net: IPv4Network | IPv6Network) -> bytes:
+    """The rr_src_ranges key of one source range of service entry svc_id."""
+    raw = net.network_address.packed
+    return struct.pack("=II", 32 + net.prefixlen, svc_id) + raw + bytes(16 - len(raw))
+
+
+def src_of_key(raw: bytes, version: int) -> tuple[int, IPv4Network | IPv6Network]:
+    """(svc_id, prefix) of an rr_src_ranges key; the key does not hold the family, the
+    service entry it belongs to does (version 4 or 6)."""
+    bits, svc_id = struct.unpack_from("=II", raw)
+    if version == 4:
+        return svc_id, IPv4Network((raw[8:12], bits - 32))
+    return svc_id, IPv6Network((raw[8:24], bits - 32))
 
 
 class SvcKey(ct.Structure):
@@ -261,4 +283,5 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_config": (4, ct.sizeof(Config)),
         "rr_vips": (4, 8),
         "rr_replies": (4, 8),
+        "rr_src_ranges": (ct.sizeof(SrcKey), 4),
     }

@@ -6,7 +6,9 @@ batched deletes, in an order the running programs never trip over: backends, the
 Maglev tables (bpf/slots.py), then services; deletes in the reverse order. A batch
 that stops at an item (map full, wrong family) has that item blamed on its service and
 goes on with the rest (mapstore.write_owned), so the others are still programmed.
-read_table() reads the maps back into table form.
+read_table() reads the maps back into table form. A LoadBalancer IP entry with source
+ranges has its prefixes in rr_src_ranges (keyed by its svc_id) written before the entry
+that flags them, and the prefixes it no longer has deleted after it.
 
 Before a new service entry is written, its address is marked in rr_vips (its IPv4 /24 or
 IPv6 /64 bucket: the filter that lets a packet to no service address go after one array
@@ -50,6 +52,7 @@ class SyncMaps:
     maglev: MapPort
     maglev_m: int = m.DEFAULT_MAGLEV_M
     vips: MapPort | None = None  # rr_vips, the service address filter (None: not kept)
+    ranges: MapPort | None = None  # rr_src_ranges (None: source ranges refused)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class _State:
     # adopted entries nothing can reach (a pass cut short): deleted by the next pass
     stray_tables: set[int] = field(default_factory=set)
     stray_backends: set[int] = field(default_factory=set)
+    ranges: dict[int, frozenset[bytes]] = field(default_factory=dict)  # svc_id -> keys
+    stray_ranges: set[bytes] = field(default_factory=set)
 
 
 _TERMINATING = BackendState.TERMINATING  # (an enum class lookup costs a dict walk)
@@ -103,7 +108,12 @@ def _decode_backend(raw: bytes) -> Backend:
 def _svc_flags(s: Service) -> int:
     return ((m.SVC_LOCAL_ONLY if s.local_only else 0) | (m.SVC_EXTERNAL if s.external else 0)
             | (m.SVC_NODEPORT if s.nodeport else 0)
-            | (m.SVC_RANDOM if s.algorithm is Algorithm.RANDOM else 0))
+            | (m.SVC_RANDOM if s.algorithm is Algorithm.RANDOM else 0)
+            | (m.SVC_SRC_RANGES if s.source_ranges is not None else 0))
+
+
+def _range_keys(sid: int, s: Service) -> frozenset[bytes]:
+    return frozenset(m.src_key_bytes(sid, n) for n in s.source_ranges or ())
 
 
 def _decode_key(raw: bytes) -> ServiceKey:
@@ -137,6 +147,10 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
         tables[sid] = frozenset(array("I", vb))
         st.maglev_ids.add(sid)
         st.next_svc_id = max(st.next_svc_id, sid + 1)
+    range_keys: dict[int, list[bytes]] = {}  # svc_id -> its rr_src_ranges keys
+    if maps.ranges is not None:
+        for kb, _ in maps.ranges.items():
+            range_keys.setdefault(int.from_bytes(kb[4:8], "little"), []).append(kb)
     table: dict[ServiceKey, Service] = {}
     used: set[int] = set()  # backend ids a service's table holds
     for kb, vb in maps.svc.items():
@@ -150,13 +164,20 @@ def _read(maps: SyncMaps) -> tuple[_State, dict[ServiceKey, Service]]:
             backends=bes, local_only=bool(v.flags & m.SVC_LOCAL_ONLY),
             external=bool(v.flags & m.SVC_EXTERNAL), nodeport=bool(v.flags & m.SVC_NODEPORT),
             affinity_timeout=v.affinity_timeout,
-            algorithm=Algorithm.RANDOM if v.flags & m.SVC_RANDOM else Algorithm.MAGLEV)
+            algorithm=Algorithm.RANDOM if v.flags & m.SVC_RANDOM else Algorithm.MAGLEV,
+            source_ranges=tuple(sorted(m.src_of_key(r, key[0])[1]
+                                       for r in range_keys.get(v.svc_id, ())))
+            if v.flags & m.SVC_SRC_RANGES else None)
+        if v.flags & m.SVC_SRC_RANGES:
+            st.ranges[v.svc_id] = frozenset(range_keys.get(v.svc_id, ()))
         table[key] = svc
         st.services[key] = _Programmed(v.svc_id, svc)
         for b in bes:
             st.users.setdefault(b.name, set()).add(key)
         st.next_svc_id = max(st.next_svc_id, v.svc_id + 1)
     st.stray_tables = st.maglev_ids - {p.svc_id for p in st.services.values()}
+    st.stray_ranges = {kb for sid, kbs in range_keys.items() if sid not in st.ranges
+                       for kb in kbs}
     for bid, b in backends.items():
         if bid in used:
             st.backend_ids[b.name] = bid
@@ -256,6 +277,8 @@ class Syncer:
             cur = st.services.get(k)
             present += cur is not None
             why = validate(k, s)
+            if why is None and s.source_ranges is not None and self.maps.ranges is None:
+                why = f"{k}: source ranges given, but this datapath keeps no rr_src_ranges"
             if why:
                 errors[k] = why
                 continue
@@ -283,6 +306,8 @@ class Syncer:
         sv_keys: list[bytes] = []
         sv_vals: list[bytes] = []
         staged: dict[ServiceKey, _Programmed] = {}
+        rg_want: dict[ServiceKey, tuple[int, frozenset[bytes]]] = {}  # svc_id, its prefixes
+        rg_add: list[tuple[ServiceKey, bytes]] = []  # prefixes to add, before the entry
         for k, s in list(changed.items()):
             bes = s.backends
             names = [b.name for b in bes]
@@ -318,6 +343,11 @@ class Syncer:
                 sid = cur.svc_id
             if names:
                 tables.add(k, sid, ids, names, s.algorithm, new=cur is None)
+            if s.source_ranges is not None or sid in st.ranges:
+                want = _range_keys(sid, s)
+                have = st.ranges.get(sid, frozenset())
+                rg_want[k] = (sid, want)
+                rg_add.extend((k, kb) for kb in sorted(want - have))
             sv_owners.append(k)
             sv_keys.append(_key_bytes(k))
             sv_vals.append(m.svc_value_bytes(sid, len(bes), _svc_flags(s), s.affinity_timeout))
@@ -366,12 +396,32 @@ class Syncer:
             sv_owners = [sv_owners[i] for i in keep]
             sv_keys = [sv_keys[i] for i in keep]
             sv_vals = [sv_vals[i] for i in keep]
+        # 2b. source ranges: a prefix is added before the entry that refers to it
+        rg_add = [(k, kb) for k, kb in rg_add if k in changed and k not in mg_failed]
+        rg_failed: dict[ServiceKey, str] = {}
+        if rg_add and self.maps.ranges is not None:
+            rg_failed = write_owned(self.maps.ranges, [k for k, _ in rg_add],
+                                    [kb for _, kb in rg_add], [bytes(4)] * len(rg_add))
+            writes += len(rg_add)
+        for k, why in rg_failed.items():
+            errors[k] = f"{k}: source ranges: {why}"
+        if rg_failed:
+            keep = [i for i, k in enumerate(sv_owners) if k not in rg_failed]
+            sv_owners = [sv_owners[i] for i in keep]
+            sv_keys = [sv_keys[i] for i in keep]
+            sv_vals = [sv_vals[i] for i in keep]
         self._mark_vips(st, sv_owners)  # before a packet can meet the new entries
         sv_failed = write_owned(self.maps.svc, sv_owners, sv_keys, sv_vals)
         writes += len(mg_written) + len(sv_owners)
         for k, why in sv_failed.items():
             errors[k] = f"{k}: service: {why}"
+        sv_failed.update(rg_failed)  # not written either: the old entry stays as it was
         dead_tables: set[int] = set()
+        dead_ranges: set[bytes] = set()  # prefixes nothing refers to any more
+        for k in sv_failed:  # prefixes added for an entry that was not written
+            if k in rg_want:
+                sid, want = rg_want[k]
+                dead_ranges |= want - st.ranges.get(sid, frozenset())
         for k in mg_failed.keys() | sv_failed.keys():
             orphans.update(b.name for b in staged[k].service.backends)
             if k in sv_failed and k not in st.services:  # a new table nobody points at
@@ -383,6 +433,13 @@ class Syncer:
             old = st.services.get(k)
             if old is not None:
                 orphans |= _release(st, k, old.service)
+            if k in rg_want:  # the entry now names its new prefixes only
+                sid, want = rg_want[k]
+                dead_ranges |= st.ranges.get(sid, frozenset()) - want
+                if want or done.service.source_ranges is not None:
+                    st.ranges[sid] = want
+                else:
+                    st.ranges.pop(sid, None)
             st.services[k] = done
             st.inputs[k] = desired[k]
             for b in done.service.backends:
@@ -405,8 +462,13 @@ class Syncer:
             was = st.services.pop(k)
             st.inputs.pop(k, None)
             orphans |= _release(st, k, was.service)
+            dead_ranges |= st.ranges.pop(was.svc_id, frozenset())
             if was.svc_id in st.maglev_ids:
                 dead_tables.add(was.svc_id)
+        dead_ranges |= st.stray_ranges
+        st.stray_ranges = set()
+        if dead_ranges and self.maps.ranges is not None:
+            deletes += _delete(self.maps.ranges, sorted(dead_ranges))
         dead_tables |= st.stray_tables
         st.stray_tables = set()
         deletes += _delete(self.maps.maglev, [_u32(i) for i in sorted(dead_tables)])

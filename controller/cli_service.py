@@ -36,6 +36,8 @@ def _flags(svc: Any) -> str:
     if svc.affinity_timeout:
         out.append(f"affinity={svc.affinity_timeout}s")
     out.append(svc.algorithm.value)
+    if svc.source_ranges is not None:  # loadBalancerSourceRanges: new flows only from these
+        out.append("from=" + ("+".join(str(n) for n in svc.source_ranges) or "nobody"))
     return ",".join(out)
 
 

@@ -20,6 +20,9 @@
 #ifndef RR_MAX_BACKENDS
 #define RR_MAX_BACKENDS 65536
 #endif
+#ifndef RR_MAX_SRC_RANGES
+#define RR_MAX_SRC_RANGES 16384 /* loadBalancerSourceRanges prefixes, all services */
+#endif
 #ifndef RR_CT_SIZE
 #define RR_CT_SIZE 262144
 #endif
@@ -70,6 +73,7 @@
 #define RR_SVC_EXTERNAL 0x2   /* NodePort / LoadBalancer / external IP entry */
 #define RR_SVC_RANDOM 0x4     /* random slot instead of the 5-tuple hash */
 #define RR_SVC_NODEPORT 0x8   /* vip is a node address */
+#define RR_SVC_SRC_RANGES 0x10 /* new flows only from rr_src_ranges' prefixes of svc_id */
 
 /* rr_backend.flags */
 #define RR_BE_LOCAL 0x1       /* the backend runs on this node */
@@ -100,6 +104,16 @@ struct rr_svc_value { /* 16 bytes */
     __u16 flags;            /* RR_SVC_* */
     __u32 affinity_timeout; /* seconds; 0 = no session affinity */
     __u32 pad;
+};
+
+/* rr_src_ranges (LPM trie): the client prefixes a service entry flagged RR_SVC_SRC_RANGES
+ * admits new flows from (a LoadBalancer IP's loadBalancerSourceRanges). prefixlen counts
+ * the 32 bits of svc_id plus the prefix's; addresses in network order, IPv4 in the first
+ * four bytes (an entry's prefixes are of its service address's family). */
+struct rr_src_key { /* 24 bytes */
+    __u32 prefixlen;
+    __u32 svc_id;
+    struct rr_addr addr;
 };
 
 struct rr_backend { /* 20 bytes; key: __u32 backend id */
@@ -230,6 +244,8 @@ struct rr_config { /* array of one, written by the loader */
 
 RR_MAP("hash", struct rr_svc_key, struct rr_svc_value, rr_svc, RR_MAX_SERVICES);
 RR_MAP("hash", __u32, struct rr_backend, rr_backend, RR_MAX_BACKENDS);
+RR_MAP_F("lpm_trie", struct rr_src_key, __u32, rr_src_ranges, RR_MAX_SRC_RANGES,
+         BPF_F_NO_PREALLOC);
 /* preallocated: a write then copies a table instead of allocating one (3x faster) */
 RR_MAP("hash", __u32, struct rr_maglev, rr_maglev, RR_MAX_TABLES);
 RR_MAP("lru_hash", struct rr_ct4_key, struct rr_ct4_value, rr_ct, RR_CT_SIZE); /* IPv4 */

@@ -65,6 +65,9 @@ static __always_inline int rr_sock_xlate(struct bpf_sock_addr *ctx, struct rr_ad
     svc = rr_svc_lookup(&t);
     if (!svc)
         return RR_SOCK_PASS;
+    /* source ranges are judged on the packet (the source address is not chosen yet) */
+    if (svc->flags & RR_SVC_SRC_RANGES)
+        return RR_SOCK_PASS;
     cookie = bpf_get_socket_cookie(ctx);
     if (svc->affinity_timeout) { /* the client identity only affinity needs */
         netns = bpf_get_netns_cookie(ctx);

@@ -85,6 +85,21 @@ static __always_inline struct rr_svc_value *rr_svc_lookup(struct rr_ct_key *t)
     return rr_svc.lookup(&k);
 }
 
+/* May a new flow from saddr use svc? Always, unless the entry lists source ranges
+ * (RR_SVC_SRC_RANGES): then only from one of its prefixes (one LPM lookup). */
+static __always_inline int rr_src_allowed(const struct rr_svc_value *svc,
+                                          const struct rr_addr *saddr, __u8 family)
+{
+    struct rr_src_key k = {};
+
+    if (!(svc->flags & RR_SVC_SRC_RANGES))
+        return 1;
+    k.prefixlen = 32 + (family == RR_AF_INET ? 32 : 128);
+    k.svc_id = svc->svc_id;
+    k.addr = *saddr;
+    return rr_src_ranges.lookup(&k) != 0;
+}
+
 /* Pick a backend for a new flow. Returns 0 and fills *be / *be_id, or -1. */
 static __always_inline int rr_select(struct rr_ct_key *t, struct rr_svc_value *svc,
                                      __u32 hash, struct rr_backend *be, __u32 *be_id)

@@ -416,6 +416,8 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
         svc = rr_svc_lookup(&p->t);
         if (!svc)
             return RR_NAT_PASS;
+        if (__builtin_expect(!rr_src_allowed(svc, &p->t.saddr, p->t.family), 0))
+            return RR_NAT_DROP; /* a client outside the LoadBalancer's source ranges */
         ci.flags = 0; /* a stale entry's are not the new flow's */
         if (rr_ct_create(p, svc, allow_snat, &ci) < 0)
             return RR_NAT_DROP;

@@ -51,3 +51,40 @@ def test_nodeport_cluster_long_connection_and_udp_local(bench: Bench) -> None:
     assert PORT == 8080
     reply, src = udp_ask(bench.ext, NODE1, NP_LOCAL)
     assert src == (NODE1, NP_LOCAL) and reply.split()[0] in {"b11", "b12"}
+
+
+def test_loadbalancer_source_ranges_admit_only_their_clients(bench: Bench) -> None:
+    """loadBalancerSourceRanges on the LB IP: the external client and the client pod are
+    admitted only while a range holds them; no usable range admits nobody; the
+    NodePorts and ClusterIPs of the node are not affected."""
+    from dataclasses import replace
+    from ipaddress import ip_network
+
+    from .conftest import CIP, apply, key
+
+    lb = key(LB_LOCAL, 80)
+    base = bench.table1[lb]
+    pod = bench.client
+
+    def with_ranges(*nets: str | None) -> None:
+        ranges = None if nets == (None,) else tuple(sorted(ip_network(n) for n in nets if n))
+        apply(bench.sync1, {**bench.table1, lb: replace(base, source_ranges=ranges)})
+
+    try:
+        with_ranges(f"{EXT}/32")
+        assert tcp_ask(bench.ext, LB_LOCAL, 80).split()[0] in {"b11", "b12"}
+        with pytest.raises(OSError):  # the pod is outside the range: dropped
+            tcp_ask(pod.ns, LB_LOCAL, 80, timeout=1)
+        with_ranges("192.0.2.0/24", f"{pod.ip}/32")
+        assert tcp_ask(pod.ns, LB_LOCAL, 80).split()[0] in {"b11", "b12"}
+        with pytest.raises(OSError):
+            tcp_ask(bench.ext, LB_LOCAL, 80, timeout=1)
+        assert tcp_ask(bench.ext, NODE1, NP_LOCAL).split()[0] in {"b11", "b12"}  # NodePort
+        assert tcp_ask(pod.ns, CIP, 80).split()[0] in {"b11", "b12", "b21"}  # ClusterIP
+        with_ranges()  # ranges given, none usable: nobody
+        with pytest.raises(OSError):
+            tcp_ask(pod.ns, LB_LOCAL, 80, timeout=1)
+        with_ranges(None)  # no ranges: everybody
+        assert tcp_ask(bench.ext, LB_LOCAL, 80).split()[0] in {"b11", "b12"}
+    finally:
+        apply(bench.sync1, bench.table1)

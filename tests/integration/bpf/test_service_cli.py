@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from ipaddress import IPv4Address as A
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def test_service_list_shows_what_the_maps_hold(syncer: Syncer) -> None:
         ServiceKey(A("192.0.2.1"), 30053, Proto.UDP): Service(
             (Backend(A("10.1.0.7"), 53, True, BackendState.TERMINATING),), local_only=True,
             external=True, nodeport=True, algorithm=Algorithm.RANDOM, name="demo/dns"),
+        ServiceKey(A("198.51.100.7"), 443, Proto.TCP): Service(
+            (Backend(A("10.1.0.8"), 8443, True),), external=True, name="demo/lb",
+            source_ranges=(ip_network("192.0.2.0/24"), ip_network("203.0.113.9/32"))),
     }
     res = syncer.sync(table)
     assert not res.errors and res.programmed == frozenset(table)
@@ -60,14 +64,18 @@ def test_service_list_shows_what_the_maps_hold(syncer: Syncer) -> None:
     assert doc == [
         {"vip": "10.96.0.10", "port": 80, "proto": "tcp", "local_only": False,
          "external": False, "nodeport": False, "affinity_timeout": 300,
-         "algorithm": "maglev", "name": "",
+         "algorithm": "maglev", "name": "", "source_ranges": None,
          "backends": [  # the not-serving endpoint is not in the maps
              {"ip": "10.1.0.5", "port": 8080, "local": True, "state": "ready"},
              {"ip": "10.1.1.5", "port": 8080, "local": False, "state": "ready"}]},
         {"vip": "192.0.2.1", "port": 30053, "proto": "udp", "local_only": True,
          "external": True, "nodeport": True, "affinity_timeout": 0, "algorithm": "random",
-         "name": "",
+         "name": "", "source_ranges": None,
          "backends": [{"ip": "10.1.0.7", "port": 53, "local": True, "state": "terminating"}]},
+        {"vip": "198.51.100.7", "port": 443, "proto": "tcp", "local_only": False,
+         "external": True, "nodeport": False, "affinity_timeout": 0, "algorithm": "maglev",
+         "name": "", "source_ranges": ["192.0.2.0/24", "203.0.113.9/32"],
+         "backends": [{"ip": "10.1.0.8", "port": 8443, "local": True, "state": "ready"}]},
     ]
 
     text = cli()
@@ -79,13 +87,15 @@ def test_service_list_shows_what_the_maps_hold(syncer: Syncer) -> None:
     assert lines[3].split() == ["->", "10.1.1.5:8080", "remote"]
     assert lines[4].split() == ["192.0.2.1:30053/udp", "nodeport,local,random", "1"]
     assert lines[5].split() == ["->", "10.1.0.7:53", "local", "terminating"]
-    assert lines[-1] == "2 service entries"
+    assert lines[6].split() == ["198.51.100.7:443/tcp",
+                                "external,maglev,from=192.0.2.0/24+203.0.113.9/32", "1"]
+    assert lines[-1] == "3 service entries"
 
     # a removal shows up at once: the CLI reads the maps, not a cache
     del table[ServiceKey(A("10.96.0.10"), 80, Proto.TCP)]
     syncer.sync(table)
     after = json.loads(cli("-o", "json").stdout)
-    assert [e["vip"] for e in after] == ["192.0.2.1"]
+    assert [e["vip"] for e in after] == ["192.0.2.1", "198.51.100.7"]
 
 
 def test_service_list_names_a_missing_instance() -> None:

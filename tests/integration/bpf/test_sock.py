@@ -210,3 +210,36 @@ def test_a_pod_without_per_packet_programs_is_served_by_the_socket_hooks(
         _check(_run_in(cgroup, pod.ns), CIP, {"b11", "b12", "b21"})
     finally:
         bench.dp1.attach_pod(pod.host_if, bench.node1)
+
+
+def test_source_ranges_are_judged_on_the_packet_not_bypassed_at_connect(
+        bench: Bench, cgroup: Path) -> None:
+    # connect() leaves a service with source ranges to the per-packet path, which sees
+    # the source address (not chosen yet at connect time)
+    from dataclasses import replace
+    from ipaddress import ip_network
+
+    from .conftest import LB_LOCAL, apply, key
+    from .netlab import tcp_ask
+
+    lb = key(LB_LOCAL, 80)
+    pod = bench.client
+    code = f"import socket; s = socket.create_connection(({LB_LOCAL!r}, 80), 1); " \
+           "print(s.makefile().readline().split()[0])"
+
+    def ask() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec ip netns '
+                               f'exec {pod.ns} "$0" -c "$1"', sys.executable, code],
+                              capture_output=True, text=True, timeout=20)
+
+    try:
+        apply(bench.sync1, {**bench.table1, lb: replace(
+            bench.table1[lb], source_ranges=(ip_network("192.0.2.0/24"),))})
+        assert ask().returncode != 0  # outside the range, inside the cgroup: refused
+        apply(bench.sync1, {**bench.table1, lb: replace(
+            bench.table1[lb], source_ranges=(ip_network(f"{pod.ip}/32"),))})
+        r = ask()
+        assert r.returncode == 0 and r.stdout.strip() in {"b11", "b12"}, r.stderr
+        assert tcp_ask(pod.ns, LB_LOCAL, 80).split()[0] in {"b11", "b12"}
+    finally:
+        apply(bench.sync1, bench.table1)

@@ -78,12 +78,14 @@ def test_address_and_port_packing() -> None:
 
 def test_programmed_keeps_every_field_but_name() -> None:
     from dataclasses import fields, replace
+    from ipaddress import ip_network
 
     s = Service((be(2), be(1), be(1)), local_only=False, external=True, nodeport=True,
-                affinity_timeout=30, algorithm=Algorithm.RANDOM, name="ns/x")
+                affinity_timeout=30, algorithm=Algorithm.RANDOM, name="ns/x",
+                source_ranges=(ip_network("192.0.2.0/24"),))
     assert [f.name for f in fields(Service)] == [
         "backends", "local_only", "external", "nodeport", "affinity_timeout", "algorithm",
-        "name"]  # programmed() lists them: update it with a new field
+        "name", "source_ranges"]  # programmed() lists them: update it with a new field
     assert s.programmed() == replace(s, backends=(be(1), be(2)), name="")
     assert s.programmed().name == "" and s.eligible() is s.eligible()
 
