@@ -266,13 +266,13 @@ class Flow:
 
 
 def _from_forward(f: Entry, r: Entry | None, now: int, life: Lifetimes) -> Flow:
-    snat = f.nat if f.flags & m.CT_SNAT else None
+    snat = f.nat if f.flags & (m.CT_SNAT | m.CT_SPORT) else None  # what the backend sees
     return Flow(f.proto, f.src, f.dst, f.addr, snat, f.svc_id, f.backend_id,
                 Timing.of(f, now, life), Timing.of(r, now, life) if r else None, life.hz)
 
 
 def _from_reply(r: Entry, now: int, life: Lifetimes) -> Flow:
-    snat = r.dst if r.flags & m.CT_SNAT else None
+    snat = r.dst if r.flags & (m.CT_SNAT | m.CT_SPORT) else None
     return Flow(r.proto, r.addr, r.nat, r.src, snat, r.svc_id, r.backend_id, None,
                 Timing.of(r, now, life), life.hz)
 

@@ -32,6 +32,7 @@ DIR_FORWARD = 0
 DIR_REPLY = 1
 CT_SNAT = 0x1
 CT_CLOSING = 0x2  # a TCP FIN was seen
+CT_SPORT = 0x4  # the client's source port was remapped (a reply key clash); address kept
 
 DEFAULT_MAGLEV_M = 1021
 

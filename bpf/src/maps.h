@@ -86,6 +86,8 @@
 /* rr_ct_value.flags */
 #define RR_CT_SNAT 0x1
 #define RR_CT_CLOSING 0x2 /* a TCP FIN was seen: a SYN on this tuple starts a new flow */
+#define RR_CT_SPORT 0x4   /* the client's source port was remapped (its address kept): its
+                           * translated tuple was another live flow's (a reply key clash) */
 
 struct rr_addr {
     __u32 w[4];

@@ -149,9 +149,10 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
     }
 }
 
-/* Insert an entry under k (family of k, dir set) with ci's translation. */
+/* Insert an entry under k (family of k, dir set) with ci's translation; excl: only if k
+ * holds none (-EEXIST otherwise). */
 static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_ct_info *ci,
-                                     __u32 svc_id, __u32 be_id, __u32 now)
+                                     __u32 svc_id, __u32 be_id, __u32 now, int excl)
 {
     int ret;
 
@@ -163,7 +164,7 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
         v.addr = ci->addr.w[0];
         v.nat_addr = ci->nat_addr.w[0];
         RR_CT_VALUE_REST(&v, ci, svc_id, be_id, now);
-        ret = rr_ct.update(&k4, &v);
+        ret = excl ? rr_ct.insert(&k4, &v) : rr_ct.update(&k4, &v);
         /* keeps clang from merging the two families' calls into one call site (one map
          * per site lets the verifier call the map directly instead of the generic helper) */
         asm volatile("" : "+r"(ret));
@@ -174,7 +175,32 @@ static __always_inline int rr_ct_put(const struct rr_ct_key *k, const struct rr_
         v.addr = ci->addr;
         v.nat_addr = ci->nat_addr;
         RR_CT_VALUE_REST(&v, ci, svc_id, be_id, now);
-        return rr_ct6.update((struct rr_ct_key *)k, &v);
+        ret = excl ? rr_ct6.insert((struct rr_ct_key *)k, &v)
+                   : rr_ct6.update((struct rr_ct_key *)k, &v);
+        asm volatile("" : "+r"(ret));
+        return ret;
+    }
+}
+
+/* Is the reply entry under rk a live flow of another service address than ri's (its
+ * translated tuple is taken: the same client port reached another service sharing this
+ * backend)? A stale (outlived) entry, or one of the same service, may be overwritten. */
+static __always_inline int rr_ct_reply_taken(const struct rr_ct_key *rk,
+                                             const struct rr_ct_info *ri, __u32 now)
+{
+    if (rk->family == RR_AF_INET) {
+        struct rr_ct4_key k4;
+        struct rr_ct4_value *v;
+
+        rr_ct4_key_of(&k4, rk, RR_DIR_REPLY);
+        v = rr_ct.lookup(&k4);
+        return v && now - v->seen <= rr_ct_lifetime(rk->proto, v->flags) &&
+               (v->nat_addr != ri->nat_addr.w[0] || v->nat_port != ri->nat_port);
+    } else {
+        struct rr_ct6_value *v = rr_ct6.lookup((struct rr_ct_key *)rk);
+
+        return v && now - v->seen <= rr_ct_lifetime(rk->proto, v->flags) &&
+               (!rr_addr_eq(&v->nat_addr, &ri->nat_addr) || v->nat_port != ri->nat_port);
     }
 }
 
@@ -298,7 +324,8 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
     }
     if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
         return RR_NAT_DROP;
-    if (snat && rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
+    if ((ci.flags & (RR_CT_SNAT | RR_CT_SPORT)) &&
+        rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
         return RR_NAT_DROP;
     if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
         rr_ct_tcp_seen(p, RR_DIR_REPLY, &ci);
@@ -385,10 +412,34 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     ri.nat_port = p->t.dport;
     ri.flags = ci->flags;
     rr_reply_mark(&rk);
-    if (rr_ct_put(&rk, &ri, svc_id, be_id, now) < 0)
-        return -1;
+    if (ci->flags & RR_CT_SNAT) {
+        if (rr_ct_put(&rk, &ri, svc_id, be_id, now, 0) < 0)
+            return -1;
+    } else if (rr_ct_put(&rk, &ri, svc_id, be_id, now, 1) < 0) {
+        /* the translated tuple (client -> backend) is in use: by this flow's past (a
+         * retransmission, a reused tuple) or by another service's flow from the same
+         * client port to this backend, which keeps its entry: then this flow gets another
+         * source port, as the kernel's NAT does on a clash */
+        if (!rr_ct_reply_taken(&rk, &ri, now)) {
+            if (rr_ct_put(&rk, &ri, svc_id, be_id, now, 0) < 0)
+                return -1;
+        } else {
+            ri.flags |= RR_CT_SPORT;
+#pragma unroll
+            for (i = 0; i < RR_SNAT_TRIES; i++) {
+                sport = htons(32768 + bpf_get_prandom_u32() % 28000);
+                rk.dport = sport;
+                if (rr_ct_put(&rk, &ri, svc_id, be_id, now, 1) == 0)
+                    break;
+            }
+            if (i == RR_SNAT_TRIES)
+                return -1;
+            ci->nat_port = sport;
+            ci->flags |= RR_CT_SPORT;
+        }
+    }
     p->t.dir = RR_DIR_FORWARD;
-    if (rr_ct_put(&p->t, ci, svc_id, be_id, now) < 0)
+    if (rr_ct_put(&p->t, ci, svc_id, be_id, now, 0) < 0)
         return -1;
     return 0;
 }
@@ -424,7 +475,7 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
     }
     if (rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
         return RR_NAT_DROP;
-    if ((ci.flags & RR_CT_SNAT) &&
+    if ((ci.flags & (RR_CT_SNAT | RR_CT_SPORT)) &&
         rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
         return RR_NAT_DROP;
     if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))

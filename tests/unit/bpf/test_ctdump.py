@@ -23,6 +23,7 @@ LIFE = cd.Lifetimes(hz=HZ, tcp=3600, close=10, udp=60)
 TCP, UDP = 6, 17
 CLIENT, VIP, BE, NODE = "10.1.0.5", "10.96.0.10", "10.2.0.7", "192.0.2.1"
 CLIENT6, VIP6, BE6 = "fd00:1::5", "fd00:96::10", "fd00:2::7"
+VIP2 = "10.96.0.11"
 
 
 def ep(addr: str, port: int) -> E:
@@ -109,6 +110,22 @@ def test_snat_shows_the_source_the_backend_sees() -> None:
     assert f.orphan is None
     assert (f.client, f.backend, f.snat) == (ep(CLIENT, 40000), ep(BE, 8080), ep(NODE, 33333))
     assert f.to_json()["snat"] == {"ip": NODE, "port": 33333}
+
+
+def test_a_remapped_client_port_shows_as_the_source_the_backend_sees() -> None:
+    """A reply-key clash moved the client's port (CT_SPORT): the backend sees the client's
+    address with the new port, and the flow pairs through it."""
+    c4, _ = maps()
+    flow4(c4, ep(CLIENT, 40000), ep(VIP, 80), ep(BE, 8080))
+    seen = ep(CLIENT, 45555)
+    put4(c4, m.DIR_FORWARD, TCP, ep(CLIENT, 40000), ep(VIP2, 80), ep(BE, 8080), seen,
+         m.CT_SPORT)
+    put4(c4, m.DIR_REPLY, TCP, ep(BE, 8080), seen, ep(CLIENT, 40000), ep(VIP2, 80),
+         m.CT_SPORT)
+    flows = {f.service: f for f in dump(c4)}
+    assert flows[ep(VIP, 80)].snat is None and flows[ep(VIP, 80)].orphan is None
+    assert flows[ep(VIP2, 80)].snat == seen and flows[ep(VIP2, 80)].orphan is None
+    assert flows[ep(VIP2, 80)].client == ep(CLIENT, 40000)
 
 
 def test_two_clients_and_a_snat_flow_do_not_mix() -> None:
