@@ -156,3 +156,32 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     assert "=== BGP sessions" in res.stdout
     assert "established" in res.stdout
     assert "pod=web-local-" in res.stdout
+
+
+def test_load_balancer_source_ranges_from_the_manifest(
+    lab: tuple[LabRunner, Topology, Path],
+) -> None:
+    """spec.loadBalancerSourceRanges in the Service manifest reaches every node's datapath:
+    the external client is refused while no range holds it, served once one does."""
+    r, topo, mdir = lab
+    ip = lb_ip(mdir, "demo/web-cluster")
+    f = mdir / "40-services.yaml"
+    original = f.read_text()
+
+    def ranges(*nets: str) -> None:
+        docs = list(yaml.safe_load_all(original))
+        for d in docs:
+            if d and d["metadata"]["name"] == "web-cluster":
+                d["spec"]["loadBalancerSourceRanges"] = list(nets)
+        f.write_text(yaml.safe_dump_all(docs))
+
+    try:
+        ranges("198.51.100.0/24")
+        wait_for(lambda: curl(topo, ip) == "", 20, 0.3, "the client refused")
+        assert all(curl(topo, ip) == "" for _ in range(3))  # through every node
+        ranges("198.51.100.0/24", "192.168.100.0/24")
+        wait_for(lambda: curl(topo, ip).startswith("pod=web-cluster-1"), 20, 0.3,
+                 "the client served")
+    finally:
+        f.write_text(original)
+    wait_for(lambda: curl(topo, ip).startswith("pod=web-cluster-1"), 20, 0.3, "restored")
