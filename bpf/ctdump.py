@@ -234,7 +234,14 @@ class Flow:
     @property
     def expired_dirs(self) -> list[str]:
         return [d for d, t in (("forward", self.forward), ("reply", self.reply))
-                if t is not None and t.expired]
+                if t is not None and self._expired(t)]
+
+    def _expired(self, t: Timing) -> bool:
+        """A UDP reply entry past its lifetime still translates while the forward entry
+        lives (the datapath refreshes it then: one flow, as in the kernel's conntrack)."""
+        if t is self.reply and self.proto == 17 and self.forward is not None:
+            return t.expired and self.forward.expired
+        return t.expired
 
     @property
     def proto_name(self) -> str:
@@ -250,7 +257,7 @@ class Flow:
             if t is None:
                 return None
             return {"age": round(t.age / self.hz, 3), "idle": round(t.idle / self.hz, 3),
-                    "lifetime": round(t.lifetime / self.hz, 3), "expired": t.expired,
+                    "lifetime": round(t.lifetime / self.hz, 3), "expired": self._expired(t),
                     "closing": t.closing}
 
         return {

@@ -119,7 +119,47 @@ static __always_inline int rr_reply_maybe(const struct rr_pkt *p)
     return !a || !*a;
 }
 
-/* Look up p's flow in direction dir (the tuple as parsed). 1 and *ci filled if known. */
+/* The other entry of the flow whose entry ci is: (addr:port -> nat_addr:nat_port) in
+ * the other direction, for the forward entry (backend -> client or SNAT source) and for
+ * the reply entry (client -> service) alike. */
+static __always_inline void rr_ct_twin(struct rr_ct_key *k, const struct rr_pkt *p, __u8 dir,
+                                       const struct rr_ct_info *ci)
+{
+    k->saddr = ci->addr;
+    k->daddr = ci->nat_addr;
+    k->sport = ci->port;
+    k->dport = ci->nat_port;
+    k->proto = p->t.proto;
+    k->family = p->t.family;
+    k->dir = dir == RR_DIR_FORWARD ? RR_DIR_REPLY : RR_DIR_FORWARD;
+    k->pad = 0;
+}
+
+/* Is the forward entry of the flow whose reply entry is ci alive? */
+static __always_inline int rr_ct_twin_live(const struct rr_pkt *p, const struct rr_ct_info *ci)
+{
+    struct rr_ct_key k;
+    __u32 now = (__u32)bpf_jiffies64();
+
+    rr_ct_twin(&k, p, RR_DIR_REPLY, ci);
+    if (k.family == RR_AF_INET) {
+        struct rr_ct4_key k4;
+        struct rr_ct4_value *v;
+
+        rr_ct4_key_of(&k4, &k, RR_DIR_FORWARD);
+        v = rr_ct.lookup(&k4);
+        return v && now - v->seen <= rr_ct_lifetime(k.proto, v->flags);
+    } else {
+        struct rr_ct6_value *v = rr_ct6.lookup(&k);
+
+        return v && now - v->seen <= rr_ct_lifetime(k.proto, v->flags);
+    }
+}
+
+/* Look up p's flow in direction dir (the tuple as parsed). 1 and *ci filled if known.
+ * A UDP reply entry that outlived its lifetime while its forward entry did not (a flow
+ * whose client keeps sending and whose server answers rarely: the kernel's conntrack,
+ * one entry for both directions, keeps such a flow) lives on, refreshed. */
 static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_info *ci)
 {
     if (p->t.family == RR_AF_INET) {
@@ -128,11 +168,16 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
 
         rr_ct4_key_of(&k, &p->t, dir);
         v = rr_ct.lookup(&k);
-        if (!v || !RR_CT_TOUCH(v, p))
+        if (!v)
             return 0;
         ci->addr.w[0] = v->addr;
         ci->nat_addr.w[0] = v->nat_addr;
         RR_CT_INFO_PORTS(ci, v);
+        if (__builtin_expect(!RR_CT_TOUCH(v, p), 0)) {
+            if (dir != RR_DIR_REPLY || p->t.proto != IPPROTO_UDP || !rr_ct_twin_live(p, ci))
+                return 0;
+            v->seen = (__u32)bpf_jiffies64();
+        }
         return 1;
     } else {
         struct rr_ct6_value *v;
@@ -140,11 +185,16 @@ static __always_inline int rr_ct_get(struct rr_pkt *p, __u8 dir, struct rr_ct_in
         p->t.dir = dir;
         v = rr_ct6.lookup(&p->t);
         p->t.dir = RR_DIR_FORWARD;
-        if (!v || !RR_CT_TOUCH(v, p))
+        if (!v)
             return 0;
         ci->addr = v->addr;
         ci->nat_addr = v->nat_addr;
         RR_CT_INFO_PORTS(ci, v);
+        if (__builtin_expect(!RR_CT_TOUCH(v, p), 0)) {
+            if (dir != RR_DIR_REPLY || p->t.proto != IPPROTO_UDP || !rr_ct_twin_live(p, ci))
+                return 0;
+            v->seen = (__u32)bpf_jiffies64();
+        }
         return 1;
     }
 }
@@ -210,22 +260,6 @@ static __always_inline int rr_ct_reply_taken(const struct rr_ct_key *rk,
  * finished one. Without this, a client port used once through a service and then for a
  * direct connection to the backend would have that connection's SYN-ACK "restored" to
  * the service address by the old reply entry. */
-
-/* The other entry of the flow whose entry ci is: (addr:port -> nat_addr:nat_port) in
- * the other direction, for the forward entry (backend -> client or SNAT source) and for
- * the reply entry (client -> service) alike. */
-static __always_inline void rr_ct_twin(struct rr_ct_key *k, const struct rr_pkt *p, __u8 dir,
-                                       const struct rr_ct_info *ci)
-{
-    k->saddr = ci->addr;
-    k->daddr = ci->nat_addr;
-    k->sport = ci->port;
-    k->dport = ci->nat_port;
-    k->proto = p->t.proto;
-    k->family = p->t.family;
-    k->dir = dir == RR_DIR_FORWARD ? RR_DIR_REPLY : RR_DIR_FORWARD;
-    k->pad = 0;
-}
 
 /* Drop (drop != 0) or mark closing the entry under k. */
 static __always_inline void rr_ct_end_one(struct rr_ct_key *k, int drop)

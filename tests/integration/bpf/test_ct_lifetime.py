@@ -1,6 +1,7 @@
 """Conntrack lifetimes, with BPF_PROG_TEST_RUN on the pod program: an entry idle for longer
 than its lifetime is a miss (a UDP flow after ct_udp_lifetime, a TCP flow after its FIN
-once ct_close_lifetime has passed), while one in use stays. Lifetimes of a second here;
+once ct_close_lifetime has passed), while one in use stays, a UDP reply entry included
+while its client keeps the flow's forward entry in use. Lifetimes of a second here;
 the datapath counts them in the running kernel's jiffies (CONFIG_HZ, read by the loader)."""
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def test_an_idle_udp_flow_expires_and_a_busy_one_stays(dp: Datapath) -> None:
     assert reply_source(dp, 17, 42001) == (BE4, 8080)  # expired: left alone
     assert send(dp, 17, 42001) == (BE4, 8080)          # a new packet makes a new flow
     assert reply_source(dp, 17, 42001) == (VIP4, 80)
+
+
+def test_a_udp_flow_whose_client_keeps_sending_keeps_its_rare_replies(dp: Datapath) -> None:
+    # the reply entry outlives its lifetime while the client's packets keep the forward
+    # entry alive: a late reply is still the service's (one flow, as in the kernel)
+    assert send(dp, 17, 42004) == (BE4, 8080)
+    for _ in range(3):
+        time.sleep(0.6)
+        assert send(dp, 17, 42004) == (BE4, 8080)
+    assert reply_source(dp, 17, 42004) == (VIP4, 80)
+    time.sleep(1.6)  # now both directions idle past the lifetime: the flow is gone
+    assert reply_source(dp, 17, 42004) == (BE4, 8080)
 
 
 def test_a_tcp_flow_outlives_the_udp_lifetime_but_not_its_close(dp: Datapath) -> None:

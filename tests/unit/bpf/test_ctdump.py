@@ -128,6 +128,23 @@ def test_a_remapped_client_port_shows_as_the_source_the_backend_sees() -> None:
     assert flows[ep(VIP2, 80)].client == ep(CLIENT, 40000)
 
 
+def test_a_udp_reply_entry_lives_on_while_its_forward_entry_does() -> None:
+    c4, _ = maps()
+    late = 1000 + 100 * HZ  # both made at 1000; UDP lifetime 60 s
+    flow4(c4, ep(CLIENT, 40000), ep(VIP, 53), ep(BE, 53), proto=UDP, seen_f=late - HZ)
+    [f] = dump(c4, now=late)
+    assert f.reply is not None and f.reply.expired  # the entry alone has outlived it
+    assert not f.expired and f.to_json()["reply"]["expired"] is False  # but translates
+    c4b, _ = maps()
+    flow4(c4b, ep(CLIENT, 40000), ep(VIP, 80), ep(BE, 8080), seen_f=late - HZ)  # TCP
+    [t] = dump(c4b, now=late + 7200 * HZ)
+    assert t.expired_dirs == ["forward", "reply"]
+    c4c, _ = maps()
+    flow4(c4c, ep(CLIENT, 40000), ep(VIP, 53), ep(BE, 53), proto=UDP)  # both idle
+    [u] = dump(c4c, now=late)
+    assert u.expired_dirs == ["forward", "reply"]
+
+
 def test_two_clients_and_a_snat_flow_do_not_mix() -> None:
     """Each forward entry pairs with its own twin, also when tuples share parts."""
     c4, _ = maps()
@@ -224,8 +241,10 @@ def test_age_idle_and_expiry_across_a_jiffies_wrap() -> None:
     [f] = dump(c4, now=now + 1)
     assert f.forward is not None and f.reply is not None
     assert not f.forward.expired
-    assert f.reply.expired  # a tick more: the backend's replies are no longer translated
-    assert f.expired and f.expired_dirs == ["reply"]
+    assert f.reply.expired  # a tick more: the reply entry alone has outlived its lifetime,
+    assert not f.expired  # but the forward entry lives, so the datapath refreshes it
+    [f] = dump(c4, now=now + 8 * HZ + 1)  # the forward entry idle 60 s and a tick too
+    assert f.expired and f.expired_dirs == ["forward", "reply"]
     assert f.to_json()["expired"] is True and f.to_json()["reply"]["expired"] is True
 
 
