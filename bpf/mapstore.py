@@ -153,10 +153,48 @@ class PinnedMap:
             yield cur
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        for k in list(self.keys()):
-            v = self.lookup(k)
-            if v is not None:
-                yield k, v
+        """Every (key, value): read in batches of up to about 1 MB (BPF_MAP_LOOKUP_BATCH,
+        one call per batch instead of two per entry); a map type without batch lookup
+        (an LPM trie) is walked key by key."""
+        batches = self._batches()
+        try:
+            first = next(batches)
+        except StopIteration:
+            return
+        except OSError:  # no batch lookup for this map type
+            for k in list(self.keys()):
+                v = self.lookup(k)
+                if v is not None:
+                    yield k, v
+            return
+        yield from first
+        for chunk in batches:
+            yield from chunk
+
+    def _batches(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        ks, vs = self.key_size, self.value_size
+        n = max(1, min(self.max_entries, (1 << 20) // (ks + vs)))
+        token_in: ct.Array[ct.c_char] | None = None
+        token_out = ct.create_string_buffer(max(ks, 8))  # opaque position (a bucket)
+        so = libbpf.lib()
+        while True:
+            keys = ct.create_string_buffer(n * ks)
+            vals = ct.create_string_buffer(n * vs)
+            count = ct.c_uint32(n)
+            ret = so.bpf_map_lookup_batch(self.fd, token_in, token_out, keys, vals,
+                                          ct.byref(count), None)
+            err = (-ret if ret != -1 else ct.get_errno()) if ret < 0 else 0
+            if err == errno.ENOSPC and count.value == 0 and n < self.max_entries:
+                n = min(self.max_entries, n * 2)  # a bucket holds more than n entries
+                continue
+            if err and err != errno.ENOENT:
+                raise libbpf.BpfError(err, f"lookup batch: {os.strerror(err)}")
+            got = count.value
+            kraw, vraw = keys.raw, vals.raw
+            yield [(kraw[i * ks:(i + 1) * ks], vraw[i * vs:(i + 1) * vs]) for i in range(got)]
+            if err == errno.ENOENT:  # the end
+                return
+            token_in = ct.create_string_buffer(token_out.raw, len(token_out))
 
     def update_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         if not items:

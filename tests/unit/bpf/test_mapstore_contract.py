@@ -126,3 +126,43 @@ def test_writers_on_several_threads_never_overfill(mp: MapPort) -> None:
     for t in threads:
         t.join()
     assert sum(done) == len(list(mp.items())) == mp.max_entries
+
+
+@pytest.mark.parametrize("map_type", ["hash", "lru_hash", "array", "lpm_trie"])
+def test_a_kernel_map_reads_back_every_entry_in_batches(map_type: str) -> None:
+    """items() of a real map: many entries over several batches (a 4 KB value: 256 per
+    batch), and map types without batch lookup (an LPM trie) walked key by key."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creating a kernel BPF map")
+    import ctypes as ct
+
+    from bpf import libbpf
+    from bpf.mapstore import PinnedMap
+
+    types = {"hash": 1, "lru_hash": 9, "array": 2, "lpm_trie": 11}
+    n, vs = 1000, 4096
+    if map_type == "lpm_trie":  # key: prefixlen + 4 bytes; needs BPF_F_NO_PREALLOC
+        class Opts(ct.Structure):
+            _fields_ = [("sz", ct.c_size_t), ("btf_fd", ct.c_uint32),
+                        ("btf_key_type_id", ct.c_uint32), ("btf_value_type_id", ct.c_uint32),
+                        ("btf_vmlinux_value_type_id", ct.c_uint32), ("inner_map_fd", ct.c_uint32),
+                        ("map_flags", ct.c_uint32)]
+        opts = Opts(sz=ct.sizeof(Opts), map_flags=1)
+        fd = libbpf.check(libbpf.lib().bpf_map_create(11, b"rr_lpm", 8, vs, n,
+                                                      ct.byref(opts)), "create lpm")
+        keys = [(32).to_bytes(4, "little") + i.to_bytes(4, "big") for i in range(n)]
+    else:
+        # (an LRU map evicts before it is quite full: room to spare)
+        fd = libbpf.map_create(types[map_type], "rr_items", 4, vs,
+                               2 * n if map_type == "lru_hash" else n)
+        keys = [i.to_bytes(4, "little") for i in range(n)]
+    pm = PinnedMap(fd)
+    try:
+        want = {kb: i.to_bytes(4, "little") * (vs // 4) for i, kb in enumerate(keys)}
+        pm.update_batch(list(want.items()))
+        if map_type != "lpm_trie":  # these are read in batches, never walked
+            pm.keys = lambda: pytest.fail("walked key by key")  # type: ignore[method-assign]
+        got = list(pm.items())
+        assert len(got) == n and dict(got) == want
+    finally:
+        pm.close()
