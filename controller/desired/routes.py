@@ -16,12 +16,14 @@ that the tunnel datapath needs.
 The underlay is IPv4: a tunnel peer is a node with an IPv4 InternalIP and an IPv4 pod
 CIDR, and it carries the node's IPv6 pod CIDRs too. Whether they can go through the
 tunnel is the layout's to say (`TunnelLayout.ipv6`): the eBPF tunnel encapsulates IPv6
-by destination; the kernel VXLAN device routes via an IPv4 inner address, so it carries
-IPv4 only. An IPv6 pod CIDR that needs the tunnel but cannot use it gets no route and
-is listed in `RoutingPlan.untunneled`, for the reconciler to report.
+by destination; the kernel VXLAN device routes IPv4 via the peer's inner address and
+IPv6 via the peer's link-local VTEP address (`vtep_ll6`). An IPv6 pod CIDR that needs a
+tunnel that cannot carry it gets no route and is listed in `RoutingPlan.untunneled`, for
+the reconciler to report.
 
 Tunnel endpoints need no exchange: a node's VTEP MAC is derived from its InternalIP,
-and its inner VTEP address is the network address of its first IPv4 pod CIDR.
+its inner VTEP address is the network address of its first IPv4 pod CIDR, and its IPv6
+next hop the link-local address of that MAC.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ def vtep_mac(addr: IPAddress) -> str:
     """Deterministic, locally administered unicast MAC of the node with InternalIP addr."""
     b = addr.packed[-4:]
     return "02:72:" + ":".join(f"{x:02x}" for x in b)
+
+
+def vtep_ll6(mac: str) -> ipaddress.IPv6Address:
+    """The IPv6 link-local next hop of a VTEP (EUI-64 of its MAC): the kernel VXLAN
+    device's IPv6 routes go via it and a permanent neighbor entry maps it to the MAC, as
+    the IPv4 inner address does for IPv4 (an IPv6 route cannot go via an IPv4 address)."""
+    b = bytes(int(x, 16) for x in mac.split(":"))
+    eui = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:6]
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui)
 
 
 @dataclass(frozen=True, order=True)
@@ -198,5 +209,6 @@ def plan_routing(
 
 def _tunnel_route(cidr: IPNetwork, peer: TunnelPeer, tunnel: TunnelLayout) -> KernelRoute:
     if tunnel.via_inner:
-        return KernelRoute(cidr, (peer.inner,), tunnel.dev, onlink=True)
+        gw: IPAddress = peer.inner if cidr.version == 4 else vtep_ll6(peer.mac)
+        return KernelRoute(cidr, (gw,), tunnel.dev, onlink=True)
     return KernelRoute(cidr, dev=tunnel.dev)

@@ -4,7 +4,8 @@ Owned links carry the name prefix `rr.`; nothing else is created, changed or del
 A VXLAN link is described by `VxlanLink` (VNI, UDP port, local underlay address,
 MAC, MTU; always without learning); its per-remote-node entries by `Vtep` (one FDB
 entry: VTEP MAC → remote underlay address, and one permanent neighbor entry: inner
-VTEP address → VTEP MAC). The eBPF tunnel needs only a plain, ARP-less device to route
+VTEP address → VTEP MAC, plus one for its IPv6 link-local next hop when the node has
+IPv6 pods). The eBPF tunnel needs only a plain, ARP-less device to route
 into (`ensure_plain`, an ifb). The port also reports the underlay device holding an
 address and this node's connected subnets (for direct routes on a shared segment).
 """
@@ -21,6 +22,7 @@ OWNED_PREFIX = "rr."
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 AF_INET = 2
+AF_INET6 = 10
 IFF_UP = 0x1
 ESRCH, ENOENT, ENODEV = 3, 2, 19
 
@@ -42,6 +44,7 @@ class Vtep:
     mac: str
     remote: ipaddress.IPv4Address
     inner: ipaddress.IPv4Address
+    inner6: ipaddress.IPv6Address | None = None  # IPv6 next hop (None: no IPv6 pods)
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,17 @@ class NetlinkLinks:
                 continue
             if mac != "00:00:00:00:00:00":
                 macs[str(mac)] = ipaddress.IPv4Address(dst)
+        six: dict[str, ipaddress.IPv6Address] = {}
+        for n in self.ipr.neigh("dump", ifindex=idx, family=AF_INET6):
+            mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
+            if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
+                six[str(mac)] = ipaddress.IPv6Address(dst)
         out: set[Vtep] = set()
         for n in self.ipr.neigh("dump", ifindex=idx, family=AF_INET):
             mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
             if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
-                out.add(Vtep(str(mac), macs[str(mac)], ipaddress.IPv4Address(dst)))
+                out.add(Vtep(str(mac), macs[str(mac)], ipaddress.IPv4Address(dst),
+                             six.get(str(mac))))
         return out
 
     def add_vtep(self, name: str, vtep: Vtep) -> None:
@@ -287,6 +296,9 @@ class NetlinkLinks:
                      flags=NTF_SELF, state=NUD_PERMANENT)
         self.ipr.neigh("replace", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx,
                        state=NUD_PERMANENT)
+        if vtep.inner6 is not None:
+            self.ipr.neigh("replace", dst=str(vtep.inner6), lladdr=vtep.mac, ifindex=idx,
+                           state=NUD_PERMANENT, family=AF_INET6)
 
     def del_vtep(self, name: str, vtep: Vtep) -> None:
         from pyroute2.netlink.exceptions import NetlinkError
@@ -294,11 +306,15 @@ class NetlinkLinks:
         idx = self._index(name)
         if idx is None:
             return
-        try:
-            self.ipr.neigh("del", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx)
-        except NetlinkError as e:
-            if e.code not in (ESRCH, ENOENT):
-                raise
+        for inner, family in ((vtep.inner, AF_INET), (vtep.inner6, AF_INET6)):
+            if inner is None:
+                continue
+            try:
+                self.ipr.neigh("del", dst=str(inner), lladdr=vtep.mac, ifindex=idx,
+                               family=family)
+            except NetlinkError as e:
+                if e.code not in (ESRCH, ENOENT):
+                    raise
         try:
             self.ipr.fdb("del", ifindex=idx, lladdr=vtep.mac, dst=str(vtep.remote),
                          flags=NTF_SELF, state=NUD_PERMANENT)

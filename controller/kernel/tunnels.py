@@ -11,10 +11,11 @@ The outer header is IPv4 whatever the inner family, so inner IPv6 costs the same
 needs a link MTU of at least 1280 (`IPV6_MIN_MTU`), so an underlay below 1330 cannot
 tunnel IPv6 and `ipv6_mtu_errors` says so.
 
-The kernel VXLAN driver carries IPv4 only: its routes go via the remote VTEP's IPv4
-inner address (neighbor + FDB entries), and IPv6 through it would need IPv6 inner
-addresses and neighbors as well. Its layout says so (`ipv6=False`): routing leaves IPv6
-pod CIDRs out of it and reports them (see controller/reconcile/routing.py).
+The kernel VXLAN driver's routes go via the remote VTEP's IPv4 inner address (neighbor +
+FDB entries), and its IPv6 routes via the VTEP's link-local address (`vtep_ll6`, one more
+permanent neighbor entry on the same MAC, for nodes with IPv6 pods): an IPv6 route cannot
+go via an IPv4 address. A driver whose layout says `ipv6=False` has its IPv6 pod CIDRs
+left out and reported instead (see controller/reconcile/routing.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
+from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_ll6, vtep_mac
 from controller.kernel.links import LinkPort, Vtep, VxlanLink
 
 VXLAN_PORT = 8472
@@ -74,7 +75,7 @@ class KernelVxlan:
     def __init__(self, links: LinkPort, name: str = "rr.vxlan", vni: int = VNI,
                  port: int = VXLAN_PORT) -> None:
         self.links, self.name, self.vni, self.port = links, name, vni, port
-        self.layout = TunnelLayout(name, via_inner=True, ipv6=False)
+        self.layout = TunnelLayout(name, via_inner=True, ipv6=True)
         self._mtu: int | None = None
 
     def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
@@ -85,10 +86,15 @@ class KernelVxlan:
         self.links.ensure_vxlan(VxlanLink(self.name, self.vni, self.port, local,
                                           vtep_mac(local), mtu))
         self._mtu = mtu
-        want = {Vtep(p.mac, p.remote, p.inner) for p in peers}
+        want = {Vtep(p.mac, p.remote, p.inner, vtep_ll6(p.mac) if p.cidrs6 else None)
+                for p in peers}
         have = self.links.vteps(self.name)
         errors: list[str] = []
-        for v in sorted(have - want):
+        # an entry that only gains its IPv6 neighbor is added over (replace), not removed
+        # first: the node's IPv4 traffic keeps flowing
+        gaining = {v for v in have - want if v.inner6 is None
+                   and Vtep(v.mac, v.remote, v.inner, vtep_ll6(v.mac)) in want}
+        for v in sorted(have - want - gaining):
             try:
                 self.links.del_vtep(self.name, v)
             except Exception as e:

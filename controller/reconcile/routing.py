@@ -8,9 +8,10 @@ protocol number only). A tunnel that is no longer used is torn down after the ro
 have left it. Nothing rackroute does not own is touched; `close` leaves kernel state in
 place so that a restarting agent never cuts traffic.
 
-IPv6 pod CIDRs go through the eBPF tunnel (Geneve or VXLAN, IPv4 underlay). The kernel
-VXLAN device carries IPv4 only (its routes go via an IPv4 inner VTEP address): a remote
-IPv6 pod CIDR that would need it gets no route, and the pass reports it as a routing
+IPv6 pod CIDRs go through the tunnel like IPv4 ones (IPv4 underlay): the eBPF tunnel
+encapsulates by destination, the kernel VXLAN device routes them via the peer VTEP's
+link-local address. A tunnel driver whose layout carries no IPv6 has a remote IPv6 pod
+CIDR that would need it left without a route, and the pass reports it as a routing
 error naming the CIDRs, so the gap is visible instead of a silent black hole.
 """
 
@@ -68,7 +69,7 @@ def untunneled_errors(plan: RoutingPlan, layout: TunnelLayout | None) -> list[st
         return []
     cidrs = ", ".join(map(str, sorted(plan.untunneled, key=lambda c: (c.version, c))))
     return [f"tunnel {layout.dev}: carries IPv4 only, no route to the IPv6 pod CIDRs "
-            f"{cidrs} (the eBPF tunnel datapath carries them)"]
+            f"{cidrs}"]
 
 
 class RoutingReconciler:

@@ -3,7 +3,7 @@ ping, full-size IPv6 packets and a TCP exchange reach the other node's pod with 
 inner addresses intact, the tunnel counters move, the outer TOS is the inner traffic
 class, and IPv4 keeps working. The router
 forwards no IPv6 at all, so IPv6 crosses encapsulated or not at all. The kernel VXLAN
-driver carries IPv4 only: it reports the IPv6 pod CIDRs instead of routing them.
+device carries IPv6 too, routed via the peer VTEP's link-local address.
 Namespaces are named rr6<pid>…, removed even when a test fails."""
 
 from __future__ import annotations
@@ -102,12 +102,25 @@ def test_hybrid_ipv4_native_ipv6_through_the_tunnel(topo6: Topo) -> None:
     assert c["native"] == 6 and c["geneve"] == 6
 
 
-def test_kernel_vxlan_reports_ipv6_and_keeps_ipv4(topo6: Topo) -> None:
-    errors = up(topo6, "tunnel", "vxlan", "kernel")
-    for name in ("n1", "n2"):
-        assert "rr.vxlan: carries IPv4 only" in errors[name]["routing"]
-    assert "fd00:232:2::/64" in errors["n1"]["routing"]
-    n1 = topo6.nodes["n1"]
-    assert nsx(n1.ns, "ip", "-6", "route", "show", "proto", "201").strip() == ""
-    assert topo6.ping("n1", "n2", count=2, interval=0.05) == (2, 2)
-    assert topo6.ping("n1", "n2", count=1, timeout=1, v6=True)[1] == 0
+def test_kernel_vxlan_carries_ipv6_via_the_vteps_link_local_address(topo6: Topo) -> None:
+    assert up(topo6, "tunnel", "vxlan", "kernel") == {"n1": {}, "n2": {}}
+    n1, n2 = topo6.nodes["n1"], topo6.nodes["n2"]
+    # an IPv6 route via the peer VTEP's link-local address, its neighbor on the same MAC
+    r1 = nsx(n1.ns, "ip", "-6", "route", "show", "proto", "201")
+    assert "fd00:232:2::/64 via fe80::" in r1 and "dev rr.vxlan" in r1, r1
+    neigh = nsx(n1.ns, "ip", "-6", "neigh", "show", "dev", "rr.vxlan")
+    assert "PERMANENT" in neigh and "fe80::" in neigh, neigh
+    c0 = topo6.router_counter()
+    assert topo6.ping("n1", "n2", count=4, interval=0.05, v6=True) == (4, 4)
+    assert topo6.ping("n2", "n1", count=2, interval=0.05, v6=True) == (2, 2)
+    assert topo6.ping("n1", "n2", count=2, interval=0.05, v6=True, size=FULL_SIZE6) == (2, 2)
+    seen = echo(n1.pod_ns, n2.pod_ns, POD_IP6["n2"], size=1 << 20)
+    assert seen["peer"] == POD_IP6["n1"] and seen["local"] == POD_IP6["n2"]
+    assert seen["bytes"] == 1 << 20 and seen["sha256"] == seen["sent_sha256"]
+    c = delta(topo6.router_counter(), c0)
+    assert c["vxlan"] >= 12 and c["native6"] == 0  # encapsulated, never bare IPv6
+    assert topo6.ping("n1", "n2", count=2, interval=0.05) == (2, 2)  # IPv4 alongside
+    # a second pass finds routes and entries as it left them (no churn)
+    assert n1.reconcile(topo6.snapshot("tunnel", "vxlan")).errors == {}
+    assert nsx(n1.ns, "ip", "-6", "route", "show", "proto", "201") == r1
+    assert nsx(n1.ns, "ip", "-6", "neigh", "show", "dev", "rr.vxlan") == neigh

@@ -11,7 +11,7 @@ import ipaddress
 
 import pytest
 
-from controller.desired.routes import vtep_mac
+from controller.desired.routes import vtep_ll6, vtep_mac
 from controller.kernel.links import LinkPort, Vtep, VxlanLink
 
 LOCAL = ipaddress.IPv4Address("10.77.0.1")
@@ -19,6 +19,9 @@ V4 = ipaddress.IPv4Address
 LINK = VxlanLink("rr.vxlan", 1, 8472, LOCAL, vtep_mac(LOCAL), 1450)
 E1 = Vtep(vtep_mac(V4("10.78.0.2")), V4("10.78.0.2"), V4("10.244.2.0"))
 E2 = Vtep(vtep_mac(V4("10.79.0.3")), V4("10.79.0.3"), V4("10.244.3.0"))
+# a dual-stack node: also the permanent neighbor of its IPv6 link-local next hop
+E3 = Vtep(vtep_mac(V4("10.80.0.4")), V4("10.80.0.4"), V4("10.244.4.0"),
+          vtep_ll6(vtep_mac(V4("10.80.0.4"))))
 
 
 def check_underlay(port: LinkPort) -> None:
@@ -41,6 +44,16 @@ def check_vxlan_lifecycle(port: LinkPort) -> None:
     assert port.vteps("rr.vxlan") == {E1, E2}
     port.del_vtep("rr.vxlan", E1)
     port.del_vtep("rr.vxlan", E1)  # idempotent
+    assert port.vteps("rr.vxlan") == {E2}
+    port.add_vtep("rr.vxlan", E3)
+    assert port.vteps("rr.vxlan") == {E2, E3}
+    port.del_vtep("rr.vxlan", E3)  # both neighbors and the FDB entry go
+    assert port.vteps("rr.vxlan") == {E2}
+    gains = dataclasses.replace(E2, inner6=vtep_ll6(E2.mac))
+    port.add_vtep("rr.vxlan", gains)  # over the IPv4-only entry: replaced in place
+    assert port.vteps("rr.vxlan") == {gains}
+    port.del_vtep("rr.vxlan", gains)
+    port.add_vtep("rr.vxlan", E2)
     assert port.vteps("rr.vxlan") == {E2}
     smaller = dataclasses.replace(LINK, mtu=1400)
     port.ensure_vxlan(smaller)  # in place: entries stay

@@ -71,10 +71,18 @@ def dual(n: int) -> TunnelPeer:
                       V4(f"10.244.{n}.0"), (N4(f"10.244.{n}.0/24"),), (N6(f"fd00:{n}::/64"),))
 
 
-def test_only_the_ebpf_tunnel_carries_ipv6() -> None:
-    assert not KernelVxlan(fake()).layout.carries(N6("fd00:2::/64"))
+def test_both_tunnels_carry_ipv6() -> None:
+    assert KernelVxlan(fake()).layout.carries(N6("fd00:2::/64"))
     assert KernelVxlan(fake()).layout.carries(N4("10.244.2.0/24"))
     assert EbpfTunnel(fake(), "vxlan").layout.carries(N6("fd00:2::/64"))
+
+
+def test_vtep_link_local_is_the_eui64_of_its_mac() -> None:
+    from controller.desired.routes import vtep_ll6, vtep_mac
+
+    assert str(vtep_ll6("02:72:0a:00:02:02")) == "fe80::72:aff:fe00:202"
+    assert vtep_ll6(vtep_mac(V4("10.78.0.2"))) != vtep_ll6(vtep_mac(V4("10.78.0.3")))
+    assert vtep_ll6("02:72:0a:00:02:02").is_link_local
 
 
 def test_ebpf_tunnel_entries_per_family() -> None:

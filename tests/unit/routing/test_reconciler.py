@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from bgp.fake import FakeSpeaker
-from controller.desired.routes import TunnelLayout
+from controller.desired.routes import TunnelLayout, vtep_ll6, vtep_mac
 from controller.kernel.links import FakeLinks, Underlay
 from controller.kernel.routes import FakeRoutes, KernelRoute
 from controller.kernel.tunnels import FakeTunnel, KernelVxlan, TunnelDriver
@@ -141,18 +141,41 @@ def test_ipv6_pod_cidrs_through_a_tunnel_that_carries_them() -> None:
     assert [p.cidrs6 for p in fake.peers] == [(N("fd00:2::/64"),)]
 
 
-def test_kernel_vxlan_reports_the_ipv6_pod_cidrs_it_cannot_carry() -> None:
+def test_kernel_vxlan_routes_ipv6_via_the_vteps_link_local_address() -> None:
     routes, links, r, _ = setup()
+    assert run(r, cluster(DUAL, "tunnel", "vxlan")).errors == {}
+    ll6 = vtep_ll6(vtep_mac(A("10.0.2.2")))
+    assert routes.list() == {VIA_VX, KernelRoute(N("fd00:2::/64"), (ll6,), "rr.vxlan",
+                                                 onlink=True)}
+    [vtep] = links.vteps("rr.vxlan")
+    assert (vtep.inner, vtep.inner6) == (A("10.244.2.0"), ll6)  # one entry, both families
+
+
+def test_kernel_vxlan_single_stack_peers_get_no_ipv6_neighbor() -> None:
+    _, links, r, _ = setup()
+    assert run(r, cluster({"n1": DUAL["n1"], "n2": ("10.0.2.2", ["10.244.2.0/24"])},
+                          "tunnel", "vxlan")).errors == {}
+    [vtep] = links.vteps("rr.vxlan")
+    assert vtep.inner6 is None
+
+
+def test_a_tunnel_without_ipv6_reports_the_ipv6_pod_cidrs_it_cannot_carry() -> None:
+    fake = FakeTunnel(layout=TunnelLayout("rr.fake", True, ipv6=False))
+    routes = FakeRoutes()
+    r = RoutingReconciler(routes, FakeLinks(), tunnels=lambda p: fake, mode="tunnel")
     err = run(r, cluster(DUAL, "tunnel", "vxlan")).errors["routing"]
-    assert "rr.vxlan: carries IPv4 only" in err and "fd00:2::/64" in err
-    assert routes.list() == {VIA_VX}  # IPv4 still tunnelled, IPv6 not black-holed
-    assert len(links.vteps("rr.vxlan")) == 1
+    assert "rr.fake: carries IPv4 only" in err and "fd00:2::/64" in err
+    # IPv4 still tunnelled, IPv6 not black-holed
+    assert routes.list() == {KernelRoute(N("10.244.2.0/24"), (A("10.244.2.0"),), "rr.fake",
+                                         onlink=True)}
 
 
-def test_kernel_vxlan_hybrid_quiet_while_ipv6_is_learned() -> None:
+def test_kernel_vxlan_hybrid_ipv6_native_while_learned_then_tunnelled() -> None:
     routes, _, r, sp = setup()
     learn(sp, "fd00:2::/64", "fd00:ffff::1")
     assert run(r, cluster(DUAL, "hybrid", "vxlan")).errors == {}
     assert KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)) in routes.list()
     forget(sp, "fd00:2::/64")
-    assert "fd00:2::/64" in run(r, cluster(DUAL, "hybrid", "vxlan")).errors["routing"]
+    assert run(r, cluster(DUAL, "hybrid", "vxlan")).errors == {}
+    ll6 = vtep_ll6(vtep_mac(A("10.0.2.2")))
+    assert KernelRoute(N("fd00:2::/64"), (ll6,), "rr.vxlan", onlink=True) in routes.list()
