@@ -46,6 +46,9 @@ class AgentConfig:
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_datapath: str = "auto"  # VXLAN: kernel device (auto|kernel) or eBPF (ebpf)
+    # with the datapath: serve services' healthCheckNodePorts on this address ("": all;
+    # None: not at all), as kube-proxy does
+    health_check_address: str | None = ""
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
 
 
@@ -83,6 +86,13 @@ class Agent:
 
             self.datapath, rec = start_datapath(cfg.datapath)
             datapath.append(rec)
+            if cfg.health_check_address is not None:
+                from controller.reconcile.healthcheck import (
+                    HealthCheckReconciler,
+                    HealthServers,
+                )
+
+                datapath.append(HealthCheckReconciler(HealthServers(cfg.health_check_address)))
         if cfg.import_routes or cfg.routing_mode is not None:
             from controller.kernel.links import NetlinkLinks
             from controller.kernel.routes import NetlinkRoutes

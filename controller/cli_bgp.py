@@ -39,6 +39,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cni_data_dir=Path(args.cni_data_dir),
         tunnel_protocol=args.tunnel_protocol,
         tunnel_datapath=args.tunnel_datapath,
+        health_check_address=(None if args.health_check_address == "off"
+                              else args.health_check_address),
         datapath=DatapathSettings(
             args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
             socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
@@ -181,6 +183,10 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--socket-lb-cgroup",
                     help="cgroup v2 directory (created if missing, never a mount root) whose "
                          "processes get socket-level load balancing")
+    ag.add_argument("--health-check-address", default="", metavar="ADDR|off",
+                    help="with --datapath: serve each LoadBalancer service's "
+                         "healthCheckNodePort (externalTrafficPolicy Local) on this address, "
+                         "as kube-proxy does (default: every address; off: not at all)")
     ag.add_argument("--per-packet-lb", choices=("on", "off"), default="on",
                     help="service translation on each pod's veth too (on), or only in the "
                          "socket hooks (off: needs --socket-lb-cgroup holding every pod; "

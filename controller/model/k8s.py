@@ -71,6 +71,9 @@ class Service:
     sharing_cross_namespace: frozenset[str] = frozenset()
     load_balancer_source_ranges: tuple[IPNetwork, ...] | None = None
     load_balancer_source_ranges_field: str = ""
+    # spec.healthCheckNodePort: where a node answers whether it has ready endpoints of
+    # this service (a LoadBalancer with externalTrafficPolicy Local), for outside LBs
+    health_check_node_port: int | None = None
 
     @property
     def key(self) -> str:

@@ -225,6 +225,7 @@ def parse_service(meta: Meta, r: Reader) -> Service:
         ),
         load_balancer_source_ranges=source_ranges,
         load_balancer_source_ranges_field=source_ranges_field,
+        health_check_node_port=spec.integer("healthCheckNodePort", lo=1, hi=65535),
     )
 
 

@@ -185,3 +185,23 @@ def test_load_balancer_source_ranges_from_the_manifest(
     finally:
         f.write_text(original)
     wait_for(lambda: curl(topo, ip).startswith("pod=web-cluster-1"), 20, 0.3, "restored")
+
+
+def test_health_check_node_port_answers_per_node(
+    lab: tuple[LabRunner, Topology, Path],
+) -> None:
+    """web-local's healthCheckNodePort: 200 with the count on nodes with a ready pod of
+    it, 503 on the node without (as kube-proxy answers an outside load balancer)."""
+    _, topo, _ = lab
+    with_pods = {p.node for p in topo.pods if p.name.startswith("web-local")}
+    for n in topo.nodes:
+        res = Netns(topo.client_ns).run(
+            ["curl", "-sS", "-m", "3", "-w", "\n%{http_code}", f"http://{n.address}:32080/"],
+            check=False)
+        body, _, code = res.stdout.rpartition("\n")
+        doc = json.loads(body)
+        assert doc["service"] == {"namespace": "demo", "name": "web-local"}
+        if n.name in with_pods:
+            assert code == "200" and doc["localEndpoints"] >= 1, (n.name, res.stdout)
+        else:
+            assert code == "503" and doc["localEndpoints"] == 0, (n.name, res.stdout)

@@ -1,0 +1,75 @@
+"""The real health check servers on loopback: 200 with the local endpoint count while
+the node has one, 503 without, the answer changed in place (the port stays open), a port
+another socket holds reported without stopping the others, a port no longer planned
+closed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from controller.desired.healthcheck import HealthCheck
+from controller.reconcile.healthcheck import HealthServers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int) -> tuple[int, dict[str, object], str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            return r.status, json.loads(r.read()), r.headers["Content-Type"]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers["Content-Type"]
+
+
+@pytest.fixture
+def servers() -> Iterator[HealthServers]:
+    hs = HealthServers("127.0.0.1")
+    try:
+        yield hs
+    finally:
+        hs.close()
+
+
+def test_answers_follow_the_local_endpoints(servers: HealthServers) -> None:
+    port = free_port()
+    assert servers.set({port: HealthCheck(port, "demo", "web", 2)}) == {}
+    status, body, ctype = get(port)
+    assert (status, ctype) == (200, "application/json")
+    assert body == {"service": {"namespace": "demo", "name": "web"}, "localEndpoints": 2,
+                    "serviceProxyHealthy": True}
+    srv = servers.servers[port]
+    assert servers.set({port: HealthCheck(port, "demo", "web", 0)}) == {}
+    assert servers.servers[port] is srv  # changed in place, not rebound
+    status, body, _ = get(port)
+    assert status == 503 and body["localEndpoints"] == 0
+    assert servers.set({}) == {}
+    with pytest.raises(OSError):
+        get(port)
+
+
+def test_a_port_someone_holds_is_reported_and_the_others_served(
+        servers: HealthServers) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        busy, ok = int(taken.getsockname()[1]), free_port()
+        errors = servers.set({busy: HealthCheck(busy, "demo", "a", 1),
+                              ok: HealthCheck(ok, "demo", "b", 1)})
+        assert set(errors) == {busy} and "in use" in errors[busy]
+        assert get(ok)[0] == 200
+    finally:
+        taken.close()
+    assert servers.set({busy: HealthCheck(busy, "demo", "a", 1),
+                        ok: HealthCheck(ok, "demo", "b", 1)}) == {}  # free now: retried
+    assert get(busy)[0] == 200
