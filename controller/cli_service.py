@@ -74,7 +74,7 @@ def cmd_service_list(args: argparse.Namespace) -> int:
     try:
         table = read_table(maps)
     finally:
-        for port in (maps.svc, maps.backend, maps.maglev):
+        for port in (maps.svc, maps.backend, maps.maglev, maps.vips, maps.ranges):
             closer = getattr(port, "close", None)
             if callable(closer):
                 closer()
@@ -186,6 +186,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
 
 
+def cmd_service_maps(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from bpf import mapstat
+    from bpf.loader import DatapathConfig
+
+    cfg = DatapathConfig(args.instance, pin_root=Path(args.pin_root))
+    if not cfg.pin_dir.is_dir():
+        print(f"rackroute service maps: no pin directory {cfg.pin_dir} (is the agent running "
+              f"with --instance {args.instance}?)", file=sys.stderr)
+        return 2
+    stats, filters = mapstat.map_stats(cfg.pin_dir), mapstat.filter_stats(cfg.pin_dir)
+    if args.output == "json":
+        print(json.dumps({"maps": [asdict(s) | {"fill": round(s.fill, 4)} for s in stats],
+                          "filters": [asdict(f) for f in filters]}, indent=2))
+    else:
+        print(mapstat.render(stats, filters))
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     from bpf.loader import DatapathConfig
 
@@ -208,6 +228,11 @@ def register(sub: Subparsers) -> None:
                          help=f"idle lifetime of {what}, as the datapath was built with "
                               "(to tell expired entries; default: %(default)s)")
     ct_.set_defaults(func=cmd_service_conntrack)
+
+    mp = ssub.add_parser("maps", help="the pinned maps: entries against capacity, memory, "
+                         "and the address filters' state")
+    _common(mp)
+    mp.set_defaults(func=cmd_service_maps)
 
 
 def _install() -> None:
