@@ -110,7 +110,8 @@ def render_ct_table(flows: list[Flow]) -> str:
              for r in rows]
     orphans = sum(1 for f in flows if f.orphan)
     expired = sum(1 for f in flows if f.expired)
-    lines.append(f"{len(flows)} flows ({orphans} with one entry only, {expired} expired)")
+    noun = "flow" if len(flows) == 1 else "flows"
+    lines.append(f"{len(flows)} {noun} ({orphans} with one entry only, {expired} expired)")
     return "\n".join(lines)
 
 

@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from controller.lab.netns import LabError, Netns, run_cmd
-from controller.lab.runner import LabRunner
+from controller.lab.runner import PIN_ROOT, LabRunner
 from controller.lab.topology import load_topology
 from controller.status import read_nodes, read_operator
 
@@ -94,4 +96,32 @@ def show(r: LabRunner) -> int:
         res = client.run(["curl", "-sS", "-m", "3", f"http://{ip}:{port}/"], check=False)
         answer = res.stdout.strip() or res.stderr.strip()
         print(f"{svc:20} {ip}:{port:<5} -> {answer}")
+    checks = health_check_ports(mdir)
+    if checks:
+        _section("Health check node ports, asked from the external client")
+        for svc, port in checks:
+            for n in topo.nodes:
+                res = client.run(["curl", "-sS", "-m", "3", "-w", " (HTTP %{http_code})",
+                                  f"http://{n.address}:{port}/"], check=False)
+                print(f"{svc:20} {n.name}:{port} -> {res.stdout.strip() or res.stderr.strip()}")
+    for n in topo.nodes:
+        _section(f"The flows {n.name}'s datapath holds (rackroute service conntrack)")
+        subprocess.run([sys.executable, "-m", "controller.cli", "service", "conntrack",
+                        "--pin-root", str(PIN_ROOT), "--instance", n.name], check=False)
     return rc
+
+
+def health_check_ports(mdir: Path) -> list[tuple[str, int]]:
+    """(namespace/name, healthCheckNodePort) of the manifests' Local LoadBalancers."""
+    from controller.model.k8s import Service
+    from controller.model.parse import parse_object
+
+    out: list[tuple[str, int]] = []
+    for f in sorted(mdir.glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if not isinstance(doc, dict) or doc.get("kind") != "Service":
+                continue
+            svc = parse_object(doc).obj
+            if isinstance(svc, Service) and svc.health_check_node_port:
+                out.append((svc.key, svc.health_check_node_port))
+    return out

@@ -156,6 +156,10 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     assert "=== BGP sessions" in res.stdout
     assert "established" in res.stdout
     assert "pod=web-local-" in res.stdout
+    assert '"localEndpoints": ' in res.stdout and "(HTTP 200)" in res.stdout  # health checks
+    # the curls' flows, as the nodes' datapaths hold them
+    assert "=== The flows node-1's datapath holds" in res.stdout
+    assert "192.168.100.10:" in res.stdout.split("=== The flows node-1's", 1)[1]
 
 
 def test_load_balancer_source_ranges_from_the_manifest(
