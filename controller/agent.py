@@ -49,6 +49,7 @@ class AgentConfig:
     # with the datapath: serve services' healthCheckNodePorts on this address ("": all;
     # None: not at all), as kube-proxy does
     health_check_address: str | None = ""
+    healthz_port: int = 10256  # the node's proxy health (kube-proxy's /healthz); 0: off
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
 
 
@@ -81,18 +82,14 @@ class Agent:
         first: list[Reconciler] = []
         datapath: list[Reconciler] = []
         self.datapath: Any = None
+        self._stops: list[Callable[[], None]] = []  # servers to stop at the end
         if cfg.datapath is not None:
             from controller.datapath_setup import start_datapath
 
             self.datapath, rec = start_datapath(cfg.datapath)
             datapath.append(rec)
             if cfg.health_check_address is not None:
-                from controller.reconcile.healthcheck import (
-                    HealthCheckReconciler,
-                    HealthServers,
-                )
-
-                datapath.append(HealthCheckReconciler(HealthServers(cfg.health_check_address)))
+                datapath.append(self._health_checks(cfg, cfg.health_check_address))
         if cfg.import_routes or cfg.routing_mode is not None:
             from controller.kernel.links import NetlinkLinks
             from controller.kernel.routes import NetlinkRoutes
@@ -123,6 +120,26 @@ class Agent:
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
         self._last_status: dict[str, Any] | None = None
+
+    def _health_checks(self, cfg: AgentConfig, address: str) -> Reconciler:
+        """Service health check node ports, and the node's /healthz unless it is off or
+        its port is taken (logged; the rest runs without it)."""
+        from controller.reconcile.healthcheck import (
+            HealthCheckReconciler,
+            HealthServers,
+            NodeHealth,
+            serve_node_health,
+        )
+
+        node = NodeHealth(stale=2 * cfg.resync) if cfg.healthz_port else None
+        if node is not None:
+            try:
+                self._stops.append(serve_node_health(node, address, cfg.healthz_port))
+            except OSError as e:
+                log.error(logfmt("healthz_error", port=cfg.healthz_port,
+                                 msg=e.strerror or str(e)))
+                node = None
+        return HealthCheckReconciler(HealthServers(address), node)
 
     def write_status(self) -> bool:
         """Write the node status if it changed (ignoring its timestamp); refresh metrics."""
@@ -184,6 +201,8 @@ class Agent:
             for t in threads:
                 t.join(timeout=2)
             self.loop.close()
+            for stop_server in self._stops:
+                stop_server()
             if self.datapath is not None:
                 self.datapath.close()  # programs and pinned maps stay in the kernel
             log.info(logfmt("agent_stop", node=self.cfg.node))

@@ -41,6 +41,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         tunnel_datapath=args.tunnel_datapath,
         health_check_address=(None if args.health_check_address == "off"
                               else args.health_check_address),
+        healthz_port=args.healthz_port,
         datapath=DatapathSettings(
             args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
             socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
@@ -187,6 +188,9 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="with --datapath: serve each LoadBalancer service's "
                          "healthCheckNodePort (externalTrafficPolicy Local) on this address, "
                          "as kube-proxy does (default: every address; off: not at all)")
+    ag.add_argument("--healthz-port", type=int, default=10256, metavar="PORT",
+                    help="with --datapath: the node's proxy health on /healthz, as kube-proxy "
+                         "serves it (200 while the service datapath is programmed; 0: off)")
     ag.add_argument("--per-packet-lb", choices=("on", "off"), default="on",
                     help="service translation on each pod's veth too (on), or only in the "
                          "socket hooks (off: needs --socket-lb-cgroup holding every pod; "

@@ -1,6 +1,10 @@
 """Service health check node ports (kube-proxy's healthCheckNodePort), kept equal to the
-plan: one reconciler, a port with a real adapter (an HTTP server per port, in threads of
-the agent) and a fake.
+plan, and the node's own proxy health (kube-proxy's /healthz, port 10256): one
+reconciler, ports with real adapters (HTTP servers in threads of the agent) and fakes.
+
+The node health answers 200 while the service datapath was programmed without error
+within the stale limit (by default twice the resync interval, as kube-proxy's two sync
+periods), 503 otherwise: `{"lastUpdated": ..., "currentTime": ..., "nodeEligible": true}`.
 
 Each pass computes `controller.desired.healthcheck.plan_health_checks` and hands it to the
 port, which opens the servers of new ports, closes those of ports no longer planned, and
@@ -15,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
@@ -124,15 +130,77 @@ class HealthServers:
             self._stop(port)
 
 
+class NodeHealth:
+    """When the service datapath was last programmed without error; healthy while that
+    is within `stale` seconds (clock injectable)."""
+
+    def __init__(self, stale: float, clock: Callable[[], float] = time.time) -> None:
+        self.stale, self.clock = stale, clock
+        self.last_ok: float | None = None
+
+    def body(self) -> tuple[bool, dict[str, object]]:
+        now = self.clock()
+        ok = self.last_ok is not None and now - self.last_ok <= self.stale
+
+        def iso(t: float | None) -> str:
+            return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+        return ok, {"lastUpdated": iso(self.last_ok), "currentTime": iso(now),
+                    "nodeEligible": True}
+
+
+class _NodeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    health: NodeHealth
+
+
+class _NodeHandler(BaseHTTPRequestHandler):
+    server: _NodeServer
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        if self.path.split("?")[0] not in ("/healthz", "/livez"):
+            self.send_error(404)
+            return
+        ok, doc = self.server.health.body()
+        body = json.dumps(doc).encode()
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Probed every few seconds: not logged."""
+
+
+def serve_node_health(health: NodeHealth, address: str, port: int) -> Callable[[], None]:
+    """Serve health at address:port (/healthz); returns the function that stops it."""
+    srv = _NodeServer((address, port), _NodeHandler)
+    srv.health = health
+    threading.Thread(target=srv.serve_forever, name="healthz", daemon=True).start()
+
+    def stop() -> None:
+        srv.shutdown()
+        srv.server_close()
+
+    return stop
+
+
 class HealthCheckReconciler:
-    """Serves the node's service health checks."""
+    """Serves the node's service health checks, and keeps the node health's clock: it
+    runs after the datapath reconciler, so a pass whose datapath had no error counts."""
 
     name = "health-checks"
 
-    def __init__(self, port: HealthServerPort) -> None:
-        self.port = port
+    def __init__(self, port: HealthServerPort, node: NodeHealth | None = None,
+                 datapath: str = "datapath") -> None:
+        self.port, self.node, self.datapath = port, node, datapath
 
     def reconcile(self, ctx: PassContext) -> None:
+        if self.node is not None and self.datapath not in ctx.errors:
+            self.node.last_ok = self.node.clock()
         plan = plan_health_checks(ctx.snap, ctx.node)
         failed = self.port.set(plan.checks)
         msgs = [f"service {key}: {why}" for key, whys in sorted(plan.problems.items())

@@ -116,6 +116,10 @@ def test_agent_datapath_start_up(node: Netns) -> None:
                 pm.close()
             assert sizes == {"rr_maglev": 512, "rr_ct": 8192, "rr_ct6": 2048,
                              "rr_svc": 65536}
+            # the node's proxy health, as kube-proxy answers it, once a pass programmed
+            wait_for(lambda: node.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "http://127.0.0.1:10256/healthz"],
+                                      check=False).stdout == "200", 20, 0.2, "healthz 200")
         # programs stay in the kernel when the agent stops
         assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
 

@@ -73,3 +73,33 @@ def test_a_port_someone_holds_is_reported_and_the_others_served(
     assert servers.set({busy: HealthCheck(busy, "demo", "a", 1),
                         ok: HealthCheck(ok, "demo", "b", 1)}) == {}  # free now: retried
     assert get(busy)[0] == 200
+
+
+def test_node_healthz_answers_200_while_fresh_503_when_stale() -> None:
+    from controller.reconcile.healthcheck import NodeHealth, serve_node_health
+
+    now = [5000.0]
+    node = NodeHealth(stale=60, clock=lambda: now[0])
+    port = free_port()
+    stop = serve_node_health(node, "127.0.0.1", port)
+    try:
+        assert get_path(port, "/healthz")[0] == 503  # nothing programmed yet
+        node.last_ok = now[0]
+        status, body = get_path(port, "/healthz")
+        assert status == 200 and body["nodeEligible"] is True and body["lastUpdated"]
+        now[0] += 120
+        assert get_path(port, "/healthz")[0] == 503
+        assert get_path(port, "/other")[0] == 404
+    finally:
+        stop()
+    with pytest.raises(OSError):
+        get_path(port, "/healthz")
+
+
+def get_path(port: int, path: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, json.loads(raw) if raw.startswith(b"{") else {}

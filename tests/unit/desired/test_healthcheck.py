@@ -93,3 +93,22 @@ def test_the_reconciler_serves_the_plan_and_reports_a_busy_port() -> None:
     r.reconcile(PassContext(Snapshot.build([]), NODE))
     assert fake.serving == {}
     r.close()
+
+
+def test_node_health_follows_the_datapaths_passes() -> None:
+    from controller.reconcile.healthcheck import NodeHealth
+
+    now = [1000.0]
+    node = NodeHealth(stale=60, clock=lambda: now[0])
+    assert node.body()[0] is False  # never programmed yet
+    r = HealthCheckReconciler(FakeHealthServers(), node)
+    bad = PassContext(Snapshot.build([]), NODE)
+    bad.errors["datapath"] = "map full"
+    r.reconcile(bad)
+    assert node.last_ok is None  # a pass whose datapath failed does not count
+    r.reconcile(PassContext(Snapshot.build([]), NODE))
+    ok, doc = node.body()
+    assert ok and doc["nodeEligible"] is True
+    assert doc["lastUpdated"] == doc["currentTime"] == "1970-01-01T00:16:40+00:00"
+    now[0] += 61  # no good pass for longer than the stale limit
+    assert node.body()[0] is False
