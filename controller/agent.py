@@ -119,6 +119,13 @@ class Agent:
         order = [*first, *datapath, *cfg.extra, self.bgp]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
+        if cfg.datapath is not None:
+            from bpf import mapstat
+            from controller.metrics import DatapathCollector
+
+            pin_dir = cfg.datapath.pin_root / cfg.datapath.instance
+            self.metrics.registry.register(DatapathCollector(
+                cfg.node, lambda: (mapstat.map_stats(pin_dir), mapstat.filter_stats(pin_dir))))
         self._last_status: dict[str, Any] | None = None
 
     def _health_checks(self, cfg: AgentConfig, address: str) -> Reconciler:

@@ -1,10 +1,17 @@
-"""Prometheus metrics of the agent: BGP session state and route counts, reconcile passes."""
+"""Prometheus metrics of the agent: BGP session state and route counts, reconcile passes,
+and (with the datapath) the pinned maps' entries against their capacity and the address
+filters' state, read from the kernel when scraped, at most every `min_interval` seconds
+(a full conntrack walk is not free)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 STATES = ("idle", "connect", "active", "opensent", "openconfirm", "established", "unknown")
 
@@ -72,3 +79,56 @@ class AgentMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+MapStats = tuple[list[Any], list[Any]]  # (bpf.mapstat.MapStat list, FilterStat list)
+
+
+class DatapathCollector:
+    """rackroute_datapath_map_{entries,capacity,memory_bytes}{map} and
+    rackroute_datapath_filter_armed{filter}, from `read()` (bpf.mapstat on the pin dir),
+    cached for min_interval seconds between scrapes."""
+
+    def __init__(self, node: str, read: Callable[[], MapStats], min_interval: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.node, self.read, self.min_interval, self.clock = node, read, min_interval, clock
+        self._cached: MapStats | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def _stats(self) -> MapStats:
+        with self._lock:
+            now = self.clock()
+            if self._cached is None or now - self._at >= self.min_interval:
+                self._cached, self._at = self.read(), now
+                self.reads += 1
+            return self._cached
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            maps, filters = self._stats()
+        except OSError:
+            return  # the pins are gone (an agent restarting): nothing to say
+        fams = {
+            "entries": GaugeMetricFamily("rackroute_datapath_map_entries",
+                                         "Entries in use in a pinned datapath map",
+                                         labels=["node", "map"]),
+            "capacity": GaugeMetricFamily("rackroute_datapath_map_capacity",
+                                          "Capacity (max entries) of a pinned datapath map",
+                                          labels=["node", "map"]),
+            "memory": GaugeMetricFamily("rackroute_datapath_map_memory_bytes",
+                                        "Kernel memory a pinned datapath map holds",
+                                        labels=["node", "map"]),
+        }
+        for m in maps:
+            fams["entries"].add_metric([self.node, m.name], m.entries)
+            fams["capacity"].add_metric([self.node, m.name], m.max_entries)
+            fams["memory"].add_metric([self.node, m.name], m.memlock)
+        armed = GaugeMetricFamily("rackroute_datapath_filter_armed",
+                                  "1 when an address filter is armed (packets elsewhere skip "
+                                  "the lookups)", labels=["node", "filter"])
+        for f in filters:
+            armed.add_metric([self.node, f.name], 1 if f.armed else 0)
+        yield from fams.values()
+        yield armed

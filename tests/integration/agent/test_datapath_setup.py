@@ -97,7 +97,7 @@ def agent(node: Netns, tmp: Path, pin_root: Path, cgroup: Path,
 
 def test_agent_datapath_start_up(node: Netns) -> None:
     with agent_env() as (tmp, pin_root, cgroup):
-        with agent(node, tmp, pin_root, cgroup) as (_, text):
+        with agent(node, tmp, pin_root, cgroup, "--metrics-port", "19962") as (_, text):
             assert "pods_reattached=1" in text
             # a fresh conntrack: nothing to mark
             assert 'reply_filter="armed now (0 words)"' in text
@@ -120,6 +120,11 @@ def test_agent_datapath_start_up(node: Netns) -> None:
             wait_for(lambda: node.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                        "http://127.0.0.1:10256/healthz"],
                                       check=False).stdout == "200", 20, 0.2, "healthz 200")
+            # the maps' fill, as the metrics endpoint reads it from the kernel
+            metrics = node.run(["curl", "-s", "http://127.0.0.1:19962/metrics"]).stdout
+            assert 'rackroute_datapath_map_capacity{map="rr_ct",node="n1"} 8192.0' in metrics
+            assert 'rackroute_datapath_map_entries{map="rr_svc",node="n1"} 0.0' in metrics
+            assert 'rackroute_datapath_filter_armed{filter="rr_replies",node="n1"} 1.0' in metrics
         # programs stay in the kernel when the agent stops
         assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
 
