@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,9 +65,41 @@ class FakeHealthServers:
         self.serving.clear()
 
 
-class _Server(ThreadingHTTPServer):
+class _DualStack(ThreadingHTTPServer):
+    """An HTTP server on an address of either family; "" is every address of both (an
+    IPv6 socket that takes IPv4 too), or of IPv4 alone where IPv6 is off."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, address: str, port: int, handler: type[BaseHTTPRequestHandler]
+                 ) -> None:
+        host = address
+        if address == "" and socket.has_ipv6:
+            try:
+                socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+                host = "::"
+            except OSError:
+                host = "0.0.0.0"
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host or "0.0.0.0", port), handler, bind_and_activate=False)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def open(self) -> None:
+        """Bind and listen; OSError (the port taken) leaves nothing open."""
+        try:
+            self.server_bind()
+            self.server_activate()
+        except OSError:
+            self.server_close()
+            raise
+
+
+class _Server(_DualStack):
     check: HealthCheck
 
 
@@ -88,7 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServers:
-    """HealthServerPort: an HTTP server per port on `address` ("" = every address)."""
+    """HealthServerPort: an HTTP server per port on `address` ("" = every address, IPv4
+    and IPv6)."""
 
     def __init__(self, address: str = "") -> None:
         self.address = address
@@ -103,13 +137,11 @@ class HealthServers:
             if srv is not None:
                 srv.check = check
                 continue
-            srv = _Server((self.address, port), _Handler, bind_and_activate=False)
+            srv = _Server(self.address, port, _Handler)
             srv.check = check
             try:
-                srv.server_bind()
-                srv.server_activate()
+                srv.open()
             except OSError as e:
-                srv.server_close()
                 errors[port] = e.strerror or str(e)
                 continue
             threading.Thread(target=srv.serve_forever, name=f"healthcheck-{port}",
@@ -149,9 +181,7 @@ class NodeHealth:
                     "nodeEligible": True}
 
 
-class _NodeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _NodeServer(_DualStack):
     health: NodeHealth
 
 
@@ -177,8 +207,9 @@ class _NodeHandler(BaseHTTPRequestHandler):
 
 def serve_node_health(health: NodeHealth, address: str, port: int) -> Callable[[], None]:
     """Serve health at address:port (/healthz); returns the function that stops it."""
-    srv = _NodeServer((address, port), _NodeHandler)
+    srv = _NodeServer(address, port, _NodeHandler)
     srv.health = health
+    srv.open()
     threading.Thread(target=srv.serve_forever, name="healthz", daemon=True).start()
 
     def stop() -> None:

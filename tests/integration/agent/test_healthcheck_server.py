@@ -103,3 +103,25 @@ def get_path(port: int, path: str) -> tuple[int, dict[str, object]]:
     except urllib.error.HTTPError as e:
         raw = e.read()
         return e.code, json.loads(raw) if raw.startswith(b"{") else {}
+
+
+def test_every_address_means_both_families() -> None:
+    """Bound on "" (as the agent does) in a namespace made for the test: answered on its
+    IPv4 and IPv6 loopback alike."""
+    import os
+
+    from controller.lab.netns import entered, namespace
+
+    with namespace(f"rrh{os.getpid() % 100000}") as ns:
+        ns.run(["ip", "link", "set", "lo", "up"])
+        port = 32111
+        with entered(ns.name):
+            hs = HealthServers("")
+            assert hs.set({port: HealthCheck(port, "demo", "web", 1)}) == {}
+        try:
+            for host in ("127.0.0.1", "[::1]"):
+                out = ns.run(["curl", "-s", "-w", " %{http_code}",
+                              f"http://{host}:{port}/"]).stdout
+                assert out.endswith(" 200") and '"localEndpoints": 1' in out, (host, out)
+        finally:
+            hs.close()
