@@ -7,8 +7,11 @@ service's loadBalancerSourceRanges restrict the LoadBalancer IP entries only, ea
 ranges of its family (none of that family: no client at all). Backends come from
 the service's EndpointSlices with their state (ready / serving-terminating /
 not serving); which of them are eligible is decided in one place,
-`bpf.table.Service.eligible` (kube-proxy semantics). Bad input is reported per service
-and never raises.
+`bpf.table.Service.eligible` (kube-proxy semantics). Topology aware routing as in
+kube-proxy: when every ready endpoint carries zone hints (`hints.forZones`) and one is
+hinted for the node's zone (its `topology.kubernetes.io/zone` label), the node's
+non-Local entries keep to the endpoints hinted for its zone (a rack, on bare metal). Bad
+input is reported per service and never raises.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def _backends(
     slices: Sequence[EndpointSlice],
     node: str,
     problems: list[str],
+    zones: dict[tuple[IPAddress, int], tuple[str, ...] | None] | None = None,
 ) -> tuple[Backend, ...]:
+    """The port's backends; `zones`, when given, gets each one's zone hints."""
     out: dict[tuple[IPAddress, int], Backend] = {}
     for sl in slices:
         fam = FAMILY_OF.get(sl.address_type)
@@ -99,6 +104,8 @@ def _backends(
                 prev = out.get((addr, port))
                 if prev is None or _rank(b) < _rank(prev):
                     out[(addr, port)] = b
+                    if zones is not None:
+                        zones[(addr, port)] = ep.zones
     return tuple(sorted(out.values(), key=Backend.sort_key))
 
 
@@ -142,6 +149,27 @@ def _source_ranges(svc: K8sService) -> dict[int, tuple[IPNetwork, ...]] | None:
 
 Event = tuple[ServiceKey, Service] | str  # a candidate entry, or a problem
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def _in_zone(
+    backends: Sequence[Backend],
+    zones: Mapping[tuple[IPAddress, int], tuple[str, ...] | None],
+    zone: str | None,
+) -> list[Backend] | None:
+    """Topology aware routing as kube-proxy applies it: when every ready backend carries
+    zone hints and one of them is hinted for this node's zone, the node uses the ready
+    backends hinted for its zone (those not ready stay for the terminating fallback);
+    otherwise None: the hints do not apply."""
+    if zone is None:
+        return None
+    ready = [b for b in backends if b.state is BackendState.READY]
+    hints = [zones.get((b.ip, b.port)) for b in ready]
+    if not ready or any(h is None for h in hints) or not any(zone in (h or ()) for h in hints):
+        return None
+    return [b for b in backends
+            if b.state is not BackendState.READY or zone in (zones.get((b.ip, b.port)) or ())]
+
 
 def _plan_one(
     svc: K8sService,
@@ -149,6 +177,7 @@ def _plan_one(
     node: str,
     node_addresses: Sequence[IPAddress],
     out: list[Event],
+    zone: str | None = None,
 ) -> None:
     """The service's candidate entries and problems, in order; which service gets a key
     claimed twice is decided across services, in plan_services."""
@@ -171,10 +200,14 @@ def _plan_one(
             )
             continue
         problems: list[str] = []
-        backends = _backends(svc, sp, slices, node, problems)
+        zones: dict[tuple[IPAddress, int], tuple[str, ...] | None] = {}
+        backends = _backends(svc, sp, slices, node, problems, zones)
         out.extend(problems)
         for key, external, nodeport, lb_ip in _keys(svc, sp, proto, node_addresses):
             fam = [b for b in backends if b.ip.version == key.vip.version]
+            local = ext_local if external else int_local
+            if not local:  # (a Local policy keeps to the node: hints do not apply)
+                fam = _in_zone(fam, zones, zone) or fam
             allowed = ranges[key[0]] if lb_ip and ranges is not None else None
             if allowed == ():  # ranges given, none of this family: fail closed
                 out.append(
@@ -183,7 +216,7 @@ def _plan_one(
                 )
             out.append((key, Service(
                 tuple(fam),
-                ext_local if external else int_local,
+                local,
                 external,
                 nodeport,
                 affinity,
@@ -199,11 +232,13 @@ class _Memo:
     node: str
     addresses: tuple[IPAddress, ...]
     events: tuple[Event, ...]
+    zone: str | None = None
 
     def fits(self, svc: K8sService, slices: tuple[EndpointSlice, ...], node: str,
-             addresses: tuple[IPAddress, ...]) -> bool:
+             addresses: tuple[IPAddress, ...], zone: str | None = None) -> bool:
         """Same inputs: the same objects (cheap), or equal ones."""
-        if node != self.node or addresses != self.addresses or len(slices) != len(self.slices):
+        if (node != self.node or addresses != self.addresses or zone != self.zone
+                or len(slices) != len(self.slices)):
             return False
         if self.svc is not svc and self.svc != svc:
             return False
@@ -223,15 +258,16 @@ class PlanMemo:
         self.misses = 0
 
     def events(self, svc: K8sService, slices: Sequence[EndpointSlice], node: str,
-               node_addresses: Sequence[IPAddress]) -> tuple[Event, ...]:
+               node_addresses: Sequence[IPAddress], zone: str | None = None
+               ) -> tuple[Event, ...]:
         sl, addrs = tuple(slices), tuple(node_addresses)
         prev = self._last.get(svc.key)
-        if prev is not None and prev.fits(svc, sl, node, addrs):
+        if prev is not None and prev.fits(svc, sl, node, addrs, zone):
             self.hits += 1
             return prev.events
         self.misses += 1
-        out = _events(svc, sl, node, addrs)
-        self._last[svc.key] = _Memo(svc, sl, node, addrs, out)
+        out = _events(svc, sl, node, addrs, zone)
+        self._last[svc.key] = _Memo(svc, sl, node, addrs, out, zone)
         return out
 
     def keep(self, names: Iterable[str]) -> None:
@@ -242,10 +278,11 @@ class PlanMemo:
 
 
 def _events(svc: K8sService, slices: Sequence[EndpointSlice], node: str,
-            node_addresses: Sequence[IPAddress]) -> tuple[Event, ...]:
+            node_addresses: Sequence[IPAddress], zone: str | None = None
+            ) -> tuple[Event, ...]:
     out: list[Event] = []
     try:
-        _plan_one(svc, slices, node, node_addresses, out)
+        _plan_one(svc, slices, node, node_addresses, out, zone)
     except Exception as e:  # a model we did not foresee: blame the service, go on
         out.append(f"internal error planning the service: {e!r}")
     return tuple(out)
@@ -264,13 +301,15 @@ def plan_services(
     table: dict[ServiceKey, Service] = {}
     owner: dict[ServiceKey, str] = {}
     problems: dict[str, tuple[str, ...]] = {}
+    me = snap.nodes.get(node)
+    zone = me.meta.labels.get(ZONE_LABEL) if me is not None else None
     for name in sorted(snap.services):
         svc = snap.services[name]
         slices = by_service.get(name, [])
         if memo is not None:
-            events = memo.events(svc, slices, node, node_addresses)
+            events = memo.events(svc, slices, node, node_addresses, zone)
         else:
-            events = _events(svc, slices, node, node_addresses)
+            events = _events(svc, slices, node, node_addresses, zone)
         found: list[str] = []
         for ev in events:
             if isinstance(ev, str):

@@ -106,6 +106,9 @@ class Endpoint:
     terminating: bool = False
     node_name: str | None = None
     target: str = ""  # targetRef name, for display
+    # hints.forZones: the zones whose nodes should use this endpoint (topology aware
+    # routing); None when the endpoint carries no zone hints
+    zones: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

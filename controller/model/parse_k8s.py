@@ -255,8 +255,14 @@ def parse_endpoint_slice(meta: Meta, r: Reader) -> EndpointSlice:
         serving = cond.flag("serving", ready)
         terminating = cond.flag("terminating", False)
         target = e.child("targetRef").text("name", "") or ""
+        hints = e.child("hints")
+        zones: tuple[str, ...] | None = None
+        if hints.has("forZones"):
+            zones = tuple(sorted({z.text("name", required=True) or ""
+                                  for z in hints.objects("forZones")} - {""}))
         endpoints.append(
-            Endpoint(tuple(addrs), ready, serving, terminating, e.text("nodeName"), target)
+            Endpoint(tuple(addrs), ready, serving, terminating, e.text("nodeName"), target,
+                     zones)
         )
     ports: list[EndpointPort] = []
     for p in r.objects("ports"):

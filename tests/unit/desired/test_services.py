@@ -11,7 +11,7 @@ import yaml
 
 from bpf.table import Backend, BackendState, Proto, Service, ServiceKey, validate
 from controller.desired.services import PlanMemo, plan_services
-from controller.model.k8s import Endpoint, EndpointPort, EndpointSlice, ServicePort
+from controller.model.k8s import Endpoint, EndpointPort, EndpointSlice, Node, ServicePort
 from controller.model.k8s import Service as Svc
 from controller.model.meta import Meta
 from controller.store import Snapshot
@@ -410,3 +410,81 @@ def test_memo_reuses_entries_until_the_ranges_change() -> None:
     fields = [plan_services(snap(lb((), f), s_lb), NODE, (N1,), memo).problems["demo/lb"]
               for f in (SPEC_FIELD, ANN_FIELD)]
     assert fields == [(fail_closed(4),), (fail_closed(4, ANN_FIELD),)]
+
+
+# topology aware routing (EndpointSlice hints.forZones, the node's zone label)
+
+def zep(addr: str, node: str, *zones: str, ready: bool = True) -> Endpoint:
+    return Endpoint((ip_address(addr),), ready, True, not ready, node, "",  # (serving)
+                    tuple(zones) if zones else None)
+
+
+def zone_node(name: str, zone: str | None) -> Node:
+    labels = {"topology.kubernetes.io/zone": zone} if zone else {}
+    return Node(Meta("Node", name, labels=labels))
+
+
+def test_hinted_endpoints_keep_a_node_in_its_zone() -> None:
+    eps = (zep("10.1.0.5", NODE, "rack-a"), zep("10.1.1.5", "n2", "rack-b"),
+           zep("10.1.2.5", "n3", "rack-a"), zep("10.1.3.5", "n4", "rack-b", ready=False))
+    s = svc("web", type="LoadBalancer", status_ingress=(A4("203.0.113.7"),))
+    plan = plan_services(snap(s, sl("web", *eps), zone_node(NODE, "rack-a")), NODE, (N1,))
+    want = (b("10.1.0.5"), b("10.1.2.5", local=False), b("10.1.3.5", local=False, state=T))
+    assert plan.table[k("10.96.0.10", 80)].backends == want  # ClusterIP
+    assert plan.table[k("203.0.113.7", 80)].backends == want  # LB IP, Cluster policy
+    assert plan.table[k("10.96.0.10", 80)].eligible() == want[:2]
+    other = plan_services(snap(s, sl("web", *eps), zone_node(NODE, "rack-b")), NODE, (N1,))
+    assert [str(x.ip) for x in other.table[k("10.96.0.10", 80)].eligible()] == ["10.1.1.5"]
+
+
+def test_hints_do_not_apply_unless_every_ready_endpoint_has_them_and_one_is_ours() -> None:
+    every = {"10.1.0.5", "10.1.1.5", "10.1.2.5"}
+
+    def used(*eps: Endpoint, zone: str | None = "rack-a", **kw: object) -> set[str]:
+        plan = plan_services(snap(svc("web", **kw), sl("web", *eps), zone_node(NODE, zone)),
+                             NODE, (N1,))
+        return {str(x.ip) for x in plan.table[k("10.96.0.10", 80)].eligible()}
+
+    # one ready endpoint without hints: the hints are not used
+    assert used(zep("10.1.0.5", NODE, "rack-a"), zep("10.1.1.5", "n2", "rack-b"),
+                zep("10.1.2.5", "n3")) == every
+    # no endpoint for this node's zone
+    assert used(zep("10.1.0.5", NODE, "rack-b"), zep("10.1.1.5", "n2", "rack-b"),
+                zep("10.1.2.5", "n3", "rack-c")) == every
+    # a node without a zone label
+    assert used(zep("10.1.0.5", NODE, "rack-a"), zep("10.1.1.5", "n2", "rack-b"),
+                zep("10.1.2.5", "n3", "rack-a"), zone=None) == every
+    # internalTrafficPolicy Local keeps to the node: hints do not apply
+    assert used(zep("10.1.0.5", NODE, "rack-b"), zep("10.1.1.5", "n2", "rack-a"),
+                zep("10.1.2.5", "n3", "rack-a"), internal_traffic_policy="Local") == {
+                    "10.1.0.5"}
+
+
+def test_the_memo_replans_when_the_nodes_zone_changes() -> None:
+    memo = PlanMemo()
+    eps = (zep("10.1.0.5", NODE, "rack-a"), zep("10.1.1.5", "n2", "rack-b"))
+    first = plan_services(snap(svc("web"), sl("web", *eps), zone_node(NODE, "rack-a")),
+                          NODE, (N1,), memo)
+    again = plan_services(snap(svc("web"), sl("web", *eps), zone_node(NODE, "rack-b")),
+                          NODE, (N1,), memo)
+    assert [str(x.ip) for x in first.table[k("10.96.0.10", 80)].backends] == ["10.1.0.5"]
+    assert [str(x.ip) for x in again.table[k("10.96.0.10", 80)].backends] == ["10.1.1.5"]
+    assert memo.misses == 2
+
+
+def test_zone_hints_are_parsed() -> None:
+    from controller.model.parse import parse_object
+
+    doc = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": "a", "namespace": "n",
+                        "labels": {"kubernetes.io/service-name": "s"}},
+           "addressType": "IPv4", "ports": [{"port": 80}],
+           "endpoints": [{"addresses": ["10.0.0.1"],
+                          "hints": {"forZones": [{"name": "rack-b"}, {"name": "rack-a"}]}},
+                         {"addresses": ["10.0.0.2"]}]}
+    got = parse_object(doc).obj
+    assert isinstance(got, EndpointSlice)
+    assert [e.zones for e in got.endpoints] == [("rack-a", "rack-b"), None]
+    doc["endpoints"][0]["hints"] = {"forZones": [{"zone": "x"}]}  # type: ignore[index]
+    assert parse_object(doc).errors == [
+        "EndpointSlice n/a: endpoints[0].hints.forZones[0].name: required"]
