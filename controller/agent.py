@@ -146,7 +146,8 @@ class Agent:
                 log.error(logfmt("healthz_error", port=cfg.healthz_port,
                                  msg=e.strerror or str(e)))
                 node = None
-        return HealthCheckReconciler(HealthServers(address), node)
+        proxy = cfg.datapath.service_proxy_name if cfg.datapath else ""
+        return HealthCheckReconciler(HealthServers(address), node, proxy_name=proxy)
 
     def write_status(self) -> bool:
         """Write the node status if it changed (ignoring its timestamp); refresh metrics."""

@@ -46,6 +46,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
             socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
             per_packet_lb=args.per_packet_lb == "on",
+            service_proxy_name=args.service_proxy_name,
             max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
             ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
         ) if args.datapath else None,
@@ -188,6 +189,9 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="with --datapath: serve each LoadBalancer service's "
                          "healthCheckNodePort (externalTrafficPolicy Local) on this address, "
                          "as kube-proxy does (default: every address; off: not at all)")
+    ag.add_argument("--service-proxy-name", default="", metavar="NAME",
+                    help="serve the services labelled service.kubernetes.io/service-proxy-name"
+                         "=NAME (default: those without the label), as kube-proxy does")
     ag.add_argument("--healthz-port", type=int, default=10256, metavar="PORT",
                     help="with --datapath: the node's proxy health on /healthz, as kube-proxy "
                          "serves it (200 while the service datapath is programmed; 0: off)")

@@ -43,6 +43,9 @@ class DatapathSettings:
     # programs would only cost (Cilium likewise leaves per-packet LB out with full
     # socket LB). North-south service traffic stays on the uplink either way.
     per_packet_lb: bool = True
+    # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
+    # that name: this agent serves those with this name ("": the unlabelled ones)
+    service_proxy_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.per_packet_lb and self.socket_lb_cgroup is None:
@@ -125,4 +128,5 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
-    return dp, DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain)
+    return dp, DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
+                                  proxy_name=s.service_proxy_name)

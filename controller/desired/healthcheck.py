@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from controller.desired.services import proxied_here
 from controller.model.k8s import EndpointSlice
 from controller.store import Snapshot
 
@@ -58,9 +59,9 @@ def local_ready_endpoints(slices: list[EndpointSlice], node: str) -> int:
     return len(seen)
 
 
-def plan_health_checks(snap: Snapshot, node: str) -> HealthPlan:
-    """The health checks node serves: one per LoadBalancer service with
-    externalTrafficPolicy Local and a healthCheckNodePort."""
+def plan_health_checks(snap: Snapshot, node: str, proxy_name: str = "") -> HealthPlan:
+    """The health checks node serves: one per LoadBalancer service of this proxy
+    (`proxied_here`) with externalTrafficPolicy Local and a healthCheckNodePort."""
     by_service: dict[str, list[EndpointSlice]] = {}
     for sk in sorted(snap.slices):
         sl = snap.slices[sk]
@@ -70,7 +71,8 @@ def plan_health_checks(snap: Snapshot, node: str) -> HealthPlan:
     for key in sorted(snap.services):
         svc = snap.services[key]
         port = svc.health_check_node_port
-        if svc.type != "LoadBalancer" or svc.external_traffic_policy != "Local" or not port:
+        if (svc.type != "LoadBalancer" or svc.external_traffic_policy != "Local" or not port
+                or not proxied_here(svc, proxy_name)):
             continue
         other = checks.get(port)
         if other is not None:

@@ -150,6 +150,7 @@ def _source_ranges(svc: K8sService) -> dict[int, tuple[IPNetwork, ...]] | None:
 Event = tuple[ServiceKey, Service] | str  # a candidate entry, or a problem
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 
 
 def _in_zone(
@@ -288,12 +289,20 @@ def _events(svc: K8sService, slices: Sequence[EndpointSlice], node: str,
     return tuple(out)
 
 
+def proxied_here(svc: K8sService, proxy_name: str = "") -> bool:
+    """Is svc this proxy's? As with kube-proxy, a service labelled
+    service.kubernetes.io/service-proxy-name belongs to the proxy of that name alone; an
+    unlabelled one to a proxy without a name (rackroute's default)."""
+    return svc.meta.labels.get(SERVICE_PROXY_NAME_LABEL, "") == proxy_name
+
+
 def plan_services(
     snap: Snapshot, node: str, node_addresses: Sequence[IPAddress] = (),
-    memo: PlanMemo | None = None,
+    memo: PlanMemo | None = None, proxy_name: str = "",
 ) -> ServicePlan:
     """The service table this node programs, and the per-service problems. With a memo,
-    unchanged services reuse the previous pass's entries (the result is equal)."""
+    unchanged services reuse the previous pass's entries (the result is equal). Services
+    of another proxy (`proxied_here`) are left out."""
     by_service: dict[str, list[EndpointSlice]] = {}
     for sk in sorted(snap.slices):
         sl = snap.slices[sk]
@@ -305,6 +314,8 @@ def plan_services(
     zone = me.meta.labels.get(ZONE_LABEL) if me is not None else None
     for name in sorted(snap.services):
         svc = snap.services[name]
+        if not proxied_here(svc, proxy_name):
+            continue
         slices = by_service.get(name, [])
         if memo is not None:
             events = memo.events(svc, slices, node, node_addresses, zone)

@@ -32,13 +32,15 @@ class DatapathReconciler:
 
     def __init__(self, syncer: Syncer,
                  node_addresses: Sequence[IPAddress] | None = None,
-                 drain: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 drain: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 proxy_name: str = "") -> None:
         """node_addresses: where NodePorts listen; None = the Node object's addresses.
 
         drain: seconds an entry keeps serving after this node stopped advertising it (its
         last local endpoint of a Local service went away, or the service was deleted), so
         traffic the ToR still sends while it converges is served, not dropped."""
         self.syncer = syncer
+        self.proxy_name = proxy_name  # services of another proxy are left out
         self.drain = drain
         self.clock = clock
         self._draining: dict[ServiceKey, float] = {}  # key -> serve the old entry until
@@ -57,7 +59,8 @@ class DatapathReconciler:
         return node.addresses if node is not None else ()
 
     def reconcile(self, ctx: PassContext) -> None:
-        plan = plan_services(ctx.snap, ctx.node, self._addresses(ctx), self._memo)
+        plan = plan_services(ctx.snap, ctx.node, self._addresses(ctx), self._memo,
+                             self.proxy_name)
         self.plan = plan
         desired = plan.table
         managed = plan.addresses()

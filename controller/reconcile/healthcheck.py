@@ -226,13 +226,14 @@ class HealthCheckReconciler:
     name = "health-checks"
 
     def __init__(self, port: HealthServerPort, node: NodeHealth | None = None,
-                 datapath: str = "datapath") -> None:
+                 datapath: str = "datapath", proxy_name: str = "") -> None:
         self.port, self.node, self.datapath = port, node, datapath
+        self.proxy_name = proxy_name
 
     def reconcile(self, ctx: PassContext) -> None:
         if self.node is not None and self.datapath not in ctx.errors:
             self.node.last_ok = self.node.clock()
-        plan = plan_health_checks(ctx.snap, ctx.node)
+        plan = plan_health_checks(ctx.snap, ctx.node, self.proxy_name)
         failed = self.port.set(plan.checks)
         msgs = [f"service {key}: {why}" for key, whys in sorted(plan.problems.items())
                 for why in whys]

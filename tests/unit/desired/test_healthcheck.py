@@ -112,3 +112,13 @@ def test_node_health_follows_the_datapaths_passes() -> None:
     assert doc["lastUpdated"] == doc["currentTime"] == "1970-01-01T00:16:40+00:00"
     now[0] += 61  # no good pass for longer than the stale limit
     assert node.body()[0] is False
+
+
+def test_a_service_of_another_proxy_gets_no_health_check_here() -> None:
+    other = Svc(Meta("Service", "b", "demo",
+                     labels={"service.kubernetes.io/service-proxy-name": "other"}),
+                type="LoadBalancer", external_traffic_policy="Local",
+                ports=(ServicePort(80, "TCP", "http", 8080),), health_check_node_port=32009)
+    s = Snapshot.build([svc("a"), other])
+    assert set(plan_health_checks(s, NODE).checks) == {32001}
+    assert set(plan_health_checks(s, NODE, "other").checks) == {32009}

@@ -488,3 +488,13 @@ def test_zone_hints_are_parsed() -> None:
     doc["endpoints"][0]["hints"] = {"forZones": [{"zone": "x"}]}  # type: ignore[index]
     assert parse_object(doc).errors == [
         "EndpointSlice n/a: endpoints[0].hints.forZones[0].name: required"]
+
+
+def test_services_of_another_proxy_are_left_to_it() -> None:
+    theirs = Svc(Meta("Service", "theirs", "demo",
+                      labels={"service.kubernetes.io/service-proxy-name": "other"}),
+                 cluster_ips=(A4("10.96.0.20"),), ports=(ServicePort(80, "TCP", "http", "web"),))
+    s = snap(svc("web"), theirs, sl("web", ep("10.1.0.5")), sl("theirs", ep("10.1.0.6")))
+    assert set(plan_services(s, NODE, (N1,)).table) == {k("10.96.0.10", 80)}
+    assert set(plan_services(s, NODE, (N1,), proxy_name="other").table) == {
+        k("10.96.0.20", 80)}
