@@ -346,3 +346,25 @@ class ServiceFilter:
         return (flow.service.ip == self.ip
                 and (self.port is None or flow.service.port == self.port)
                 and (self.proto is None or flow.proto == self.proto))
+
+
+def entry_key(proto: int, src: Endpoint, dst: Endpoint, direction: int) -> tuple[int, bytes]:
+    """(IP version, conntrack key bytes) of the entry keyed by src -> dst in direction."""
+    if src.ip.version == 4:
+        return 4, bytes(m.Ct4Key(int.from_bytes(src.ip.packed, sys.byteorder),
+                                 int.from_bytes(dst.ip.packed, sys.byteorder),
+                                 m.port_of(src.port), m.port_of(dst.port), proto,
+                                 direction, 0))
+    return 6, bytes(m.CtKey(m.addr_of(src.ip), m.addr_of(dst.ip), m.port_of(src.port),
+                            m.port_of(dst.port), proto, m.AF_INET6, direction, 0))
+
+
+def flow_keys(f: Flow) -> list[tuple[int, bytes]]:
+    """The keys of the entries a flow has: its forward entry (client -> service) and its
+    reply entry (backend -> the source the backend sees)."""
+    out = []
+    if f.forward is not None:
+        out.append(entry_key(f.proto, f.client, f.service, m.DIR_FORWARD))
+    if f.reply is not None:
+        out.append(entry_key(f.proto, f.backend, f.snat or f.client, m.DIR_REPLY))
+    return out

@@ -162,10 +162,41 @@ def cmd_service_conntrack(args: argparse.Namespace) -> int:
     flows = ctdump.pair(entries, now, life)
     if args.service is not None:
         flows = [f for f in flows if args.service.matches(f)]
+    if args.delete:
+        return _ct_delete(cfg.pin_dir, flows)
     if args.output == "json":
         print(json.dumps([f.to_json() for f in flows], indent=2))
     else:
         print(render_ct_table(flows))
+    return 0
+
+
+def _ct_delete(pin_dir: Path, flows: list[Flow]) -> int:
+    """Delete the entries of flows (both directions), as `conntrack -D` would: their next
+    packet is a new flow, balanced anew. An entry already gone is no error."""
+    from bpf import ctdump
+    from bpf.mapstore import MapWriteError, PinnedMap
+
+    by_map: dict[str, list[bytes]] = {"rr_ct": [], "rr_ct6": []}
+    for f in flows:
+        for version, key in ctdump.flow_keys(f):
+            by_map["rr_ct" if version == 4 else "rr_ct6"].append(key)
+    deleted = 0
+    for name, keys in by_map.items():
+        if not keys:
+            continue
+        port = PinnedMap.open(str(pin_dir / name))
+        try:
+            for key in keys:  # one by one: an entry the LRU evicted meanwhile is skipped
+                try:
+                    port.delete_batch([key])
+                    deleted += 1
+                except MapWriteError:
+                    pass
+        finally:
+            port.close()
+    noun = "flow" if len(flows) == 1 else "flows"
+    print(f"deleted {deleted} conntrack entries of {len(flows)} {noun}")
     return 0
 
 
@@ -228,6 +259,9 @@ def register(sub: Subparsers) -> None:
                          metavar="SECONDS",
                          help=f"idle lifetime of {what}, as the datapath was built with "
                               "(to tell expired entries; default: %(default)s)")
+    ct_.add_argument("--delete", action="store_true",
+                     help="delete the listed flows' entries (with --service: that service's "
+                          "flows only), as conntrack -D does; their next packet starts anew")
     ct_.set_defaults(func=cmd_service_conntrack)
 
     mp = ssub.add_parser("maps", help="the pinned maps: entries against capacity, memory, "

@@ -175,3 +175,22 @@ def test_the_map_layout_is_the_one_decoded(dp: Datapath) -> None:
             assert (pm.key_size, pm.value_size) == (ct.sizeof(key), ct.sizeof(value))
         finally:
             pm.close()
+
+
+def test_delete_removes_a_services_flows_both_ways_and_keeps_the_others() -> None:
+    with one_node("ctdel", ct_close_lifetime=CLOSE) as d:  # its own, empty conntrack
+        for family in (4, 6):
+            assert send(d, family, TCP, 44100, SYN) == (ADDRS[family][1], 8080)
+            assert send(d, family, UDP, 44100) == (ADDRS[family][1], 8080)
+        vip4 = ADDRS[4][0]
+        out = cli("--delete", "--service", f"{vip4}:80/tcp", instance="ctdel")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "deleted 2 conntrack entries of 1 flow"
+        left = {(f["family"], f["proto"], f["client"]["port"]) for f in json.loads(
+            cli("-o", "json", instance="ctdel").stdout)}
+        assert left == {(4, "udp", 44100), (6, "tcp", 44100), (6, "udp", 44100)}
+        assert reply(d, 4, TCP, 44100) == (ADDRS[4][1], 8080)  # no reply entry left
+        assert reply(d, 6, TCP, 44100) == (ADDRS[6][0], 80)  # another service's: kept
+        out = cli("--delete", instance="ctdel")  # everything
+        assert out.stdout.strip() == "deleted 6 conntrack entries of 3 flows"
+        assert json.loads(cli("-o", "json", instance="ctdel").stdout) == []
