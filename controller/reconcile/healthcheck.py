@@ -103,13 +103,13 @@ class _Server(_DualStack):
     check: HealthCheck
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _JsonHandler(BaseHTTPRequestHandler):
+    """Answers with a JSON document, 200 when healthy, 503 when not; probes come every
+    few seconds from every load balancer and are not logged."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-        check = self.server.check  # one read: a pass may replace it meanwhile
-        body = json.dumps(check.body()).encode()
-        self.send_response(200 if check.healthy else 503)
+    def answer(self, healthy: bool, doc: Mapping[str, object]) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(200 if healthy else 503)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Length", str(len(body)))
@@ -117,7 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Probes every few seconds from every load balancer: not logged."""
+        """Not logged (see the class)."""
+
+
+class _Handler(_JsonHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        check = self.server.check  # one read: a pass may replace it meanwhile
+        self.answer(check.healthy, check.body())
 
 
 class HealthServers:
@@ -185,24 +193,14 @@ class _NodeServer(_DualStack):
     health: NodeHealth
 
 
-class _NodeHandler(BaseHTTPRequestHandler):
+class _NodeHandler(_JsonHandler):
     server: _NodeServer
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server API)
         if self.path.split("?")[0] not in ("/healthz", "/livez"):
             self.send_error(404)
             return
-        ok, doc = self.server.health.body()
-        body = json.dumps(doc).encode()
-        self.send_response(200 if ok else 503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Probed every few seconds: not logged."""
+        self.answer(*self.server.health.body())
 
 
 def serve_node_health(health: NodeHealth, address: str, port: int) -> Callable[[], None]:
