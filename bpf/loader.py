@@ -86,6 +86,10 @@ class DatapathConfig:
     ct_tcp_lifetime: int = 21600  # seconds a TCP flow may stay idle
     ct_close_lifetime: int = 10  # seconds a TCP flow lives on after its FIN
     ct_udp_lifetime: int = 60  # seconds a UDP flow may stay idle
+    # connect() of a UDP socket translated at the socket (False: left to the per-packet
+    # path, whose conntrack balances a flow anew when its backend goes away; a connected
+    # socket would keep the backend connect() gave it)
+    sock_udp_connect: bool = True
 
     @property
     def pin_dir(self) -> Path:
@@ -149,6 +153,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_CT_TCP_LIFETIME {cfg.ct_tcp_lifetime}",
         f"#define RR_CT_CLOSE_LIFETIME {cfg.ct_close_lifetime}",
         f"#define RR_CT_UDP_LIFETIME {cfg.ct_udp_lifetime}",
+        f"#define RR_SOCK_UDP_CONNECT {1 if cfg.sock_udp_connect else 0}",
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 

@@ -103,7 +103,11 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
     parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
     dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root, max_services=s.max_services,
                                  max_tables=s.max_tables, ct_size=s.ct_size,
-                                 ct6_size=s.ct6_size)).load(parts, isolated=True)
+                                 ct6_size=s.ct6_size,
+                                 # with per-packet LB, connected UDP is the TC path's: its
+                                 # conntrack follows a backend that goes away
+                                 sock_udp_connect=not s.per_packet_lb,
+                                 )).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)
         dp.attach_cgroup(s.socket_lb_cgroup)  # refuses a cgroup mount root

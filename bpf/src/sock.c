@@ -196,9 +196,26 @@ static __always_inline int rr_sock_restore6(struct bpf_sock_addr *ctx, __u8 prot
     return 1;
 }
 
+#ifndef RR_SOCK_UDP_CONNECT
+#define RR_SOCK_UDP_CONNECT 1
+#endif
+
+/* RR_SOCK_UDP_CONNECT 0 (the agent with per-packet LB): a UDP socket's connect() is left
+ * alone, so its datagrams go to the service address and the per-packet path translates
+ * them, with a conntrack that balances the flow anew when its backend goes away (a socket
+ * connected to a backend would keep sending to it). */
+static __always_inline int rr_sock_connect_leaves(__u8 proto)
+{
+    return !RR_SOCK_UDP_CONNECT && proto == IPPROTO_UDP;
+}
+
 int rr_sock_connect4(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate4(ctx, rr_sock_proto(ctx));
+    __u8 proto = rr_sock_proto(ctx);
+
+    if (rr_sock_connect_leaves(proto))
+        return 1;
+    return rr_sock_xlate4(ctx, proto);
 }
 
 int rr_sock_sendmsg4(struct bpf_sock_addr *ctx)
@@ -218,7 +235,11 @@ int rr_sock_getpeername4(struct bpf_sock_addr *ctx)
 
 int rr_sock_connect6(struct bpf_sock_addr *ctx)
 {
-    return rr_sock_xlate6(ctx, rr_sock_proto(ctx));
+    __u8 proto = rr_sock_proto(ctx);
+
+    if (rr_sock_connect_leaves(proto))
+        return 1;
+    return rr_sock_xlate6(ctx, proto);
 }
 
 int rr_sock_sendmsg6(struct bpf_sock_addr *ctx)

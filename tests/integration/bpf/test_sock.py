@@ -243,3 +243,64 @@ def test_source_ranges_are_judged_on_the_packet_not_bypassed_at_connect(
         assert tcp_ask(pod.ns, LB_LOCAL, 80).split()[0] in {"b11", "b12"}
     finally:
         apply(bench.sync1, bench.table1)
+
+
+CONNECTED_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((%(vip)r, 80))
+
+def ask():
+    s.send(b"hi")
+    data, addr = s.recvfrom(2048)
+    return data.decode().split()[0], addr[0]
+
+print(*ask(), flush=True)
+sys.stdin.readline()
+print(*ask(), flush=True)
+"""
+
+
+def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
+        bench: Bench) -> None:
+    # the agent with per-packet LB builds its socket hooks with sock_udp_connect off: a
+    # connected UDP socket keeps the service address and the TC path's conntrack moves
+    # its flow when the backend leaves (a socket connected to the backend would not)
+    from dataclasses import replace
+
+    from .conftest import apply
+
+    if not (CGROUP2 / "cgroup.procs").exists():
+        pytest.skip(f"needs a cgroup v2 mount at {CGROUP2}")
+    dp = Datapath(replace(bench.dp1.cfg, sock_udp_connect=False))
+    cg = CGROUP2 / f"rrxu{TAG}"
+    cg.mkdir()
+    proc: subprocess.Popen[str] | None = None
+    try:
+        dp.load(("sock",))
+        dp.attach_cgroup(cg)
+        pod = bench.client
+        proc = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec ip netns exec {pod.ns} "$0" '
+             '-c "$1"', sys.executable, CONNECTED_UDP % {"vip": CIP}],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        first, src = proc.stdout.readline().split()
+        assert src == CIP and first in {"b11", "b12", "b21"}
+        gone = bench.lab.pods[first].ip
+        apply(bench.sync1, {k: replace(s, backends=tuple(b for b in s.backends
+                                                         if str(b.ip) != gone))
+                            for k, s in bench.table1.items()})
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        second, src = proc.stdout.readline().split()
+        assert src == CIP and second != first and second in {"b11", "b12", "b21"}
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=5)
+        apply(bench.sync1, bench.table1)
+        dp.detach_cgroup(cg)
+        cg.rmdir()
+        dp.close()
