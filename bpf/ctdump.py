@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes as ct
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -94,22 +94,24 @@ def _check(what: str, key: bytes, value: bytes, ktype: type[ct.Structure],
                          f"{ct.sizeof(ktype)}/{ct.sizeof(vtype)} (another datapath version?)")
 
 
+def _decode(what: str, key: bytes, value: bytes, ktype: type[ct.Structure],
+            vtype: type[ct.Structure], ep: Callable[[Any, int], Endpoint]) -> Entry:
+    _check(what, key, value, ktype, vtype)
+    k: Any = ktype.from_buffer_copy(key)
+    v: Any = vtype.from_buffer_copy(value)
+    return Entry(k.dir, k.proto, ep(k.saddr, k.sport), ep(k.daddr, k.dport),
+                 ep(v.addr, v.port), ep(v.nat_addr, v.nat_port), v.svc_id, v.backend_id,
+                 v.flags, v.created, v.seen)
+
+
 def decode4(key: bytes, value: bytes) -> Entry:
     """An rr_ct (IPv4) item."""
-    _check("rr_ct", key, value, m.Ct4Key, m.Ct4Value)
-    k, v = m.Ct4Key.from_buffer_copy(key), m.Ct4Value.from_buffer_copy(value)
-    return Entry(k.dir, k.proto, _ep4(k.saddr, k.sport), _ep4(k.daddr, k.dport),
-                 _ep4(v.addr, v.port), _ep4(v.nat_addr, v.nat_port), v.svc_id, v.backend_id,
-                 v.flags, v.created, v.seen)
+    return _decode("rr_ct", key, value, m.Ct4Key, m.Ct4Value, _ep4)
 
 
 def decode6(key: bytes, value: bytes) -> Entry:
     """An rr_ct6 (IPv6) item."""
-    _check("rr_ct6", key, value, m.CtKey, m.Ct6Value)
-    k, v = m.CtKey.from_buffer_copy(key), m.Ct6Value.from_buffer_copy(value)
-    return Entry(k.dir, k.proto, _ep6(k.saddr, k.sport), _ep6(k.daddr, k.dport),
-                 _ep6(v.addr, v.port), _ep6(v.nat_addr, v.nat_port), v.svc_id, v.backend_id,
-                 v.flags, v.created, v.seen)
+    return _decode("rr_ct6", key, value, m.CtKey, m.Ct6Value, _ep6)
 
 
 def read_entries(ct4: ItemsPort, ct6: ItemsPort) -> list[Entry]:

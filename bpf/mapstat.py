@@ -42,7 +42,8 @@ class FilterStat:
     bits: int  # buckets marked
 
 
-def _memlock(fd: int) -> int:
+def memlock(fd: int) -> int:
+    """The kernel's memlock accounting of the BPF object (map or program) fd, in bytes."""
     for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
         if line.startswith("memlock:"):
             return int(line.split()[1])
@@ -70,7 +71,7 @@ def map_stats(pin_dir: Path) -> list[MapStat]:
             continue  # not a map
         try:
             out.append(MapStat(p.name, TYPE_NAMES.get(pm.meta.type, str(pm.meta.type)),
-                               _count(pm), pm.max_entries, _memlock(pm.fd)))
+                               _count(pm), pm.max_entries, memlock(pm.fd)))
         finally:
             pm.close()
     return out

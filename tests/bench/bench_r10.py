@@ -24,7 +24,7 @@ import time
 from ipaddress import IPv4Address as A
 from pathlib import Path
 
-from bpf import libbpf
+from bpf import libbpf, mapstat
 from bpf.mapstore import PinnedMap
 from tests.bench.bench_r6 import EP0, NODE, NODE_IP, NODE_YAML, manifest
 from tests.bench.common import save, stats, table
@@ -63,9 +63,7 @@ def map_bytes(pin_dir: Path) -> dict[str, int]:
         except OSError:
             continue  # a pinned program, not a map
         try:
-            for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-                if line.startswith("memlock:"):
-                    out[p.name] = int(line.split()[1])
+            out[p.name] = mapstat.memlock(fd)
         finally:
             os.close(fd)
     return out
