@@ -90,6 +90,9 @@ class DatapathConfig:
     # path, whose conntrack balances a flow anew when its backend goes away; a connected
     # socket would keep the backend connect() gave it)
     sock_udp_connect: bool = True
+    # translated packets from pods forwarded by the program (bpf_fib_lookup and a
+    # redirect to the next hop's interface) instead of the kernel's forwarding path
+    host_routing: bool = True
 
     @property
     def pin_dir(self) -> Path:
@@ -154,6 +157,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_CT_CLOSE_LIFETIME {cfg.ct_close_lifetime}",
         f"#define RR_CT_UDP_LIFETIME {cfg.ct_udp_lifetime}",
         f"#define RR_SOCK_UDP_CONNECT {1 if cfg.sock_udp_connect else 0}",
+        f"#define RR_HOST_ROUTING {1 if cfg.host_routing else 0}",
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 

@@ -14,13 +14,31 @@ from controller.report import table
 from controller.status import read_nodes
 
 if TYPE_CHECKING:
+    from controller.datapath_setup import DatapathSettings
+
     Sub = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
+    """The agent's datapath settings from its flags (None without --datapath)."""
+    from controller.datapath_setup import DatapathSettings
+
+    if not args.datapath:
+        return None
+    return DatapathSettings(
+        args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
+        socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
+        per_packet_lb=args.per_packet_lb == "on",
+        host_routing=args.host_routing == "bpf",
+        service_proxy_name=args.service_proxy_name,
+        max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
+        ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
+    )
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from controller.agent import Agent, AgentConfig
     from controller.cli import stop_event
-    from controller.datapath_setup import DatapathSettings
 
     if args.per_packet_lb == "off" and not (args.datapath and args.socket_lb_cgroup):
         print("rackroute agent: --per-packet-lb off needs --datapath and --socket-lb-cgroup "
@@ -42,14 +60,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         health_check_address=(None if args.health_check_address == "off"
                               else args.health_check_address),
         healthz_port=args.healthz_port,
-        datapath=DatapathSettings(
-            args.bpf_instance or args.node, args.uplink, Path(args.bpf_pin_root),
-            socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
-            per_packet_lb=args.per_packet_lb == "on",
-            service_proxy_name=args.service_proxy_name,
-            max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
-            ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
-        ) if args.datapath else None,
+        datapath=datapath_settings(args),
     )
     if not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
@@ -199,6 +210,11 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="service translation on each pod's veth too (on), or only in the "
                          "socket hooks (off: needs --socket-lb-cgroup holding every pod; "
                          "saves the per-packet programs' cost)")
+    ag.add_argument("--host-routing", choices=("bpf", "kernel"), default="bpf",
+                    help="who forwards a packet the datapath translated to a service "
+                         "backend: bpf (the program routes it with the kernel's routing "
+                         "table and sends it from the route's interface, skipping the "
+                         "kernel's forwarding path and netfilter) or kernel")
     sizes = "; changing it recreates the pinned map, which loses its contents once"
     ag.add_argument("--bpf-lb-max-services", type=int, default=65536, metavar="N",
                     help="service entries (address, port, protocol)" + sizes)

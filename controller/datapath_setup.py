@@ -43,6 +43,10 @@ class DatapathSettings:
     # programs would only cost (Cilium likewise leaves per-packet LB out with full
     # socket LB). North-south service traffic stays on the uplink either way.
     per_packet_lb: bool = True
+    # a packet the programs translated is routed by them (bpf_fib_lookup, then sent from
+    # the route's interface) instead of by the kernel's forwarding path, as Cilium's eBPF
+    # host routing does; False ("kernel"): the kernel forwards it, through netfilter
+    host_routing: bool = True
     # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
     # that name: this agent serves those with this name ("": the unlabelled ones)
     service_proxy_name: str = ""
@@ -107,6 +111,7 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
                                  # with per-packet LB, connected UDP is the TC path's: its
                                  # conntrack follows a backend that goes away
                                  sock_udp_connect=not s.per_packet_lb,
+                                 host_routing=s.host_routing,
                                  )).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@
 #include "lib/pkt.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
+#include "lib/route.h"
 
 int rr_pod_ingress(struct __sk_buff *skb)
 {
@@ -14,7 +15,14 @@ int rr_pod_ingress(struct __sk_buff *skb)
 
     if (rr_parse(skb, &p) < 0)
         return TC_ACT_OK;
-    return rr_forward(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+    switch (rr_forward(skb, &p, 0)) {
+    case RR_NAT_DROP:
+        return TC_ACT_SHOT;
+    case RR_NAT_DONE:
+        return RR_HOST_ROUTING ? rr_route_fast(skb, TC_ACT_OK) : TC_ACT_OK;
+    default:
+        return TC_ACT_OK;
+    }
 }
 
 int rr_pod_egress(struct __sk_buff *skb)

@@ -11,9 +11,7 @@
 #include "lib/pkt.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
-
-static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
-                                 __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+#include "lib/route.h"
 
 /* Send a SNAT'd packet (its source is now a local address, which the kernel's input
  * path would refuse) out of whatever interface the routing table picks for its new
@@ -24,30 +22,8 @@ static __always_inline int rr_route_out(struct __sk_buff *skb)
     struct bpf_fib_lookup fib;
     long rc;
 
-    __builtin_memset(&fib, 0, sizeof(fib));
-    if (skb->protocol == htons(ETH_P_IP)) {
-        struct iphdr ip;
-
-        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
-            return TC_ACT_SHOT;
-        fib.family = 2; /* AF_INET */
-        fib.l4_protocol = ip.protocol;
-        fib.tot_len = bpf_ntohs(ip.tot_len);
-        fib.ipv4_src = ip.saddr;
-        fib.ipv4_dst = ip.daddr;
-    } else {
-        struct ipv6hdr ip6;
-
-        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip6, sizeof(ip6)) < 0)
-            return TC_ACT_SHOT;
-        fib.family = 10; /* AF_INET6 */
-        fib.l4_protocol = ip6.nexthdr;
-        fib.tot_len = RR_IP6_LEN + bpf_ntohs(ip6.payload_len);
-        fib.flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff); /* class and label */
-        __builtin_memcpy(fib.ipv6_src, &ip6.saddr, 16);
-        __builtin_memcpy(fib.ipv6_dst, &ip6.daddr, 16);
-    }
-    fib.ifindex = skb->ifindex;
+    if (rr_fib_params(skb, &fib) < 0)
+        return TC_ACT_SHOT;
     rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
     if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
         return rr_redirect_neigh(skb->ifindex, NULL, 0, 0);
@@ -68,6 +44,8 @@ int rr_uplink_ingress(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     if (r == RR_NAT_SNAT) /* the source is a local address: route it ourselves */
         return rr_route_out(skb);
+    if (r == RR_NAT_DONE && RR_HOST_ROUTING)
+        return rr_route_fast(skb, TC_ACT_UNSPEC);
     return TC_ACT_UNSPEC;
 }
 

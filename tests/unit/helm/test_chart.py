@@ -411,13 +411,14 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
         "n1", "exabgp", 9962, True)
     assert flags == {"--node", "--manifests", "--speaker", "--metrics-port", "--resync",
                      "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
-                     "--socket-lb-cgroup", "--per-packet-lb"}
+                     "--socket-lb-cgroup", "--per-packet-lb", "--host-routing"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
-         "--per-packet-lb", "off"])
-    assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb) \
-        == (True, "bond0", "/sys/fs/bpf/rackroute", "/sys/fs/cgroup/k", "off")
+         "--per-packet-lb", "off", "--host-routing", "kernel"])
+    assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
+            dp.host_routing) \
+        == (True, "bond0", "/sys/fs/bpf/rackroute", "/sys/fs/cgroup/k", "off", "kernel")
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
     assert op_flags == {"--manifests", "--interval"}
@@ -524,14 +525,19 @@ def _install_cni() -> Any:
 
 def test_datapath_values_drive_the_agent_flags_and_the_cni_pin_dir() -> None:
     v = values()["datapath"]
-    assert (v["enabled"], v["perPacketLB"], v["socketLBCgroup"]) == (False, True, "")
+    assert (v["enabled"], v["perPacketLB"], v["socketLBCgroup"], v["hostRouting"]) == (
+        False, True, "", "bpf")
     assert v["pinRoot"] == "/sys/fs/bpf/rackroute"
     t = template("agent-daemonset.yaml")
     block = t[t.index("{{- if .Values.datapath.enabled }}"):t.index("{{- range .Values.agent")]
     for flag in ("--datapath", "--uplink", "--bpf-pin-root", "--socket-lb-cgroup",
-                 "--per-packet-lb"):
+                 "--per-packet-lb", "--host-routing"):
         assert f"- {flag}\n" in block, flag
     assert 'fail "datapath.perPacketLB false needs datapath.socketLBCgroup' in block
+    # the agent's default is bpf: only kernel is passed on, and anything else refused
+    hr = block[block.index('{{- if ne .Values.datapath.hostRouting "bpf" }}'):]
+    assert hr.index('fail "datapath.hostRouting must be bpf or kernel"') \
+        < hr.index("- --host-routing\n            - kernel\n")
     # the plugin's pin dir is the agent's (<pinRoot>/<node>, as --bpf-instance defaults to
     # the node name), and only when the pod programs are to be attached at all
     env = t[t.index("{{- if and .Values.datapath.enabled .Values.datapath.perPacketLB }}"):]

@@ -1,0 +1,93 @@
+/* Forwarding in BPF: the routing table asked with bpf_fib_lookup and the packet handed
+ * straight to the next hop's interface, as Cilium's "eBPF host routing" does. A packet
+ * the program translated then skips the kernel's input and forwarding path (netfilter
+ * hooks, the route cache's second lookup, the neighbour output); what the kernel would
+ * do more for it stays with the kernel.
+ */
+#ifndef RR_LIB_ROUTE_H
+#define RR_LIB_ROUTE_H
+
+#include "lib/pkt.h"
+
+/* bcc declares bpf_redirect_neigh with three arguments; the helper takes four. */
+static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+                                 __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+
+/* fib's question for skb's packet (either family) as forwarded from the interface it is
+ * on. tot_len stays 0: the kernel then checks the packet against the route's MTU as
+ * its forwarding does, GSO packets by their segments. -1 if the header cannot be read. */
+static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+{
+    __builtin_memset(fib, 0, sizeof(*fib));
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr ip;
+
+        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip, sizeof(ip)) < 0)
+            return -1;
+        fib->family = 2; /* AF_INET */
+        fib->l4_protocol = ip.protocol;
+        fib->tos = ip.tos;
+        fib->ipv4_src = ip.saddr;
+        fib->ipv4_dst = ip.daddr;
+    } else if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+
+        if (bpf_skb_load_bytes(skb, RR_ETH_LEN, &ip6, sizeof(ip6)) < 0)
+            return -1;
+        fib->family = 10; /* AF_INET6 */
+        fib->l4_protocol = ip6.nexthdr;
+        fib->flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff); /* class and label */
+        __builtin_memcpy(fib->ipv6_src, &ip6.saddr, 16);
+        __builtin_memcpy(fib->ipv6_dst, &ip6.daddr, 16);
+    } else {
+        return -1;
+    }
+    fib->ifindex = skb->ifindex;
+    return 0;
+}
+
+/* Forward a translated packet (at TC ingress) as the kernel would: routed by the table
+ * of the interface it came in on, its TTL (hop limit) down by one, the next hop's
+ * Ethernet addresses written, sent from the route's interface (whose TC egress programs
+ * still run). Whatever the kernel's path would do more for goes to it (the verdict
+ * stack, TC_ACT_OK or TC_ACT_UNSPEC where later filters must still see it): no
+ * route, a local destination, forwarding disabled on the interface, a packet too big for
+ * the route's MTU (the ICMP error), a TTL that would expire (the ICMP error), a next hop
+ * with no resolved neighbour yet (resolution). */
+static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
+{
+    struct bpf_fib_lookup fib;
+    void *data, *end;
+    struct ethhdr *eth;
+
+    if (rr_fib_params(skb, &fib) < 0)
+        return stack;
+    if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+        return stack;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    eth = data;
+    if (fib.family == 2) {
+        struct iphdr *ip = data + RR_ETH_LEN;
+        __u32 check;
+
+        if ((void *)(ip + 1) > end || ip->ttl <= 1)
+            return stack;
+        /* ip_decrease_ttl: the TTL is the high byte of its 16-bit checksum word */
+        check = ip->check;
+        check += htons(0x0100);
+        ip->check = (__u16)(check + (check >= 0xffff));
+        ip->ttl--;
+    } else {
+        struct ipv6hdr *ip6 = data + RR_ETH_LEN;
+
+        if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
+            return stack;
+        ip6->hop_limit--;
+    }
+    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    return bpf_redirect(fib.ifindex, 0);
+}
+
+#endif
