@@ -86,8 +86,8 @@ class Agent:
         if cfg.datapath is not None:
             from controller.datapath_setup import start_datapath
 
-            self.datapath, rec = start_datapath(cfg.datapath)
-            datapath.append(rec)
+            self.datapath, recs = start_datapath(cfg.datapath)
+            datapath.extend(recs)
             if cfg.health_check_address is not None:
                 datapath.append(self._health_checks(cfg, cfg.health_check_address))
         if cfg.import_routes or cfg.routing_mode is not None:

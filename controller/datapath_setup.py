@@ -23,6 +23,7 @@ from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig, detach_tc
 from bpf.progpin import pin_programs
 from bpf.sync import Syncer
 from controller.reconcile.datapath import DatapathReconciler
+from controller.reconcile.loop import Reconciler
 
 log = logging.getLogger("rackroute.datapath")
 
@@ -99,9 +100,11 @@ def _pod_veths(ipr: Any) -> list[str]:
     return sorted(out)
 
 
-def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
+def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     """Load (compiled in a child process: bcc never enters the agent), attach and pin;
-    returns the loaded datapath and its reconciler."""
+    returns the loaded datapath and its reconcilers in pass order: the service maps',
+    after the one closing connected UDP sockets of removed backends when connect() is
+    translated (socket LB without per-packet LB)."""
     from pyroute2 import IPRoute
 
     parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
@@ -137,5 +140,14 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, DatapathReconciler]:
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
-    return dp, DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
-                                  proxy_name=s.service_proxy_name)
+    rec = DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
+                             proxy_name=s.service_proxy_name)
+    if s.socket_lb_cgroup is None or s.per_packet_lb:
+        return dp, [rec]
+    # connect() of UDP sockets is translated: a socket connected to a backend that goes
+    # away is closed (before the datapath in the pass: its finalize runs after)
+    from controller.kernel.udpsockets import SockDiagUdpSockets
+    from controller.reconcile.sockets import UdpSocketReconciler
+
+    return dp, [UdpSocketReconciler(SockDiagUdpSockets(s.socket_lb_cgroup),
+                                    syncer.programmed), rec]

@@ -304,3 +304,70 @@ def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
         dp.detach_cgroup(cg)
         cg.rmdir()
         dp.close()
+
+
+RECONNECTING_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((%(vip)r, 80))
+
+def ask():
+    s.send(b"hi")
+    data, addr = s.recvfrom(2048)
+    return data.decode().split()[0]
+
+print(ask(), flush=True)
+sys.stdin.readline()
+try:
+    s.recv(64)
+    print("open", flush=True)
+except ConnectionAbortedError:
+    print("aborted", flush=True)
+except TimeoutError:
+    print("open", flush=True)
+s.connect((%(vip)r, 80))
+print(ask(), flush=True)
+"""
+
+
+def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
+                                                                cgroup: Path) -> None:
+    # socket LB translating connect() (the agent without per-packet LB): the socket holds
+    # the backend itself, so the agent closes it when that backend leaves the service;
+    # its owner connects again and is balanced to a backend still there
+    from dataclasses import replace
+
+    from controller.kernel.udpsockets import SockDiagUdpSockets
+    from controller.reconcile.loop import PassContext
+    from controller.reconcile.sockets import UdpSocketReconciler
+    from controller.store import Snapshot
+
+    from .conftest import apply
+
+    rec = UdpSocketReconciler(SockDiagUdpSockets(cgroup), bench.sync1.programmed)
+    pod = bench.client
+    proc = subprocess.Popen(
+        ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {pod.ns} "$0" '
+         '-c "$1"', sys.executable, RECONNECTING_UDP % {"vip": CIP}],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first in {"b11", "b12", "b21"}
+        gone = bench.lab.pods[first].ip
+        apply(bench.sync1, {k: replace(s, backends=tuple(b for b in s.backends
+                                                         if str(b.ip) != gone))
+                            for k, s in bench.table1.items()})
+        ctx = PassContext(Snapshot.build(()), "n1")
+        rec.finalize(ctx)
+        assert not ctx.errors and rec.closed == 1
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "aborted"
+        second = proc.stdout.readline().strip()
+        assert second in {"b11", "b12", "b21"} and second != first
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+        apply(bench.sync1, bench.table1)
