@@ -297,6 +297,26 @@ def attach_tc(ifname: str, ingress: tuple[int, str], egress: tuple[int, str],
     return ifindex
 
 
+def register_pod_if(pin_dir: Path, ifname: str, netns: str | None = None) -> bool:
+    """Record the pod veth ifname (host side) in pin_dir's rr_pod_ifs with its MAC, so
+    translated packets routed to it enter the pod directly. False when the pins predate
+    that map (such programs never look for it)."""
+    path = pin_dir / "rr_pod_ifs"
+    if not path.exists():
+        return False
+    with _ipr(netns) as ipr:
+        links = ipr.get_links(ifname=ifname)
+        if not links:
+            raise LookupError(f"no interface {ifname} in netns {netns or '(current)'}")
+        ifindex, mac = int(links[0]["index"]), str(links[0].get_attr("IFLA_ADDRESS"))
+    pods = PinnedMap.open(str(path))
+    try:
+        pods.update_batch([m.pod_if_entry(ifindex, mac)])
+    finally:
+        pods.close()
+    return True
+
+
 def detach_tc(ifname: str, netns: str | None = None) -> None:
     """Remove the clsact qdisc (and with it our filters) from ifname."""
     from pyroute2 import NetlinkError
@@ -391,9 +411,12 @@ class Datapath:
         return self.fds[name], name
 
     def attach_pod(self, ifname: str, netns: str | None = None) -> int:
-        """Host side of a pod veth: DNAT on ingress, reverse NAT on egress."""
-        return attach_tc(ifname, self._prog("rr_pod_ingress"), self._prog("rr_pod_egress"),
-                         netns)
+        """Host side of a pod veth: DNAT on ingress, reverse NAT on egress; recorded in
+        rr_pod_ifs (translated packets for the pod enter it directly)."""
+        ifindex = attach_tc(ifname, self._prog("rr_pod_ingress"),
+                            self._prog("rr_pod_egress"), netns)
+        register_pod_if(self.cfg.pin_dir, ifname, netns)
+        return ifindex
 
     def attach_uplink(self, ifname: str, node_addr: IPv4Address | None,
                       netns: str | None = None, node_addr6: IPv6Address | None = None) -> int:

@@ -38,7 +38,7 @@ DEFAULT_MAGLEV_M = 1021
 
 MAP_NAMES = (
     "rr_svc", "rr_backend", "rr_maglev", "rr_ct", "rr_ct6", "rr_affinity", "rr_revnat",
-    "rr_config", "rr_vips", "rr_replies", "rr_src_ranges",
+    "rr_config", "rr_vips", "rr_replies", "rr_src_ranges", "rr_pod_ifs",
 )
 
 # rr_vips: one bit per IPv4 /24, and per hash bucket of IPv6 /64s, that holds a service
@@ -189,6 +189,19 @@ class Config(ct.Structure):
                 ("flags", ct.c_uint32)]
 
 
+class PodIf(ct.Structure):
+    """rr_pod_ifs value: the host veth's MAC address (key: its ifindex, u32)."""
+    _fields_ = [("mac", ct.c_uint8 * 6), ("pad", ct.c_uint16)]
+
+
+def pod_if_entry(ifindex: int, mac: str) -> tuple[bytes, bytes]:
+    """The rr_pod_ifs (key, value) of the veth ifindex whose MAC is mac ("aa:bb:...")."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    if len(raw) != 6:
+        raise ValueError(f"MAC address {mac!r}: not 6 bytes")
+    return ifindex.to_bytes(4, "little"), bytes(PodIf((ct.c_uint8 * 6)(*raw), 0))
+
+
 @cache
 def maglev_type(m: int = DEFAULT_MAGLEV_M) -> type[ct.Structure]:
     """The rr_maglev value for a table of m entries (m is a compile-time constant)."""
@@ -268,6 +281,7 @@ def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
         "rr_ct4_key": Ct4Key, "rr_ct4_value": Ct4Value,
         "rr_aff_key": AffKey, "rr_aff_value": AffValue, "rr_revnat_key": RevNatKey,
         "rr_revnat_value": RevNatValue, "rr_config": Config, "rr_maglev": maglev_type(m),
+        "rr_pod_if": PodIf,
     }
 
 
@@ -285,4 +299,5 @@ def map_layout(m: int = DEFAULT_MAGLEV_M) -> dict[str, tuple[int, int]]:
         "rr_vips": (4, 8),
         "rr_replies": (4, 8),
         "rr_src_ranges": (ct.sizeof(SrcKey), 4),
+        "rr_pod_ifs": (4, ct.sizeof(PodIf)),
     }

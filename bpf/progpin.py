@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from bpf import libbpf
-from bpf.loader import Datapath, attach_tc
+from bpf.loader import Datapath, attach_tc, register_pod_if
 
 PREFIX = "prog_"
 POD_INGRESS = "rr_pod_ingress"
@@ -72,7 +72,9 @@ def attach_pinned(ifname: str, pin_dir: Path, netns: str | None = None) -> int:
     try:
         for name in (POD_INGRESS, POD_EGRESS):
             fds.append(_obj_get(prog_path(pin_dir, name)))
-        return attach_tc(ifname, (fds[0], POD_INGRESS), (fds[1], POD_EGRESS), netns)
+        ifindex = attach_tc(ifname, (fds[0], POD_INGRESS), (fds[1], POD_EGRESS), netns)
+        register_pod_if(pin_dir, ifname, netns)
+        return ifindex
     finally:
         for fd in fds:
             os.close(fd)  # the filters hold their own references

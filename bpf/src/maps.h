@@ -234,6 +234,18 @@ struct rr_config { /* array of one, written by the loader */
     __u32 flags;
 };
 
+/* rr_pod_ifs: the host side of each pod veth that carries the pod programs, with its MAC
+ * address (key: its ifindex). A translated packet routed out of one of them is handed
+ * straight to the pod's side (bpf_redirect_peer) when the route's source MAC is this
+ * one: an ifindex given to another device since (a stale entry) has another MAC.
+ * LRU: entries of veths gone, never looked up again, are the first evicted. */
+struct rr_pod_if { /* 8 bytes */
+    __u8 mac[6];
+    __u16 pad;
+};
+
+#define RR_MAX_POD_IFS 4096
+
 #ifdef RR_PIN_DIR
 #define RR_MAP(type, k, v, name, max) \
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
@@ -258,5 +270,6 @@ RR_MAP("lru_hash", struct rr_revnat_key, struct rr_revnat_value, rr_revnat,
 RR_MAP("array", __u32, struct rr_config, rr_config, 1);
 RR_MAP("array", __u32, __u64, rr_vips, RR_VIPS_ARMED + 1);
 RR_MAP("array", __u32, __u64, rr_replies, RR_REPLIES_ARMED + 1);
+RR_MAP("lru_hash", __u32, struct rr_pod_if, rr_pod_ifs, RR_MAX_POD_IFS);
 
 #endif

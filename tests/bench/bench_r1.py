@@ -1,8 +1,10 @@
 """R1: TCP connect rate through a service VIP with N = 100, 1k, 10k services (the VIP
 under test last), eBPF LB vs kube-proxy-style iptables DNAT (nft, legacy) vs a direct
 connection to the backend (the limit). Three namespaces made for the run: a client, a
-host (router; the LB runs here: our pod-veth TC program on the client's veth, or the
-iptables nat rules) and a backend. "ebpf" is the TC path alone; "ebpf-sock" adds the
+host (router; the LB runs here: our pod-veth TC programs on the client's and the
+backend's veths, as on a node whose pods both are, or the iptables nat rules) and a
+backend. "ebpf" is the TC path alone (translated packets routed by the program and
+handed into the backend's namespace, --host-routing bpf); "ebpf-sock" adds the
 socket-level hooks (the client process in a cgroup made for the run, as a pod is with the
 agent's --socket-lb-cgroup), where connect() itself picks the backend; "ebpf-sock-only"
 is the socket hooks without the TC programs (the agent's --per-packet-lb off). Rounds
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
             def clean() -> None:
                 detach_tc("rrq1h", hns)
+                detach_tc("rrq2h", hns)
                 for which in RESTORE:
                     restore(which, "*nat\nCOMMIT\n")
 
@@ -142,9 +145,10 @@ def main(argv: list[str] | None = None) -> None:
                 res = syncer.sync(tab)
                 assert not res.errors, list(res.errors.values())[:3]
 
-                def ebpf_setup() -> None:
+                def ebpf_setup() -> None:  # as deployed: both pods' veths carry them
                     clean()
                     dp.attach_pod("rrq1h", hns)
+                    dp.attach_pod("rrq2h", hns)
 
                 def ipt_setup(which: str, rules: str = rules) -> Callable[[], None]:
                     def load_rules() -> None:
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
             if name.startswith("ebpf"):
                 for base in ("direct", "iptables-nft", "iptables-legacy"):
                     rs = ratio_stats(samples, out[base])
-                    sec[f"ebpf / {base}"] = rs
+                    sec[f"{name} / {base}"] = rs
                     row.append(f"{rs['median']:.2f}x {base} ({rs['min']:.2f}-{rs['max']:.2f})")
             rows.append(row)
         doc[str(n)] = sec

@@ -46,6 +46,11 @@ static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_l
     return 0;
 }
 
+static __always_inline int rr_mac_eq(const __u8 *a, const __u8 *b)
+{
+    return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
+}
+
 /* Forward a translated packet (at TC ingress) as the kernel would: routed by the table
  * of the interface it came in on, its TTL (hop limit) down by one, the next hop's
  * Ethernet addresses written, sent from the route's interface (whose TC egress programs
@@ -53,10 +58,13 @@ static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_l
  * stack, TC_ACT_OK or TC_ACT_UNSPEC where later filters must still see it): no
  * route, a local destination, forwarding disabled on the interface, a packet too big for
  * the route's MTU (the ICMP error), a TTL that would expire (the ICMP error), a next hop
- * with no resolved neighbour yet (resolution). */
+ * with no resolved neighbour yet (resolution). A packet for a pod on this node (its
+ * veth in rr_pod_ifs, the MAC matching) goes straight into the pod's namespace
+ * (bpf_redirect_peer: no pass through the host veth's queue and the backlog). */
 static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
 {
     struct bpf_fib_lookup fib;
+    struct rr_pod_if *pi;
     void *data, *end;
     struct ethhdr *eth;
 
@@ -87,6 +95,9 @@ static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
     }
     __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
     __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+    pi = rr_pod_ifs.lookup(&fib.ifindex);
+    if (pi && rr_mac_eq(pi->mac, fib.smac))
+        return bpf_redirect_peer(fib.ifindex, 0); /* into the pod: no second queueing */
     return bpf_redirect(fib.ifindex, 0);
 }
 

@@ -128,3 +128,65 @@ def test_a_ttl_that_expires_is_answered_by_the_kernel(
     ee_errno, origin, icmp_type = struct.unpack("IBB", ee[0][:6])
     assert (ee_errno, origin, icmp_type) == (errno.EHOSTUNREACH, SO_EE_ORIGIN_ICMP,
                                              ICMP_TIME_EXCEEDED)
+
+
+VIP_LOCAL = "10.96.0.31"
+
+
+def tx_packets(ns: str, ifname: str) -> int:
+    return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/tx_packets"))
+
+
+@pytest.fixture
+def local_service(bench: Bench) -> Iterator[str]:
+    """A UDP service whose one backend is pod b11, on the client's node."""
+    table = dict(bench.table1)
+    table[key(VIP_LOCAL, 80, Proto.UDP)] = Service(
+        (Backend(A(bench.lab.pods["b11"].ip), 8080, local=True),), name="default/local")
+    try:
+        apply(bench.sync1, table)
+        yield VIP_LOCAL
+    finally:
+        apply(bench.sync1, bench.table1)
+
+
+def _sends_through_the_host_veth(bench: Bench, vip: str, n: int = 20) -> int:
+    b11 = bench.lab.pods["b11"]
+    udp_ask(bench.client.ns, vip, 80)  # neighbours resolved
+    before = tx_packets(bench.node1, b11.host_if)
+    for _ in range(n):
+        reply, src = udp_ask(bench.client.ns, vip, 80)
+        assert reply.split()[0] == "b11" and src == (vip, 80)
+    return tx_packets(bench.node1, b11.host_if) - before
+
+
+def test_a_translated_packet_for_a_local_pod_enters_it_directly(
+        bench: Bench, local_service: str) -> None:
+    # bpf_redirect_peer: the packet skips the host veth's transmit (and the backlog)
+    assert _sends_through_the_host_veth(bench, local_service) <= 2
+    # untranslated: the kernel forwards it, out of the host veth
+    b11 = bench.lab.pods["b11"]
+    before = tx_packets(bench.node1, b11.host_if)
+    for _ in range(20):
+        udp_ask(bench.client.ns, b11.ip, 8080)
+    assert tx_packets(bench.node1, b11.host_if) - before >= 20
+
+
+def test_a_pod_veth_entry_whose_mac_does_not_match_is_not_trusted(
+        bench: Bench, local_service: str) -> None:
+    # as if the ifindex now named another device: the packet is sent the ordinary way
+    from bpf import maps as m
+    from bpf.mapstore import PinnedMap
+
+    b11 = bench.lab.pods["b11"]
+    pods = PinnedMap.open(str(bench.dp1.cfg.pin_dir / "rr_pod_ifs"))
+    ifindex = int(nsx(bench.node1, "cat", f"/sys/class/net/{b11.host_if}/ifindex"))
+    saved = pods.lookup(ifindex.to_bytes(4, "little"))
+    assert saved is not None  # attach_pod recorded it
+    try:
+        pods.update_batch([m.pod_if_entry(ifindex, "02:00:00:00:00:01")])
+        assert _sends_through_the_host_veth(bench, local_service) >= 20
+    finally:
+        pods.update_batch([(ifindex.to_bytes(4, "little"), saved)])
+        pods.close()
+    assert _sends_through_the_host_veth(bench, local_service) <= 2

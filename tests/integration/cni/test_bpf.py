@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bpf import maps as m
 from bpf.loader import Datapath, DatapathConfig, remove_pins
+from bpf.mapstore import PinnedMap
 from bpf.progpin import pin_programs, pinned_programs
 from controller.cni.netsetup import host_ifname
 
@@ -51,6 +53,15 @@ def test_add_attaches_pinned_programs(lab: CniLab, pin_dir: Path) -> None:
                 "egress").stdout
     assert "bpf" in ingress and "direct-action" in ingress and "rr_pod_ingress" in ingress
     assert "direct-action" in egress and "rr_pod_egress" in egress
+    # recorded as a pod veth, with its MAC (translated packets then enter the pod directly)
+    link = sh("ip", "netns", "exec", lab.host, "cat", f"/sys/class/net/{host}/ifindex",
+              f"/sys/class/net/{host}/address").stdout.split()
+    pods = PinnedMap.open(str(pin_dir / "rr_pod_ifs"))
+    try:
+        k, v = m.pod_if_entry(int(link[0]), link[1])
+        assert pods.lookup(k) == v
+    finally:
+        pods.close()
     ok = lab.call("CHECK", "bpf-0", pod, prev=res, bpf={"pinDir": str(pin_dir)})
     assert (ok.rc, ok.out) == (0, None), ok.stderr
     sh("ip", "netns", "exec", lab.host, "tc", "qdisc", "del", "dev", host, "clsact")
