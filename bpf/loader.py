@@ -90,8 +90,9 @@ class DatapathConfig:
     # path, whose conntrack balances a flow anew when its backend goes away; a connected
     # socket would keep the backend connect() gave it)
     sock_udp_connect: bool = True
-    # translated packets from pods forwarded by the program (bpf_fib_lookup and a
-    # redirect to the next hop's interface) instead of the kernel's forwarding path
+    # packets leaving pods (and translated ones from the uplink) forwarded by the program
+    # (bpf_fib_lookup and a redirect to the next hop's interface, or into a local pod)
+    # instead of by the kernel's forwarding path
     host_routing: bool = True
 
     @property

@@ -7,7 +7,10 @@ backend. "ebpf" is the TC path alone (translated packets routed by the program a
 handed into the backend's namespace, --host-routing bpf); "ebpf-sock" adds the
 socket-level hooks (the client process in a cgroup made for the run, as a pod is with the
 agent's --socket-lb-cgroup), where connect() itself picks the backend; "ebpf-sock-only"
-is the socket hooks without the TC programs (the agent's --per-packet-lb off). Rounds
+is the socket hooks without the TC programs (the agent's --per-packet-lb off);
+"direct-bpf" connects to the backend itself with the pod programs attached (no service:
+what forwarding in BPF alone gives, so ebpf / direct-bpf is the load balancer's own
+cost). Rounds
 per N, the variants' order turning each round (ours next to the direct limit every
 time), warm-up dropped; each run is bounded in connections and seconds.
 
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
                 variants: dict[str, tuple[Callable[[], None], str, int, Path | None]] = {
                     "ebpf": (ebpf_setup, vip(n), 80, None),
                     "direct": (clean, B_IP, BPORT, None),
+                    # no service, the pod programs attached: forwarding in BPF alone
+                    "direct-bpf": (ebpf_setup, B_IP, BPORT, None),
                     "iptables-nft": (ipt_setup("nft"), vip(n), 80, None),
                     "iptables-legacy": (ipt_setup("legacy"), vip(n), 80, None),
                 }
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             sec[name] = {"conn_per_s": st}
             row = [str(n), name, f"{st['median']:.0f}", f"{st['min']:.0f}-{st['max']:.0f}"]
             if name.startswith("ebpf"):
-                for base in ("direct", "iptables-nft", "iptables-legacy"):
+                for base in ("direct", "direct-bpf", "iptables-nft", "iptables-legacy"):
                     rs = ratio_stats(samples, out[base])
                     sec[f"{name} / {base}"] = rs
                     row.append(f"{rs['median']:.2f}x {base} ({rs['min']:.2f}-{rs['max']:.2f})")

@@ -11,6 +11,8 @@ conntrack inserts), miss (not a service, repeated in the kernel: the service /24
 lets it go), miss in a service /24 (an unused address among the services: the conntrack
 and service lookups), reverse miss (the pod egress program, a packet into a pod from a
 source that no reply entry was made for: the reverse path's source filter lets it go).
+The programs are built with --host-routing kernel: R3 is the load balancer's cost, and
+forwarding in BPF replaces the kernel's forwarding path (R1 measures it end to end).
 Prints a table and writes
 results/r3-<date>.json naming the kernel, CPU and date.
 
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--services", type=int, default=10000)
     args = ap.parse_args(argv or [])
     root = Path(f"/sys/fs/bpf/rackroute-bench-{os.getpid()}")
-    dp = Datapath(DatapathConfig("r3", pin_root=root))
+    # the LB alone: built without host routing, whose forwarding (a FIB lookup and a
+    # redirect in place of the kernel's forwarding path) R1 measures end to end
+    dp = Datapath(DatapathConfig("r3", pin_root=root, host_routing=False))
     empty_mod = None
     try:
         dp.load(("pod",))

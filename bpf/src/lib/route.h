@@ -51,36 +51,50 @@ static __always_inline int rr_mac_eq(const __u8 *a, const __u8 *b)
     return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
 }
 
-/* Forward a translated packet (at TC ingress) as the kernel would: routed by the table
- * of the interface it came in on, its TTL (hop limit) down by one, the next hop's
- * Ethernet addresses written, sent from the route's interface (whose TC egress programs
- * still run). Whatever the kernel's path would do more for goes to it (the verdict
- * stack, TC_ACT_OK or TC_ACT_UNSPEC where later filters must still see it): no
- * route, a local destination, forwarding disabled on the interface, a packet too big for
- * the route's MTU (the ICMP error), a TTL that would expire (the ICMP error), a next hop
- * with no resolved neighbour yet (resolution). A packet for a pod on this node (its
- * veth in rr_pod_ifs, the MAC matching) goes straight into the pod's namespace
- * (bpf_redirect_peer: no pass through the host veth's queue and the backlog). */
-static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
+/* May the program forward skb's packet itself (at TC ingress), as the kernel would? 0
+ * with fib filled (the route's interface, the next hop's MAC addresses): routed by the
+ * table of the interface it came in on. -1 for whatever the kernel's path must do more
+ * for: no route, a local destination, forwarding disabled on the interface, a packet too
+ * big for the route's MTU (the ICMP error), a TTL that would expire (the ICMP error), a
+ * next hop whose neighbour is not resolved yet (resolution). Asked before the packet is
+ * rewritten, so a packet left to the kernel can be left as it came. */
+static __always_inline int rr_route_lookup(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
 {
-    struct bpf_fib_lookup fib;
-    struct rr_pod_if *pi;
-    void *data, *end;
-    struct ethhdr *eth;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 
-    if (rr_fib_params(skb, &fib) < 0)
-        return stack;
-    if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-        return stack;
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
-    eth = data;
-    if (fib.family == 2) {
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr *ip = data + RR_ETH_LEN;
+
+        if ((void *)(ip + 1) > end || ip->ttl <= 1)
+            return -1;
+    } else {
+        struct ipv6hdr *ip6 = data + RR_ETH_LEN;
+
+        if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
+            return -1;
+    }
+    if (rr_fib_params(skb, fib) < 0)
+        return -1;
+    return bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
+}
+
+/* Send the packet on by fib (rr_route_lookup's answer): its TTL (hop limit) down by one,
+ * the next hop's Ethernet addresses written, out of the route's interface (whose TC
+ * egress programs still run). A packet for a pod on this node (its veth in rr_pod_ifs,
+ * the MAC matching) goes straight into the pod's namespace (bpf_redirect_peer: no pass
+ * through the host veth's queue and the backlog, nor its egress programs). */
+static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct rr_pod_if *pi;
+
+    if (fib->family == 2) {
         struct iphdr *ip = data + RR_ETH_LEN;
         __u32 check;
 
-        if ((void *)(ip + 1) > end || ip->ttl <= 1)
-            return stack;
+        if ((void *)(ip + 1) > end)
+            return TC_ACT_SHOT;
         /* ip_decrease_ttl: the TTL is the high byte of its 16-bit checksum word */
         check = ip->check;
         check += htons(0x0100);
@@ -89,16 +103,27 @@ static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
     } else {
         struct ipv6hdr *ip6 = data + RR_ETH_LEN;
 
-        if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
-            return stack;
+        if ((void *)(ip6 + 1) > end)
+            return TC_ACT_SHOT;
         ip6->hop_limit--;
     }
-    __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-    __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-    pi = rr_pod_ifs.lookup(&fib.ifindex);
-    if (pi && rr_mac_eq(pi->mac, fib.smac))
-        return bpf_redirect_peer(fib.ifindex, 0); /* into the pod: no second queueing */
-    return bpf_redirect(fib.ifindex, 0);
+    __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+    pi = rr_pod_ifs.lookup(&fib->ifindex);
+    if (pi && rr_mac_eq(pi->mac, fib->smac))
+        return bpf_redirect_peer(fib->ifindex, 0);
+    return bpf_redirect(fib->ifindex, 0);
+}
+
+/* Forward a translated packet in BPF when the kernel need not see it; else stack (the
+ * verdict: TC_ACT_OK, or TC_ACT_UNSPEC where later filters must still see it). */
+static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
+{
+    struct bpf_fib_lookup fib;
+
+    if (rr_route_lookup(skb, &fib) < 0)
+        return stack;
+    return rr_route_send(skb, &fib);
 }
 
 #endif

@@ -1,9 +1,12 @@
-"""Forwarding in BPF (DatapathConfig.host_routing, on by default): a packet the pod
-program translated to a service backend is routed by the program (bpf_fib_lookup) and
+"""Forwarding in BPF (DatapathConfig.host_routing, on by default): a packet leaving a pod
+(translated to a service backend or not) is routed by the program (bpf_fib_lookup) and
 sent from the route's interface, so the node's kernel never forwards it; it leaves with
-its TTL down by one, as a forwarded packet does; and what the kernel must answer for
-(a TTL that expires: ICMP time exceeded) still goes to the kernel. Untranslated traffic
-(a pod to another pod's address) is forwarded by the kernel as before."""
+its TTL down by one, as a forwarded packet does; what the kernel must answer for (a TTL
+that expires: ICMP time exceeded) still goes to the kernel. A packet for a pod of the
+node enters it directly (bpf_redirect_peer; the host veth never transmits it), a reply
+leaving a backend pod is reverse-translated there, at its source, and one the program
+cannot route is left to the kernel and translated on the client's veth. With
+host_routing off, the kernel forwards both ways."""
 
 from __future__ import annotations
 
@@ -68,26 +71,37 @@ def _ttl_of_next(s: socket.socket) -> int:
     raise AssertionError("no TTL reported")
 
 
-def test_translated_packets_bypass_the_node_kernel_forwarding(bench: Bench) -> None:
-    node = bench.node1
-    # warm the neighbours (an unresolved next hop is left to the kernel, which resolves it)
-    udp_ask(bench.client.ns, CIP_REMOTE, 80)
-    udp_ask(bench.client.ns, bench.lab.pods["b21"].ip, 8080)
+def _forwarded_over(bench: Bench, ip: str, port: int, n: int = 20) -> int:
+    """How many packets node1's kernel forwarded over n UDP asks to ip (b21 answers)."""
+    udp_ask(bench.client.ns, ip, port)  # neighbours resolved
+    before = forwarded(bench.node1)
+    for _ in range(n):
+        reply, _ = udp_ask(bench.client.ns, ip, port)
+        assert reply.split()[0] == "b21"
+    return forwarded(bench.node1) - before
+
+
+def test_packets_leaving_pods_bypass_the_node_kernel_forwarding(bench: Bench) -> None:
+    # through a service or not, a pod's packets are forwarded by the program; the replies
+    # coming in from the uplink are the kernel's (and reverse-translated on the pod's veth)
     n = 20
-    before = forwarded(node)
-    for _ in range(n):
-        reply, _ = udp_ask(bench.client.ns, CIP_REMOTE, 80)  # b21 only
-        assert reply.split()[0] == "b21"
-    via_service = forwarded(node) - before
-    before = forwarded(node)
-    for _ in range(n):
-        reply, _ = udp_ask(bench.client.ns, bench.lab.pods["b21"].ip, 8080)
-        assert reply.split()[0] == "b21"
-    direct = forwarded(node) - before
-    # direct: both directions through the kernel; via the service: only the replies
-    # (they come in from the uplink and are reverse-translated on the pod's veth)
-    assert direct >= 2 * n
-    assert n <= via_service < n + 3
+    assert n <= _forwarded_over(bench, CIP_REMOTE, 80, n) < n + 3  # b21 only
+    assert n <= _forwarded_over(bench, bench.lab.pods["b21"].ip, 8080, n) < n + 3
+
+
+def test_with_kernel_host_routing_the_kernel_forwards_both_ways(bench: Bench) -> None:
+    from dataclasses import replace
+
+    from bpf.loader import Datapath
+
+    kernel = Datapath(replace(bench.dp1.cfg, host_routing=False)).load(("pod",))
+    try:
+        kernel.attach_pod(bench.client.host_if, bench.node1)
+        assert _forwarded_over(bench, CIP_REMOTE, 80) >= 40
+    finally:
+        bench.dp1.attach_pod(bench.client.host_if, bench.node1)
+        kernel.close()
+    assert _forwarded_over(bench, CIP_REMOTE, 80) < 23
 
 
 def test_forwarded_in_bpf_the_ttl_drops_as_in_the_kernel(
@@ -150,26 +164,62 @@ def local_service(bench: Bench) -> Iterator[str]:
         apply(bench.sync1, bench.table1)
 
 
-def _sends_through_the_host_veth(bench: Bench, vip: str, n: int = 20) -> int:
-    b11 = bench.lab.pods["b11"]
-    udp_ask(bench.client.ns, vip, 80)  # neighbours resolved
-    before = tx_packets(bench.node1, b11.host_if)
-    for _ in range(n):
-        reply, src = udp_ask(bench.client.ns, vip, 80)
-        assert reply.split()[0] == "b11" and src == (vip, 80)
-    return tx_packets(bench.node1, b11.host_if) - before
+def _ask_from(ns: str, ip: str, port: int, sport: int) -> tuple[str, tuple[str, int]]:
+    """udp_ask from a fixed source port: below the ephemeral range, so no earlier flow
+    through a service (whose live reply entry would claim the backend's answer, as the
+    kernel's conntrack would without its NAT clash handling) used it."""
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", sport))
+        s.settimeout(2.0)
+        s.sendto(b"hi", (ip, port))
+        data, addr = s.recvfrom(2048)
+        return data.decode(), addr
+    finally:
+        s.close()
 
 
-def test_a_translated_packet_for_a_local_pod_enters_it_directly(
+def _sends_through_the_host_veth(bench: Bench, vip: str, n: int = 20, port: int = 80,
+                                 sport: int = 20000) -> tuple[int, int]:
+    """(b11's host veth, the client's host veth) transmit counts over n UDP asks from
+    source ports sport...sport+n."""
+    b11, c1 = bench.lab.pods["b11"], bench.client
+    _ask_from(c1.ns, vip, port, sport)  # neighbours resolved
+    before = (tx_packets(bench.node1, b11.host_if), tx_packets(bench.node1, c1.host_if))
+    for i in range(n):
+        reply, src = _ask_from(c1.ns, vip, port, sport + 1 + i)
+        assert reply.split()[0] == "b11" and src == (vip, port)
+    return (tx_packets(bench.node1, b11.host_if) - before[0],
+            tx_packets(bench.node1, c1.host_if) - before[1])
+
+
+def test_a_service_flow_between_two_local_pods_never_crosses_the_host_veths(
         bench: Bench, local_service: str) -> None:
-    # bpf_redirect_peer: the packet skips the host veth's transmit (and the backlog)
-    assert _sends_through_the_host_veth(bench, local_service) <= 2
-    # untranslated: the kernel forwards it, out of the host veth
-    b11 = bench.lab.pods["b11"]
-    before = tx_packets(bench.node1, b11.host_if)
-    for _ in range(20):
-        udp_ask(bench.client.ns, b11.ip, 8080)
-    assert tx_packets(bench.node1, b11.host_if) - before >= 20
+    # bpf_redirect_peer both ways: the request after its DNAT, the reply after its
+    # reverse NAT at its source (b11's veth): each enters the other pod directly
+    to_backend, to_client = _sends_through_the_host_veth(bench, local_service)
+    assert to_backend <= 2 and to_client <= 2
+
+
+def test_pod_to_pod_on_one_node_never_crosses_the_host_veths(bench: Bench) -> None:
+    to_backend, to_client = _sends_through_the_host_veth(
+        bench, bench.lab.pods["b11"].ip, port=8080, sport=21000)
+    assert to_backend <= 2 and to_client <= 2
+
+
+def test_a_reply_the_program_cannot_route_is_translated_on_the_client_veth(
+        bench: Bench, local_service: str) -> None:
+    # no neighbour entry for the client yet: the reply leaves b11 untranslated, the
+    # kernel resolves and forwards it, and the client's veth restores the service address
+    c1 = bench.client
+    udp_ask(c1.ns, local_service, 80)
+    nsx(bench.node1, "ip", "neigh", "flush", "dev", c1.host_if)
+    before = tx_packets(bench.node1, c1.host_if)
+    reply, src = udp_ask(c1.ns, local_service, 80)
+    assert reply.split()[0] == "b11" and src == (local_service, 80)
+    assert tx_packets(bench.node1, c1.host_if) - before >= 1
 
 
 def test_a_pod_veth_entry_whose_mac_does_not_match_is_not_trusted(
@@ -185,8 +235,8 @@ def test_a_pod_veth_entry_whose_mac_does_not_match_is_not_trusted(
     assert saved is not None  # attach_pod recorded it
     try:
         pods.update_batch([m.pod_if_entry(ifindex, "02:00:00:00:00:01")])
-        assert _sends_through_the_host_veth(bench, local_service) >= 20
+        assert _sends_through_the_host_veth(bench, local_service)[0] >= 20
     finally:
         pods.update_batch([(ifindex.to_bytes(4, "little"), saved)])
         pods.close()
-    assert _sends_through_the_host_veth(bench, local_service) <= 2
+    assert _sends_through_the_host_veth(bench, local_service)[0] <= 2
