@@ -23,6 +23,9 @@ from controller.lab.netns import entered as in_netns
 
 from .conftest import CIP_REMOTE, Bench, apply, key
 from .netlab import nsx, udp_ask
+from .test_ipv6 import udp6
+from .v6lab import VIP as VIP6
+from .v6lab import Bench6
 
 VIP_TTL = "10.96.0.30"
 TTL_PORT = 9911
@@ -240,3 +243,22 @@ def test_a_pod_veth_entry_whose_mac_does_not_match_is_not_trusted(
         pods.update_batch([(ifindex.to_bytes(4, "little"), saved)])
         pods.close()
     assert _sends_through_the_host_veth(bench, local_service)[0] <= 2
+
+
+def test_ipv6_service_flows_between_local_pods_never_cross_the_host_veths(
+        bench6: Bench6) -> None:
+    host_ifs = ["rrx6c6h", "rrx6b61h", "rrx6b62h"]
+
+    def tx() -> list[int]:
+        return [tx_packets(bench6.node, i) for i in host_ifs]
+
+    udp6(bench6.client, VIP6, 80)  # neighbours resolved
+    udp6(bench6.client, VIP6, 80)
+    before = tx()
+    seen = set()
+    for _ in range(20):
+        reply, src = udp6(bench6.client, VIP6, 80)
+        assert src == (VIP6, 80)
+        seen.add(reply.split()[0])
+    assert seen == {"b61", "b62"}
+    assert all(after - b <= 2 for after, b in zip(tx(), before, strict=True))
