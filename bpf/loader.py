@@ -90,7 +90,8 @@ class DatapathConfig:
     # path, whose conntrack balances a flow anew when its backend goes away; a connected
     # socket would keep the backend connect() gave it)
     sock_udp_connect: bool = True
-    # packets leaving pods (and translated ones from the uplink) forwarded by the program
+    # packets leaving pods, and from the uplink those translated or for a local pod,
+    # forwarded by the program
     # (bpf_fib_lookup and a redirect to the next hop's interface, or into a local pod)
     # instead of by the kernel's forwarding path
     host_routing: bool = True

@@ -211,11 +211,11 @@ def register(sub: Sub) -> None:  # noqa: F821
                          "socket hooks (off: needs --socket-lb-cgroup holding every pod; "
                          "saves the per-packet programs' cost)")
     ag.add_argument("--host-routing", choices=("bpf", "kernel"), default="bpf",
-                    help="who forwards packets leaving pods and service traffic the uplink "
-                         "translated: bpf (the programs route them with the kernel's "
-                         "routing table and send them from the route's interface or into "
-                         "a local pod, skipping the kernel's forwarding path and "
-                         "netfilter) or kernel")
+                    help="who forwards packets leaving pods, service traffic the uplink "
+                         "translated and packets from the network for local pods: bpf (the "
+                         "programs route them with the kernel's routing table and send them "
+                         "from the route's interface or into a local pod, skipping the "
+                         "kernel's forwarding path and netfilter) or kernel")
     sizes = "; changing it recreates the pinned map, which loses its contents once"
     ag.add_argument("--bpf-lb-max-services", type=int, default=65536, metavar="N",
                     help="service entries (address, port, protocol)" + sizes)

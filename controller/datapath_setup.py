@@ -44,10 +44,10 @@ class DatapathSettings:
     # programs would only cost (Cilium likewise leaves per-packet LB out with full
     # socket LB). North-south service traffic stays on the uplink either way.
     per_packet_lb: bool = True
-    # packets leaving pods, and service traffic the uplink translated, are routed by the
-    # programs (bpf_fib_lookup, then sent from the route's interface or into a local pod)
-    # instead of by the kernel's forwarding path, as Cilium's eBPF host routing does;
-    # False ("kernel"): the kernel forwards them, through netfilter
+    # packets leaving pods, and from the uplink those translated or for a local pod, are
+    # routed by the programs (bpf_fib_lookup, then sent from the route's interface or
+    # into a local pod) instead of by the kernel's forwarding path, as Cilium's eBPF host
+    # routing does; False ("kernel"): the kernel forwards them, through netfilter
     host_routing: bool = True
     # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
     # that name: this agent serves those with this name ("": the unlabelled ones)

@@ -13,9 +13,28 @@
 static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                  __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
+/* The length the route's MTU is checked against: the packet's, or for a GSO packet the
+ * length of each segment it will be cut into (its headers, l3 bytes of network header
+ * then the transport header, plus gso_size). The kernel checks a route's own MTU (a
+ * route's mtu metric, a learnt path MTU) only when asked with this length; without it,
+ * only the device's. */
+static __always_inline __u16 rr_fib_len(struct __sk_buff *skb, __u32 l3, __u8 proto,
+                                        __u32 pkt_len)
+{
+    __u8 doff = 5 << 4;
+
+    if (!skb->gso_size)
+        return pkt_len;
+    if (proto != IPPROTO_TCP)
+        return l3 + 8 + skb->gso_size;
+    if (bpf_skb_load_bytes(skb, RR_ETH_LEN + l3 + 12, &doff, 1) < 0)
+        doff = 5 << 4;
+    return l3 + (doff >> 4) * 4 + skb->gso_size;
+}
+
 /* fib's question for skb's packet (either family) as forwarded from the interface it is
- * on. tot_len stays 0: the kernel then checks the packet against the route's MTU as
- * its forwarding does, GSO packets by their segments. -1 if the header cannot be read. */
+ * on, with its length (rr_fib_len), so that the answer says when it is too big for the
+ * route (BPF_FIB_LKUP_RET_FRAG_NEEDED). -1 if the header cannot be read. */
 static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
 {
     __builtin_memset(fib, 0, sizeof(*fib));
@@ -29,6 +48,7 @@ static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_l
         fib->tos = ip.tos;
         fib->ipv4_src = ip.saddr;
         fib->ipv4_dst = ip.daddr;
+        fib->tot_len = rr_fib_len(skb, ip.ihl * 4, ip.protocol, bpf_ntohs(ip.tot_len));
     } else if (skb->protocol == htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
 
@@ -39,6 +59,8 @@ static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_l
         fib->flowinfo = *(__be32 *)&ip6 & bpf_htonl(0x0fffffff); /* class and label */
         __builtin_memcpy(fib->ipv6_src, &ip6.saddr, 16);
         __builtin_memcpy(fib->ipv6_dst, &ip6.daddr, 16);
+        fib->tot_len = rr_fib_len(skb, RR_IP6_LEN, ip6.nexthdr,
+                                  RR_IP6_LEN + bpf_ntohs(ip6.payload_len));
     } else {
         return -1;
     }
@@ -78,16 +100,25 @@ static __always_inline int rr_route_lookup(struct __sk_buff *skb, struct bpf_fib
     return bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
 }
 
+/* Does fib's route lead into a pod of this node: its interface a pod veth in rr_pod_ifs,
+ * the MAC matching? */
+static __always_inline int rr_into_pod(struct bpf_fib_lookup *fib)
+{
+    struct rr_pod_if *pi = rr_pod_ifs.lookup(&fib->ifindex);
+
+    return pi && rr_mac_eq(pi->mac, fib->smac);
+}
+
 /* Send the packet on by fib (rr_route_lookup's answer): its TTL (hop limit) down by one,
  * the next hop's Ethernet addresses written, out of the route's interface (whose TC
- * egress programs still run). A packet for a pod on this node (its veth in rr_pod_ifs,
- * the MAC matching) goes straight into the pod's namespace (bpf_redirect_peer: no pass
- * through the host veth's queue and the backlog, nor its egress programs). */
-static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
+ * egress programs still run), or, into_pod (rr_into_pod), straight into the pod's
+ * namespace (bpf_redirect_peer: no pass through the host veth's queue and the backlog,
+ * nor its egress programs). */
+static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+                                         int into_pod)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
-    struct rr_pod_if *pi;
 
     if (fib->family == 2) {
         struct iphdr *ip = data + RR_ETH_LEN;
@@ -109,8 +140,7 @@ static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_l
     }
     __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
     __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    pi = rr_pod_ifs.lookup(&fib->ifindex);
-    if (pi && rr_mac_eq(pi->mac, fib->smac))
+    if (into_pod)
         return bpf_redirect_peer(fib->ifindex, 0);
     return bpf_redirect(fib->ifindex, 0);
 }
@@ -123,7 +153,7 @@ static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
 
     if (rr_route_lookup(skb, &fib) < 0)
         return stack;
-    return rr_route_send(skb, &fib);
+    return rr_route_send(skb, &fib, rr_into_pod(&fib));
 }
 
 #endif

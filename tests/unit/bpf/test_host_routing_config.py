@@ -38,4 +38,4 @@ def test_unknown_value_refused() -> None:
 def test_constant_in_the_programs(entry: str, on: bool) -> None:
     text = source_text(entry, DatapathConfig("t", pin_root=Path("/tmp/x"), host_routing=on))
     assert f"#define RR_HOST_ROUTING {int(on)}\n" in text
-    assert "RR_HOST_ROUTING ?" in text or "&& RR_HOST_ROUTING" in text  # and used there
+    assert text.count("RR_HOST_ROUTING") >= 2  # and used there
