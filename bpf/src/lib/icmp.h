@@ -11,7 +11,9 @@
  * port, after a remap), and when the backend itself sent the error, so does its outer
  * source. Checksums are updated in place; every change is balanced by its checksum's
  * change, so a packet's CHECKSUM_COMPLETE sum stays right. Only the common shapes are
- * handled: no IPv4 options, no IPv6 extension headers, outer or inner.
+ * handled: no IPv4 options, no IPv6 extension headers, outer or inner. Errors about
+ * SNAT'd flows come back to the node's address; the IPv4 ones are translated on the
+ * uplink (rr_icmp4_reverse_snat), the IPv6 ones not yet.
  */
 #ifndef RR_LIB_ICMP_H
 #define RR_LIB_ICMP_H
@@ -150,6 +152,69 @@ static __always_inline int rr_icmp6_reverse(struct __sk_buff *skb)
         s += rr_csum_diff16(&old_addr, &new_addr);
     }
     rr_csum_apply(&ic->icmp6_cksum, s);
+    return 1;
+}
+
+/* An IPv4 ICMP error about a SNAT'd flow (a remote backend under Cluster policy), come
+ * back to the node's address (the uplink's ingress): the embedded packet (node:port ->
+ * backend) gets the client's address and port and the service's back, and the outer
+ * header goes to the client (from the service address when the backend itself
+ * answered). 1 if translated: its source may now be a node address, so the caller
+ * routes it out itself, as a SNAT'd reply. */
+static __always_inline int rr_icmp4_reverse_snat(struct __sk_buff *skb)
+{
+    struct rr_ct4_key k = {};
+    struct rr_ct4_value *v;
+    struct iphdr *ip, *in;
+    struct icmphdr *ic;
+    void *data, *end;
+    __be32 node, backend;
+    __be16 *ports;
+    __u32 s;
+
+    if (skb->protocol != htons(ETH_P_IP) || rr_linear(skb, RR_ICMP_INNER + 20 + 4) < 0)
+        return 0;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip = data + RR_ETH_LEN;
+    ic = data + RR_ICMP_OFF;
+    in = data + RR_ICMP_INNER;
+    ports = data + RR_ICMP_INNER + 20;
+    if ((void *)(ports + 2) > end)
+        return 0;
+    if (ip->ihl != 5 || ip->protocol != IPPROTO_ICMP || (ip->frag_off & htons(0x1fff)))
+        return 0;
+    if (ic->type != ICMP_DEST_UNREACH && ic->type != ICMP_TIME_EXCEEDED)
+        return 0;
+    if (in->ihl != 5 || (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP) ||
+        ip->daddr != in->saddr) /* to the node address the flow was translated to */
+        return 0;
+    k.saddr = in->daddr;
+    k.daddr = in->saddr;
+    k.sport = ports[1];
+    k.dport = ports[0];
+    k.proto = in->protocol;
+    k.dir = RR_DIR_REPLY;
+    v = rr_ct.lookup(&k);
+    if (!v || !(v->flags & RR_CT_SNAT) ||
+        (__u32)bpf_jiffies64() - v->seen > rr_ct_lifetime(k.proto, v->flags))
+        return 0;
+    node = in->saddr;
+    backend = in->daddr;
+    in->saddr = v->addr;
+    rr_ip4_csum_replace(in, node, v->addr);
+    in->daddr = v->nat_addr;
+    rr_ip4_csum_replace(in, backend, v->nat_addr);
+    s = rr_csum_diff2(ports[0], v->port) + rr_csum_diff2(ports[1], v->nat_port);
+    ports[0] = v->port;
+    ports[1] = v->nat_port;
+    rr_csum_apply(&ic->checksum, s);
+    ip->daddr = v->addr;
+    rr_ip4_csum_replace(ip, node, v->addr);
+    if (ip->saddr == backend) {
+        ip->saddr = v->nat_addr;
+        rr_ip4_csum_replace(ip, backend, v->nat_addr);
+    }
     return 1;
 }
 

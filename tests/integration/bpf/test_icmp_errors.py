@@ -4,7 +4,8 @@ itself answered) get the service address back on the client's veth. Checked with
 connected UDP socket, which only accepts an error whose embedded packet names its peer:
 a backend without a listener (port unreachable: ECONNREFUSED) and a path MTU smaller
 than the client's (fragmentation needed: EMSGSIZE on the next send, and the socket's
-path MTU learnt), IPv4 and IPv6; and a TCP transfer through such a path completes."""
+path MTU learnt), IPv4 and IPv6; a TCP transfer through such a path completes; and an
+outside client of a SNAT'd NodePort hears of a refused port too."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from bpf.table import Backend, Proto, Service
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, Bench, apply, key
+from .conftest import CIP_REMOTE, NODE1, Bench, apply, key
 from .netlab import nsx, read_line, tcp_connect, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import PODS, Bench6
@@ -147,5 +148,37 @@ def test_ipv6_packet_too_big_behind_a_service_reaches_the_client(
                 break
             time.sleep(0.02)
         assert s.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU) == narrow_path6
+    finally:
+        s.close()
+
+
+NP_CLOSED = 30099  # UDP NodePort on node 1, Cluster policy -> b21:9999 (SNAT'd)
+
+
+@pytest.fixture
+def closed_nodeport(bench: Bench) -> Iterator[int]:
+    table = dict(bench.table1)
+    table[key(NODE1, NP_CLOSED, Proto.UDP)] = Service(
+        (Backend(A(bench.lab.pods["b21"].ip), 9999),), external=True, nodeport=True,
+        name="default/np-closed")
+    try:
+        apply(bench.sync1, table)
+        yield NP_CLOSED
+    finally:
+        apply(bench.sync1, bench.table1)
+
+
+def test_a_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_client(
+        bench: Bench, closed_nodeport: int) -> None:
+    # the backend's error comes back to node 1's address (the flow's SNAT source): the
+    # uplink gives it the client's and the service's addresses and sends it on
+    with in_netns(bench.ext):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(2.0)
+        s.connect((NODE1, closed_nodeport))
+        s.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(64)
     finally:
         s.close()
