@@ -40,7 +40,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
     int r;
 
     if (rr_parse(skb, &p) < 0) /* an error about a SNAT'd flow goes to its client */
-        return rr_icmp4_reverse_snat(skb) ? rr_route_out(skb) : TC_ACT_UNSPEC;
+        return rr_icmp_reverse_snat(skb) ? rr_route_out(skb) : TC_ACT_UNSPEC;
     r = rr_reverse(skb, &p, 1);
     if (r == RR_NAT_PASS)
         r = rr_forward(skb, &p, 1);

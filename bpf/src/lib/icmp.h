@@ -12,8 +12,8 @@
  * source. Checksums are updated in place; every change is balanced by its checksum's
  * change, so a packet's CHECKSUM_COMPLETE sum stays right. Only the common shapes are
  * handled: no IPv4 options, no IPv6 extension headers, outer or inner. Errors about
- * SNAT'd flows come back to the node's address; the IPv4 ones are translated on the
- * uplink (rr_icmp4_reverse_snat), the IPv6 ones not yet.
+ * SNAT'd flows come back to the node's address and are translated on the uplink
+ * (rr_icmp_reverse_snat).
  */
 #ifndef RR_LIB_ICMP_H
 #define RR_LIB_ICMP_H
@@ -216,6 +216,78 @@ static __always_inline int rr_icmp4_reverse_snat(struct __sk_buff *skb)
         rr_ip4_csum_replace(ip, backend, v->nat_addr);
     }
     return 1;
+}
+
+/* rr_icmp4_reverse_snat for IPv6: ICMPv6's checksum covers the pseudo-header (the outer
+ * addresses) and the embedded header, so every address and port change is summed in. */
+static __always_inline int rr_icmp6_reverse_snat(struct __sk_buff *skb)
+{
+    struct rr_ct_key k = {};
+    struct rr_ct6_value *v;
+    struct ipv6hdr *ip6, *in;
+    struct icmp6hdr *ic;
+    struct rr_addr node, backend, client, service, outer;
+    void *data, *end;
+    __be16 *ports;
+    __u32 s;
+
+    if (skb->protocol != htons(ETH_P_IPV6) ||
+        rr_linear(skb, RR_ICMP6_INNER + RR_IP6_LEN + 4) < 0)
+        return 0;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    ip6 = data + RR_ETH_LEN;
+    ic = data + RR_ICMP6_OFF;
+    in = data + RR_ICMP6_INNER;
+    ports = data + RR_ICMP6_INNER + RR_IP6_LEN;
+    if ((void *)(ports + 2) > end)
+        return 0;
+    if (ip6->nexthdr != IPPROTO_ICMPV6 || ic->icmp6_type < ICMPV6_DEST_UNREACH ||
+        ic->icmp6_type > ICMPV6_TIME_EXCEED)
+        return 0;
+    if (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP)
+        return 0;
+    __builtin_memcpy(&node, &in->saddr, 16);
+    __builtin_memcpy(&backend, &in->daddr, 16);
+    __builtin_memcpy(&outer, &ip6->daddr, 16);
+    if (!rr_addr_eq(&outer, &node)) /* to the node address the flow was translated to */
+        return 0;
+    k.saddr = backend;
+    k.daddr = node;
+    k.sport = ports[1];
+    k.dport = ports[0];
+    k.proto = in->nexthdr;
+    k.family = RR_AF_INET6;
+    k.dir = RR_DIR_REPLY;
+    v = rr_ct6.lookup(&k);
+    if (!v || !(v->flags & RR_CT_SNAT) ||
+        (__u32)bpf_jiffies64() - v->seen > rr_ct_lifetime(k.proto, v->flags))
+        return 0;
+    client = v->addr;
+    service = v->nat_addr;
+    __builtin_memcpy(&in->saddr, &client, 16);
+    __builtin_memcpy(&in->daddr, &service, 16);
+    __builtin_memcpy(&ip6->daddr, &client, 16);
+    s = rr_csum_diff16(&node, &client);        /* the embedded source */
+    s += rr_csum_diff16(&backend, &service);   /* the embedded destination */
+    s += rr_csum_diff16(&node, &client);       /* the outer destination */
+    s += rr_csum_diff2(ports[0], v->port) + rr_csum_diff2(ports[1], v->nat_port);
+    ports[0] = v->port;
+    ports[1] = v->nat_port;
+    __builtin_memcpy(&outer, &ip6->saddr, 16);
+    if (rr_addr_eq(&outer, &backend)) { /* the backend answered */
+        __builtin_memcpy(&ip6->saddr, &service, 16);
+        s += rr_csum_diff16(&backend, &service);
+    }
+    rr_csum_apply(&ic->icmp6_cksum, s);
+    return 1;
+}
+
+/* An ICMP error about a SNAT'd flow, at the uplink's ingress; 1 if translated (the
+ * caller routes it out). */
+static __always_inline int rr_icmp_reverse_snat(struct __sk_buff *skb)
+{
+    return rr_icmp4_reverse_snat(skb) || rr_icmp6_reverse_snat(skb);
 }
 
 /* Reverse-translate skb when it is an ICMP error about a translated flow; 1 if it was. */

@@ -5,7 +5,7 @@ connected UDP socket, which only accepts an error whose embedded packet names it
 a backend without a listener (port unreachable: ECONNREFUSED) and a path MTU smaller
 than the client's (fragmentation needed: EMSGSIZE on the next send, and the socket's
 path MTU learnt), IPv4 and IPv6; a TCP transfer through such a path completes; and an
-outside client of a SNAT'd NodePort hears of a refused port too."""
+outside client of a SNAT'd NodePort hears of a refused port too, on either family."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ import socket
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address as A
+from ipaddress import IPv6Address
 
 import pytest
 
-from bpf.table import Backend, Proto, Service
+from bpf.sync import Syncer
+from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.lab.netns import entered as in_netns
 
 from .conftest import CIP_REMOTE, NODE1, Bench, apply, key
 from .netlab import nsx, read_line, tcp_connect, udp_ask
 from .test_ipv6 import udp6
-from .v6lab import PODS, Bench6
+from .v6lab import NODE1_UP, PODS, Bench6
 from .v6lab import VIP as VIP6
 
 VIP_CLOSED = "10.96.0.40"  # UDP 81 -> b11:9999, where nothing listens
@@ -177,6 +179,38 @@ def test_a_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_clien
     try:
         s.settimeout(2.0)
         s.connect((NODE1, closed_nodeport))
+        s.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(64)
+    finally:
+        s.close()
+
+
+NP6_CLOSED = 30098  # UDP NodePort on node 1's IPv6 address, Cluster -> b63:9999 (SNAT'd)
+
+
+@pytest.fixture
+def closed_nodeport6(bench6: Bench6) -> Iterator[int]:
+    syncer = Syncer(bench6.dp.maps())
+    table = syncer.programmed()
+    with_closed = dict(table)
+    with_closed[ServiceKey(IPv6Address(NODE1_UP), NP6_CLOSED, Proto.UDP)] = Service(
+        (Backend(IPv6Address(PODS["b63"][1]), 9999),), external=True, nodeport=True,
+        name="default/np6-closed")
+    try:
+        apply(syncer, with_closed)
+        yield NP6_CLOSED
+    finally:
+        apply(syncer, table)
+
+
+def test_ipv6_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_client(
+        bench6: Bench6, closed_nodeport6: int) -> None:
+    with in_netns(bench6.ext):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(2.0)
+        s.connect((NODE1_UP, closed_nodeport6))
         s.send(b"anyone?")
         with pytest.raises(ConnectionRefusedError):
             s.recv(64)
