@@ -35,7 +35,7 @@ int rr_pod_egress(struct __sk_buff *skb)
     struct rr_pkt p;
 
     if (rr_parse(skb, &p) < 0) {
-        rr_icmp_reverse(skb); /* an error about a translated flow */
+        rr_icmp_reverse(skb, 0); /* an error about a translated flow */
         return TC_ACT_OK;
     }
     return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_OK;

@@ -40,7 +40,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
     int r;
 
     if (rr_parse(skb, &p) < 0) /* an error about a SNAT'd flow goes to its client */
-        return rr_icmp_reverse_snat(skb) ? rr_route_out(skb) : TC_ACT_UNSPEC;
+        return rr_icmp_reverse(skb, 1) ? rr_route_out(skb) : TC_ACT_UNSPEC;
     r = rr_reverse(skb, &p, 1);
     if (r == RR_NAT_PASS)
         r = rr_forward(skb, &p, 1);
@@ -61,7 +61,7 @@ int rr_uplink_egress(struct __sk_buff *skb)
     struct rr_pkt p;
 
     if (rr_parse(skb, &p) < 0) {
-        rr_icmp_reverse(skb); /* an error about a translated flow, to an outside client */
+        rr_icmp_reverse(skb, 0); /* an error about a translated flow, to an outside client */
         return TC_ACT_UNSPEC;
     }
     return rr_reverse(skb, &p, 0) == RR_NAT_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
