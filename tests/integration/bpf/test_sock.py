@@ -258,8 +258,26 @@ def ask():
 
 print(*ask(), flush=True)
 sys.stdin.readline()
+if %(reconnect)r:  # was the socket closed under its owner? then connect again
+    try:
+        s.recv(64)
+        print("open", flush=True)
+    except ConnectionAbortedError:
+        print("aborted", flush=True)
+    except TimeoutError:
+        print("open", flush=True)
+    s.connect((%(vip)r, 80))
 print(*ask(), flush=True)
 """
+
+
+def _udp_client(cg: Path, ns: str, reconnect: bool = False) -> subprocess.Popen[str]:
+    """CONNECTED_UDP in ns, in cgroup cg: it asks, waits for a line on stdin, asks again
+    (first reporting whether its socket was closed and connecting again, if reconnect)."""
+    return subprocess.Popen(
+        ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec ip netns exec {ns} "$0" -c "$1"',
+         sys.executable, CONNECTED_UDP % {"vip": CIP, "reconnect": reconnect}],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
@@ -280,11 +298,7 @@ def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
     try:
         dp.load(("sock",))
         dp.attach_cgroup(cg)
-        pod = bench.client
-        proc = subprocess.Popen(
-            ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec ip netns exec {pod.ns} "$0" '
-             '-c "$1"', sys.executable, CONNECTED_UDP % {"vip": CIP}],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = _udp_client(cg, bench.client.ns)
         assert proc.stdin is not None and proc.stdout is not None
         first, src = proc.stdout.readline().split()
         assert src == CIP and first in {"b11", "b12", "b21"}
@@ -306,31 +320,6 @@ def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
         dp.close()
 
 
-RECONNECTING_UDP = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.connect((%(vip)r, 80))
-
-def ask():
-    s.send(b"hi")
-    data, addr = s.recvfrom(2048)
-    return data.decode().split()[0]
-
-print(ask(), flush=True)
-sys.stdin.readline()
-try:
-    s.recv(64)
-    print("open", flush=True)
-except ConnectionAbortedError:
-    print("aborted", flush=True)
-except TimeoutError:
-    print("open", flush=True)
-s.connect((%(vip)r, 80))
-print(ask(), flush=True)
-"""
-
-
 def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
                                                                 cgroup: Path) -> None:
     # socket LB translating connect() (the agent without per-packet LB): the socket holds
@@ -346,15 +335,11 @@ def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
     from .conftest import apply
 
     rec = UdpSocketReconciler(SockDiagUdpSockets(cgroup), bench.sync1.programmed)
-    pod = bench.client
-    proc = subprocess.Popen(
-        ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {pod.ns} "$0" '
-         '-c "$1"', sys.executable, RECONNECTING_UDP % {"vip": CIP}],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = _udp_client(cgroup, bench.client.ns, reconnect=True)
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        assert first in {"b11", "b12", "b21"}
+        first, src = proc.stdout.readline().split()
+        assert src == CIP and first in {"b11", "b12", "b21"}
         gone = bench.lab.pods[first].ip
         apply(bench.sync1, {k: replace(s, backends=tuple(b for b in s.backends
                                                          if str(b.ip) != gone))
@@ -365,8 +350,8 @@ def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
         proc.stdin.write("\n")
         proc.stdin.flush()
         assert proc.stdout.readline().strip() == "aborted"
-        second = proc.stdout.readline().strip()
-        assert second in {"b11", "b12", "b21"} and second != first
+        second, src = proc.stdout.readline().split()
+        assert src == CIP and second in {"b11", "b12", "b21"} and second != first
     finally:
         proc.kill()
         proc.wait(timeout=5)
