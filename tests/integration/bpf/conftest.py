@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address as A
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def apply(syncer: Syncer, table: ServiceTable) -> None:
     res = syncer.sync(table)
     assert not res.errors, res.errors
     assert res.programmed == frozenset(table)
+
+
+@contextmanager
+def with_service(b: Bench, k: ServiceKey, s: Service) -> Iterator[None]:
+    """Node 1's table with one more entry for the body, and as it was after it."""
+    table = dict(b.table1)
+    table[k] = s
+    try:
+        apply(b.sync1, table)
+        yield
+    finally:
+        apply(b.sync1, b.table1)
+
+
+def without_backend(b: Bench, ip: str) -> None:
+    """Node 1's table with the backend at ip gone from every entry."""
+    apply(b.sync1, {k: replace(s, backends=tuple(x for x in s.backends if str(x.ip) != ip))
+                    for k, s in b.table1.items()})
 
 
 @pytest.fixture(scope="session")

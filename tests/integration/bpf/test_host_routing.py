@@ -21,7 +21,7 @@ import pytest
 from bpf.table import Backend, Proto, Service
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, NODE1, Bench, apply, key
+from .conftest import CIP_REMOTE, NODE1, Bench, key, with_service
 from .netlab import nsx, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import VIP as VIP6
@@ -54,15 +54,11 @@ def ttl_service(bench: Bench) -> Iterator[socket.socket]:
     s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
     s.bind((b21.ip, TTL_PORT))
     s.settimeout(2.0)
-    table = dict(bench.table1)
-    table[key(VIP_TTL, 81, Proto.UDP)] = Service(
-        (Backend(A(b21.ip), TTL_PORT),),
-        name="default/ttl")
     try:
-        apply(bench.sync1, table)
-        yield s
+        with with_service(bench, key(VIP_TTL, 81, Proto.UDP),
+                          Service((Backend(A(b21.ip), TTL_PORT),), name="default/ttl")):
+            yield s
     finally:
-        apply(bench.sync1, bench.table1)
         s.close()
 
 
@@ -165,14 +161,9 @@ def tx_packets(ns: str, ifname: str) -> int:
 @pytest.fixture
 def local_service(bench: Bench) -> Iterator[str]:
     """A UDP service whose one backend is pod b11, on the client's node."""
-    table = dict(bench.table1)
-    table[key(VIP_LOCAL, 80, Proto.UDP)] = Service(
-        (Backend(A(bench.lab.pods["b11"].ip), 8080, local=True),), name="default/local")
-    try:
-        apply(bench.sync1, table)
+    with with_service(bench, key(VIP_LOCAL, 80, Proto.UDP), Service(
+            (Backend(A(bench.lab.pods["b11"].ip), 8080, local=True),), name="default/local")):
         yield VIP_LOCAL
-    finally:
-        apply(bench.sync1, bench.table1)
 
 
 def _ask_from(ns: str, ip: str, port: int, sport: int) -> tuple[str, tuple[str, int]]:

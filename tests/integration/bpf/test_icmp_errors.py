@@ -22,7 +22,7 @@ from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, NODE1, Bench, apply, key
+from .conftest import CIP_REMOTE, NODE1, Bench, apply, key, with_service
 from .netlab import nsx, read_line, tcp_connect, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import NODE1_UP, PODS, Bench6
@@ -35,14 +35,9 @@ IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
 @pytest.fixture
 def closed_port(bench: Bench) -> Iterator[str]:
-    table = dict(bench.table1)
-    table[key(VIP_CLOSED, 81, Proto.UDP)] = Service(
-        (Backend(A(bench.lab.pods["b11"].ip), 9999, local=True),), name="default/closed")
-    try:
-        apply(bench.sync1, table)
+    with with_service(bench, key(VIP_CLOSED, 81, Proto.UDP), Service(
+            (Backend(A(bench.lab.pods["b11"].ip), 9999, local=True),), name="default/closed")):
         yield VIP_CLOSED
-    finally:
-        apply(bench.sync1, bench.table1)
 
 
 @pytest.fixture
@@ -164,15 +159,10 @@ NP_CLOSED = 30099  # UDP NodePort on node 1, Cluster policy -> b21:9999 (SNAT'd)
 
 @pytest.fixture
 def closed_nodeport(bench: Bench) -> Iterator[int]:
-    table = dict(bench.table1)
-    table[key(NODE1, NP_CLOSED, Proto.UDP)] = Service(
-        (Backend(A(bench.lab.pods["b21"].ip), 9999),), external=True, nodeport=True,
-        name="default/np-closed")
-    try:
-        apply(bench.sync1, table)
+    with with_service(bench, key(NODE1, NP_CLOSED, Proto.UDP), Service(
+            (Backend(A(bench.lab.pods["b21"].ip), 9999),), external=True, nodeport=True,
+            name="default/np-closed")):
         yield NP_CLOSED
-    finally:
-        apply(bench.sync1, bench.table1)
 
 
 def test_a_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_client(

@@ -16,7 +16,7 @@ import pytest
 
 from bpf.loader import Datapath, detach_tc
 
-from .conftest import CIP, CIP_AFF, TAG, Bench
+from .conftest import CIP, CIP_AFF, TAG, Bench, without_backend
 from .v6lab import VIP as VIP6
 from .v6lab import Bench6
 
@@ -302,10 +302,7 @@ def test_connected_udp_follows_a_backend_that_goes_away_with_per_packet_lb(
         assert proc.stdin is not None and proc.stdout is not None
         first, src = proc.stdout.readline().split()
         assert src == CIP and first in {"b11", "b12", "b21"}
-        gone = bench.lab.pods[first].ip
-        apply(bench.sync1, {k: replace(s, backends=tuple(b for b in s.backends
-                                                         if str(b.ip) != gone))
-                            for k, s in bench.table1.items()})
+        without_backend(bench, bench.lab.pods[first].ip)
         proc.stdin.write("\n")
         proc.stdin.flush()
         second, src = proc.stdout.readline().split()
@@ -325,8 +322,6 @@ def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
     # socket LB translating connect() (the agent without per-packet LB): the socket holds
     # the backend itself, so the agent closes it when that backend leaves the service;
     # its owner connects again and is balanced to a backend still there
-    from dataclasses import replace
-
     from controller.kernel.udpsockets import SockDiagUdpSockets
     from controller.reconcile.loop import PassContext
     from controller.reconcile.sockets import UdpSocketReconciler
@@ -340,10 +335,7 @@ def test_connected_udp_sockets_of_a_removed_backend_are_closed(bench: Bench,
         assert proc.stdin is not None and proc.stdout is not None
         first, src = proc.stdout.readline().split()
         assert src == CIP and first in {"b11", "b12", "b21"}
-        gone = bench.lab.pods[first].ip
-        apply(bench.sync1, {k: replace(s, backends=tuple(b for b in s.backends
-                                                         if str(b.ip) != gone))
-                            for k, s in bench.table1.items()})
+        without_backend(bench, bench.lab.pods[first].ip)
         ctx = PassContext(Snapshot.build(()), "n1")
         rec.finalize(ctx)
         assert not ctx.errors and rec.closed == 1
