@@ -32,15 +32,8 @@ static __always_inline int rr_route_untranslated(struct __sk_buff *skb, struct r
     into_pod = rr_into_pod(&fib);
     if (pods_only && !into_pod)
         return stack;
-    if (reply) {
-        if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
-            return TC_ACT_SHOT;
-        if ((ci.flags & RR_CT_SPORT) &&
-            rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
-            return TC_ACT_SHOT;
-        if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
-            rr_ct_tcp_seen(p, RR_DIR_REPLY, &ci);
-    }
+    if (reply && rr_reply_rewrite(skb, p, &ci) < 0)
+        return TC_ACT_SHOT;
     return rr_route_send(skb, &fib, into_pod);
 }
 

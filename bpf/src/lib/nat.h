@@ -336,6 +336,22 @@ static __always_inline int rr_ct_backend_gone(const struct rr_pkt *p,
            !rr_addr_eq(&b->addr, &ci->addr);
 }
 
+/* Give reply p (its entry ci) its service address back (and its client, after SNAT or a
+ * port remap); a FIN or RST then ends the flow. 0, or -1 if the packet could not be
+ * rewritten. */
+static __always_inline int rr_reply_rewrite(struct __sk_buff *skb, struct rr_pkt *p,
+                                            const struct rr_ct_info *ci)
+{
+    if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci->nat_addr, p->t.sport, ci->nat_port) < 0)
+        return -1;
+    if ((ci->flags & (RR_CT_SNAT | RR_CT_SPORT)) &&
+        rr_rewrite(skb, p, 0, &p->t.daddr, &ci->addr, p->t.dport, ci->port) < 0)
+        return -1;
+    if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
+        rr_ct_tcp_seen(p, RR_DIR_REPLY, ci);
+    return 0;
+}
+
 /* Reply direction: backend -> client. Restore the service address (and the client, after
  * SNAT). snat_only: leave replies that were not source-translated for a later hook (the
  * uplink ingress must not turn a source into a local node address before routing).
@@ -356,13 +372,8 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
         rr_ct_end(p, RR_DIR_REPLY, &ci, 1);
         return RR_NAT_PASS;
     }
-    if (rr_rewrite(skb, p, 1, &p->t.saddr, &ci.nat_addr, p->t.sport, ci.nat_port) < 0)
+    if (rr_reply_rewrite(skb, p, &ci) < 0)
         return RR_NAT_DROP;
-    if ((ci.flags & (RR_CT_SNAT | RR_CT_SPORT)) &&
-        rr_rewrite(skb, p, 0, &p->t.daddr, &ci.addr, p->t.dport, ci.port) < 0)
-        return RR_NAT_DROP;
-    if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
-        rr_ct_tcp_seen(p, RR_DIR_REPLY, &ci);
     return snat ? RR_NAT_SNAT : RR_NAT_DONE;
 }
 
