@@ -10,8 +10,9 @@ agent's --socket-lb-cgroup), where connect() itself picks the backend; "ebpf-soc
 is the socket hooks without the TC programs (the agent's --per-packet-lb off);
 "direct-bpf" connects to the backend itself with the pod programs attached (no service:
 what forwarding in BPF alone gives, so ebpf / direct-bpf is the load balancer's own
-cost). Rounds
-per N, the variants' order turning each round (ours next to the direct limit every
+cost). The load is a small C program (tests/bench/connrate.c, built into .gen/ by
+the run): connects in a tight loop, so an interpreter's per-connection cost does not
+dilute the paths' differences. Rounds per N, the variants' order turning each round (ours next to the direct limit every
 time), warm-up dropped; each run is bounded in connections and seconds.
 
   python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 21] [--conns 3000]
@@ -40,32 +41,17 @@ VIP0 = int(A("10.96.0.0"))
 RESTORE = {"nft": "iptables-nft-restore", "legacy": "iptables-legacy-restore"}
 CGROUP2 = Path("/sys/fs/cgroup/unified")  # cgroup v2 (the socket hooks attach there)
 
-SERVER = r"""
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(4096)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    c.close()
-"""
+CONNRATE_SRC = Path(__file__).with_name("connrate.c")
+CONNRATE = Path(__file__).resolve().parents[2] / ".gen" / "connrate"
 
-CLIENT = r"""
-import socket, struct, sys, time
-host, port, count, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-linger = struct.pack("ii", 1, 0)  # RST on close: no TIME_WAIT, no port exhaustion
-n = fails = 0
-t0 = time.perf_counter(); end = t0 + secs
-while n < count and time.perf_counter() < end:
-    s = socket.socket()
-    s.settimeout(1.0)
-    try:
-        s.connect((host, port)); n += 1
-    except OSError:
-        fails += 1
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger); s.close()
-print(n, fails, time.perf_counter() - t0)
-"""
+
+def build_connrate() -> str:
+    """The C load generator (server and client), built into .gen/ when missing or older
+    than its source: a Python loop's own per-connection cost would dilute every path's."""
+    if not CONNRATE.exists() or CONNRATE.stat().st_mtime < CONNRATE_SRC.stat().st_mtime:
+        CONNRATE.parent.mkdir(exist_ok=True)
+        sh("gcc", "-O2", "-Wall", "-o", str(CONNRATE), str(CONNRATE_SRC))
+    return str(CONNRATE)
 
 
 def vip(i: int) -> str:
@@ -75,12 +61,12 @@ def vip(i: int) -> str:
 def connect_rate(ns: str, host: str, port: int, conns: int, secs: float,
                  cgroup: Path | None = None) -> float:
     """Connects/s of a client process in ns (in cgroup, when given, before it starts)."""
+    argv = (str(CONNRATE), "client", host, str(port), str(conns), str(secs))
     if cgroup is None:
-        out = nsx(ns, sys.executable, "-c", CLIENT, host, str(port), str(conns), str(secs))
+        out = nsx(ns, *argv)
     else:
         out = sh("sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec ip netns exec {ns} '
-                 '"$0" -c "$1" "$2" "$3" "$4" "$5"', sys.executable, CLIENT, host, str(port),
-                 str(conns), str(secs))
+                 '"$@"', "sh", *argv)
     n, fails, dt = out.split()
     if int(fails) > int(n) // 100:
         raise RuntimeError(f"{fails} failed connects to {host}:{port} (of {n}; "
@@ -116,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             nsx(bns, "ip", "route", "add", "default", "via", H2)
             nsx(hns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             nsx(cns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 60999")
-            server = subprocess.Popen(["ip", "netns", "exec", bns, sys.executable, "-c", SERVER,
+            server = subprocess.Popen(["ip", "netns", "exec", bns, build_connrate(), "server",
                                        str(BPORT)], stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             dp.load(("pod", "sock") if cgroup is not None else ("pod",))
