@@ -12,8 +12,9 @@ is the socket hooks without the TC programs (the agent's --per-packet-lb off);
 what forwarding in BPF alone gives, so ebpf / direct-bpf is the load balancer's own
 cost). The load is a small C program (tests/bench/connrate.c, built into .gen/ by
 the run): connects in a tight loop, so an interpreter's per-connection cost does not
-dilute the paths' differences. Rounds per N, the variants' order turning each round (ours next to the direct limit every
-time), warm-up dropped; each run is bounded in connections and seconds.
+dilute the paths' differences. Rounds per N, the variants' order turning each round
+(ours next to the direct limit every time), warm-up dropped; each run is bounded in
+connections and seconds.
 
   python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 21] [--conns 3000]
 """
