@@ -95,10 +95,27 @@ class DatapathConfig:
     # (bpf_fib_lookup and a redirect to the next hop's interface, or into a local pod)
     # instead of by the kernel's forwarding path
     host_routing: bool = True
+    # service traffic translated per packet by the pod programs (False: the socket hooks
+    # alone translate it; the pod part then loads no egress program, and its ingress
+    # program only forwards, with host_routing)
+    per_packet_lb: bool = True
 
     @property
     def pin_dir(self) -> Path:
         return self.pin_root / self.instance
+
+
+POD_EGRESS = "rr_pod_egress"
+
+
+def part_programs(part: str, cfg: DatapathConfig) -> tuple[str, ...]:
+    """The programs part loads under cfg. Without per-packet LB the pod part has no
+    egress program: nothing is translated on the way out of a pod whose reply would need
+    reversing on the way in."""
+    names = PARTS[part][1]
+    if part == "pod" and not cfg.per_packet_lb:
+        return tuple(n for n in names if n != POD_EGRESS)
+    return names
 
 
 def ensure_bpffs(root: Path = BPFFS) -> None:
@@ -160,6 +177,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_CT_UDP_LIFETIME {cfg.ct_udp_lifetime}",
         f"#define RR_SOCK_UDP_CONNECT {1 if cfg.sock_udp_connect else 0}",
         f"#define RR_HOST_ROUTING {1 if cfg.host_routing else 0}",
+        f"#define RR_PER_PACKET_LB {1 if cfg.per_packet_lb else 0}",
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 
@@ -265,7 +283,7 @@ def load_text_isolated(text: str, funcs: dict[str, tuple[int, int]]) -> dict[str
 
 def compile_part(part: str, cfg: DatapathConfig) -> tuple[Any, dict[str, int]]:
     """Compile one entry file and load its programs: (bcc module, name -> prog fd)."""
-    entry, names = PARTS[part]
+    entry, names = PARTS[part][0], part_programs(part, cfg)
     cfg.pin_dir.mkdir(parents=True, exist_ok=True)
     funcs = {n: (CGROUP_SOCK_ADDR, SOCK_HOOKS[n]) if part == "sock" else (SCHED_CLS, -1)
              for n in names}
@@ -278,9 +296,10 @@ def _ipr(netns: str | None) -> Any:
     return IPRoute(netns=netns, flags=0) if netns else IPRoute()
 
 
-def attach_tc(ifname: str, ingress: tuple[int, str], egress: tuple[int, str],
+def attach_tc(ifname: str, ingress: tuple[int, str], egress: tuple[int, str] | None,
               netns: str | None = None) -> int:
-    """Attach (or replace in place) direct-action filters; returns the ifindex."""
+    """Attach (or replace in place) direct-action filters; returns the ifindex. egress
+    None: ingress only, and a filter of ours left on egress by an earlier attach goes."""
     from pyroute2 import NetlinkError
 
     with _ipr(netns) as ipr:
@@ -293,7 +312,13 @@ def attach_tc(ifname: str, ingress: tuple[int, str], egress: tuple[int, str],
         except NetlinkError as e:
             if e.code != errno.EEXIST:
                 raise
-        for (fd, name), parent in ((ingress, INGRESS), (egress, EGRESS)):
+        for prog, parent in ((ingress, INGRESS), (egress, EGRESS)):
+            if prog is None:
+                with suppress(NetlinkError):  # none there
+                    ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, parent=parent,
+                           prio=TC_PRIO)
+                continue
+            fd, name = prog
             ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=name,
                    parent=parent, classid=1, direct_action=True, prio=TC_PRIO)
     return ifindex
@@ -378,7 +403,7 @@ class Datapath:
         verifier's log either way."""
         ensure_bpffs(BPFFS)
         todo = [p for p in parts if p not in self._mods and not
-                all(n in self.fds for n in PARTS[p][1])]
+                all(n in self.fds for n in part_programs(p, self.cfg))]
         if isolated and todo:
             self._load_isolated(tuple(todo))
             return self
@@ -404,7 +429,7 @@ class Datapath:
             what, _, detail = r.stderr.partition("\n")
             raise LoadError(what or f"datapath compile exited {r.returncode}", detail)
         for part in parts:
-            for name in PARTS[part][1]:
+            for name in part_programs(part, self.cfg):
                 fd = libbpf.obj_get(str(prog_path(self.cfg.pin_dir, name)))
                 self._opened.append(fd)
                 self.fds[name] = fd
@@ -413,10 +438,12 @@ class Datapath:
         return self.fds[name], name
 
     def attach_pod(self, ifname: str, netns: str | None = None) -> int:
-        """Host side of a pod veth: DNAT on ingress, reverse NAT on egress; recorded in
-        rr_pod_ifs (translated packets for the pod enter it directly)."""
+        """Host side of a pod veth: DNAT on ingress, reverse NAT on egress (without
+        per-packet LB: ingress only, forwarding); recorded in rr_pod_ifs (translated
+        packets for the pod enter it directly)."""
         ifindex = attach_tc(ifname, self._prog("rr_pod_ingress"),
-                            self._prog("rr_pod_egress"), netns)
+                            self._prog(POD_EGRESS) if POD_EGRESS in self.fds else None,
+                            netns)
         register_pod_if(self.cfg.pin_dir, ifname, netns)
         return ifindex
 

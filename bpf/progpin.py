@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 from bpf import libbpf
-from bpf.loader import Datapath, attach_tc, register_pod_if
+from bpf.loader import PARTS, POD_EGRESS, Datapath, attach_tc, part_programs, register_pod_if
 
 PREFIX = "prog_"
 POD_INGRESS = "rr_pod_ingress"
-POD_EGRESS = "rr_pod_egress"
 
 
 def _obj_pin(fd: int, path: Path) -> None:
@@ -35,7 +34,9 @@ def prog_path(pin_dir: Path, name: str) -> Path:
 
 
 def pin_programs(dp: Datapath) -> None:
-    """Pin each loaded program of dp as <pin_dir>/prog_<name>, replacing older pins.
+    """Pin each loaded program of dp as <pin_dir>/prog_<name>, replacing older pins,
+    and remove the pins of programs dp's configuration does not load (the pod egress
+    program, per-packet LB switched off), so that what attaches from the pins follows.
 
     A pin is made under a temporary name and renamed over the old one, so a reader
     never finds the path missing while an agent restarts."""
@@ -52,6 +53,9 @@ def pin_programs(dp: Datapath) -> None:
         except OSError:
             tmp.unlink()
             raise
+    for part, (_, names) in PARTS.items():
+        for name in set(names) - set(part_programs(part, dp.cfg)):
+            prog_path(pin_dir, name).unlink(missing_ok=True)
 
 
 def pinned_programs(pin_dir: Path) -> list[str]:
@@ -64,15 +68,18 @@ def pinned_programs(pin_dir: Path) -> list[str]:
 
 def attach_pinned(ifname: str, pin_dir: Path, netns: str | None = None) -> int:
     """Attach the pinned pod programs to ifname (ingress: rr_pod_ingress, egress:
-    rr_pod_egress) as direct-action TC filters; returns the ifindex.
+    rr_pod_egress when pinned: the agent pins it with per-packet LB only) as
+    direct-action TC filters; returns the ifindex.
 
-    FileNotFoundError (a BpfError) when a program is not pinned; LookupError when
-    ifname does not exist."""
+    FileNotFoundError (a BpfError) when the ingress program is not pinned; LookupError
+    when ifname does not exist."""
     fds: list[int] = []
     try:
-        for name in (POD_INGRESS, POD_EGRESS):
-            fds.append(_obj_get(prog_path(pin_dir, name)))
-        ifindex = attach_tc(ifname, (fds[0], POD_INGRESS), (fds[1], POD_EGRESS), netns)
+        fds.append(_obj_get(prog_path(pin_dir, POD_INGRESS)))
+        if prog_path(pin_dir, POD_EGRESS).exists():
+            fds.append(_obj_get(prog_path(pin_dir, POD_EGRESS)))
+        ifindex = attach_tc(ifname, (fds[0], POD_INGRESS),
+                            (fds[1], POD_EGRESS) if len(fds) > 1 else None, netns)
         register_pod_if(pin_dir, ifname, netns)
         return ifindex
     finally:

@@ -110,9 +110,9 @@ class Agent:
             from controller.reconcile.cniconf import CniConfigReconciler
 
             routing = next((r for r in first if hasattr(r, "pod_mtu")), None)
-            # the plugin attaches the pod programs only with per-packet LB
+            # the plugin attaches the pod programs when pods carry them
             pin_dir = (cfg.datapath.pin_root / cfg.datapath.instance
-                       if cfg.datapath and cfg.datapath.per_packet_lb else None)
+                       if cfg.datapath and cfg.datapath.pod_programs else None)
             first.append(CniConfigReconciler(
                 cfg.cni_conf, cfg.cni_data_dir, pin_dir,
                 routing.pod_mtu if routing is not None else (lambda: None)))

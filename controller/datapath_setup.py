@@ -53,15 +53,22 @@ class DatapathSettings:
     # that name: this agent serves those with this name ("": the unlabelled ones)
     service_proxy_name: str = ""
 
-    def __post_init__(self) -> None:
-        if not self.per_packet_lb and self.socket_lb_cgroup is None:
-            raise ValueError("per-packet LB off needs socket LB (socket_lb_cgroup): pods "
-                             "would reach no service")
     # map sizes (a change recreates that pinned map, losing its contents once)
     max_services: int = 65536
     max_tables: int = 16384  # Maglev tables, preallocated: ~4 KB each
     ct_size: int = 262144    # IPv4 conntrack entries, two per flow
     ct6_size: int = 0        # IPv6 conntrack entries; 0: a quarter of ct_size
+
+    def __post_init__(self) -> None:
+        if not self.per_packet_lb and self.socket_lb_cgroup is None:
+            raise ValueError("per-packet LB off needs socket LB (socket_lb_cgroup): pods "
+                             "would reach no service")
+
+    @property
+    def pod_programs(self) -> bool:
+        """Pods' veths carry programs: with per-packet LB, or to forward in BPF (then
+        the ingress program alone, per-packet LB off)."""
+        return self.per_packet_lb or self.host_routing
 
 
 def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
@@ -116,6 +123,7 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
                                  # conntrack follows a backend that goes away
                                  sock_udp_connect=not s.per_packet_lb,
                                  host_routing=s.host_routing,
+                                 per_packet_lb=s.per_packet_lb,
                                  )).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)
@@ -127,17 +135,17 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     dp.attach_uplink(s.uplink, addr, node_addr6=addr6)
     pin_programs(dp)
     for veth in pods:
-        if s.per_packet_lb:
-            dp.attach_pod(veth)
-        else:  # switched off: the pods' service traffic is the socket hooks' alone now
+        if s.pod_programs:
+            dp.attach_pod(veth)  # without per-packet LB: ingress only, forwarding
+        else:  # nothing for them to do: service traffic is the socket hooks' alone
             detach_tc(veth)
     marked = dp.arm_replies()  # every program that makes reply entries now marks them
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
     log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
                     node_addr6=addr6 or "-",
-                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods) if s.per_packet_lb else 0,
-                    pods_detached=0 if s.per_packet_lb else len(pods), adopted=len(adopted),
+                    pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods) if s.pod_programs else 0,
+                    pods_detached=0 if s.pod_programs else len(pods), adopted=len(adopted),
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]

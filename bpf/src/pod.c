@@ -1,8 +1,11 @@
 /* Host side of each pod veth.
  * ingress (packets leaving the pod): DNAT to a service backend, tracked in rr_ct; with
  *   host routing, also the reverse NAT of replies leaving a backend pod, and the
- *   forwarding of what leaves pods (lib/route.h, lib/hostroute.h).
- * egress (packets entering the pod): reverse NAT of replies from backends (replies are
+ *   forwarding of what leaves pods (lib/route.h, lib/hostroute.h). Without per-packet LB
+ *   (RR_PER_PACKET_LB 0: the socket hooks translate), only the forwarding and the
+ *   reverse NAT of replies leaving a backend pod; the agent then attaches it only with
+ *   host routing.
+ * egress (packets entering the pod; loaded with per-packet LB only): reverse NAT of replies from backends (replies are
  * translated where they leave the node's routing, so a source is never made local early;
  * with host routing, those not already translated at their source), and of ICMP errors
  * about translated flows (lib/icmp.h).
@@ -20,6 +23,8 @@ int rr_pod_ingress(struct __sk_buff *skb)
 
     if (rr_parse(skb, &p) < 0)
         return TC_ACT_OK;
+    if (!RR_PER_PACKET_LB)
+        return RR_HOST_ROUTING ? rr_route_untranslated(skb, &p, TC_ACT_OK, 0) : TC_ACT_OK;
     switch (rr_forward(skb, &p, 0)) {
     case RR_NAT_DROP:
         return TC_ACT_SHOT;

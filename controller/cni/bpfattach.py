@@ -52,13 +52,17 @@ def attached(host_ifname: str) -> tuple[list[str], list[str]]:
                 _bpf_filter_names(ipr, idx[0], EGRESS_PARENT))
 
 
-def check(host_ifname: str) -> str | None:
-    """None when both pod programs are attached, else what is missing."""
-    from bpf.progpin import POD_EGRESS, POD_INGRESS
+def check(host_ifname: str, pin_dir: Path) -> str | None:
+    """None when the pod programs pinned in pin_dir are attached (the egress one is
+    pinned with per-packet LB only), else what is missing."""
+    from bpf.loader import POD_EGRESS
+    from bpf.progpin import POD_INGRESS, prog_path
 
     ingress, egress = attached(host_ifname)
-    for want, have, where in ((POD_INGRESS, ingress, "ingress"),
-                              (POD_EGRESS, egress, "egress")):
+    wanted = [(POD_INGRESS, ingress, "ingress")]
+    if prog_path(pin_dir, POD_EGRESS).exists():
+        wanted.append((POD_EGRESS, egress, "egress"))
+    for want, have, where in wanted:
         if not any(n.startswith(want) for n in have):
             return f"{want} is not attached to {host_ifname} {where} (found {have or 'none'})"
     return None

@@ -172,7 +172,7 @@ def cmd_check(env: Env, conf: NetConf) -> None:
     if conf.pin_dir is not None:
         from controller.cni import bpfattach
 
-        missing = bpfattach.check(host)
+        missing = bpfattach.check(host, conf.pin_dir)
         if missing:
             raise fail(missing)
 

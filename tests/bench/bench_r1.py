@@ -7,7 +7,8 @@ backend. "ebpf" is the TC path alone (translated packets routed by the program a
 handed into the backend's namespace, --host-routing bpf); "ebpf-sock" adds the
 socket-level hooks (the client process in a cgroup made for the run, as a pod is with the
 agent's --socket-lb-cgroup), where connect() itself picks the backend; "ebpf-sock-only"
-is the socket hooks without the TC programs (the agent's --per-packet-lb off);
+is the socket hooks with the pods' forwarding program alone (the agent's --per-packet-lb
+off: no service translation on the veths, no egress program);
 "direct-bpf" connects to the backend itself with the pod programs attached (no service:
 what forwarding in BPF alone gives, so ebpf / direct-bpf is the load balancer's own
 cost). The load is a small C program (tests/bench/connrate.c, built into .gen/ by
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address as A
 from pathlib import Path
 
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     cgroup = CGROUP2 / f"rrq1{os.getpid()}" if (CGROUP2 / "cgroup.procs").exists() else None
     with pin_root("r1") as root, netns(*names) as (cns, hns, bns):
         dp = Datapath(DatapathConfig("r1", pin_root=root))
+        # the same maps, the pod programs as built without per-packet LB
+        route_only = Datapath(replace(dp.cfg, per_packet_lb=False))
         try:
             sh("ip", "link", "add", "rrq1c", "netns", cns, "type", "veth", "peer", "name",
                "rrq1h", "netns", hns)
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                                        str(BPORT)], stdout=subprocess.PIPE, text=True)
             assert server.stdout is not None and server.stdout.readline().strip() == "ready"
             dp.load(("pod", "sock") if cgroup is not None else ("pod",))
+            if cgroup is not None:
+                route_only.load(("pod",))
             if cgroup is not None:  # socket LB for the client processes put in it
                 cgroup.mkdir()
                 dp.attach_cgroup(cgroup)
@@ -156,8 +162,14 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 if cgroup is not None:  # as deployed with --socket-lb-cgroup: both hooks
                     variants["ebpf-sock"] = (ebpf_setup, vip(n), 80, cgroup)
-                    # and with --per-packet-lb off: the socket hooks alone
-                    variants["ebpf-sock-only"] = (clean, vip(n), 80, cgroup)
+                    # and with --per-packet-lb off: the socket hooks translate alone
+
+                    def route_only_setup() -> None:
+                        clean()
+                        route_only.attach_pod("rrq1h", hns)
+                        route_only.attach_pod("rrq2h", hns)
+
+                    variants["ebpf-sock-only"] = (route_only_setup, vip(n), 80, cgroup)
                 out: dict[str, list[float]] = {k: [] for k in variants}
                 names_ = list(variants)
                 for r in range(args.rounds + 1):
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             if cgroup is not None and cgroup.exists():
                 dp.detach_cgroup(cgroup)
                 cgroup.rmdir()
+            route_only.close()
             dp.close()
 
     rows = []

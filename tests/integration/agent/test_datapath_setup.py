@@ -129,21 +129,34 @@ def test_agent_datapath_start_up(node: Netns) -> None:
         assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
 
 
-def test_without_per_packet_lb_pods_keep_only_the_socket_hooks(node: Netns) -> None:
+def test_without_per_packet_lb_pods_keep_only_the_forwarding_program(node: Netns) -> None:
     with agent_env() as (tmp, pin_root, cgroup):
         with agent(node, tmp, pin_root, cgroup):
-            assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
+            assert "rr_pod_egress" in filters(node, "rr0123456789a", "egress")
         conflist = tmp / "cni.conflist"
         with agent(node, tmp, pin_root, cgroup, "--per-packet-lb", "off",
                    "--cni-conf", str(conflist)) as (_, text):
-            assert "pods_detached=1" in text and "pods_reattached=0" in text
+            assert "pods_detached=0" in text and "pods_reattached=1" in text
             assert "reply_filter=armed " in text  # armed by the first start
-            assert "rr_pod" not in filters(node, "rr0123456789a", "ingress")
-            assert "rr_pod" not in filters(node, "rr0123456789a", "egress")
+            # forwarding in BPF stays (built without the service translation); nothing
+            # is left to reverse on the way into the pod
+            assert "rr_pod_ingress" in filters(node, "rr0123456789a", "ingress")
+            assert "bpf" not in filters(node, "rr0123456789a", "egress")
+            assert "rr_pod_egress" not in pinned_programs(pin_root / "n1")
             assert "rr_uplink_ingress" in filters(node, "eth0", "ingress")
             shown = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)],
                                    capture_output=True, text=True, check=True).stdout
             assert "connect4" in shown and "sendmsg4" in shown
+            wait_for(conflist.exists, 30, 0.2, "the CNI conflist")
+            plugin = json.loads(conflist.read_text())["plugins"][0]
+            assert plugin["bpf"] == {"pinDir": str(pin_root / "n1")}  # ingress alone
+        conflist.unlink()
+        with agent(node, tmp, pin_root, cgroup, "--per-packet-lb", "off",
+                   "--host-routing", "kernel", "--cni-conf", str(conflist)) as (_, text):
+            # the socket hooks alone: the pods' veths carry nothing
+            assert "pods_detached=1" in text and "pods_reattached=0" in text
+            assert "rr_pod" not in filters(node, "rr0123456789a", "ingress")
+            assert "rr_pod" not in filters(node, "rr0123456789a", "egress")
             wait_for(conflist.exists, 30, 0.2, "the CNI conflist")
             plugin = json.loads(conflist.read_text())["plugins"][0]
             assert "bpf" not in plugin  # the plugin attaches no pod programs

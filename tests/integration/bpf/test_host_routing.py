@@ -21,7 +21,7 @@ import pytest
 from bpf.table import Backend, Proto, Service
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, NODE1, Bench, key, with_service
+from .conftest import CIP_REMOTE, NODE1, NP_LOCAL, Bench, key, with_service
 from .netlab import nsx, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import VIP as VIP6
@@ -70,14 +70,15 @@ def _ttl_of_next(s: socket.socket) -> int:
     raise AssertionError("no TTL reported")
 
 
-def _forwarded_over(bench: Bench, ip: str, port: int, n: int = 20) -> tuple[int, int, int]:
+def _forwarded_over(bench: Bench, ip: str, port: int, n: int = 20,
+                    sport: int = 23000) -> tuple[int, int, int]:
     """(node1's, node2's kernel forwards, the client's host veth transmits) over n UDP
-    asks to ip (b21 answers)."""
-    udp_ask(bench.client.ns, ip, port)  # neighbours resolved
+    asks to ip (b21 answers), from source ports sport...sport+n (_ask_from)."""
+    _ask_from(bench.client.ns, ip, port, sport)  # neighbours resolved
     before = (forwarded(bench.node1), forwarded(bench.node2),
               tx_packets(bench.node1, bench.client.host_if))
-    for _ in range(n):
-        reply, src = udp_ask(bench.client.ns, ip, port)
+    for i in range(n):
+        reply, src = _ask_from(bench.client.ns, ip, port, sport + 1 + i)
         assert reply.split()[0] == "b21" and src == (ip, port)
     return (forwarded(bench.node1) - before[0], forwarded(bench.node2) - before[1],
             tx_packets(bench.node1, bench.client.host_if) - before[2])
@@ -88,8 +89,8 @@ def test_pod_traffic_across_nodes_bypasses_the_kernels_forwarding_both_ways(
     # through a service or not: a pod's packets are forwarded by its node's program; at
     # the other node the uplink program hands them into the pod; the replies likewise,
     # the service's reply restored on node 1's uplink and handed into the client
-    for ip, port in ((CIP_REMOTE, 80), (bench.lab.pods["b21"].ip, 8080)):  # b21 only
-        node1, node2, to_client = _forwarded_over(bench, ip, port)
+    for ip, port, sport in ((CIP_REMOTE, 80, 23000), (bench.lab.pods["b21"].ip, 8080, 23100)):
+        node1, node2, to_client = _forwarded_over(bench, ip, port, sport=sport)
         assert node1 <= 2 and node2 <= 2 and to_client <= 2, (ip, node1, node2, to_client)
 
 
@@ -102,13 +103,13 @@ def test_with_kernel_host_routing_the_kernel_forwards_both_ways(bench: Bench) ->
     try:
         kernel.attach_pod(bench.client.host_if, bench.node1)
         kernel.attach_uplink(bench.uplink1, A(NODE1), bench.node1)
-        node1, _, _ = _forwarded_over(bench, CIP_REMOTE, 80)
+        node1, _, _ = _forwarded_over(bench, CIP_REMOTE, 80, sport=23200)
         assert node1 >= 40
     finally:
         bench.dp1.attach_pod(bench.client.host_if, bench.node1)
         bench.dp1.attach_uplink(bench.uplink1, A(NODE1), bench.node1)
         kernel.close()
-    assert _forwarded_over(bench, CIP_REMOTE, 80)[0] <= 2
+    assert _forwarded_over(bench, CIP_REMOTE, 80, sport=23300)[0] <= 2
 
 
 def test_forwarded_in_bpf_the_ttl_drops_as_in_the_kernel(
@@ -263,3 +264,52 @@ def test_ipv6_service_flows_between_local_pods_never_cross_the_host_veths(
     sent = [after - b for after, b in zip(tx(), before, strict=True)]
     # a few neighbour probes (IPv6 ND) may leave; no datagram does
     assert all(n <= 5 for n in sent), dict(zip(host_ifs, sent, strict=True))
+
+
+@pytest.fixture
+def route_only(bench: Bench) -> Iterator[None]:
+    """Node 1's pods with the programs an agent attaches without per-packet LB (the
+    socket hooks translate): the forwarding ingress program alone; as before afterwards."""
+    from dataclasses import replace
+
+    from bpf.loader import Datapath
+
+    pods = [bench.client, bench.lab.pods["b11"], bench.lab.pods["b12"]]
+    dp = Datapath(replace(bench.dp1.cfg, per_packet_lb=False)).load(("pod",))
+    try:
+        for pod in pods:
+            dp.attach_pod(pod.host_if, bench.node1)
+            assert "bpf" not in nsx(bench.node1, "tc", "filter", "show", "dev", pod.host_if,
+                                    "egress")
+        yield
+    finally:
+        for pod in pods:
+            bench.dp1.attach_pod(pod.host_if, bench.node1)
+        dp.close()
+
+
+def test_without_per_packet_lb_pods_still_forward_in_bpf(bench: Bench, route_only: None,
+                                                        local_service: str) -> None:
+    # pod to pod: each packet enters the other pod directly
+    to_backend, to_client = _sends_through_the_host_veth(
+        bench, bench.lab.pods["b11"].ip, port=8080, sport=22000)
+    assert to_backend <= 2 and to_client <= 2
+    # across nodes: neither node's kernel forwards, either way
+    node1, node2, to_client = _forwarded_over(bench, bench.lab.pods["b21"].ip, 8080,
+                                              sport=23400)
+    assert node1 <= 2 and node2 <= 2 and to_client <= 2
+    # a service address is the socket hooks' to translate, not this program's
+    with pytest.raises(OSError):
+        udp_ask(bench.client.ns, local_service, 80, timeout=0.5)
+
+
+def test_without_per_packet_lb_a_backends_reply_is_reverse_translated_at_its_source(
+        bench: Bench, route_only: None) -> None:
+    # a NodePort flow the uplink sent to b11 or b12: the reply leaves the pod with the
+    # node's address and port back on it, routed by the program (not by the kernel)
+    udp_ask(bench.ext, NODE1, NP_LOCAL)  # neighbours resolved
+    before = forwarded(bench.node1)
+    for _ in range(20):
+        reply, src = udp_ask(bench.ext, NODE1, NP_LOCAL)
+        assert reply.split()[0] in {"b11", "b12"} and src == (NODE1, NP_LOCAL)
+    assert forwarded(bench.node1) - before <= 2

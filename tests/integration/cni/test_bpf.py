@@ -1,10 +1,12 @@
 """ADD attaches the agent's pinned pod programs to the host veth (no compile in the
-plugin); CHECK notices when they are gone; a missing pin fails ADD cleanly."""
+plugin); CHECK notices when they are gone; a missing pin fails ADD cleanly. Without
+per-packet LB the agent pins no egress program, and ADD attaches the forwarding (ingress)
+program alone."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from bpf import maps as m
 from bpf.loader import Datapath, DatapathConfig, remove_pins
 from bpf.mapstore import PinnedMap
-from bpf.progpin import pin_programs, pinned_programs
+from bpf.progpin import _obj_get, _obj_pin, attach_pinned, pin_programs, pinned_programs
 from controller.cni.netsetup import host_ifname
 
 from .conftest import CniLab, sh
@@ -20,11 +22,10 @@ from .conftest import CniLab, sh
 PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-cnitest-{os.getpid()}")
 
 
-@pytest.fixture(scope="module")
-def pin_dir() -> Iterator[Path]:
-    cfg = DatapathConfig("cni", pin_root=PIN_ROOT)
+def _pinned(cfg: DatapathConfig, before: Callable[[], None] = lambda: None) -> Iterator[Path]:
     dp = Datapath(cfg)
     try:
+        before()
         dp.load(parts=("pod",))
         pin_programs(dp)
         dp.close()  # from here on only the pins keep the programs alive
@@ -32,10 +33,30 @@ def pin_dir() -> Iterator[Path]:
     finally:
         dp.close()
         remove_pins(cfg)
-        if PIN_ROOT.is_dir():
-            for p in PIN_ROOT.iterdir():
-                p.rmdir()
+        if PIN_ROOT.is_dir() and not any(PIN_ROOT.iterdir()):
             PIN_ROOT.rmdir()
+
+
+@pytest.fixture(scope="module")
+def pin_dir() -> Iterator[Path]:
+    yield from _pinned(DatapathConfig("cni", pin_root=PIN_ROOT))
+
+
+@pytest.fixture(scope="module")
+def route_only_pin_dir(pin_dir: Path) -> Iterator[Path]:
+    """Pins of a datapath without per-packet LB, made over the pins of one with it
+    (the agent restarted with --per-packet-lb off): the egress pin must go."""
+    cfg = DatapathConfig("cni-route", pin_root=PIN_ROOT, per_packet_lb=False)
+
+    def stale_egress() -> None:
+        cfg.pin_dir.mkdir(parents=True, exist_ok=True)
+        fd = _obj_get(pin_dir / "prog_rr_pod_egress")
+        try:
+            _obj_pin(fd, cfg.pin_dir / "prog_rr_pod_egress")
+        finally:
+            os.close(fd)
+
+    yield from _pinned(cfg, stale_egress)
 
 
 def test_programs_are_pinned(pin_dir: Path) -> None:
@@ -79,3 +100,32 @@ def test_add_with_missing_pins_fails_and_rolls_back(lab: CniLab, tmp_path: Path)
     assert r.out["msg"] == "attaching the pod datapath failed"
     assert host_ifname("bpf-1", "eth0") not in sh("ip", "-n", lab.host, "link").stdout
     assert list((lab.data_dir / "ips").iterdir()) == []
+
+
+def _filters(lab: CniLab, host: str, where: str) -> str:
+    return sh("ip", "netns", "exec", lab.host, "tc", "filter", "show", "dev", host,
+              where).stdout
+
+
+def test_without_per_packet_lb_add_attaches_the_forwarding_program_alone(
+        lab: CniLab, pin_dir: Path, route_only_pin_dir: Path) -> None:
+    assert pinned_programs(route_only_pin_dir) == ["rr_pod_ingress", "rr_replies_mark"]
+    pod = lab.pod()
+    conf = {"pinDir": str(route_only_pin_dir)}
+    res = lab.add("bpf-2", pod, bpf=conf)
+    host = host_ifname("bpf-2", "eth0")
+    assert "rr_pod_ingress" in _filters(lab, host, "ingress")
+    assert "bpf" not in _filters(lab, host, "egress")
+    ok = lab.call("CHECK", "bpf-2", pod, prev=res, bpf=conf)
+    assert (ok.rc, ok.out) == (0, None), ok.stderr
+    # a veth attached with per-packet LB loses its egress program when attached again
+    attach_pinned(host, pin_dir, lab.host)
+    assert "rr_pod_egress" in _filters(lab, host, "egress")
+    attach_pinned(host, route_only_pin_dir, lab.host)
+    assert "bpf" not in _filters(lab, host, "egress")
+    assert "rr_pod_ingress" in _filters(lab, host, "ingress")
+    # while the per-packet LB's CHECK wants both
+    bad = lab.call("CHECK", "bpf-2", pod, prev=res, bpf={"pinDir": str(pin_dir)})
+    assert bad.rc != 0 and bad.out["details"].startswith(
+        f"rr_pod_egress is not attached to {host} egress")
+    assert lab.call("DEL", "bpf-2", pod, bpf=conf).rc == 0

@@ -1,6 +1,8 @@
 """--host-routing reaches the programs: the agent's flag becomes DatapathSettings,
 DatapathConfig and the RR_HOST_ROUTING constant the pod and uplink programs are built
-with (bpf by default, as the chart's default)."""
+with (bpf by default, as the chart's default). --per-packet-lb off likewise becomes
+RR_PER_PACKET_LB 0, a pod part without its egress program, and pods that keep the
+forwarding program only when host routing is bpf."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf.loader import DatapathConfig, source_text
+from bpf.loader import PARTS, DatapathConfig, part_programs, source_text
 from controller.cli import build_parser
 from controller.cli_bgp import datapath_settings
 
@@ -39,3 +41,29 @@ def test_constant_in_the_programs(entry: str, on: bool) -> None:
     text = source_text(entry, DatapathConfig("t", pin_root=Path("/tmp/x"), host_routing=on))
     assert f"#define RR_HOST_ROUTING {int(on)}\n" in text
     assert text.count("RR_HOST_ROUTING") >= 2  # and used there
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_per_packet_lb_constant_in_the_pod_program(on: bool) -> None:
+    text = source_text("pod.c", DatapathConfig("t", pin_root=Path("/tmp/x"), per_packet_lb=on))
+    assert f"#define RR_PER_PACKET_LB {int(on)}\n" in text
+    assert "if (!RR_PER_PACKET_LB)" in text
+
+
+def test_without_per_packet_lb_the_pod_part_has_no_egress_program() -> None:
+    off = DatapathConfig("t", per_packet_lb=False)
+    assert part_programs("pod", off) == ("rr_pod_ingress", "rr_replies_mark")
+    assert part_programs("pod", DatapathConfig("t")) == PARTS["pod"][1]
+    for part in ("uplink", "sock"):
+        assert part_programs(part, off) == PARTS[part][1]
+
+
+@pytest.mark.parametrize(("routing", "pods"), [("bpf", True), ("kernel", False)])
+def test_without_per_packet_lb_pods_carry_programs_only_to_forward(routing: str,
+                                                                    pods: bool) -> None:
+    s = datapath_settings(build_parser().parse_args(
+        BASE + ["--socket-lb-cgroup", "/sys/fs/cgroup/unified/k", "--per-packet-lb", "off",
+                "--host-routing", routing]))
+    assert s is not None and not s.per_packet_lb and s.pod_programs is pods
+    on = datapath_settings(build_parser().parse_args(BASE + ["--host-routing", routing]))
+    assert on is not None and on.pod_programs

@@ -539,8 +539,10 @@ def test_datapath_values_drive_the_agent_flags_and_the_cni_pin_dir() -> None:
     assert hr.index('fail "datapath.hostRouting must be bpf or kernel"') \
         < hr.index("- --host-routing\n            - kernel\n")
     # the plugin's pin dir is the agent's (<pinRoot>/<node>, as --bpf-instance defaults to
-    # the node name), and only when the pod programs are to be attached at all
-    env = t[t.index("{{- if and .Values.datapath.enabled .Values.datapath.perPacketLB }}"):]
+    # the node name), and only when the pod programs are to be attached at all: with
+    # per-packet LB, or without it to forward in BPF
+    env = t[t.index("{{- if and .Values.datapath.enabled (or .Values.datapath.perPacketLB "
+                    '(eq .Values.datapath.hostRouting "bpf")) }}'):]
     assert env.index("- name: CNI_BPF_PIN_DIR") < env.index("{{- end }}")
     assert 'value: "{{ .Values.datapath.pinRoot }}/$(NODE_NAME)"' in env
     assert t.index("- name: NODE_NAME") < t.index("- name: CNI_BPF_PIN_DIR")  # $(..) order
