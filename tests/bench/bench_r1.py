@@ -17,7 +17,7 @@ dilute the paths' differences. Rounds per N, the variants' order turning each ro
 (ours next to the direct limit every time), warm-up dropped; each run is bounded in
 connections and seconds.
 
-  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 21] [--conns 3000]
+  python -m tests.bench r1 [--sizes 100,1000,10000] [--rounds 21] [--conns 6000]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="100,1000,10000")
     # many short rounds: the host's noise comes in bursts
     ap.add_argument("--rounds", type=int, default=21)
-    ap.add_argument("--conns", type=int, default=3000)  # ~0.15 s a run
+    ap.add_argument("--conns", type=int, default=6000)  # ~0.2 s a run (the C client)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args(argv or [])
     sizes = [int(x) for x in args.sizes.split(",")]
