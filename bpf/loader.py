@@ -99,6 +99,10 @@ class DatapathConfig:
     # alone translate it; the pod part then loads no egress program, and its ingress
     # program only forwards, with host_routing)
     per_packet_lb: bool = True
+    # the source a pod reaching itself through a service is given (hairpin), one per
+    # family: an address the pods never have, routed by them through their default route
+    service_loopback4: str = "169.254.42.1"
+    service_loopback6: str = "100::42:1"
 
     @property
     def pin_dir(self) -> Path:
@@ -143,6 +147,17 @@ def kernel_hz(configs: tuple[Path, ...] = (Path("/proc/config.gz"),
     return 1000
 
 
+def loopback_defines(cfg: DatapathConfig) -> list[str]:
+    """RR_LOOPBACK4 and RR_LOOPBACK6_0..3: the service loopback addresses as the words of
+    a struct rr_addr hold them (network byte order read natively)."""
+    v4 = IPv4Address(cfg.service_loopback4).packed
+    v6 = IPv6Address(cfg.service_loopback6).packed
+    out = [f"#define RR_LOOPBACK4 0x{int.from_bytes(v4, sys.byteorder):08x}"]
+    out += [f"#define RR_LOOPBACK6_{i} 0x{int.from_bytes(v6[4 * i:4 * i + 4], sys.byteorder):08x}"
+            for i in range(4)]
+    return out
+
+
 def source_text(entry: str, cfg: DatapathConfig) -> str:
     """The entry file with local includes inlined (bcc rewrites map calls in the main
     file only) and the instance's constants defined in front."""
@@ -178,6 +193,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_SOCK_UDP_CONNECT {1 if cfg.sock_udp_connect else 0}",
         f"#define RR_HOST_ROUTING {1 if cfg.host_routing else 0}",
         f"#define RR_PER_PACKET_LB {1 if cfg.per_packet_lb else 0}",
+        *loopback_defines(cfg),
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
 

@@ -33,6 +33,7 @@ DIR_REPLY = 1
 CT_SNAT = 0x1
 CT_CLOSING = 0x2  # a TCP FIN was seen
 CT_SPORT = 0x4  # the client's source port was remapped (a reply key clash); address kept
+CT_HAIRPIN = 0x8  # a pod reached itself through a service: source = the service loopback
 
 DEFAULT_MAGLEV_M = 1021
 

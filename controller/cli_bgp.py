@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
         socket_lb_cgroup=Path(args.socket_lb_cgroup) if args.socket_lb_cgroup else None,
         per_packet_lb=args.per_packet_lb == "on",
         host_routing=args.host_routing == "bpf",
+        service_loopback4=str(args.service_loopback_ipv4),
+        service_loopback6=str(args.service_loopback_ipv6),
         service_proxy_name=args.service_proxy_name,
         max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
         ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
@@ -216,6 +219,12 @@ def register(sub: Sub) -> None:  # noqa: F821
                          "programs route them with the kernel's routing table and send them "
                          "from the route's interface or into a local pod, skipping the "
                          "kernel's forwarding path and netfilter) or kernel")
+    for fam, cls, default in (("ipv4", ipaddress.IPv4Address, "169.254.42.1"),
+                              ("ipv6", ipaddress.IPv6Address, "100::42:1")):
+        ag.add_argument(f"--service-loopback-{fam}", type=cls, default=cls(default),
+                        metavar="ADDR",
+                        help="the source a pod reaching itself through a service (hairpin) "
+                             f"is given, one no pod has (default {default})")
     sizes = "; changing it recreates the pinned map, which loses its contents once"
     ag.add_argument("--bpf-lb-max-services", type=int, default=65536, metavar="N",
                     help="service entries (address, port, protocol)" + sizes)

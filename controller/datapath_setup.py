@@ -49,6 +49,11 @@ class DatapathSettings:
     # into a local pod) instead of by the kernel's forwarding path, as Cilium's eBPF host
     # routing does; False ("kernel"): the kernel forwards them, through netfilter
     host_routing: bool = True
+    # the source a pod reaching itself through a service is given (per-packet path), as
+    # Cilium's ipv4-service-loopback-address: an address no pod has, that pods route
+    # through their default route
+    service_loopback4: str = "169.254.42.1"
+    service_loopback6: str = "100::42:1"
     # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
     # that name: this agent serves those with this name ("": the unlabelled ones)
     service_proxy_name: str = ""
@@ -124,6 +129,8 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
                                  sock_udp_connect=not s.per_packet_lb,
                                  host_routing=s.host_routing,
                                  per_packet_lb=s.per_packet_lb,
+                                 service_loopback4=s.service_loopback4,
+                                 service_loopback6=s.service_loopback6,
                                  )).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,19 @@
 #define RR_CT_CLOSING 0x2 /* a TCP FIN was seen: a SYN on this tuple starts a new flow */
 #define RR_CT_SPORT 0x4   /* the client's source port was remapped (its address kept): its
                            * translated tuple was another live flow's (a reply key clash) */
+#define RR_CT_HAIRPIN 0x8 /* a pod reached itself through a service: its source address is
+                           * the service loopback address (with RR_CT_SPORT: translated
+                           * like a remapped port), which the pod accepts as a peer's */
+
+/* The service loopback address (hairpin source), as stored in struct rr_addr words:
+ * 169.254.42.1 and 100::42:1 unless the loader says otherwise. */
+#ifndef RR_LOOPBACK4
+#define RR_LOOPBACK4 0x012afea9
+#define RR_LOOPBACK6_0 0x00000001
+#define RR_LOOPBACK6_1 0x00000000
+#define RR_LOOPBACK6_2 0x00000000
+#define RR_LOOPBACK6_3 0x01004200
+#endif
 
 struct rr_addr {
     __u32 w[4];

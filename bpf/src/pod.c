@@ -1,14 +1,15 @@
 /* Host side of each pod veth.
- * ingress (packets leaving the pod): DNAT to a service backend, tracked in rr_ct; with
- *   host routing, also the reverse NAT of replies leaving a backend pod, and the
- *   forwarding of what leaves pods (lib/route.h, lib/hostroute.h). Without per-packet LB
- *   (RR_PER_PACKET_LB 0: the socket hooks translate), only the forwarding and the
- *   reverse NAT of replies leaving a backend pod; the agent then attaches it only with
- *   host routing.
- * egress (packets entering the pod; loaded with per-packet LB only): reverse NAT of replies from backends (replies are
- * translated where they leave the node's routing, so a source is never made local early;
- * with host routing, those not already translated at their source), and of ICMP errors
- * about translated flows (lib/icmp.h).
+ * ingress (packets leaving the pod): DNAT to a service backend, tracked in rr_ct (a pod
+ *   that is its own backend gets the service loopback address as its source, and the
+ *   reply to that address is restored here, lib/nat.h); with host routing, also the
+ *   reverse NAT of replies leaving a backend pod, and the forwarding of what leaves pods
+ *   (lib/route.h, lib/hostroute.h). Without per-packet LB (RR_PER_PACKET_LB 0: the
+ *   socket hooks translate), only the forwarding and the reverse NAT of replies leaving
+ *   a backend pod; the agent then attaches it only with host routing.
+ * egress (packets entering the pod; loaded with per-packet LB only): reverse NAT of
+ * replies from backends (replies are translated where they leave the node's routing, so a
+ * source is never made local early; with host routing, those not already translated at
+ * their source), and of ICMP errors about translated flows (lib/icmp.h).
  */
 #include "maps.h"
 #include "lib/pkt.h"
@@ -23,6 +24,14 @@ int rr_pod_ingress(struct __sk_buff *skb)
 
     if (rr_parse(skb, &p) < 0)
         return TC_ACT_OK;
+    if (__builtin_expect(rr_is_loopback(&p.t.daddr, p.t.family), 0)) {
+        switch (rr_hairpin_reply(skb, &p)) { /* back into the pod it leaves */
+        case RR_NAT_DROP:
+            return TC_ACT_SHOT;
+        case RR_NAT_DONE:
+            return RR_HOST_ROUTING ? rr_route_fast(skb, TC_ACT_OK) : TC_ACT_OK;
+        }
+    }
     if (!RR_PER_PACKET_LB)
         return RR_HOST_ROUTING ? rr_route_untranslated(skb, &p, TC_ACT_OK, 0) : TC_ACT_OK;
     switch (rr_forward(skb, &p, 0)) {

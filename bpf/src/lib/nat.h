@@ -31,6 +31,30 @@ static __always_inline void rr_ct4_key_of(struct rr_ct4_key *k, const struct rr_
     k->pad = 0;
 }
 
+/* The service loopback address of family, into a: the source a pod that reaches itself
+ * through a service is given (a packet from its own address would be refused by its
+ * kernel), as Cilium's ipv4-service-loopback-address. */
+static __always_inline void rr_loopback(struct rr_addr *a, __u8 family)
+{
+    if (family == RR_AF_INET) {
+        a->w[0] = RR_LOOPBACK4;
+        a->w[1] = a->w[2] = a->w[3] = 0;
+    } else {
+        a->w[0] = RR_LOOPBACK6_0;
+        a->w[1] = RR_LOOPBACK6_1;
+        a->w[2] = RR_LOOPBACK6_2;
+        a->w[3] = RR_LOOPBACK6_3;
+    }
+}
+
+static __always_inline int rr_is_loopback(const struct rr_addr *a, __u8 family)
+{
+    if (family == RR_AF_INET)
+        return a->w[0] == RR_LOOPBACK4;
+    return a->w[0] == RR_LOOPBACK6_0 && a->w[1] == RR_LOOPBACK6_1 &&
+           a->w[2] == RR_LOOPBACK6_2 && a->w[3] == RR_LOOPBACK6_3;
+}
+
 /* How long entry flags of a flow of proto may stay idle, in jiffies. */
 static __always_inline __u32 rr_ct_lifetime(__u8 proto, __u16 flags)
 {
@@ -377,6 +401,19 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
     return snat ? RR_NAT_SNAT : RR_NAT_DONE;
 }
 
+/* A packet to the service loopback address: the reply of a hairpin flow (rr_ct_create),
+ * leaving the pod it goes back into. That address routes nowhere, so the reply gets its
+ * service address and its client back here, before any routing: RR_NAT_DONE; RR_NAT_PASS
+ * for what no hairpin flow made, RR_NAT_DROP if it could not be rewritten. */
+static __always_inline int rr_hairpin_reply(struct __sk_buff *skb, struct rr_pkt *p)
+{
+    struct rr_ct_info ci = {};
+
+    if (!rr_ct_get(p, RR_DIR_REPLY, &ci) || !(ci.flags & RR_CT_HAIRPIN))
+        return RR_NAT_PASS;
+    return rr_reply_rewrite(skb, p, &ci) < 0 ? RR_NAT_DROP : RR_NAT_DONE;
+}
+
 /* A new flow to svc: pick its backend (and SNAT source when allow_snat asks for one),
  * insert the reply entry and the forward entry. Fills *ci like a conntrack hit; 0 or -1.
  */
@@ -448,6 +485,14 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     } else {
         rk.daddr = p->t.saddr;
         rk.dport = p->t.sport;
+        if (__builtin_expect(rr_addr_eq(&be.addr, &p->t.saddr), 0)) {
+            /* hairpin: the pod itself is the backend; it sees the connection come from
+             * the service loopback address, its reply goes there and is restored where it
+             * leaves the pod (rr_hairpin_reply) */
+            rr_loopback(&rk.daddr, p->t.family);
+            ci->nat_addr = rk.daddr;
+            ci->flags = RR_CT_SPORT | RR_CT_HAIRPIN;
+        }
     }
 
     /* reply entry first (a reply can only follow the forward packet) */

@@ -110,6 +110,34 @@ int rr_abi_probe(struct __sk_buff *skb) {{
     assert not mismatches, mismatches
 
 
+MIRRORED = ("AF_INET", "AF_INET6", "SVC_LOCAL_ONLY", "SVC_EXTERNAL", "SVC_RANDOM",
+            "SVC_NODEPORT", "SVC_SRC_RANGES", "BE_LOCAL", "BE_TERMINATING", "DIR_FORWARD",
+            "DIR_REPLY", "CT_SNAT", "CT_CLOSING", "CT_SPORT", "CT_HAIRPIN")
+
+
+def test_flag_constants_match_the_header() -> None:
+    # bpf/maps.py's NAME mirrors maps.h's RR_NAME: each read from the header's own
+    # definition by a compiled program
+    body = "\n".join(f"    k = {i}; v = RR_{n}; rr_consts.update(&k, &v);"
+                     for i, n in enumerate(MIRRORED))
+    text = (SRC_DIR / "maps.h").read_text() + f"""
+BPF_ARRAY(rr_consts, u32, {len(MIRRORED)});
+int rr_consts_probe(struct __sk_buff *skb) {{
+    u32 k, v;
+{body}
+    return 0;
+}}
+"""
+    mod, fds = load_text(text, {"rr_consts_probe": (SCHED_CLS, -1)})
+    try:
+        assert libbpf.prog_test_run(fds["rr_consts_probe"], bytes(64))[0] == 0
+        table = mod[b"rr_consts"]
+        got = {n: table[ct.c_int(i)].value for i, n in enumerate(MIRRORED)}
+    finally:
+        mod.cleanup()
+    assert got == {n: getattr(m, n) for n in MIRRORED}
+
+
 ISOLATED = """
 import json, shutil, sys
 from pathlib import Path

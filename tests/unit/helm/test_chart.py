@@ -402,7 +402,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     from controller.cli import build_parser
 
     t = template("agent-daemonset.yaml")
-    flags = set(re.findall(r"^\s+- (--[a-z-]+)$", t, re.M))
+    flags = set(re.findall(r"^\s+- (--[a-z0-9-]+)$", t, re.M))
     args = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--speaker", "exabgp",
          "--metrics-port", "9962", "--resync", "30", "--import-routes"]
@@ -411,14 +411,17 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
         "n1", "exabgp", 9962, True)
     assert flags == {"--node", "--manifests", "--speaker", "--metrics-port", "--resync",
                      "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
-                     "--socket-lb-cgroup", "--per-packet-lb", "--host-routing"}
+                     "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
+                     "--service-loopback-ipv4", "--service-loopback-ipv6"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
-         "--per-packet-lb", "off", "--host-routing", "kernel"])
+         "--per-packet-lb", "off", "--host-routing", "kernel",
+         "--service-loopback-ipv4", "169.254.77.1", "--service-loopback-ipv6", "fd00:77::1"])
     assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
-            dp.host_routing) \
-        == (True, "bond0", "/sys/fs/bpf/rackroute", "/sys/fs/cgroup/k", "off", "kernel")
+            dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6)) \
+        == (True, "bond0", "/sys/fs/bpf/rackroute", "/sys/fs/cgroup/k", "off", "kernel",
+            "169.254.77.1", "fd00:77::1")
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
     assert op_flags == {"--manifests", "--interval"}
@@ -531,8 +534,14 @@ def test_datapath_values_drive_the_agent_flags_and_the_cni_pin_dir() -> None:
     t = template("agent-daemonset.yaml")
     block = t[t.index("{{- if .Values.datapath.enabled }}"):t.index("{{- range .Values.agent")]
     for flag in ("--datapath", "--uplink", "--bpf-pin-root", "--socket-lb-cgroup",
-                 "--per-packet-lb", "--host-routing"):
+                 "--per-packet-lb", "--host-routing", "--service-loopback-ipv4",
+                 "--service-loopback-ipv6"):
         assert f"- {flag}\n" in block, flag
+    # the service loopback addresses: passed on only when set (empty: the agent's)
+    assert (v["serviceLoopbackIPv4"], v["serviceLoopbackIPv6"]) == ("", "")
+    for fam in ("IPv4", "IPv6"):
+        lb = block[block.index(f"{{{{- if .Values.datapath.serviceLoopback{fam} }}}}"):]
+        assert lb.index(f"- --service-loopback-{fam.lower()}\n") < lb.index("{{- end }}")
     assert 'fail "datapath.perPacketLB false needs datapath.socketLBCgroup' in block
     # the agent's default is bpf: only kernel is passed on, and anything else refused
     hr = block[block.index('{{- if ne .Values.datapath.hostRouting "bpf" }}'):]

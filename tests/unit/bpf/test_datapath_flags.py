@@ -2,7 +2,8 @@
 DatapathConfig and the RR_HOST_ROUTING constant the pod and uplink programs are built
 with (bpf by default, as the chart's default). --per-packet-lb off likewise becomes
 RR_PER_PACKET_LB 0, a pod part without its egress program, and pods that keep the
-forwarding program only when host routing is bpf."""
+forwarding program only when host routing is bpf; and --service-loopback-ipv4/6 the
+RR_LOOPBACK* words the hairpin translation compares and writes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bpf.loader import PARTS, DatapathConfig, part_programs, source_text
+from bpf.loader import PARTS, DatapathConfig, loopback_defines, part_programs, source_text
 from controller.cli import build_parser
 from controller.cli_bgp import datapath_settings
 
@@ -67,3 +68,35 @@ def test_without_per_packet_lb_pods_carry_programs_only_to_forward(routing: str,
     assert s is not None and not s.per_packet_lb and s.pod_programs is pods
     on = datapath_settings(build_parser().parse_args(BASE + ["--host-routing", routing]))
     assert on is not None and on.pod_programs
+
+
+def test_service_loopback_flags_reach_the_programs() -> None:
+    s = datapath_settings(build_parser().parse_args(BASE))
+    assert s is not None and (s.service_loopback4, s.service_loopback6) == (
+        "169.254.42.1", "100::42:1")
+    s = datapath_settings(build_parser().parse_args(
+        BASE + ["--service-loopback-ipv4", "10.255.0.1", "--service-loopback-ipv6", "fd::1"]))
+    assert s is not None and (s.service_loopback4, s.service_loopback6) == ("10.255.0.1",
+                                                                            "fd::1")
+    cfg = DatapathConfig("t", service_loopback4="10.255.0.1", service_loopback6="fd::1")
+    # network byte order, read as this (little-endian) machine's words
+    assert loopback_defines(cfg) == [
+        "#define RR_LOOPBACK4 0x0100ff0a", "#define RR_LOOPBACK6_0 0x0000fd00",
+        "#define RR_LOOPBACK6_1 0x00000000", "#define RR_LOOPBACK6_2 0x00000000",
+        "#define RR_LOOPBACK6_3 0x01000000"]
+    assert "#define RR_LOOPBACK4 0x0100ff0a\n" in source_text("pod.c", cfg)
+
+
+def test_the_header_defaults_are_the_configs() -> None:
+    # maps.h's fallbacks (a program built without the loader's defines) are the same
+    header = (Path(__file__).parents[3] / "bpf" / "src" / "maps.h").read_text()
+    for line in loopback_defines(DatapathConfig("t")):
+        assert line in header, line
+
+
+@pytest.mark.parametrize("flag, value", [("--service-loopback-ipv4", "100::1"),
+                                         ("--service-loopback-ipv6", "169.254.0.1"),
+                                         ("--service-loopback-ipv4", "nope")])
+def test_a_service_loopback_of_the_wrong_family_is_refused(flag: str, value: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(BASE + [flag, value])

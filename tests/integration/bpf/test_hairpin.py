@@ -1,0 +1,154 @@
+"""A pod that reaches itself through a service (hairpin): the per-packet path sends the
+connection back into the pod with the service loopback address as its source (a packet
+from the pod's own address would be refused by its kernel as a martian), and restores the
+reply, which the pod sends to that address, where it leaves the pod. IPv4 and IPv6, TCP
+and UDP, with forwarding in BPF and by the kernel; other clients of the same service are
+untouched. With the socket hooks, connect() and sendmsg() give the pod its own address,
+and the flow never leaves it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from ipaddress import IPv4Address as A
+from ipaddress import IPv6Address
+
+import pytest
+
+from bpf.loader import Datapath
+from bpf.sync import Syncer
+from bpf.table import Backend, Proto, Service, ServiceKey
+
+from .conftest import NODE1, TAG, Bench, apply, key, with_service
+from .netlab import read_line, tcp_connect, udp_ask
+from .test_ipv6 import tcp6, udp6
+from .test_sock import _attached, _check, _run_in
+from .v6lab import PODS, Bench6
+
+VIP_SELF = "10.96.0.40"  # b11 and b12 (TCP), b11 alone (UDP)
+VIP_SOLO = "10.96.0.41"  # b11 alone
+VIP6_SELF = "fd00:96::40"  # b61 alone
+LOOPBACK4, LOOPBACK6 = "169.254.42.1", "100::42:1"  # DatapathConfig's defaults
+
+
+@pytest.fixture
+def self_service(bench: Bench) -> Iterator[str]:
+    b11, b12 = bench.lab.pods["b11"], bench.lab.pods["b12"]
+    tcp = key(VIP_SELF, 80)
+    udp = key(VIP_SELF, 80, Proto.UDP)
+    both = (Backend(A(b11.ip), 8080, local=True), Backend(A(b12.ip), 8080, local=True))
+    with with_service(bench, tcp, Service(both, name="default/self")):
+        table = dict(bench.table1)
+        table[tcp] = Service(both, name="default/self")
+        table[udp] = Service(both[:1], name="default/self")
+        apply(bench.sync1, table)
+        yield VIP_SELF
+
+
+def _greetings(ns: str, ip: str, port: int, n: int) -> list[tuple[str, str]]:
+    """(backend, the client address it saw) for n TCP connections from ns to ip:port, each
+    also echoing a line (data both ways after the handshake)."""
+    seen = []
+    for _ in range(n):
+        s = tcp_connect(ns, ip, port)
+        try:
+            name, peer = read_line(s).split()
+            s.sendall(b"ping\n")
+            assert read_line(s) == f"{name} ping"
+        finally:
+            s.close()
+        seen.append((name, peer.rsplit(":", 1)[0]))
+    return seen
+
+
+def _hairpin_and_through(bench: Bench, vip: str) -> None:
+    b11 = bench.lab.pods["b11"]
+    seen = _greetings(b11.ns, vip, 80, 16)
+    # b11 reached itself (from the loopback address) and b12 (from b11's own address)
+    assert {name for name, _ in seen} == {"b11", "b12"}, seen
+    for name, peer in seen:
+        assert peer == (LOOPBACK4 if name == "b11" else b11.ip), seen
+    reply, src = udp_ask(b11.ns, vip, 80)
+    assert reply.split()[0] == "b11" and reply.split()[1].startswith(f"{LOOPBACK4}:")
+    assert src == (vip, 80)
+    # another client of the service is not translated at its source
+    assert {peer for _, peer in _greetings(bench.client.ns, vip, 80, 6)} == {bench.client.ip}
+
+
+def test_a_pod_reaches_itself_through_its_service(bench: Bench, self_service: str) -> None:
+    _hairpin_and_through(bench, self_service)
+
+
+def test_hairpin_with_the_kernel_forwarding(bench: Bench, self_service: str) -> None:
+    kernel = Datapath(replace(bench.dp1.cfg, host_routing=False)).load(("pod",))
+    pods = [bench.lab.pods["b11"], bench.lab.pods["b12"], bench.client]
+    try:
+        for pod in pods:
+            kernel.attach_pod(pod.host_if, bench.node1)
+        _hairpin_and_through(bench, self_service)
+    finally:
+        for pod in pods:
+            bench.dp1.attach_pod(pod.host_if, bench.node1)
+        kernel.close()
+
+
+def test_a_pod_reaches_itself_through_its_own_nodeport(bench: Bench) -> None:
+    # from a pod to its node's address: the NodePort entry, translated on the pod's veth
+    b11 = bench.lab.pods["b11"]
+    np = key(NODE1, 30111)
+    with with_service(bench, np, Service((Backend(A(b11.ip), 8080, local=True),),
+                                         external=True, nodeport=True, name="default/np-self")):
+        assert _greetings(b11.ns, NODE1, 30111, 3) == [("b11", LOOPBACK4)] * 3
+
+
+@pytest.fixture
+def solo_service(bench: Bench) -> Iterator[str]:
+    """A service whose only backend is b11, TCP and UDP."""
+    b11 = (Backend(A(bench.lab.pods["b11"].ip), 8080, local=True),)
+    table = dict(bench.table1)
+    for proto in (Proto.TCP, Proto.UDP):
+        table[key(VIP_SOLO, 80, proto)] = Service(b11, name="default/solo")
+    try:
+        apply(bench.sync1, table)
+        yield VIP_SOLO
+    finally:
+        apply(bench.sync1, bench.table1)
+
+
+def test_with_socket_lb_a_pod_reaches_itself_in_its_own_namespace(
+        bench: Bench, solo_service: str) -> None:
+    # connect() and sendmsg() give the pod's own address: the flow never leaves the pod
+    with _attached(bench.dp1, f"rrxh{TAG}") as cg:
+        r = _run_in(cg, bench.lab.pods["b11"].ns, solo_service)
+    _check(r, solo_service, {"b11"})
+    assert json.loads(r.stdout)["greeting"].split()[1].startswith(
+        f"{bench.lab.pods['b11'].ip}:")
+
+
+@pytest.fixture
+def self_service6(bench6: Bench6) -> Iterator[str]:
+    syncer = Syncer(bench6.dp.maps())
+    table = syncer.programmed()
+    b61 = (Backend(IPv6Address(PODS["b61"][1]), 8080, local=True),)
+    with_self = dict(table)
+    for proto in (Proto.TCP, Proto.UDP):
+        with_self[ServiceKey(IPv6Address(VIP6_SELF), 80, proto)] = Service(
+            b61, name="default/self6")
+    try:
+        apply(syncer, with_self)
+        yield VIP6_SELF
+    finally:
+        apply(syncer, table)
+
+
+def test_ipv6_a_pod_reaches_itself_through_its_service(bench6: Bench6,
+                                                       self_service6: str) -> None:
+    ns = bench6.pod_ns["b61"]
+    greeting, peer = tcp6(ns, self_service6, 80)
+    name, seen = greeting.split()
+    assert name == "b61" and seen.rsplit(":", 1)[0] == LOOPBACK6
+    assert peer == (self_service6, 80)
+    reply, src = udp6(ns, self_service6, 80)
+    assert reply.split()[0] == "b61" and reply.split()[1].rsplit(":", 1)[0] == LOOPBACK6
+    assert src == (self_service6, 80)
