@@ -28,8 +28,8 @@ int rr_pod_ingress(struct __sk_buff *skb)
         switch (rr_hairpin_reply(skb, &p)) { /* back into the pod it leaves */
         case RR_NAT_DROP:
             return TC_ACT_SHOT;
-        case RR_NAT_DONE:
-            return RR_HOST_ROUTING ? rr_route_fast(skb, TC_ACT_OK) : TC_ACT_OK;
+        case RR_NAT_HAIRPIN:
+            return rr_route_back(skb, TC_ACT_OK);
         }
     }
     if (!RR_PER_PACKET_LB)
@@ -39,6 +39,8 @@ int rr_pod_ingress(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     case RR_NAT_DONE:
         return RR_HOST_ROUTING ? rr_route_fast(skb, TC_ACT_OK) : TC_ACT_OK;
+    case RR_NAT_HAIRPIN: /* the pod is its own backend: straight back in */
+        return rr_route_back(skb, TC_ACT_OK);
     default: /* pod to pod, pod to the network, a reply leaving a backend */
         return RR_HOST_ROUTING ? rr_route_untranslated(skb, &p, TC_ACT_OK, 0) : TC_ACT_OK;
     }

@@ -5,6 +5,7 @@
 #define RR_NAT_PASS 0    /* not ours: let the packet go */
 #define RR_NAT_DONE 1    /* rewritten, let the kernel route it */
 #define RR_NAT_SNAT 2    /* rewritten with SNAT: send it out of the uplink ourselves */
+#define RR_NAT_HAIRPIN 3 /* rewritten, for the pod it came from: send it back in */
 #define RR_NAT_DROP (-1) /* refuse */
 
 #define RR_SNAT_TRIES 8
@@ -403,15 +404,15 @@ static __always_inline int rr_reverse(struct __sk_buff *skb, struct rr_pkt *p, i
 
 /* A packet to the service loopback address: the reply of a hairpin flow (rr_ct_create),
  * leaving the pod it goes back into. That address routes nowhere, so the reply gets its
- * service address and its client back here, before any routing: RR_NAT_DONE; RR_NAT_PASS
- * for what no hairpin flow made, RR_NAT_DROP if it could not be rewritten. */
+ * service address and its client back here, before any routing: RR_NAT_HAIRPIN;
+ * RR_NAT_PASS for what no hairpin flow made, RR_NAT_DROP if it could not be rewritten. */
 static __always_inline int rr_hairpin_reply(struct __sk_buff *skb, struct rr_pkt *p)
 {
     struct rr_ct_info ci = {};
 
     if (!rr_ct_get(p, RR_DIR_REPLY, &ci) || !(ci.flags & RR_CT_HAIRPIN))
         return RR_NAT_PASS;
-    return rr_reply_rewrite(skb, p, &ci) < 0 ? RR_NAT_DROP : RR_NAT_DONE;
+    return rr_reply_rewrite(skb, p, &ci) < 0 ? RR_NAT_DROP : RR_NAT_HAIRPIN;
 }
 
 /* A new flow to svc: pick its backend (and SNAT source when allow_snat asks for one),
@@ -485,7 +486,7 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     } else {
         rk.daddr = p->t.saddr;
         rk.dport = p->t.sport;
-        if (__builtin_expect(rr_addr_eq(&be.addr, &p->t.saddr), 0)) {
+        if (__builtin_expect(!allow_snat && rr_addr_eq(&be.addr, &p->t.saddr), 0)) {
             /* hairpin: the pod itself is the backend; it sees the connection come from
              * the service loopback address, its reply goes there and is restored where it
              * leaves the pod (rr_hairpin_reply) */
@@ -570,6 +571,8 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
         return RR_NAT_DROP;
     if (__builtin_expect(p->tcp_flags & (RR_TCP_FIN | RR_TCP_RST), 0))
         rr_ct_tcp_seen(p, RR_DIR_FORWARD, &ci);
+    if (__builtin_expect(ci.flags & RR_CT_HAIRPIN, 0))
+        return RR_NAT_HAIRPIN;
     return (ci.flags & RR_CT_SNAT) ? RR_NAT_SNAT : RR_NAT_DONE;
 }
 

@@ -68,6 +68,24 @@ static __always_inline int rr_fib_params(struct __sk_buff *skb, struct bpf_fib_l
     return 0;
 }
 
+/* Will skb's packet (IPv4 or IPv6) live on after a hop: TTL (hop limit) above 1? */
+static __always_inline int rr_ttl_ok(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr *ip = data + RR_ETH_LEN;
+
+        return (void *)(ip + 1) <= end && ip->ttl > 1;
+    }
+    if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = data + RR_ETH_LEN;
+
+        return (void *)(ip6 + 1) <= end && ip6->hop_limit > 1;
+    }
+    return 0;
+}
+
 static __always_inline int rr_mac_eq(const __u8 *a, const __u8 *b)
 {
     return *(__u32 *)a == *(__u32 *)b && *(__u16 *)(a + 4) == *(__u16 *)(b + 4);
@@ -84,17 +102,8 @@ static __always_inline int rr_route_lookup(struct __sk_buff *skb, struct bpf_fib
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 
-    if (skb->protocol == htons(ETH_P_IP)) {
-        struct iphdr *ip = data + RR_ETH_LEN;
-
-        if ((void *)(ip + 1) > end || ip->ttl <= 1)
-            return -1;
-    } else {
-        struct ipv6hdr *ip6 = data + RR_ETH_LEN;
-
-        if ((void *)(ip6 + 1) > end || ip6->hop_limit <= 1)
-            return -1;
-    }
+    if (!rr_ttl_ok(skb))
+        return -1;
     if (rr_fib_params(skb, fib) < 0)
         return -1;
     return bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
@@ -154,6 +163,26 @@ static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
     if (rr_route_lookup(skb, &fib) < 0)
         return stack;
     return rr_route_send(skb, &fib, rr_into_pod(&fib));
+}
+
+/* Send the packet (at a pod veth's TC ingress) back into the pod it leaves, as forwarded
+ * there: a hairpin flow's, whose destination is that pod whatever the routes say (and
+ * whose source, the service loopback address or a service's, the node's reverse path
+ * filter would not expect on this veth). Its Ethernet addresses swapped; stack when its
+ * TTL would expire (the kernel answers that). */
+static __always_inline int rr_route_back(struct __sk_buff *skb, int stack)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct bpf_fib_lookup fib = {};
+
+    if ((void *)(eth + 1) > end || !rr_ttl_ok(skb))
+        return stack;
+    fib.family = skb->protocol == htons(ETH_P_IP) ? 2 : 10;
+    fib.ifindex = skb->ifindex;
+    __builtin_memcpy(fib.dmac, eth->h_source, ETH_ALEN);
+    __builtin_memcpy(fib.smac, eth->h_dest, ETH_ALEN);
+    return rr_route_send(skb, &fib, 1);
 }
 
 #endif

@@ -21,7 +21,7 @@ from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 
 from .conftest import NODE1, TAG, Bench, apply, key, with_service
-from .netlab import read_line, tcp_connect, udp_ask
+from .netlab import nsx, read_line, tcp_connect, udp_ask
 from .test_ipv6 import tcp6, udp6
 from .test_sock import _attached, _check, _run_in
 from .v6lab import PODS, Bench6
@@ -80,14 +80,26 @@ def test_a_pod_reaches_itself_through_its_service(bench: Bench, self_service: st
     _hairpin_and_through(bench, self_service)
 
 
-def test_hairpin_with_the_kernel_forwarding(bench: Bench, self_service: str) -> None:
+def _rp_filter(ns: str, devs: list[str], value: str) -> None:
+    for dev in ["all", *devs]:
+        nsx(ns, "sysctl", "-qw", f"net.ipv4.conf.{dev}.rp_filter={value}")
+
+
+def test_hairpin_with_the_kernel_forwarding_and_a_strict_rp_filter(
+        bench: Bench, self_service: str) -> None:
+    # the hairpin packets go straight back into the pod, never through the node's
+    # forwarding: a strict reverse path filter there (the loopback and the service
+    # addresses route elsewhere) does not see them
     kernel = Datapath(replace(bench.dp1.cfg, host_routing=False)).load(("pod",))
     pods = [bench.lab.pods["b11"], bench.lab.pods["b12"], bench.client]
+    devs = [pod.host_if for pod in pods]
     try:
         for pod in pods:
             kernel.attach_pod(pod.host_if, bench.node1)
+        _rp_filter(bench.node1, devs, "1")
         _hairpin_and_through(bench, self_service)
     finally:
+        _rp_filter(bench.node1, devs, "0")
         for pod in pods:
             bench.dp1.attach_pod(pod.host_if, bench.node1)
         kernel.close()
