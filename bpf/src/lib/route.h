@@ -100,8 +100,6 @@ static __always_inline int rr_mac_eq(const __u8 *a, const __u8 *b)
  * rewritten, so a packet left to the kernel can be left as it came. */
 static __always_inline int rr_route_lookup(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
 {
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-
     if (!rr_ttl_ok(skb))
         return -1;
     if (rr_fib_params(skb, fib) < 0)
