@@ -22,8 +22,8 @@ int rr_pod_ingress(struct __sk_buff *skb)
 {
     struct rr_pkt p;
 
-    if (rr_parse(skb, &p) < 0)
-        return TC_ACT_OK;
+    if (rr_parse(skb, &p) < 0) /* not TCP or UDP: an error about a hairpin flow? */
+        return rr_icmp_hairpin(skb) ? rr_route_back(skb, TC_ACT_OK) : TC_ACT_OK;
     if (__builtin_expect(rr_is_loopback(&p.t.daddr, p.t.family), 0)) {
         switch (rr_hairpin_reply(skb, &p)) { /* back into the pod it leaves */
         case RR_NAT_DROP:

@@ -178,23 +178,38 @@ static __always_inline void rr_icmp6_rewrite(struct __sk_buff *skb, const struct
     rr_csum_apply(&ic->icmp6_cksum, s);
 }
 
-/* Reverse-translate skb when it is an ICMP error about a translated flow: one of a plain
- * flow (snat 0: on the client's veth, the uplink's egress) or one of a SNAT'd flow come
- * back to the node's address (snat 1: the uplink's ingress; the caller routes it out,
- * its source may now be a node address). 1 if it was translated. */
-static __always_inline int rr_icmp_reverse(struct __sk_buff *skb, int snat)
+/* Reverse-translate skb when it is an ICMP error about a translated flow whose entry's
+ * flags under mask are want. 1 if it was translated. */
+static __always_inline int rr_icmp_translate(struct __sk_buff *skb, __u16 mask, __u16 want)
 {
     struct rr_ct_info ci = {};
     struct rr_pkt e;
 
     if (!rr_icmp_embedded(skb, &e) || !rr_ct_get(&e, RR_DIR_REPLY, &ci) ||
-        !(ci.flags & RR_CT_SNAT) != !snat)
+        (ci.flags & mask) != want)
         return 0;
     if (e.t.family == RR_AF_INET)
         rr_icmp4_rewrite(skb, &ci);
     else
         rr_icmp6_rewrite(skb, &e, &ci);
     return 1;
+}
+
+/* Reverse-translate skb when it is an ICMP error about a translated flow: one of a plain
+ * flow (snat 0: on the client's veth, the uplink's egress) or one of a SNAT'd flow come
+ * back to the node's address (snat 1: the uplink's ingress; the caller routes it out,
+ * its source may now be a node address). 1 if it was translated. */
+static __always_inline int rr_icmp_reverse(struct __sk_buff *skb, int snat)
+{
+    return rr_icmp_translate(skb, RR_CT_SNAT, snat ? RR_CT_SNAT : 0);
+}
+
+/* An error a pod sends about a hairpin flow (to the service loopback address, leaving
+ * the pod that is its own client, where its reply is restored too): translated for the
+ * pod. 1 if so; the caller sends it back in. */
+static __always_inline int rr_icmp_hairpin(struct __sk_buff *skb)
+{
+    return rr_icmp_translate(skb, RR_CT_HAIRPIN, RR_CT_HAIRPIN);
 }
 
 #endif

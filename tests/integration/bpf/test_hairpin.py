@@ -3,7 +3,8 @@ connection back into the pod with the service loopback address as its source (a 
 from the pod's own address would be refused by its kernel as a martian), and restores the
 reply, which the pod sends to that address, where it leaves the pod. IPv4 and IPv6, TCP
 and UDP, with forwarding in BPF and by the kernel; other clients of the same service are
-untouched. With the socket hooks, connect() and sendmsg() give the pod its own address,
+untouched; an ICMP error the pod sends about such a flow is translated like its reply.
+With the socket hooks, connect() and sendmsg() give the pod its own address,
 and the flow never leaves it."""
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bpf.table import Backend, Proto, Service, ServiceKey
 
 from .conftest import NODE1, TAG, Bench, apply, key, with_service
 from .netlab import nsx, read_line, tcp_connect, udp_ask
+from .test_host_routing import tx_packets
+from .test_icmp_errors import _refused
 from .test_ipv6 import tcp6, udp6
 from .test_sock import _attached, _check, _run_in
 from .v6lab import PODS, Bench6
@@ -114,6 +117,19 @@ def test_a_pod_reaches_itself_through_its_own_nodeport(bench: Bench) -> None:
         assert _greetings(b11.ns, NODE1, 30111, 3) == [("b11", LOOPBACK4)] * 3
 
 
+def test_a_pod_hears_that_it_refused_its_own_port_through_its_service(bench: Bench) -> None:
+    # its kernel's port unreachable goes to the loopback address, about a packet from it:
+    # both are restored where it leaves the pod, and the error goes back in
+    b11 = bench.lab.pods["b11"]
+    with with_service(bench, key(VIP_SOLO, 81, Proto.UDP),
+                      Service((Backend(A(b11.ip), 9999, local=True),), name="default/shut")):
+        sent = tx_packets(bench.node1, bench.uplink1)
+        _refused(b11.ns, VIP_SOLO, 81)
+        # never out to the network (whose routes might bring it back, translated on the
+        # uplink on the way): the pod's veth sent it straight back in
+        assert tx_packets(bench.node1, bench.uplink1) == sent
+
+
 @pytest.fixture
 def solo_service(bench: Bench) -> Iterator[str]:
     """A service whose only backend is b11, TCP and UDP."""
@@ -147,6 +163,8 @@ def self_service6(bench6: Bench6) -> Iterator[str]:
     for proto in (Proto.TCP, Proto.UDP):
         with_self[ServiceKey(IPv6Address(VIP6_SELF), 80, proto)] = Service(
             b61, name="default/self6")
+    with_self[ServiceKey(IPv6Address(VIP6_SELF), 81, Proto.UDP)] = Service(
+        (Backend(IPv6Address(PODS["b61"][1]), 9999, local=True),), name="default/shut6")
     try:
         apply(syncer, with_self)
         yield VIP6_SELF
@@ -164,3 +182,4 @@ def test_ipv6_a_pod_reaches_itself_through_its_service(bench6: Bench6,
     reply, src = udp6(ns, self_service6, 80)
     assert reply.split()[0] == "b61" and reply.split()[1].rsplit(":", 1)[0] == LOOPBACK6
     assert src == (self_service6, 80)
+    _refused(ns, self_service6, 81)  # b61:9999, where nobody listens
