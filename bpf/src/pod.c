@@ -4,8 +4,10 @@
  *   reply to that address is restored here, lib/nat.h); with host routing, also the
  *   reverse NAT of replies leaving a backend pod, and the forwarding of what leaves pods
  *   (lib/route.h, lib/hostroute.h). Without per-packet LB (RR_PER_PACKET_LB 0: the
- *   socket hooks translate), only the forwarding and the reverse NAT of replies leaving
- *   a backend pod; the agent then attaches it only with host routing.
+ *   socket hooks balance new flows), no new flow is translated: the forwarding, the
+ *   reverse NAT of replies leaving a backend pod, and the translation of flows already
+ *   in the conntrack (made before per-packet LB was switched off); the agent then
+ *   attaches it only with host routing.
  * egress (packets entering the pod; loaded with per-packet LB only): reverse NAT of
  * replies from backends (replies are translated where they leave the node's routing, so a
  * source is never made local early; with host routing, those not already translated at
@@ -32,9 +34,8 @@ int rr_pod_ingress(struct __sk_buff *skb)
             return rr_route_back(skb, TC_ACT_OK);
         }
     }
-    if (!RR_PER_PACKET_LB)
-        return RR_HOST_ROUTING ? rr_route_untranslated(skb, &p, TC_ACT_OK, 0) : TC_ACT_OK;
-    switch (rr_forward(skb, &p, 0)) {
+    /* without per-packet LB, flows it translated before keep their translation */
+    switch (rr_forward(skb, &p, 0, RR_PER_PACKET_LB)) {
     case RR_NAT_DROP:
         return TC_ACT_SHOT;
     case RR_NAT_DONE:

@@ -43,7 +43,7 @@ int rr_uplink_ingress(struct __sk_buff *skb)
         return rr_icmp_reverse(skb, 1) ? rr_route_out(skb) : TC_ACT_UNSPEC;
     r = rr_reverse(skb, &p, 1);
     if (r == RR_NAT_PASS)
-        r = rr_forward(skb, &p, 1);
+        r = rr_forward(skb, &p, 1, 1);
     if (r == RR_NAT_DROP)
         return TC_ACT_SHOT;
     if (r == RR_NAT_SNAT) /* the source is a local address: route it ourselves */

@@ -535,7 +535,10 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
     return 0;
 }
 
-/* Forward direction: client -> service. allow_snat is set on the uplink only.
+/* Forward direction: client -> service. allow_snat is set on the uplink only; new_flows
+ * is 0 where only flows already in the conntrack are translated (the pod program without
+ * per-packet LB: the socket hooks balance new flows; those balanced here before keep
+ * their translation).
  * Conntrack is asked first: a known flow costs one lookup and keeps its backend whatever
  * happened to its service since (kube-proxy's semantics: an established connection
  * outlives the rules that made it, as it does in the kernel's conntrack; a UDP flow whose
@@ -545,7 +548,8 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
  * A packet whose destination's /24 (IPv4) or /64 (IPv6) holds no service leaves first
  * (rr_vips).
  */
-static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat)
+static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, int allow_snat,
+                                      int new_flows)
 {
     struct rr_ct_info ci = {};
     struct rr_svc_value *svc;
@@ -555,6 +559,8 @@ static __always_inline int rr_forward(struct __sk_buff *skb, struct rr_pkt *p, i
         return RR_NAT_PASS;
     if (!rr_ct_get(p, RR_DIR_FORWARD, &ci) || __builtin_expect(rr_ct_stale(p, &ci), 0) ||
         __builtin_expect(rr_ct_backend_gone(p, &ci), 0)) {
+        if (!new_flows)
+            return RR_NAT_PASS;
         svc = rr_svc_lookup(&p->t);
         if (!svc)
             return RR_NAT_PASS;

@@ -14,6 +14,7 @@ import errno
 import socket
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import IPv4Address as A
 
 import pytest
@@ -21,8 +22,8 @@ import pytest
 from bpf.table import Backend, Proto, Service
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, NODE1, NP_LOCAL, Bench, key, with_service
-from .netlab import nsx, udp_ask
+from .conftest import CIP_REMOTE, LB_LOCAL, NODE1, NP_LOCAL, Bench, key, with_service
+from .netlab import nsx, read_line, tcp_connect, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import VIP as VIP6
 from .v6lab import Bench6
@@ -266,10 +267,10 @@ def test_ipv6_service_flows_between_local_pods_never_cross_the_host_veths(
     assert all(n <= 5 for n in sent), dict(zip(host_ifs, sent, strict=True))
 
 
-@pytest.fixture
-def route_only(bench: Bench) -> Iterator[None]:
+@contextmanager
+def _route_only(bench: Bench) -> Iterator[None]:
     """Node 1's pods with the programs an agent attaches without per-packet LB (the
-    socket hooks translate): the forwarding ingress program alone; as before afterwards."""
+    socket hooks balance new flows): the ingress program alone; as before afterwards."""
     from dataclasses import replace
 
     from bpf.loader import Datapath
@@ -286,6 +287,12 @@ def route_only(bench: Bench) -> Iterator[None]:
         for pod in pods:
             bench.dp1.attach_pod(pod.host_if, bench.node1)
         dp.close()
+
+
+@pytest.fixture
+def route_only(bench: Bench) -> Iterator[None]:
+    with _route_only(bench):
+        yield
 
 
 def test_without_per_packet_lb_pods_still_forward_in_bpf(bench: Bench, route_only: None,
@@ -313,3 +320,23 @@ def test_without_per_packet_lb_a_backends_reply_is_reverse_translated_at_its_sou
         reply, src = udp_ask(bench.ext, NODE1, NP_LOCAL)
         assert reply.split()[0] in {"b11", "b12"} and src == (NODE1, NP_LOCAL)
     assert forwarded(bench.node1) - before <= 2
+
+
+def test_flows_translated_before_per_packet_lb_is_switched_off_keep_going(
+        bench: Bench) -> None:
+    # the agent restarted with --per-packet-lb off: connections the pod programs balanced
+    # keep their backend and their translation, to a remote backend (replies restored on
+    # the uplink) and to local ones (restored where they leave the backend); a new flow is
+    # left to the socket hooks (test_without_per_packet_lb_pods_still_forward_in_bpf)
+    conns = [tcp_connect(bench.client.ns, ip, 80) for ip in (CIP_REMOTE, LB_LOCAL)]
+    try:
+        names = [read_line(s).split()[0] for s in conns]
+        assert names[0] == "b21" and names[1] in {"b11", "b12"}
+        with _route_only(bench):
+            for i in range(3):
+                for s, name in zip(conns, names, strict=True):
+                    s.sendall(f"line{i}\n".encode())
+                    assert read_line(s) == f"{name} line{i}"
+    finally:
+        for s in conns:
+            s.close()

@@ -48,7 +48,7 @@ def test_constant_in_the_programs(entry: str, on: bool) -> None:
 def test_per_packet_lb_constant_in_the_pod_program(on: bool) -> None:
     text = source_text("pod.c", DatapathConfig("t", pin_root=Path("/tmp/x"), per_packet_lb=on))
     assert f"#define RR_PER_PACKET_LB {int(on)}\n" in text
-    assert "if (!RR_PER_PACKET_LB)" in text
+    assert "rr_forward(skb, &p, 0, RR_PER_PACKET_LB)" in text  # new flows only with it
 
 
 def test_without_per_packet_lb_the_pod_part_has_no_egress_program() -> None:
