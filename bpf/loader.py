@@ -95,9 +95,10 @@ class DatapathConfig:
     # (bpf_fib_lookup and a redirect to the next hop's interface, or into a local pod)
     # instead of by the kernel's forwarding path
     host_routing: bool = True
-    # service traffic translated per packet by the pod programs (False: the socket hooks
-    # alone translate it; the pod part then loads no egress program, and its ingress
-    # program only forwards, with host_routing)
+    # service traffic balanced per packet by the pod programs (False: the socket hooks
+    # balance new flows; the pod part then loads no egress program, and its ingress
+    # program balances none: it forwards, with host_routing, and keeps translating the
+    # flows it balanced before)
     per_packet_lb: bool = True
     # the source a pod reaching itself through a service is given (hairpin), one per
     # family: an address the pods never have, routed by them through their default route
@@ -114,8 +115,9 @@ POD_EGRESS = "rr_pod_egress"
 
 def part_programs(part: str, cfg: DatapathConfig) -> tuple[str, ...]:
     """The programs part loads under cfg. Without per-packet LB the pod part has no
-    egress program: nothing is translated on the way out of a pod whose reply would need
-    reversing on the way in."""
+    egress program: the flows the socket hooks balance need nothing on the way into a
+    pod (the replies of older ones are restored where they leave their backend or on the
+    uplink, as forwarding in BPF does)."""
     names = PARTS[part][1]
     if part == "pod" and not cfg.per_packet_lb:
         return tuple(n for n in names if n != POD_EGRESS)
