@@ -1,6 +1,7 @@
 /* Forwarding in BPF of packets no service translated on their way (lib/route.h routes
  * them): the reverse NAT a reply of a translated flow needs is done here, where it enters
- * the node's forwarding, whenever the program can route it on; what it cannot route
+ * the node's forwarding, whenever the program can route it on (a next hop still to be
+ * resolved included: the neighbour subsystem resolves it); what it cannot route
  * leaves as it came, and a reply then meets its reverse NAT where it would without host
  * routing (the client's veth, rr_pod_egress, or the uplink). The uncommon replies (a
  * SNAT'd flow, a closing entry meeting a SYN) go that way too. A reply translated here
@@ -23,18 +24,21 @@ static __always_inline int rr_route_untranslated(struct __sk_buff *skb, struct r
     struct bpf_fib_lookup fib;
     struct rr_ct_info ci = {};
     int reply = rr_reply_maybe(p) && rr_ct_get(p, RR_DIR_REPLY, &ci);
-    int into_pod;
+    int r, how;
 
     if (reply && ((ci.flags & RR_CT_SNAT) || rr_ct_stale(p, &ci)))
         return stack;
-    if (rr_route_lookup(skb, &fib) < 0)
+    r = rr_route_lookup(skb, &fib);
+    if (r < 0)
         return stack;
-    into_pod = rr_into_pod(&fib);
-    if (pods_only && !into_pod)
+    how = rr_route_how(&fib, r);
+    /* (a next hop to resolve gives no MAC to check: the interface alone says pod) */
+    if (pods_only && how != RR_SEND_INTO_POD &&
+        !(how == RR_SEND_NEIGH && rr_pod_ifs.lookup(&fib.ifindex)))
         return stack;
     if (reply && rr_reply_rewrite(skb, p, &ci) < 0)
         return TC_ACT_SHOT;
-    return rr_route_send(skb, &fib, into_pod);
+    return rr_route_send(skb, &fib, how);
 }
 
 #endif

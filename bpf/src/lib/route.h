@@ -93,18 +93,26 @@ static __always_inline int rr_mac_eq(const __u8 *a, const __u8 *b)
 
 /* May the program forward skb's packet itself (at TC ingress), as the kernel would? 0
  * with fib filled (the route's interface, the next hop's MAC addresses): routed by the
- * table of the interface it came in on. -1 for whatever the kernel's path must do more
- * for: no route, a local destination, forwarding disabled on the interface, a packet too
- * big for the route's MTU (the ICMP error), a TTL that would expire (the ICMP error), a
- * next hop whose neighbour is not resolved yet (resolution). Asked before the packet is
- * rewritten, so a packet left to the kernel can be left as it came. */
+ * table of the interface it came in on. RR_ROUTE_NEIGH when only the next hop's
+ * neighbour is not resolved yet: fib names the route's interface, and the packet is sent
+ * through the neighbour subsystem, which resolves it (bpf_redirect_neigh), as Cilium
+ * does. -1 for whatever the kernel's path must do more for: no route, a local
+ * destination, forwarding disabled on the interface, a packet too big for the route's
+ * MTU (the ICMP error), a TTL that would expire (the ICMP error). Asked before the packet
+ * is rewritten, so a packet left to the kernel can be left as it came. */
+#define RR_ROUTE_NEIGH 1
 static __always_inline int rr_route_lookup(struct __sk_buff *skb, struct bpf_fib_lookup *fib)
 {
+    long rc;
+
     if (!rr_ttl_ok(skb))
         return -1;
     if (rr_fib_params(skb, fib) < 0)
         return -1;
-    return bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_SUCCESS ? 0 : -1;
+    rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+        return 0;
+    return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? RR_ROUTE_NEIGH : -1;
 }
 
 /* Does fib's route lead into a pod of this node: its interface a pod veth in rr_pod_ifs,
@@ -116,13 +124,27 @@ static __always_inline int rr_into_pod(struct bpf_fib_lookup *fib)
     return pi && rr_mac_eq(pi->mac, fib->smac);
 }
 
-/* Send the packet on by fib (rr_route_lookup's answer): its TTL (hop limit) down by one,
- * the next hop's Ethernet addresses written, out of the route's interface (whose TC
- * egress programs still run), or, into_pod (rr_into_pod), straight into the pod's
- * namespace (bpf_redirect_peer: no pass through the host veth's queue and the backlog,
- * nor its egress programs). */
+/* How rr_route_send sends a packet: to the next hop (its Ethernet addresses written, out
+ * of the route's interface, whose TC egress programs still run), into a pod of this node
+ * (the same, then bpf_redirect_peer: no pass through the host veth's queue and the
+ * backlog, nor its egress programs), or through the neighbour subsystem (the next hop
+ * not resolved yet: bpf_redirect_neigh writes the addresses once it is). */
+#define RR_SEND_NEXT_HOP 0
+#define RR_SEND_INTO_POD 1
+#define RR_SEND_NEIGH 2
+
+/* How to send on by fib, rr_route_lookup's answer r (0 or RR_ROUTE_NEIGH). */
+static __always_inline int rr_route_how(struct bpf_fib_lookup *fib, int r)
+{
+    if (r == RR_ROUTE_NEIGH)
+        return RR_SEND_NEIGH;
+    return rr_into_pod(fib) ? RR_SEND_INTO_POD : RR_SEND_NEXT_HOP;
+}
+
+/* Send the packet on by fib (rr_route_lookup's answer) as how says (RR_SEND_*), its TTL
+ * (hop limit) down by one. */
 static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
-                                         int into_pod)
+                                         int how)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
@@ -145,9 +167,11 @@ static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_l
             return TC_ACT_SHOT;
         ip6->hop_limit--;
     }
+    if (how == RR_SEND_NEIGH)
+        return rr_redirect_neigh(fib->ifindex, NULL, 0, 0);
     __builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
     __builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
-    if (into_pod)
+    if (how == RR_SEND_INTO_POD)
         return bpf_redirect_peer(fib->ifindex, 0);
     return bpf_redirect(fib->ifindex, 0);
 }
@@ -157,10 +181,11 @@ static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_l
 static __always_inline int rr_route_fast(struct __sk_buff *skb, int stack)
 {
     struct bpf_fib_lookup fib;
+    int r = rr_route_lookup(skb, &fib);
 
-    if (rr_route_lookup(skb, &fib) < 0)
+    if (r < 0)
         return stack;
-    return rr_route_send(skb, &fib, rr_into_pod(&fib));
+    return rr_route_send(skb, &fib, rr_route_how(&fib, r));
 }
 
 /* Send the packet (at a pod veth's TC ingress) back into the pod it leaves, as forwarded
@@ -180,7 +205,7 @@ static __always_inline int rr_route_back(struct __sk_buff *skb, int stack)
     fib.ifindex = skb->ifindex;
     __builtin_memcpy(fib.dmac, eth->h_source, ETH_ALEN);
     __builtin_memcpy(fib.smac, eth->h_dest, ETH_ALEN);
-    return rr_route_send(skb, &fib, 1);
+    return rr_route_send(skb, &fib, RR_SEND_INTO_POD);
 }
 
 #endif
