@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from controller.lab.netns import entered as in_netns
 
 ECHO = Path(__file__).with_name("echo_server.py")
@@ -24,6 +26,18 @@ def sh(*args: str) -> str:
 
 def nsx(ns: str, *args: str) -> str:
     return sh("ip", "netns", "exec", ns, *args)
+
+
+def forwarded(ns: str) -> int:
+    """The namespace's Ip ForwDatagrams counter (packets its kernel forwarded)."""
+    lines = [ln.split() for ln in nsx(ns, "cat", "/proc/net/snmp").splitlines()
+             if ln.startswith("Ip:")]
+    head, vals = lines[0], lines[1]
+    return int(vals[head.index("ForwDatagrams")])
+
+
+def tx_packets(ns: str, ifname: str) -> int:
+    return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/tx_packets"))
 
 
 
@@ -140,3 +154,17 @@ class Lab:
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.namespaces.clear()
+
+
+def refused(ns: str, ip: str, port: int) -> None:
+    """A connected UDP socket in ns hears that nobody listens behind ip:port."""
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(2.0)
+        s.connect((ip, port))
+        s.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            s.recv(64)
+    finally:
+        s.close()

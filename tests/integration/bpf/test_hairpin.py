@@ -22,9 +22,7 @@ from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 
 from .conftest import NODE1, TAG, Bench, apply, key, with_service
-from .netlab import nsx, read_line, tcp_connect, udp_ask
-from .test_host_routing import tx_packets
-from .test_icmp_errors import _refused
+from .netlab import nsx, read_line, refused, tcp_connect, tx_packets, udp_ask
 from .test_ipv6 import tcp6, udp6
 from .test_sock import _attached, _check, _run_in
 from .v6lab import PODS, Bench6
@@ -124,7 +122,7 @@ def test_a_pod_hears_that_it_refused_its_own_port_through_its_service(bench: Ben
     with with_service(bench, key(VIP_SOLO, 81, Proto.UDP),
                       Service((Backend(A(b11.ip), 9999, local=True),), name="default/shut")):
         sent = tx_packets(bench.node1, bench.uplink1)
-        _refused(b11.ns, VIP_SOLO, 81)
+        refused(b11.ns, VIP_SOLO, 81)
         # never out to the network (whose routes might bring it back, translated on the
         # uplink on the way): the pod's veth sent it straight back in
         assert tx_packets(bench.node1, bench.uplink1) == sent
@@ -182,4 +180,4 @@ def test_ipv6_a_pod_reaches_itself_through_its_service(bench6: Bench6,
     reply, src = udp6(ns, self_service6, 80)
     assert reply.split()[0] == "b61" and reply.split()[1].rsplit(":", 1)[0] == LOOPBACK6
     assert src == (self_service6, 80)
-    _refused(ns, self_service6, 81)  # b61:9999, where nobody listens
+    refused(ns, self_service6, 81)  # b61:9999, where nobody listens

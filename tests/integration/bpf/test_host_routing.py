@@ -23,7 +23,7 @@ from bpf.table import Backend, Proto, Service
 from controller.lab.netns import entered as in_netns
 
 from .conftest import CIP_REMOTE, LB_LOCAL, NODE1, NP_LOCAL, Bench, key, with_service
-from .netlab import nsx, read_line, tcp_connect, udp_ask
+from .netlab import forwarded, nsx, read_line, tcp_connect, tx_packets, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import VIP as VIP6
 from .v6lab import Bench6
@@ -35,14 +35,6 @@ IP_RECVTTL = 12  # linux/in.h (Python's socket module has no name for it)
 IP_TTL_CMSG = 2  # the cmsg type IP_RECVTTL delivers (IP_TTL)
 SO_EE_ORIGIN_ICMP = 2
 ICMP_TIME_EXCEEDED = 11
-
-
-def forwarded(ns: str) -> int:
-    """The namespace's Ip ForwDatagrams counter (packets its kernel forwarded)."""
-    lines = [ln.split() for ln in nsx(ns, "cat", "/proc/net/snmp").splitlines()
-             if ln.startswith("Ip:")]
-    head, vals = lines[0], lines[1]
-    return int(vals[head.index("ForwDatagrams")])
 
 
 @pytest.fixture
@@ -154,10 +146,6 @@ def test_a_ttl_that_expires_is_answered_by_the_kernel(
 
 
 VIP_LOCAL = "10.96.0.31"
-
-
-def tx_packets(ns: str, ifname: str) -> int:
-    return int(nsx(ns, "cat", f"/sys/class/net/{ifname}/statistics/tx_packets"))
 
 
 @pytest.fixture

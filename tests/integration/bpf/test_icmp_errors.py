@@ -23,7 +23,7 @@ from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.lab.netns import entered as in_netns
 
 from .conftest import CIP_REMOTE, NODE1, Bench, apply, key, with_service
-from .netlab import nsx, read_line, tcp_connect, udp_ask
+from .netlab import nsx, read_line, refused, tcp_connect, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import NODE1_UP, PODS, Bench6
 from .v6lab import VIP as VIP6
@@ -55,23 +55,9 @@ def narrow_path(bench: Bench) -> Iterator[int]:
         nsx(bench.client.ns, "ip", "route", "flush", "cache")
 
 
-def _refused(ns: str, ip: str, port: int) -> None:
-    """A connected UDP socket in ns hears that nobody listens behind ip:port."""
-    with in_netns(ns):
-        s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.settimeout(2.0)
-        s.connect((ip, port))
-        s.send(b"anyone?")
-        with pytest.raises(ConnectionRefusedError):
-            s.recv(64)
-    finally:
-        s.close()
-
-
 def test_a_refused_port_behind_a_service_is_reported_to_the_client(
         bench: Bench, closed_port: str) -> None:
-    _refused(bench.client.ns, closed_port, 81)
+    refused(bench.client.ns, closed_port, 81)
 
 
 def test_fragmentation_needed_behind_a_service_reaches_the_client(
@@ -169,7 +155,7 @@ def test_a_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_clien
         bench: Bench, closed_nodeport: int) -> None:
     # the backend's error comes back to node 1's address (the flow's SNAT source): the
     # uplink gives it the client's and the service's addresses and sends it on
-    _refused(bench.ext, NODE1, closed_nodeport)
+    refused(bench.ext, NODE1, closed_nodeport)
 
 
 NP6_CLOSED = 30098  # UDP NodePort on node 1's IPv6 address, Cluster -> b63:9999 (SNAT'd)
@@ -192,4 +178,4 @@ def closed_nodeport6(bench6: Bench6) -> Iterator[int]:
 
 def test_ipv6_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_client(
         bench6: Bench6, closed_nodeport6: int) -> None:
-    _refused(bench6.ext, NODE1_UP, closed_nodeport6)
+    refused(bench6.ext, NODE1_UP, closed_nodeport6)
