@@ -219,8 +219,10 @@ def register(sub: Sub) -> None:  # noqa: F821
                          "programs route them with the kernel's routing table and send them "
                          "from the route's interface or into a local pod, skipping the "
                          "kernel's forwarding path and netfilter) or kernel")
-    for fam, cls, default in (("ipv4", ipaddress.IPv4Address, "169.254.42.1"),
-                              ("ipv6", ipaddress.IPv6Address, "100::42:1")):
+    from bpf.loader import DatapathConfig
+
+    for fam, cls, default in (("ipv4", ipaddress.IPv4Address, DatapathConfig.service_loopback4),
+                              ("ipv6", ipaddress.IPv6Address, DatapathConfig.service_loopback6)):
         ag.add_argument(f"--service-loopback-{fam}", type=cls, default=cls(default),
                         metavar="ADDR",
                         help="the source a pod reaching itself through a service (hairpin) "

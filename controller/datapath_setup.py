@@ -52,8 +52,8 @@ class DatapathSettings:
     # the source a pod reaching itself through a service is given (per-packet path), as
     # Cilium's ipv4-service-loopback-address: an address no pod has, that pods route
     # through their default route
-    service_loopback4: str = "169.254.42.1"
-    service_loopback6: str = "100::42:1"
+    service_loopback4: str = DatapathConfig.service_loopback4
+    service_loopback6: str = DatapathConfig.service_loopback6
     # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
     # that name: this agent serves those with this name ("": the unlabelled ones)
     service_proxy_name: str = ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address as A
 from pathlib import Path
@@ -92,15 +92,21 @@ def apply(syncer: Syncer, table: ServiceTable) -> None:
 
 
 @contextmanager
-def with_service(b: Bench, k: ServiceKey, s: Service) -> Iterator[None]:
-    """Node 1's table with one more entry for the body, and as it was after it."""
-    table = dict(b.table1)
-    table[k] = s
+def with_entries(syncer: Syncer, extra: ServiceTable,
+                 base: ServiceTable | None = None) -> Iterator[None]:
+    """syncer's table (base, or what it has programmed) with extra's entries too for the
+    body, and as it was after it."""
+    table = dict(syncer.programmed() if base is None else base)
     try:
-        apply(b.sync1, table)
+        apply(syncer, {**table, **extra})
         yield
     finally:
-        apply(b.sync1, b.table1)
+        apply(syncer, table)
+
+
+def with_service(b: Bench, k: ServiceKey, s: Service) -> AbstractContextManager[None]:
+    """Node 1's table with one more entry for the body, and as it was after it."""
+    return with_entries(b.sync1, {k: s}, b.table1)
 
 
 def without_backend(b: Bench, ip: str) -> None:

@@ -21,7 +21,7 @@ from bpf.loader import Datapath
 from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 
-from .conftest import NODE1, TAG, Bench, apply, key, with_service
+from .conftest import NODE1, TAG, Bench, key, with_entries, with_service
 from .netlab import nsx, read_line, refused, tcp_connect, tx_packets, udp_ask
 from .test_ipv6 import tcp6, udp6
 from .test_sock import _attached, _check, _run_in
@@ -36,14 +36,11 @@ LOOPBACK4, LOOPBACK6 = "169.254.42.1", "100::42:1"  # DatapathConfig's defaults
 @pytest.fixture
 def self_service(bench: Bench) -> Iterator[str]:
     b11, b12 = bench.lab.pods["b11"], bench.lab.pods["b12"]
-    tcp = key(VIP_SELF, 80)
-    udp = key(VIP_SELF, 80, Proto.UDP)
     both = (Backend(A(b11.ip), 8080, local=True), Backend(A(b12.ip), 8080, local=True))
-    with with_service(bench, tcp, Service(both, name="default/self")):
-        table = dict(bench.table1)
-        table[tcp] = Service(both, name="default/self")
-        table[udp] = Service(both[:1], name="default/self")
-        apply(bench.sync1, table)
+    with with_entries(bench.sync1, {
+            key(VIP_SELF, 80): Service(both, name="default/self"),
+            key(VIP_SELF, 80, Proto.UDP): Service(both[:1], name="default/self")},
+            bench.table1):
         yield VIP_SELF
 
 
@@ -132,14 +129,9 @@ def test_a_pod_hears_that_it_refused_its_own_port_through_its_service(bench: Ben
 def solo_service(bench: Bench) -> Iterator[str]:
     """A service whose only backend is b11, TCP and UDP."""
     b11 = (Backend(A(bench.lab.pods["b11"].ip), 8080, local=True),)
-    table = dict(bench.table1)
-    for proto in (Proto.TCP, Proto.UDP):
-        table[key(VIP_SOLO, 80, proto)] = Service(b11, name="default/solo")
-    try:
-        apply(bench.sync1, table)
+    with with_entries(bench.sync1, {key(VIP_SOLO, 80, proto): Service(b11, name="default/solo")
+                                    for proto in (Proto.TCP, Proto.UDP)}, bench.table1):
         yield VIP_SOLO
-    finally:
-        apply(bench.sync1, bench.table1)
 
 
 def test_with_socket_lb_a_pod_reaches_itself_in_its_own_namespace(
@@ -154,20 +146,14 @@ def test_with_socket_lb_a_pod_reaches_itself_in_its_own_namespace(
 
 @pytest.fixture
 def self_service6(bench6: Bench6) -> Iterator[str]:
-    syncer = Syncer(bench6.dp.maps())
-    table = syncer.programmed()
-    b61 = (Backend(IPv6Address(PODS["b61"][1]), 8080, local=True),)
-    with_self = dict(table)
-    for proto in (Proto.TCP, Proto.UDP):
-        with_self[ServiceKey(IPv6Address(VIP6_SELF), 80, proto)] = Service(
-            b61, name="default/self6")
-    with_self[ServiceKey(IPv6Address(VIP6_SELF), 81, Proto.UDP)] = Service(
-        (Backend(IPv6Address(PODS["b61"][1]), 9999, local=True),), name="default/shut6")
-    try:
-        apply(syncer, with_self)
+    b61 = IPv6Address(PODS["b61"][1])
+    extra = {ServiceKey(IPv6Address(VIP6_SELF), 80, proto):
+             Service((Backend(b61, 8080, local=True),), name="default/self6")
+             for proto in (Proto.TCP, Proto.UDP)}
+    extra[ServiceKey(IPv6Address(VIP6_SELF), 81, Proto.UDP)] = Service(
+        (Backend(b61, 9999, local=True),), name="default/shut6")
+    with with_entries(Syncer(bench6.dp.maps()), extra):
         yield VIP6_SELF
-    finally:
-        apply(syncer, table)
 
 
 def test_ipv6_a_pod_reaches_itself_through_its_service(bench6: Bench6,

@@ -22,7 +22,7 @@ from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.lab.netns import entered as in_netns
 
-from .conftest import CIP_REMOTE, NODE1, Bench, apply, key, with_service
+from .conftest import CIP_REMOTE, NODE1, Bench, key, with_entries, with_service
 from .netlab import nsx, read_line, refused, tcp_connect, udp_ask
 from .test_ipv6 import udp6
 from .v6lab import NODE1_UP, PODS, Bench6
@@ -163,17 +163,11 @@ NP6_CLOSED = 30098  # UDP NodePort on node 1's IPv6 address, Cluster -> b63:9999
 
 @pytest.fixture
 def closed_nodeport6(bench6: Bench6) -> Iterator[int]:
-    syncer = Syncer(bench6.dp.maps())
-    table = syncer.programmed()
-    with_closed = dict(table)
-    with_closed[ServiceKey(IPv6Address(NODE1_UP), NP6_CLOSED, Proto.UDP)] = Service(
-        (Backend(IPv6Address(PODS["b63"][1]), 9999),), external=True, nodeport=True,
-        name="default/np6-closed")
-    try:
-        apply(syncer, with_closed)
+    with with_entries(Syncer(bench6.dp.maps()), {
+            ServiceKey(IPv6Address(NODE1_UP), NP6_CLOSED, Proto.UDP): Service(
+                (Backend(IPv6Address(PODS["b63"][1]), 9999),), external=True, nodeport=True,
+                name="default/np6-closed")}):
         yield NP6_CLOSED
-    finally:
-        apply(syncer, table)
 
 
 def test_ipv6_refused_port_behind_a_snatd_nodeport_is_reported_to_the_outside_client(
