@@ -1,10 +1,13 @@
 """The per-node agent: source → store → reconcile loop, plus status, metrics and wake-ups.
 
-`rackroute agent --node NAME --manifests DIR [--speaker gobgp|exabgp]` runs this. The
-loop's reconcilers run in the fixed order of DESIGN.md; the BGP reconciler is last (it
-announces only what the earlier ones made ready). A status thread writes the node's
-BGPNodeConfig-like status beside the manifests whenever it changes and refreshes the
-metrics; a watcher wakes the loop when learned best paths change.
+`rackroute agent --node NAME (--manifests DIR | --kubeconfig FILE | --in-cluster)
+[--speaker gobgp|exabgp]` runs this. The loop's reconcilers run in the fixed order of
+DESIGN.md; the BGP reconciler is last (it announces only what the earlier ones made
+ready). With the kube source the first pass waits for every resource's first list: a
+pass over half a cluster would withdraw and unprogram what it cannot see. A status thread
+writes the node's BGPNodeConfig-like status whenever it changes (beside the manifests, or
+as the node's BGPNodeConfig object) and refreshes the metrics; a watcher wakes the loop
+when learned best paths change.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from typing import Any
 from bgp.speaker import Speaker, logfmt
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
+from controller.kubenodestatus import KubeNodeStatus
+from controller.kubestatus import utc_now
 from controller.metrics import AgentMetrics
 from controller.reconcile.bgp import BGPReconciler
 from controller.reconcile.loop import Loop, Reconciler
 from controller.sources.files import FileSource
+from controller.sources.kube import AGENT_KINDS, KubeSource
+from controller.sources.kubeapi import KubeAPI
 from controller.status import write_node
 from controller.store import Store
 
@@ -32,7 +39,7 @@ log = logging.getLogger("rackroute.agent")
 @dataclass
 class AgentConfig:
     node: str
-    manifests: Path
+    manifests: Path | None  # None: read the API server (`api`)
     speaker: str = "gobgp"  # gobgp | exabgp
     state_dir: Path = Path("/run/rackroute")
     metrics_port: int = 0  # 0: no metrics endpoint
@@ -51,6 +58,8 @@ class AgentConfig:
     health_check_address: str | None = ""
     healthz_port: int = 10256  # the node's proxy health (kube-proxy's /healthz); 0: off
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
+    api: KubeAPI | None = None  # the kube source, when there is no manifest directory
+    secrets_namespace: str = "kube-system"  # with `api`: where peers' Secrets live
 
 
 def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
@@ -77,7 +86,14 @@ class Agent:
     def __init__(self, cfg: AgentConfig, factory: Callable[[str], Speaker] | None = None) -> None:
         self.cfg = cfg
         self.store = Store()
-        self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
+        self.source: FileSource | KubeSource
+        self.node_status: KubeNodeStatus | None = None
+        if cfg.api is not None:
+            self.source = KubeSource(cfg.api, self.store, AGENT_KINDS, cfg.secrets_namespace)
+            self.node_status = KubeNodeStatus(cfg.api)
+        else:
+            assert cfg.manifests is not None, "a manifest directory or an API server"
+            self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
         self.bgp = BGPReconciler(factory or speaker_factory(cfg.speaker, cfg.state_dir))
         first: list[Reconciler] = []
         datapath: list[Reconciler] = []
@@ -156,8 +172,12 @@ class Agent:
         comparable = {k: v for k, v in doc.items() if k != "updated"}
         if comparable == self._last_status:
             return False
-        self._last_status = comparable
-        write_node(self.cfg.manifests, self.cfg.node, doc)
+        if self.node_status is not None:
+            self.node_status.write(doc, utc_now())
+        else:
+            assert self.cfg.manifests is not None
+            write_node(self.cfg.manifests, self.cfg.node, doc)
+        self._last_status = comparable  # only once written: a failed write is tried again
         return True
 
     def _status_loop(self, stop: threading.Event) -> None:
@@ -181,33 +201,48 @@ class Agent:
                 self.store.poke()
             stop.wait(0.2)
 
+    def _first_snapshot(self, stop: threading.Event) -> bool:
+        """Publish the first snapshot; from the API server, wait until it is complete
+        (every resource listed once), however long that takes. False when stopped first."""
+        if isinstance(self.source, FileSource):
+            self.source.poll()
+            return True
+        while not stop.is_set():
+            if self.source.poll(timeout=5.0):
+                return True
+        return False
+
     def run(self, stop: threading.Event) -> None:
         log.info(
             logfmt(
                 "agent_start",
                 node=self.cfg.node,
-                manifests=self.cfg.manifests,
+                source=self.cfg.manifests or "kube",
                 speaker=self.cfg.speaker,
             )
         )
         if self.cfg.metrics_port:
             self.metrics.serve(self.cfg.metrics_port)
-        self.source.poll()  # first snapshot before the first pass
         threads = [
             threading.Thread(target=self.source.run, args=(stop,), name="source", daemon=True),
             threading.Thread(target=self._status_loop, args=(stop,), name="status", daemon=True),
             threading.Thread(target=self._watch_best, args=(stop,), name="best", daemon=True),
         ]
-        for t in threads:
-            t.start()
         try:
+            if not self._first_snapshot(stop):
+                return
+            for t in threads:
+                t.start()
             self.loop.run_once()
             self.write_status()
             self.loop.run(stop)
         finally:
             stop.set()
             for t in threads:
-                t.join(timeout=2)
+                if t.ident is not None:
+                    t.join(timeout=2)
+            if isinstance(self.source, KubeSource):
+                self.source.close()
             self.loop.close()
             for stop_server in self._stops:
                 stop_server()

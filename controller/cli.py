@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 
 from controller import logs
+from controller.sources.select import add_source_args
+from controller.store import Snapshot
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -20,13 +22,13 @@ Command = Callable[[argparse.Namespace], int]
 def cmd_plan(args: argparse.Namespace) -> int:
     from controller.desired.cluster import apply_allocations, plan_allocations, plan_nodes
     from controller.report import plan_document, plan_text
-    from controller.sources.files import ManifestDir
 
-    root = Path(args.manifests)
-    if not root.is_dir():
-        print(f"rackroute plan: --manifests {root}: not a directory", file=sys.stderr)
+    try:
+        snap = read_once(args)
+    except ValueError as e:
+        print(f"rackroute plan: {e}", file=sys.stderr)
         return 2
-    snap = ManifestDir(root).load()
+    root = args.manifests or "the cluster"
     alloc = plan_allocations(snap)
     planned = apply_allocations(snap, alloc)
     if args.node and args.node not in planned.nodes:
@@ -43,6 +45,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if args.strict and snap.errors else 0
 
 
+def read_once(args: argparse.Namespace) -> Snapshot:
+    """One snapshot from the source the arguments name (ValueError when it cannot)."""
+    from controller.sources.files import ManifestDir
+    from controller.sources.kube import AGENT_KINDS, KubeSource
+    from controller.sources.select import kube_api, secrets_namespace
+    from controller.store import Store
+
+    api = kube_api(args)
+    if api is None:
+        root = Path(args.manifests)
+        if not root.is_dir():
+            raise ValueError(f"--manifests {root}: not a directory")
+        return ManifestDir(root).load()
+    store = Store()
+    src = KubeSource(api, store, AGENT_KINDS, secrets_namespace(args))
+    try:
+        if not src.poll(timeout=30.0):
+            raise ValueError(f"the API server did not answer every list: {dict(src.problems())}")
+        return store.snapshot()
+    finally:
+        src.close()
+
+
 def stop_event() -> threading.Event:
     """An event set by SIGTERM or SIGINT."""
     stop = threading.Event()
@@ -53,8 +78,15 @@ def stop_event() -> threading.Event:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     from controller.operator import run_operator
+    from controller.sources.select import kube_api
 
-    run_operator(Path(args.manifests), stop_event(), args.interval)
+    try:
+        api = kube_api(args)
+    except ValueError as e:
+        print(f"rackroute operator: {e}", file=sys.stderr)
+        return 2
+    run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
+                 args.interval, api)
     return 0
 
 
@@ -64,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     plan = sub.add_parser("plan", help="print what every node would do, and why")
-    plan.add_argument("--manifests", required=True, help="directory of YAML manifests")
+    add_source_args(plan)
     plan.add_argument("--node", help="only this node")
     plan.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
     plan.add_argument("--strict", action="store_true", help="exit 1 if any manifest is bad")
     plan.set_defaults(func=cmd_plan)
 
     op = sub.add_parser("operator", help="allocate pod CIDRs and LoadBalancer IPs")
-    op.add_argument("--manifests", required=True)
+    add_source_args(op)
     op.add_argument("--interval", type=float, default=0.2, help="poll interval, seconds")
     op.set_defaults(func=cmd_operator)
     for register in EXTRA_COMMANDS:

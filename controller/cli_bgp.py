@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.bgpstatus import uptime
 from controller.report import table
+from controller.sources.select import add_source_args
 from controller.status import read_nodes
 
 if TYPE_CHECKING:
@@ -47,9 +48,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print("rackroute agent: --per-packet-lb off needs --datapath and --socket-lb-cgroup "
               "(without them pods would reach no service)", file=sys.stderr)
         return 2
+    from controller.sources.select import kube_api, secrets_namespace
+
+    try:
+        api = kube_api(args)
+    except ValueError as e:
+        print(f"rackroute agent: {e}", file=sys.stderr)
+        return 2
     cfg = AgentConfig(
         node=args.node,
-        manifests=Path(args.manifests),
+        manifests=Path(args.manifests) if args.manifests else None,
+        api=api,
+        secrets_namespace=secrets_namespace(args),
         speaker=args.speaker,
         state_dir=Path(args.state_dir or f"/run/rackroute/{args.node}"),
         metrics_port=args.metrics_port,
@@ -65,7 +75,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         healthz_port=args.healthz_port,
         datapath=datapath_settings(args),
     )
-    if not cfg.manifests.is_dir():
+    if cfg.manifests is not None and not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
         return 2
     Agent(cfg).run(stop_event())
@@ -73,7 +83,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _nodes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    docs = read_nodes(Path(args.manifests))
+    """Every agent's status document: the status files, or the BGPNodeConfig objects."""
+    from controller.kubenodestatus import RES, node_doc
+    from controller.sources.select import kube_api
+
+    api = kube_api(args)
+    if api is None:
+        docs = read_nodes(Path(args.manifests))
+    else:
+        items, _ = api.list(RES)
+        docs = {str(i["metadata"]["name"]): node_doc(i) for i in items}
     if args.node:
         docs = {k: v for k, v in docs.items() if k == args.node}
     return docs
@@ -108,7 +127,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
         print(json.dumps(docs, indent=2))
         return 0
     if not docs:
-        print(f"no agent status under {args.manifests}/.status (is an agent running?)")
+        where = (f"under {args.manifests}/.status" if args.manifests
+                 else "in the cluster's BGPNodeConfigs")
+        print(f"no agent status {where} (is an agent running?)")
         return 1
     print(
         table(
@@ -134,6 +155,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    if not args.manifests:
+        print("rackroute bgp routes: the per-route lists are in the agents' status files "
+              "(--manifests); the cluster's BGPNodeConfigs carry the counts: "
+              "rackroute bgp peers", file=sys.stderr)
+        return 2
     docs = _nodes(args)
     rows: list[list[object]] = []
     for node, doc in sorted(docs.items()):
@@ -170,7 +196,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
 def register(sub: Sub) -> None:  # noqa: F821
     ag = sub.add_parser("agent", help="run the per-node agent")
     ag.add_argument("--node", required=True)
-    ag.add_argument("--manifests", required=True)
+    add_source_args(ag)
     ag.add_argument("--speaker", choices=("gobgp", "exabgp"), default="gobgp")
     ag.add_argument("--state-dir", help="default /run/rackroute/<node>")
     ag.add_argument("--metrics-port", type=int, default=9962, help="0 disables metrics")
@@ -247,7 +273,7 @@ def register(sub: Sub) -> None:  # noqa: F821
     )
     routes.add_argument("--peer", help="only this peer address")
     for p in (peers, routes):
-        p.add_argument("--manifests", required=True)
+        add_source_args(p)
         p.add_argument("--node")
         p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     peers.set_defaults(func=cmd_peers)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from controller.desired.bgpconfig import cluster_conditions
 from controller.desired.cluster import Allocations, plan_allocations
+from controller.kubestatus import KubeStatusWriter, planned_writes, utc_now
+from controller.sources.kubeapi import KubeAPI
 from controller.status import read_yaml, status_dir, write_operator
 from controller.store import Snapshot
 
@@ -74,6 +76,25 @@ class Operator:
         return True
 
 
+class KubeOperator:
+    """The operator with the kube source: writes allocations and conditions to the API
+    server (controller/kubestatus.py) instead of the status file."""
+
+    def __init__(self, api: KubeAPI, now: Callable[[], str] = utc_now) -> None:
+        self.writer = KubeStatusWriter(api)
+        self.now = now
+
+    def reconcile(self, snap: Snapshot) -> bool:
+        """One pass; True when anything was written."""
+        writes = planned_writes(snap, plan_allocations(snap), self.writer.written, self.now())
+        return self.writer.apply(writes) > 0
+
+    @property
+    def pending(self) -> bool:
+        """Writes failed in the last pass: try again without waiting for a change."""
+        return bool(self.writer.failures)
+
+
 def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     for section, field in (("services", "ingress"), ("nodeNetworks", "podCIDRs")):
         before, after = old.get(section) or {}, new.get(section) or {}
@@ -84,18 +105,33 @@ def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
                 log.info("event=allocation section=%s object=%s old=%s new=%s", section, key, a, b)
 
 
-def run_operator(manifests: Path, stop: threading.Event, interval: float = 0.2) -> None:
-    """Watch `manifests` and keep `.status/operator.yaml` up to date until `stop`."""
+def run_operator(manifests: Path | None, stop: threading.Event, interval: float = 0.2,
+                 api: KubeAPI | None = None) -> None:
+    """Keep the allocations up to date until `stop`: from a manifest directory into
+    `.status/operator.yaml`, or (with `api`) from and into the API server."""
     from controller.sources.files import FileSource
+    from controller.sources.kube import OPERATOR_KINDS, KubeSource
     from controller.store import Store
 
     store = Store()
-    source = FileSource(manifests, store, interval)
-    op = Operator(manifests)
-    t = threading.Thread(target=source.run, args=(stop,), name="files", daemon=True)
+    op: Operator | KubeOperator
+    source: FileSource | KubeSource
+    if api is not None:
+        source = KubeSource(api, store, OPERATOR_KINDS)
+        op = KubeOperator(api)
+        # nothing is planned before every kind has listed: a partial view would release
+        # what it cannot see
+        while not stop.is_set() and not source.poll(timeout=30.0):
+            pass
+    else:
+        assert manifests is not None
+        source = FileSource(manifests, store, interval)
+        op = Operator(manifests)
+    t = threading.Thread(target=source.run, args=(stop,), name="source", daemon=True)
     t.start()
     while not stop.is_set():
-        if store.wait(timeout=1.0):
+        # a write that failed (the API server away, a conflict) is tried again each second
+        if store.wait(timeout=1.0) or getattr(op, "pending", False):
             try:
                 op.reconcile(store.snapshot())
             except Exception:

@@ -1,0 +1,297 @@
+"""The `kube` source: lists and watches the API server and publishes snapshots.
+
+One reflector per resource keeps a cache of raw objects: it lists, then watches from the
+list's resourceVersion (bookmarks move it on), watches again when the server ends a watch,
+and lists again when the resourceVersion is gone (410), swapping the cache only once the
+new list is complete. A resource that is not installed (a CRD missing: 404) counts as empty
+and is asked for again later; any other failure keeps the last known objects and retries
+with backoff. Nothing is published until every reflector has listed once, so a consumer
+never plans from half a cluster (the operator would release what it cannot see).
+
+Objects are parsed by the same parser as the manifest directory's, once per
+resourceVersion. An object whose new version does not parse keeps its last good version
+and its errors are reported with its name, as with the files source.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from controller.model.parse import ParseResult, parse_object
+from controller.sources.kubeapi import RESOURCES, ApiError, Gone, KubeAPI, Obj, Resource, Watch
+from controller.store import ObjectError, Snapshot, Store
+
+log = logging.getLogger("rackroute.kube")
+
+# what each role reads (the Helm chart's RBAC grants exactly these)
+OPERATOR_KINDS = ("Node", "Service", "BGPClusterConfig", "BGPPeerConfig", "BGPAdvertisement",
+                  "BGPNodeConfigOverride", "LoadBalancerIPPool", "NodeNetwork",
+                  "RackrouteConfig")
+AGENT_KINDS = (*OPERATOR_KINDS, "EndpointSlice", "Secret")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between retries: doubling from `first` up to `cap`, with jitter."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    missing: float = 30.0  # a resource that is not installed is asked for again this often
+
+    def delay(self, attempt: int) -> float:
+        base: float = min(self.cap, self.first * (2 ** min(attempt, 16)))
+        return base * random.uniform(0.8, 1.0)
+
+
+def _key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    return f"{ns}/{name}" if ns else name
+
+
+def _rv(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class Reflector:
+    """Keeps `objects` (ns/name -> raw object) equal to the server's, for one resource."""
+
+    def __init__(self, api: KubeAPI, res: Resource, on_change: threading.Event,
+                 namespace: str = "", backoff: Backoff = Backoff(),
+                 watch_timeout: int = 300) -> None:
+        self.api, self.res, self.namespace = api, res, namespace
+        self.on_change = on_change
+        self.backoff = backoff
+        self.watch_timeout = watch_timeout
+        self.objects: dict[str, Obj] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+        self.missing = False  # the server does not serve this resource (404)
+        self.error = ""  # the last failure, "" once things work again
+        self._watch: Watch | None = None
+        self._rv = ""
+
+    def _list(self) -> None:
+        try:
+            items, rv = self.api.list(self.res, self.namespace)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            if not self.missing:
+                log.warning("event=kube_resource_missing kind=%s path=%s msg=%r",
+                            self.res.kind, self.res.path(self.namespace), e.message)
+            self.missing = True
+            items, rv = [], ""
+        else:
+            if self.missing:
+                log.info("event=kube_resource_found kind=%s", self.res.kind)
+            self.missing = False
+        for item in items:
+            item.setdefault("apiVersion", self.res.api_version)
+            item.setdefault("kind", self.res.kind)
+        with self.lock:
+            self.objects = {_key(o): o for o in items}
+            self._rv = rv
+        self.synced.set()
+        self.on_change.set()
+
+    def _follow(self, stop: threading.Event) -> None:
+        """Watch from the last resourceVersion until the server ends the watch."""
+        w = self.api.watch(self.res, self._rv, self.namespace, self.watch_timeout)
+        self._watch = w
+        if stop.is_set():
+            w.close()
+        try:
+            for ev in w:
+                if ev.type == "BOOKMARK":
+                    self._rv = _rv(ev.obj) or self._rv
+                    continue
+                obj = ev.obj
+                obj.setdefault("apiVersion", self.res.api_version)
+                obj.setdefault("kind", self.res.kind)
+                with self.lock:
+                    if ev.type == "DELETED":
+                        self.objects.pop(_key(obj), None)
+                    elif ev.type in ("ADDED", "MODIFIED"):
+                        self.objects[_key(obj)] = obj
+                    self._rv = _rv(obj) or self._rv
+                self.on_change.set()
+        finally:
+            self._watch = None
+
+    def run(self, stop: threading.Event) -> None:
+        """List and watch until `stop`."""
+        attempt = 0
+        need_list = True
+        while not stop.is_set():
+            try:
+                if need_list:
+                    self._list()
+                    need_list = False
+                if self.missing:
+                    stop.wait(self.backoff.missing)
+                    need_list = True
+                    continue
+                self._follow(stop)
+                attempt = 0
+                self.error = ""
+            except Gone:
+                log.info("event=kube_relist kind=%s reason=resource_version_gone", self.res.kind)
+                need_list = True
+            except Exception as e:  # connection refused, 5xx, 403, a bad line: retry
+                self.error = str(e)
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                log.warning("event=kube_error kind=%s error=%r retry_in=%.1f",
+                            self.res.kind, self.error, delay)
+                stop.wait(delay)
+                need_list = need_list or attempt > 1
+
+    def close(self) -> None:
+        w = self._watch
+        if w is not None:
+            w.close()
+
+
+class ParseCache:
+    """Raw objects -> parsed, once per resourceVersion, keeping last good versions."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, str], tuple[str, ParseResult]] = {}
+        self._good: dict[tuple[str, str], object] = {}
+
+    def snapshot(self, raws: Iterable[Obj], revision: int,
+                 extra_errors: Iterable[ObjectError] = ()) -> Snapshot:
+        objects: list[object] = []
+        errors = list(extra_errors)
+        seen: set[tuple[str, str]] = set()
+        good: dict[tuple[str, str], object] = {}
+        for raw in raws:
+            ident = (str(raw.get("kind")), _key(raw))
+            rv = _rv(raw)
+            hit = self._parsed.get(ident)
+            if hit is None or hit[0] != rv or not rv:
+                hit = (rv, parse_object(raw, ident[1]))
+            self._parsed[ident] = hit
+            seen.add(ident)
+            res = hit[1]
+            if res.ignored:
+                continue
+            if res.obj is not None:
+                good[ident] = res.obj
+                objects.append(res.obj)
+                continue
+            kept = self._good.get(ident)
+            note = " (keeping the last good version)" if kept is not None else ""
+            errors.append(ObjectError(res.ref, tuple(m + note for m in res.errors)))
+            if kept is not None:
+                good[ident] = kept
+                objects.append(kept)
+        for gone in set(self._parsed) - seen:
+            del self._parsed[gone]
+        self._good = good
+        return Snapshot.build(objects, errors, revision)
+
+
+class KubeSource:
+    """Reflectors for `kinds`, publishing one snapshot per burst of changes.
+
+    Secrets are read in `secrets_namespace` alone (where BGP passwords live; the chart's
+    Role grants no more). `poll()` starts the reflectors and waits for their first lists;
+    `run(stop)` publishes until stopped."""
+
+    def __init__(self, api: KubeAPI, store: Store, kinds: Iterable[str] = AGENT_KINDS,
+                 secrets_namespace: str = "", settle: float = 0.02,
+                 backoff: Backoff = Backoff(), watch_timeout: int = 300) -> None:
+        self.api = api
+        self.store = store
+        self.settle = settle
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self.reflectors: list[Reflector] = [
+            Reflector(api, RESOURCES[k], self._changed,
+                      secrets_namespace if k == "Secret" else "", backoff, watch_timeout)
+            for k in kinds
+        ]
+        self._threads: list[threading.Thread] = []
+        self._cache = ParseCache()
+        self.revision = 0
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        for r in self.reflectors:
+            t = threading.Thread(target=r.run, args=(self._stop,), daemon=True,
+                                 name=f"kube-{r.res.plural}")
+            t.start()
+            self._threads.append(t)
+
+    def synced(self) -> bool:
+        return all(r.synced.is_set() for r in self.reflectors)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(r.synced.wait(max(0.0, deadline - time.monotonic())) for r in self.reflectors)
+
+    def problems(self) -> Mapping[str, str]:
+        """kind -> the last error of its reflector (missing resources included)."""
+        out = {}
+        for r in self.reflectors:
+            if r.missing:
+                out[r.res.kind] = f"not served by the API server: {r.res.path(r.namespace)}"
+            elif r.error:
+                out[r.res.kind] = r.error
+        return out
+
+    def load(self) -> Snapshot:
+        """The snapshot of what the reflectors hold now."""
+        raws: list[Obj] = []
+        for r in self.reflectors:
+            with r.lock:
+                raws.extend(r.objects.values())
+        self.revision += 1
+        return self._cache.snapshot(raws, self.revision)
+
+    def poll(self, timeout: float = 60.0) -> bool:
+        """Start, wait for every first list and publish; False when that took too long
+        (nothing is published then)."""
+        self.start()
+        if not self.wait_synced(timeout):
+            waiting = [r.res.kind for r in self.reflectors if not r.synced.is_set()]
+            log.warning("event=kube_not_synced waiting=%s errors=%r", ",".join(waiting),
+                        dict(self.problems()))
+            return False
+        self._changed.clear()
+        self.store.publish(self.load())
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish a snapshot after every burst of changes, until `stop`."""
+        self.start()
+        try:
+            while not stop.is_set():
+                if not self._changed.wait(0.2):
+                    continue
+                if not self.synced():
+                    stop.wait(0.05)  # published once every resource has listed
+                    continue
+                stop.wait(self.settle)  # a burst of events is one snapshot
+                self._changed.clear()
+                try:
+                    self.store.publish(self.load())
+                except Exception:
+                    log.exception("event=source_error source=kube")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for r in self.reflectors:
+            r.close()
+        for t in self._threads:
+            t.join(timeout=2)

@@ -1,0 +1,43 @@
+"""Which source a command reads: a manifest directory (`--manifests`), or the Kubernetes
+API (`--kubeconfig FILE [--kube-context NAME]`, or `--in-cluster` with the pod's service
+account). Secrets (BGP passwords) are read in one namespace: `--secrets-namespace`, by
+default the service account's own namespace in the cluster, else kube-system."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from controller.sources.kubeapi import SA_DIR, HTTPKubeAPI, from_kubeconfig, in_cluster
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """The source options, one of which is required."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--manifests", help="directory of YAML manifests")
+    g.add_argument("--kubeconfig", help="read the cluster through this kubeconfig")
+    g.add_argument("--in-cluster", action="store_true",
+                   help="read the cluster with the pod's service account")
+    p.add_argument("--kube-context", default="", help="with --kubeconfig: this context")
+    p.add_argument("--secrets-namespace", default="",
+                   help="namespace of the Secrets peers refer to (default: the service "
+                        "account's namespace in the cluster, else kube-system)")
+
+
+def kube_api(args: argparse.Namespace) -> HTTPKubeAPI | None:
+    """The API client the arguments ask for; None with --manifests. ValueError on a bad
+    kubeconfig or when not in a pod."""
+    if getattr(args, "kubeconfig", None):
+        return HTTPKubeAPI(from_kubeconfig(Path(args.kubeconfig), args.kube_context))
+    if getattr(args, "in_cluster", False):
+        return HTTPKubeAPI(in_cluster())
+    return None
+
+
+def secrets_namespace(args: argparse.Namespace) -> str:
+    if getattr(args, "secrets_namespace", ""):
+        return str(args.secrets_namespace)
+    try:
+        return (SA_DIR / "namespace").read_text().strip() or "kube-system"
+    except OSError:
+        return "kube-system"
