@@ -7,10 +7,10 @@ is gone, deleted by the operator alone: it carries the managed-by label). Condit
 the objects they describe: the service's IPAMRequestSatisfied, each pool's counters, each
 BGP object's checks, and `Valid=False` on a custom resource the parser rejected.
 
-`planned_writes` is pure: the snapshot, the plan and what this writer last wrote give the
-writes. Allocations are compared with the snapshot (what the server holds); conditions,
-which the model does not read back, with what was last written, so an unchanged pass
-writes nothing and the writes it makes do not make the operator loop.
+`planned_writes` is pure and level-triggered: it compares the plan with what the objects
+hold (the snapshot carries their ingress, pod CIDRs and conditions), so a pass over an
+unchanged cluster writes nothing, a restarted operator rewrites nothing, and a condition
+keeps its lastTransitionTime until its status changes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from controller.store import Snapshot
 log = logging.getLogger("rackroute.operator")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rackroute-operator"}
-Conds = tuple[tuple[tuple[str, Any], ...], ...]  # conditions, hashable, without times
+TIME = "lastTransitionTime"
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ class Write:
     namespace: str = ""
     body: Mapping[str, Any] | None = None
     sub: str = ""  # "status" for the status subresource
-    conds: Conds = ()  # the conditions this write records (remembered once it succeeds)
 
     @property
     def ref(self) -> str:
@@ -54,12 +53,21 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _conds(conditions: list[dict[str, Any]]) -> Conds:
-    return tuple(tuple(sorted(c.items())) for c in conditions)
-
-
-def _with_time(conditions: list[dict[str, Any]], now: str) -> list[dict[str, Any]]:
-    return [dict(c, lastTransitionTime=now) for c in conditions]
+def _conditions(want: list[dict[str, Any]], have: tuple[Mapping[str, Any], ...],
+                now: str) -> list[dict[str, Any]] | None:
+    """The conditions to write, or None when the object already holds `want`. A condition
+    whose status is unchanged keeps its lastTransitionTime."""
+    held = {str(c.get("type")): c for c in have}
+    if len(held) == len(want) and all(
+            {k: v for k, v in held.get(str(c["type"]), {}).items() if k != TIME} == c
+            for c in want):
+        return None
+    out = []
+    for c in want:
+        old = held.get(str(c["type"]))
+        same = old is not None and old.get("status") == c["status"] and old.get(TIME)
+        out.append(dict(c, lastTransitionTime=old[TIME] if same and old else now))
+    return out
 
 
 def _split(ref: str) -> tuple[str, str, str]:
@@ -87,22 +95,23 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
     return out
 
 
-def planned_writes(snap: Snapshot, alloc: Allocations, written: Mapping[str, Conds],
-                   now: str) -> list[Write]:
+def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
     """The requests that make the server hold this plan (pure)."""
     writes: list[Write] = []
     for key, sa in sorted(alloc.lbipam.services.items()):
         svc = snap.services.get(key)
         if svc is None:
             continue
-        cond = [sa.condition.to_dict()]
         ref = f"Service {key}"
-        if svc.status_ingress == sa.ips and written.get(ref) == _conds(cond):
+        conds = _conditions([sa.condition.to_dict()], snap.conditions.get(ref, ()), now)
+        if svc.status_ingress == sa.ips and conds is None:
             continue
-        body = {"status": {"loadBalancer": {"ingress": [{"ip": str(ip)} for ip in sa.ips]},
-                           "conditions": _with_time(cond, now)}}
-        writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace, body,
-                            "status", _conds(cond)))
+        status: dict[str, Any] = {
+            "loadBalancer": {"ingress": [{"ip": str(ip)} for ip in sa.ips]}}
+        if conds is not None:
+            status["conditions"] = conds
+        writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace,
+                            {"status": status}, "status"))
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
         spec = {"podCIDRs": [str(c) for c in cidrs]}
         have = snap.node_networks.get(node)
@@ -117,13 +126,12 @@ def planned_writes(snap: Snapshot, alloc: Allocations, written: Mapping[str, Con
             "app.kubernetes.io/managed-by"]
         if name not in alloc.pod_cidrs.allocations and managed:
             writes.append(Write("delete", "NodeNetwork", name))
-    for ref, conds in sorted(desired_conditions(snap, alloc).items()):
+    for ref, want in sorted(desired_conditions(snap, alloc).items()):
         kind, ns, name = _split(ref)
-        if written.get(ref) == _conds(conds):
-            continue
-        writes.append(Write("patch", kind, name, ns,
-                            {"status": {"conditions": _with_time(conds, now)}}, "status",
-                            _conds(conds)))
+        conds = _conditions(want, snap.conditions.get(ref, ()), now)
+        if conds is not None:
+            writes.append(Write("patch", kind, name, ns, {"status": {"conditions": conds}},
+                                "status"))
     return writes
 
 
@@ -133,7 +141,6 @@ class KubeStatusWriter:
 
     def __init__(self, api: KubeAPI) -> None:
         self.api = api
-        self.written: dict[str, Conds] = {}
         self.failures: dict[str, str] = {}  # ref -> the last failure, for tests and logs
 
     def apply(self, writes: list[Write]) -> int:
@@ -163,9 +170,7 @@ class KubeStatusWriter:
                             w.ref, w.op, str(e))
                 continue
             self.failures.pop(w.ref, None)
-            if w.sub == "status":
-                self.written[w.ref] = w.conds
-            if w.kind in ("Service", "NodeNetwork") and w.sub != "status" or w.kind == "Service":
-                log.info("event=allocation object=%r op=%s", w.ref, w.op)
+            if w.kind == "NodeNetwork" and w.sub != "status" or w.kind == "Service":
+                log.info("event=status_written object=%r op=%s", w.ref, w.op)
             done += 1
         return done

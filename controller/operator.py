@@ -86,7 +86,7 @@ class KubeOperator:
 
     def reconcile(self, snap: Snapshot) -> bool:
         """One pass; True when anything was written."""
-        writes = planned_writes(snap, plan_allocations(snap), self.writer.written, self.now())
+        writes = planned_writes(snap, plan_allocations(snap), self.now())
         return self.writer.apply(writes) > 0
 
     @property

@@ -57,10 +57,14 @@ class Snapshot:
     network_config: ClusterNetworkConfig | None = None
     errors: tuple[ObjectError, ...] = ()
     revision: int = 0
+    # `Kind [ns/]name` -> the status conditions the object carries (the kube source reads
+    # them, so the operator writes only what differs; a manifest directory has none)
+    conditions: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
 
     @staticmethod
     def build(
-        objects: Iterable[object], errors: Iterable[ObjectError] = (), revision: int = 0
+        objects: Iterable[object], errors: Iterable[ObjectError] = (), revision: int = 0,
+        conditions: Mapping[str, tuple[Mapping[str, Any], ...]] | None = None,
     ) -> Snapshot:
         """Sort parsed objects into their collections (later duplicates win)."""
         buckets: dict[type, dict[str, Any]] = {t: {} for t in _FIELDS}
@@ -74,7 +78,8 @@ class Snapshot:
             if bucket is not None:
                 bucket[obj.meta.key] = obj  # type: ignore[attr-defined]
         kw = {name: _ro(buckets[t]) for t, name in _FIELDS.items()}
-        return Snapshot(**kw, network_config=net, errors=tuple(errors), revision=revision)
+        return Snapshot(**kw, network_config=net, errors=tuple(errors), revision=revision,
+                        conditions=_ro(dict(conditions or {})))
 
     def slices_of(self, service_key: str) -> list[EndpointSlice]:
         """EndpointSlices that belong to the service `ns/name`."""

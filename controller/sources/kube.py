@@ -171,8 +171,13 @@ class ParseCache:
         errors = list(extra_errors)
         seen: set[tuple[str, str]] = set()
         good: dict[tuple[str, str], object] = {}
+        conditions: dict[str, tuple[Obj, ...]] = {}
         for raw in raws:
             ident = (str(raw.get("kind")), _key(raw))
+            conds = (raw.get("status") or {}).get("conditions")
+            if isinstance(conds, list) and conds:
+                conditions[f"{ident[0]} {ident[1]}"] = tuple(
+                    c for c in conds if isinstance(c, dict))
             rv = _rv(raw)
             hit = self._parsed.get(ident)
             if hit is None or hit[0] != rv or not rv:
@@ -195,7 +200,7 @@ class ParseCache:
         for gone in set(self._parsed) - seen:
             del self._parsed[gone]
         self._good = good
-        return Snapshot.build(objects, errors, revision)
+        return Snapshot.build(objects, errors, revision, conditions)
 
 
 class KubeSource:

@@ -47,7 +47,7 @@ class _FakeWatch:
                 while True:
                     if self._closed:
                         return
-                    if self._rv < api._compacted:
+                    if self._rv <= api._compacted:
                         raise Gone(410, "Expired",
                                    f"too old resource version: {self._rv} ({api._compacted})")
                     pending = [h for h in api._history if h[0] > self._rv]
@@ -82,10 +82,12 @@ class FakeKubeAPI:
 
     # --- test controls -------------------------------------------------------------------
     def compact(self) -> None:
-        """Forget the history: a watch from any earlier resourceVersion gets 410 Gone."""
+        """Forget the history, as when the server's watch cache starts again: every open
+        watch, and any watch from a resourceVersion before now, gets 410 Gone."""
         with self._cond:
             self._history.clear()
             self._compacted = self._rv
+            self._rv += 1  # what is listed from now on can be watched from
             self._cond.notify_all()
 
     def bookmark(self, res: Resource) -> None:
@@ -123,7 +125,7 @@ class FakeKubeAPI:
         self._check(res, namespace, "watch")
         rv = int(resource_version or 0)
         with self._cond:
-            if rv < self._compacted:
+            if rv <= self._compacted:
                 raise Gone(410, "Expired", f"too old resource version: {rv}")
         return _FakeWatch(self, res, rv, namespace, timeout)
 

@@ -1,0 +1,153 @@
+"""The operator with the kube source: allocations and conditions written to the API, a
+stable second pass, no renumbering across restarts, bad input on its object, failures
+retried without holding up the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.operator import KubeOperator
+from controller.sources.kube import ParseCache
+from controller.sources.kubeapi import RESOURCES, ApiError, Obj, Resource
+from controller.sources.kubefake import FakeKubeAPI
+from tests.unit.kube.cluster import create_all, lab_docs, snapshot
+
+SVC = RESOURCES["Service"]
+NN = RESOURCES["NodeNetwork"]
+POOL = RESOURCES["LoadBalancerIPPool"]
+NODE = RESOURCES["Node"]
+
+
+def now() -> str:
+    return "2026-11-27T00:00:00Z"
+
+
+def settle(api: FakeKubeAPI, op: KubeOperator, cache: ParseCache, passes: int = 4) -> int:
+    """Reconcile until a pass writes nothing; returns the passes that wrote."""
+    for i in range(passes):
+        if not op.reconcile(snapshot(api, cache, i + 1)):
+            return i
+    raise AssertionError(f"still writing after {passes} passes: {op.writer.failures}")
+
+
+def ingress(api: FakeKubeAPI, key: str) -> list[str]:
+    ns, name = key.split("/")
+    st = api.get(SVC, name, ns).get("status") or {}
+    return [i["ip"] for i in (st.get("loadBalancer") or {}).get("ingress") or []]
+
+
+def lab() -> FakeKubeAPI:
+    api = FakeKubeAPI()
+    create_all(api, lab_docs())
+    return api
+
+
+def conditions(api: FakeKubeAPI, res: Resource, name: str, ns: str = "") -> dict[str, Any]:
+    st = api.get(res, name, ns).get("status") or {}
+    return {c["type"]: c for c in st.get("conditions") or []}
+
+
+def test_allocations_and_conditions_land_on_their_objects() -> None:
+    api = lab()
+    op = KubeOperator(api, now)
+    assert settle(api, op, ParseCache()) == 1
+    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+    svc_cond = conditions(api, SVC, "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
+    assert (svc_cond["status"], svc_cond["reason"]) == ("True", "satisfied")
+    assert svc_cond["lastTransitionTime"] == now()
+    nn = api.get(NN, "node-2")
+    assert nn["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+    assert nn["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rackroute-operator"
+    assert {"rackroute.io/IPsTotal", "rackroute.io/IPsUsed"} <= set(
+        conditions(api, POOL, "general"))
+
+
+def test_a_second_pass_and_a_restart_write_no_allocation() -> None:
+    api = lab()
+    cache = ParseCache()
+    settle(api, KubeOperator(api, now), cache)
+    before = {k: ingress(api, k) for k in ("demo/web-local", "demo/web-cluster")}
+    rv = api.get(SVC, "web-local", "demo")["metadata"]["resourceVersion"]
+    nn_rv = api.get(NN, "node-1")["metadata"]["resourceVersion"]
+    # a restarted operator reads allocations and conditions back from the objects: it
+    # writes nothing at all
+    calls = len(api.calls)
+    restarted = KubeOperator(api, lambda: "2026-11-28T00:00:00Z")
+    assert not restarted.reconcile(snapshot(api, cache, 10))
+    assert [v for v, _ in api.calls[calls:]] == ["list"] * (len(api.calls) - calls)
+    assert {k: ingress(api, k) for k in before} == before
+    assert api.get(NN, "node-1")["metadata"]["resourceVersion"] == nn_rv
+    assert api.get(SVC, "web-local", "demo")["metadata"]["resourceVersion"] == rv
+
+
+def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> None:
+    api = lab()
+    cache = ParseCache()
+    settle(api, KubeOperator(api, now), cache)
+    later = KubeOperator(api, lambda: "2026-11-29T00:00:00Z")
+    # the pool's usage changes: its counters' messages change, their status does not
+    api.delete(SVC, "web-cluster", "demo")
+    settle(api, later, cache)
+    used = conditions(api, POOL, "general")["rackroute.io/IPsUsed"]
+    assert used["lastTransitionTime"] == now()
+    got = conditions(api, SVC, "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
+    assert got["status"] == "True" and got["lastTransitionTime"] == now()
+    # its pool deleted, a service's condition turns False, with a new time
+    api.delete(POOL, "general")
+    settle(api, later, cache)
+    got = conditions(api, SVC, "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
+    assert got["status"] == "False"
+    assert got["lastTransitionTime"] == "2026-11-29T00:00:00Z"
+
+
+def test_a_deleted_node_releases_its_node_network_and_foreign_ones_stay() -> None:
+    api = lab()
+    api.create(NN, {"metadata": {"name": "by-hand"}, "spec": {"podCIDRs": ["10.99.0.0/24"]}})
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    api.delete(NODE, "node-3")
+    settle(api, op, cache)
+    names, _ = api.list(NN)
+    assert sorted(n["metadata"]["name"] for n in names) == ["by-hand", "node-1", "node-2"]
+
+
+def test_a_bad_pool_gets_valid_false_and_the_rest_is_allocated() -> None:
+    api = lab()
+    api.create(POOL, {"metadata": {"name": "broken"}, "spec": {"blocks": [{"cidr": "nope"}]}})
+    settle(api, KubeOperator(api, now), ParseCache())
+    valid = conditions(api, POOL, "broken")["Valid"]
+    assert valid["status"] == "False" and "cidr" in valid["message"]
+    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+
+
+class FailingPatches(FakeKubeAPI):
+    """Status patches of the services named in `refuse` fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: set[str] = set()
+
+    def merge_patch(self, res: Resource, name: str, patch: Obj, namespace: str = "",
+                    sub: str = "") -> Obj:
+        if res.kind == "Service" and name in self.refuse:
+            raise ApiError(500, "InternalError", "etcdserver: request timed out")
+        return super().merge_patch(res, name, patch, namespace, sub)
+
+
+def test_a_failed_write_holds_up_nothing_else_and_is_retried() -> None:
+    api = FailingPatches()
+    create_all(api, lab_docs())
+    api.refuse.add("web-local")
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    op.reconcile(snapshot(api, cache, 1))
+    assert op.pending
+    assert "Service demo/web-local" in op.writer.failures
+    assert ingress(api, "demo/web-local") == []
+    assert ingress(api, "demo/web-cluster") != []
+    assert api.get(NN, "node-1")["spec"]["podCIDRs"]
+    api.refuse.clear()
+    settle(api, op, cache)
+    assert not op.pending
+    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
