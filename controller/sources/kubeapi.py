@@ -283,6 +283,8 @@ class HTTPKubeAPI:
         self._host = u.hostname
         self._port = u.port or (443 if self._https else 80)
         self._prefix = u.path.rstrip("/")
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []  # kept-alive connections
         self._ctx: ssl.SSLContext | None = None
         if self._https:
             ctx = ssl.create_default_context(
@@ -312,18 +314,37 @@ class HTTPKubeAPI:
 
     def _request(self, method: str, path: str, query: Mapping[str, str] | None = None,
                  body: Obj | None = None, content_type: str = "application/json") -> Obj:
+        """One request over a kept-alive connection (a fresh one when the kept one turns
+        out closed by the server)."""
         url = self._prefix + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        conn = self._conn(self.timeout)
-        try:
-            data = json.dumps(body).encode() if body is not None else None
-            conn.request(method, url, body=data,
-                         headers=self._headers(content_type if data is not None else ""))
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
+        data = json.dumps(body).encode() if body is not None else None
+        headers = self._headers(content_type if data is not None else "")
+        for attempt in (0, 1):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._conn(self.timeout)
+            try:
+                conn.request(method, url, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if reused and attempt == 0:
+                    continue  # the server closed an idle connection: once more, afresh
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+            break
         if resp.status >= 300:
             raise api_error(resp.status, raw)
         out = json.loads(raw or b"{}")
@@ -374,3 +395,10 @@ class HTTPKubeAPI:
 
     def delete(self, res: Resource, name: str, namespace: str = "") -> None:
         self._request("DELETE", res.path(namespace, name))
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()

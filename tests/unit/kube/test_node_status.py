@@ -1,0 +1,89 @@
+"""An agent's status as its BGPNodeConfig: the CRD's shape, the round trip `bgp peers`
+prints from, and the writes (created once, then patched)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from controller.cli_bgp import peer_rows
+from controller.kubenodestatus import RES, KubeNodeStatus, node_config, node_doc
+from controller.sources.kubeapi import ApiError
+from controller.sources.kubefake import FakeKubeAPI
+
+NOW = "2026-11-27T00:00:00Z"
+
+
+def doc(state: str = "established", problems: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "node": "n1", "updated": NOW, "problems": list(problems), "routes": {"x": {}},
+        "notAdvertised": [],
+        "instances": [{
+            "name": "tor", "localASN": 65011, "routerID": "10.55.0.11", "localPort": 179,
+            "heldPaths": [],
+            "peers": [{
+                "name": "tor", "peerAddress": "10.55.0.1", "peerASN": 65000, "state": state,
+                "establishedTime": "2026-11-27T00:00:00+00:00" if state == "established"
+                else None,
+                "appliedTimers": {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3},
+                "routeCount": {"ipv4-unicast": {"received": 2, "advertised": 3},
+                               "ipv6-unicast": {"received": 0, "advertised": 1}},
+                "plannedPaths": ["10.244.0.0/24"], "lastError": None,
+            }],
+        }],
+    }
+
+
+def test_the_object_has_the_crd_shape() -> None:
+    obj = node_config(doc(), NOW)
+    assert obj["metadata"]["name"] == "n1"
+    [inst] = obj["spec"]["bgpInstances"]
+    assert (inst["localASN"], inst["routerID"], inst["localPort"]) == (65011, "10.55.0.11", 179)
+    st = obj["status"]
+    assert (st["peers"], st["establishedPeers"]) == (1, 1)
+    [peer] = st["bgpInstances"][0]["peers"]
+    assert peer["peeringState"] == "established"
+    assert peer["routeCount"] == [
+        {"afi": "ipv4", "safi": "unicast", "received": 2, "advertised": 3},
+        {"afi": "ipv6", "safi": "unicast", "received": 0, "advertised": 1}]
+    assert "lastError" not in peer  # null is not a string: left out
+    assert st["conditions"][0]["status"] == "True"
+
+
+def test_problems_make_config_valid_false_and_come_back() -> None:
+    obj = node_config(doc("active", ("peer tor: secret kube-system/x missing",
+                                     "instance b: no router id")), NOW)
+    cond = obj["status"]["conditions"][0]
+    assert (cond["type"], cond["status"]) == ("ConfigValid", "False")
+    assert obj["status"]["establishedPeers"] == 0
+    back = node_doc(obj)
+    assert back["problems"] == ["peer tor: secret kube-system/x missing",
+                                "instance b: no router id"]
+
+
+def test_bgp_peers_prints_the_same_rows_from_the_object() -> None:
+    now = datetime(2026, 11, 27, 0, 5, tzinfo=UTC)
+    d = doc()
+    assert peer_rows({"n1": node_doc(node_config(d, NOW))}, now) == peer_rows({"n1": d}, now)
+
+
+def test_written_once_then_patched() -> None:
+    api = FakeKubeAPI()
+    w = KubeNodeStatus(api)
+    w.write(doc("active"), NOW)
+    obj = api.get(RES, "n1")
+    assert obj["status"]["bgpInstances"][0]["peers"][0]["peeringState"] == "active"
+    assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rackroute-agent"
+    before = len(api.calls)
+    w.write(doc("established"), NOW)
+    # the spec unchanged: only the status is patched
+    assert [v for v, _ in api.calls[before:]] == ["patch"]
+    assert api.get(RES, "n1")["status"]["establishedPeers"] == 1
+    # deleted behind the agent's back: the next write fails, the one after creates it
+    api.delete(RES, "n1")
+    with pytest.raises(ApiError):
+        w.write(doc("established"), NOW)
+    w.write(doc("established"), NOW)
+    assert api.get(RES, "n1")["status"]["establishedPeers"] == 1
