@@ -8,9 +8,9 @@ DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr 
             gcc
 KREL := $(shell uname -r)
 
-.PHONY: setup deb headers venv stubs native test lint typecheck unit lab lab-down bench clean
+.PHONY: setup deb headers venv stubs native kube test lint typecheck unit lab lab-down bench clean
 
-setup: deb headers venv stubs native
+setup: deb headers venv stubs native kube
 
 deb:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -51,6 +51,12 @@ native: .gen/libmaglev.so
 .gen/libmaglev.so: bpf/maglev_fill.c | deb
 	@mkdir -p .gen
 	gcc -O2 -shared -fPIC -pthread -o $@ $<
+
+# A real Kubernetes API server (etcd and kube-apiserver, built from the Go module proxy
+# into .gen/) for the kube source's tests; several minutes the first time, then instant.
+kube:
+	@if command -v go >/dev/null 2>&1; then bash tests/kube/install-apiserver.sh; \
+	else echo "setup: no go toolchain: the tests against a real API server will skip"; fi
 
 lint: setup
 	$(VENV)/bin/ruff check controller bgp bpf tests examples

@@ -245,8 +245,10 @@ class _HTTPWatch:
             while not self._closed.is_set():
                 try:
                     line = self._resp.readline()
-                except (OSError, ValueError, http.client.HTTPException):
-                    return  # closed under us, or the server went away: the caller re-watches
+                except (OSError, ValueError, AttributeError, http.client.HTTPException):
+                    # closed under us (http.client then trips over its own None), or the
+                    # server went away: the caller watches again
+                    return
                 if not line:
                     return
                 if not line.strip():
