@@ -136,7 +136,9 @@ class KubeAPI(Protocol):
 
     def get(self, res: Resource, name: str, namespace: str = "") -> Obj: ...
 
-    def create(self, res: Resource, obj: Obj, namespace: str = "") -> Obj: ...
+    def create(self, res: Resource, obj: Obj, namespace: str = "") -> Obj:
+        """Create `obj` (its kind and apiVersion may be left out: `res` gives them)."""
+        ...
 
     def merge_patch(self, res: Resource, name: str, patch: Obj, namespace: str = "",
                     sub: str = "") -> Obj:
@@ -388,7 +390,8 @@ class HTTPKubeAPI:
         return self._request("GET", res.path(namespace, name))
 
     def create(self, res: Resource, obj: Obj, namespace: str = "") -> Obj:
-        return self._request("POST", res.path(namespace), body=obj)
+        body = {"apiVersion": res.api_version, "kind": res.kind, **obj}
+        return self._request("POST", res.path(namespace), body=body)
 
     def merge_patch(self, res: Resource, name: str, patch: Obj, namespace: str = "",
                     sub: str = "") -> Obj:

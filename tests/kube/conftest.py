@@ -1,19 +1,30 @@
-"""A real kube-apiserver for the session, with rackroute's CRDs installed from the chart."""
+"""A real kube-apiserver per test module, with rackroute's CRDs installed from the chart,
+and a way to load manifests into it as kubectl would (status through its subresource)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from controller.sources.kubeapi import HTTPKubeAPI, from_kubeconfig
+from controller.sources.kubeapi import (
+    RESOURCES,
+    ApiError,
+    HTTPKubeAPI,
+    KubeAPI,
+    Resource,
+    from_kubeconfig,
+)
 from tests.kube.apiserver import REPO, ApiServer, available, running_apiserver
 
 CRDS = REPO / "helm" / "rackroute" / "crds"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+NAMESPACE = Resource("Namespace", "v1", "namespaces", False)
 
 
 def install_crds(api: ApiServer, timeout: float = 30.0) -> list[str]:
@@ -36,19 +47,58 @@ def install_crds(api: ApiServer, timeout: float = 30.0) -> list[str]:
     return names
 
 
-@pytest.fixture(scope="session")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def _serve(tmp: Path) -> Iterator[ApiServer]:
     reason = available()
     if reason:
         pytest.skip(reason)
-    with running_apiserver(Path(tmp_path_factory.mktemp("apiserver"))) as api:
+    with running_apiserver(tmp) as api:
         install_crds(api)
         yield api
 
 
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One server for a module's tests (they leave it as they found it)."""
+    yield from _serve(Path(tmp_path_factory.mktemp("apiserver")))
+
+
+@pytest.fixture
+def fresh_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A server of the test's own (about 4 s to start), for tests that fill the cluster."""
+    yield from _serve(Path(tmp_path_factory.mktemp("apiserver")))
+
+
+def apply(api: KubeAPI, docs: list[dict[str, Any]]) -> None:
+    """Create namespaces as needed, then each document; a document's status is written
+    through the status subresource, as a controller would."""
+    made: set[str] = set()
+    for d in docs:
+        ns = str(d["metadata"].get("namespace") or "")
+        if ns and ns not in made:
+            try:
+                api.create(NAMESPACE, {"metadata": {"name": ns}})
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+            made.add(ns)
+        res = RESOURCES[str(d["kind"])]
+        api.create(res, d, ns)
+        if d.get("status"):
+            api.merge_patch(res, str(d["metadata"]["name"]), {"status": d["status"]}, ns,
+                            sub="status")
+
+
+@contextmanager
+def client(api: ApiServer) -> Iterator[HTTPKubeAPI]:
+    """rackroute's own client, through the server's kubeconfig."""
+    c = HTTPKubeAPI(from_kubeconfig(api.kubeconfig))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.fixture
 def kube(apiserver: ApiServer) -> Iterator[HTTPKubeAPI]:
-    """rackroute's own client, through the server's kubeconfig."""
-    client = HTTPKubeAPI(from_kubeconfig(apiserver.kubeconfig))
-    yield client
-    client.close()
+    with client(apiserver) as c:
+        yield c

@@ -146,7 +146,9 @@ def check_stale_resource_version_is_gone(api: KubeAPI, ns: str,
 
 def check_cluster_scoped_custom_resource(api: KubeAPI, prefix: str) -> None:
     name = f"{prefix}pool"
-    made = api.create(POOL, pool(name, "192.0.2.0/28"))
+    bare = pool(name, "192.0.2.0/28")
+    del bare["kind"], bare["apiVersion"]  # the resource names them
+    made = api.create(POOL, bare)
     try:
         assert made["kind"] == "LoadBalancerIPPool"
         items, _ = api.list(POOL)

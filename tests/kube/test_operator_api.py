@@ -1,0 +1,134 @@
+"""`rackroute operator --kubeconfig` against a real kube-apiserver, with the lab's cluster:
+LoadBalancer IPs in Service status, pod CIDRs in NodeNetworks, conditions on the objects;
+kill -9 and a restart change nothing; bad input lands on its object while the rest goes
+on; a deleted node's NodeNetwork goes. `rackroute plan --kubeconfig` reads the same."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.lab.netns import wait_for
+from controller.sources.kubeapi import RESOURCES, HTTPKubeAPI
+from tests.kube.apiserver import ApiServer
+from tests.kube.conftest import apply, client
+from tests.unit.kube.cluster import lab_docs
+from tests.unit.kube.kubeapi_contract import service
+
+RACKROUTE = [sys.executable, "-m", "controller.cli"]
+SVC = RESOURCES["Service"]
+NN = RESOURCES["NodeNetwork"]
+POOL = RESOURCES["LoadBalancerIPPool"]
+NODE = RESOURCES["Node"]
+
+
+def ingress(kube: HTTPKubeAPI, ns: str, name: str) -> list[str]:
+    st = kube.get(SVC, name, ns).get("status") or {}
+    return [i["ip"] for i in (st.get("loadBalancer") or {}).get("ingress") or []]
+
+
+def conditions(kube: HTTPKubeAPI, kind: str, name: str, ns: str = "") -> dict[str, Any]:
+    st = kube.get(RESOURCES[kind], name, ns).get("status") or {}
+    return {c["type"]: c for c in st.get("conditions") or []}
+
+
+def versions(kube: HTTPKubeAPI) -> dict[str, str]:
+    out = {}
+    for res in (SVC, NN, POOL):
+        items, _ = kube.list(res)
+        for i in items:
+            m = i["metadata"]
+            out[f"{res.kind} {m.get('namespace', '')}/{m['name']}"] = m["resourceVersion"]
+    return out
+
+
+class Operator:
+    def __init__(self, api: ApiServer, log: Path) -> None:
+        self.api, self.log = api, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [*RACKROUTE, "operator", "--kubeconfig", str(self.api.kubeconfig)],
+                stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def kube(fresh_apiserver: ApiServer) -> Iterator[HTTPKubeAPI]:
+    """A client of this test's own server, holding the lab's cluster."""
+    with client(fresh_apiserver) as c:
+        apply(c, lab_docs())
+        yield c
+
+
+@pytest.fixture
+def operator(fresh_apiserver: ApiServer, kube: HTTPKubeAPI, tmp_path: Path
+             ) -> Iterator[Operator]:
+    op = Operator(fresh_apiserver, tmp_path / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.kill()
+
+
+def test_allocations_land_in_the_api_and_survive_kill_9(
+        operator: Operator, kube: HTTPKubeAPI, fresh_apiserver: ApiServer) -> None:
+    apiserver = fresh_apiserver
+    wait_for(lambda: ingress(kube, "demo", "web-local") == ["10.96.100.2"], 30,
+             what="web-local's LoadBalancer IP in its status")
+    wait_for(lambda: len(kube.list(NN)[0]) == 3, 10, what="three NodeNetworks")
+    assert kube.get(NN, "node-2")["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+    sat = conditions(kube, "Service", "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
+    assert sat["status"] == "True"
+    assert "rackroute.io/IPsUsed" in conditions(kube, "LoadBalancerIPPool", "general")
+    # the plan read from the cluster names the same addresses
+    out = subprocess.run([*RACKROUTE, "plan", "--kubeconfig", str(apiserver.kubeconfig),
+                          "-o", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["loadBalancerIPs"]["demo/web-local"]["ips"] == ["10.96.100.2"]
+    assert plan["podCIDRs"]["node-2"]["cidrs"] == ["10.244.1.0/24"]
+    # settled: kill -9, start again; nothing is written
+    time.sleep(1.0)
+    before = versions(kube)
+    operator.kill()
+    operator.start()
+    time.sleep(4.0)
+    assert operator.proc is not None and operator.proc.poll() is None
+    assert versions(kube) == before
+
+
+def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
+        operator: Operator, kube: HTTPKubeAPI) -> None:
+    wait_for(lambda: ingress(kube, "demo", "web-local"), 30, what="the first allocation")
+    kube.create(POOL, {"metadata": {"name": "broken"},
+                       "spec": {"blocks": [{"start": "10.96.250.9", "stop": "10.96.250.1"}]}})
+    valid = wait_for(lambda: conditions(kube, "LoadBalancerIPPool", "broken").get("Valid"), 15,
+                     what="Valid on the broken pool")
+    assert valid["status"] == "False"
+    assert "stop" in valid["message"] and "10.96.250.1" in valid["message"]
+    # a new service still gets an address, the old ones keep theirs
+    svc = service("late")
+    svc["metadata"]["namespace"] = "demo"
+    kube.create(SVC, svc, "demo")
+    wait_for(lambda: ingress(kube, "demo", "late"), 15, what="an IP for the new service")
+    assert ingress(kube, "demo", "web-local") == ["10.96.100.2"]
+    # a deleted node gives its pod CIDR back
+    kube.delete(NODE, "node-3")
+    wait_for(lambda: sorted(n["metadata"]["name"] for n in kube.list(NN)[0])
+             == ["node-1", "node-2"], 15, what="node-3's NodeNetwork deleted")
