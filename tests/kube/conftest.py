@@ -82,7 +82,10 @@ def apply(api: KubeAPI, docs: list[dict[str, Any]]) -> None:
                     raise
             made.add(ns)
         res = RESOURCES[str(d["kind"])]
-        api.create(res, d, ns)
+        # the server sets these (creation order then stands for creationTimestamp)
+        meta = {k: v for k, v in d["metadata"].items()
+                if k not in ("creationTimestamp", "resourceVersion", "uid")}
+        api.create(res, dict(d, metadata=meta), ns)
         if d.get("status"):
             api.merge_patch(res, str(d["metadata"]["name"]), {"status": d["status"]}, ns,
                             sub="status")

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,7 +35,9 @@ from tests.manifests import LB_ADVERTISEMENT, tor_cluster
 RACKROUTE = [sys.executable, "-m", "controller.cli"]
 
 
-def manifests(root: Path, topo: Topo) -> None:
+def cluster_docs(topo: Topo) -> list[dict[str, Any]]:
+    """The cluster these tests run: a ToR instance, the nodes of `topo`, two LoadBalancer
+    services (web: Cluster, endpoint on n2; local: Local, endpoint on n1)."""
     docs = tor_cluster(65010, "10.55.0.1", "all", [
         {"advertisementType": "PodCIDR",
          "attributes": {"communities": {"standard": ["65000:100"]}}},
@@ -58,7 +61,11 @@ def manifests(root: Path, topo: Topo) -> None:
                      "addressType": "IPv4",
                      "endpoints": [{"addresses": ["10.244.9.9"], "nodeName": node}],
                      "ports": [{"port": 80}]})
-    (root / "all.yaml").write_text(yaml.safe_dump_all(docs))
+    return docs
+
+
+def manifests(root: Path, topo: Topo) -> None:
+    (root / "all.yaml").write_text(yaml.safe_dump_all(cluster_docs(topo)))
 
 
 @dataclass

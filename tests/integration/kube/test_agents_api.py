@@ -1,0 +1,175 @@
+"""The real agents in node namespaces, fed by a real kube-apiserver instead of a manifest
+directory, against an FRR ToR; the real operator allocating into the API.
+
+The agents reach the server (on the host's loopback) through a relay on their namespace's
+loopback. Shown: the ToR learns the pod CIDRs and the LoadBalancer IPs the operator wrote
+into Service status; each node's BGPNodeConfig says Established and `rackroute bgp peers
+--kubeconfig` prints it; changes made through the API (a service deleted, an endpoint
+moved) reach the ToR; with the API server out of reach nothing is withdrawn, and once it is
+back the agents follow changes again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.netns import wait_for
+from controller.lab.relay import TcpRelay
+from controller.sources.kubeapi import RESOURCES, HTTPKubeAPI, from_kubeconfig
+from tests.integration.agent.test_agent_tor import cluster_docs, nexthops
+from tests.integration.bgp.conftest import Topo, build_topo
+from tests.kube.apiserver import ApiServer
+from tests.kube.conftest import apply
+
+RACKROUTE = [sys.executable, "-m", "controller.cli"]
+REPO = Path(__file__).resolve().parents[3]
+BNC = RESOURCES["BGPNodeConfig"]
+
+
+@dataclass
+class KubeCluster:
+    topo: Topo
+    api: ApiServer
+    kube: HTTPKubeAPI
+    relays: dict[str, TcpRelay]
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def paths(self) -> dict[str, list[dict[str, object]]]:
+        return self.topo.tor.bgp_routes()
+
+
+def node_kubeconfig(api: ApiServer, port: int, path: Path) -> Path:
+    """The server's kubeconfig, pointing at a relay's port on the node's loopback."""
+    doc = yaml.safe_load(api.kubeconfig.read_text())
+    for c in doc["clusters"]:
+        c["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
+@pytest.fixture
+def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
+    api = fresh_apiserver
+    port = int(api.url.rsplit(":", 1)[1])
+    topo = build_topo("gobgp", 2, tag="rrk")
+    tmp = Path(tempfile.mkdtemp(prefix="rrk-agents-"))
+    kube = HTTPKubeAPI(from_kubeconfig(api.kubeconfig))
+    relays: dict[str, TcpRelay] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        apply(kube, cluster_docs(topo))
+        with (tmp / "operator.log").open("wb") as log:
+            procs["operator"] = subprocess.Popen(
+                [*RACKROUTE, "operator", "--kubeconfig", str(api.kubeconfig)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        for n in topo.nodes:
+            name = f"n{n.idx}"
+            topo.tor_neighbor(n)
+            relays[name] = TcpRelay(n.ns.name, ("127.0.0.1", port))
+            kc = node_kubeconfig(api, relays[name].port, tmp / f"kubeconfig-{name}")
+            with (tmp / f"agent-{name}.log").open("wb") as log:
+                procs[name] = n.ns.popen(
+                    [*RACKROUTE, "agent", "--node", name, "--kubeconfig", str(kc),
+                     "--speaker", "gobgp", "--state-dir", str(tmp / f"state-{name}"),
+                     "--metrics-port", "0", "--resync", "5", "--import-routes"],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        yield KubeCluster(topo, api, kube, relays, procs)
+    finally:
+        stop(procs)
+        for r in relays.values():
+            r.close()
+        kube.close()
+        kill_leftover_speakers(tmp)
+        topo.lab.close()
+        if hasattr(request.node, "rep_call") and request.node.rep_call.failed:
+            for f in sorted(tmp.glob("*.log")):
+                print(f.name + ":\n" + f.read_text(errors="replace")[-3000:])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def established(kube: HTTPKubeAPI) -> set[str]:
+    items, _ = kube.list(BNC)
+    return {i["metadata"]["name"] for i in items
+            if (i.get("status") or {}).get("establishedPeers") == 1}
+
+
+def lb_ip(kube: HTTPKubeAPI, name: str) -> str:
+    """The address the operator wrote into the service's status ("" until then)."""
+    st = kube.get(RESOURCES["Service"], name, "demo").get("status") or {}
+    ingress = (st.get("loadBalancer") or {}).get("ingress") or [{}]
+    return str(ingress[0].get("ip") or "")
+
+
+@pytest.mark.timeout(180)
+def test_agents_fed_by_the_api_server_advertise_and_follow_it(cluster: KubeCluster) -> None:
+    c = cluster
+    web = wait_for(lambda: lb_ip(c.kube, "web"), 30, 0.2, "web's IP in its status")
+    local = wait_for(lambda: lb_ip(c.kube, "local"), 30, 0.2, "local's IP in its status")
+    assert {web, local} == {"198.51.100.0", "198.51.100.1"}
+    want = {"10.244.0.0/24", "10.244.1.0/24", f"{web}/32", f"{local}/32"}
+    wait_for(lambda: want <= set(c.paths()), 60, 0.2, "planned paths at the ToR")
+    wait_for(lambda: want <= c.topo.tor.installed_bgp(), 20, 0.2, "routes in the ToR kernel")
+    routes = c.paths()
+    assert nexthops(routes[f"{web}/32"]) == {"10.55.0.11", "10.55.0.12"}
+    assert nexthops(routes[f"{local}/32"]) == {"10.55.0.11"}  # Local: n1's endpoint
+
+    # status lives in the cluster: each node's BGPNodeConfig, and bgp peers reads it
+    wait_for(lambda: established(c.kube) == {"n1", "n2"}, 20, 0.2, "Established in the API")
+    out = subprocess.run([*RACKROUTE, "bgp", "peers", "--kubeconfig", str(c.api.kubeconfig)],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    rows = {tuple(ln.split()[:5]) for ln in out.splitlines()[1:] if ln.strip()}
+    assert rows == {("n1", "65011", "65000", "10.55.0.1", "established"),
+                    ("n2", "65012", "65000", "10.55.0.1", "established")}
+
+    # changes through the API: the Local endpoint moves to n2, web is deleted
+    c.kube.merge_patch(RESOURCES["EndpointSlice"], "local-1",
+                       {"endpoints": [{"addresses": ["10.244.9.9"], "nodeName": "n2"}]}, "demo")
+    c.kube.delete(RESOURCES["Service"], "web", "demo")
+    wait_for(lambda: f"{web}/32" not in c.paths(), 20, 0.2, "web withdrawn")
+    wait_for(lambda: nexthops(c.paths().get(f"{local}/32", [])) == {"10.55.0.12"},
+             20, 0.2, "local now only via n2")
+
+
+@pytest.mark.timeout(180)
+def test_the_api_server_out_of_reach_withdraws_nothing(cluster: KubeCluster) -> None:
+    c = cluster
+    web = wait_for(lambda: lb_ip(c.kube, "web"), 30, 0.2, "web's IP in its status")
+    local = wait_for(lambda: lb_ip(c.kube, "local"), 30, 0.2, "local's IP in its status")
+    want = {"10.244.0.0/24", "10.244.1.0/24", f"{web}/32", f"{local}/32"}
+    wait_for(lambda: want <= set(c.paths()), 60, 0.2, "planned paths at the ToR")
+    ports = {name: r.port for name, r in c.relays.items()}
+    for r in c.relays.values():
+        r.close()  # the agents' watches break; every retry is refused
+    time.sleep(12)  # two resyncs with the API server away
+    assert want <= set(c.paths())
+    assert all(p.poll() is None for p in c.procs.values())
+    # back: a change made meanwhile reaches the ToR
+    c.kube.delete(RESOURCES["Service"], "web", "demo")
+    for name, port in ports.items():
+        ns = next(n.ns.name for n in c.topo.nodes if f"n{n.idx}" == name)
+        c.relays[name] = TcpRelay(ns, c.relays[name].target, port)
+    wait_for(lambda: f"{web}/32" not in c.paths(), 60, 0.2, "web withdrawn after")
+    assert {"10.244.0.0/24", "10.244.1.0/24", f"{local}/32"} <= set(c.paths())
