@@ -37,3 +37,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "rackroute.operatorServiceAccount" -}}
 {{- .Values.serviceAccount.operator.name -}}
 {{- end -}}
+
+{{/* Where the agents and the operator read the cluster: kubernetes (the API server, with
+     the pods' service accounts) or manifests (a host directory). */}}
+{{- define "rackroute.source" -}}
+{{- if not (has .Values.source (list "kubernetes" "manifests")) -}}
+{{- fail (printf "source must be kubernetes or manifests, got %q" .Values.source) -}}
+{{- end -}}
+{{- .Values.source -}}
+{{- end -}}
+
+{{/* The API server's own address for pods that cannot use the kubernetes Service's
+     ClusterIP before the datapath serves it (the agent replaces kube-proxy). */}}
+{{- define "rackroute.apiServerEnv" -}}
+{{- if .Values.k8sServiceHost }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ .Values.k8sServiceHost | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ .Values.k8sServicePort | quote }}
+{{- end }}
+{{- end -}}

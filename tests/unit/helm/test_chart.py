@@ -384,7 +384,8 @@ def test_agent_daemonset() -> None:
     assert 'command: ["rackroute"]' in t
     assert re.search(r"- agent\n\s+- --node\n\s+- \$\(NODE_NAME\)", t)
     assert "fieldPath: spec.nodeName" in t
-    for flag in ("--manifests", "--speaker", "--metrics-port", "--resync", "--import-routes"):
+    for flag in ("--in-cluster", "--manifests", "--speaker", "--metrics-port", "--resync",
+                 "--import-routes"):
         assert f"- {flag}" in t, flag
     assert "hostNetwork: true" in t
     assert "privileged: true" in t
@@ -409,7 +410,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     )
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
         "n1", "exabgp", 9962, True)
-    assert flags == {"--node", "--manifests", "--speaker", "--metrics-port", "--resync",
+    assert flags == {"--node", "--in-cluster", "--manifests", "--speaker", "--metrics-port", "--resync",
                      "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
                      "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6"}
@@ -424,9 +425,11 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
             "169.254.77.1", "fd00:77::1")
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
-    assert op_flags == {"--manifests", "--interval"}
+    assert op_flags == {"--in-cluster", "--manifests", "--interval"}
     parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1"])
     assert parsed.interval == 1.0
+    for cmd in (["operator"], ["agent", "--node", "n1"]):
+        assert build_parser().parse_args([*cmd, "--in-cluster"]).in_cluster
 
 
 def test_operator_deployment() -> None:
