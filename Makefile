@@ -52,10 +52,18 @@ native: .gen/libmaglev.so
 	@mkdir -p .gen
 	gcc -O2 -shared -fPIC -pthread -o $@ $<
 
-# A real Kubernetes API server (etcd and kube-apiserver, built from the Go module proxy
-# into .gen/) for the kube source's tests; several minutes the first time, then instant.
+# A real Kubernetes API server (etcd and kube-apiserver) and helm, built from the Go
+# module proxy into .gen/, for the kube source's and the chart's tests; several minutes
+# the first time, then instant.
+HELM_VERSION := v3.22.0
 kube:
 	@if command -v go >/dev/null 2>&1; then bash tests/kube/install-apiserver.sh; \
+	  if [ "$$(.gen/helm version --template '{{.Version}}' 2>/dev/null)" != "$(HELM_VERSION)" ]; then \
+	    echo "setup: building helm $(HELM_VERSION)"; \
+	    GOBIN=$(CURDIR)/.gen CGO_ENABLED=0 go install \
+	      -ldflags "-X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" \
+	      helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	  fi; \
 	else echo "setup: no go toolchain: the tests against a real API server will skip"; fi
 
 lint: setup

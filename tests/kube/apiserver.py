@@ -342,6 +342,7 @@ def running_apiserver(workdir: Path, compaction: str = "2s") -> Iterator[ApiServ
                     # The `kubernetes` Service's endpoints would be 127.0.0.1, which the
                     # Endpoints validation rejects (loopback) on every reconcile.
                     "--endpoint-reconciler-type=none",
+                    "--allow-privileged=true",  # as kubeadm's: CNI agents run privileged
                     f"--etcd-compaction-interval={compaction}",
                     # services straight from etcd: a compacted resourceVersion is 410 Gone
                     # there (the watch cache would serve it from its own history)

@@ -410,8 +410,8 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     )
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
         "n1", "exabgp", 9962, True)
-    assert flags == {"--node", "--in-cluster", "--manifests", "--speaker", "--metrics-port", "--resync",
-                     "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
+    assert flags == {"--node", "--in-cluster", "--manifests", "--speaker", "--metrics-port",
+                     "--resync", "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
                      "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6"}
     dp = build_parser().parse_args(

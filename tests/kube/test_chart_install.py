@@ -1,0 +1,144 @@
+"""The Helm chart rendered by a real helm and applied to a real kube-apiserver: the server
+takes every object, and the RBAC it grants is what the code needs, no more. The agent's and
+the operator's service account tokens (from the TokenRequest API) run the kube source, the
+operator's writes and the agent's BGPNodeConfig writes without one refusal, and each is
+refused what belongs to the other."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.kubenodestatus import KubeNodeStatus
+from controller.operator import KubeOperator
+from controller.sources.kube import AGENT_KINDS, OPERATOR_KINDS, KubeSource
+from controller.sources.kubeapi import RESOURCES, ApiError, HTTPKubeAPI, KubeConfig, Resource
+from controller.store import Store
+from tests.kube.apiserver import GEN, REPO, ApiServer
+from tests.kube.conftest import NAMESPACE, apply, client
+from tests.unit.kube.cluster import lab_docs
+from tests.unit.kube.test_node_status import doc as node_status_doc
+
+HELM = GEN / "helm"
+NS = "rackroute-system"
+KINDS: dict[str, Resource] = {
+    "ServiceAccount": Resource("ServiceAccount", "v1", "serviceaccounts", True),
+    "ConfigMap": Resource("ConfigMap", "v1", "configmaps", True),
+    "Service": RESOURCES["Service"],
+    "ClusterRole": Resource("ClusterRole", "rbac.authorization.k8s.io/v1", "clusterroles",
+                            False),
+    "ClusterRoleBinding": Resource("ClusterRoleBinding", "rbac.authorization.k8s.io/v1",
+                                   "clusterrolebindings", False),
+    "Role": Resource("Role", "rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": Resource("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings",
+                            True),
+    "DaemonSet": Resource("DaemonSet", "apps/v1", "daemonsets", True),
+    "Deployment": Resource("Deployment", "apps/v1", "deployments", True),
+    "RackrouteConfig": RESOURCES["RackrouteConfig"],
+}
+
+
+CHART = REPO / "helm" / "rackroute"
+TEMPLATE = [str(HELM), "template", "rackroute", str(CHART), "--kube-version", "v1.34.4"]
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    sets = [a for v in values for a in ("--set", v)]
+    out = subprocess.run([*TEMPLATE, "--namespace", NS, *sets], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def token(api: ApiServer, sa: str) -> str:
+    got = api.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts/{sa}/token",
+                      {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                       "spec": {"expirationSeconds": 3600}})
+    return str(got["status"]["token"])
+
+
+def as_account(api: ApiServer, sa: str) -> HTTPKubeAPI:
+    return HTTPKubeAPI(KubeConfig(api.url, token=token(api, sa), ca_file=api.ca_file))
+
+
+@pytest.fixture
+def installed(fresh_apiserver: ApiServer) -> Iterator[ApiServer]:
+    if not HELM.exists():
+        pytest.skip(f"missing helm ({HELM}); run make setup")
+    with client(fresh_apiserver) as admin:
+        admin.create(NAMESPACE, {"metadata": {"name": NS}})
+        for d in render("datapath.enabled=true"):
+            res = KINDS[d["kind"]]
+            admin.create(res, d, NS if res.namespaced else "")
+        # the lab's cluster, with the chart's RackrouteConfig in place of the lab's
+        apply(admin, [d for d in lab_docs() if d["kind"] != "RackrouteConfig"])
+    yield fresh_apiserver
+
+
+def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> None:
+    if not HELM.exists():
+        pytest.skip(f"missing helm ({HELM}); run make setup")
+    from controller.cli import build_parser
+
+    for values, source_flag in (((), "--in-cluster"), (("source=manifests",), "--manifests")):
+        docs = render(*values)
+        by_kind = {d["kind"]: d for d in docs}
+        agent = by_kind["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
+        op = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        for c in (agent, op):
+            args = [a.replace("$(NODE_NAME)", "n1") for a in c["args"]]
+            assert source_flag in args
+            build_parser().parse_args(args)  # exits on a flag the command does not take
+        mounts = {m["name"] for m in agent["volumeMounts"]}
+        assert ("manifests" in mounts) == (source_flag == "--manifests")
+    docs = render("k8sServiceHost=10.0.0.5", "k8sServicePort=6443")
+    for d in docs:
+        if d["kind"] in ("DaemonSet", "Deployment"):
+            e = {v["name"]: v.get("value") for v in
+                 d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert (e["KUBERNETES_SERVICE_HOST"], e["KUBERNETES_SERVICE_PORT"]) == (
+                "10.0.0.5", "6443")
+    bad = subprocess.run([*TEMPLATE, "--set", "source=etcd"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "source must be kubernetes or manifests" in bad.stderr
+
+
+def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer) -> None:
+    agent = as_account(installed, "rackroute-agent")
+    operator = as_account(installed, "rackroute-operator")
+    try:
+        # the operator: reads its kinds, writes allocations and conditions, no refusal
+        store = Store()
+        src = KubeSource(operator, store, OPERATOR_KINDS)
+        assert src.poll(timeout=20), dict(src.problems())
+        assert not src.problems()
+        op = KubeOperator(operator)
+        assert op.reconcile(store.snapshot())
+        assert not op.writer.failures, op.writer.failures
+        src.close()
+        # the agent: reads every kind (Secrets in the release namespace), writes its node
+        store = Store()
+        src = KubeSource(agent, store, AGENT_KINDS, secrets_namespace=NS)
+        assert src.poll(timeout=20), dict(src.problems())
+        assert not src.problems()
+        assert store.snapshot().node_networks  # the operator's writes, seen by the agent
+        src.close()
+        KubeNodeStatus(agent).write(node_status_doc(), "2026-11-27T00:00:00Z")
+        # least privilege, both ways
+        for api, res, name, ns, sub in (
+                (agent, RESOURCES["Service"], "web-local", "demo", "status"),
+                (agent, RESOURCES["NodeNetwork"], "node-1", "", ""),
+                (operator, RESOURCES["BGPNodeConfig"], "n1", "", "status")):
+            with pytest.raises(ApiError) as e:
+                api.merge_patch(res, name, {"metadata": {"labels": {"x": "y"}}}, ns, sub)
+            assert e.value.status == 403
+        with pytest.raises(ApiError) as e:
+            agent.list(RESOURCES["Secret"], "default")
+        assert e.value.status == 403
+    finally:
+        agent.close()
+        operator.close()
