@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -77,16 +79,26 @@ def stop_event() -> threading.Event:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    from controller.leader import LeaderElector
     from controller.operator import run_operator
-    from controller.sources.select import kube_api
+    from controller.sources.select import kube_api, own_namespace
 
     try:
         api = kube_api(args)
     except ValueError as e:
         print(f"rackroute operator: {e}", file=sys.stderr)
         return 2
+    elector = None
+    if args.leader_elect:
+        if api is None:
+            print("rackroute operator: --leader-elect needs the API server (--kubeconfig or "
+                  "--in-cluster)", file=sys.stderr)
+            return 2
+        identity = (args.leader_elect_identity or os.environ.get("POD_NAME")
+                    or f"{socket.gethostname()}_{os.getpid()}")
+        elector = LeaderElector(api, args.leader_elect_namespace or own_namespace(), identity)
     run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
-                 args.interval, api)
+                 args.interval, api, elector)
     return 0
 
 
@@ -104,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("operator", help="allocate pod CIDRs and LoadBalancer IPs")
     add_source_args(op)
+    op.add_argument("--leader-elect", action="store_true",
+                    help="write only while holding the Lease rackroute-operator (several "
+                         "replicas, one writer)")
+    op.add_argument("--leader-elect-namespace", default="",
+                    help="the Lease's namespace (default: POD_NAMESPACE, the service "
+                         "account's, else kube-system)")
+    op.add_argument("--leader-elect-identity", default="",
+                    help="this candidate's name (default: POD_NAME, else host_pid)")
     op.add_argument("--interval", type=float, default=0.2, help="poll interval, seconds")
     op.set_defaults(func=cmd_operator)
     for register in EXTRA_COMMANDS:

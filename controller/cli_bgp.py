@@ -122,7 +122,13 @@ def peer_rows(docs: dict[str, dict[str, Any]], now: datetime) -> list[list[objec
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    docs = _nodes(args)
+    from controller.sources.kubeapi import ApiError
+
+    try:
+        docs = _nodes(args)
+    except (ApiError, OSError, ValueError) as e:
+        print(f"rackroute bgp peers: {e}", file=sys.stderr)
+        return 2
     if args.output == "json":
         print(json.dumps(docs, indent=2))
         return 0

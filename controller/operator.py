@@ -18,6 +18,7 @@ from typing import Any
 from controller.desired.bgpconfig import cluster_conditions
 from controller.desired.cluster import Allocations, plan_allocations
 from controller.kubestatus import KubeStatusWriter, planned_writes, utc_now
+from controller.leader import LeaderElector
 from controller.sources.kubeapi import KubeAPI
 from controller.status import read_yaml, status_dir, write_operator
 from controller.store import Snapshot
@@ -106,9 +107,10 @@ def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 
 def run_operator(manifests: Path | None, stop: threading.Event, interval: float = 0.2,
-                 api: KubeAPI | None = None) -> None:
+                 api: KubeAPI | None = None, elector: LeaderElector | None = None) -> None:
     """Keep the allocations up to date until `stop`: from a manifest directory into
-    `.status/operator.yaml`, or (with `api`) from and into the API server."""
+    `.status/operator.yaml`, or (with `api`) from and into the API server. With `elector`,
+    only while this process holds the lease (controller/leader.py)."""
     from controller.sources.files import FileSource
     from controller.sources.kube import OPERATOR_KINDS, KubeSource
     from controller.store import Store
@@ -127,13 +129,22 @@ def run_operator(manifests: Path | None, stop: threading.Event, interval: float 
         assert manifests is not None
         source = FileSource(manifests, store, interval)
         op = Operator(manifests)
-    t = threading.Thread(target=source.run, args=(stop,), name="source", daemon=True)
-    t.start()
+    threads = [threading.Thread(target=source.run, args=(stop,), name="source", daemon=True)]
+    if elector is not None:
+        # leading or not, the cache stays warm; becoming the leader wakes a pass at once
+        threads.append(threading.Thread(target=elector.run, args=(stop, lambda _: store.poke()),
+                                        name="leader", daemon=True))
+    for t in threads:
+        t.start()
     while not stop.is_set():
         # a write that failed (the API server away, a conflict) is tried again each second
-        if store.wait(timeout=1.0) or getattr(op, "pending", False):
+        woke = store.wait(timeout=1.0) or getattr(op, "pending", False)
+        if elector is not None and not elector.is_leader():
+            continue
+        if woke:
             try:
                 op.reconcile(store.snapshot())
             except Exception:
                 log.exception("event=operator_error")
-    t.join(timeout=2)
+    for t in threads:
+        t.join(timeout=5)  # the elector gives its lease up on the way out

@@ -58,6 +58,24 @@ def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(obj: Obj, res: Resource) -> Obj:
+    """The object as kept in the cache: kind and apiVersion set (typed lists leave them
+    off), without the managed fields and kubectl's copy of the last applied object, which
+    rackroute never reads and which can be larger than the rest."""
+    obj.setdefault("apiVersion", res.api_version)
+    obj.setdefault("kind", res.kind)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+        ann = meta.get("annotations")
+        if isinstance(ann, dict):
+            ann.pop(LAST_APPLIED, None)
+    return obj
+
+
 class Reflector:
     """Keeps `objects` (ns/name -> raw object) equal to the server's, for one resource."""
 
@@ -91,11 +109,8 @@ class Reflector:
             if self.missing:
                 log.info("event=kube_resource_found kind=%s", self.res.kind)
             self.missing = False
-        for item in items:
-            item.setdefault("apiVersion", self.res.api_version)
-            item.setdefault("kind", self.res.kind)
         with self.lock:
-            self.objects = {_key(o): o for o in items}
+            self.objects = {_key(o): slim(o, self.res) for o in items}
             self._rv = rv
         self.synced.set()
         self.on_change.set()
@@ -111,9 +126,7 @@ class Reflector:
                 if ev.type == "BOOKMARK":
                     self._rv = _rv(ev.obj) or self._rv
                     continue
-                obj = ev.obj
-                obj.setdefault("apiVersion", self.res.api_version)
-                obj.setdefault("kind", self.res.kind)
+                obj = slim(ev.obj, self.res)
                 with self.lock:
                     if ev.type == "DELETED":
                         self.objects.pop(_key(obj), None)

@@ -1,9 +1,10 @@
 """An in-memory Kubernetes API for unit tests, with the real server's rules where
 rackroute relies on them: one resourceVersion counter across every write; watches that
 replay from a resourceVersion and then follow (410 Gone once it is compacted away); status
-written only through the status subresource; JSON merge patches; AlreadyExists and
-NotFound; resources that are not installed (a CRD missing) answering 404. It passes the
-contract tests the real server passes.
+written only through the status subresource; JSON merge patches, a resourceVersion in the
+patch being a precondition (409 Conflict); AlreadyExists and NotFound; resources that are
+not installed (a CRD missing) answering 404. It passes the contract tests the real server
+passes.
 """
 
 from __future__ import annotations
@@ -172,6 +173,10 @@ class FakeKubeAPI:
             old = self._objects.get(key)
             if old is None:
                 raise ApiError(404, "NotFound", f'{res.plural} "{name}" not found')
+            want = (patch.get("metadata") or {}).get("resourceVersion")
+            if want is not None and str(want) != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} '
+                               f'"{name}": the object has been modified')
             new = merge(old, patch)
             # the main resource ignores status; the status subresource changes nothing else
             if sub == "status":

@@ -1,11 +1,12 @@
 """Which source a command reads: a manifest directory (`--manifests`), or the Kubernetes
 API (`--kubeconfig FILE [--kube-context NAME]`, or `--in-cluster` with the pod's service
 account). Secrets (BGP passwords) are read in one namespace: `--secrets-namespace`, by
-default the service account's own namespace in the cluster, else kube-system."""
+default this pod's own (POD_NAMESPACE, or the service account's), else kube-system."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from controller.sources.kubeapi import SA_DIR, HTTPKubeAPI, from_kubeconfig, in_cluster
@@ -34,10 +35,18 @@ def kube_api(args: argparse.Namespace) -> HTTPKubeAPI | None:
     return None
 
 
-def secrets_namespace(args: argparse.Namespace) -> str:
-    if getattr(args, "secrets_namespace", ""):
-        return str(args.secrets_namespace)
+def own_namespace() -> str:
+    """The namespace this process runs in: POD_NAMESPACE, the service account's, else
+    kube-system."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
     try:
         return (SA_DIR / "namespace").read_text().strip() or "kube-system"
     except OSError:
         return "kube-system"
+
+
+def secrets_namespace(args: argparse.Namespace) -> str:
+    if getattr(args, "secrets_namespace", ""):
+        return str(args.secrets_namespace)
+    return own_namespace()

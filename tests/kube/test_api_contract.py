@@ -52,3 +52,7 @@ def test_cluster_scoped_custom_resource(kube: HTTPKubeAPI) -> None:
 
 def test_a_resource_not_served_is_404(kube: HTTPKubeAPI) -> None:
     c.check_a_resource_not_served_is_404(kube)
+
+
+def test_a_stale_resource_version_in_a_patch_conflicts(kube: HTTPKubeAPI) -> None:
+    c.check_a_stale_resource_version_in_a_patch_conflicts(kube, "default", prefix())

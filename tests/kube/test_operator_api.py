@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from controller.lab.netns import wait_for
-from controller.sources.kubeapi import RESOURCES, HTTPKubeAPI
+from controller.leader import LEASE
+from controller.sources.kubeapi import RESOURCES, ApiError, HTTPKubeAPI
 from tests.kube.apiserver import ApiServer
 from tests.kube.conftest import apply, client
 from tests.unit.kube.cluster import lab_docs
@@ -51,15 +52,15 @@ def versions(kube: HTTPKubeAPI) -> dict[str, str]:
 
 
 class Operator:
-    def __init__(self, api: ApiServer, log: Path) -> None:
-        self.api, self.log = api, log
+    def __init__(self, api: ApiServer, log: Path, *extra: str) -> None:
+        self.api, self.log, self.extra = api, log, extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [*RACKROUTE, "operator", "--kubeconfig", str(self.api.kubeconfig)],
-                stdout=out, stderr=subprocess.STDOUT)
+                [*RACKROUTE, "operator", "--kubeconfig", str(self.api.kubeconfig),
+                 *self.extra], stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -132,3 +133,44 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
     kube.delete(NODE, "node-3")
     wait_for(lambda: sorted(n["metadata"]["name"] for n in kube.list(NN)[0])
              == ["node-1", "node-2"], 15, what="node-3's NodeNetwork deleted")
+
+
+def lease_holder(kube: HTTPKubeAPI) -> str:
+    try:
+        lease = kube.get(LEASE, "rackroute-operator", "default")
+    except ApiError:
+        return ""
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+@pytest.mark.timeout(120)
+def test_two_operators_elect_one_writer_and_the_survivor_takes_over(
+        fresh_apiserver: ApiServer, kube: HTTPKubeAPI, tmp_path: Path) -> None:
+    def make(name: str) -> Operator:
+        return Operator(fresh_apiserver, tmp_path / f"operator-{name}.log", "--leader-elect",
+                        "--leader-elect-namespace", "default", "--leader-elect-identity", name)
+
+    a, b = make("a"), make("b")
+    try:
+        a.start()
+        wait_for(lambda: lease_holder(kube) == "a", 20, what="a holding the lease")
+        wait_for(lambda: ingress(kube, "demo", "web-local"), 20, what="a's allocations")
+        b.start()
+        time.sleep(4)
+        assert lease_holder(kube) == "a"
+        # a dies without giving the lease up: b takes over once it expires (15 s)
+        a.kill()
+        svc = service("late")
+        svc["metadata"]["namespace"] = "demo"
+        kube.create(SVC, svc, "demo")
+        wait_for(lambda: lease_holder(kube) == "b", 30, what="b holding the lease")
+        wait_for(lambda: ingress(kube, "demo", "late"), 10, what="b allocating")
+        assert ingress(kube, "demo", "web-local") == ["10.96.100.2"]
+        # SIGTERM: b gives the lease up on its way out
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGTERM)
+        assert b.proc.wait(timeout=15) == 0
+        assert lease_holder(kube) == ""
+    finally:
+        a.kill()
+        b.kill()

@@ -425,7 +425,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
             "169.254.77.1", "fd00:77::1")
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
-    assert op_flags == {"--in-cluster", "--manifests", "--interval"}
+    assert op_flags == {"--in-cluster", "--leader-elect", "--manifests", "--interval"}
     parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1"])
     assert parsed.interval == 1.0
     for cmd in (["operator"], ["agent", "--node", "n1"]):

@@ -168,3 +168,20 @@ def check_a_resource_not_served_is_404(api: KubeAPI) -> None:
     with pytest.raises(ApiError) as e:
         api.list(NOT_SERVED)
     assert e.value.status == 404
+
+
+def check_a_stale_resource_version_in_a_patch_conflicts(api: KubeAPI, ns: str,
+                                                         prefix: str) -> None:
+    name = f"{prefix}rv"
+    made = api.create(SVC, service(name), ns)
+    try:
+        rv = made["metadata"]["resourceVersion"]
+        api.merge_patch(SVC, name, {"metadata": {"resourceVersion": rv, "labels": {"a": "1"}}},
+                        ns)
+        with pytest.raises(ApiError) as e:
+            api.merge_patch(SVC, name, {"metadata": {"resourceVersion": rv,
+                                                     "labels": {"a": "2"}}}, ns)
+        assert e.value.status == 409
+        assert api.get(SVC, name, ns)["metadata"]["labels"] == {"a": "1"}
+    finally:
+        api.delete(SVC, name, ns)

@@ -53,3 +53,7 @@ def test_merge_patch_follows_rfc_7386() -> None:
     assert merge(target, patch) == {"a": "z", "c": {"d": "e"}}
     assert merge({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
     assert merge({"a": 1}, {"b": {"c": None}}) == {"a": 1, "b": {}}
+
+
+def test_a_stale_resource_version_in_a_patch_conflicts() -> None:
+    c.check_a_stale_resource_version_in_a_patch_conflicts(fake(), "default", "rr-")

@@ -187,3 +187,19 @@ def test_unchanged_objects_keep_their_identity_between_snapshots() -> None:
         api.create(SVC, service("web"), "default")
         snap = until(store, lambda s: "default/web" in s.services)
         assert snap.pools["p1"] is before  # parsed once per resourceVersion
+
+
+def test_the_cache_drops_managed_fields_and_the_last_applied_copy_only() -> None:
+    api = FakeKubeAPI()
+    svc = service("web")
+    svc["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    svc["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": "{" + "x" * 4096 + "}",
+        "rackroute.io/lb-ipam-ips": "192.0.2.7"}
+    api.create(SVC, svc, "default")
+    with running(api) as (src, store):
+        raw = next(r for r in src.reflectors if r.res.kind == "Service").objects["default/web"]
+        assert "managedFields" not in raw["metadata"]
+        assert raw["metadata"]["annotations"] == {"rackroute.io/lb-ipam-ips": "192.0.2.7"}
+        assert store.snapshot().services["default/web"].meta.annotations == {
+            "rackroute.io/lb-ipam-ips": "192.0.2.7"}
