@@ -10,7 +10,7 @@ KREL := $(shell uname -r)
 
 .PHONY: setup deb headers venv stubs native kube test lint typecheck unit lab lab-down bench clean
 
-setup: deb headers venv stubs native kube
+setup: deb headers venv stubs native
 
 deb:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -73,7 +73,7 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
 
-test: setup lint
+test: setup kube lint
 	$(VENV)/bin/pytest -q tests
 
 # The FRR lab: ToR + 3 nodes running the agents + pods + an external client, in network
