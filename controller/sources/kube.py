@@ -8,9 +8,12 @@ and is asked for again later; any other failure keeps the last known objects and
 with backoff. Nothing is published until every reflector has listed once, so a consumer
 never plans from half a cluster (the operator would release what it cannot see).
 
-Objects are parsed by the same parser as the manifest directory's, once per
-resourceVersion. An object whose new version does not parse keeps its last good version
-and its errors are reported with its name, as with the files source.
+Objects are parsed as they arrive, by the same parser as the manifest directory's, once
+per resourceVersion, and only the parsed object is kept (with its status conditions, for
+the operator): the raw JSON of 10k services and their EndpointSlices would take about
+100 MB, the parsed objects a third of that. An object whose new version does not parse
+keeps its last good version and its errors are reported with its name, as with the files
+source.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class Reflector:
         self.on_change = on_change
         self.backoff = backoff
         self.watch_timeout = watch_timeout
-        self.objects: dict[str, Obj] = {}
+        self.objects: dict[str, Entry] = {}
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.missing = False  # the server does not serve this resource (404)
@@ -109,8 +112,13 @@ class Reflector:
             if self.missing:
                 log.info("event=kube_resource_found kind=%s", self.res.kind)
             self.missing = False
+        old = self.objects
+        fresh = {}
+        for o in items:
+            key = _key(o)
+            fresh[key] = ingest(o, self.res, old.get(key))
         with self.lock:
-            self.objects = {_key(o): slim(o, self.res) for o in items}
+            self.objects = fresh
             self._rv = rv
         self.synced.set()
         self.on_change.set()
@@ -126,12 +134,14 @@ class Reflector:
                 if ev.type == "BOOKMARK":
                     self._rv = _rv(ev.obj) or self._rv
                     continue
-                obj = slim(ev.obj, self.res)
+                obj, key = ev.obj, _key(ev.obj)
+                entry = (ingest(obj, self.res, self.objects.get(key))
+                         if ev.type in ("ADDED", "MODIFIED") else None)
                 with self.lock:
                     if ev.type == "DELETED":
-                        self.objects.pop(_key(obj), None)
-                    elif ev.type in ("ADDED", "MODIFIED"):
-                        self.objects[_key(obj)] = obj
+                        self.objects.pop(key, None)
+                    elif entry is not None:
+                        self.objects[key] = entry
                     self._rv = _rv(obj) or self._rv
                 self.on_change.set()
         finally:
@@ -171,49 +181,66 @@ class Reflector:
             w.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One object as the cache keeps it: parsed, with its last good version."""
+
+    kind: str
+    key: str  # ns/name
+    rv: str
+    result: ParseResult
+    good: object | None  # result.obj, or the last good version when this one is bad
+    conditions: tuple[Obj, ...] = ()  # status.conditions as the object carries them
+
+
+def ingest(raw: Obj, res: Resource, previous: Entry | None = None) -> Entry:
+    """Parse one raw object (not again when its resourceVersion is the one already
+    parsed), keeping the previous entry's good version when this one does not parse."""
+    raw = slim(raw, res)
+    key, rv = _key(raw), _rv(raw)
+    conds = (raw.get("status") or {}).get("conditions")
+    conditions = tuple(c for c in conds if isinstance(c, dict)) if isinstance(conds, list) \
+        else ()
+    if previous is not None and rv and previous.rv == rv:
+        return previous
+    result = parse_object(raw, key)
+    good = result.obj if result.obj is not None else (previous.good if previous else None)
+    return Entry(res.kind, key, rv, result, good, conditions)
+
+
+def assemble(entries: Iterable[Entry], revision: int) -> Snapshot:
+    """The snapshot of a set of entries (pure)."""
+    objects: list[object] = []
+    errors: list[ObjectError] = []
+    conditions: dict[str, tuple[Obj, ...]] = {}
+    for e in entries:
+        if e.conditions:
+            conditions[f"{e.kind} {e.key}"] = e.conditions
+        if e.result.ignored:
+            continue
+        if e.result.obj is None:
+            note = " (keeping the last good version)" if e.good is not None else ""
+            errors.append(ObjectError(e.result.ref, tuple(m + note for m in e.result.errors)))
+        if e.good is not None:
+            objects.append(e.good)
+    return Snapshot.build(objects, errors, revision, conditions)
+
+
 class ParseCache:
-    """Raw objects -> parsed, once per resourceVersion, keeping last good versions."""
+    """Raw objects -> a snapshot, remembering entries between calls (for one-shot readers
+    and tests that hold raw objects)."""
 
     def __init__(self) -> None:
-        self._parsed: dict[tuple[str, str], tuple[str, ParseResult]] = {}
-        self._good: dict[tuple[str, str], object] = {}
+        self._entries: dict[tuple[str, str], Entry] = {}
 
-    def snapshot(self, raws: Iterable[Obj], revision: int,
-                 extra_errors: Iterable[ObjectError] = ()) -> Snapshot:
-        objects: list[object] = []
-        errors = list(extra_errors)
-        seen: set[tuple[str, str]] = set()
-        good: dict[tuple[str, str], object] = {}
-        conditions: dict[str, tuple[Obj, ...]] = {}
+    def snapshot(self, raws: Iterable[Obj], revision: int) -> Snapshot:
+        entries: dict[tuple[str, str], Entry] = {}
         for raw in raws:
-            ident = (str(raw.get("kind")), _key(raw))
-            conds = (raw.get("status") or {}).get("conditions")
-            if isinstance(conds, list) and conds:
-                conditions[f"{ident[0]} {ident[1]}"] = tuple(
-                    c for c in conds if isinstance(c, dict))
-            rv = _rv(raw)
-            hit = self._parsed.get(ident)
-            if hit is None or hit[0] != rv or not rv:
-                hit = (rv, parse_object(raw, ident[1]))
-            self._parsed[ident] = hit
-            seen.add(ident)
-            res = hit[1]
-            if res.ignored:
-                continue
-            if res.obj is not None:
-                good[ident] = res.obj
-                objects.append(res.obj)
-                continue
-            kept = self._good.get(ident)
-            note = " (keeping the last good version)" if kept is not None else ""
-            errors.append(ObjectError(res.ref, tuple(m + note for m in res.errors)))
-            if kept is not None:
-                good[ident] = kept
-                objects.append(kept)
-        for gone in set(self._parsed) - seen:
-            del self._parsed[gone]
-        self._good = good
-        return Snapshot.build(objects, errors, revision, conditions)
+            res = RESOURCES[str(raw.get("kind"))]
+            ident = (res.kind, _key(raw))
+            entries[ident] = ingest(raw, res, self._entries.get(ident))
+        self._entries = entries
+        return assemble(entries.values(), revision)
 
 
 class KubeSource:
@@ -237,7 +264,6 @@ class KubeSource:
             for k in kinds
         ]
         self._threads: list[threading.Thread] = []
-        self._cache = ParseCache()
         self.revision = 0
 
     def start(self) -> None:
@@ -268,12 +294,12 @@ class KubeSource:
 
     def load(self) -> Snapshot:
         """The snapshot of what the reflectors hold now."""
-        raws: list[Obj] = []
+        entries: list[Entry] = []
         for r in self.reflectors:
             with r.lock:
-                raws.extend(r.objects.values())
+                entries.extend(r.objects.values())
         self.revision += 1
-        return self._cache.snapshot(raws, self.revision)
+        return assemble(entries, self.revision)
 
     def poll(self, timeout: float = 60.0) -> bool:
         """Start, wait for every first list and publish; False when that took too long

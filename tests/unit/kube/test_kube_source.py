@@ -189,7 +189,7 @@ def test_unchanged_objects_keep_their_identity_between_snapshots() -> None:
         assert snap.pools["p1"] is before  # parsed once per resourceVersion
 
 
-def test_the_cache_drops_managed_fields_and_the_last_applied_copy_only() -> None:
+def test_the_cache_keeps_parsed_objects_without_kubectls_last_applied_copy() -> None:
     api = FakeKubeAPI()
     svc = service("web")
     svc["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
@@ -198,8 +198,7 @@ def test_the_cache_drops_managed_fields_and_the_last_applied_copy_only() -> None
         "rackroute.io/lb-ipam-ips": "192.0.2.7"}
     api.create(SVC, svc, "default")
     with running(api) as (src, store):
-        raw = next(r for r in src.reflectors if r.res.kind == "Service").objects["default/web"]
-        assert "managedFields" not in raw["metadata"]
-        assert raw["metadata"]["annotations"] == {"rackroute.io/lb-ipam-ips": "192.0.2.7"}
+        entry = next(r for r in src.reflectors if r.res.kind == "Service").objects["default/web"]
+        assert entry.good is store.snapshot().services["default/web"]  # no raw copy kept
         assert store.snapshot().services["default/web"].meta.annotations == {
             "rackroute.io/lb-ipam-ips": "192.0.2.7"}
