@@ -80,7 +80,8 @@ def slim(obj: Obj, res: Resource) -> Obj:
 
 
 class Reflector:
-    """Keeps `objects` (ns/name -> raw object) equal to the server's, for one resource."""
+    """Keeps `objects` (ns/name -> parsed entry) equal to the server's, for one resource.
+    `error` holds the last failure until a list or a watch succeeds again."""
 
     def __init__(self, api: KubeAPI, res: Resource, on_change: threading.Event,
                  namespace: str = "", backoff: Backoff = Backoff(),
@@ -120,6 +121,7 @@ class Reflector:
         with self.lock:
             self.objects = fresh
             self._rv = rv
+        self.error = ""
         self.synced.set()
         self.on_change.set()
 
@@ -127,6 +129,7 @@ class Reflector:
         """Watch from the last resourceVersion until the server ends the watch."""
         w = self.api.watch(self.res, self._rv, self.namespace, self.watch_timeout)
         self._watch = w
+        self.error = ""
         if stop.is_set():
             w.close()
         try:

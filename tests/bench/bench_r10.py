@@ -5,7 +5,11 @@ maps (memlock, as the kernel accounts it). Each round starts a fresh agent per N
 order turns each round) in a network namespace made for the run, with an uplink (a veth)
 holding the node address and a pin directory of its own; warm-up dropped.
 
-  python -m tests.bench r10 [--sizes 0,1000,10000] [--rounds 3]
+  python -m tests.bench r10 [--sizes 0,1000,10000] [--rounds 3] [--source files|kube|both]
+
+With --source kube the agent reads the same services from a real kube-apiserver
+(tests/kube/apiserver.py; one per N, loaded before the rounds, clusterIPs its own) through
+a relay on the namespace's loopback, so the Kubernetes source's cache is measured too.
 
 Reported: RSS median (min-max) per N, its growth per 1k services over the idle agent,
 RSS(10k) / RSS(idle), and map bytes per map. The maps are preallocated at their
@@ -21,8 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from ipaddress import IPv4Address as A
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bpf import libbpf, mapstat
 from bpf.mapstore import PinnedMap
@@ -79,17 +89,18 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return vals["VmRSS"], vals["VmHWM"]
 
 
-def one_run(ns: str, root: Path, n: int, manifests: Path, timeout: float
+def one_run(ns: str, root: Path, n: int, source: list[str], timeout: float
             ) -> tuple[float, float, dict[str, int], float]:
-    """Start an agent on the manifests of n services, wait until all are programmed and
-    the agent has settled; (RSS MiB, peak MiB, map bytes, seconds to programmed)."""
+    """Start an agent on n services (its source: `--manifests DIR` or `--kubeconfig F`),
+    wait until all are programmed and the agent has settled; (RSS MiB, peak MiB, map
+    bytes, seconds to programmed)."""
     pin_dir = root / INSTANCE
     with tempfile.TemporaryDirectory(prefix="rrq-r10-state-") as state:
         # only the network namespace (ip netns exec would also give the agent a mount
         # namespace of its own, with a bpffs the benchmark cannot see)
         cmd = ["nsenter", f"--net=/var/run/netns/{ns}", sys.executable, "-m",
                "controller.cli", "agent",
-               "--node", NODE, "--manifests", str(manifests), "--state-dir", state,
+               "--node", NODE, *source, "--state-dir", state,
                "--datapath", "--uplink", "up0", "--bpf-pin-root", str(root),
                "--bpf-instance", INSTANCE]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -119,43 +130,94 @@ def one_run(ns: str, root: Path, n: int, manifests: Path, timeout: float
     return rss / 1024, hwm / 1024, maps, ready
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="bench_r10")
-    ap.add_argument("--sizes", default="0,1000,10000")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--timeout", type=float, default=180.0)
-    args = ap.parse_args(argv or [])
-    sizes = [int(x) for x in args.sizes.split(",")]
+def docs(n: int) -> list[dict[str, Any]]:
+    """The node and n services with their EndpointSlices, as API objects (the server
+    allocates the clusterIPs: its range holds the manifests' own first address)."""
+    out: list[dict[str, Any]] = [yaml.safe_load(NODE_YAML)]
+    for i in range(n):
+        for d in yaml.safe_load_all(manifest(i, [str(A(EP0 + 2 * i)),
+                                                 str(A(EP0 + 2 * i + 1))])):
+            d.get("spec", {}).pop("clusterIP", None)
+            out.append(d)
+    return out
+
+
+@contextmanager
+def kube_source(ns: str, n: int, tmp: Path) -> Iterator[list[str]]:
+    """A real API server holding n services, and the agent's source arguments for it."""
+    from controller.lab.relay import TcpRelay
+    from controller.sources.kubeapi import HTTPKubeAPI, from_kubeconfig
+    from tests.kube.apiserver import running_apiserver
+    from tests.kube.conftest import apply, install_crds
+
+    work = tmp / f"api{n}"
+    work.mkdir()
+    with running_apiserver(work, compaction="5m") as api:
+        install_crds(api)
+        client = HTTPKubeAPI(from_kubeconfig(api.kubeconfig))
+        t0 = time.monotonic()
+        everything = docs(n)
+        # four writers: the server takes about four times one client's rate
+        chunks = [everything[:1]] + [everything[1 + k::4] for k in range(4)]
+        apply(client, chunks[0])
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda c: apply(HTTPKubeAPI(client.cfg), c), chunks[1:]))
+        client.close()
+        print(f"  N={n}: {len(everything)} objects created in the API server in "
+              f"{time.monotonic() - t0:.0f} s", flush=True)
+        relay = TcpRelay(ns, ("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
+        kc = yaml.safe_load(api.kubeconfig.read_text())
+        for c in kc["clusters"]:
+            c["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+        path = work / "kubeconfig-ns"
+        path.write_text(yaml.safe_dump(kc))
+        try:
+            yield ["--kubeconfig", str(path)]
+        finally:
+            relay.close()
+
+
+def measure(ns: str, root: Path, sizes: list[int], rounds: int, timeout: float,
+            sources: dict[int, list[str]] | None, tmp: Path, kube: bool
+            ) -> tuple[dict[int, list[float]], dict[int, list[float]], dict[int, list[float]],
+                       dict[str, int]]:
+    """RSS, peak and time-to-programmed samples per N (round 0, the warm-up, dropped)."""
     rss: dict[int, list[float]] = {n: [] for n in sizes}
     peak: dict[int, list[float]] = {n: [] for n in sizes}
     ready: dict[int, list[float]] = {n: [] for n in sizes}
     maps: dict[str, int] = {}
-    with pin_root("r10") as root, netns(ns_name("r10")) as (ns,), \
-            tempfile.TemporaryDirectory(prefix="rrq-r10-") as tmp:
-        # the uplink: one end of a veth pair (this kernel has no dummy devices)
-        nsx(ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
-        nsx(ns, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "up0")
-        nsx(ns, "ip", "link", "set", "up0", "up")
-        nsx(ns, "ip", "link", "set", "up0p", "up")
-        dirs = {}
-        for n in sizes:
-            dirs[n] = Path(tmp) / f"n{n}"
-            dirs[n].mkdir()
-            write_manifests(dirs[n], n)
-        for r in range(args.rounds + 1):  # round 0: warm-up
+
+    def rounds_of(r: int, n: int, source: list[str]) -> None:
+        nonlocal maps
+        mb, hwm, mp, secs = one_run(ns, root, n, source, timeout)
+        print(f"  round {r}{' (warm-up)' if not r else ''}: N={n} RSS {mb:.1f} MiB "
+              f"(peak {hwm:.1f}), programmed in {secs:.1f} s", flush=True)
+        if r:
+            rss[n].append(mb)
+            peak[n].append(hwm)
+            ready[n].append(secs)
+            maps = mp
+
+    if not kube:
+        assert sources is not None
+        for r in range(rounds + 1):  # round 0: warm-up
             order = sizes[r % len(sizes):] + sizes[:r % len(sizes)]
             for n in order:
-                mb, hwm, mp, secs = one_run(ns, root, n, dirs[n], args.timeout)
-                print(f"  round {r}{' (warm-up)' if not r else ''}: N={n} RSS {mb:.1f} MiB "
-                      f"(peak {hwm:.1f}), programmed in {secs:.1f} s", flush=True)
-                if r:
-                    rss[n].append(mb)
-                    peak[n].append(hwm)
-                    ready[n].append(secs)
-                    maps = mp
+                rounds_of(r, n, sources[n])
+    else:
+        for n in sizes:  # one API server per N, loaded once
+            with kube_source(ns, n, tmp) as source:
+                for r in range(rounds + 1):
+                    rounds_of(r, n, source)
+    return rss, peak, ready, maps
+
+
+def report(label: str, sizes: list[int], rounds: int, rss: dict[int, list[float]],
+           peak: dict[int, list[float]], ready: dict[int, list[float]],
+           maps: dict[str, int]) -> dict[str, object]:
     base = stats(rss[sizes[0]])["median"] if sizes[0] == 0 else None
     rows = []
-    doc: dict[str, object] = {"rounds": args.rounds, "goal": f"agent <= {GOAL_MB:.0f} MB at "
+    doc: dict[str, object] = {"rounds": rounds, "goal": f"agent <= {GOAL_MB:.0f} MB at "
                               "10k services", "map_bytes": maps}
     for n in sizes:
         st, pk, rd = stats(rss[n]), stats(peak[n]), stats(ready[n])
@@ -165,16 +227,55 @@ def main(argv: list[str] | None = None) -> None:
                      f"{rd['median']:.1f}"])
         doc[str(n)] = {"rss_mib": st, "peak_mib": pk, "programmed_s": rd,
                        "rss_growth_mib_per_1k": growth}
+    print(f"source: {label}")
     print(table(["N", "RSS MiB", "min-max", "peak MiB", "MiB per 1k over idle",
                  "programmed in s"], rows))
-    total = sum(maps.values())
-    print(table(["map", "bytes"], [[k, f"{v:,}"] for k, v in sorted(maps.items())]
-                + [["total", f"{total:,}"]]))
     if base and 10000 in rss:
         r10k = stats(rss[10000])["median"]
         print(f"RSS(10k) / RSS(idle) = {r10k / base:.2f}; agent at 10k: {r10k:.0f} MiB "
               f"(goal <= {GOAL_MB:.0f} MB: {'met' if r10k * 1.048576 <= GOAL_MB else 'missed'})")
         doc["ratio_10k_idle"] = r10k / base
+    return doc
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench_r10")
+    ap.add_argument("--sizes", default="0,1000,10000")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--source", choices=("files", "kube", "both"), default="files")
+    args = ap.parse_args(argv or [])
+    sizes = [int(x) for x in args.sizes.split(",")]
+    out: dict[str, object] = {}
+    maps: dict[str, int] = {}
+    with pin_root("r10") as root, netns(ns_name("r10")) as (ns,), \
+            tempfile.TemporaryDirectory(prefix="rrq-r10-") as tmp:
+        # the uplink: one end of a veth pair (this kernel has no dummy devices)
+        nsx(ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
+        nsx(ns, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "up0")
+        nsx(ns, "ip", "link", "set", "up0", "up")
+        nsx(ns, "ip", "link", "set", "up0p", "up")
+        if args.source in ("files", "both"):
+            sources = {}
+            for n in sizes:
+                d = Path(tmp) / f"n{n}"
+                d.mkdir()
+                write_manifests(d, n)
+                sources[n] = ["--manifests", str(d)]
+            rss, peak, ready, maps = measure(ns, root, sizes, args.rounds, args.timeout,
+                                             sources, Path(tmp), kube=False)
+            out["files"] = report("manifest directory", sizes, args.rounds, rss, peak,
+                                  ready, maps)
+        if args.source in ("kube", "both"):
+            rss, peak, ready, maps = measure(ns, root, sizes, args.rounds, args.timeout,
+                                             None, Path(tmp), kube=True)
+            out["kube"] = report("kube-apiserver", sizes, args.rounds, rss, peak, ready,
+                                 maps)
+    total = sum(maps.values())
+    print(table(["map", "bytes"], [[k, f"{v:,}"] for k, v in sorted(maps.items())]
+                + [["total", f"{total:,}"]]))
+    doc = out["files"] if args.source == "files" else out
+    assert isinstance(doc, dict)
     print(f"wrote {save('r10', doc)}")
 
 
