@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from controller.lab.frr import BgpConfig, FrrRouter, Neighbor
-from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.leftovers import kill_leftover_speakers, stop_all
 from controller.lab.netns import Lab, run_cmd, run_id, veth, wait_for
 from controller.status import read_yaml, status_dir
 from tests.bench.common import save, table
@@ -229,15 +229,7 @@ def main() -> None:
             watch.close()
         if mon:
             mon.close()
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
+        stop_all(procs, timeout=15)
         kill_leftover_speakers(tmp)
         lab.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.leftovers import kill_leftover_speakers, stop_all
 from controller.lab.netns import wait_for
 from controller.operator import Operator
 from controller.sources.files import ManifestDir
@@ -96,15 +96,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                 stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).parents[3]))
         yield Cluster(topo, root, agents)
     finally:
-        for p in agents.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in agents.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        stop_all(agents.values())
         kill_leftover_speakers(tmp)
         topo.lab.close()
         logs = "".join((f.name + ":\n" + f.read_text(errors="replace")[-3000:])

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.lab.leftovers import kill_leftover_speakers
+from controller.lab.leftovers import kill_leftover_speakers, stop_all
 from controller.lab.netns import wait_for
 from controller.lab.relay import TcpRelay
 from controller.sources.kubeapi import RESOURCES, HTTPKubeAPI, from_kubeconfig
@@ -58,18 +58,6 @@ def node_kubeconfig(api: ApiServer, port: int, path: Path) -> Path:
     return path
 
 
-def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            p.terminate()
-    for p in procs.values():
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
-
-
 @pytest.fixture
 def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     api = fresh_apiserver
@@ -98,7 +86,7 @@ def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Itera
                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         yield KubeCluster(topo, api, kube, relays, procs)
     finally:
-        stop(procs)
+        stop_all(procs.values())
         for r in relays.values():
             r.close()
         kube.close()
