@@ -10,6 +10,7 @@ in memory with the same resourceVersion and watch rules; both pass the same cont
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import http.client
@@ -181,10 +182,12 @@ def in_cluster() -> KubeConfig:
 
 
 def _data_file(data: str, suffix: str) -> Path:
-    """Inline kubeconfig data (base64) in a private file, for ssl's file-only loaders."""
+    """Inline kubeconfig data (base64) in a private file, for ssl's file-only loaders;
+    removed when the process exits."""
     fd, name = tempfile.mkstemp(prefix="rackroute-kube-", suffix=suffix)
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(data))
+    atexit.register(lambda: Path(name).unlink(missing_ok=True))
     return Path(name)
 
 
