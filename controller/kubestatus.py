@@ -10,12 +10,16 @@ BGP object's checks, and `Valid=False` on a custom resource the parser rejected.
 `planned_writes` is pure and level-triggered: it compares the plan with what the objects
 hold (the snapshot carries their ingress, pod CIDRs and conditions), so a pass over an
 unchanged cluster writes nothing, a restarted operator rewrites nothing, and a condition
-keeps its lastTransitionTime until its status changes.
+keeps its lastTransitionTime until its status changes. A write that changes something
+worth telling (an address or pod CIDR allocated, a service left without one, an object
+found invalid) carries an Event, created on the object once the write succeeded.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,13 +27,22 @@ from typing import Any
 
 from controller.desired.bgpconfig import cluster_conditions
 from controller.desired.cluster import Allocations
-from controller.sources.kubeapi import RESOURCES, ApiError, KubeAPI
+from controller.sources.kubeapi import RESOURCES, ApiError, KubeAPI, Obj, micro_time
 from controller.store import Snapshot
 
 log = logging.getLogger("rackroute.operator")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rackroute-operator"}
 TIME = "lastTransitionTime"
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a write is worth telling `kubectl describe` (events.k8s.io/v1)."""
+
+    type: str  # Normal | Warning
+    reason: str
+    note: str
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class Write:
     namespace: str = ""
     body: Mapping[str, Any] | None = None
     sub: str = ""  # "status" for the status subresource
+    event: Event | None = None  # recorded on the object once the write succeeded
 
     @property
     def ref(self) -> str:
@@ -68,6 +82,17 @@ def _conditions(want: list[dict[str, Any]], have: tuple[Mapping[str, Any], ...],
         same = old is not None and old.get("status") == c["status"] and old.get(TIME)
         out.append(dict(c, lastTransitionTime=old[TIME] if same and old else now))
     return out
+
+
+def _status_of(snap: Snapshot, ref: str, ctype: str) -> str:
+    """The status the object's condition `ctype` has now ("" when it has none)."""
+    return next((str(c.get("status")) for c in snap.conditions.get(ref, ())
+                 if c.get("type") == ctype), "")
+
+
+def _reason(reason: str) -> str:
+    """A condition's reason as an Event reason (CamelCase)."""
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", reason) if p)
 
 
 def _split(ref: str) -> tuple[str, str, str]:
@@ -110,17 +135,27 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
             "loadBalancer": {"ingress": [{"ip": str(ip)} for ip in sa.ips]}}
         if conds is not None:
             status["conditions"] = conds
+        c = sa.condition
+        event = None
+        if c.status != "True" and _status_of(snap, ref, c.type) != c.status:
+            event = Event("Warning", _reason(c.reason), c.message)
+        elif svc.status_ingress != sa.ips and sa.ips:
+            event = Event("Normal", "IPAllocated", c.message)
         writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace,
-                            {"status": status}, "status"))
+                            {"status": status}, "status", event))
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
         spec = {"podCIDRs": [str(c) for c in cidrs]}
         have = snap.node_networks.get(node)
+        event = Event("Normal", "PodCIDRAllocated",
+                      f"node {node}: {', '.join(spec['podCIDRs']) or 'none'}")
         if have is None:
             writes.append(Write("create", "NodeNetwork", node, body={
                 "apiVersion": "rackroute.io/v1alpha1", "kind": "NodeNetwork",
-                "metadata": {"name": node, "labels": dict(MANAGED_BY)}, "spec": spec}))
+                "metadata": {"name": node, "labels": dict(MANAGED_BY)}, "spec": spec},
+                event=event))
         elif have.pod_cidrs != cidrs:
-            writes.append(Write("patch", "NodeNetwork", node, body={"spec": spec}))
+            writes.append(Write("patch", "NodeNetwork", node, body={"spec": spec},
+                                event=event))
     for name, nn in sorted(snap.node_networks.items()):
         managed = nn.meta.labels.get("app.kubernetes.io/managed-by") == MANAGED_BY[
             "app.kubernetes.io/managed-by"]
@@ -129,9 +164,14 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
     for ref, want in sorted(desired_conditions(snap, alloc).items()):
         kind, ns, name = _split(ref)
         conds = _conditions(want, snap.conditions.get(ref, ()), now)
-        if conds is not None:
-            writes.append(Write("patch", kind, name, ns, {"status": {"conditions": conds}},
-                                "status"))
+        if conds is None:
+            continue
+        invalid = next((c for c in want if c["type"] == "Valid"), None)
+        event = (Event("Warning", "InvalidManifest", str(invalid["message"]))
+                 if invalid is not None and _status_of(snap, ref, "Valid") != "False"
+                 else None)
+        writes.append(Write("patch", kind, name, ns, {"status": {"conditions": conds}},
+                            "status", event))
     return writes
 
 
@@ -139,8 +179,9 @@ class KubeStatusWriter:
     """Applies planned writes; one failure is logged and retried on the next pass, the
     other writes go ahead."""
 
-    def __init__(self, api: KubeAPI) -> None:
+    def __init__(self, api: KubeAPI, instance: str = "") -> None:
         self.api = api
+        self.instance = instance or socket.gethostname()
         self.failures: dict[str, str] = {}  # ref -> the last failure, for tests and logs
 
     def apply(self, writes: list[Write]) -> int:
@@ -148,13 +189,15 @@ class KubeStatusWriter:
         done = 0
         for w in writes:
             res = RESOURCES[w.kind]
+            obj: Obj = {}
             try:
                 if w.op == "create":
-                    self.api.create(res, dict(w.body or {}), w.namespace)
+                    obj = self.api.create(res, dict(w.body or {}), w.namespace)
                 elif w.op == "delete":
                     self.api.delete(res, w.name, w.namespace)
                 else:
-                    self.api.merge_patch(res, w.name, dict(w.body or {}), w.namespace, w.sub)
+                    obj = self.api.merge_patch(res, w.name, dict(w.body or {}), w.namespace,
+                                               w.sub)
             except ApiError as e:
                 if w.op == "delete" and e.status == 404:
                     continue
@@ -170,7 +213,30 @@ class KubeStatusWriter:
                             w.ref, w.op, str(e))
                 continue
             self.failures.pop(w.ref, None)
+            if w.event is not None:
+                self.record(w, w.event, obj)
             if w.kind == "NodeNetwork" and w.sub != "status" or w.kind == "Service":
                 log.info("event=status_written object=%r op=%s", w.ref, w.op)
             done += 1
         return done
+
+    def record(self, w: Write, ev: Event, obj: Obj) -> None:
+        """Create the Event about `w`'s object (best effort: an event lost is logged)."""
+        res = RESOURCES[w.kind]
+        regarding = {"apiVersion": res.api_version, "kind": res.kind, "name": w.name}
+        if w.namespace:
+            regarding["namespace"] = w.namespace
+        uid = (obj.get("metadata") or {}).get("uid")
+        if uid:
+            regarding["uid"] = str(uid)
+        # named as client-go's recorder names them: the object's name and the time
+        body = {"metadata": {"name": f"{w.name}.{time.time_ns():x}"}, "type": ev.type,
+                "reason": ev.reason[:128], "note": ev.note[:1024],
+                "action": "Allocate" if ev.type == "Normal" else "Check",
+                "eventTime": micro_time(time.time()), "regarding": regarding,
+                "reportingController": "rackroute.io/operator",
+                "reportingInstance": self.instance[:128]}
+        try:
+            self.api.create(RESOURCES["Event"], body, w.namespace or "default")
+        except (ApiError, OSError) as e:
+            log.info("event=kube_event_lost object=%r error=%r", w.ref, str(e))

@@ -19,15 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.sources.kubeapi import ApiError, KubeAPI, Resource
+from controller.sources.kubeapi import ApiError, KubeAPI, Resource, micro_time
 
 log = logging.getLogger("rackroute.leader")
 LEASE = Resource("Lease", "coordination.k8s.io/v1", "leases", True)
-
-
-def micro_time(t: float) -> str:
-    """A Lease's MicroTime."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 @dataclass

@@ -20,6 +20,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ import yaml
 
 Obj = dict[str, Any]
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def micro_time(t: float) -> str:
+    """A MicroTime (Lease renewals, Event times)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ RESOURCES: Mapping[str, Resource] = {
         _rr("LoadBalancerIPPool", "loadbalancerippools"),
         _rr("NodeNetwork", "nodenetworks"),
         _rr("RackrouteConfig", "rackrouteconfigs"),
+        Resource("Event", "events.k8s.io/v1", "events", True),
     )
 }
 

@@ -120,6 +120,8 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
         op = KubeOperator(operator)
         assert op.reconcile(store.snapshot())
         assert not op.writer.failures, op.writer.failures
+        with client(installed) as admin:  # its events too (a lost event is only logged)
+            assert admin.list(RESOURCES["Event"], "demo")[0]
         src.close()
         # the agent: reads every kind (Secrets in the release namespace), writes its node
         store = Store()

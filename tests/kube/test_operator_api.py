@@ -97,6 +97,10 @@ def test_allocations_land_in_the_api_and_survive_kill_9(
     sat = conditions(kube, "Service", "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
     assert sat["status"] == "True"
     assert "rackroute.io/IPsUsed" in conditions(kube, "LoadBalancerIPPool", "general")
+    # and says so in events, as kubectl describe shows them
+    evs, _ = kube.list(RESOURCES["Event"], "demo")
+    assert any(e["reason"] == "IPAllocated" and e["regarding"]["name"] == "web-local"
+               and "10.96.100.2" in e["note"] for e in evs)
     # the plan read from the cluster names the same addresses
     out = subprocess.run([*RACKROUTE, "plan", "--kubeconfig", str(apiserver.kubeconfig),
                           "-o", "json"], capture_output=True, text=True, timeout=60)
@@ -123,6 +127,10 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
                      what="Valid on the broken pool")
     assert valid["status"] == "False"
     assert "stop" in valid["message"] and "10.96.250.1" in valid["message"]
+    warned = wait_for(lambda: [e for e in kube.list(RESOURCES["Event"], "default")[0]
+                               if e["regarding"]["name"] == "broken"], 10,
+                      what="an event about the broken pool")
+    assert (warned[0]["type"], warned[0]["reason"]) == ("Warning", "InvalidManifest")
     # a new service still gets an address, the old ones keep theirs
     svc = service("late")
     svc["metadata"]["namespace"] = "demo"

@@ -151,3 +151,44 @@ def test_a_failed_write_holds_up_nothing_else_and_is_retried() -> None:
     settle(api, op, cache)
     assert not op.pending
     assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+
+
+EVENT = RESOURCES["Event"]
+
+
+def events(api: FakeKubeAPI) -> list[tuple[str, str, str, str]]:
+    """(type, reason, regarding kind, regarding name) of every event, in order."""
+    items, _ = api.list(EVENT)
+    items.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
+    return [(e["type"], e["reason"], e["regarding"]["kind"], e["regarding"]["name"])
+            for e in items]
+
+
+def test_what_the_operator_does_is_told_in_events_once() -> None:
+    api = lab()
+    api.create(POOL, {"metadata": {"name": "broken"}, "spec": {"blocks": [{"cidr": "nope"}]}})
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    got = events(api)
+    assert ("Normal", "IPAllocated", "Service", "web-local") in got
+    assert ("Normal", "PodCIDRAllocated", "NodeNetwork", "node-2") in got
+    assert ("Warning", "InvalidManifest", "LoadBalancerIPPool", "broken") in got
+    items, _ = api.list(EVENT)
+    web = next(e for e in items if e["regarding"]["name"] == "web-local")
+    assert web["metadata"]["namespace"] == "demo"
+    assert web["regarding"]["uid"] == api.get(SVC, "web-local", "demo")["metadata"]["uid"]
+    assert "10.96.100.2" in web["note"]
+    assert web["reportingController"] == "rackroute.io/operator"
+    broken = next(e for e in items if e["regarding"]["name"] == "broken")
+    assert broken["metadata"]["namespace"] == "default"  # cluster-scoped: in default
+    assert "cidr" in broken["note"]
+    # nothing new to say: no new events, even from a restarted operator
+    settle(api, KubeOperator(api, now), cache)
+    assert events(api) == got
+    # a service left without an address says why
+    api.delete(POOL, "general")
+    settle(api, op, cache)
+    new = events(api)[len(got):]
+    assert sorted(new) == [("Warning", "NoPool", "Service", "web-cluster"),
+                           ("Warning", "NoPool", "Service", "web-local")]  # from no_pool
