@@ -14,10 +14,17 @@ Topology (namespaces `rrv<run id>5<x>`, deleted at the end):
     f: FRR peer       10.58.0.13 AS 65013 ─┤ br0 in t: FRR ToR 10.58.0.1 AS 65000
 
 Run: `python -m tests.bench r5` (env R5_ROUNDS, default 24 measured + 1 warm-up).
+
+With R5_SOURCE=kube the cluster lives in a real kube-apiserver instead
+(tests/kube/apiserver.py): each round creates the Service and its EndpointSlice through
+the API, the operator (`--kubeconfig`) writes the IP into the Service's status, and the
+real agent (`rackroute agent --kubeconfig`, through a relay into its namespace) follows
+its watch; the allocation time is when a watch of the services sees the IP in the status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -27,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +148,43 @@ class StatusWatch:
         self._stop.set()
 
 
+class ApiStatusWatch:
+    """Watches the services in the API: when each one's IP first appears in its status."""
+
+    def __init__(self, api: Any) -> None:
+        from controller.sources.kubeapi import RESOURCES
+
+        self.api = api
+        self.res = RESOURCES["Service"]
+        self.alloc: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        _, rv = api.list(self.res, "bench")
+        self._watch = api.watch(self.res, rv, "bench", timeout=3600)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for ev in self._watch:
+            t = time.time()
+            st = (ev.obj.get("status") or {}).get("loadBalancer") or {}
+            ingress = st.get("ingress") or []
+            key = f"bench/{ev.obj['metadata']['name']}"
+            if ingress:
+                with self._lock:
+                    self.alloc.setdefault(key, (str(ingress[0]["ip"]), t))
+
+    def get(self, key: str) -> tuple[str, float]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self._lock:
+                if key in self.alloc:
+                    return self.alloc[key]
+            time.sleep(0.002)
+        raise RuntimeError(f"no allocation for {key}")
+
+    def close(self) -> None:
+        self._watch.close()
+
+
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
@@ -149,15 +194,51 @@ def summary(xs: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(xs), "p99": pct(xs, 0.99), "min": min(xs), "max": max(xs)}
 
 
+@contextlib.contextmanager
+def api_server(node_ns: str, tmp: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """A real API server holding the base cluster; (client, the operator's source
+    arguments, the agent's command line after the interpreter)."""
+    from controller.lab.relay import TcpRelay
+    from controller.sources.kubeapi import HTTPKubeAPI, from_kubeconfig
+    from tests.kube.apiserver import running_apiserver
+    from tests.kube.conftest import apply, install_crds
+
+    work = tmp / "api"
+    work.mkdir()
+    with running_apiserver(work, compaction="5m") as api:
+        install_crds(api)
+        client = HTTPKubeAPI(from_kubeconfig(api.kubeconfig))
+        apply(client, base_docs())
+        relay = TcpRelay(node_ns, ("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
+        kc = yaml.safe_load(api.kubeconfig.read_text())
+        for c in kc["clusters"]:
+            c["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+        node_kc = work / "kubeconfig-node"
+        node_kc.write_text(yaml.safe_dump(kc))
+        try:
+            yield (client, ["--kubeconfig", str(api.kubeconfig)],
+                   ["-m", "controller.cli", "agent", "--node", "n1", "--kubeconfig",
+                    str(node_kc), "--speaker", "gobgp", "--state-dir", str(tmp / "state"),
+                    "--metrics-port", "0"])
+        finally:
+            relay.close()
+            client.close()
+
+
 def main() -> None:
     rounds = int(os.environ.get("R5_ROUNDS", "24"))
+    source = os.environ.get("R5_SOURCE", "files")
+    if source not in ("files", "kube"):
+        raise SystemExit(f"R5_SOURCE: files or kube, got {source!r}")
+    stack = contextlib.ExitStack()
     lab = Lab(f"rrv{run_id()}5")
     tmp = Path(tempfile.mkdtemp(prefix="rrv-r5-"))
     root = tmp / "manifests"
     root.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
     mon: Monitor | None = None
-    watch: StatusWatch | None = None
+    watch: StatusWatch | ApiStatusWatch | None = None
+    kube: Any = None
     svc: list[float] = []
     alloc: list[float] = []
     announce: list[float] = []
@@ -183,29 +264,40 @@ def main() -> None:
         frr.start()
         frr.configure("address-family ipv4 unicast", "redistribute kernel")
 
-        (root / "00-base.yaml").write_text(yaml.safe_dump_all(base_docs()))
         logs = open(tmp / "processes.log", "wb")  # noqa: SIM115
         lab.defer(logs.close)
+        if source == "kube":
+            kube, op_source, agent_argv = stack.enter_context(api_server(node.name, tmp))
+        else:
+            (root / "00-base.yaml").write_text(yaml.safe_dump_all(base_docs()))
+            op_source = ["--manifests", str(root), "--interval", str(POLL)]
+            agent_argv = ["-m", "tests.bench.r5_agent", "n1", str(root), str(tmp / "state"),
+                          str(POLL)]
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "operator", "--manifests", str(root),
-             "--interval", str(POLL)], stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
-        procs.append(node.popen(
-            [sys.executable, "-m", "tests.bench.r5_agent", "n1", str(root),
-             str(tmp / "state"), str(POLL)], stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
+            [sys.executable, "-m", "controller.cli", "operator", *op_source],
+            stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
+        procs.append(node.popen([sys.executable, *agent_argv], stdout=logs,
+                                stderr=subprocess.STDOUT, cwd=REPO))
         for addr in ("10.58.0.11", "10.58.0.13"):
             wait_for(lambda a=addr: tor.neighbor_state(a) == "Established",  # type: ignore[misc]
                      60, 0.2, f"ToR session with {addr}")
         mon = Monitor(tor_ns.name)
-        watch = StatusWatch(root)
+        watch = ApiStatusWatch(kube) if kube is not None else StatusWatch(root)
         time.sleep(1.0)
 
         for i in range(rounds + 1):
             # A: a new Service in the manifest directory (written whole, then renamed in)
             name = f"svc-{i:03d}"
-            staged = tmp / f"{name}.yaml"
-            staged.write_text(yaml.safe_dump_all(service_docs(name)))
-            t0 = time.time()
-            os.replace(staged, root / f"50-{name}.yaml")
+            if kube is not None:
+                from tests.kube.conftest import apply
+
+                t0 = time.time()
+                apply(kube, service_docs(name))
+            else:
+                staged = tmp / f"{name}.yaml"
+                staged.write_text(yaml.safe_dump_all(service_docs(name)))
+                t0 = time.time()
+                os.replace(staged, root / f"50-{name}.yaml")
             ip, t_alloc = watch.get(f"bench/{name}")
             t_kernel = mon.wait(f"{ip}")
             # B: the floor, an FRR peer learning a kernel route
@@ -231,6 +323,7 @@ def main() -> None:
             mon.close()
         stop_all(procs, timeout=15)
         kill_leftover_speakers(tmp)
+        stack.close()
         lab.close()
         shutil.rmtree(tmp, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -244,12 +337,15 @@ def main() -> None:
     rows.append(["per-round ratio service/floor",
                  *(f"{st['ratio_service_over_floor'][q]:.2f}x"
                    for q in ("p50", "p99", "min", "max"))])
+    how = ("through a kube-apiserver" if source == "kube"
+           else f"in a manifest directory, poll {1e3 * POLL:.0f} ms")
     print(f"\nR5: {rounds} services created one after another (after a warm-up), each "
-          f"followed by a floor measurement; poll {1e3 * POLL:.0f} ms; run took {elapsed:.0f} s")
+          f"followed by a floor measurement; {how}; run took {elapsed:.0f} s")
     print(table(["ms", "p50", "p99", "min", "max"], rows))
     print(f"goal p50 <= 2x floor: {'met' if p50r <= 2 else 'NOT met'} "
           f"(p50 service / p50 floor = {p50r:.2f}x)")
-    path = save("r5", {"benchmark": "R5", "rounds": rounds, "warmup": 1, "poll_s": POLL,
+    path = save("r5" if source == "files" else "r5-kube",
+                {"benchmark": "R5", "source": source, "rounds": rounds, "warmup": 1, "poll_s": POLL,
                        "unit": "seconds",
                        "samples": {"service": svc, "operator_alloc": alloc,
                                    "alloc_to_kernel": announce, "floor_frr": floor},
