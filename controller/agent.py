@@ -22,7 +22,7 @@ from typing import Any
 from bgp.speaker import Speaker, logfmt
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
-from controller.kubenodestatus import KubeNodeStatus
+from controller.kubenodestatus import KubeNodeStatus, network_status
 from controller.kubestatus import utc_now
 from controller.metrics import AgentMetrics
 from controller.reconcile.bgp import BGPReconciler
@@ -165,8 +165,24 @@ class Agent:
         proxy = cfg.datapath.service_proxy_name if cfg.datapath else ""
         return HealthCheckReconciler(HealthServers(address), node, proxy_name=proxy)
 
+    def network_status(self) -> dict[str, Any]:
+        """This node's part of its NodeNetwork status: its last pass's health, and how
+        other nodes reach its pods."""
+        last = self.loop.last
+        healthy = last is not None and not last.errors
+        endpoint = None
+        for r in self.loop.reconcilers:
+            if getattr(r, "active", None):  # the routing reconciler, while it tunnels
+                node = self.store.snapshot().nodes.get(self.cfg.node)
+                v4 = [a for a in (node.addresses if node else ()) if a.version == 4]
+                endpoint = str(v4[0]) if v4 else None
+        return network_status(healthy, endpoint, utc_now())
+
     def write_status(self) -> bool:
-        """Write the node status if it changed (ignoring its timestamp); refresh metrics."""
+        """Write the node status if it changed (ignoring its timestamp); refresh metrics.
+        With the API server, also this node's part of its NodeNetwork status."""
+        if self.node_status is not None:
+            self.node_status.write_network(self.cfg.node, self.network_status())
         doc = node_status(self.cfg.node, self.bgp)
         self.metrics.update(doc)
         comparable = {k: v for k, v in doc.items() if k != "updated"}

@@ -4,9 +4,14 @@ The agent's status document (controller/bgpstatus.py) becomes the object named a
 node: the spec holds the resolved instances and peers, the status each session's state,
 timers and route counts in the CRD's shape (Cilium's BGPNodeConfig status), and a
 `ConfigValid` condition that carries the node's BGP problems. `node_doc` turns the object
-back into the status document's shape for `rackroute bgp peers`. The per-route lists stay
-out of the object (they would grow with the routes); `bgp routes` reads them from the
-status files of a manifest directory.
+back into the status document's shape for `rackroute bgp peers`. The agent also reports on
+its node's NodeNetwork (which the operator creates): how other nodes reach its pods
+(`routing`, and the `tunnelEndpoint` while it tunnels) and whether its last pass went
+through without an error (`healthy`), with the time of that report, so
+`kubectl get nodenetworks` shows each node's state. It writes only when one of them
+changes: every agent watches NodeNetworks, and a periodic write would wake them all.
+The per-route lists stay out of the objects (they would grow with the routes); `bgp
+routes` reads them from the status files of a manifest directory.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from controller.sources.kubeapi import RESOURCES, ApiError, KubeAPI, Obj
 
 log = logging.getLogger("rackroute.agent")
 RES = RESOURCES["BGPNodeConfig"]
+NODE_NETWORK = RESOURCES["NodeNetwork"]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rackroute-agent"}
 
 
@@ -100,12 +106,36 @@ def node_doc(obj: Obj) -> dict[str, Any]:
             "routes": {}, "notAdvertised": []}
 
 
+def network_status(healthy: bool, tunnel_endpoint: str | None, now: str) -> dict[str, Any]:
+    """The agent's part of its NodeNetwork's status (the operator writes the conditions;
+    a merge patch of these fields leaves them alone)."""
+    return {"healthy": healthy, "routing": "tunnel" if tunnel_endpoint else "native",
+            "tunnelEndpoint": tunnel_endpoint, "lastHeartbeatTime": now}
+
+
 class KubeNodeStatus:
-    """Writes a node's BGPNodeConfig: created when missing, spec and status patched."""
+    """Writes a node's BGPNodeConfig (created when missing, spec and status patched) and
+    its part of the node's NodeNetwork status."""
 
     def __init__(self, api: KubeAPI) -> None:
         self.api = api
         self._spec: Any = None  # the spec last written
+        self._net: dict[str, Any] | None = None  # the NodeNetwork fields last written
+
+    def write_network(self, node: str, status: dict[str, Any]) -> bool:
+        """Patch the NodeNetwork's status when a field changed (its time aside); False
+        when nothing was written (unchanged, or no NodeNetwork yet)."""
+        fields = {k: v for k, v in status.items() if k != "lastHeartbeatTime"}
+        if fields == self._net:
+            return False
+        try:
+            self.api.merge_patch(NODE_NETWORK, node, {"status": status}, sub="status")
+        except ApiError as e:
+            if e.status == 404:
+                return False  # the operator has not created it yet
+            raise
+        self._net = fields
+        return True
 
     def write(self, doc: dict[str, Any], now: str) -> None:
         obj = node_config(doc, now)

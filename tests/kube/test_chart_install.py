@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.kubenodestatus import KubeNodeStatus
+from controller.kubenodestatus import KubeNodeStatus, network_status
 from controller.leader import LeaderElector
 from controller.operator import KubeOperator
 from controller.sources.kube import AGENT_KINDS, OPERATOR_KINDS, KubeSource
@@ -131,6 +131,8 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
         assert store.snapshot().node_networks  # the operator's writes, seen by the agent
         src.close()
         KubeNodeStatus(agent).write(node_status_doc(), "2026-11-27T00:00:00Z")
+        assert KubeNodeStatus(agent).write_network(
+            "node-1", network_status(True, None, "2026-11-27T00:00:00Z"))
         # the operator's lease, in the release namespace
         assert LeaderElector(operator, NS, "operator-0").step()
         # least privilege, both ways

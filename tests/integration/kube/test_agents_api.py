@@ -131,6 +131,14 @@ def test_agents_fed_by_the_api_server_advertise_and_follow_it(cluster: KubeClust
     rows = {tuple(ln.split()[:5]) for ln in out.splitlines()[1:] if ln.strip()}
     assert rows == {("n1", "65011", "65000", "10.55.0.1", "established"),
                     ("n2", "65012", "65000", "10.55.0.1", "established")}
+    # each agent reports on its NodeNetwork (created by the operator) next to the
+    # operator's pod CIDR: healthy, routed natively
+    def reported(name: str) -> dict[str, object]:
+        st = c.kube.get(RESOURCES["NodeNetwork"], name).get("status") or {}
+        return {k: st.get(k) for k in ("healthy", "routing")}
+    for name in ("n1", "n2"):
+        wait_for(lambda n=name: reported(n) == {"healthy": True, "routing": "native"},  # type: ignore[misc]
+                 20, 0.2, f"{name}'s NodeNetwork status")
 
     # changes through the API: the Local endpoint moves to n2, web is deleted
     c.kube.merge_patch(RESOURCES["EndpointSlice"], "local-1",

@@ -87,3 +87,26 @@ def test_written_once_then_patched() -> None:
         w.write(doc("established"), NOW)
     w.write(doc("established"), NOW)
     assert api.get(RES, "n1")["status"]["establishedPeers"] == 1
+
+
+def test_the_nodes_part_of_its_node_network_is_written_when_it_changes() -> None:
+    from controller.kubenodestatus import NODE_NETWORK, network_status
+
+    api = FakeKubeAPI()
+    w = KubeNodeStatus(api)
+    assert not w.write_network("n1", network_status(True, None, NOW))  # not created yet
+    api.create(NODE_NETWORK, {"metadata": {"name": "n1"}, "spec": {"podCIDRs": ["10.0.0.0/24"]}})
+    api.merge_patch(NODE_NETWORK, "n1", {"status": {"conditions": [{"type": "Allocated"}]}},
+                    sub="status")
+    assert w.write_network("n1", network_status(True, None, NOW))
+    st = api.get(NODE_NETWORK, "n1")["status"]
+    assert (st["healthy"], st["routing"], st["lastHeartbeatTime"]) == (True, "native", NOW)
+    assert "tunnelEndpoint" not in st
+    assert st["conditions"] == [{"type": "Allocated"}]  # the operator's part stays
+    assert not w.write_network("n1", network_status(True, None, "2026-11-27T00:01:00Z"))
+    assert w.write_network("n1", network_status(False, "10.55.0.11", "2026-11-27T00:02:00Z"))
+    st = api.get(NODE_NETWORK, "n1")["status"]
+    assert (st["healthy"], st["routing"], st["tunnelEndpoint"]) == (False, "tunnel",
+                                                                     "10.55.0.11")
+    assert w.write_network("n1", network_status(True, None, NOW))
+    assert "tunnelEndpoint" not in api.get(NODE_NETWORK, "n1")["status"]
