@@ -502,7 +502,8 @@ def test_rbac_is_least_privilege() -> None:
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     agent = by[("ClusterRole", "rackroute-agent")]["rules"]
     assert _writes(agent) == {"rackroute.io/bgpnodeconfigs", "rackroute.io/bgpnodeconfigs/status",
-                              "/events", "events.k8s.io/events"}
+                              "rackroute.io/nodenetworks/status", "/events",
+                              "events.k8s.io/events"}
     assert not any("secrets" in r["resources"] for r in agent), "secrets only in the namespace"
     secrets = by[("Role", "rackroute-agent-secrets")]
     assert secrets["metadata"]["namespace"] == "rackroute-system"
