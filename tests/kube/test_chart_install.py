@@ -96,13 +96,20 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
             build_parser().parse_args(args)  # exits on a flag the command does not take
         mounts = {m["name"] for m in agent["volumeMounts"]}
         assert ("manifests" in mounts) == (source_flag == "--manifests")
+        # with manifests the agent writes the conflist, and the init container does
+        # not wait for the API server
+        init = by_kind["DaemonSet"]["spec"]["template"]["spec"]["initContainers"][0]
+        by_agent = {e["name"]: e.get("value") for e in init["env"]}.get("CNI_CONF_BY_AGENT")
+        assert (by_agent == "1") == ("--cni-conf" in agent["args"]) == (
+            source_flag == "--manifests")
     docs = render("k8sServiceHost=10.0.0.5", "k8sServicePort=6443")
     for d in docs:
         if d["kind"] in ("DaemonSet", "Deployment"):
-            e = {v["name"]: v.get("value") for v in
-                 d["spec"]["template"]["spec"]["containers"][0]["env"]}
-            assert (e["KUBERNETES_SERVICE_HOST"], e["KUBERNETES_SERVICE_PORT"]) == (
-                "10.0.0.5", "6443")
+            pod = d["spec"]["template"]["spec"]
+            for c in pod["containers"] + pod.get("initContainers", []):
+                e = {v["name"]: v.get("value") for v in c["env"]}
+                assert (e["KUBERNETES_SERVICE_HOST"], e["KUBERNETES_SERVICE_PORT"]) == (
+                    "10.0.0.5", "6443"), c["name"]
     bad = subprocess.run([*TEMPLATE, "--set", "source=etcd"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "source must be kubernetes or manifests" in bad.stderr

@@ -8,6 +8,10 @@
    conflist appears, so no pod lands before.
 3. Writes the conflist atomically into the host's CNI config directory.
 
+With CNI_CONF_BY_AGENT=1 (the chart's `source: manifests`, where the cluster is not in
+the API server) it stops after step 1: the agent writes the conflist itself
+(`rackroute agent --cni-conf`), from the pod CIDRs it plans.
+
 Standard library only; configured by environment variables set in the DaemonSet.
 """
 
@@ -88,6 +92,9 @@ def main() -> int:
     tmp.chmod(0o755)
     os.replace(tmp, bin_dir / "rackroute-cni")
     print(f"installed {bin_dir / 'rackroute-cni'}", flush=True)
+    if env.get("CNI_CONF_BY_AGENT") == "1":
+        print("the agent writes the conflist", flush=True)
+        return 0
 
     mode = env.get("IPAM_MODE", "cluster-pool")
     while True:

@@ -410,9 +410,9 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     )
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
         "n1", "exabgp", 9962, True)
-    assert flags == {"--node", "--in-cluster", "--manifests", "--speaker", "--metrics-port",
-                     "--resync", "--import-routes", "--datapath", "--uplink", "--bpf-pin-root",
-                     "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
+    assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--speaker",
+                     "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
+                     "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
@@ -604,3 +604,23 @@ def test_install_cni_writes_binary_and_conflist(
     assert conf["plugins"][0]["podCIDRs"] == ["10.244.0.0/24"]
     assert conf["plugins"][0]["mtu"] == 1400
     assert sorted(p.name for p in (tmp_path / "net.d").iterdir()) == ["05-rackroute.conflist"]
+
+
+def test_install_cni_leaves_the_conflist_to_the_agent_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = _install_cni()
+    src = tmp_path / "rackroute-cni"
+    src.write_text("#!/bin/sh\n")
+    env = {"NODE_NAME": "n1", "CNI_SOURCE": str(src), "CNI_BIN_DIR": str(tmp_path / "bin"),
+           "CNI_CONF_DIR": str(tmp_path / "net.d"), "CNI_CONF_BY_AGENT": "1"}
+    for k, val in env.items():
+        monkeypatch.setenv(k, val)
+
+    def no_api(path: str) -> None:
+        raise AssertionError(f"asked the API server for {path}")
+
+    monkeypatch.setattr(mod, "api_get", no_api)
+    assert mod.main() == 0
+    assert (tmp_path / "bin" / "rackroute-cni").exists()
+    assert not (tmp_path / "net.d").exists() or not any((tmp_path / "net.d").iterdir())
