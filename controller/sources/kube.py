@@ -254,7 +254,7 @@ class KubeSource:
     `run(stop)` publishes until stopped."""
 
     def __init__(self, api: KubeAPI, store: Store, kinds: Iterable[str] = AGENT_KINDS,
-                 secrets_namespace: str = "", settle: float = 0.02,
+                 secrets_namespace: str = "", settle: float = 0.005,
                  backoff: Backoff = Backoff(), watch_timeout: int = 300) -> None:
         self.api = api
         self.store = store
