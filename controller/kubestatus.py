@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,49 +178,64 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
 
 
 class KubeStatusWriter:
-    """Applies planned writes; one failure is logged and retried on the next pass, the
-    other writes go ahead."""
+    """Applies planned writes, a few in flight; one failure is logged and retried on the
+    next pass, the other writes go ahead."""
 
-    def __init__(self, api: KubeAPI, instance: str = "") -> None:
+    def __init__(self, api: KubeAPI, instance: str = "", workers: int = 4) -> None:
         self.api = api
         self.instance = instance or socket.gethostname()
+        self.workers = workers  # requests in flight (the first pass over 10k services)
         self.failures: dict[str, str] = {}  # ref -> the last failure, for tests and logs
+        self._lock = threading.Lock()
 
     def apply(self, writes: list[Write]) -> int:
-        """Make the writes; returns how many succeeded."""
+        """Make the writes, `workers` at a time: objects first (a NodeNetwork is created
+        before its conditions are written), then statuses; returns how many succeeded."""
+        objects = [w for w in writes if w.sub != "status"]
+        statuses = [w for w in writes if w.sub == "status"]
         done = 0
-        for w in writes:
-            res = RESOURCES[w.kind]
-            obj: Obj = {}
-            try:
-                if w.op == "create":
-                    obj = self.api.create(res, dict(w.body or {}), w.namespace)
-                elif w.op == "delete":
-                    self.api.delete(res, w.name, w.namespace)
-                else:
-                    obj = self.api.merge_patch(res, w.name, dict(w.body or {}), w.namespace,
-                                               w.sub)
-            except ApiError as e:
-                if w.op == "delete" and e.status == 404:
-                    continue
-                if e.status == 404 and w.sub == "status":
-                    continue  # the object went away meanwhile: nothing to report on
-                self.failures[w.ref] = str(e)
-                log.warning("event=status_write_failed object=%r op=%s error=%r",
-                            w.ref, w.op, str(e))
+        for phase in (objects, statuses):
+            if len(phase) <= 1 or self.workers <= 1:
+                done += sum(self._one(w) for w in phase)
                 continue
-            except OSError as e:
-                self.failures[w.ref] = str(e)
-                log.warning("event=status_write_failed object=%r op=%s error=%r",
-                            w.ref, w.op, str(e))
-                continue
-            self.failures.pop(w.ref, None)
-            if w.event is not None:
-                self.record(w, w.event, obj)
-            if w.kind == "NodeNetwork" and w.sub != "status" or w.kind == "Service":
-                log.info("event=status_written object=%r op=%s", w.ref, w.op)
-            done += 1
+            with ThreadPoolExecutor(self.workers) as pool:
+                done += sum(pool.map(self._one, phase))
         return done
+
+    def _one(self, w: Write) -> bool:
+        """One write (and its event); False when it failed or had nothing left to do."""
+        res = RESOURCES[w.kind]
+        obj: Obj = {}
+        try:
+            if w.op == "create":
+                obj = self.api.create(res, dict(w.body or {}), w.namespace)
+            elif w.op == "delete":
+                self.api.delete(res, w.name, w.namespace)
+            else:
+                obj = self.api.merge_patch(res, w.name, dict(w.body or {}), w.namespace,
+                                           w.sub)
+        except ApiError as e:
+            if w.op == "delete" and e.status == 404:
+                return False
+            if e.status == 404 and w.sub == "status":
+                return False  # the object went away meanwhile: nothing to report on
+            self._failed(w, str(e))
+            return False
+        except OSError as e:
+            self._failed(w, str(e))
+            return False
+        with self._lock:
+            self.failures.pop(w.ref, None)
+        if w.event is not None:
+            self.record(w, w.event, obj)
+        if w.kind == "NodeNetwork" and w.sub != "status" or w.kind == "Service":
+            log.info("event=status_written object=%r op=%s", w.ref, w.op)
+        return True
+
+    def _failed(self, w: Write, error: str) -> None:
+        with self._lock:
+            self.failures[w.ref] = error
+        log.warning("event=status_write_failed object=%r op=%s error=%r", w.ref, w.op, error)
 
     def record(self, w: Write, ev: Event, obj: Obj) -> None:
         """Create the Event about `w`'s object (best effort: an event lost is logged)."""
