@@ -142,6 +142,12 @@ class Agent:
             pin_dir = cfg.datapath.pin_root / cfg.datapath.instance
             self.metrics.registry.register(DatapathCollector(
                 cfg.node, lambda: (mapstat.map_stats(pin_dir), mapstat.filter_stats(pin_dir))))
+        if isinstance(self.source, KubeSource):
+            from controller.metrics import KubeSourceCollector
+
+            source = self.source
+            self.metrics.registry.register(
+                KubeSourceCollector(cfg.node, lambda: source.reflectors))
         self._last_status: dict[str, Any] | None = None
 
     def _health_checks(self, cfg: AgentConfig, address: str) -> Reconciler:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -132,3 +132,31 @@ class DatapathCollector:
             armed.add_metric([self.node, f.name], 1 if f.armed else 0)
         yield from fams.values()
         yield armed
+
+
+class KubeSourceCollector:
+    """The kube source's reflectors, one series per resource: whether it has listed
+    (`rackroute_kube_synced`), whether the API server serves it at all
+    (`rackroute_kube_resource_served`: 0 for a CRD not installed), the objects it holds
+    (`rackroute_kube_objects`) and whether its last request failed
+    (`rackroute_kube_error`). Read at scrape time; nothing is cached."""
+
+    def __init__(self, node: str, reflectors: Callable[[], Sequence[Any]]) -> None:
+        self.node, self.reflectors = node, reflectors
+
+    def collect(self) -> Iterator[Metric]:
+        names = {
+            "synced": "1 once the resource has been listed",
+            "resource_served": "0 when the API server does not serve the resource (no CRD)",
+            "objects": "Objects of the resource in the agent's cache",
+            "error": "1 while the last list or watch of the resource failed",
+        }
+        fams = {k: GaugeMetricFamily(f"rackroute_kube_{k}", doc, labels=["node", "kind"])
+                for k, doc in names.items()}
+        for r in self.reflectors():
+            kind = r.res.kind
+            fams["synced"].add_metric([self.node, kind], float(r.synced.is_set()))
+            fams["resource_served"].add_metric([self.node, kind], float(not r.missing))
+            fams["objects"].add_metric([self.node, kind], float(len(r.objects)))
+            fams["error"].add_metric([self.node, kind], float(bool(r.error)))
+        yield from fams.values()

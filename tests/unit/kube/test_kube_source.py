@@ -202,3 +202,29 @@ def test_the_cache_keeps_parsed_objects_without_kubectls_last_applied_copy() -> 
         assert entry.good is store.snapshot().services["default/web"]  # no raw copy kept
         assert store.snapshot().services["default/web"].meta.annotations == {
             "rackroute.io/lb-ipam-ips": "192.0.2.7"}
+
+
+def test_the_metrics_say_what_each_resource_is_doing() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from controller.metrics import KubeSourceCollector
+
+    api = Flaky(installed=set(AGENT_KINDS) - {"BGPAdvertisement"})
+    api.create(POOL, pool("p1", "192.0.2.0/28"))
+    api.create(POOL, pool("p2", "192.0.2.16/28"))
+    with running(api) as (src, _):
+        reg = CollectorRegistry()
+        reg.register(KubeSourceCollector("n1", lambda: src.reflectors))
+        api.failing.add("LoadBalancerIPPool")
+        api.compact()  # the pools' watch ends; their list now fails
+        text = ""
+        for _ in range(100):  # until the relist has failed once
+            text = generate_latest(reg).decode()
+            if 'rackroute_kube_error{kind="LoadBalancerIPPool",node="n1"} 1.0' in text:
+                break
+            time.sleep(0.02)
+        assert 'rackroute_kube_error{kind="LoadBalancerIPPool",node="n1"} 1.0' in text
+        assert 'rackroute_kube_objects{kind="LoadBalancerIPPool",node="n1"} 2.0' in text
+        assert 'rackroute_kube_resource_served{kind="BGPAdvertisement",node="n1"} 0.0' in text
+        assert 'rackroute_kube_synced{kind="Service",node="n1"} 1.0' in text
+        assert 'rackroute_kube_error{kind="Service",node="n1"} 0.0' in text
