@@ -145,9 +145,8 @@ def docs(n: int) -> list[dict[str, Any]]:
 @contextmanager
 def kube_source(ns: str, n: int, tmp: Path) -> Iterator[list[str]]:
     """A real API server holding n services, and the agent's source arguments for it."""
-    from controller.lab.relay import TcpRelay
     from controller.sources.kubeapi import HTTPKubeAPI, from_kubeconfig
-    from tests.kube.apiserver import running_apiserver
+    from tests.kube.apiserver import reached_from, running_apiserver
     from tests.kube.conftest import apply, install_crds
 
     work = tmp / f"api{n}"
@@ -165,16 +164,8 @@ def kube_source(ns: str, n: int, tmp: Path) -> Iterator[list[str]]:
         client.close()
         print(f"  N={n}: {len(everything)} objects created in the API server in "
               f"{time.monotonic() - t0:.0f} s", flush=True)
-        relay = TcpRelay(ns, ("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
-        kc = yaml.safe_load(api.kubeconfig.read_text())
-        for c in kc["clusters"]:
-            c["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
-        path = work / "kubeconfig-ns"
-        path.write_text(yaml.safe_dump(kc))
-        try:
+        with reached_from(api, ns, work / "kubeconfig-ns") as path:
             yield ["--kubeconfig", str(path)]
-        finally:
-            relay.close()
 
 
 def measure(ns: str, root: Path, sizes: list[int], rounds: int, timeout: float,

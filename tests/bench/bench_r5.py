@@ -110,14 +110,30 @@ class Monitor:
         self.proc.wait(timeout=5)
 
 
-class StatusWatch:
+class AllocWatch:
+    """When each service's IP first appeared (`alloc`), and a wait for one."""
+
+    def __init__(self) -> None:
+        self.alloc: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[str, float]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self._lock:
+                if key in self.alloc:
+                    return self.alloc[key]
+            time.sleep(0.002)
+        raise RuntimeError(f"no allocation for {key}")
+
+
+class StatusWatch(AllocWatch):
     """Polls .status/operator.yaml: when each service's IP first appears (file mtime)."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.path = status_dir(root) / "operator.yaml"
-        self.alloc: dict[str, tuple[str, float]] = {}
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -135,29 +151,19 @@ class StatusWatch:
                     with self._lock:
                         self.alloc[key] = (svc["ingress"][0], m / 1e9)
 
-    def get(self, key: str) -> tuple[str, float]:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            with self._lock:
-                if key in self.alloc:
-                    return self.alloc[key]
-            time.sleep(0.002)
-        raise RuntimeError(f"no allocation for {key}")
-
     def close(self) -> None:
         self._stop.set()
 
 
-class ApiStatusWatch:
+class ApiStatusWatch(AllocWatch):
     """Watches the services in the API: when each one's IP first appears in its status."""
 
     def __init__(self, api: Any) -> None:
         from controller.sources.kubeapi import RESOURCES
 
+        super().__init__()
         self.api = api
         self.res = RESOURCES["Service"]
-        self.alloc: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
         _, rv = api.list(self.res, "bench")
         self._watch = api.watch(self.res, rv, "bench", timeout=3600)
         threading.Thread(target=self._run, daemon=True).start()
@@ -171,15 +177,6 @@ class ApiStatusWatch:
             if ingress:
                 with self._lock:
                     self.alloc.setdefault(key, (str(ingress[0]["ip"]), t))
-
-    def get(self, key: str) -> tuple[str, float]:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            with self._lock:
-                if key in self.alloc:
-                    return self.alloc[key]
-            time.sleep(0.002)
-        raise RuntimeError(f"no allocation for {key}")
 
     def close(self) -> None:
         self._watch.close()
@@ -198,9 +195,8 @@ def summary(xs: list[float]) -> dict[str, float]:
 def api_server(node_ns: str, tmp: Path) -> Iterator[tuple[Any, list[str], list[str]]]:
     """A real API server holding the base cluster; (client, the operator's source
     arguments, the agent's command line after the interpreter)."""
-    from controller.lab.relay import TcpRelay
     from controller.sources.kubeapi import HTTPKubeAPI, from_kubeconfig
-    from tests.kube.apiserver import running_apiserver
+    from tests.kube.apiserver import reached_from, running_apiserver
     from tests.kube.conftest import apply, install_crds
 
     work = tmp / "api"
@@ -209,19 +205,13 @@ def api_server(node_ns: str, tmp: Path) -> Iterator[tuple[Any, list[str], list[s
         install_crds(api)
         client = HTTPKubeAPI(from_kubeconfig(api.kubeconfig))
         apply(client, base_docs())
-        relay = TcpRelay(node_ns, ("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
-        kc = yaml.safe_load(api.kubeconfig.read_text())
-        for c in kc["clusters"]:
-            c["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
-        node_kc = work / "kubeconfig-node"
-        node_kc.write_text(yaml.safe_dump(kc))
         try:
-            yield (client, ["--kubeconfig", str(api.kubeconfig)],
-                   ["-m", "controller.cli", "agent", "--node", "n1", "--kubeconfig",
-                    str(node_kc), "--speaker", "gobgp", "--state-dir", str(tmp / "state"),
-                    "--metrics-port", "0"])
+            with reached_from(api, node_ns, work / "kubeconfig-node") as node_kc:
+                yield (client, ["--kubeconfig", str(api.kubeconfig)],
+                       ["-m", "controller.cli", "agent", "--node", "n1", "--kubeconfig",
+                        str(node_kc), "--speaker", "gobgp", "--state-dir",
+                        str(tmp / "state"), "--metrics-port", "0"])
         finally:
-            relay.close()
             client.close()
 
 

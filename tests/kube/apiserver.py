@@ -367,3 +367,29 @@ def running_apiserver(workdir: Path, compaction: str = "2s") -> Iterator[ApiServ
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+def kubeconfig_via(api: ApiServer, port: int, path: Path) -> Path:
+    """The server's kubeconfig at `path`, pointing at `port` on the loopback (a relay's:
+    the serving certificate is for 127.0.0.1, so it still verifies)."""
+    import yaml
+
+    doc = yaml.safe_load(api.kubeconfig.read_text())
+    for c in doc["clusters"]:
+        c["cluster"]["server"] = f"https://{LOOPBACK}:{port}"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@contextlib.contextmanager
+def reached_from(api: ApiServer, ns: str, path: Path) -> Iterator[Path]:
+    """A kubeconfig at `path` for processes inside network namespace `ns`: the server
+    through a relay on that namespace's loopback (controller/lab/relay.py). The relay
+    stops on exit."""
+    from controller.lab.relay import TcpRelay
+
+    relay = TcpRelay(ns, (LOOPBACK, int(api.url.rsplit(":", 1)[1])))
+    try:
+        yield kubeconfig_via(api, relay.port, path)
+    finally:
+        relay.close()

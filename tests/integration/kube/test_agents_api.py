@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from controller.lab.leftovers import kill_leftover_speakers, stop_all
 from controller.lab.netns import wait_for
@@ -29,7 +28,7 @@ from controller.lab.relay import TcpRelay
 from controller.sources.kubeapi import RESOURCES, HTTPKubeAPI, from_kubeconfig
 from tests.integration.agent.test_agent_tor import cluster_docs, nexthops
 from tests.integration.bgp.conftest import Topo, build_topo
-from tests.kube.apiserver import ApiServer
+from tests.kube.apiserver import ApiServer, kubeconfig_via
 from tests.kube.conftest import apply
 
 RACKROUTE = [sys.executable, "-m", "controller.cli"]
@@ -47,15 +46,6 @@ class KubeCluster:
 
     def paths(self) -> dict[str, list[dict[str, object]]]:
         return self.topo.tor.bgp_routes()
-
-
-def node_kubeconfig(api: ApiServer, port: int, path: Path) -> Path:
-    """The server's kubeconfig, pointing at a relay's port on the node's loopback."""
-    doc = yaml.safe_load(api.kubeconfig.read_text())
-    for c in doc["clusters"]:
-        c["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 @pytest.fixture
@@ -77,7 +67,7 @@ def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Itera
             name = f"n{n.idx}"
             topo.tor_neighbor(n)
             relays[name] = TcpRelay(n.ns.name, ("127.0.0.1", port))
-            kc = node_kubeconfig(api, relays[name].port, tmp / f"kubeconfig-{name}")
+            kc = kubeconfig_via(api, relays[name].port, tmp / f"kubeconfig-{name}")
             with (tmp / f"agent-{name}.log").open("wb") as log:
                 procs[name] = n.ns.popen(
                     [*RACKROUTE, "agent", "--node", name, "--kubeconfig", str(kc),

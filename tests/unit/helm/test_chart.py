@@ -585,18 +585,25 @@ def test_install_cni_reads_the_ipam_mode_source(monkeypatch: pytest.MonkeyPatch)
     assert asked == ["/apis/rackroute.io/v1alpha1/nodenetworks/n7", "/api/v1/nodes/n7"]
 
 
+def _install_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: str) -> Any:
+    """The install-cni module, with a plugin to copy and the DaemonSet's environment
+    (plus `extra`) pointing into tmp_path."""
+    mod = _install_cni()
+    src = tmp_path / "rackroute-cni"
+    src.write_text("#!/bin/sh\n")
+    env = {"NODE_NAME": "n1", "CNI_SOURCE": str(src), "CNI_BIN_DIR": str(tmp_path / "bin"),
+           "CNI_CONF_DIR": str(tmp_path / "net.d"), **extra}
+    for k, val in env.items():
+        monkeypatch.setenv(k, val)
+    return mod
+
+
 def test_install_cni_writes_binary_and_conflist(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
 
-    mod = _install_cni()
-    src = tmp_path / "rackroute-cni"
-    src.write_text("#!/bin/sh\n")
-    env = {"NODE_NAME": "n1", "CNI_SOURCE": str(src), "CNI_BIN_DIR": str(tmp_path / "bin"),
-           "CNI_CONF_DIR": str(tmp_path / "net.d"), "IPAM_MODE": "kubernetes", "CNI_MTU": "1400"}
-    for k, val in env.items():
-        monkeypatch.setenv(k, val)
+    mod = _install_env(tmp_path, monkeypatch, IPAM_MODE="kubernetes", CNI_MTU="1400")
     monkeypatch.setattr(mod, "api_get", lambda path: {"spec": {"podCIDRs": ["10.244.0.0/24"]}})
     assert mod.main() == 0
     assert (tmp_path / "bin" / "rackroute-cni").stat().st_mode & 0o111
@@ -609,13 +616,7 @@ def test_install_cni_writes_binary_and_conflist(
 def test_install_cni_leaves_the_conflist_to_the_agent_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mod = _install_cni()
-    src = tmp_path / "rackroute-cni"
-    src.write_text("#!/bin/sh\n")
-    env = {"NODE_NAME": "n1", "CNI_SOURCE": str(src), "CNI_BIN_DIR": str(tmp_path / "bin"),
-           "CNI_CONF_DIR": str(tmp_path / "net.d"), "CNI_CONF_BY_AGENT": "1"}
-    for k, val in env.items():
-        monkeypatch.setenv(k, val)
+    mod = _install_env(tmp_path, monkeypatch, CNI_CONF_BY_AGENT="1")
 
     def no_api(path: str) -> None:
         raise AssertionError(f"asked the API server for {path}")
