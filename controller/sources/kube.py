@@ -201,11 +201,11 @@ def ingest(raw: Obj, res: Resource, previous: Entry | None = None) -> Entry:
     parsed), keeping the previous entry's good version when this one does not parse."""
     raw = slim(raw, res)
     key, rv = _key(raw), _rv(raw)
+    if previous is not None and rv and previous.rv == rv:
+        return previous
     conds = (raw.get("status") or {}).get("conditions")
     conditions = tuple(c for c in conds if isinstance(c, dict)) if isinstance(conds, list) \
         else ()
-    if previous is not None and rv and previous.rv == rv:
-        return previous
     result = parse_object(raw, key)
     good = result.obj if result.obj is not None else (previous.good if previous else None)
     return Entry(res.kind, key, rv, result, good, conditions)
@@ -230,8 +230,8 @@ def assemble(entries: Iterable[Entry], revision: int) -> Snapshot:
 
 
 class ParseCache:
-    """Raw objects -> a snapshot, remembering entries between calls (for one-shot readers
-    and tests that hold raw objects)."""
+    """Raw objects -> a snapshot, remembering entries between calls (for callers that
+    hold raw objects themselves, such as the tests' view of a fake cluster)."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
