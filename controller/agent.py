@@ -176,12 +176,9 @@ class Agent:
         other nodes reach its pods."""
         last = self.loop.last
         healthy = last is not None and not last.errors
-        endpoint = None
-        for r in self.loop.reconcilers:
-            if getattr(r, "active", None):  # the routing reconciler, while it tunnels
-                node = self.store.snapshot().nodes.get(self.cfg.node)
-                v4 = [a for a in (node.addresses if node else ()) if a.version == 4]
-                endpoint = str(v4[0]) if v4 else None
+        # the routing reconciler's underlay address, while it tunnels
+        ends = (getattr(r, "endpoint", None) for r in self.loop.reconcilers)
+        endpoint = next((str(e) for e in ends if e is not None), None)
         return network_status(healthy, endpoint, utc_now())
 
     def write_status(self) -> bool:

@@ -100,6 +100,7 @@ class RoutingReconciler:
         self.mode, self.protocol = mode, protocol
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
+        self.endpoint: ipaddress.IPv4Address | None = None  # our underlay address, tunnelling
         self.plan: RoutingPlan | None = None
 
     def _driver(self, protocol: str) -> TunnelDriver:
@@ -156,6 +157,7 @@ class RoutingReconciler:
         if want is not None and self.active != want:
             log.info("event=tunnel_up protocol=%s dev=%s", want, self._driver(want).layout.dev)
         self.active = want
+        self.endpoint = local if want is not None else None
         self.plan = plan
         for msg in errors:
             log.warning("event=routing_error msg=%r", msg)

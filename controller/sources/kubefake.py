@@ -142,9 +142,6 @@ class FakeKubeAPI:
         self._check(res, namespace, "create")
         meta = obj.get("metadata") or {}
         name = str(meta.get("name") or "")
-        if not name and meta.get("generateName"):
-            name = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
-            obj = dict(obj, metadata=dict(meta, name=name))
         if not name:
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         ns = namespace if res.namespaced else ""

@@ -43,12 +43,14 @@ def test_mode_from_cluster_config_native_then_tunnel() -> None:
     learn(sp, "10.244.2.0/24", "10.0.1.1")
     assert run(r, cluster(NODES, "native")).errors == {}
     assert routes.list() == {NATIVE} and links.links() == set()
-    assert r.pod_mtu() is None
+    assert r.pod_mtu() is None and r.endpoint is None
     assert run(r, cluster(NODES, "tunnel")).errors == {}
     assert routes.list() == {VIA_VX} and links.links() == {"rr.vxlan"}
     assert r.pod_mtu() == 1450
+    assert str(r.endpoint) == "10.0.1.2"  # the node's underlay address (NodeNetworks show it)
     assert run(r, cluster(NODES, "native")).errors == {}
     assert routes.list() == {NATIVE} and links.links() == set()
+    assert r.endpoint is None
 
 
 def test_hybrid_switch_over_both_ways() -> None:
