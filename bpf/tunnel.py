@@ -2,28 +2,30 @@
 
 Pods' traffic to remote pod CIDRs is routed into an ARP-less device (`rr.tun`, an ifb);
 `rr_tun_encap` on its egress wraps each packet for the remote node found in an LPM map
-(rr_tun_routes for IPv4 destinations, rr_tun_routes6 for IPv6; the underlay is IPv4
-for both) and sends it out of the underlay. `rr_tun_decap` on the underlay's ingress
-unwraps what arrives on the protocol's UDP port, inner IPv4 or IPv6. The program is
-compiled per node (its address, underlay ifindex and VTEP MAC are constants), in a child
-process that hands back the program and map fds (bpf.loader.load_text_isolated: bcc and
-LLVM never enter the agent); the maps are filled before the programs are attached, so
+(rr_tun_routes for IPv4 destinations, rr_tun_routes6 for IPv6; the underlay is the node
+address's family, IPv4 or IPv6, for both) and sends it out of the underlay.
+`rr_tun_decap` on the underlay's ingress unwraps what arrives on the protocol's UDP
+port, inner IPv4 or IPv6. The program is compiled per node (its address, underlay
+ifindex and VTEP MAC are constants), in a child process that hands back the program and
+map fds (bpf.loader.load_text_isolated: bcc and LLVM never enter the agent); the maps
+are filled before the programs are attached, so
 a restarted agent never attaches an empty map. The underlay filter uses a handle and
 priority of its own (TUN_HANDLE, TUN_PRIO) and returns TC_ACT_UNSPEC for traffic that
-is not its own, so other filters on the underlay keep working. A tunnel MTU below
-IPv6's 1280 is reported while peers have IPv6 pod CIDRs.
+is not its own, so other filters on the underlay keep working. The tunnel MTU is the
+underlay's less 50 bytes (70 over IPv6); one below IPv6's 1280 is reported while peers
+have IPv6 pod CIDRs.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import struct
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
+from bgp.types import IPAddress
 from bpf import libbpf
 from bpf.loader import EGRESS, INGRESS, SCHED_CLS, SRC_DIR, load_text_isolated
 from bpf.mapstore import PinnedMap
@@ -31,10 +33,10 @@ from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
 from controller.kernel.links import LinkPort
 from controller.kernel.tunnels import (
     GENEVE_PORT,
-    OVERHEAD,
     VNI,
     VXLAN_PORT,
     ipv6_mtu_errors,
+    overhead,
     tunnel_mtu,
 )
 
@@ -44,14 +46,19 @@ STATS = ("encap_packets", "encap_bytes", "decap_packets", "decap_bytes", "miss",
 PORTS = {"geneve": GENEVE_PORT, "vxlan": VXLAN_PORT}
 
 
-def program_text(protocol: str, local: ipaddress.IPv4Address, ifindex: int, vni: int = VNI) -> str:
-    """tunnel.c with this node's constants defined in front."""
+def program_text(protocol: str, local: IPAddress, ifindex: int, vni: int = VNI) -> str:
+    """tunnel.c with this node's constants defined in front (the address as the program
+    loads it from a packet: 32-bit words in the host's order, here little-endian)."""
     mac = vtep_mac(local).split(":")
+    words = [int.from_bytes(local.packed[i:i + 4], "little") for i in range(0, 16, 4)]
+    addr = (["#define RR_TUN_V6 1", *(f"#define RR_TUN_LOCAL6_{i} {w}u"
+                                      for i, w in enumerate(words))]
+            if local.version == 6 else [f"#define RR_TUN_LOCAL {words[0]}u"])
     head = [
         f"#define RR_TUN_PORT {PORTS[protocol]}",
         f"#define RR_TUN_GENEVE {1 if protocol == 'geneve' else 0}",
         f"#define RR_TUN_VNI {vni}",
-        f"#define RR_TUN_LOCAL {int.from_bytes(local.packed, 'little')}u",
+        *addr,
         f"#define RR_TUN_IFINDEX {ifindex}",
         *(f"#define RR_TUN_MAC{i} 0x{b}" for i, b in enumerate(mac)),
     ]
@@ -59,6 +66,7 @@ def program_text(protocol: str, local: ipaddress.IPv4Address, ifindex: int, vni:
 
 
 Entries = dict[tuple[int, bytes], tuple[bytes, bytes]]  # (prefixlen, net) -> (remote, mac)
+REMOTE = 16  # struct rr_tun_val: the remote address (IPv4 in its first 4 bytes), then the MAC
 
 
 def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
@@ -66,8 +74,9 @@ def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
     want: Entries = {}
     for p in peers:
         mac = bytes.fromhex(p.mac.replace(":", ""))
+        remote = p.remote.packed.ljust(REMOTE, b"\0")
         for c in p.cidrs if version == 4 else p.cidrs6:
-            want[(c.prefixlen, c.network_address.packed)] = (p.remote.packed, mac)
+            want[(c.prefixlen, c.network_address.packed)] = (remote, mac)
     return want
 
 
@@ -80,7 +89,7 @@ def sync_table(fd: int, want: Entries) -> None:
     """Make one LPM map (an fd) hold exactly want; unchanged entries are not rewritten.
     (LPM tries have no batch operations: one syscall per entry changed.)"""
     have: Entries = {
-        (struct.unpack_from("=I", k)[0], k[4:]): (v[:4], v[4:10])
+        (struct.unpack_from("=I", k)[0], k[4:]): (v[:REMOTE], v[REMOTE:REMOTE + 6])
         for k, v in PinnedMap(fd).items()  # (not closed: the fd is the caller's)
     }
     for key in set(have) - set(want):
@@ -128,11 +137,11 @@ class EbpfTunnel:
         self.links, self.protocol, self.netns, self.dev, self.vni = links, protocol, netns, dev, vni
         self.layout = TunnelLayout(dev, via_inner=False, ipv6=True)
         self._fds: dict[str, int] = {}  # programs and maps of the loaded program
-        self._for: tuple[ipaddress.IPv4Address, int] | None = None
+        self._for: tuple[IPAddress, int] | None = None
         self._underlay: int | None = None
         self._mtu: int | None = None
 
-    def _compile(self, local: ipaddress.IPv4Address, ifindex: int) -> None:
+    def _compile(self, local: IPAddress, ifindex: int) -> None:
         self.close()
         funcs = {"rr_tun_encap": (SCHED_CLS, -1), "rr_tun_decap": (SCHED_CLS, -1)}
         self._fds = load_text_isolated(program_text(self.protocol, local, ifindex, self.vni),
@@ -142,18 +151,18 @@ class EbpfTunnel:
         sync_table(self._fds["rr_tun_routes"], route_entries(peers, 4))
         sync_table(self._fds["rr_tun_routes6"], route_entries(peers, 6))
 
-    def sync(self, local: ipaddress.IPv4Address, peers: Sequence[TunnelPeer]) -> list[str]:
+    def sync(self, local: IPAddress, peers: Sequence[TunnelPeer]) -> list[str]:
         under = self.links.underlay(local)
         if under is None:
             return [f"tunnel {self.dev}: no device holds the node address {local}"]
         try:
-            mtu = tunnel_mtu(under.mtu, OVERHEAD)
+            mtu = tunnel_mtu(under.mtu, overhead(local))
             dev_index = self.links.ensure_plain(self.dev, mtu)
             fresh = self._for != (local, under.index)
             if fresh:
                 self._compile(local, under.index)
             self._sync_map(peers)
-            problems = ipv6_mtu_errors(self.dev, mtu, peers)
+            problems = ipv6_mtu_errors(self.dev, mtu, peers, overhead(local))
             if fresh:
                 attach_one(dev_index, EGRESS, self._fds["rr_tun_encap"], "rr_tun_encap",
                            self.netns)
@@ -179,7 +188,7 @@ class EbpfTunnel:
                           for v in libbpf.percpu_lookup(fd, struct.pack("=i", i), 8))
                 for i, name in enumerate(STATS)}
 
-    def teardown(self, local: ipaddress.IPv4Address | None) -> None:
+    def teardown(self, local: IPAddress | None) -> None:
         under = self.links.underlay(local) if local is not None else None
         for idx in {i for i in (self._underlay, under.index if under else None) if i}:
             detach_one(idx, INGRESS, self.netns)

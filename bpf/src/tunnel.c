@@ -3,29 +3,45 @@
  *
  * rr_tun_encap, egress of the ARP-less tunnel device (rr.tun): the inner destination is
  *   looked up in rr_tun_routes (IPv4) or rr_tun_routes6 (IPv6) (LPM: pod CIDR -> remote
- *   node address + VTEP MAC); the packet grows by 50 bytes after its Ethernet header
- *   (outer IPv4, UDP, Geneve or VXLAN header, inner Ethernet) and leaves the underlay
- *   through a FIB + neighbor lookup. The underlay is IPv4 for both inner families; the
- *   outer TOS is the inner TOS or traffic class. Other protocols are dropped.
+ *   node address + VTEP MAC); the packet grows after its Ethernet header by the outer
+ *   IP header, UDP, the Geneve or VXLAN header and an inner Ethernet header (50 bytes
+ *   over an IPv4 underlay, 70 over IPv6) and leaves the underlay through a FIB + neighbor
+ *   lookup. The underlay is one family (RR_TUN_V6) for both inner families; the outer
+ *   TOS or traffic class is the inner one, and over IPv6 the flow label carries the
+ *   inner flow's hash (as the UDP source port does). The UDP checksum is zero, which
+ *   RFC 6935 allows tunnels over IPv6 (the receiving end is rr_tun_decap, or a kernel
+ *   VXLAN device with udp6zerocsumrx). Other protocols are dropped.
  * rr_tun_decap, ingress of the underlay: UDP to our port and address with our VNI is
  *   stripped back to the inner IPv4 or IPv6 packet and passed up (skb->protocol then
  *   names the inner family, or the packet is dropped); anything else continues
  *   untouched (TC_ACT_UNSPEC, so later filters still run).
  *
  * Compile-time constants (bpf/tunnel.py defines them): RR_TUN_PORT, RR_TUN_GENEVE,
- * RR_TUN_VNI, RR_TUN_LOCAL (node address, network order), RR_TUN_IFINDEX (underlay),
- * RR_TUN_MAC0..5 (this node's VTEP MAC).
+ * RR_TUN_VNI, RR_TUN_V6 (1: IPv6 underlay), RR_TUN_LOCAL (IPv4 node address, network
+ * order) or RR_TUN_LOCAL6_0..3 (the IPv6 one's four words as loaded), RR_TUN_IFINDEX
+ * (underlay), RR_TUN_MAC0..5 (this node's VTEP MAC).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/udp.h>
 #include <uapi/linux/pkt_cls.h>
 
+#ifndef RR_TUN_V6
+#define RR_TUN_V6 0
+#endif
 #define RR_TUN_ETH 14
 #define RR_TUN_HDR 8
-#define RR_TUN_OVERHEAD (20 + 8 + RR_TUN_HDR + RR_TUN_ETH)
+#if RR_TUN_V6
+#define RR_TUN_L3 40
+#define RR_TUN_OUTER_PROTO ETH_P_IPV6
+#else
+#define RR_TUN_L3 20
+#define RR_TUN_OUTER_PROTO ETH_P_IP
+#endif
+#define RR_TUN_OVERHEAD (RR_TUN_L3 + 8 + RR_TUN_HDR + RR_TUN_ETH)
 #define RR_ETH_P_TEB 0x6558
 /* Newer than bcc's bpf.h: kernel UAPI values of BPF_F_ADJ_ROOM_DECAP_L3_IPV4/IPV6. */
 #define RR_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
@@ -47,8 +63,8 @@ struct rr_tun_key6 {
 };
 
 struct rr_tun_val {
-    __u32 remote; /* remote node address, network order */
-    __u8 mac[6];  /* remote VTEP MAC (inner Ethernet destination) */
+    __u32 remote[4]; /* remote node address as on the wire (IPv4: the first word) */
+    __u8 mac[6];     /* remote VTEP MAC (inner Ethernet destination) */
     __u16 pad;
 };
 
@@ -69,7 +85,11 @@ BPF_F_TABLE("lpm_trie", struct rr_tun_key6, struct rr_tun_val, rr_tun_routes6, 6
 BPF_PERCPU_ARRAY(rr_tun_stats, __u64, RR_TUN_STATS);
 
 struct rr_tun_outer {
+#if RR_TUN_V6
+    struct ipv6hdr ip;
+#else
     struct iphdr ip;
+#endif
     struct udphdr udp;
     __u8 tun[RR_TUN_HDR];
     struct ethhdr eth;
@@ -133,12 +153,53 @@ static __always_inline int rr_tun_find6(struct __sk_buff *skb, struct rr_tun_val
     return 0;
 }
 
+/* The outer IP header of an encapsulated packet of skb->len bytes (its Ethernet header
+ * included) to remote, with the inner TOS or traffic class and the flow's hash. */
+#if RR_TUN_V6
+static __always_inline void rr_tun_outer_ip(struct rr_tun_outer *h, const __u32 *remote,
+                                            __u32 len, __u8 tos, __u32 hash)
+{
+    __u32 *s = (__u32 *)&h->ip.saddr, *d = (__u32 *)&h->ip.daddr;
+
+    h->ip.version = 6;
+    h->ip.priority = tos >> 4;
+    h->ip.flow_lbl[0] = ((tos & 0xf) << 4) | ((hash >> 16) & 0xf);
+    h->ip.flow_lbl[1] = (hash >> 8) & 0xff;
+    h->ip.flow_lbl[2] = hash & 0xff;
+    h->ip.payload_len = htons(len - RR_TUN_ETH - RR_TUN_L3);
+    h->ip.nexthdr = IPPROTO_UDP;
+    h->ip.hop_limit = 64;
+    s[0] = RR_TUN_LOCAL6_0;
+    s[1] = RR_TUN_LOCAL6_1;
+    s[2] = RR_TUN_LOCAL6_2;
+    s[3] = RR_TUN_LOCAL6_3;
+    d[0] = remote[0];
+    d[1] = remote[1];
+    d[2] = remote[2];
+    d[3] = remote[3];
+}
+#else
+static __always_inline void rr_tun_outer_ip(struct rr_tun_outer *h, const __u32 *remote,
+                                            __u32 len, __u8 tos, __u32 hash)
+{
+    h->ip.version = 4;
+    h->ip.ihl = 5;
+    h->ip.tos = tos;
+    h->ip.tot_len = htons(len - RR_TUN_ETH);
+    h->ip.ttl = 64;
+    h->ip.protocol = IPPROTO_UDP;
+    h->ip.saddr = RR_TUN_LOCAL;
+    h->ip.daddr = remote[0];
+    h->ip.check = rr_tun_csum(&h->ip);
+}
+#endif
+
 int rr_tun_encap(struct __sk_buff *skb)
 {
     struct rr_tun_outer h = {};
     struct rr_tun_val *v = NULL;
     __u16 proto = skb->protocol; /* the inner family; adjust_room sets the outer one */
-    __u32 remote;
+    __u32 remote[4], hash;
     __u8 mac[6];
     __u8 tos = 0;
     __u64 flags;
@@ -156,35 +217,26 @@ int rr_tun_encap(struct __sk_buff *skb)
         rr_tun_count(RR_TUN_MISS, 0);
         return TC_ACT_SHOT;
     }
-    remote = v->remote;
+    __builtin_memcpy(remote, v->remote, sizeof(remote));
     __builtin_memcpy(mac, v->mac, 6);
+    hash = bpf_get_hash_recalc(skb);
 
-    flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-            BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(RR_TUN_ETH) |
-            BPF_F_ADJ_ROOM_FIXED_GSO;
+    flags = (RR_TUN_V6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) |
+            BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+            BPF_F_ADJ_ROOM_ENCAP_L2(RR_TUN_ETH) | BPF_F_ADJ_ROOM_FIXED_GSO;
     if (bpf_skb_adjust_room(skb, RR_TUN_OVERHEAD, BPF_ADJ_ROOM_MAC, flags) < 0) {
         rr_tun_count(RR_TUN_ERR, 0);
         return TC_ACT_SHOT;
     }
-    if (skb->protocol != htons(ETH_P_IP)) { /* the neighbor lookup follows it */
+    if (skb->protocol != htons(RR_TUN_OUTER_PROTO)) { /* the neighbor lookup follows it */
         rr_tun_count(RR_TUN_ERR, 0);
         return TC_ACT_SHOT;
     }
 
-    __u16 outer_len = skb->len - RR_TUN_ETH;
-    h.ip.version = 4;
-    h.ip.ihl = 5;
-    h.ip.tos = tos;
-    h.ip.tot_len = htons(outer_len);
-    h.ip.ttl = 64;
-    h.ip.protocol = IPPROTO_UDP;
-    h.ip.saddr = RR_TUN_LOCAL;
-    h.ip.daddr = remote;
-    h.ip.check = rr_tun_csum(&h.ip);
-
-    h.udp.source = htons(49152 | (bpf_get_hash_recalc(skb) & 0x3fff));
+    rr_tun_outer_ip(&h, remote, skb->len, tos, hash);
+    h.udp.source = htons(49152 | (hash & 0x3fff));
     h.udp.dest = htons(RR_TUN_PORT);
-    h.udp.len = htons(outer_len - 20);
+    h.udp.len = htons(skb->len - RR_TUN_ETH - RR_TUN_L3);
     h.udp.check = 0;
 
 #if RR_TUN_GENEVE
@@ -216,6 +268,25 @@ int rr_tun_encap(struct __sk_buff *skb)
     return rr_redirect_neigh(RR_TUN_IFINDEX, NULL, 0, 0);
 }
 
+/* Is the outer header h a packet of our protocol to this node (UDP, unfragmented)? */
+#if RR_TUN_V6
+static __always_inline int rr_tun_ours(const struct rr_tun_outer *h)
+{
+    const __u32 *d = (const __u32 *)&h->ip.daddr;
+
+    return h->ip.version == 6 && h->ip.nexthdr == IPPROTO_UDP && d[0] == RR_TUN_LOCAL6_0 &&
+           d[1] == RR_TUN_LOCAL6_1 && d[2] == RR_TUN_LOCAL6_2 && d[3] == RR_TUN_LOCAL6_3 &&
+           h->udp.dest == htons(RR_TUN_PORT);
+}
+#else
+static __always_inline int rr_tun_ours(const struct rr_tun_outer *h)
+{
+    return h->ip.version == 4 && h->ip.ihl == 5 && h->ip.protocol == IPPROTO_UDP &&
+           h->ip.daddr == RR_TUN_LOCAL && h->udp.dest == htons(RR_TUN_PORT) &&
+           !(h->ip.frag_off & htons(0x3fff)); /* fragments: not ours to reassemble */
+}
+#endif
+
 int rr_tun_decap(struct __sk_buff *skb)
 {
     struct rr_tun_outer h;
@@ -223,16 +294,12 @@ int rr_tun_decap(struct __sk_buff *skb)
     __u64 decap;
     __u16 proto;
 
-    if (skb->protocol != htons(ETH_P_IP))
+    if (skb->protocol != htons(RR_TUN_OUTER_PROTO))
         return TC_ACT_UNSPEC;
     if (bpf_skb_load_bytes(skb, RR_TUN_ETH, &h, sizeof(h) - sizeof(h.eth)) < 0)
         return TC_ACT_UNSPEC;
-    if (h.ip.version != 4 || h.ip.ihl != 5 || h.ip.protocol != IPPROTO_UDP)
-        return TC_ACT_UNSPEC;
-    if (h.ip.daddr != RR_TUN_LOCAL || h.udp.dest != htons(RR_TUN_PORT))
-        return TC_ACT_UNSPEC;
-    if (h.ip.frag_off & htons(0x3fff))
-        return TC_ACT_UNSPEC; /* fragments: not ours to reassemble */
+    if (!rr_tun_ours(&h))
+        return TC_ACT_UNSPEC; /* an IPv6 packet with extension headers is not ours either */
 #if RR_TUN_GENEVE
     if ((h.tun[0] >> 6) != 0 || h.tun[2] != (RR_ETH_P_TEB >> 8) ||
         h.tun[3] != (RR_ETH_P_TEB & 0xff))
@@ -261,7 +328,7 @@ int rr_tun_decap(struct __sk_buff *skb)
     if (skb->protocol != proto)
         goto bad;
     /* The outer Ethernet header stays; its type follows the inner packet's. */
-    if (proto != htons(ETH_P_IP) &&
+    if (proto != htons(RR_TUN_OUTER_PROTO) &&
         bpf_skb_store_bytes(skb, RR_TUN_ETH - 2, &proto, sizeof(proto), 0) < 0)
         goto bad;
     rr_tun_count(RR_TUN_DECAP_PKTS, skb->len);

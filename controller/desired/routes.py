@@ -13,23 +13,28 @@ that the tunnel datapath needs.
 - `hybrid`: per destination: native (learned, else a shared segment) when possible,
   the tunnel otherwise.
 
-The underlay is IPv4: a tunnel peer is a node with an IPv4 InternalIP and an IPv4 pod
-CIDR, and it carries the node's IPv6 pod CIDRs too. Whether they can go through the
+The underlay is IPv4 or IPv6 (`underlay_address`: the cluster's `tunnelUnderlay`, `auto`
+taking a node's IPv4 InternalIP when it has one and its IPv6 one otherwise). A tunnel
+peer is a node with an InternalIP of this node's underlay family and a pod CIDR, and it
+carries the node's pod CIDRs of both families. Whether IPv6 ones can go through the
 tunnel is the layout's to say (`TunnelLayout.ipv6`): the eBPF tunnel encapsulates IPv6
 by destination; the kernel VXLAN device routes IPv4 via the peer's inner address and
 IPv6 via the peer's link-local VTEP address (`vtep_ll6`). An IPv6 pod CIDR that needs a
 tunnel that cannot carry it gets no route and is listed in `RoutingPlan.untunneled`, for
-the reconciler to report.
+the reconciler to report; a node the tunnel cannot reach (no InternalIP of the
+underlay's family) and two nodes whose VTEP MACs clash are listed in
+`RoutingPlan.problems`.
 
-Tunnel endpoints need no exchange: a node's VTEP MAC is derived from its InternalIP,
-its inner VTEP address is the network address of its first IPv4 pod CIDR, and its IPv6
-next hop the link-local address of that MAC.
+Tunnel endpoints need no exchange: a node's VTEP MAC is derived from its underlay
+address, its inner VTEP address is the network address of its first IPv4 pod CIDR (none
+on an IPv6-only node), and its IPv6 next hop the link-local address of that MAC.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bgp.types import IPAddress, IPNetwork, Route
@@ -39,12 +44,30 @@ from controller.store import Snapshot
 
 MODES = ("native", "tunnel", "hybrid")
 PROTOCOLS = ("vxlan", "geneve")
+UNDERLAYS = ("auto", "ipv4", "ipv6")
+
+
+def underlay_address(addresses: Sequence[IPAddress], underlay: str = "auto") -> IPAddress | None:
+    """A node's tunnel endpoint among its InternalIPs: its first of the underlay's family
+    (`auto`: IPv4 if it has one, else IPv6), or None."""
+    if underlay not in UNDERLAYS:
+        raise ValueError(f"tunnel underlay must be one of {UNDERLAYS}, got {underlay!r}")
+    v4 = [a for a in addresses if a.version == 4]
+    v6 = [a for a in addresses if a.version == 6]
+    if underlay == "ipv4" or (underlay == "auto" and v4):
+        return v4[0] if v4 else None
+    return v6[0] if v6 else None
 
 
 def vtep_mac(addr: IPAddress) -> str:
-    """Deterministic, locally administered unicast MAC of the node with InternalIP addr."""
-    b = addr.packed[-4:]
-    return "02:72:" + ":".join(f"{x:02x}" for x in b)
+    """Deterministic, locally administered unicast MAC of the node whose tunnel endpoint
+    is addr: 02:72 and the IPv4 address's four bytes; for an IPv6 address, 06 and five
+    bytes of its BLAKE2b digest (its last four bytes repeat too often across subnets;
+    `plan_routing` reports a clash)."""
+    if addr.version == 4:
+        return "02:72:" + ":".join(f"{x:02x}" for x in addr.packed)
+    digest = hashlib.blake2b(addr.packed, digest_size=5, person=b"rackroute-vtep").digest()
+    return "06:" + ":".join(f"{x:02x}" for x in digest)
 
 
 def vtep_ll6(mac: str) -> ipaddress.IPv6Address:
@@ -58,13 +81,14 @@ def vtep_ll6(mac: str) -> ipaddress.IPv6Address:
 
 @dataclass(frozen=True, order=True)
 class TunnelPeer:
-    """A remote node as a tunnel endpoint: underlay address, VTEP MAC and inner address,
-    and every pod CIDR of the node, IPv4 and IPv6 (the datapath's encapsulation entries)."""
+    """A remote node as a tunnel endpoint: underlay address (IPv4 or IPv6), VTEP MAC and
+    inner IPv4 address (None without an IPv4 pod CIDR), and every pod CIDR of the node,
+    IPv4 and IPv6 (the datapath's encapsulation entries)."""
 
     node: str
-    remote: ipaddress.IPv4Address
+    remote: IPAddress
     mac: str
-    inner: ipaddress.IPv4Address
+    inner: ipaddress.IPv4Address | None
     cidrs: tuple[ipaddress.IPv4Network, ...]
     cidrs6: tuple[ipaddress.IPv6Network, ...] = ()
 
@@ -78,7 +102,7 @@ class TunnelLayout:
     """How the tunnel appears to routing: its device, whether routes go through the
     remote VTEP's inner address (kernel VXLAN: neighbor + FDB) or straight out of the
     device (the eBPF tunnel encapsulates by destination), and whether it carries inner
-    IPv6 (the underlay is IPv4 either way)."""
+    IPv6 (over either underlay family)."""
 
     dev: str
     via_inner: bool
@@ -95,6 +119,7 @@ class RoutingPlan:
     peers: tuple[TunnelPeer, ...]  # empty: no tunnel needed
     tunneled: frozenset[IPNetwork]  # pod CIDRs routed through the tunnel
     untunneled: frozenset[IPNetwork] = frozenset()  # needed the tunnel, its family can't
+    problems: tuple[str, ...] = ()  # nodes the tunnel cannot reach, VTEP MAC clashes
 
 
 def learned_routes(
@@ -130,22 +155,57 @@ def desired_routes(received: Iterable[Route], own: set[IPNetwork]) -> set[Kernel
     return set(learned_routes(received, own).values())
 
 
-def tunnel_peers(snap: Snapshot, node: str) -> tuple[TunnelPeer, ...]:
-    """Every other node with an IPv4 InternalIP and an IPv4 pod CIDR, sorted by name,
-    with all its pod CIDRs of both families."""
+def tunnel_peers(snap: Snapshot, node: str, underlay: str = "auto") -> tuple[TunnelPeer, ...]:
+    """Every other node with a pod CIDR whose tunnel endpoint (`underlay_address`, the
+    same rule as this node's) is of this node's family, sorted by name, with all its pod
+    CIDRs of both families."""
+    me = snap.nodes.get(node)
+    local = underlay_address(me.addresses if me else (), underlay)
+    family = local.version if local is not None else None
     out: list[TunnelPeer] = []
     for name in sorted(snap.nodes):
         if name == node:
             continue
-        addrs = [a for a in snap.nodes[name].addresses if a.version == 4]
+        # the peer's own endpoint by the same rule: a dual-address peer under `auto`
+        # tunnels from IPv4, and its IPv6 address would reach no tunnel
+        remote = underlay_address(snap.nodes[name].addresses, underlay)
+        if remote is not None and remote.version != family:
+            remote = None
         cidrs = node_pod_cidrs(snap, name)
         v4 = tuple(c for c in cidrs if isinstance(c, ipaddress.IPv4Network))
         v6 = tuple(c for c in cidrs if isinstance(c, ipaddress.IPv6Network))
-        if not addrs or not v4:
+        if remote is None or not cidrs:
             continue
-        remote = addrs[0]
-        assert isinstance(remote, ipaddress.IPv4Address)
-        out.append(TunnelPeer(name, remote, vtep_mac(remote), v4[0].network_address, v4, v6))
+        inner = v4[0].network_address if v4 else None
+        out.append(TunnelPeer(name, remote, vtep_mac(remote), inner, v4, v6))
+    return tuple(out)
+
+
+def _peer_problems(snap: Snapshot, node: str, peers: Sequence[TunnelPeer],
+                   unreachable: Iterable[str], underlay: str) -> tuple[str, ...]:
+    """What keeps nodes out of the tunnel: no InternalIP of the underlay's family, and
+    VTEP MACs that clash (a derived MAC shared by two endpoints)."""
+    me = snap.nodes.get(node)
+    local = underlay_address(me.addresses if me else (), underlay)
+    family = f"IPv{local.version}" if local is not None else "underlay"
+    out: list[str] = []
+    for n in sorted(set(unreachable)):
+        theirs = underlay_address(snap.nodes[n].addresses, underlay)
+        if theirs is None or local is None:
+            out.append(f"node {n} has no {family} InternalIP: no tunnel to its pods "
+                       f"(tunnel underlay {underlay})")
+        else:
+            out.append(f"node {n} tunnels over IPv{theirs.version}, this node over {family}: "
+                       f"no tunnel to its pods (tunnel underlay {underlay}; set ipv4 or "
+                       "ipv6 for the whole cluster)")
+    owners: dict[str, list[str]] = {}
+    if local is not None:
+        owners[vtep_mac(local)] = [node]
+    for p in peers:
+        owners.setdefault(p.mac, []).append(p.node)
+    out.extend(f"nodes {', '.join(sorted(names))} derive the same VTEP MAC {mac} from their "
+               "tunnel endpoints: give one another InternalIP" for mac, names in
+               sorted(owners.items()) if len(names) > 1)
     return tuple(out)
 
 
@@ -167,11 +227,13 @@ def plan_routing(
     mode: str,
     tunnel: TunnelLayout | None,
     segments: Iterable[IPNetwork] = (),
+    underlay: str = "auto",
 ) -> RoutingPlan:
     """The node's desired routes and tunnel peers for `mode` (see the module docstring).
 
     `tunnel` is the tunnel's layout (None: no tunnel datapath, so tunnel and hybrid
-    degrade to native); `segments` are this node's directly connected underlay subnets.
+    degrade to native); `segments` are this node's directly connected underlay subnets;
+    `underlay` the tunnel's underlay family (`UNDERLAYS`).
     """
     if mode not in MODES:
         raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
@@ -179,9 +241,10 @@ def plan_routing(
     own_cidrs = node_pod_cidrs(snap, node)
     routes = learned_routes(received, own_cidrs)
     use_tunnel = mode != "native" and tunnel is not None
-    peers = tunnel_peers(snap, node) if use_tunnel else ()
+    peers = tunnel_peers(snap, node, underlay) if use_tunnel else ()
     tunneled: set[IPNetwork] = set()
     untunneled: set[IPNetwork] = set()
+    unreachable: set[str] = set()
     for name in sorted(snap.nodes):
         if name == node:
             continue
@@ -196,19 +259,24 @@ def plan_routing(
                 routes[cidr] = direct
                 continue
             peer = next((p for p in peers if p.holds(cidr)), None)
-            if peer is None or tunnel is None:
-                continue  # native only (or no IPv4 InternalIP / pod CIDR): nothing to add
+            if tunnel is None or not use_tunnel:
+                continue  # native only: nothing to add
+            if peer is None:
+                unreachable.add(name)  # no InternalIP of the underlay's family
+                continue
             if not tunnel.carries(cidr):
                 untunneled.add(cidr)
                 continue
             routes[cidr] = _tunnel_route(cidr, peer, tunnel)
             tunneled.add(cidr)
+    problems = _peer_problems(snap, node, peers, unreachable, underlay) if use_tunnel else ()
     return RoutingPlan(frozenset(routes.values()), peers, frozenset(tunneled),
-                       frozenset(untunneled))
+                       frozenset(untunneled), problems)
 
 
 def _tunnel_route(cidr: IPNetwork, peer: TunnelPeer, tunnel: TunnelLayout) -> KernelRoute:
     if tunnel.via_inner:
-        gw: IPAddress = peer.inner if cidr.version == 4 else vtep_ll6(peer.mac)
+        gw: IPAddress | None = peer.inner if cidr.version == 4 else vtep_ll6(peer.mac)
+        assert gw is not None  # an IPv4 pod CIDR makes the peer's inner address
         return KernelRoute(cidr, (gw,), tunnel.dev, onlink=True)
     return KernelRoute(cidr, dev=tunnel.dev)

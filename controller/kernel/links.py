@@ -1,13 +1,14 @@
 """Tunnel links owned by rackroute: a port, its pyroute2 adapter, and an in-memory fake.
 
 Owned links carry the name prefix `rr.`; nothing else is created, changed or deleted.
-A VXLAN link is described by `VxlanLink` (VNI, UDP port, local underlay address,
-MAC, MTU; always without learning); its per-remote-node entries by `Vtep` (one FDB
-entry: VTEP MAC → remote underlay address, and one permanent neighbor entry: inner
-VTEP address → VTEP MAC, plus one for its IPv6 link-local next hop when the node has
-IPv6 pods). The eBPF tunnel needs only a plain, ARP-less device to route
-into (`ensure_plain`, an ifb). The port also reports the underlay device holding an
-address and this node's connected subnets (for direct routes on a shared segment).
+A VXLAN link is described by `VxlanLink` (VNI, UDP port, local underlay address of
+either family, MAC, MTU; always without learning); its per-remote-node entries by `Vtep`
+(one FDB entry: VTEP MAC → remote underlay address, and one permanent neighbor entry:
+inner VTEP address → VTEP MAC when the node has IPv4 pods, plus one for its IPv6
+link-local next hop when it has IPv6 pods). The eBPF tunnel needs only a plain,
+ARP-less device to route into (`ensure_plain`, an ifb). The port also reports the
+underlay device holding an address and this node's connected subnets (for direct routes
+on a shared segment).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bgp.types import IPNetwork
+from bgp.types import IPAddress, IPNetwork
 
 OWNED_PREFIX = "rr."
 NUD_PERMANENT = 0x80
@@ -32,18 +33,18 @@ class VxlanLink:
     name: str
     vni: int
     port: int
-    local: ipaddress.IPv4Address
+    local: IPAddress  # the underlay's family: IPv4 or IPv6
     mac: str
     mtu: int
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Vtep:
-    """A remote tunnel endpoint on a VXLAN link (FDB + neighbor entry)."""
+    """A remote tunnel endpoint on a VXLAN link (FDB + neighbor entries)."""
 
     mac: str
-    remote: ipaddress.IPv4Address
-    inner: ipaddress.IPv4Address
+    remote: IPAddress  # of the link's local address's family
+    inner: ipaddress.IPv4Address | None  # IPv4 next hop (None: no IPv4 pods)
     inner6: ipaddress.IPv6Address | None = None  # IPv6 next hop (None: no IPv6 pods)
 
 
@@ -60,8 +61,8 @@ def _owned(name: str) -> None:
 
 
 class LinkPort(Protocol):
-    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
-        """The device that holds addr (the node's InternalIP), or None."""
+    def underlay(self, addr: IPAddress) -> Underlay | None:
+        """The device that holds addr (the node's InternalIP, either family), or None."""
         ...
 
     def connected(self) -> set[IPNetwork]:
@@ -76,7 +77,8 @@ class LinkPort(Protocol):
 
     def ensure_vxlan(self, link: VxlanLink) -> None:
         """Create the link, or make an existing one equal (recreated if VNI, port or
-        local differ); up afterwards."""
+        local differ, or if over IPv6 it refuses packets without a UDP checksum); up
+        afterwards."""
         ...
 
     def ensure_plain(self, name: str, mtu: int) -> int:
@@ -98,7 +100,7 @@ class LinkPort(Protocol):
 class FakeLinks:
     """In-memory LinkPort; `foreign` links and `underlays` are set up by tests."""
 
-    underlays: dict[ipaddress.IPv4Address, Underlay] = field(default_factory=dict)
+    underlays: dict[IPAddress, Underlay] = field(default_factory=dict)
     subnets: set[IPNetwork] = field(default_factory=set)
     vx: dict[str, VxlanLink] = field(default_factory=dict)
     plain: dict[str, int] = field(default_factory=dict)
@@ -106,7 +108,7 @@ class FakeLinks:
     foreign: set[str] = field(default_factory=set)
     recreated: int = 0
 
-    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
+    def underlay(self, addr: IPAddress) -> Underlay | None:
         return self.underlays.get(addr)
 
     def connected(self) -> set[IPNetwork]:
@@ -168,9 +170,11 @@ class NetlinkLinks:
         idx = self._index(name)
         return self.ipr.get_links(idx)[0] if idx is not None else None
 
-    def underlay(self, addr: ipaddress.IPv4Address) -> Underlay | None:
-        for a in self.ipr.get_addr(family=AF_INET):
-            if a.get_attr("IFA_ADDRESS") == str(addr):
+    def underlay(self, addr: IPAddress) -> Underlay | None:
+        family = AF_INET if addr.version == 4 else AF_INET6
+        for a in self.ipr.get_addr(family=family):
+            have = a.get_attr("IFA_ADDRESS")
+            if have is not None and ipaddress.ip_address(have) == addr:
                 link = self.ipr.get_links(a["index"])[0]
                 return Underlay(str(link.get_attr("IFLA_IFNAME")), int(a["index"]),
                                 int(link.get_attr("IFLA_MTU")))
@@ -200,12 +204,12 @@ class NetlinkLinks:
         if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
             return None
         d = info.get_attr("IFLA_INFO_DATA")
-        local = d.get_attr("IFLA_VXLAN_LOCAL")
+        local = d.get_attr("IFLA_VXLAN_LOCAL") or d.get_attr("IFLA_VXLAN_LOCAL6")
         return VxlanLink(
             name,
             int(d.get_attr("IFLA_VXLAN_ID")),
             int(d.get_attr("IFLA_VXLAN_PORT")),
-            ipaddress.IPv4Address(local or "0.0.0.0"),
+            ipaddress.ip_address(local or "0.0.0.0"),
             str(link.get_attr("IFLA_ADDRESS")),
             int(link.get_attr("IFLA_MTU")),
         )
@@ -215,18 +219,28 @@ class NetlinkLinks:
         info = link.get_attr("IFLA_LINKINFO") if link is not None else None
         return str(info.get_attr("IFLA_INFO_KIND")) if info is not None else None
 
+    def _zero_csum6_rx(self, name: str) -> bool:
+        """Does the VXLAN device take IPv6 packets without a UDP checksum?"""
+        info = self._link(name).get_attr("IFLA_LINKINFO")
+        return bool(info.get_attr("IFLA_INFO_DATA").get_attr("IFLA_VXLAN_UDP_ZERO_CSUM6_RX"))
+
     def ensure_vxlan(self, link: VxlanLink) -> None:
         _owned(link.name)
         cur = self.vxlan(link.name)
         if self._index(link.name) is not None and (
             cur is None or (cur.vni, cur.port, cur.local) != (link.vni, link.port, link.local)
+            or (link.local.version == 6 and not self._zero_csum6_rx(link.name))
         ):
             self.delete(link.name)
             cur = None
         if cur is None:
+            # over IPv6 the device takes packets without a UDP checksum (the eBPF tunnel's)
+            local: dict[str, Any] = (
+                {"vxlan_local": str(link.local)} if link.local.version == 4 else
+                {"vxlan_local6": str(link.local), "vxlan_udp_zero_csum6_rx": 1})
             self.ipr.link("add", ifname=link.name, kind="vxlan", vxlan_id=link.vni,
-                          vxlan_port=link.port, vxlan_local=str(link.local), vxlan_learning=0,
-                          address=link.mac, mtu=link.mtu)
+                          vxlan_port=link.port, vxlan_learning=0, address=link.mac,
+                          mtu=link.mtu, **local)
         idx = self._index(link.name)
         # set only what differs: a MAC "change" (even to the same value) flushes the
         # device's neighbor entries, permanent ones included
@@ -268,24 +282,25 @@ class NetlinkLinks:
         idx = self._index(name)
         if idx is None:
             return set()
-        macs: dict[str, ipaddress.IPv4Address] = {}
+        macs: dict[str, IPAddress] = {}
         for f in self.ipr.fdb("dump", ifindex=idx):
             mac, dst = f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")
-            if f["ifindex"] != idx or not mac or not dst or ":" in dst:
+            if f["ifindex"] != idx or not mac or not dst:
                 continue
             if mac != "00:00:00:00:00:00":
-                macs[str(mac)] = ipaddress.IPv4Address(dst)
-        six: dict[str, ipaddress.IPv6Address] = {}
-        for n in self.ipr.neigh("dump", ifindex=idx, family=AF_INET6):
-            mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
-            if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
-                six[str(mac)] = ipaddress.IPv6Address(dst)
+                macs[str(mac)] = ipaddress.ip_address(dst)
+        inner: dict[int, dict[str, IPAddress]] = {AF_INET: {}, AF_INET6: {}}
+        for family, found in inner.items():
+            for n in self.ipr.neigh("dump", ifindex=idx, family=family):
+                mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
+                if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
+                    found[str(mac)] = ipaddress.ip_address(dst)
         out: set[Vtep] = set()
-        for n in self.ipr.neigh("dump", ifindex=idx, family=AF_INET):
-            mac, dst = n.get_attr("NDA_LLADDR"), n.get_attr("NDA_DST")
-            if n["ifindex"] == idx and mac in macs and n["state"] & NUD_PERMANENT:
-                out.add(Vtep(str(mac), macs[str(mac)], ipaddress.IPv4Address(dst),
-                             six.get(str(mac))))
+        for mac, remote in macs.items():
+            v4, v6 = inner[AF_INET].get(mac), inner[AF_INET6].get(mac)
+            assert v4 is None or isinstance(v4, ipaddress.IPv4Address)
+            assert v6 is None or isinstance(v6, ipaddress.IPv6Address)
+            out.add(Vtep(mac, remote, v4, v6))
         return out
 
     def add_vtep(self, name: str, vtep: Vtep) -> None:
@@ -294,8 +309,9 @@ class NetlinkLinks:
             raise ValueError(f"no such link {name!r}")
         self.ipr.fdb("replace", ifindex=idx, lladdr=vtep.mac, dst=str(vtep.remote),
                      flags=NTF_SELF, state=NUD_PERMANENT)
-        self.ipr.neigh("replace", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx,
-                       state=NUD_PERMANENT)
+        if vtep.inner is not None:
+            self.ipr.neigh("replace", dst=str(vtep.inner), lladdr=vtep.mac, ifindex=idx,
+                           state=NUD_PERMANENT)
         if vtep.inner6 is not None:
             self.ipr.neigh("replace", dst=str(vtep.inner6), lladdr=vtep.mac, ifindex=idx,
                            state=NUD_PERMANENT, family=AF_INET6)

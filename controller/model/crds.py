@@ -190,4 +190,5 @@ class ClusterNetworkConfig:
     cluster_pool_v6_mask: int = 112
     routing_mode: str = "native"  # native | tunnel | hybrid
     tunnel_protocol: str = "vxlan"  # vxlan | geneve
+    tunnel_underlay: str = "auto"  # auto (IPv4 if the node has one, else IPv6) | ipv4 | ipv6
     auto_direct_node_routes: bool = False  # route to nodes on a shared segment directly

@@ -379,6 +379,8 @@ def parse_network_config(meta: Meta, r: Reader) -> ClusterNetworkConfig:
         auto_direct_node_routes=spec.flag("autoDirectNodeRoutes", False),
         tunnel_protocol=spec.text("tunnelProtocol", "vxlan", choices=("vxlan", "geneve"))
         or "vxlan",
+        tunnel_underlay=spec.text("tunnelUnderlay", "auto", choices=("auto", "ipv4", "ipv6"))
+        or "auto",
     )
 
 

@@ -8,21 +8,23 @@ protocol number only). A tunnel that is no longer used is torn down after the ro
 have left it. Nothing rackroute does not own is touched; `close` leaves kernel state in
 place so that a restarting agent never cuts traffic.
 
-IPv6 pod CIDRs go through the tunnel like IPv4 ones (IPv4 underlay): the eBPF tunnel
-encapsulates by destination, the kernel VXLAN device routes them via the peer VTEP's
-link-local address. A tunnel driver whose layout carries no IPv6 has a remote IPv6 pod
-CIDR that would need it left without a route, and the pass reports it as a routing
-error naming the CIDRs, so the gap is visible instead of a silent black hole.
+The tunnel's underlay is IPv4 or IPv6: the node's InternalIP of the family the cluster's
+`tunnelUnderlay` names (`auto`: IPv4 when the node has one). IPv6 pod CIDRs go through
+the tunnel like IPv4 ones over either: the eBPF tunnel encapsulates by destination, the
+kernel VXLAN device routes them via the peer VTEP's link-local address. A tunnel driver
+whose layout carries no IPv6 has a remote IPv6 pod CIDR that would need it left without
+a route, and the pass reports it as a routing error naming the CIDRs, so the gap is
+visible instead of a silent black hole; so is a node the tunnel cannot reach (no
+InternalIP of the underlay's family) and a VTEP MAC two nodes derive alike.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 
 from bgp.speaker import Speaker
-from bgp.types import Route
+from bgp.types import IPAddress, Route
 from controller.desired.routes import (
     MODES,
     PROTOCOLS,
@@ -30,6 +32,7 @@ from controller.desired.routes import (
     TunnelLayout,
     desired_routes,
     plan_routing,
+    underlay_address,
 )
 from controller.kernel.links import LinkPort
 from controller.kernel.routes import RoutePort, sync_routes
@@ -100,7 +103,7 @@ class RoutingReconciler:
         self.mode, self.protocol = mode, protocol
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
-        self.endpoint: ipaddress.IPv4Address | None = None  # our underlay address, tunnelling
+        self.endpoint: IPAddress | None = None  # our underlay address, tunnelling
         self.plan: RoutingPlan | None = None
 
     def _driver(self, protocol: str) -> TunnelDriver:
@@ -126,26 +129,29 @@ class RoutingReconciler:
             received.extend(sp.received())
         errors: list[str] = []
         node = ctx.snap.nodes.get(ctx.node)
-        v4 = [a for a in (node.addresses if node else ()) if a.version == 4]
-        local = v4[0] if v4 else None
-        assert local is None or isinstance(local, ipaddress.IPv4Address)
+        cfg = ctx.snap.network_config
+        underlay = cfg.tunnel_underlay if cfg else "auto"
+        local = underlay_address(node.addresses if node else (), underlay)
         want: str | None = None
         if mode != "native":
             if self.tunnels is None:
                 errors.append(f"routing mode {mode}: no tunnel datapath configured")
             elif local is None:
-                errors.append(f"routing mode {mode}: node {ctx.node} has no IPv4 InternalIP")
+                family = {"ipv4": "IPv4 ", "ipv6": "IPv6 "}.get(underlay, "")
+                errors.append(f"routing mode {mode}: node {ctx.node} has no {family}"
+                              f"InternalIP to be its tunnel endpoint (tunnel underlay "
+                              f"{underlay})")
             else:
                 want = protocol
         driver = self._driver(want) if want else None
-        cfg = ctx.snap.network_config
         direct = cfg is not None and cfg.auto_direct_node_routes
         segments = self.links.connected() if self.links is not None and direct else set()
         plan = plan_routing(ctx.snap, ctx.node, received, mode,
-                            driver.layout if driver else None, segments)
+                            driver.layout if driver else None, segments, underlay)
         if driver is not None and local is not None:
             errors.extend(driver.sync(local, plan.peers))
         errors.extend(untunneled_errors(plan, driver.layout if driver else None))
+        errors.extend(plan.problems)
         _, _, route_errors = sync_routes(self.routes, set(plan.routes))
         errors.extend(route_errors)
         if self.active is not None and self.active != want:

@@ -16,7 +16,7 @@ import pytest
 from tests.unit.routing.cluster import learn
 
 from .tcp import echo, iperf
-from .topo import POD_CIDR, POD_IP6, UNDERLAY, Topo, ebpf, nsx
+from .topo import POD_CIDR, POD_IP6, UNDERLAY, Topo, delta, ebpf, nsx, up
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,20 +31,6 @@ def topo6() -> Iterator[Topo]:
         yield t
     finally:
         t.teardown()
-
-
-def up(topo: Topo, mode: str, protocol: str, datapath: str) -> dict[str, dict[str, str]]:
-    """Start and reconcile both nodes; returns each node's pass errors."""
-    snap = topo.snapshot(mode, protocol)
-    errors: dict[str, dict[str, str]] = {}
-    for name, node in topo.nodes.items():
-        node.start(mode, protocol, datapath)
-        errors[name] = node.reconcile(snap).errors
-    return errors
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: after[k] - before.get(k, 0) for k in after}
 
 
 @pytest.mark.parametrize("protocol", ["geneve", "vxlan"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from bgp.fake import FakeSpeaker
 from bgp.types import GlobalConfig, PeerSpec, Route, SessionState
@@ -18,17 +19,21 @@ TOR = A("10.255.255.1")
 
 
 def cluster(
-    nodes: Mapping[str, tuple[str, Iterable[str]]],
+    nodes: Mapping[str, tuple[str | Sequence[str], Iterable[str]]],
     mode: str = "native",
     protocol: str = "vxlan",
+    underlay: str | None = None,
 ) -> Snapshot:
-    """{name: (InternalIP, pod CIDRs)} → a snapshot with cluster-pool NodeNetworks."""
-    objs: list[object] = [
-        ClusterNetworkConfig(Meta("RackrouteConfig", "default"), routing_mode=mode,
-                             tunnel_protocol=protocol)
-    ]
-    for name, (ip, cidrs) in nodes.items():
-        objs.append(Node(Meta("Node", name), (A(ip),)))
+    """{name: (InternalIP or InternalIPs, pod CIDRs)} → a snapshot with cluster-pool
+    NodeNetworks; `underlay` sets the cluster's tunnel underlay (None: the default)."""
+    cfg = ClusterNetworkConfig(Meta("RackrouteConfig", "default"), routing_mode=mode,
+                               tunnel_protocol=protocol)
+    if underlay is not None:
+        cfg = dataclasses.replace(cfg, tunnel_underlay=underlay)
+    objs: list[object] = [cfg]
+    for name, (ips, cidrs) in nodes.items():
+        addrs = (ips,) if isinstance(ips, str) else tuple(ips)
+        objs.append(Node(Meta("Node", name), tuple(A(ip) for ip in addrs)))
         objs.append(NodeNetwork(Meta("NodeNetwork", name), tuple(N(c) for c in cidrs)))
     return Snapshot.build(objs)
 

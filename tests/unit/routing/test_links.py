@@ -87,7 +87,7 @@ def test_vtep_link_local_is_the_eui64_of_its_mac() -> None:
 
 def test_ebpf_tunnel_entries_per_family() -> None:
     mac = bytes.fromhex("02720a4e0002")
-    remote = V4("10.78.0.2").packed
+    remote = V4("10.78.0.2").packed + bytes(12)  # the value's 16-byte address field
     assert route_entries([dual(2)], 4) == {(24, N4("10.244.2.0/24").network_address.packed):
                                            (remote, mac)}
     assert route_entries([dual(2)], 6) == {(64, N6("fd00:2::/64").network_address.packed):

@@ -150,7 +150,7 @@ DUAL = {
     "n1": ("10.0.1.2", ["10.244.1.0/24", "fd00:1::/64"]),
     "n2": ("10.0.2.2", ["10.244.2.0/24", "fd00:2::/64", "fd00:22::/64"]),
     "n3": ("10.0.1.3", ["10.244.3.0/24"]),
-    "n4": ("10.0.4.2", ["fd00:4::/64"]),  # no IPv4 pod CIDR: no tunnel peer
+    "n4": ("10.0.4.2", ["fd00:4::/64"]),  # no IPv4 pod CIDR: a peer without inner address
 }
 
 
@@ -161,6 +161,7 @@ def test_tunnel_peers_carry_the_ipv6_pod_cidrs() -> None:
                    (N4("10.244.2.0/24"),), (N6("fd00:2::/64"), N6("fd00:22::/64"))),
         TunnelPeer("n3", V4("10.0.1.3"), "02:72:0a:00:01:03", V4("10.244.3.0"),
                    (N4("10.244.3.0/24"),), ()),
+        TunnelPeer("n4", V4("10.0.4.2"), "02:72:0a:00:04:02", None, (), (N6("fd00:4::/64"),)),
     )
     assert peers[0].holds(N("fd00:22::/64")) and not peers[1].holds(N("fd00:22::/64"))
 
@@ -172,10 +173,11 @@ def test_tunnel_ebpf_routes_both_families_of_every_peer() -> None:
         KernelRoute(N("fd00:2::/64"), dev="rr.tun"),
         KernelRoute(N("fd00:22::/64"), dev="rr.tun"),
         KernelRoute(N("10.244.3.0/24"), dev="rr.tun"),
+        KernelRoute(N("fd00:4::/64"), dev="rr.tun"),
     }
     assert got.tunneled == {N("10.244.2.0/24"), N("fd00:2::/64"), N("fd00:22::/64"),
-                            N("10.244.3.0/24")}
-    assert got.untunneled == set()
+                            N("10.244.3.0/24"), N("fd00:4::/64")}
+    assert got.untunneled == set() and got.problems == ()
 
 
 def test_tunnel_kernel_vxlan_leaves_ipv6_out_and_names_it() -> None:
@@ -184,7 +186,7 @@ def test_tunnel_kernel_vxlan_leaves_ipv6_out_and_names_it() -> None:
         KernelRoute(N("10.244.2.0/24"), (A("10.244.2.0"),), "rr.vxlan", onlink=True),
         KernelRoute(N("10.244.3.0/24"), (A("10.244.3.0"),), "rr.vxlan", onlink=True),
     }
-    assert got.untunneled == {N("fd00:2::/64"), N("fd00:22::/64")}
+    assert got.untunneled == {N("fd00:2::/64"), N("fd00:22::/64"), N("fd00:4::/64")}
     assert got.peers[0].cidrs6 == (N6("fd00:2::/64"), N6("fd00:22::/64"))
 
 
@@ -196,15 +198,17 @@ def test_hybrid_ipv6_per_destination_through_the_ebpf_tunnel() -> None:
         KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)),
         KernelRoute(N("fd00:22::/64"), dev="rr.tun"),  # not learned: the tunnel
         KernelRoute(N("10.244.3.0/24"), dev="rr.tun"),
+        KernelRoute(N("fd00:4::/64"), dev="rr.tun"),
     }
-    assert got.tunneled == {N("fd00:22::/64"), N("10.244.3.0/24")}
+    assert got.tunneled == {N("fd00:22::/64"), N("10.244.3.0/24"), N("fd00:4::/64")}
 
 
 def test_hybrid_kernel_vxlan_reports_only_ipv6_it_would_need() -> None:
     learned6 = [learned("fd00:2::/64", "fd00:ffff::1")]
     got = plan_routing(cluster(DUAL, "hybrid"), "n1", learned6, "hybrid", VX)
     assert KernelRoute(N("fd00:2::/64"), (A("fd00:ffff::1"),)) in got.routes
-    assert got.untunneled == {N("fd00:22::/64")}  # fd00:2::/64 is reached natively
+    # fd00:2::/64 is reached natively
+    assert got.untunneled == {N("fd00:22::/64"), N("fd00:4::/64")}
 
 
 def test_native_never_reports_untunneled() -> None:

@@ -97,8 +97,13 @@ def test_tunnel_errors_are_reported_and_routes_still_synced() -> None:
 def test_tunnel_needs_a_node_address() -> None:
     r = RoutingReconciler(FakeRoutes(), FakeLinks(), tunnels=lambda p: FakeTunnel(),
                           mode="tunnel")
-    snap = cluster({"n1": ("fd00::1", ["10.244.1.0/24"]), "n2": NODES["n2"]})
-    assert "no IPv4 InternalIP" in run(r, snap).errors["routing"]
+    nodes = {"n1": ("fd00::1", ["10.244.1.0/24"]), "n2": NODES["n2"]}
+    err = run(r, cluster(nodes, underlay="ipv4")).errors["routing"]
+    assert "node n1 has no IPv4 InternalIP" in err and r.endpoint is None
+    # auto: n1 tunnels over IPv6, and names the node it cannot reach over it
+    err = run(r, cluster(nodes)).errors["routing"]
+    assert "node n2 tunnels over IPv4, this node over IPv6" in err
+    assert r.endpoint == ipaddress.ip_address("fd00::1")
 
 
 def test_kernel_vxlan_by_default_and_bad_settings_refused() -> None:
