@@ -20,7 +20,13 @@ Reference rows (no goal): "insert floor", a program that does nothing but insert
 new key into an LRU hash of the conntrack's shape and size (16-byte key, 32-byte value),
 run like the service hit (a new tuple each run). Any stateful new flow pays at least
 this; a service hit pays it twice (the forward and the reply entry, as Cilium's does),
-which "pair floor" measures: the tuple and its reverse inserted, nothing else.
+which "pair floor" measures: the tuple and its reverse inserted, nothing else. And the
+other way round, the pod program itself with its conntrack taken out, run like the
+service hit: "new, no ct write" (its inserts replaced by success: the lookups stay) and
+"new, no ct" (its conntrack lookup answering "no entry" as well), so what a new flow's
+service lookup, Maglev choice and rewrite cost with no conntrack at all is measured,
+not guessed. These two variants exist only here (the source text is patched before it
+is compiled; the patch is checked to have applied).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ import sys
 from datetime import UTC, datetime
 from ipaddress import IPv4Address as A
 from pathlib import Path
+from typing import Any
 
 from bpf.libbpf import prog_test_run
-from bpf.loader import SCHED_CLS, Datapath, DatapathConfig, load_text
+from bpf.loader import SCHED_CLS, Datapath, DatapathConfig, load_text, source_text
 from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 
@@ -108,6 +115,21 @@ def packet(src: str, dst: str, sport: int, dport: int) -> bytes:
     return eth + ip + tcp + bytes(6)
 
 
+CT_INSERT = "ret = excl ? rr_ct.insert(&k4, &v) : rr_ct.update(&k4, &v);"
+CT_LOOKUP = "v = rr_ct.lookup(&k);"
+
+
+def without_conntrack(text: str, lookups: bool) -> str:
+    """The pod program's text with its IPv4 conntrack inserts replaced by success, and
+    with lookups, its conntrack lookup by "no entry" too (reference rows only)."""
+    for old, new, on in ((CT_INSERT, "ret = 0;", True), (CT_LOOKUP, "v = NULL;", lookups)):
+        if on:
+            if text.count(old) != 1:
+                raise RuntimeError(f"R3: the conntrack patch no longer applies ({old!r})")
+            text = text.replace(old, new)
+    return text
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -134,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     # redirect in place of the kernel's forwarding path) R1 measures end to end
     dp = Datapath(DatapathConfig("r3", pin_root=root, host_routing=False))
     empty_mod = None
+    variant_mods: list[Any] = []
     try:
         dp.load(("pod",))
         dp.arm_replies()
@@ -141,6 +164,14 @@ def main(argv: list[str] | None = None) -> None:
                                      {"rr_empty": (SCHED_CLS, -1),
                                       "rr_insert_floor": (SCHED_CLS, -1),
                                       "rr_insert_pair_floor": (SCHED_CLS, -1)})
+        # the same program without conntrack writes / without conntrack (its pinned maps:
+        # the services synced below)
+        pod_text = source_text("pod.c", dp.cfg)
+        for name, lookups in (("no_ct_write", False), ("no_ct", True)):
+            mod, fds = load_text(without_conntrack(pod_text, lookups),
+                                 {"rr_pod_ingress": (SCHED_CLS, -1)})
+            variant_mods.append(mod)
+            empty[name] = fds["rr_pod_ingress"]
         table = {ServiceKey(A(f"10.{96 + i // 65536}.{i // 256 % 256}.{i % 256}"), 80,
                             Proto.TCP):
                  Service((Backend(A("10.0.0.1"), 8080), Backend(A("10.0.0.2"), 8080)))
@@ -162,9 +193,10 @@ def main(argv: list[str] | None = None) -> None:
             "reverse miss": ([packet("10.1.0.4", "10.1.0.3", 40000, 8080)], 2000),
         }
         rows = {}
-        cases["insert floor"] = ([], 1)
-        cases["pair floor"] = ([], 1)
-        floors = {"insert floor": ("rr_insert_floor", 3), "pair floor": ("rr_insert_pair_floor", 4)}
+        floors = {"insert floor": ("rr_insert_floor", 3), "pair floor": ("rr_insert_pair_floor", 4),
+                  "new, no ct write": ("no_ct_write", 5), "new, no ct": ("no_ct", 6)}
+        for name in floors:
+            cases[name] = ([], 1)
         for name, (pkts, repeat) in cases.items():
             a: list[float] = []
             b: list[float] = []
@@ -194,12 +226,15 @@ def main(argv: list[str] | None = None) -> None:
         now = datetime.now(UTC)
         doc = {"bench": "R3", "kernel": platform.release(), "cpu": cpu_model(),
                "date": now.isoformat(), "services": args.services, "rounds": args.rounds,
-               "goal": "<= 3x empty program (insert and pair floor: references, no goal)",
+               "goal": "<= 3x empty program (insert and pair floor, new without conntrack "
+                       "writes or conntrack: references, no goal)",
                "cases": rows}
         path = out / f"r3-{now.strftime('%Y%m%dT%H%M%S')}.json"
         path.write_text(json.dumps(doc, indent=2))
         print(f"wrote {path}")
     finally:
+        for mod in variant_mods:
+            mod.cleanup()
         if empty_mod is not None:
             empty_mod.cleanup()
         dp.close()
