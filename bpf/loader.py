@@ -362,6 +362,31 @@ def register_pod_if(pin_dir: Path, ifname: str, netns: str | None = None) -> boo
     return True
 
 
+def unregister_pod_if(pin_dir: Path, ifname: str, netns: str | None = None) -> bool:
+    """Remove the pod veth ifname (host side) from pin_dir's rr_pod_ifs before the veth
+    goes (the CNI plugin's DEL). False when it had no entry, no longer exists, or the
+    pins predate that map."""
+    import errno
+
+    path = pin_dir / "rr_pod_ifs"
+    if not path.exists():
+        return False
+    with _ipr(netns) as ipr:
+        links = ipr.get_links(ifname=ifname) if ipr.link_lookup(ifname=ifname) else []
+    if not links:
+        return False
+    pods = PinnedMap.open(str(path))
+    try:
+        pods.delete_batch([int(links[0]["index"]).to_bytes(4, "little")])
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return False
+    finally:
+        pods.close()
+    return True
+
+
 def detach_tc(ifname: str, netns: str | None = None) -> None:
     """Remove the clsact qdisc (and with it our filters) from ifname."""
     from pyroute2 import NetlinkError

@@ -20,10 +20,12 @@ from typing import Any
 from bgp.speaker import logfmt
 from bgp.types import IPAddress
 from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig, detach_tc
+from bpf.mapstore import PinnedMap
 from bpf.progpin import pin_programs
 from bpf.sync import Syncer
 from controller.reconcile.datapath import DatapathReconciler
 from controller.reconcile.loop import Reconciler
+from controller.reconcile.podifs import PodIfsReconciler
 
 log = logging.getLogger("rackroute.datapath")
 
@@ -117,7 +119,8 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     """Load (compiled in a child process: bcc never enters the agent), attach and pin;
     returns the loaded datapath and its reconcilers in pass order: the service maps',
     after the one closing connected UDP sockets of removed backends when connect() is
-    translated (socket LB without per-packet LB)."""
+    translated (socket LB without per-packet LB), then the pruning of pod veths that are
+    gone from rr_pod_ifs."""
     from pyroute2 import IPRoute
 
     parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
@@ -158,12 +161,14 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
     rec = DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
                              proxy_name=s.service_proxy_name)
+    # entries of pod veths that went without the CNI plugin's DEL are removed
+    prune = PodIfsReconciler(PinnedMap.open(str(dp.cfg.pin_dir / "rr_pod_ifs")))
     if s.socket_lb_cgroup is None or s.per_packet_lb:
-        return dp, [rec]
+        return dp, [rec, prune]
     # connect() of UDP sockets is translated: a socket connected to a backend that goes
     # away is closed (before the datapath in the pass: its finalize runs after)
     from controller.kernel.udpsockets import SockDiagUdpSockets
     from controller.reconcile.sockets import UdpSocketReconciler
 
     return dp, [UdpSocketReconciler(SockDiagUdpSockets(s.socket_lb_cgroup),
-                                    syncer.programmed), rec]
+                                    syncer.programmed), rec, prune]

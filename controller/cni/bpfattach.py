@@ -1,8 +1,8 @@
 """Attach the agent's pinned pod programs to a new pod's host veth, and check them.
 
 The plugin never compiles: the agent loads the datapath and pins the programs under
-`bpf.pinDir` (bpf.progpin.pin_programs). Nothing is undone at DEL: the filters go
-away with the veth.
+`bpf.pinDir` (bpf.progpin.pin_programs). At DEL the filters go away with the veth;
+the plugin removes the veth's rr_pod_ifs entry first (bpf.loader.unregister_pod_if).
 """
 
 from __future__ import annotations

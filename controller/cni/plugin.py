@@ -8,6 +8,7 @@ spec's error JSON on stdout and exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -129,6 +130,13 @@ def cmd_add(env: Env, conf: NetConf) -> Result:
 
 def cmd_del(env: Env, conf: NetConf) -> None:
     host = netsetup.host_ifname(env.container_id, env.ifname)
+    if conf.pin_dir is not None:
+        from bpf.loader import unregister_pod_if
+
+        # before the veth goes, so no entry names a missing interface; best effort (the
+        # agent prunes what is left): DEL must not fail for the datapath's sake
+        with contextlib.suppress(Exception):
+            unregister_pod_if(conf.pin_dir, host)
     try:
         netsetup.delete_host_veth(host)
     except Exception as e:

@@ -1,5 +1,6 @@
 """ADD attaches the agent's pinned pod programs to the host veth (no compile in the
-plugin); CHECK notices when they are gone; a missing pin fails ADD cleanly. Without
+plugin) and records the veth in rr_pod_ifs, DEL removes that entry; CHECK notices when
+the programs are gone; a missing pin fails ADD cleanly. Without
 per-packet LB the agent pins no egress program, and ADD attaches the forwarding (ingress)
 program alone."""
 
@@ -91,6 +92,14 @@ def test_add_attaches_pinned_programs(lab: CniLab, pin_dir: Path) -> None:
     assert bad.out["details"].startswith(f"rr_pod_ingress is not attached to {host} ingress")
     d = lab.call("DEL", "bpf-0", pod, bpf={"pinDir": str(pin_dir)})
     assert d.rc == 0
+    # DEL took the veth out of rr_pod_ifs (no entry outlives its interface)
+    pods = PinnedMap.open(str(pin_dir / "rr_pod_ifs"))
+    try:
+        assert pods.lookup(k) is None
+    finally:
+        pods.close()
+    again = lab.call("DEL", "bpf-0", pod, bpf={"pinDir": str(pin_dir)})
+    assert again.rc == 0, again.stderr  # idempotent: nothing left to remove
 
 
 def test_add_with_missing_pins_fails_and_rolls_back(lab: CniLab, tmp_path: Path) -> None:
@@ -129,3 +138,28 @@ def test_without_per_packet_lb_add_attaches_the_forwarding_program_alone(
     assert bad.rc != 0 and bad.out["details"].startswith(
         f"rr_pod_egress is not attached to {host} egress")
     assert lab.call("DEL", "bpf-2", pod, bpf=conf).rc == 0
+
+
+def test_the_agent_prunes_entries_whose_interface_is_gone(pin_dir: Path) -> None:
+    """What a DEL that never ran leaves: the agent's pruning (first pass, resyncs) takes
+    it out of the real pinned map, and keeps the entry of an interface that exists."""
+    from controller.reconcile.loop import PassContext
+    from controller.reconcile.podifs import PodIfsReconciler
+    from controller.store import Snapshot
+
+    gone = 0x7FFFFFF0  # no interface has this index
+    pods = PinnedMap.open(str(pin_dir / "rr_pod_ifs"))
+    before = dict(pods.items())  # other tests' pods (their veths in the lab's namespace)
+    pods.update_batch([m.pod_if_entry(gone, "02:00:00:00:00:01"),
+                       m.pod_if_entry(1, "00:00:00:00:00:00")])  # lo, in every namespace
+    r = PodIfsReconciler(pods)
+    try:
+        ctx = PassContext(Snapshot.build([]), "n1")
+        r.reconcile(ctx)
+        assert ctx.errors == {}
+        assert pods.lookup(gone.to_bytes(4, "little")) is None
+        assert pods.lookup((1).to_bytes(4, "little")) is not None
+    finally:
+        pods.delete_batch([k for k, _ in pods.items() if k not in before])
+        pods.update_batch(list(before.items()))  # as they were, for the tests after
+        r.close()
