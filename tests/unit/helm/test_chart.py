@@ -237,6 +237,7 @@ REJECTED: list[tuple[str, Path_, Any]] = [
     ("RackrouteConfig", ("spec", "ipam", "clusterPoolIPv6MaskSize"), 0),
     ("RackrouteConfig", ("spec", "routingMode"), "overlay"),
     ("RackrouteConfig", ("spec", "tunnelProtocol"), "gre"),
+    ("RackrouteConfig", ("spec", "tunnelUnderlay"), "dual"),
     ("NodeNetwork", ("spec", "podCIDRs", 0), 10),
 ]
 
@@ -335,6 +336,7 @@ def test_values_defaults() -> None:
     assert v["ipam"]["mode"] in ("cluster-pool", "kubernetes")
     assert v["routingMode"] in ("native", "tunnel", "hybrid")
     assert v["tunnelProtocol"] in ("vxlan", "geneve")
+    assert v["tunnelUnderlay"] in ("auto", "ipv4", "ipv6")
     assert isinstance(v["rackrouteConfig"]["create"], bool)
 
 
@@ -465,15 +467,17 @@ def render(text: str, v: dict[str, Any]) -> str:
 
 
 def test_rendered_rackrouteconfig_parses_and_validates() -> None:
-    for routing in ("native", "tunnel", "hybrid"):
+    for routing, underlay in (("native", "auto"), ("tunnel", "ipv6"), ("hybrid", "ipv4")):
         v = copy.deepcopy(values())
         v["routingMode"] = routing
+        v["tunnelUnderlay"] = underlay
         v["ipam"]["clusterPoolIPv6PodCIDRList"] = ["fd00:10:244::/56"]
         doc = yaml.safe_load(render(template("rackrouteconfig.yaml"), v))
         assert doc["kind"] == "RackrouteConfig" and doc["metadata"]["name"] == "default"
         result = parse_object(doc)
         assert result.errors == []
         assert getattr(result.obj, "routing_mode", None) == routing
+        assert getattr(result.obj, "tunnel_underlay", None) == underlay
         assert validate({k: doc[k] for k in ("apiVersion", "kind", "spec")},
                         schema("RackrouteConfig")) == []
 
