@@ -52,6 +52,7 @@ class AgentConfig:
     cni_data_dir: Path = Path("/var/lib/rackroute/cni")
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
+    tunnel_underlay: str | None = None  # auto|ipv4|ipv6; None: the cluster config's
     tunnel_datapath: str = "auto"  # VXLAN: kernel device (auto|kernel) or eBPF (ebpf)
     # with the datapath: serve services' healthCheckNodePorts on this address ("": all;
     # None: not at all), as kube-proxy does
@@ -120,6 +121,7 @@ class Agent:
                     default_tunnels(links, cfg.tunnel_datapath),
                     cfg.routing_mode,
                     cfg.tunnel_protocol,
+                    cfg.tunnel_underlay,
                 )
             )
         if cfg.cni_conf is not None:

@@ -69,6 +69,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cni_conf=Path(args.cni_conf) if args.cni_conf else None,
         cni_data_dir=Path(args.cni_data_dir),
         tunnel_protocol=args.tunnel_protocol,
+        tunnel_underlay=args.tunnel_underlay,
         tunnel_datapath=args.tunnel_datapath,
         health_check_address=(None if args.health_check_address == "off"
                               else args.health_check_address),
@@ -216,6 +217,8 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="override the cluster's RackrouteConfig routingMode")
     ag.add_argument("--tunnel-protocol", choices=("vxlan", "geneve"),
                     help="override the cluster's RackrouteConfig tunnelProtocol")
+    ag.add_argument("--tunnel-underlay", choices=("auto", "ipv4", "ipv6"),
+                    help="override the cluster's RackrouteConfig tunnelUnderlay")
     ag.add_argument("--tunnel-datapath", choices=("auto", "kernel", "ebpf"), default="auto",
                     help="VXLAN through the kernel device (auto, kernel) or in eBPF")
     ag.add_argument("--cni-conf",

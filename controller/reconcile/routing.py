@@ -28,6 +28,7 @@ from bgp.types import IPAddress, Route
 from controller.desired.routes import (
     MODES,
     PROTOCOLS,
+    UNDERLAYS,
     RoutingPlan,
     TunnelLayout,
     desired_routes,
@@ -88,19 +89,23 @@ class RoutingReconciler:
         tunnels: TunnelFactory | None = None,
         mode: str | None = None,
         protocol: str | None = None,
+        underlay: str | None = None,
     ) -> None:
-        """`mode` / `protocol` pin the routing mode (else the cluster config decides);
-        `tunnels` builds a driver per protocol (default: `default_tunnels(links)`)."""
+        """`mode` / `protocol` / `underlay` pin the routing mode, tunnel protocol and
+        tunnel underlay (else the cluster config decides); `tunnels` builds a driver per
+        protocol (default: `default_tunnels(links)`)."""
         if mode is not None and mode not in MODES:
             raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
         if protocol is not None and protocol not in PROTOCOLS:
             raise ValueError(f"tunnel protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if underlay is not None and underlay not in UNDERLAYS:
+            raise ValueError(f"tunnel underlay must be one of {UNDERLAYS}, got {underlay!r}")
         self.routes, self.links = routes, links
         self.speakers = speakers or dict
         if tunnels is None and links is not None:
             tunnels = default_tunnels(links)
         self.tunnels = tunnels
-        self.mode, self.protocol = mode, protocol
+        self.mode, self.protocol, self.underlay = mode, protocol, underlay
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
         self.endpoint: IPAddress | None = None  # our underlay address, tunnelling
@@ -130,7 +135,7 @@ class RoutingReconciler:
         errors: list[str] = []
         node = ctx.snap.nodes.get(ctx.node)
         cfg = ctx.snap.network_config
-        underlay = cfg.tunnel_underlay if cfg else "auto"
+        underlay = self.underlay or (cfg.tunnel_underlay if cfg else "auto")
         local = underlay_address(node.addresses if node else (), underlay)
         want: str | None = None
         if mode != "native":

@@ -320,6 +320,17 @@ def test_reconciler_on_dual_address_nodes_follows_the_setting() -> None:
     assert {v.remote for v in links.vteps("rr.vxlan")} == {V6("fd00:0:2::2")}
 
 
+def test_the_agents_pinned_underlay_overrides_the_cluster_config() -> None:
+    local4 = V4("10.0.1.2")
+    links = FakeLinks({local4: Underlay("u0", 2, 1500), LOCAL6: Underlay("u0", 2, 1500)})
+    r = RoutingReconciler(FakeRoutes(), links, lambda: {}, mode="tunnel", protocol="vxlan",
+                          underlay="ipv6")
+    assert reconcile(r, "ipv4", DUALADDR).errors == {}  # the cluster says ipv4
+    assert r.endpoint == LOCAL6 and r.pod_mtu() == 1430
+    with pytest.raises(ValueError, match="tunnel underlay"):
+        RoutingReconciler(FakeRoutes(), links, underlay="dual")
+
+
 # ---------------------------------------------------------------- the manifest
 
 
