@@ -1,8 +1,9 @@
 """Agent start-up of the eBPF datapath: load once, attach, pin, adopt the maps.
 
 The agent compiles and loads the programs once per start, attaches the north-south
-program to the node's uplink (SNAT sources: the uplink's IPv4 address and, when it has
-one, its global IPv6 address), pins every program (so the CNI plugin attaches pod
+program to the node's uplink (SNAT sources: the uplink's IPv4 address and its global
+IPv6 address, whichever it has; an IPv6-only node has IPv4 flows to remote backends
+refused), pins every program (so the CNI plugin attaches pod
 programs from the pins without compiling), re-attaches the new programs to the pod
 veths that already exist (programs are replaced in place; the pinned maps, and with
 them established connections, are kept), and hands the DatapathReconciler a Syncer
@@ -78,13 +79,15 @@ class DatapathSettings:
         return self.per_packet_lb or self.host_routing
 
 
-def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address:
+def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address | None:
+    """The uplink's IPv4 address (the SNAT source of IPv4 flows), None on an IPv6-only
+    node."""
     idx = ipr.link_lookup(ifname=ifname)
     if not idx:
         raise LookupError(f"--uplink {ifname}: no such interface")
     for a in ipr.get_addr(index=idx[0], family=2):
         return ipaddress.IPv4Address(a.get_attr("IFA_ADDRESS"))
-    raise LookupError(f"--uplink {ifname}: has no IPv4 address")
+    return None
 
 
 def _uplink_ipv6(ipr: Any, ifname: str) -> ipaddress.IPv6Address | None:
@@ -142,6 +145,10 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
         addr = _uplink_ipv4(ipr, s.uplink)
         addr6 = _uplink_ipv6(ipr, s.uplink)
         pods = _pod_veths(ipr)
+    if addr is None and addr6 is None:
+        raise LookupError(f"--uplink {s.uplink}: has neither an IPv4 nor a global IPv6 "
+                          "address (NodePorts listen there, and remote backends are "
+                          "reached from it)")
     dp.attach_uplink(s.uplink, addr, node_addr6=addr6)
     pin_programs(dp)
     for veth in pods:
@@ -152,13 +159,14 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     marked = dp.arm_replies()  # every program that makes reply entries now marks them
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
-    log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink, node_addr=addr,
+    log.info(logfmt("datapath_ready", instance=s.instance, uplink=s.uplink,
+                    node_addr=addr or "-",
                     node_addr6=addr6 or "-",
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods) if s.pod_programs else 0,
                     pods_detached=0 if s.pod_programs else len(pods), adopted=len(adopted),
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
                     socket_lb=s.socket_lb_cgroup or "-"))
-    node_addresses: list[IPAddress] = [addr] if addr6 is None else [addr, addr6]
+    node_addresses: list[IPAddress] = [a for a in (addr, addr6) if a is not None]
     rec = DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
                              proxy_name=s.service_proxy_name)
     # entries of pod veths that went without the CNI plugin's DEL are removed

@@ -4,6 +4,7 @@ map sizes from its flags."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -169,3 +170,56 @@ def test_per_packet_lb_off_needs_socket_lb() -> None:
                        cwd=str(Path(__file__).parents[3]))
     assert r.returncode == 2
     assert "--per-packet-lb off needs --datapath and --socket-lb-cgroup" in r.stderr
+
+
+NODE6 = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+         "spec": {"podCIDR": "fd00:62:1::/64", "podCIDRs": ["fd00:62:1::/64"]},
+         "status": {"addresses": [{"type": "InternalIP", "address": "fd00:61::2"}]}}
+
+
+def test_an_ipv6_only_node_starts_and_stale_pod_veth_entries_are_pruned() -> None:
+    """An uplink with no IPv4 address: the datapath starts with the IPv6 SNAT source
+    alone. An uplink with no address at all is refused, naming it. And an rr_pod_ifs
+    entry whose interface is gone is removed at the next resync, the live pod's kept."""
+    from bpf import maps as m
+
+    with namespace(f"rrd6{os.getpid() % 100000}") as ns, agent_env() as (tmp, pin_root,
+                                                                        cgroup):
+        ns.ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        ns.ip("link", "add", "rr0123456789a", "type", "veth", "peer", "name", "p0")
+        for dev in ("eth0", "eth1", "rr0123456789a", "p0"):
+            ns.link_up(dev)
+        (tmp / "m" / "node.yaml").write_text(yaml.safe_dump(NODE6))
+        bare = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{ns.name}", "--", sys.executable, "-m",
+             "controller.cli", "agent", "--node", "n1", "--manifests", str(tmp / "m"),
+             "--state-dir", str(tmp / "s"), "--metrics-port", "0", "--datapath",
+             "--bpf-pin-root", str(pin_root), "--bpf-lb-max-tables", "512",
+             "--bpf-ct-max", "8192"],
+            capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).parents[3]))
+        assert bare.returncode != 0
+        assert "--uplink eth0: has neither an IPv4 nor a global IPv6 address" in \
+            bare.stdout + bare.stderr
+        ns.ip("-6", "addr", "add", "fd00:61::2/64", "dev", "eth0", "nodad")
+        with agent(ns, tmp, pin_root, cgroup, "--resync", "1") as (_, text):
+            assert 'node_addr=- node_addr6=fd00:61::2' in text, text[-2000:]
+            assert "rr_uplink_ingress" in filters(ns, "eth0", "ingress")
+            cfg = PinnedMap.open(str(pin_root / "n1" / "rr_config"))
+            try:
+                raw = cfg.lookup(bytes(4))
+                assert raw is not None
+                val = m.Config.from_buffer_copy(raw)
+            finally:
+                cfg.close()
+            assert bytes(val.node_addr) == bytes(16)  # no IPv4 SNAT source
+            assert bytes(val.node_addr6) == ipaddress.IPv6Address("fd00:61::2").packed
+            pods = PinnedMap.open(str(pin_root / "n1" / "rr_pod_ifs"))
+            try:
+                live = {k for k, _ in pods.items()}
+                assert len(live) == 1  # the pod veth, recorded when re-attached
+                gone = (0x7FFFFFF0).to_bytes(4, "little")
+                pods.update_batch([(gone, bytes(8))])
+                wait_for(lambda: pods.lookup(gone) is None, 20, 0.2, "the stale entry pruned")
+                assert {k for k, _ in pods.items()} == live
+            finally:
+                pods.close()
