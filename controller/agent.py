@@ -30,6 +30,7 @@ from controller.reconcile.loop import Loop, Reconciler
 from controller.sources.files import FileSource
 from controller.sources.kube import AGENT_KINDS, KubeSource
 from controller.sources.kubeapi import KubeAPI
+from controller.sources.snapcache import SnapshotCache
 from controller.status import write_node
 from controller.store import Store
 
@@ -61,6 +62,10 @@ class AgentConfig:
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
     api: KubeAPI | None = None  # the kube source, when there is no manifest directory
     secrets_namespace: str = "kube-system"  # with `api`: where peers' Secrets live
+    # with `api`: start from the last saved snapshot (controller/sources/snapcache.py) when
+    # the API server has not answered within this many seconds (None: never)
+    kube_cache_wait: float | None = 10.0
+    kube_cache_max_age: float = 86400.0  # an older saved snapshot is not used
 
 
 def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
@@ -89,9 +94,14 @@ class Agent:
         self.store = Store()
         self.source: FileSource | KubeSource
         self.node_status: KubeNodeStatus | None = None
+        self.cache: SnapshotCache | None = None
+        self.from_cache = False  # serving the saved snapshot until the live one arrives
         if cfg.api is not None:
             self.source = KubeSource(cfg.api, self.store, AGENT_KINDS, cfg.secrets_namespace)
             self.node_status = KubeNodeStatus(cfg.api)
+            if cfg.kube_cache_wait is not None:
+                self.cache = SnapshotCache(cfg.state_dir / "kube-snapshot",
+                                           max_age=cfg.kube_cache_max_age)
         else:
             assert cfg.manifests is not None, "a manifest directory or an API server"
             self.source = FileSource(cfg.manifests, self.store, cfg.poll_interval)
@@ -149,8 +159,10 @@ class Agent:
 
             source = self.source
             self.metrics.registry.register(
-                KubeSourceCollector(cfg.node, lambda: source.reflectors))
+                KubeSourceCollector(cfg.node, lambda: source.reflectors,
+                                    lambda: self.from_cache))
         self._last_status: dict[str, Any] | None = None
+        self._status_error: str | None = None  # the last status write's failure
 
     def _health_checks(self, cfg: AgentConfig, address: str) -> Reconciler:
         """Service health check node ports, and the node's /healthz unless it is off or
@@ -201,12 +213,24 @@ class Agent:
         self._last_status = comparable  # only once written: a failed write is tried again
         return True
 
+    def _try_write_status(self) -> None:
+        """write_status, a failure logged (with its traceback once per distinct error, so
+        an API server away for an hour is not a traceback a second) and never raised."""
+        try:
+            self.write_status()
+        except Exception as e:
+            if str(e) != self._status_error:
+                self._status_error = str(e)
+                log.warning(logfmt("status_error", node=self.cfg.node, error=str(e)),
+                            exc_info=True)
+            return
+        if self._status_error is not None:
+            self._status_error = None
+            log.info(logfmt("status_written", node=self.cfg.node))
+
     def _status_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.cfg.status_interval):
-            try:
-                self.write_status()
-            except Exception:
-                log.exception(logfmt("status_error", node=self.cfg.node))
+            self._try_write_status()
 
     def _watch_best(self, stop: threading.Event) -> None:
         """Learned best-path changes are inputs too: wake the loop for them."""
@@ -224,14 +248,40 @@ class Agent:
 
     def _first_snapshot(self, stop: threading.Event) -> bool:
         """Publish the first snapshot; from the API server, wait until it is complete
-        (every resource listed once), however long that takes. False when stopped first."""
+        (every resource listed once), however long that takes, unless a saved snapshot
+        may stand in for it meanwhile (`kube_cache_wait`). False when stopped first."""
         if isinstance(self.source, FileSource):
             self.source.poll()
             return True
+        wait = self.cfg.kube_cache_wait
+        if self.cache is not None and wait is not None:
+            if self.source.poll(timeout=wait):
+                return True
+            cached = self.cache.load()
+            if cached is not None:
+                snap, age = cached
+                self.from_cache = True
+                self.store.publish(snap)
+                log.warning(logfmt("kube_cache_start", age_s=round(age, 1),
+                                   path=self.cache.path, services=len(snap.services),
+                                   nodes=len(snap.nodes)))
+                return True
         while not stop.is_set():
             if self.source.poll(timeout=5.0):
                 return True
         return False
+
+    def _cache_loop(self, stop: threading.Event) -> None:
+        """Save each new complete snapshot (at most every cache interval); note when the
+        live view has replaced the saved one."""
+        assert self.cache is not None
+        while not stop.wait(1.0):
+            snap = self.store.snapshot()
+            if self.from_cache and snap is not self.cache.saved:
+                self.from_cache = False
+                log.info(logfmt("kube_cache_replaced", revision=snap.revision))
+            if not self.from_cache:
+                self.cache.maybe_save(snap)
 
     def run(self, stop: threading.Event) -> None:
         log.info(
@@ -249,13 +299,16 @@ class Agent:
             threading.Thread(target=self._status_loop, args=(stop,), name="status", daemon=True),
             threading.Thread(target=self._watch_best, args=(stop,), name="best", daemon=True),
         ]
+        if self.cache is not None:
+            threads.append(threading.Thread(target=self._cache_loop, args=(stop,),
+                                            name="kube-cache", daemon=True))
         try:
             if not self._first_snapshot(stop):
                 return
             for t in threads:
                 t.start()
             self.loop.run_once()
-            self.write_status()
+            self._try_write_status()  # the API server may be away (a saved view)
             self.loop.run(stop)
         finally:
             stop.set()

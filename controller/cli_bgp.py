@@ -40,6 +40,18 @@ def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
     )
 
 
+def _seconds_or_off(text: str) -> str:
+    """A non-negative number of seconds, or "off"."""
+    if text == "off":
+        return text
+    try:
+        if float(text) >= 0:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"must be seconds (>= 0) or off, got {text!r}")
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     from controller.agent import Agent, AgentConfig
     from controller.cli import stop_event
@@ -75,6 +87,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
                               else args.health_check_address),
         healthz_port=args.healthz_port,
         datapath=datapath_settings(args),
+        kube_cache_wait=None if args.kube_cache_wait == "off" else float(args.kube_cache_wait),
+        kube_cache_max_age=args.kube_cache_max_age,
     )
     if cfg.manifests is not None and not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
@@ -217,6 +231,13 @@ def register(sub: Sub) -> None:  # noqa: F821
                     help="override the cluster's RackrouteConfig routingMode")
     ag.add_argument("--tunnel-protocol", choices=("vxlan", "geneve"),
                     help="override the cluster's RackrouteConfig tunnelProtocol")
+    ag.add_argument("--kube-cache-wait", default="10", type=_seconds_or_off,
+                    help="with the API server: seconds to wait for it at start before "
+                         "starting from the snapshot saved in --state-dir (the view before "
+                         "a restart; replaced once the API server answers); off: wait for "
+                         "the API server however long it takes (default 10)")
+    ag.add_argument("--kube-cache-max-age", type=float, default=86400.0,
+                    help="seconds after which a saved snapshot is too old to start from")
     ag.add_argument("--tunnel-underlay", choices=("auto", "ipv4", "ipv6"),
                     help="override the cluster's RackrouteConfig tunnelUnderlay")
     ag.add_argument("--tunnel-datapath", choices=("auto", "kernel", "ebpf"), default="auto",

@@ -139,10 +139,13 @@ class KubeSourceCollector:
     (`rackroute_kube_synced`), whether the API server serves it at all
     (`rackroute_kube_resource_served`: 0 for a CRD not installed), the objects it holds
     (`rackroute_kube_objects`) and whether its last request failed
-    (`rackroute_kube_error`). Read at scrape time; nothing is cached."""
+    (`rackroute_kube_error`); and whether the agent still serves the snapshot it saved
+    before a restart, the API server not having answered yet
+    (`rackroute_kube_from_cache`). Read at scrape time; nothing is cached."""
 
-    def __init__(self, node: str, reflectors: Callable[[], Sequence[Any]]) -> None:
-        self.node, self.reflectors = node, reflectors
+    def __init__(self, node: str, reflectors: Callable[[], Sequence[Any]],
+                 from_cache: Callable[[], bool] = lambda: False) -> None:
+        self.node, self.reflectors, self.from_cache = node, reflectors, from_cache
 
     def collect(self) -> Iterator[Metric]:
         names = {
@@ -160,3 +163,8 @@ class KubeSourceCollector:
             fams["objects"].add_metric([self.node, kind], float(len(r.objects)))
             fams["error"].add_metric([self.node, kind], float(bool(r.error)))
         yield from fams.values()
+        cache = GaugeMetricFamily("rackroute_kube_from_cache",
+                                  "1 while the agent serves its saved snapshot (the API server "
+                                  "not listed yet since its start)", labels=["node"])
+        cache.add_metric([self.node], float(self.from_cache()))
+        yield cache

@@ -6,7 +6,9 @@ loopback. Shown: the ToR learns the pod CIDRs and the LoadBalancer IPs the opera
 into Service status; each node's BGPNodeConfig says Established and `rackroute bgp peers
 --kubeconfig` prints it; changes made through the API (a service deleted, an endpoint
 moved) reach the ToR; with the API server out of reach nothing is withdrawn, and once it is
-back the agents follow changes again.
+back the agents follow changes again; an agent whose container dies (the agent and its
+speaker killed) while the API server is out of reach starts again from the view it saved,
+and its node's BGP session and routes come back before the API server does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from bgp.pidfile import kill_recorded
 from controller.lab.leftovers import kill_leftover_speakers, stop_all
 from controller.lab.netns import wait_for
 from controller.lab.relay import TcpRelay
@@ -43,6 +46,15 @@ class KubeCluster:
     kube: HTTPKubeAPI
     relays: dict[str, TcpRelay]
     procs: dict[str, subprocess.Popen[bytes]]
+    tmp: Path
+    argv: dict[str, list[str]]  # each agent's command line
+
+    def start_agent(self, name: str) -> None:
+        """(Re)start node name's agent, its log appended to."""
+        node = next(n for n in self.topo.nodes if f"n{n.idx}" == name)
+        with (self.tmp / f"agent-{name}.log").open("ab") as log:
+            self.procs[name] = node.ns.popen(self.argv[name], stdout=log,
+                                             stderr=subprocess.STDOUT, cwd=REPO)
 
     def paths(self) -> dict[str, list[dict[str, object]]]:
         return self.topo.tor.bgp_routes()
@@ -63,18 +75,17 @@ def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Itera
             procs["operator"] = subprocess.Popen(
                 [*RACKROUTE, "operator", "--kubeconfig", str(api.kubeconfig)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        c = KubeCluster(topo, api, kube, relays, procs, tmp, {})
         for n in topo.nodes:
             name = f"n{n.idx}"
             topo.tor_neighbor(n)
             relays[name] = TcpRelay(n.ns.name, ("127.0.0.1", port))
             kc = kubeconfig_via(api, relays[name].port, tmp / f"kubeconfig-{name}")
-            with (tmp / f"agent-{name}.log").open("wb") as log:
-                procs[name] = n.ns.popen(
-                    [*RACKROUTE, "agent", "--node", name, "--kubeconfig", str(kc),
-                     "--speaker", "gobgp", "--state-dir", str(tmp / f"state-{name}"),
-                     "--metrics-port", "0", "--resync", "5", "--import-routes"],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        yield KubeCluster(topo, api, kube, relays, procs)
+            c.argv[name] = [*RACKROUTE, "agent", "--node", name, "--kubeconfig", str(kc),
+                            "--speaker", "gobgp", "--state-dir", str(tmp / f"state-{name}"),
+                            "--metrics-port", "0", "--resync", "5", "--import-routes"]
+            c.start_agent(name)
+        yield c
     finally:
         stop_all(procs.values())
         for r in relays.values():
@@ -159,3 +170,42 @@ def test_the_api_server_out_of_reach_withdraws_nothing(cluster: KubeCluster) -> 
         c.relays[name] = TcpRelay(ns, c.relays[name].target, port)
     wait_for(lambda: f"{web}/32" not in c.paths(), 60, 0.2, "web withdrawn after")
     assert {"10.244.0.0/24", "10.244.1.0/24", f"{local}/32"} <= set(c.paths())
+
+
+@pytest.mark.timeout(240)
+def test_an_agent_restarted_while_the_api_server_is_away_comes_back_from_its_saved_view(
+        cluster: KubeCluster) -> None:
+    c = cluster
+    web = wait_for(lambda: lb_ip(c.kube, "web"), 30, 0.2, "web's IP in its status")
+    want = {"10.244.0.0/24", "10.244.1.0/24", f"{web}/32"}
+    wait_for(lambda: want <= set(c.paths()), 60, 0.2, "planned paths at the ToR")
+    n1 = next(n for n in c.topo.nodes if n.idx == 1)
+    saved = c.tmp / "state-n1" / "kube-snapshot"
+    wait_for(saved.exists, 30, 0.2, "n1's saved snapshot")
+    ports = {name: r.port for name, r in c.relays.items()}
+    for r in c.relays.values():
+        r.close()  # the API server is out of reach from here on
+    # n1's container dies: the agent and its speaker, at once (no NOTIFICATION sent)
+    c.procs["n1"].kill()
+    c.procs["n1"].wait(10)
+    pidfiles = list((c.tmp / "state-n1").rglob("gobgpd.pid"))
+    assert pidfiles and all(kill_recorded(f, str(f.parent)) for f in pidfiles)
+    wait_for(lambda: c.topo.tor.neighbor_state(n1.addr4) != "Established", 30, 0.2,
+             "the ToR sees n1's session drop")
+    c.start_agent("n1")
+    log = c.tmp / "agent-n1.log"
+    wait_for(lambda: "event=kube_cache_start" in log.read_text(), 60, 0.2,
+             "n1 starting from its saved view")
+    # the ToR's session comes back, and with it n1's routes, the API server still away
+    wait_for(lambda: c.topo.tor.neighbor_state(n1.addr4) == "Established", 60, 0.2,
+             "n1's session re-established without the API server")
+    wait_for(lambda: want <= set(c.paths()), 30, 0.2, "every path still at the ToR")
+    # the API server back: the live view replaces the saved one, and a change arrives
+    c.kube.delete(RESOURCES["Service"], "web", "demo")
+    for name, port in ports.items():
+        ns = next(n.ns.name for n in c.topo.nodes if f"n{n.idx}" == name)
+        c.relays[name] = TcpRelay(ns, c.relays[name].target, port)
+    wait_for(lambda: "event=kube_cache_replaced" in log.read_text(), 60, 0.2,
+             "the live view in n1")
+    wait_for(lambda: f"{web}/32" not in c.paths(), 60, 0.2, "web withdrawn after")
+    assert {"10.244.0.0/24", "10.244.1.0/24"} <= set(c.paths())
