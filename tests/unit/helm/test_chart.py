@@ -394,7 +394,7 @@ def test_agent_daemonset() -> None:
     assert "priorityClassName: {{ .Values.agent.priorityClassName }}" in t
     assert values()["agent"]["priorityClassName"] == "system-node-critical"
     for path in ("/sys/fs/bpf", "/sys/fs/cgroup", "/run/netns", "/var/lib/rackroute",
-                 "/etc/cni/net.d", "/opt/cni/bin"):
+                 "/run/rackroute", "/etc/cni/net.d", "/opt/cni/bin"):
         assert f"mountPath: {path}\n" in t, path
     assert "readinessProbe" in t and "livenessProbe" in t
     assert t.count("port: {{ .Values.agent.metricsPort }}") >= 2
