@@ -193,7 +193,8 @@ class Agent:
         # the routing reconciler's underlay address, while it tunnels
         ends = (getattr(r, "endpoint", None) for r in self.loop.reconcilers)
         endpoint = next((str(e) for e in ends if e is not None), None)
-        return network_status(healthy, endpoint, utc_now())
+        problems = [f"{k}: {v}" for k, v in sorted(last.errors.items())] if last else []
+        return network_status(healthy, endpoint, utc_now(), problems)
 
     def write_status(self) -> bool:
         """Write the node status if it changed (ignoring its timestamp); refresh metrics.

@@ -17,6 +17,7 @@ routes` reads them from the status files of a manifest directory.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from controller.sources.kubeapi import RESOURCES, ApiError, KubeAPI, Obj
@@ -106,11 +107,22 @@ def node_doc(obj: Obj) -> dict[str, Any]:
             "routes": {}, "notAdvertised": []}
 
 
-def network_status(healthy: bool, tunnel_endpoint: str | None, now: str) -> dict[str, Any]:
+MAX_PROBLEMS = 16  # NodeNetwork status.problems: items, and characters per item
+MAX_PROBLEM_LEN = 1024
+
+
+def network_status(healthy: bool, tunnel_endpoint: str | None, now: str,
+                   problems: Sequence[str] = ()) -> dict[str, Any]:
     """The agent's part of its NodeNetwork's status (the operator writes the conditions;
-    a merge patch of these fields leaves them alone)."""
+    a merge patch of these fields leaves them alone). `problems`: why the node is not
+    healthy, one line per concern (the first MAX_PROBLEMS, each cut at MAX_PROBLEM_LEN
+    characters), so `kubectl get nodenetwork NODE -o yaml` says what a log would."""
+    shown = [p if len(p) <= MAX_PROBLEM_LEN else p[:MAX_PROBLEM_LEN - 1] + "…"
+             for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown[-1] = f"… and {len(problems) - MAX_PROBLEMS + 1} more (the agent's log)"
     return {"healthy": healthy, "routing": "tunnel" if tunnel_endpoint else "native",
-            "tunnelEndpoint": tunnel_endpoint, "lastHeartbeatTime": now}
+            "tunnelEndpoint": tunnel_endpoint, "problems": shown, "lastHeartbeatTime": now}
 
 
 class KubeNodeStatus:

@@ -140,6 +140,10 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
         KubeNodeStatus(agent).write(node_status_doc(), "2026-11-27T00:00:00Z")
         assert KubeNodeStatus(agent).write_network(
             "node-1", network_status(True, None, "2026-11-27T00:00:00Z"))
+        # the CRD takes the most problems the agent ever writes, at their longest
+        assert KubeNodeStatus(agent).write_network(
+            "node-1", network_status(False, None, "2026-11-27T00:00:00Z",
+                                     ["é" * 5000] * 40))
         # the operator's lease, in the release namespace
         assert LeaderElector(operator, NS, "operator-0").step()
         # least privilege, both ways

@@ -4,6 +4,7 @@ prints from, and the writes (created once, then patched)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,45 @@ def test_the_nodes_part_of_its_node_network_is_written_when_it_changes() -> None
                                                                      "10.55.0.11")
     assert w.write_network("n1", network_status(True, None, NOW))
     assert "tunnelEndpoint" not in api.get(NODE_NETWORK, "n1")["status"]
+    # why it is not healthy, as the agent logs it
+    why = ["routing: node n3 has no IPv4 InternalIP: no tunnel to its pods"]
+    assert w.write_network("n1", network_status(False, None, NOW, why))
+    st = api.get(NODE_NETWORK, "n1")["status"]
+    assert (st["healthy"], st["problems"]) == (False, why)
+    assert w.write_network("n1", network_status(True, None, NOW))
+    assert api.get(NODE_NETWORK, "n1")["status"]["problems"] == []
+
+
+def test_node_network_problems_are_bounded() -> None:
+    from controller.kubenodestatus import MAX_PROBLEM_LEN, MAX_PROBLEMS, network_status
+
+    many = [f"datapath:demo/svc-{i}: no ports" for i in range(40)]
+    shown = network_status(False, None, NOW, many)["problems"]
+    assert len(shown) == MAX_PROBLEMS and shown[:-1] == many[:MAX_PROBLEMS - 1]
+    assert shown[-1] == "… and 25 more (the agent's log)"
+    (long,) = network_status(False, None, NOW, ["x" * 5000])["problems"]
+    assert len(long) == MAX_PROBLEM_LEN and long.endswith("…")
+
+
+def test_the_agents_pass_problems_are_its_node_networks(tmp_path: Path) -> None:
+    from bgp.fake import FakeSpeaker
+    from controller.agent import Agent, AgentConfig
+    from controller.reconcile.loop import PassContext
+
+    class Failing:
+        name = "routing"
+
+        def reconcile(self, ctx: PassContext) -> None:
+            ctx.errors[self.name] = "node n3 has no IPv4 InternalIP: no tunnel to its pods"
+
+        def close(self) -> None:
+            """Nothing held."""
+
+    (tmp_path / "m").mkdir()
+    agent = Agent(AgentConfig(node="n1", manifests=tmp_path / "m", state_dir=tmp_path / "s",
+                              extra=(Failing(),)), factory=lambda i: FakeSpeaker())
+    agent.source.poll()
+    agent.loop.run_once()
+    st = agent.network_status()
+    assert st["healthy"] is False
+    assert st["problems"] == ["routing: node n3 has no IPv4 InternalIP: no tunnel to its pods"]
