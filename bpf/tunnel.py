@@ -33,6 +33,7 @@ from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
 from controller.kernel.links import LinkPort
 from controller.kernel.tunnels import (
     GENEVE_PORT,
+    STATS,
     VNI,
     VXLAN_PORT,
     ipv6_mtu_errors,
@@ -42,7 +43,6 @@ from controller.kernel.tunnels import (
 
 TUN_PRIO = 2
 TUN_HANDLE = 0x7272
-STATS = ("encap_packets", "encap_bytes", "decap_packets", "decap_bytes", "miss", "errors")
 PORTS = {"geneve": GENEVE_PORT, "vxlan": VXLAN_PORT}
 
 

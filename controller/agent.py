@@ -154,6 +154,11 @@ class Agent:
             pin_dir = cfg.datapath.pin_root / cfg.datapath.instance
             self.metrics.registry.register(DatapathCollector(
                 cfg.node, lambda: (mapstat.map_stats(pin_dir), mapstat.filter_stats(pin_dir))))
+        routing = next((r for r in first if hasattr(r, "tunnel_state")), None)
+        if routing is not None:
+            from controller.metrics import TunnelCollector
+
+            self.metrics.registry.register(TunnelCollector(cfg.node, routing.tunnel_state))
         if isinstance(self.source, KubeSource):
             from controller.metrics import KubeSourceCollector
 

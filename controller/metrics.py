@@ -1,7 +1,7 @@
 """Prometheus metrics of the agent: BGP session state and route counts, reconcile passes,
-and (with the datapath) the pinned maps' entries against their capacity and the address
+(with the datapath) the pinned maps' entries against their capacity and the address
 filters' state, read from the kernel when scraped, at most every `min_interval` seconds
-(a full conntrack walk is not free)."""
+(a full conntrack walk is not free), and the tunnel in use with its counters."""
 
 from __future__ import annotations
 
@@ -168,3 +168,47 @@ class KubeSourceCollector:
                                   "not listed yet since its start)", labels=["node"])
         cache.add_metric([self.node], float(self.from_cache()))
         yield cache
+
+
+class TunnelCollector:
+    """The tunnel in use, read when scraped from `state()` (the routing reconciler's
+    `tunnel_state`): `rackroute_tunnel_info` (1, labelled with protocol, device, endpoint
+    and underlay family), `rackroute_tunnel_peers`, `rackroute_tunnel_mtu` and the
+    counters `rackroute_tunnel_<counter>_total` (controller.kernel.tunnels.STATS). Nothing
+    while no tunnel is in use."""
+
+    def __init__(self, node: str, state: Callable[[], Any]) -> None:
+        self.node, self.state = node, state
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        st = self.state()
+        if st is None:
+            return
+        family = f"ipv{st.endpoint.version}"
+        info = GaugeMetricFamily("rackroute_tunnel_info", "1 for the tunnel in use",
+                                 labels=["node", "protocol", "device", "endpoint", "underlay"])
+        info.add_metric([self.node, st.protocol, st.dev, str(st.endpoint), family], 1.0)
+        yield info
+        labels = ["node", "protocol"]
+        peers = GaugeMetricFamily("rackroute_tunnel_peers", "Remote nodes the tunnel reaches",
+                                  labels=labels)
+        peers.add_metric([self.node, st.protocol], float(st.peers))
+        yield peers
+        if st.mtu is not None:
+            mtu = GaugeMetricFamily("rackroute_tunnel_mtu", "The tunnel device's MTU "
+                                    "(and the pods' on this node)", labels=labels)
+            mtu.add_metric([self.node, st.protocol], float(st.mtu))
+            yield mtu
+        docs = {"encap_packets": "Packets wrapped for a remote node",
+                "encap_bytes": "Bytes wrapped for a remote node",
+                "decap_packets": "Packets unwrapped from a remote node",
+                "decap_bytes": "Bytes unwrapped from a remote node",
+                "miss": "Packets with no tunnel entry for their destination",
+                "errors": "Packets the tunnel failed to wrap or unwrap"}
+        for name, value in sorted(st.stats.items()):
+            c = CounterMetricFamily(f"rackroute_tunnel_{name}", docs.get(name, name),
+                                    labels=labels)
+            c.add_metric([self.node, st.protocol], float(value))
+            yield c

@@ -26,6 +26,8 @@ AF_INET = 2
 AF_INET6 = 10
 IFF_UP = 0x1
 ESRCH, ENOENT, ENODEV = 3, 2, 19
+LINK_STATS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors",
+              "rx_dropped", "tx_dropped")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ class LinkPort(Protocol):
         """Remove an owned link (idempotent)."""
         ...
 
+    def link_stats(self, name: str) -> dict[str, int] | None:
+        """An owned link's counters (rx_/tx_ packets, bytes, errors, dropped), None if
+        there is no such link."""
+        ...
+
     def vteps(self, name: str) -> set[Vtep]: ...
 
     def add_vtep(self, name: str, vtep: Vtep) -> None: ...
@@ -106,6 +113,7 @@ class FakeLinks:
     plain: dict[str, int] = field(default_factory=dict)
     entries: dict[str, set[Vtep]] = field(default_factory=dict)
     foreign: set[str] = field(default_factory=set)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # set by tests
     recreated: int = 0
 
     def underlay(self, addr: IPAddress) -> Underlay | None:
@@ -141,6 +149,11 @@ class FakeLinks:
         self.vx.pop(name, None)
         self.plain.pop(name, None)
         self.entries.pop(name, None)
+
+    def link_stats(self, name: str) -> dict[str, int] | None:
+        if name not in self.vx and name not in self.plain:
+            return None
+        return dict(self.counters.get(name, dict.fromkeys(LINK_STATS, 0)))
 
     def vteps(self, name: str) -> set[Vtep]:
         return set(self.entries.get(name, set()))
@@ -277,6 +290,13 @@ class NetlinkLinks:
         except NetlinkError as e:
             if e.code not in (ENODEV, ENOENT):
                 raise
+
+    def link_stats(self, name: str) -> dict[str, int] | None:
+        link = self._link(name)
+        if link is None:
+            return None
+        st = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS")
+        return {k: int(st.get(k, 0)) for k in LINK_STATS} if st is not None else None
 
     def vteps(self, name: str) -> set[Vtep]:
         idx = self._index(name)

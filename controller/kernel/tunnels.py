@@ -38,6 +38,9 @@ VNI = 1
 OVERHEAD = 50  # outer IPv4 + UDP + VXLAN/Geneve header (no options) + inner Ethernet
 OVERHEAD6 = 70  # the same with an outer IPv6 header
 IPV6_MIN_MTU = 1280
+# a tunnel's counters: packets and bytes wrapped and unwrapped, packets with no tunnel
+# entry for their destination, and packets the datapath failed to handle
+STATS = ("encap_packets", "encap_bytes", "decap_packets", "decap_bytes", "miss", "errors")
 
 
 def overhead(local: IPAddress) -> int:
@@ -68,6 +71,10 @@ class TunnelDriver(Protocol):
 
     def mtu(self) -> int | None:
         """The tunnel device's MTU after the last sync (None before)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters since the device was made: STATS names (empty before a sync)."""
         ...
 
     def teardown(self, local: IPAddress | None) -> None:
@@ -120,6 +127,16 @@ class KernelVxlan:
     def mtu(self) -> int | None:
         return self._mtu
 
+    def stats(self) -> dict[str, int]:
+        """The device's counters: sent is wrapped, received unwrapped; a packet to a
+        neighbour without entry is a miss (tx_dropped), errors both ways."""
+        dev = self.links.link_stats(self.name) if self._mtu is not None else None
+        if dev is None:
+            return {}
+        return {"encap_packets": dev["tx_packets"], "encap_bytes": dev["tx_bytes"],
+                "decap_packets": dev["rx_packets"], "decap_bytes": dev["rx_bytes"],
+                "miss": dev["tx_dropped"], "errors": dev["rx_errors"] + dev["tx_errors"]}
+
     def teardown(self, local: IPAddress | None) -> None:
         self.links.delete(self.name)
         self._mtu = None
@@ -150,6 +167,9 @@ class FakeTunnel:
         if not self.up or self.local is None:
             return None
         return tunnel_mtu(1500, overhead(self.local))
+
+    def stats(self) -> dict[str, int]:
+        return dict.fromkeys(STATS, 0) if self.up else {}
 
     def teardown(self, local: IPAddress | None) -> None:
         self.up, self.peers = False, ()

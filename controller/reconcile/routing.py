@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bgp.speaker import Speaker
 from bgp.types import IPAddress, Route
@@ -45,6 +46,19 @@ __all__ = ["RoutingReconciler", "default_tunnels", "desired_routes", "untunneled
 log = logging.getLogger("rackroute.routing")
 
 TunnelFactory = Callable[[str], TunnelDriver]
+
+
+@dataclass(frozen=True)
+class TunnelState:
+    """The tunnel in use: its protocol and device, this node's endpoint, MTU, peers and
+    counters (controller.kernel.tunnels.STATS)."""
+
+    protocol: str
+    dev: str
+    endpoint: IPAddress
+    mtu: int | None
+    peers: int
+    stats: dict[str, int]
 
 
 def default_tunnels(
@@ -122,6 +136,14 @@ class RoutingReconciler:
         mode = self.mode or (cfg.routing_mode if cfg else "native")
         protocol = self.protocol or (cfg.tunnel_protocol if cfg else "vxlan")
         return mode, protocol
+
+    def tunnel_state(self) -> TunnelState | None:
+        """The tunnel in use (None: none), for metrics: read when scraped."""
+        if self.active is None or self.endpoint is None:
+            return None
+        d = self._drivers[self.active]
+        return TunnelState(self.active, d.layout.dev, self.endpoint, d.mtu(),
+                           len(self.plan.peers) if self.plan else 0, d.stats())
 
     def pod_mtu(self) -> int | None:
         """The MTU pods of this node must use while a tunnel is active (None: underlay's)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copyreg
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -34,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 from controller.model import crds, k8s, meta
 from controller.store import ObjectError, Snapshot
@@ -78,13 +77,11 @@ class _Pickler(pickle.Pickler):
     dispatch_table[MappingProxyType] = _mapping_proxy
 
 
-def dumps(snap: Snapshot, saved_at: float) -> bytes:
-    """The file's bytes: the magic line, a header line, the pickled snapshot."""
-    buf = io.BytesIO()
-    buf.write(MAGIC)
-    buf.write(f"{FORMAT} {fingerprint()} {saved_at:.3f}\n".encode())
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(snap)
-    return buf.getvalue()
+def write(f: BinaryIO, snap: Snapshot, saved_at: float) -> None:
+    """The file: the magic line, a header line, the pickled snapshot."""
+    f.write(MAGIC)
+    f.write(f"{FORMAT} {fingerprint()} {saved_at:.3f}\n".encode())
+    _Pickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(snap)
 
 
 class SnapshotCache:
@@ -97,16 +94,40 @@ class SnapshotCache:
         self._last = float("-inf")  # monotonic time of the last write
 
     def save(self, snap: Snapshot) -> None:
-        """Write snap atomically, readable by the owner alone."""
+        """Write snap atomically, readable by the owner alone.
+
+        A forked child pickles and writes it, and exits: pickling 10k services builds a
+        memo of every object (20 MB and more) whose pages the agent would keep; the child
+        takes them with it, and the agent's memory stays what it was (copy-on-write). The
+        child touches nothing but the snapshot and the file (no lock another thread may
+        hold: no logging), and reports a failure through a pipe; the rename is the
+        parent's, once the child has succeeded."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = dumps(snap, self.clock())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        saved_at = self.clock()
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(rfd)
+            code = 1
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    write(f, snap, saved_at)
+                    f.flush()
+                    os.fsync(f.fileno())
+                code = 0
+            except BaseException as e:
+                os.write(wfd, f"{type(e).__name__}: {e}".encode()[:4096])
+            finally:
+                os._exit(code)
+        os.close(wfd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            with os.fdopen(rfd, "rb") as r:
+                err = r.read().decode(errors="replace")
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError(f"writing {self.path}: {err or f'child status {status}'}")
             os.replace(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -39,12 +39,21 @@ def test_kernel_vxlan_pod_to_pod(topo: Topo) -> None:
     assert "02:72:0a:e7:02:02 dst 10.231.2.2" in fdb
     rx1, tx1 = n1.link_stats("rr.vxlan")
     rx2, tx2 = n2.link_stats("rr.vxlan")
+    before = n1.reconciler.tunnel_state()
+    assert before is not None and (before.protocol, before.dev, before.peers) == (
+        "vxlan", "rr.vxlan", 1)
     assert topo.ping("n1", "n2", count=4, interval=0.05) == (4, 4)
     assert topo.ping("n2", "n1", count=2, interval=0.05) == (2, 2)
     rx1b, tx1b = n1.link_stats("rr.vxlan")
     rx2b, tx2b = n2.link_stats("rr.vxlan")
     assert tx1b - tx1 >= 6 and rx1b - rx1 >= 6
     assert tx2b - tx2 >= 6 and rx2b - rx2 >= 6
+    # the counters the agent exports are the device's
+    after = n1.reconciler.tunnel_state()
+    assert after is not None
+    assert after.stats["encap_packets"] - before.stats["encap_packets"] == tx1b - tx1
+    assert after.stats["decap_packets"] - before.stats["decap_packets"] == rx1b - rx1
+    assert after.stats["errors"] == 0
     c = topo.router_counter()
     assert c["vxlan"] >= 12 and c["native"] == 0
     assert iperf(n1.pod_ns, n2.pod_ns, POD_IP["n2"], seconds=1)["bps"] > 0
@@ -59,6 +68,9 @@ def test_ebpf_geneve_ping_and_tcp(topo: Topo) -> None:
     res = iperf(n1.pod_ns, n2.pod_ns, POD_IP["n2"], seconds=1)
     assert res["bps"] > 1e6  # full-size segments pass: the pod MTU leaves room
     s1, s2 = ebpf(topo, "n1", "geneve").stats(), ebpf(topo, "n2", "geneve").stats()
+    st = n1.reconciler.tunnel_state() if n1.reconciler else None
+    assert st is not None and (st.protocol, st.dev, st.mtu) == ("geneve", "rr.tun", 1450)
+    assert st.stats["encap_packets"] >= s1["encap_packets"] > 4  # the program's counters
     assert s1["encap_packets"] > 4 and s1["decap_packets"] > 4
     assert s2["encap_packets"] > 4 and s2["decap_packets"] > 4
     assert s1["errors"] == s2["errors"] == 0

@@ -130,6 +130,14 @@ def test_a_failed_save_is_logged_not_raised(tmp_path: Path,
     with caplog.at_level(logging.WARNING, "rackroute.kube"):
         assert cache.maybe_save(lab_snapshot()) is False
     assert "event=kube_cache_save_failed" in caplog.text
+    # a failure in the child that writes it: reported, no file and no temporary left
+    cache = SnapshotCache(tmp_path / "d" / "kube-snapshot")
+    bad = Snapshot(errors=(lambda: 0,))  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="writing .*kube-snapshot: .*Can't pickle"):
+        cache.save(bad)
+    assert list((tmp_path / "d").iterdir()) == []
+    cache.save(lab_snapshot())  # and the next one is written
+    assert cache.load() is not None
 
 
 # ---------------------------------------------------------------- the agent
