@@ -11,6 +11,7 @@ import pytest
 
 from controller.kernel.links import NetlinkLinks
 from tests.unit.routing.link_contract import (
+    check_ipv6_underlay_and_counters,
     check_plain_and_ownership,
     check_underlay,
     check_vxlan_lifecycle,
@@ -32,6 +33,7 @@ def port() -> Iterator[NetlinkLinks]:
         for dev in ("lo", "u0", "u1"):
             ip("link", "set", dev, "up")
         ip("addr", "add", "10.77.0.1/24", "dev", "u0")
+        ip("-6", "addr", "add", "fd00:77::1/64", "dev", "u0", "nodad")
         p = NetlinkLinks(netns=ns)
         yield p
         out = subprocess.run(["ip", "-n", ns, "-d", "link", "show", "vxlan0"],
@@ -53,3 +55,7 @@ def test_netlink_vxlan_lifecycle(port: NetlinkLinks) -> None:
 
 def test_netlink_plain_and_ownership(port: NetlinkLinks) -> None:
     check_plain_and_ownership(port)
+
+
+def test_netlink_ipv6_underlay_and_counters(port: NetlinkLinks) -> None:
+    check_ipv6_underlay_and_counters(port)

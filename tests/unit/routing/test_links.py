@@ -11,6 +11,8 @@ from controller.kernel.links import FakeLinks, Underlay, Vtep
 from controller.kernel.tunnels import KernelVxlan, ipv6_mtu_errors
 from tests.unit.routing.link_contract import (
     LOCAL,
+    LOCAL6,
+    check_ipv6_underlay_and_counters,
     check_plain_and_ownership,
     check_underlay,
     check_vxlan_lifecycle,
@@ -22,7 +24,8 @@ N6 = ipaddress.IPv6Network
 
 
 def fake() -> FakeLinks:
-    return FakeLinks({LOCAL: Underlay("u0", 2, 1500)}, {ipaddress.ip_network("10.77.0.0/24")})
+    u0 = Underlay("u0", 2, 1500)
+    return FakeLinks({LOCAL: u0, LOCAL6: u0}, {ipaddress.ip_network("10.77.0.0/24")})
 
 
 def test_fake_underlay() -> None:
@@ -35,6 +38,10 @@ def test_fake_vxlan_lifecycle() -> None:
 
 def test_fake_plain_and_ownership() -> None:
     check_plain_and_ownership(fake())
+
+
+def test_fake_ipv6_underlay_and_counters() -> None:
+    check_ipv6_underlay_and_counters(fake())
 
 
 def peer(n: int) -> TunnelPeer:
