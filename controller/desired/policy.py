@@ -159,13 +159,12 @@ class _Cluster:
                 yield p
 
 
-def _named(pod: Pod, port: PolicyPort) -> PortRange | None:
-    """The range of a named port on pod (None: the pod declares no such port)."""
+def _named(pod: Pod, port: PolicyPort) -> list[PortRange]:
+    """The ports pod declares under port's name and protocol (none: the name allows
+    nothing; the API keeps names unique in a pod, every match counts all the same)."""
     proto = _proto(port.protocol)
-    for cp in pod.ports:
-        if cp.name == port.port and _proto(cp.protocol) == proto:
-            return PortRange(proto, cp.port, cp.port)
-    return None
+    return [PortRange(proto, cp.port, cp.port) for cp in pod.ports
+            if cp.name == port.port and _proto(cp.protocol) == proto]
 
 
 def _numbered(port: PolicyPort) -> PortRange:
@@ -202,14 +201,10 @@ def rule_grants(rule: PolicyRule, policy_ns: str, endpoint: Pod, direction: str,
         if not isinstance(port.port, str):
             out.extend((net, _numbered(port)) for net, _ in peers)
         elif direction == "ingress":
-            r = _named(endpoint, port)
-            if r is not None:
-                out.extend((net, r) for net, _ in peers)
+            out.extend((net, r) for r in _named(endpoint, port) for net, _ in peers)
         else:  # egress: on the pod it goes to; an address that is no pod's: nothing
-            for net, pod in peers:
-                r = _named(pod, port) if pod is not None else None
-                if r is not None:
-                    out.append((net, r))
+            out.extend((net, r) for net, pod in peers if pod is not None
+                       for r in _named(pod, port))
     return out
 
 
@@ -284,17 +279,33 @@ def _selects(selector: LabelSelector, pod: Pod) -> bool:
     return selector.matches(pod.meta.labels)
 
 
+def matching_entry(entries: Iterable[PolicyEntry], peer: IPAddress) -> PolicyEntry | None:
+    """The longest entry whose prefix holds peer (what the datapath's lookup returns)."""
+    best: PolicyEntry | None = None
+    for e in entries:
+        if e.prefix.version == peer.version and peer in e.prefix and (
+                best is None or e.prefix.prefixlen > best.prefix.prefixlen):
+            best = e
+    return best
+
+
 def allowed(entries: tuple[PolicyEntry, ...] | None, peer: IPAddress, proto: int,
             port: int) -> bool:
     """What the datapath decides for a new connection with peer (the reference its tests
     compare with): not isolated, or the longest entry holding peer allows proto/port."""
     if entries is None:
         return True
-    best: PolicyEntry | None = None
-    for e in entries:
-        if e.prefix.version == peer.version and peer in e.prefix and (
-                best is None or e.prefix.prefixlen > best.prefix.prefixlen):
-            best = e
+    best = matching_entry(entries, peer)
     if best is None:
         return False
     return any(r.proto in (ANY_PROTO, proto) and r.lo <= port <= r.hi for r in best.ranges)
+
+
+def range_text(r: PortRange) -> str:
+    """`tcp/80`, `udp/5000-5010`, `tcp` (every port), `any` (every protocol)."""
+    if r.proto == ANY_PROTO:
+        return "any"
+    name = next((k.lower() for k, v in PROTO_NUMBERS.items() if v == r.proto), str(r.proto))
+    if (r.lo, r.hi) == (0, 65535):
+        return name
+    return f"{name}/{r.lo}" if r.lo == r.hi else f"{name}/{r.lo}-{r.hi}"
