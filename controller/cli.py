@@ -47,8 +47,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if args.strict and snap.errors else 0
 
 
-def read_once(args: argparse.Namespace) -> Snapshot:
-    """One snapshot from the source the arguments name (ValueError when it cannot)."""
+def read_once(args: argparse.Namespace, kinds: Sequence[str] | None = None) -> Snapshot:
+    """One snapshot from the source the arguments name (ValueError when it cannot); from
+    the API server, of `kinds` (default: what an agent reads)."""
     from controller.sources.files import ManifestDir
     from controller.sources.kube import AGENT_KINDS, KubeSource
     from controller.sources.select import kube_api, secrets_namespace
@@ -61,7 +62,7 @@ def read_once(args: argparse.Namespace) -> Snapshot:
             raise ValueError(f"--manifests {root}: not a directory")
         return ManifestDir(root).load()
     store = Store()
-    src = KubeSource(api, store, AGENT_KINDS, secrets_namespace(args))
+    src = KubeSource(api, store, kinds or AGENT_KINDS, secrets_namespace(args))
     try:
         if not src.poll(timeout=30.0):
             raise ValueError(f"the API server did not answer every list: {dict(src.problems())}")
@@ -144,10 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register_subsystems() -> None:
-    from controller import cli_bgp, cli_lab
+    from controller import cli_bgp, cli_lab, cli_policy
 
     EXTRA_COMMANDS.append(cli_bgp.register)
     EXTRA_COMMANDS.append(cli_lab.register)
+    EXTRA_COMMANDS.append(cli_policy.register)
 
 
 _register_subsystems()

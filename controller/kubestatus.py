@@ -114,7 +114,8 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
         out.setdefault(ref, []).extend(c.to_dict() for c in conds2)
     for err in snap.errors:
         kind, ns, name = _split(err.ref)
-        if kind not in RESOURCES or kind in ("Service", "Secret", "EndpointSlice", "Node"):
+        res = RESOURCES.get(kind)
+        if res is None or not res.api_version.startswith("rackroute.io/"):
             continue  # only our custom resources carry a Valid condition
         out.setdefault(err.ref, []).append(
             {"type": "Valid", "status": "False", "reason": "InvalidManifest",

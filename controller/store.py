@@ -24,6 +24,7 @@ from controller.model.crds import (
     NodeNetwork,
 )
 from controller.model.k8s import EndpointSlice, Node, Secret, Service
+from controller.model.policy import Namespace, NetworkPolicy, Pod
 
 T = TypeVar("T")
 
@@ -54,6 +55,9 @@ class Snapshot:
     overrides: Mapping[str, BGPNodeConfigOverride] = field(default_factory=dict)
     pools: Mapping[str, LoadBalancerIPPool] = field(default_factory=dict)
     node_networks: Mapping[str, NodeNetwork] = field(default_factory=dict)
+    pods: Mapping[str, Pod] = field(default_factory=dict)
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    network_policies: Mapping[str, NetworkPolicy] = field(default_factory=dict)
     network_config: ClusterNetworkConfig | None = None
     errors: tuple[ObjectError, ...] = ()
     revision: int = 0
@@ -97,6 +101,9 @@ _FIELDS: dict[type, str] = {
     BGPNodeConfigOverride: "overrides",
     LoadBalancerIPPool: "pools",
     NodeNetwork: "node_networks",
+    Pod: "pods",
+    Namespace: "namespaces",
+    NetworkPolicy: "network_policies",
 }
 
 

@@ -28,6 +28,7 @@ from controller.model.parse_k8s import (
     parse_secret,
     parse_service,
 )
+from controller.model.parse_policy import parse_namespace, parse_network_policy, parse_pod
 
 Parser = Callable[[Meta, Reader], object]
 
@@ -40,6 +41,9 @@ KINDS: dict[str, tuple[Parser, bool]] = {
     "Service": (parse_service, True),
     "EndpointSlice": (parse_endpoint_slice, True),
     "Secret": (parse_secret, True),
+    "Namespace": (parse_namespace, False),
+    "Pod": (parse_pod, True),
+    "NetworkPolicy": (parse_network_policy, True),
     "BGPClusterConfig": (parse_cluster_config, False),
     "BGPPeerConfig": (parse_peer_config, False),
     "BGPAdvertisement": (parse_advertisement, False),
@@ -54,6 +58,9 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Service": ("v1",),
     "Secret": ("v1",),
     "EndpointSlice": ("discovery.k8s.io/v1",),
+    "Namespace": ("v1",),
+    "Pod": ("v1",),
+    "NetworkPolicy": ("networking.k8s.io/v1",),
 }
 
 CILIUM_KINDS = {
@@ -65,7 +72,7 @@ CILIUM_KINDS = {
 }
 
 # Kinds we know and deliberately do not read (written by rackroute, or not ours).
-IGNORED_KINDS = frozenset({"BGPNodeConfig", "Namespace", "Pod", "Deployment", "ConfigMap"})
+IGNORED_KINDS = frozenset({"BGPNodeConfig", "Deployment", "ConfigMap"})
 
 
 @dataclass

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
-from controller.model import crds, k8s, meta
+from controller.model import crds, k8s, meta, policy
 from controller.store import ObjectError, Snapshot
 
 log = logging.getLogger("rackroute.kube")
@@ -48,7 +48,7 @@ def fingerprint() -> str:
     """The shape of the model: every dataclass of the model modules and the snapshot,
     with its fields, hashed (an agent of another shape cannot use the file)."""
     h = hashlib.sha256()
-    for mod in (meta, k8s, crds):
+    for mod in (meta, k8s, crds, policy):
         for name in sorted(vars(mod)):
             cls = getattr(mod, name)
             if isinstance(cls, type) and dataclasses.is_dataclass(cls) \
