@@ -220,3 +220,20 @@ def parse_cidr(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
         else:
             errors.append(f"{path}: not a CIDR: {raw!r}")
         return None
+
+
+def parse_loose_cidr(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
+    """A prefix read as the API server takes a Service's source ranges or an ipBlock:
+    surrounding whitespace trimmed, host bits cleared (10.1.2.3/8 is 10.0.0.0/8); a
+    prefix length is required."""
+    if not isinstance(raw, str):
+        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {describe(raw)}")
+        return None
+    text = raw.strip()
+    if "/" in text:
+        try:
+            return ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            pass
+    errors.append(f"{path}: not a CIDR: {raw!r}")
+    return None

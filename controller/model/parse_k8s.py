@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from typing import Any
 
 from bgp.types import IPAddress, IPNetwork
-from controller.model.fields import Reader, describe, key_path, parse_cidr, parse_ip, type_name
+from controller.model.fields import (
+    Reader,
+    describe,
+    key_path,
+    parse_cidr,
+    parse_ip,
+    parse_loose_cidr,
+    type_name,
+)
 from controller.model.k8s import (
     LB_SOURCE_RANGES_ANNOTATION,
     Endpoint,
@@ -99,22 +106,6 @@ def _ip_list(r: Reader, name: str) -> list[IPAddress]:
     return out
 
 
-def _source_range(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
-    """One source range, parsed leniently as kube-proxy does: surrounding whitespace
-    trimmed, host bits cleared (10.1.2.3/8 is 10.0.0.0/8). A prefix length is required."""
-    if not isinstance(raw, str):
-        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {describe(raw)}")
-        return None
-    text = raw.strip()
-    if "/" in text:
-        try:
-            return ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            pass
-    errors.append(f"{path}: not a CIDR: {raw!r}")
-    return None
-
-
 def _source_ranges(meta: Meta, spec: Reader) -> tuple[tuple[IPNetwork, ...] | None, str]:
     """(the client prefixes allowed to reach the load-balancer IPs, the field they came
     from): spec.loadBalancerSourceRanges, or when that is empty the legacy annotation (a
@@ -137,7 +128,7 @@ def _source_ranges(meta: Meta, spec: Reader) -> tuple[tuple[IPNetwork, ...] | No
         entries = [(field, p) for p in parts]
     nets: set[IPNetwork] = set()
     for path, raw in entries:
-        net = _source_range(raw, path, spec.errors)
+        net = parse_loose_cidr(raw, path, spec.errors)  # leniently, as kube-proxy
         if net is not None:
             nets.add(net)
     ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))

@@ -18,13 +18,11 @@ cleared.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from bgp.types import IPAddress, IPNetwork
-from controller.model.fields import Reader, describe, key_path
+from controller.model.fields import Reader, describe, key_path, parse_loose_cidr
 from controller.model.meta import LabelSelector, Meta, frozen_map
 from controller.model.parse_crds import parse_selector
 from controller.model.policy import (
@@ -153,32 +151,16 @@ def parse_pod(meta: Meta, r: Reader) -> Pod:
 # ------------------------------------------------------------------ NetworkPolicy
 
 
-def _prefix(raw: Any, path: str, errors: list[str]) -> IPNetwork | None:
-    """A prefix as the API server takes an ipBlock's: host bits allowed (and cleared here:
-    10.1.2.3/8 is 10.0.0.0/8); a prefix length is required."""
-    if not isinstance(raw, str):
-        errors.append(f"{path}: must be a CIDR like 10.0.0.0/24, got {describe(raw)}")
-        return None
-    text = raw.strip()
-    if "/" in text:
-        try:
-            return ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            pass
-    errors.append(f"{path}: not a CIDR: {raw!r}")
-    return None
-
-
 def _ip_block(b: Reader) -> IPBlock | None:
     _known_fields(b, "an ipBlock", ("cidr", "except"))
     cidr: IPNetwork | None = None
     if b.has("cidr"):
-        cidr = _prefix(b.data["cidr"], b.at("cidr"), b.errors)
+        cidr = parse_loose_cidr(b.data["cidr"], b.at("cidr"), b.errors)
     else:
         b.error("cidr", "required")
     excepts: list[IPNetwork] = []
     for path, raw in b.items("except"):
-        net = _prefix(raw, path, b.errors)
+        net = parse_loose_cidr(raw, path, b.errors)
         if net is None or cidr is None:
             continue
         written = str(raw).strip()
