@@ -62,6 +62,7 @@ PARTS = {
     "pod": ("pod.c", ("rr_pod_ingress", "rr_pod_egress", "rr_replies_mark")),
     "uplink": ("uplink.c", ("rr_uplink_ingress", "rr_uplink_egress")),
     "sock": ("sock.c", tuple(SOCK_HOOKS)),
+    "policy": ("policy.c", ("rr_pol_from_pod", "rr_pol_to_pod")),
 }
 
 

@@ -213,6 +213,31 @@ def family_of(ip: IPAddress) -> int:
     return AF_INET if ip.version == 4 else AF_INET6
 
 
+class PolEpKey(ct.Structure):
+    _fields_ = [("addr", Addr), ("family", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+class PolEp(ct.Structure):
+    _fields_ = [("id", ct.c_uint32), ("flags", ct.c_uint32)]
+
+
+class PolKey(ct.Structure):
+    _fields_ = [("prefixlen", ct.c_uint32), ("ep", ct.c_uint32), ("dir", ct.c_uint8),
+                ("family", ct.c_uint8), ("pad", ct.c_uint16), ("peer", Addr)]
+
+
+class PolRange(ct.Structure):
+    _fields_ = [("proto", ct.c_uint8), ("pad", ct.c_uint8), ("lo", ct.c_uint16),
+                ("hi", ct.c_uint16)]
+
+
+POL_RANGES = 8  # RR_POL_RANGES
+
+
+class PolValue(ct.Structure):
+    _fields_ = [("count", ct.c_uint8), ("pad", ct.c_uint8), ("r", PolRange * POL_RANGES)]
+
+
 def addr_of(ip: IPAddress) -> Addr:
     """Pack an address the way the programs see it on the wire."""
     a = Addr()
@@ -282,7 +307,8 @@ def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
         "rr_ct4_key": Ct4Key, "rr_ct4_value": Ct4Value,
         "rr_aff_key": AffKey, "rr_aff_value": AffValue, "rr_revnat_key": RevNatKey,
         "rr_revnat_value": RevNatValue, "rr_config": Config, "rr_maglev": maglev_type(m),
-        "rr_pod_if": PodIf,
+        "rr_pod_if": PodIf, "rr_pol_ep_key": PolEpKey, "rr_pol_ep": PolEp,
+        "rr_pol_key": PolKey, "rr_pol_range": PolRange, "rr_pol_value": PolValue,
     }
 
 

@@ -259,6 +259,59 @@ struct rr_pod_if { /* 8 bytes */
 
 #define RR_MAX_POD_IFS 4096
 
+/* Network policy (bpf/src/policy.c; controller/desired/policy.py compiles what they hold).
+ * rr_pol_eps: a pod of this node under policy, by address: its endpoint id and the
+ * directions it is isolated in. rr_pol (LPM trie): per endpoint and direction, peer
+ * prefixes with the port ranges allowed; prefixlen counts the 64 bits of ep, dir, family
+ * and pad, then the peer prefix's. rr_pol_ct: flows a policy decision let pass (the
+ * tuple as it crossed the pod's interface), so their packets and replies pass after. */
+#define RR_POL_INGRESS 0x1 /* rr_pol_ep.flags, and rr_pol_key.dir */
+#define RR_POL_EGRESS 0x2
+#define RR_POL_RANGES 8
+#define RR_POL_ANY 0 /* rr_pol_range.proto: every protocol, every port */
+#ifndef RR_POL_EPS
+#define RR_POL_EPS 16384
+#endif
+#ifndef RR_POL_ENTRIES
+#define RR_POL_ENTRIES 262144
+#endif
+#ifndef RR_POL_CT_SIZE
+#define RR_POL_CT_SIZE 131072
+#endif
+
+struct rr_pol_ep_key { /* 20 bytes */
+    struct rr_addr addr;
+    __u8 family;
+    __u8 pad[3];
+};
+
+struct rr_pol_ep { /* 8 bytes */
+    __u32 id;
+    __u32 flags; /* RR_POL_INGRESS | RR_POL_EGRESS */
+};
+
+struct rr_pol_key { /* 28 bytes */
+    __u32 prefixlen;
+    __u32 ep;
+    __u8 dir;
+    __u8 family;
+    __u16 pad;
+    struct rr_addr peer;
+};
+
+struct rr_pol_range { /* 6 bytes; ports in host order, inclusive */
+    __u8 proto; /* IPPROTO_*, or RR_POL_ANY */
+    __u8 pad;
+    __u16 lo;
+    __u16 hi;
+};
+
+struct rr_pol_value { /* 50 bytes; count 0: nothing allowed */
+    __u8 count;
+    __u8 pad;
+    struct rr_pol_range r[RR_POL_RANGES];
+};
+
 #ifdef RR_PIN_DIR
 #define RR_MAP(type, k, v, name, max) \
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
@@ -284,5 +337,11 @@ RR_MAP("array", __u32, struct rr_config, rr_config, 1);
 RR_MAP("array", __u32, __u64, rr_vips, RR_VIPS_ARMED + 1);
 RR_MAP("array", __u32, __u64, rr_replies, RR_REPLIES_ARMED + 1);
 RR_MAP("lru_hash", __u32, struct rr_pod_if, rr_pod_ifs, RR_MAX_POD_IFS);
+#ifdef RR_POLICY_MAPS /* the policy part's own: no other program needs them */
+RR_MAP("hash", struct rr_pol_ep_key, struct rr_pol_ep, rr_pol_eps, RR_POL_EPS);
+RR_MAP_F("lpm_trie", struct rr_pol_key, struct rr_pol_value, rr_pol, RR_POL_ENTRIES,
+         BPF_F_NO_PREALLOC);
+RR_MAP("lru_hash", struct rr_ct_key, __u32, rr_pol_ct, RR_POL_CT_SIZE);
+#endif
 
 #endif

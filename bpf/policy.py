@@ -1,0 +1,127 @@
+"""The policy maps (bpf/src/policy.c) made equal to a compiled plan
+(controller/desired/policy.py), writing only what differs.
+
+Each pod under policy has an endpoint id, the same for all its addresses and kept for as
+long as it stays under policy (read back from rr_pol_eps, so a restarted agent keeps the
+ids the programs already use); a new pod takes the lowest free one. An endpoint's rr_pol
+entries are written before its rr_pol_eps entries, so a pod newly under policy is never
+isolated without them, and deleted after, so a pod leaving policy is never looked up in
+entries already gone. `pol_entries` is pure: what the maps should hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from bgp.types import IPAddress
+from bpf import maps as m
+from bpf.mapstore import MapPort
+from controller.desired.policy import EndpointPolicy, PolicyEntry
+
+INGRESS, EGRESS = 0x1, 0x2  # RR_POL_INGRESS, RR_POL_EGRESS
+
+
+def family_of(a: IPAddress | ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:
+    return m.AF_INET if a.version == 4 else m.AF_INET6
+
+
+def ep_key(addr: IPAddress) -> bytes:
+    return bytes(m.PolEpKey(m.addr_of(addr), family_of(addr)))
+
+
+def ep_value(ep_id: int, ep: EndpointPolicy) -> bytes:
+    flags = (INGRESS if ep.ingress is not None else 0) | (EGRESS if ep.egress is not None else 0)
+    return bytes(m.PolEp(ep_id, flags))
+
+
+def entry_key(ep_id: int, direction: int, e: PolicyEntry) -> bytes:
+    net = e.prefix
+    return bytes(m.PolKey(64 + net.prefixlen, ep_id, direction, family_of(net), 0,
+                          m.addr_of(net.network_address)))
+
+
+def entry_value(e: PolicyEntry) -> bytes:
+    v = m.PolValue()
+    if len(e.ranges) > m.POL_RANGES:
+        raise ValueError(f"{e.prefix}: {len(e.ranges)} port ranges, at most {m.POL_RANGES}")
+    v.count = len(e.ranges)
+    for i, r in enumerate(e.ranges):
+        v.r[i] = m.PolRange(r.proto, 0, r.lo, r.hi)
+    return bytes(v)
+
+
+def pol_entries(ids: Mapping[str, int], endpoints: Mapping[str, EndpointPolicy]
+                ) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """(rr_pol_eps, rr_pol) contents for endpoints, with ids (pod key -> id)."""
+    eps: dict[bytes, bytes] = {}
+    entries: dict[bytes, bytes] = {}
+    for key, ep in endpoints.items():
+        ep_id = ids[key]
+        for addr in ep.ips:
+            eps[ep_key(addr)] = ep_value(ep_id, ep)
+        for direction, es in ((INGRESS, ep.ingress), (EGRESS, ep.egress)):
+            for e in es or ():
+                entries[entry_key(ep_id, direction, e)] = entry_value(e)
+    return eps, entries
+
+
+def _addr_of_key(raw: bytes) -> IPAddress:
+    k = m.PolEpKey.from_buffer_copy(raw)
+    return m.ip_of(k.addr, k.family)
+
+
+class PolicyMaps:
+    """The two maps behind their ports (PinnedMap, or FakeMap in tests)."""
+
+    def __init__(self, eps: MapPort, rules: MapPort) -> None:
+        self.eps, self.rules = eps, rules
+
+    def ids(self, endpoints: Mapping[str, EndpointPolicy]) -> dict[str, int]:
+        """Each endpoint's id: the one its addresses have in rr_pol_eps, else the lowest
+        free one."""
+        held: dict[IPAddress, int] = {
+            _addr_of_key(k): m.PolEp.from_buffer_copy(v).id for k, v in self.eps.items()}
+        out: dict[str, int] = {}
+        for key, ep in sorted(endpoints.items()):
+            old = next((held[a] for a in ep.ips if a in held), None)
+            if old is not None and old not in out.values():
+                out[key] = old
+        used = set(out.values())
+        free = (i for i in range(1, 1 << 32) if i not in used)
+        for key in sorted(endpoints):
+            if key not in out:
+                out[key] = next(free)
+        return out
+
+    def sync(self, endpoints: Mapping[str, EndpointPolicy]) -> list[str]:
+        """Make the maps hold endpoints; returns what was refused (a map full), the rest
+        written all the same."""
+        ids = self.ids(endpoints)
+        want_eps, want_rules = pol_entries(ids, endpoints)
+        have_rules = dict(self.rules.items())
+        have_eps = dict(self.eps.items())
+        errors: list[str] = []
+        _write(self.rules, "rr_pol", {k: v for k, v in want_rules.items()
+                                      if have_rules.get(k) != v}, errors)
+        _write(self.eps, "rr_pol_eps", {k: v for k, v in want_eps.items()
+                                        if have_eps.get(k) != v}, errors)
+        _delete(self.eps, [k for k in have_eps if k not in want_eps])
+        _delete(self.rules, [k for k in have_rules if k not in want_rules])
+        return errors
+
+
+def _write(port: MapPort, name: str, items: Mapping[bytes, bytes], errors: list[str]) -> None:
+    for k, v in items.items():  # one by one: a refusal names its entry
+        try:
+            port.update_batch([(k, v)])
+        except OSError as e:
+            errors.append(f"{name}: writing entry {k.hex()}: {e}")
+
+
+def _delete(port: MapPort, keys: Iterable[bytes]) -> None:
+    for k in keys:
+        with contextlib.suppress(OSError):  # gone already
+            port.delete_batch([k])
+

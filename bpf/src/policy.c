@@ -1,0 +1,183 @@
+/* Network policy at a pod's own interface (its eth0, in its namespace): every packet into
+ * or out of the pod crosses it, whichever path brought it (the host's forwarding, or a
+ * program handing it straight in with bpf_redirect_peer).
+ *
+ * rr_pol_from_pod (TC egress of the pod's interface: what the pod sends) decides for the
+ *   pod whose address is the source, in its egress direction;
+ * rr_pol_to_pod (TC ingress of the pod's interface: what reaches the pod) decides for the
+ *   pod whose address is the destination, in its ingress direction.
+ *
+ * A pod not in rr_pol_eps is under no policy: its packets pass untouched and unrecorded.
+ * For a pod in it, a packet of a flow already let pass (its tuple in rr_pol_ct), or the
+ * reply of one (the reversed tuple), passes. Otherwise it is a new flow: where the pod is
+ * not isolated in this direction it passes; where it is, the longest rr_pol entry for
+ * (pod, direction, peer) must list the protocol and destination port. A flow that passes
+ * is recorded (so its replies pass whatever the other direction's policy). What no entry
+ * allows is dropped and counted. Non-TCP/UDP/SCTP protocols have port 0; an entry that
+ * allows every protocol (RR_POL_ANY) allows them. Entries idle past their lifetime count
+ * as absent (RR_POL_TCP_LIFETIME / RR_POL_OTHER_LIFETIME seconds).
+ */
+#define RR_POLICY_MAPS
+#include "maps.h"
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/pkt_cls.h>
+
+#ifndef RR_POL_TCP_LIFETIME
+#define RR_POL_TCP_LIFETIME 21600 /* an established TCP flow: 6 h idle */
+#endif
+#ifndef RR_POL_OTHER_LIFETIME
+#define RR_POL_OTHER_LIFETIME 120
+#endif
+#define RR_POL_SEEN_JIFFIES 100 /* seen is rewritten at most this often */
+#define RR_POL_IPPROTO_SCTP 132
+
+enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
+RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
+
+static __always_inline void rr_pol_count(int idx)
+{
+    __u64 *c = rr_pol_stats.lookup(&idx);
+
+    if (c)
+        *c += 1;
+}
+
+/* The tuple of skb (Ethernet, then IPv4 or IPv6 with no extension header); -1 when it is
+ * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. */
+static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t)
+{
+    __u32 l4 = 0;
+    __be16 ports[2] = {0, 0};
+
+    __builtin_memset(t, 0, sizeof(*t));
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr ip;
+
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 || ip.version != 4)
+            return -1;
+        t->saddr.w[0] = ip.saddr;
+        t->daddr.w[0] = ip.daddr;
+        t->proto = ip.protocol;
+        t->family = RR_AF_INET;
+        if (ip.frag_off & htons(0x1fff)) /* a later fragment: no ports */
+            return 0;
+        l4 = ETH_HLEN + ip.ihl * 4;
+    } else if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+            return -1;
+        __builtin_memcpy(&t->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(&t->daddr, &ip6.daddr, 16);
+        t->proto = ip6.nexthdr;
+        t->family = RR_AF_INET6;
+        l4 = ETH_HLEN + sizeof(ip6);
+    } else {
+        return -1;
+    }
+    if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
+        t->proto == RR_POL_IPPROTO_SCTP) {
+        if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
+            return 0;
+        t->sport = ports[0];
+        t->dport = ports[1];
+    }
+    return 0;
+}
+
+static __always_inline void rr_pol_reverse(struct rr_ct_key *r, const struct rr_ct_key *t)
+{
+    r->saddr = t->daddr;
+    r->daddr = t->saddr;
+    r->sport = t->dport;
+    r->dport = t->sport;
+    r->proto = t->proto;
+    r->family = t->family;
+    r->dir = 0;
+    r->pad = 0;
+}
+
+/* Is the flow of key k known and alive? Refreshes its time when it is. */
+static __always_inline int rr_pol_known(const struct rr_ct_key *k, __u32 now)
+{
+    __u32 *seen = rr_pol_ct.lookup((struct rr_ct_key *)k);
+    __u32 life = (k->proto == IPPROTO_TCP ? RR_POL_TCP_LIFETIME : RR_POL_OTHER_LIFETIME) * RR_HZ;
+
+    if (!seen || now - *seen > life)
+        return 0;
+    if (now - *seen >= RR_POL_SEEN_JIFFIES)
+        *seen = now;
+    return 1;
+}
+
+/* Does the longest entry for (ep, dir, peer) allow proto to port (host order)? */
+static __always_inline int rr_pol_allows(__u32 ep, __u8 dir, const struct rr_ct_key *t,
+                                         const struct rr_addr *peer, __u16 port)
+{
+    struct rr_pol_key k = {};
+    struct rr_pol_value *v;
+    int i;
+
+    k.prefixlen = 64 + (t->family == RR_AF_INET ? 32 : 128);
+    k.ep = ep;
+    k.dir = dir;
+    k.family = t->family;
+    k.peer = *peer;
+    v = rr_pol.lookup(&k);
+    if (!v)
+        return 0;
+#pragma unroll
+    for (i = 0; i < RR_POL_RANGES; i++) {
+        if (i >= v->count)
+            break;
+        if (v->r[i].proto == RR_POL_ANY ||
+            (v->r[i].proto == t->proto && v->r[i].lo <= port && port <= v->r[i].hi))
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
+{
+    struct rr_ct_key t, r;
+    struct rr_pol_ep_key ek = {};
+    struct rr_pol_ep *ep;
+    __u32 now, one;
+
+    if (rr_pol_parse(skb, &t) < 0)
+        return TC_ACT_OK;
+    ek.addr = dir == RR_POL_EGRESS ? t.saddr : t.daddr;
+    ek.family = t.family;
+    ep = rr_pol_eps.lookup(&ek);
+    if (!ep)
+        return TC_ACT_OK; /* under no policy */
+    now = (__u32)bpf_jiffies64();
+    rr_pol_reverse(&r, &t);
+    if (rr_pol_known(&t, now) || rr_pol_known(&r, now)) {
+        rr_pol_count(RR_POL_PASSED);
+        return TC_ACT_OK;
+    }
+    if ((ep->flags & dir) &&
+        !rr_pol_allows(ep->id, dir, &t, dir == RR_POL_EGRESS ? &t.daddr : &t.saddr,
+                       ntohs(t.dport))) {
+        rr_pol_count(RR_POL_DROPPED);
+        return TC_ACT_SHOT;
+    }
+    one = now;
+    rr_pol_ct.update(&t, &one);
+    rr_pol_count(RR_POL_NEW);
+    return TC_ACT_OK;
+}
+
+int rr_pol_from_pod(struct __sk_buff *skb)
+{
+    return rr_pol_decide(skb, RR_POL_EGRESS);
+}
+
+int rr_pol_to_pod(struct __sk_buff *skb)
+{
+    return rr_pol_decide(skb, RR_POL_INGRESS);
+}
