@@ -17,6 +17,7 @@ from bpf.loader import PARTS, POD_EGRESS, Datapath, attach_tc, part_programs, re
 
 PREFIX = "prog_"
 POD_INGRESS = "rr_pod_ingress"
+POL_TO_POD, POL_FROM_POD = "rr_pol_to_pod", "rr_pol_from_pod"  # the policy part
 
 
 def _obj_pin(fd: int, path: Path) -> None:
@@ -54,8 +55,12 @@ def pin_programs(dp: Datapath) -> None:
             tmp.unlink()
             raise
     for part, (_, names) in PARTS.items():
-        for name in set(names) - set(part_programs(part, dp.cfg)):
+        for name in set(names) - set(part_programs(part, dp.cfg)) - set(dp.fds):
             prog_path(pin_dir, name).unlink(missing_ok=True)
+    # a part not loaded this time (network policy switched off) leaves no pins behind:
+    # the CNI plugin would attach them to new pods
+    for name in set(PARTS["policy"][1]) - set(dp.fds):
+        prog_path(pin_dir, name).unlink(missing_ok=True)
 
 
 def pinned_programs(pin_dir: Path) -> list[str]:
@@ -64,6 +69,24 @@ def pinned_programs(pin_dir: Path) -> list[str]:
         return []
     return sorted(p.name[len(PREFIX):] for p in pin_dir.iterdir()
                   if p.name.startswith(PREFIX))
+
+
+def attach_policy_pinned(ifname: str, pin_dir: Path, netns: str | None = None) -> bool:
+    """Attach the pinned network policy programs to a pod's own interface ifname, in the
+    pod's namespace netns (a name or a path): ingress rr_pol_to_pod, egress
+    rr_pol_from_pod. False, and nothing attached, when they are not pinned (the agent
+    runs without network policy)."""
+    if not prog_path(pin_dir, POL_TO_POD).exists():
+        return False
+    fds: list[int] = []
+    try:
+        fds.append(_obj_get(prog_path(pin_dir, POL_TO_POD)))
+        fds.append(_obj_get(prog_path(pin_dir, POL_FROM_POD)))
+        attach_tc(ifname, (fds[0], POL_TO_POD), (fds[1], POL_FROM_POD), netns)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def attach_pinned(ifname: str, pin_dir: Path, netns: str | None = None) -> int:

@@ -1,7 +1,9 @@
 """Attach the agent's pinned pod programs to a new pod's host veth, and check them.
 
 The plugin never compiles: the agent loads the datapath and pins the programs under
-`bpf.pinDir` (bpf.progpin.pin_programs). At DEL the filters go away with the veth;
+`bpf.pinDir` (bpf.progpin.pin_programs), and, when the agent pinned them, the network
+policy programs on the pod's own interface (in its namespace: every path into the pod
+crosses it). At DEL the filters go away with the veth;
 the plugin removes the veth's rr_pod_ifs entry first (bpf.loader.unregister_pod_if).
 """
 
@@ -18,11 +20,17 @@ class BpfAttachError(Exception):
     """The programs could not be opened from their pins or attached."""
 
 
-def attach(host_ifname: str, pin_dir: Path) -> int:
-    from bpf.progpin import attach_pinned
+def attach(host_ifname: str, pin_dir: Path, netns: str | None = None,
+           pod_ifname: str | None = None) -> int:
+    """The pod programs on the host veth; with netns and pod_ifname, the network policy
+    programs on the pod's own interface too, when the agent pinned them."""
+    from bpf.progpin import attach_pinned, attach_policy_pinned
 
     try:
-        return attach_pinned(host_ifname, pin_dir)
+        idx = attach_pinned(host_ifname, pin_dir)
+        if netns is not None and pod_ifname is not None:
+            attach_policy_pinned(pod_ifname, pin_dir, netns)
+        return idx
     except (OSError, LookupError, ValueError) as e:
         raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
     except Exception as e:  # pyroute2's NetlinkError and friends

@@ -115,7 +115,7 @@ def cmd_add(env: Env, conf: NetConf) -> Result:
             from controller.cni import bpfattach
 
             try:
-                bpfattach.attach(host, conf.pin_dir)
+                bpfattach.attach(host, conf.pin_dir, env.netns, env.ifname)
             except bpfattach.BpfAttachError as e:
                 raise CniError(ERR_BPF_ATTACH, "attaching the pod datapath failed",
                                str(e)) from e
