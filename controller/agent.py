@@ -28,7 +28,7 @@ from controller.metrics import AgentMetrics
 from controller.reconcile.bgp import BGPReconciler
 from controller.reconcile.loop import Loop, Reconciler
 from controller.sources.files import FileSource
-from controller.sources.kube import AGENT_KINDS, KubeSource
+from controller.sources.kube import AGENT_KINDS, POLICY_KINDS, KubeSource
 from controller.sources.kubeapi import KubeAPI
 from controller.sources.snapcache import SnapshotCache
 from controller.status import write_node
@@ -97,7 +97,9 @@ class Agent:
         self.cache: SnapshotCache | None = None
         self.from_cache = False  # serving the saved snapshot until the live one arrives
         if cfg.api is not None:
-            self.source = KubeSource(cfg.api, self.store, AGENT_KINDS, cfg.secrets_namespace)
+            kinds = AGENT_KINDS + POLICY_KINDS if cfg.datapath and cfg.datapath.network_policy \
+                else AGENT_KINDS
+            self.source = KubeSource(cfg.api, self.store, kinds, cfg.secrets_namespace)
             self.node_status = KubeNodeStatus(cfg.api)
             if cfg.kube_cache_wait is not None:
                 self.cache = SnapshotCache(cfg.state_dir / "kube-snapshot",

@@ -37,6 +37,7 @@ def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
         service_proxy_name=args.service_proxy_name,
         max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
         ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
+        network_policy=args.network_policy,
     )
 
 
@@ -56,6 +57,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from controller.agent import Agent, AgentConfig
     from controller.cli import stop_event
 
+    if args.network_policy and not args.datapath:
+        print("rackroute agent: --network-policy needs --datapath (the policy programs are "
+              "part of the eBPF datapath)", file=sys.stderr)
+        return 2
     if args.per_packet_lb == "off" and not (args.datapath and args.socket_lb_cgroup):
         print("rackroute agent: --per-packet-lb off needs --datapath and --socket-lb-cgroup "
               "(without them pods would reach no service)", file=sys.stderr)
@@ -265,6 +270,10 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--healthz-port", type=int, default=10256, metavar="PORT",
                     help="with --datapath: the node's proxy health on /healthz, as kube-proxy "
                          "serves it (200 while the service datapath is programmed; 0: off)")
+    ag.add_argument("--network-policy", action="store_true",
+                    help="with --datapath: enforce NetworkPolicies on each pod's own "
+                         "interface (the agent then also reads Pods, Namespaces and "
+                         "NetworkPolicies)")
     ag.add_argument("--per-packet-lb", choices=("on", "off"), default="on",
                     help="service translation on each pod's veth too (on), or only in the "
                          "socket hooks (off: needs --socket-lb-cgroup holding every pod; "

@@ -9,8 +9,9 @@ connection would pass, computed from the manifests or the cluster (not from a da
 A connection passes when the source's egress allows it and the destination's ingress
 does (a side that is an address rather than a pod, or a pod no policy isolates in that
 direction, allows everything). Pods are named ns/name; either side of --check may be an
-IP address instead. The datapath enforcing these entries is not written yet: this
-command shows what the policies say (controller/desired/policy.py), to check them now.
+IP address instead. It computes what the policies say (controller/desired/policy.py):
+the entries an agent with --network-policy writes into its maps, so a policy can be
+checked before it is applied, or without a node.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from controller.desired.policy import (
 )
 from controller.model.policy import Pod
 from controller.report import table
+from controller.sources.kube import POLICY_KINDS
 from controller.sources.select import add_source_args
 from controller.store import Snapshot
-
-POLICY_KINDS = ("Pod", "Namespace", "NetworkPolicy")
 
 
 def endpoints(snap: Snapshot) -> dict[str, EndpointPolicy]:

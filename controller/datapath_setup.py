@@ -22,6 +22,7 @@ from bgp.speaker import logfmt
 from bgp.types import IPAddress
 from bpf.loader import DEFAULT_PIN_ROOT, Datapath, DatapathConfig, detach_tc
 from bpf.mapstore import PinnedMap
+from bpf.policy import PolicyMaps
 from bpf.progpin import pin_programs
 from bpf.sync import Syncer
 from controller.reconcile.datapath import DatapathReconciler
@@ -60,6 +61,8 @@ class DatapathSettings:
     # services labelled service.kubernetes.io/service-proxy-name belong to the proxy of
     # that name: this agent serves those with this name ("": the unlabelled ones)
     service_proxy_name: str = ""
+    # NetworkPolicy enforced on each pod's own interface (bpf/src/policy.c)
+    network_policy: bool = False
 
     # map sizes (a change recreates that pinned map, losing its contents once)
     max_services: int = 65536
@@ -107,15 +110,82 @@ def _uplink_ipv6(ipr: Any, ifname: str) -> ipaddress.IPv6Address | None:
     return min(found, key=lambda f: f[0])[1] if found else None
 
 
+def _is_pod_veth(link: Any) -> bool:
+    """The host side of a pod's veth, as the CNI plugin names them."""
+    name = str(link.get_attr("IFLA_IFNAME"))
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    return kind == "veth" and name.startswith(POD_VETH_PREFIX) and len(name) == 13
+
+
 def _pod_veths(ipr: Any) -> list[str]:
-    out = []
+    return sorted(str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()
+                  if _is_pod_veth(link))
+
+
+def _policy_maps(pin_dir: Path) -> PolicyMaps | None:
+    """The pinned policy maps, if a datapath with network policy ever pinned them."""
+    if not (pin_dir / "rr_pol_eps").exists():
+        return None
+    return PolicyMaps(PinnedMap.open(str(pin_dir / "rr_pol_eps")),
+                      PinnedMap.open(str(pin_dir / "rr_pol")))
+
+
+def _close_policy(maps: PolicyMaps) -> None:
+    for port in (maps.eps, maps.rules):
+        if isinstance(port, PinnedMap):
+            port.close()
+
+
+def _pod_side(ipr: Any) -> dict[int, tuple[str, int, set[str]]]:
+    """A namespace's veths: ifindex -> (name, peer ifindex, MACs its neighbours have)."""
+    out: dict[int, tuple[str, int, set[str]]] = {}
     for link in ipr.get_links():
-        name = str(link.get_attr("IFLA_IFNAME"))
         info = link.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        if kind == "veth" and name.startswith(POD_VETH_PREFIX) and len(name) == 13:
-            out.append(name)
-    return sorted(out)
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
+            continue
+        idx = int(link["index"])
+        macs = {str(n.get_attr("NDA_LLADDR")) for n in ipr.get_neighbours(ifindex=idx)}
+        out[idx] = (str(link.get_attr("IFLA_IFNAME")), int(link.get_attr("IFLA_LINK") or 0),
+                    macs)
+    return out
+
+
+def attach_policy_to_pods(pin_dir: Path, netns_dir: Path = Path("/run/netns")) -> int:
+    """Attach the pinned policy programs to the pods that exist already (the CNI plugin
+    does it for new ones). A pod is found as the other end of one of this namespace's pod
+    veths, in a namespace of netns_dir: its interface's peer is the veth, the veth's peer
+    is it, and its gateway's neighbour entry holds the veth's MAC (what the plugin wrote),
+    so no interface of anyone else's is ever touched. Returns how many were attached."""
+    from pyroute2 import IPRoute
+
+    from bpf.progpin import attach_policy_pinned
+
+    hosts: dict[int, tuple[int, str]] = {}  # host veth index -> (its peer's index, MAC)
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            if _is_pod_veth(link):
+                hosts[int(link["index"])] = (int(link.get_attr("IFLA_LINK") or 0),
+                                             str(link.get_attr("IFLA_ADDRESS")))
+    if not hosts or not netns_dir.is_dir():
+        return 0
+    done = 0
+    for ns in sorted(p.name for p in netns_dir.iterdir()):
+        try:
+            with IPRoute(netns=ns, flags=0) as pr:
+                side = _pod_side(pr)
+        except Exception:
+            continue  # not a namespace we can read: not one of our pods
+        for idx, (name, peer, macs) in side.items():
+            host = hosts.get(peer)
+            if host is None or host[0] != idx or host[1] not in macs:
+                continue
+            try:
+                if attach_policy_pinned(name, pin_dir, ns):
+                    done += 1
+            except Exception as e:
+                log.warning(logfmt("policy_attach_error", netns=ns, ifname=name, error=e))
+    return done
 
 
 def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
@@ -126,7 +196,10 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     gone from rr_pod_ifs."""
     from pyroute2 import IPRoute
 
-    parts = ("pod", "uplink", "sock") if s.socket_lb_cgroup else ("pod", "uplink")
+    parts: tuple[str, ...] = ("pod", "uplink", "sock") if s.socket_lb_cgroup \
+        else ("pod", "uplink")
+    if s.network_policy:
+        parts += ("policy",)
     dp = Datapath(DatapathConfig(s.instance, pin_root=s.pin_root, max_services=s.max_services,
                                  max_tables=s.max_tables, ct_size=s.ct_size,
                                  ct6_size=s.ct6_size,
@@ -156,6 +229,14 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
             dp.attach_pod(veth)  # without per-packet LB: ingress only, forwarding
         else:  # nothing for them to do: service traffic is the socket hooks' alone
             detach_tc(veth)
+    policy = _policy_maps(dp.cfg.pin_dir)
+    guarded = 0
+    if s.network_policy:
+        guarded = attach_policy_to_pods(dp.cfg.pin_dir)
+    elif policy is not None:  # switched off: programs still on pods let everything pass
+        policy.sync({})
+        _close_policy(policy)
+        policy = None
     marked = dp.arm_replies()  # every program that makes reply entries now marks them
     syncer = Syncer(dp.maps())
     adopted = syncer.adopt()
@@ -165,18 +246,24 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
                     pin_dir=dp.cfg.pin_dir, pods_reattached=len(pods) if s.pod_programs else 0,
                     pods_detached=0 if s.pod_programs else len(pods), adopted=len(adopted),
                     reply_filter="armed" if marked is None else f"armed now ({marked} words)",
-                    socket_lb=s.socket_lb_cgroup or "-"))
+                    socket_lb=s.socket_lb_cgroup or "-",
+                    network_policy=f"on ({guarded} pods)" if s.network_policy else "off"))
     node_addresses: list[IPAddress] = [a for a in (addr, addr6) if a is not None]
     rec = DatapathReconciler(syncer, node_addresses=node_addresses, drain=s.drain,
                              proxy_name=s.service_proxy_name)
     # entries of pod veths that went without the CNI plugin's DEL are removed
     prune = PodIfsReconciler(PinnedMap.open(str(dp.cfg.pin_dir / "rr_pod_ifs")))
+    extra: list[Reconciler] = [prune]
+    if policy is not None:
+        from controller.reconcile.policy import PolicyReconciler
+
+        extra.append(PolicyReconciler(policy))
     if s.socket_lb_cgroup is None or s.per_packet_lb:
-        return dp, [rec, prune]
+        return dp, [rec, *extra]
     # connect() of UDP sockets is translated: a socket connected to a backend that goes
     # away is closed (before the datapath in the pass: its finalize runs after)
     from controller.kernel.udpsockets import SockDiagUdpSockets
     from controller.reconcile.sockets import UdpSocketReconciler
 
     return dp, [UdpSocketReconciler(SockDiagUdpSockets(s.socket_lb_cgroup),
-                                    syncer.programmed), rec, prune]
+                                    syncer.programmed), rec, *extra]

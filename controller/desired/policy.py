@@ -20,7 +20,8 @@ Kubernetes' rules (networking.k8s.io/v1), followed to the letter:
   pod; for egress, each peer pod (so a named egress port yields one entry per peer pod
   that declares it, and matches no address that is not a pod's). A name no such pod
   declares allows nothing.
-- Replies to an allowed connection are allowed (the datapath's state, not this plan).
+- Replies to an allowed connection are allowed (the datapath's state, not this plan:
+  bpf/src/policy.c records each flow it lets pass).
 
 The longest-prefix lookup returns one entry, so an entry carries the union of the port
 ranges of every grant whose prefix contains it: a packet to an address inside a narrow

@@ -36,6 +36,8 @@ OPERATOR_KINDS = ("Node", "Service", "BGPClusterConfig", "BGPPeerConfig", "BGPAd
                   "BGPNodeConfigOverride", "LoadBalancerIPPool", "NodeNetwork",
                   "RackrouteConfig")
 AGENT_KINDS = (*OPERATOR_KINDS, "EndpointSlice", "Secret")
+# what network policy needs besides (an agent with --network-policy, `rackroute policy`)
+POLICY_KINDS = ("Pod", "Namespace", "NetworkPolicy")
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,18 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
                 e = {v["name"]: v.get("value") for v in c["env"]}
                 assert (e["KUBERNETES_SERVICE_HOST"], e["KUBERNETES_SERVICE_PORT"]) == (
                     "10.0.0.5", "6443"), c["name"]
+    # network policy: the agent's flag, and its read of pods and policies, only when asked
+    for on in (False, True):
+        docs = render("datapath.enabled=true", f"datapath.networkPolicy={str(on).lower()}")
+        by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        agent = by_kind[("DaemonSet", "rackroute-agent")]["spec"]["template"]["spec"][
+            "containers"][0]
+        assert ("--network-policy" in agent["args"]) == on
+        build_parser().parse_args([a.replace("$(NODE_NAME)", "n1") for a in agent["args"]])
+        rules = by_kind[("ClusterRole", "rackroute-agent")]["rules"]
+        reads = {r for rule in rules for r in rule["resources"]}
+        assert ({"pods", "namespaces", "networkpolicies"} <= reads) == on
+        assert not ({"pods", "networkpolicies"} & reads) or on
     bad = subprocess.run([*TEMPLATE, "--set", "source=etcd"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "source must be kubernetes or manifests" in bad.stderr

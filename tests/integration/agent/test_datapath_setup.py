@@ -223,3 +223,60 @@ def test_an_ipv6_only_node_starts_and_stale_pod_veth_entries_are_pruned() -> Non
                 assert {k for k, _ in pods.items()} == live
             finally:
                 pods.close()
+
+
+POLICY_DOCS = [
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "api", "namespace": "web", "labels": {"app": "api"}},
+     "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "app"}]},
+     "status": {"phase": "Running", "podIPs": [{"ip": "10.62.1.5"}]}},
+    {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+     "metadata": {"name": "api", "namespace": "web"},
+     "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "ingress": [
+         {"ports": [{"port": 8080}]}]}},
+]
+
+
+def test_network_policy_reaches_pods_that_exist_and_goes_when_switched_off(
+        node: Netns) -> None:
+    """--network-policy: the policy programs are pinned, attached to the pod that existed
+    before (found through its veth in its own namespace) and the maps hold the pod's
+    compiled entries; an agent started without it removes the pins and empties the maps,
+    so the programs still on the pod let everything pass."""
+    from bpf import maps as m
+
+    pod = f"rrd{os.getpid() % 100000}p"
+    with namespace(pod) as pns, agent_env() as (tmp, pin_root, cgroup):
+        # a pod as the CNI plugin leaves it: its veth's host side here, its eth0 there,
+        # and its gateway's neighbour entry holding the host side's MAC
+        node.ip("link", "add", "rr0123456789b", "type", "veth", "peer", "name", "eth0",
+                "netns", pns.name)
+        node.link_up("rr0123456789b")
+        pns.link_up("eth0")
+        mac = json.loads(node.ip("-j", "link", "show", "rr0123456789b").stdout)[0]["address"]
+        pns.ip("addr", "add", "10.62.1.5/32", "dev", "eth0")
+        pns.ip("neigh", "replace", "169.254.1.1", "lladdr", mac, "dev", "eth0", "nud",
+               "permanent")
+        (tmp / "m" / "policy.yaml").write_text(yaml.safe_dump_all(POLICY_DOCS))
+        with agent(node, tmp, pin_root, cgroup, "--network-policy") as (_, text):
+            assert "network_policy=\"on (1 pods)\"" in text, text[-2000:]
+            assert {"rr_pol_to_pod", "rr_pol_from_pod"} <= set(pinned_programs(pin_root / "n1"))
+            assert "rr_pol_to_pod" in pns.run(["tc", "filter", "show", "dev", "eth0",
+                                               "ingress"]).stdout
+            assert "rr_pol_from_pod" in pns.run(["tc", "filter", "show", "dev", "eth0",
+                                                 "egress"]).stdout
+            eps = PinnedMap.open(str(pin_root / "n1" / "rr_pol_eps"))
+            try:
+                wait_for(lambda: len(list(eps.items())) == 1, 20, 0.2, "the pod's endpoint")
+                (raw,) = [v for _, v in eps.items()]
+                assert m.PolEp.from_buffer_copy(raw).flags == 0x1  # isolated for ingress
+            finally:
+                eps.close()
+        with agent(node, tmp, pin_root, cgroup) as (_, text):
+            assert "network_policy=off" in text
+            assert "rr_pol_to_pod" not in pinned_programs(pin_root / "n1")
+            eps = PinnedMap.open(str(pin_root / "n1" / "rr_pol_eps"))
+            try:
+                assert list(eps.items()) == []
+            finally:
+                eps.close()

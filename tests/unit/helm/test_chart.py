@@ -415,16 +415,18 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--speaker",
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
                      "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
-                     "--service-loopback-ipv4", "--service-loopback-ipv6"}
+                     "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
          "--per-packet-lb", "off", "--host-routing", "kernel",
-         "--service-loopback-ipv4", "169.254.77.1", "--service-loopback-ipv6", "fd00:77::1"])
+         "--service-loopback-ipv4", "169.254.77.1", "--service-loopback-ipv6", "fd00:77::1",
+         "--network-policy"])
     assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
-            dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6)) \
+            dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6),
+            dp.network_policy) \
         == (True, "bond0", "/sys/fs/bpf/rackroute", "/sys/fs/cgroup/k", "off", "kernel",
-            "169.254.77.1", "fd00:77::1")
+            "169.254.77.1", "fd00:77::1", True)
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
     assert op_flags == {"--in-cluster", "--leader-elect", "--manifests", "--interval"}
