@@ -3,9 +3,9 @@ policy maps (bpf/src/policy.c enforces them on each pod's own interface).
 
 Each pass compiles the snapshot for this node (controller/desired/policy.py) and writes
 what differs (bpf/policy.py). What keeps a policy from applying in full (an entry past the
-range limit, refused: fail closed) and what a map refused are the pass's errors, naming
-the policy and the pod. A NetworkPolicy that does not parse is not used at all; its error
-is the source's, reported with the other manifest errors.
+range limit, refused: fail closed), what a map refused, and a NetworkPolicy that does not
+parse (not used at all, or in its last good version from the API server) are the pass's
+errors, naming the policy, the pod or the field: the node's NodeNetwork problems show them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class PolicyReconciler:
         plan = compile_policies(snap.network_policies.values(), snap.pods.values(),
                                 snap.namespaces, ctx.node)
         errors = [f"NetworkPolicy {key}: {msg}" for key, msg in plan.problems]
+        # a policy that does not parse (the kube source keeps its last good version, if
+        # any): said where the node's problems are read, since no operator reads policies
+        errors.extend(f"{e.ref}: {'; '.join(e.messages)}" for e in snap.errors
+                      if e.ref.startswith("NetworkPolicy "))
         errors.extend(self.maps.sync(plan.endpoints))
         if len(plan.endpoints) != self.endpoints:
             log.info(logfmt("policy_endpoints", pods=len(plan.endpoints)))

@@ -53,3 +53,16 @@ def test_a_policy_past_the_range_limit_is_an_error_naming_it() -> None:
     ctx = run(PolicyReconciler(maps()), many)
     assert "NetworkPolicy web/many: pod web/api: ingress" in ctx.errors["policy"]
     assert "more than 8 port ranges" in ctx.errors["policy"]
+
+
+def test_a_policy_that_does_not_parse_is_a_problem_of_the_node() -> None:
+    from controller.store import ObjectError
+
+    pm = maps()
+    snap = Snapshot.build([*PODS, ALLOW], [ObjectError(
+        "NetworkPolicy web/typo", ("spec.ingress[0].form: unknown field",))])
+    ctx = PassContext(snap, "n1")
+    PolicyReconciler(pm).reconcile(ctx)
+    assert ctx.errors["policy"] == ("NetworkPolicy web/typo: spec.ingress[0].form: "
+                                    "unknown field")
+    assert len(list(pm.eps.items())) == 1  # the good policy is enforced all the same
