@@ -16,6 +16,10 @@
  * allows is dropped and counted. Non-TCP/UDP/SCTP protocols have port 0; an entry that
  * allows every protocol (RR_POL_ANY) allows them. Entries idle past their lifetime count
  * as absent (RR_POL_TCP_LIFETIME / RR_POL_OTHER_LIFETIME seconds).
+ * ICMP errors (unreachable, too big, time exceeded, parameter problem: what the kernel's
+ * conntrack calls related, which path MTU discovery needs) and IPv6 neighbour and router
+ * discovery (without which no IPv6 packet reaches the pod at all) always pass; echo
+ * requests and replies are traffic like any other.
  */
 #define RR_POLICY_MAPS
 #include "maps.h"
@@ -33,6 +37,7 @@
 #endif
 #define RR_POL_SEEN_JIFFIES 100 /* seen is rewritten at most this often */
 #define RR_POL_IPPROTO_SCTP 132
+#define RR_POL_IPPROTO_ICMPV6 58
 
 enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
 RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
@@ -47,7 +52,8 @@ static __always_inline void rr_pol_count(int idx)
 
 /* The tuple of skb (Ethernet, then IPv4 or IPv6 with no extension header); -1 when it is
  * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. */
-static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t)
+static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t,
+                                        __u8 *icmp_type)
 {
     __u32 l4 = 0;
     __be16 ports[2] = {0, 0};
@@ -78,6 +84,11 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
     } else {
         return -1;
     }
+    if (t->proto == IPPROTO_ICMP || t->proto == RR_POL_IPPROTO_ICMPV6) {
+        if (bpf_skb_load_bytes(skb, l4, icmp_type, 1) < 0)
+            *icmp_type = 0xff;
+        return 0;
+    }
     if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
         t->proto == RR_POL_IPPROTO_SCTP) {
         if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) < 0)
@@ -85,6 +96,16 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
         t->sport = ports[0];
         t->dport = ports[1];
     }
+    return 0;
+}
+
+/* An ICMP error, or IPv6 neighbour / router discovery: passes whatever the policy. */
+static __always_inline int rr_pol_always(const struct rr_ct_key *t, __u8 type)
+{
+    if (t->proto == IPPROTO_ICMP)
+        return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, param */
+    if (t->proto == RR_POL_IPPROTO_ICMPV6)
+        return (type >= 1 && type <= 4) || (type >= 133 && type <= 137);
     return 0;
 }
 
@@ -146,8 +167,9 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     struct rr_pol_ep_key ek = {};
     struct rr_pol_ep *ep;
     __u32 now, one;
+    __u8 icmp_type = 0xff;
 
-    if (rr_pol_parse(skb, &t) < 0)
+    if (rr_pol_parse(skb, &t, &icmp_type) < 0 || rr_pol_always(&t, icmp_type))
         return TC_ACT_OK;
     ek.addr = dir == RR_POL_EGRESS ? t.saddr : t.daddr;
     ek.family = t.family;

@@ -52,10 +52,11 @@ POLICIES = [
 
 
 def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
-           dport: int = 80) -> bytes:
+           dport: int = 80, icmp_type: int | None = None) -> bytes:
     s, d = ip_address(src), ip_address(dst)
     if proto == "icmp":
-        l4 = bytes([8 if s.version == 4 else 128, 0]) + bytes(6)
+        echo = 8 if s.version == 4 else 128
+        l4 = bytes([echo if icmp_type is None else icmp_type, 0]) + bytes(6)
         num = 1 if s.version == 4 else 58
     elif proto == "udp":
         l4 = struct.pack("!HHHH", sport, dport, 8, 0)
@@ -130,6 +131,17 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", "udp", dport=9)) == TC_ACT_OK
     assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", "icmp")) == TC_ACT_OK
     assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", dport=22)) == TC_ACT_SHOT
+    # ICMP errors and IPv6 neighbour discovery pass whatever the policy (path MTU, ND);
+    # echo does not (above)
+    assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.11", "icmp",
+                                       icmp_type=3)) == TC_ACT_OK  # unreachable / frag
+    assert verdict(fds, to_pod, packet("fe80::1", "fd00:1::12", "icmp",
+                                       icmp_type=135)) == TC_ACT_OK  # neighbour solicit
+    assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", "icmp",
+                                       icmp_type=2)) == TC_ACT_OK  # packet too big
+    assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", "icmp")) == TC_ACT_SHOT
+    assert verdict(fds, from_pod, packet("10.0.1.12", "10.0.1.1", "icmp",
+                                         icmp_type=3)) == TC_ACT_OK
     # a pod under no policy, and no IP at all: untouched
     assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.99", dport=22)) == TC_ACT_OK
     assert verdict(fds, from_pod, packet("10.0.3.30", "10.0.1.11", dport=22)) == TC_ACT_OK

@@ -34,7 +34,9 @@ PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-cnipol-{os.getpid()}")
 SERVER = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", int(sys.argv[1]))); s.listen(8)
 while True:
     c, _ = s.accept(); c.sendall(b"ok"); c.close()
 """
@@ -76,12 +78,16 @@ def ping(pod_ns: str, ip: str) -> bool:
 def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
     assert {"rr_pol_to_pod", "rr_pol_from_pod"} <= set(pinned_programs(pin_dir))
     sh("ip", "netns", "exec", lab.host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "netns", "exec", lab.host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
     conf = {"pinDir": str(pin_dir)}
     names = {"front": lab.pod(), "api": lab.pod(), "other": lab.pod()}
-    ips = {}
+    ips, ips6 = {}, {}
     for role, ns in names.items():
-        res = lab.add(f"pol-{role}", ns, bpf=conf)
-        ips[role] = res["ips"][0]["address"].split("/")[0]
+        res = lab.add(f"pol-{role}", ns, bpf=conf,
+                      podCIDRs=["10.244.0.0/24", "fd00:244::/64"])
+        addrs = [a["address"].split("/")[0] for a in res["ips"]]
+        ips[role] = next(a for a in addrs if ":" not in a)
+        ips6[role] = next(a for a in addrs if ":" in a)
     # the policy programs sit on the pods' own interfaces
     from pyroute2 import IPRoute
 
@@ -100,12 +106,15 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
         # before any policy: everything passes
         assert connect(names["other"], ips["api"], 9090) == "ok"
         pods = [Pod(Meta("Pod", role, "web", labels=frozen_map({"app": role})), "n1",
-                    (ip_address(ip),)) for role, ip in ips.items()]
+                    (ip_address(ip), ip_address(ips6[role]))) for role, ip in ips.items()]
         api_policy = policy("api", "web", sel(app="api"), ingress=[PolicyRule(
             (PolicyPeer(pod_selector=sel(app="front")),), (PolicyPort("TCP", 8080),))])
         plan = compile_policies([api_policy], pods, NAMESPACES, "n1")
         assert pm.sync(plan.endpoints) == []
         assert connect(names["front"], ips["api"], 8080) == "ok"  # reply passes too
+        # over IPv6 as well (neighbour discovery into the isolated pod passes)
+        assert connect(names["front"], ips6["api"], 8080) == "ok"
+        assert connect(names["other"], ips6["api"], 8080) == "TimeoutError"
         assert connect(names["front"], ips["api"], 9090) == "TimeoutError"
         assert connect(names["other"], ips["api"], 8080) == "TimeoutError"
         assert not ping(names["front"], ips["api"])  # tcp/8080 only
