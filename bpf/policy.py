@@ -73,10 +73,23 @@ def _addr_of_key(raw: bytes) -> IPAddress:
 
 
 class PolicyMaps:
-    """The two maps behind their ports (PinnedMap, or FakeMap in tests)."""
+    """The maps behind their ports (PinnedMap, or FakeMap in tests): endpoints, their
+    entries, and (optional) the node's own addresses."""
 
-    def __init__(self, eps: MapPort, rules: MapPort) -> None:
-        self.eps, self.rules = eps, rules
+    def __init__(self, eps: MapPort, rules: MapPort, node: MapPort | None = None) -> None:
+        self.eps, self.rules, self.node = eps, rules, node
+
+    def sync_node(self, addresses: Iterable[IPAddress]) -> list[str]:
+        """Make rr_pol_node hold exactly the node's addresses."""
+        if self.node is None:
+            return []
+        want = {ep_key(a): (1).to_bytes(4, "little") for a in addresses}
+        have = dict(self.node.items())
+        errors: list[str] = []
+        _write(self.node, "rr_pol_node", {k: v for k, v in want.items() if have.get(k) != v},
+               errors)
+        _delete(self.node, [k for k in have if k not in want])
+        return errors
 
     def ids(self, endpoints: Mapping[str, EndpointPolicy]) -> dict[str, int]:
         """Each endpoint's id: the one its addresses have in rr_pol_eps, else the lowest

@@ -127,12 +127,14 @@ def _policy_maps(pin_dir: Path) -> PolicyMaps | None:
     """The pinned policy maps, if a datapath with network policy ever pinned them."""
     if not (pin_dir / "rr_pol_eps").exists():
         return None
+    node = pin_dir / "rr_pol_node"
     return PolicyMaps(PinnedMap.open(str(pin_dir / "rr_pol_eps")),
-                      PinnedMap.open(str(pin_dir / "rr_pol")))
+                      PinnedMap.open(str(pin_dir / "rr_pol")),
+                      PinnedMap.open(str(node)) if node.exists() else None)
 
 
 def _close_policy(maps: PolicyMaps) -> None:
-    for port in (maps.eps, maps.rules):
+    for port in (maps.eps, maps.rules, maps.node):
         if isinstance(port, PinnedMap):
             port.close()
 

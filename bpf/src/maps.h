@@ -278,6 +278,7 @@ struct rr_pod_if { /* 8 bytes */
 #ifndef RR_POL_CT_SIZE
 #define RR_POL_CT_SIZE 131072
 #endif
+#define RR_POL_NODE_ADDRS 1024
 
 struct rr_pol_ep_key { /* 20 bytes */
     struct rr_addr addr;
@@ -342,6 +343,9 @@ RR_MAP("hash", struct rr_pol_ep_key, struct rr_pol_ep, rr_pol_eps, RR_POL_EPS);
 RR_MAP_F("lpm_trie", struct rr_pol_key, struct rr_pol_value, rr_pol, RR_POL_ENTRIES,
          BPF_F_NO_PREALLOC);
 RR_MAP("lru_hash", struct rr_ct_key, __u32, rr_pol_ct, RR_POL_CT_SIZE);
+/* the node's own addresses (value 1): its traffic to and from its pods is always allowed,
+ * and a pod sending from one of them is spoofing */
+RR_MAP("hash", struct rr_pol_ep_key, __u32, rr_pol_node, RR_POL_NODE_ADDRS);
 #endif
 
 #endif

@@ -20,6 +20,12 @@
  * conntrack calls related, which path MTU discovery needs) and IPv6 neighbour and router
  * discovery (without which no IPv6 packet reaches the pod at all) always pass; echo
  * requests and replies are traffic like any other.
+ * As Kubernetes has it, policy covers TCP, UDP, SCTP and ICMP only (other protocols
+ * pass); traffic between a pod and its own node (an address in rr_pol_node: the
+ * kubelet's probes) is always allowed; and a pod cannot block access to itself (the
+ * service loopback source a pod reaching itself through a service is given passes). A
+ * packet a pod sends from one of the node's addresses is dropped: it would pass for the
+ * node's own.
  */
 #define RR_POLICY_MAPS
 #include "maps.h"
@@ -109,6 +115,25 @@ static __always_inline int rr_pol_always(const struct rr_ct_key *t, __u8 type)
     return 0;
 }
 
+/* Is a (of t's family) one of the node's own addresses? */
+static __always_inline int rr_pol_is_node(const struct rr_addr *a, __u8 family)
+{
+    struct rr_pol_ep_key k = {};
+
+    k.addr = *a;
+    k.family = family;
+    return rr_pol_node.lookup(&k) != 0;
+}
+
+/* The service loopback address (a pod reaching itself through a service)? */
+static __always_inline int rr_pol_is_loopback(const struct rr_addr *a, __u8 family)
+{
+    if (family == RR_AF_INET)
+        return a->w[0] == RR_LOOPBACK4;
+    return a->w[0] == RR_LOOPBACK6_0 && a->w[1] == RR_LOOPBACK6_1 &&
+           a->w[2] == RR_LOOPBACK6_2 && a->w[3] == RR_LOOPBACK6_3;
+}
+
 static __always_inline void rr_pol_reverse(struct rr_ct_key *r, const struct rr_ct_key *t)
 {
     r->saddr = t->daddr;
@@ -171,6 +196,19 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
 
     if (rr_pol_parse(skb, &t, &icmp_type) < 0 || rr_pol_always(&t, icmp_type))
         return TC_ACT_OK;
+    if (t.proto != IPPROTO_TCP && t.proto != IPPROTO_UDP && t.proto != RR_POL_IPPROTO_SCTP &&
+        t.proto != IPPROTO_ICMP && t.proto != RR_POL_IPPROTO_ICMPV6)
+        return TC_ACT_OK; /* not a protocol policy covers */
+    if (dir == RR_POL_EGRESS) {
+        if (rr_pol_is_node(&t.saddr, t.family)) {
+            rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
+            return TC_ACT_SHOT;
+        }
+        if (rr_pol_is_node(&t.daddr, t.family))
+            return TC_ACT_OK; /* to its own node */
+    } else if (rr_pol_is_node(&t.saddr, t.family) || rr_pol_is_loopback(&t.saddr, t.family)) {
+        return TC_ACT_OK; /* from its own node, or from itself through a service */
+    }
     ek.addr = dir == RR_POL_EGRESS ? t.saddr : t.daddr;
     ek.family = t.family;
     ep = rr_pol_eps.lookup(&ek);

@@ -58,6 +58,8 @@ def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
         echo = 8 if s.version == 4 else 128
         l4 = bytes([echo if icmp_type is None else icmp_type, 0]) + bytes(6)
         num = 1 if s.version == 4 else 58
+    elif proto == "gre":
+        l4, num = bytes(8), 47
     elif proto == "udp":
         l4 = struct.pack("!HHHH", sport, dport, 8, 0)
         num = 17
@@ -81,9 +83,9 @@ def progs() -> Iterator[tuple[dict[str, int], PolicyMaps, Path]]:
     maps: list[PinnedMap] = []
     try:
         dp.load(("policy",))
-        for name in ("rr_pol_eps", "rr_pol"):
+        for name in ("rr_pol_eps", "rr_pol", "rr_pol_node"):
             maps.append(PinnedMap.open(str(cfg.pin_dir / name)))
-        yield dp.fds, PolicyMaps(maps[0], maps[1]), cfg.pin_dir
+        yield dp.fds, PolicyMaps(maps[0], maps[1], maps[2]), cfg.pin_dir
     finally:
         for pm in maps:
             pm.close()
@@ -142,6 +144,19 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", "icmp")) == TC_ACT_SHOT
     assert verdict(fds, from_pod, packet("10.0.1.12", "10.0.1.1", "icmp",
                                          icmp_type=3)) == TC_ACT_OK
+    # the node: its traffic to and from its pods always passes (the kubelet's probes);
+    # a pod sending from the node's address is spoofing
+    assert maps.sync_node([ip_address("10.0.1.1"), ip_address("fd00:1::1")]) == []
+    assert verdict(fds, to_pod, packet("10.0.1.1", "10.0.1.12", dport=8080)) == TC_ACT_OK
+    assert verdict(fds, to_pod, packet("fd00:1::1", "fd00:1::12", dport=22)) == TC_ACT_OK
+    assert verdict(fds, from_pod, packet("10.0.1.12", "10.0.1.1", dport=10250)) == TC_ACT_OK
+    assert verdict(fds, from_pod, packet("10.0.1.1", "10.0.3.30", dport=80)) == TC_ACT_SHOT
+    # a pod reaching itself through a service (the service loopback source); a protocol
+    # policy does not cover
+    assert verdict(fds, to_pod, packet("169.254.42.1", "10.0.1.12", dport=80)) == TC_ACT_OK
+    assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.12", "gre")) == TC_ACT_OK
+    assert maps.sync_node([ip_address("10.0.1.1")]) == []  # fd00:1::1 no longer the node's
+    assert verdict(fds, to_pod, packet("fd00:1::1", "fd00:1::12", dport=23)) == TC_ACT_SHOT
     # a pod under no policy, and no IP at all: untouched
     assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.99", dport=22)) == TC_ACT_OK
     assert verdict(fds, from_pod, packet("10.0.3.30", "10.0.1.11", dport=22)) == TC_ACT_OK

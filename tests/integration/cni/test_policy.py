@@ -28,7 +28,7 @@ from controller.model.meta import Meta, frozen_map
 from controller.model.policy import Pod, PolicyPeer, PolicyPort, PolicyRule
 from tests.unit.policy.test_compile import NAMESPACES, policy, sel
 
-from .conftest import CniLab, sh
+from .conftest import HOST_ADDR, HOST_ADDR6, CniLab, sh
 
 PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-cnipol-{os.getpid()}")
 SERVER = """
@@ -100,7 +100,8 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
                                  SERVER, str(port)])
                for r in ("api", "front") for port in (8080, 9090)]
     pm = PolicyMaps(PinnedMap.open(str(pin_dir / "rr_pol_eps")),
-                    PinnedMap.open(str(pin_dir / "rr_pol")))
+                    PinnedMap.open(str(pin_dir / "rr_pol")),
+                    PinnedMap.open(str(pin_dir / "rr_pol_node")))
     try:
         time.sleep(0.5)
         # before any policy: everything passes
@@ -118,6 +119,11 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
         assert connect(names["front"], ips["api"], 9090) == "TimeoutError"
         assert connect(names["other"], ips["api"], 8080) == "TimeoutError"
         assert not ping(names["front"], ips["api"])  # tcp/8080 only
+        # the node (the kubelet's probes) reaches the isolated pod once its addresses are
+        # known as the node's
+        assert connect(lab.host, ips["api"], 9090) == "TimeoutError"
+        assert pm.sync_node([ip_address(HOST_ADDR), ip_address(HOST_ADDR6)]) == []
+        assert connect(lab.host, ips["api"], 9090) == "ok"
         # api is not isolated for egress, front not at all: api reaches front freely
         assert connect(names["api"], ips["front"], 9090) == "ok"
         assert ping(names["other"], ips["front"])
@@ -129,5 +135,5 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
         for s in servers:
             s.kill()
             s.wait(5)
-        pm.eps.close()  # type: ignore[attr-defined]
-        pm.rules.close()  # type: ignore[attr-defined]
+        for port in (pm.eps, pm.rules, pm.node):
+            port.close()  # type: ignore[union-attr]
