@@ -56,11 +56,66 @@ static __always_inline void rr_pol_count(int idx)
         *c += 1;
 }
 
+/* The L4 fields of t's protocol from l4 (ports, or the ICMP type), read directly. */
+static __always_inline void rr_pol_l4(struct rr_ct_key *t, __u8 *icmp_type, __u8 *l4,
+                                      void *end)
+{
+    if ((void *)(l4 + 4) > end)
+        return; /* no room: 0 ports (a port rule then fails closed) */
+    if (t->proto == IPPROTO_ICMP || t->proto == RR_POL_IPPROTO_ICMPV6) {
+        *icmp_type = l4[0];
+    } else if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
+               t->proto == RR_POL_IPPROTO_SCTP) {
+        __builtin_memcpy(&t->sport, l4, 2);
+        __builtin_memcpy(&t->dport, l4 + 2, 2);
+    }
+}
+
+/* rr_pol_parse without a helper call, for the common packet: its headers in the linear
+ * part, IPv4 without options. 1 if parsed, 0 to leave it to rr_pol_parse's helpers. */
+static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_ct_key *t,
+                                               __u8 *icmp_type)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+
+    if (skb->protocol == htons(ETH_P_IP)) {
+        struct iphdr *ip = data + ETH_HLEN;
+
+        if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl != 5)
+            return 0;
+        __builtin_memset(t, 0, sizeof(*t));
+        t->saddr.w[0] = ip->saddr;
+        t->daddr.w[0] = ip->daddr;
+        t->proto = ip->protocol;
+        t->family = RR_AF_INET;
+        if (!(ip->frag_off & htons(0x1fff)))
+            rr_pol_l4(t, icmp_type, (__u8 *)(ip + 1), end);
+        return 1;
+    }
+    if (skb->protocol == htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+        if ((void *)(ip6 + 1) > end)
+            return 0;
+        __builtin_memset(t, 0, sizeof(*t));
+        __builtin_memcpy(&t->saddr, &ip6->saddr, 16);
+        __builtin_memcpy(&t->daddr, &ip6->daddr, 16);
+        t->proto = ip6->nexthdr;
+        t->family = RR_AF_INET6;
+        rr_pol_l4(t, icmp_type, (__u8 *)(ip6 + 1), end);
+        return 1;
+    }
+    return 0;
+}
+
 /* The tuple of skb (Ethernet, then IPv4 or IPv6 with no extension header); -1 when it is
- * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. */
+ * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. Read
+ * directly when the headers are in the linear part, else with helpers. */
 static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t,
                                         __u8 *icmp_type)
 {
+    if (rr_pol_parse_direct(skb, t, icmp_type))
+        return 0;
     __u32 l4 = 0;
     __be16 ports[2] = {0, 0};
 
@@ -199,21 +254,19 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     if (t.proto != IPPROTO_TCP && t.proto != IPPROTO_UDP && t.proto != RR_POL_IPPROTO_SCTP &&
         t.proto != IPPROTO_ICMP && t.proto != RR_POL_IPPROTO_ICMPV6)
         return TC_ACT_OK; /* not a protocol policy covers */
-    if (dir == RR_POL_EGRESS) {
-        if (rr_pol_is_node(&t.saddr, t.family)) {
-            rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
-            return TC_ACT_SHOT;
-        }
-        if (rr_pol_is_node(&t.daddr, t.family))
-            return TC_ACT_OK; /* to its own node */
-    } else if (rr_pol_is_node(&t.saddr, t.family) || rr_pol_is_loopback(&t.saddr, t.family)) {
-        return TC_ACT_OK; /* from its own node, or from itself through a service */
+    if (dir == RR_POL_EGRESS && rr_pol_is_node(&t.saddr, t.family)) {
+        rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
+        return TC_ACT_SHOT;
     }
     ek.addr = dir == RR_POL_EGRESS ? t.saddr : t.daddr;
     ek.family = t.family;
     ep = rr_pol_eps.lookup(&ek);
     if (!ep)
         return TC_ACT_OK; /* under no policy */
+    if (dir == RR_POL_EGRESS ? rr_pol_is_node(&t.daddr, t.family)
+                             : rr_pol_is_node(&t.saddr, t.family) ||
+                                   rr_pol_is_loopback(&t.saddr, t.family))
+        return TC_ACT_OK; /* to or from its own node, or from itself through a service */
     now = (__u32)bpf_jiffies64();
     rr_pol_reverse(&r, &t);
     if (rr_pol_known(&t, now) || rr_pol_known(&r, now)) {
