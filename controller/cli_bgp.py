@@ -98,7 +98,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if cfg.manifests is not None and not cfg.manifests.is_dir():
         print(f"rackroute agent: --manifests {cfg.manifests}: not a directory", file=sys.stderr)
         return 2
-    Agent(cfg).run(stop_event())
+    # handlers first: a SIGTERM while the agent starts (its datapath loading) stops it
+    # gracefully instead of killing it half-started
+    stop = stop_event()
+    Agent(cfg).run(stop)
     return 0
 
 
