@@ -17,13 +17,9 @@ Prints a table and writes results/policy-<date>.json naming the kernel, CPU and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
 import sys
-from datetime import UTC, datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -41,7 +37,7 @@ from controller.model.policy import (
     PolicyPort,
     PolicyRule,
 )
-from tests.bench.bench_r3 import EMPTY_AND_FLOOR, cpu_model, packet, run_case
+from tests.bench.bench_r3 import EMPTY_AND_FLOOR, measure, packet, report
 
 
 def pods(n: int) -> list[Pod]:
@@ -104,36 +100,16 @@ def main(argv: list[str] | None = None) -> None:
             assert prog_test_run(ours, pkt, 1)[0] == want, want
         rows = {}
         for name, (pkts, repeat) in cases.items():
-            a: list[float] = []
-            b: list[float] = []
-            for r in range(args.rounds + 1):
+            def packets(r: int, name: str = name, pkts: list[bytes] = pkts) -> list[bytes]:
                 if name == "new, allowed":  # a fresh flow each run, from the /16
-                    pkts = [packet(f"10.250.{r}.{i // 250}", target, 1024 + i % 250, 443)
+                    return [packet(f"10.250.{r}.{i // 250}", target, 1024 + i % 250, 443)
                             for i in range(2000)]
-                x = run_case(ours, pkts, repeat)
-                y = run_case(empty["rr_empty"], pkts, repeat)
-                if r:
-                    a.append(x)
-                    b.append(y)
-            ratios = [x / y for x, y in zip(a, b, strict=True)]
-            rows[name] = {"ours_ns": statistics.median(a), "empty_ns": statistics.median(b),
-                          "ratio_median": statistics.median(ratios),
-                          "ratio_min": min(ratios), "ratio_max": max(ratios)}
-        print(f"network policy, BPF_PROG_TEST_RUN, {args.pods} isolated pods, "
-              f"{args.rounds} rounds ABAB")
-        print(f"{'case':<15}{'ours ns':>10}{'empty ns':>10}{'ratio':>8}{'min':>7}{'max':>7}")
-        for name, row in rows.items():
-            print(f"{name:<15}{row['ours_ns']:>10.0f}{row['empty_ns']:>10.0f}"
-                  f"{row['ratio_median']:>8.2f}{row['ratio_min']:>7.2f}{row['ratio_max']:>7.2f}")
-        out = Path("results")
-        out.mkdir(exist_ok=True)
-        now = datetime.now(UTC)
-        doc = {"bench": "policy", "kernel": platform.release(), "cpu": cpu_model(),
-               "date": now.isoformat(), "pods": args.pods, "rounds": args.rounds,
-               "cases": rows}
-        path = out / f"policy-{now.strftime('%Y%m%dT%H%M%S')}.json"
-        path.write_text(json.dumps(doc, indent=2))
-        print(f"wrote {path}")
+                return pkts
+
+            rows[name] = measure(ours, empty["rr_empty"], packets, repeat, args.rounds)
+        report(f"network policy, BPF_PROG_TEST_RUN, {args.pods} isolated pods, "
+               f"{args.rounds} rounds ABAB", rows, "policy",
+               {"bench": "policy", "pods": args.pods, "rounds": args.rounds})
     finally:
         for pm in ports:
             pm.close()

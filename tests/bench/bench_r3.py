@@ -39,6 +39,7 @@ import shutil
 import statistics
 import struct
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from ipaddress import IPv4Address as A
 from pathlib import Path
@@ -146,6 +147,44 @@ def run_case(fd: int, pkts: list[bytes], repeat: int) -> float:
     return total / len(pkts)
 
 
+def measure(prog: int, empty: int, packets: Callable[[int], list[bytes]], repeat: int,
+            rounds: int) -> dict[str, float]:
+    """prog against the empty program, alternating, on packets(round) each round; round 0
+    (warm-up) dropped. Medians of the ns per packet, and the per-round ratios."""
+    a: list[float] = []
+    b: list[float] = []
+    for r in range(rounds + 1):
+        pkts = packets(r)
+        x = run_case(prog, pkts, repeat)
+        y = run_case(empty, pkts, repeat)
+        if r:  # round 0 is warm-up
+            a.append(x)
+            b.append(y)
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {"ours_ns": statistics.median(a), "empty_ns": statistics.median(b),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios)}
+
+
+def report(title: str, rows: dict[str, dict[str, float]], stem: str,
+           doc: dict[str, object]) -> Path:
+    """Print the table; write results/<stem>-<date>.json (doc, the machine, the rows)."""
+    print(title)
+    print(f"{'case':<15}{'ours ns':>10}{'empty ns':>10}{'ratio':>8}{'min':>7}{'max':>7}")
+    for name, row in rows.items():
+        print(f"{name:<15}{row['ours_ns']:>10.0f}{row['empty_ns']:>10.0f}"
+              f"{row['ratio_median']:>8.2f}{row['ratio_min']:>7.2f}{row['ratio_max']:>7.2f}")
+    out = Path("results")
+    out.mkdir(exist_ok=True)
+    now = datetime.now(UTC)
+    full = {**doc, "kernel": platform.release(), "cpu": cpu_model(), "date": now.isoformat(),
+            "cases": rows}
+    path = out / f"{stem}-{now.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(full, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -198,40 +237,20 @@ def main(argv: list[str] | None = None) -> None:
         for name in floors:
             cases[name] = ([], 1)
         for name, (pkts, repeat) in cases.items():
-            a: list[float] = []
-            b: list[float] = []
-            for r in range(args.rounds + 1):
+            def packets(r: int, name: str = name, pkts: list[bytes] = pkts) -> list[bytes]:
                 if name == "service hit" or name in floors:  # fresh flows every round
                     net = floors[name][1] if name in floors else 2
-                    pkts = [packet(f"10.{net}.{r}.{i // 250}", vip, 1024 + i % 250, 80)
+                    return [packet(f"10.{net}.{r}.{i // 250}", vip, 1024 + i % 250, 80)
                             for i in range(2000)]
-                prog = (empty[floors[name][0]] if name in floors else
-                        dp.fds["rr_pod_egress"] if name == "reverse miss" else ours)
-                x = run_case(prog, pkts, repeat)
-                y = run_case(empty["rr_empty"], pkts, repeat)
-                if r:  # round 0 is warm-up
-                    a.append(x)
-                    b.append(y)
-            ratios = [x / y for x, y in zip(a, b, strict=True)]
-            rows[name] = {"ours_ns": statistics.median(a), "empty_ns": statistics.median(b),
-                          "ratio_median": statistics.median(ratios),
-                          "ratio_min": min(ratios), "ratio_max": max(ratios)}
-        print(f"R3 BPF_PROG_TEST_RUN, {args.services} services, {args.rounds} rounds ABAB")
-        print(f"{'case':<15}{'ours ns':>10}{'empty ns':>10}{'ratio':>8}{'min':>7}{'max':>7}")
-        for name, row in rows.items():
-            print(f"{name:<15}{row['ours_ns']:>10.0f}{row['empty_ns']:>10.0f}"
-                  f"{row['ratio_median']:>8.2f}{row['ratio_min']:>7.2f}{row['ratio_max']:>7.2f}")
-        out = Path("results")
-        out.mkdir(exist_ok=True)
-        now = datetime.now(UTC)
-        doc = {"bench": "R3", "kernel": platform.release(), "cpu": cpu_model(),
-               "date": now.isoformat(), "services": args.services, "rounds": args.rounds,
-               "goal": "<= 3x empty program (insert and pair floor, new without conntrack "
-                       "writes or conntrack: references, no goal)",
-               "cases": rows}
-        path = out / f"r3-{now.strftime('%Y%m%dT%H%M%S')}.json"
-        path.write_text(json.dumps(doc, indent=2))
-        print(f"wrote {path}")
+                return pkts
+
+            prog = (empty[floors[name][0]] if name in floors else
+                    dp.fds["rr_pod_egress"] if name == "reverse miss" else ours)
+            rows[name] = measure(prog, empty["rr_empty"], packets, repeat, args.rounds)
+        report(f"R3 BPF_PROG_TEST_RUN, {args.services} services, {args.rounds} rounds ABAB",
+               rows, "r3", {"bench": "R3", "services": args.services, "rounds": args.rounds,
+                            "goal": "<= 3x empty program (insert and pair floor, new without "
+                                    "conntrack writes or conntrack: references, no goal)"})
     finally:
         for mod in variant_mods:
             mod.cleanup()
