@@ -105,6 +105,9 @@ class DatapathConfig:
     # family: an address the pods never have, routed by them through their default route
     service_loopback4: str = "169.254.42.1"
     service_loopback6: str = "100::42:1"
+    # network policy enforced: the policy part may be loaded, and the pod part decides a
+    # pod's egress to a service on the backend it picks (with per-packet LB)
+    network_policy: bool = False
 
     @property
     def pin_dir(self) -> Path:
@@ -196,6 +199,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_SOCK_UDP_CONNECT {1 if cfg.sock_udp_connect else 0}",
         f"#define RR_HOST_ROUTING {1 if cfg.host_routing else 0}",
         f"#define RR_PER_PACKET_LB {1 if cfg.per_packet_lb else 0}",
+        f"#define RR_NETWORK_POLICY {1 if cfg.network_policy else 0}",
         *loopback_defines(cfg),
     ]
     return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
@@ -445,6 +449,9 @@ class Datapath:
         in a child process that pins the programs (bpf/compile.py); this process then
         opens the pins and never loads bcc. LoadError carries the compiler's or the
         verifier's log either way."""
+        if "policy" in parts and not self.cfg.network_policy:
+            raise ValueError("the policy part needs network_policy in the datapath's "
+                             "config (the pod part then decides egress to services)")
         ensure_bpffs(BPFFS)
         todo = [p for p in parts if p not in self._mods and not
                 all(n in self.fds for n in part_programs(p, self.cfg))]

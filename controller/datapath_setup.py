@@ -212,6 +212,7 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
                                  per_packet_lb=s.per_packet_lb,
                                  service_loopback4=s.service_loopback4,
                                  service_loopback6=s.service_loopback6,
+                                 network_policy=s.network_policy,
                                  )).load(parts, isolated=True)
     if s.socket_lb_cgroup is not None:
         s.socket_lb_cgroup.mkdir(parents=True, exist_ok=True)

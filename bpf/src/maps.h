@@ -264,7 +264,10 @@ struct rr_pod_if { /* 8 bytes */
  * directions it is isolated in. rr_pol (LPM trie): per endpoint and direction, peer
  * prefixes with the port ranges allowed; prefixlen counts the 64 bits of ep, dir, family
  * and pad, then the peer prefix's. rr_pol_ct: flows a policy decision let pass (the
- * tuple as it crossed the pod's interface), so their packets and replies pass after. */
+ * tuple as it crossed the pod's interface, dir the RR_POL_* direction of the pod whose
+ * decision it was), so their packets and replies pass after: a flow between two pods of
+ * one node under policy has an entry for each pod's decision, and one pod's never stands
+ * for the other's. */
 #define RR_POL_INGRESS 0x1 /* rr_pol_ep.flags, and rr_pol_key.dir */
 #define RR_POL_EGRESS 0x2
 #define RR_POL_RANGES 8
@@ -338,7 +341,7 @@ RR_MAP("array", __u32, struct rr_config, rr_config, 1);
 RR_MAP("array", __u32, __u64, rr_vips, RR_VIPS_ARMED + 1);
 RR_MAP("array", __u32, __u64, rr_replies, RR_REPLIES_ARMED + 1);
 RR_MAP("lru_hash", __u32, struct rr_pod_if, rr_pod_ifs, RR_MAX_POD_IFS);
-#ifdef RR_POLICY_MAPS /* the policy part's own: no other program needs them */
+#ifdef RR_POLICY_MAPS /* the policy part's, and the pod part's under network policy */
 RR_MAP("hash", struct rr_pol_ep_key, struct rr_pol_ep, rr_pol_eps, RR_POL_EPS);
 RR_MAP_F("lpm_trie", struct rr_pol_key, struct rr_pol_value, rr_pol, RR_POL_ENTRIES,
          BPF_F_NO_PREALLOC);
@@ -346,6 +349,8 @@ RR_MAP("lru_hash", struct rr_ct_key, __u32, rr_pol_ct, RR_POL_CT_SIZE);
 /* the node's own addresses (value 1): its traffic to and from its pods is always allowed,
  * and a pod sending from one of them is spoofing */
 RR_MAP("hash", struct rr_pol_ep_key, __u32, rr_pol_node, RR_POL_NODE_ADDRS);
+enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
+RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
 #endif
 
 #endif

@@ -12,9 +12,20 @@
  * replies from backends (replies are translated where they leave the node's routing, so a
  * source is never made local early; with host routing, those not already translated at
  * their source), and of ICMP errors about translated flows (lib/icmp.h).
+ * Under network policy (RR_NETWORK_POLICY), a pod's new flow to a service is decided on
+ * the backend picked for it, against the pod's egress policy (lib/policy.h): the policy
+ * program on the pod's own interface saw only the service address, and left the decision
+ * here.
  */
+#if RR_NETWORK_POLICY
+#define RR_POLICY_MAPS
+#define RR_POL_SERVICES
+#endif
 #include "maps.h"
 #include "lib/pkt.h"
+#if RR_NETWORK_POLICY
+#include "lib/policy.h"
+#endif
 #include "lib/lb.h"
 #include "lib/nat.h"
 #include "lib/hostroute.h"

@@ -8,12 +8,18 @@
  *   pod whose address is the destination, in its ingress direction.
  *
  * A pod not in rr_pol_eps is under no policy: its packets pass untouched and unrecorded.
- * For a pod in it, a packet of a flow already let pass (its tuple in rr_pol_ct), or the
- * reply of one (the reversed tuple), passes. Otherwise it is a new flow: where the pod is
- * not isolated in this direction it passes; where it is, the longest rr_pol entry for
- * (pod, direction, peer) must list the protocol and destination port. A flow that passes
- * is recorded (so its replies pass whatever the other direction's policy). What no entry
- * allows is dropped and counted. Non-TCP/UDP/SCTP protocols have port 0; an entry that
+ * For a pod in it, a packet of a flow it let pass (its tuple in rr_pol_ct, with this
+ * direction), or the reply of one (the reversed tuple, with the other direction), passes:
+ * the entries are the pod's own, so another pod's decision on the same flow (both ends
+ * on this node under policy) never stands for its own. Otherwise it is a new flow: where
+ * the pod is not isolated in this direction it passes; where it is, the longest rr_pol
+ * entry for (pod, direction, peer) must list the protocol and destination port. A flow
+ * that passes is recorded (so its replies pass whatever the other direction's policy).
+ * What no entry allows is dropped and counted. A new flow to a service that the pod
+ * program balances per packet (compiled with RR_PER_PACKET_LB) passes here and is
+ * recorded with the service address: the pod program decides it on the backend it picks
+ * (Kubernetes policy is about the backend; lib/policy.h), and its replies come back from
+ * the service address. Non-TCP/UDP/SCTP protocols have port 0; an entry that
  * allows every protocol (RR_POL_ANY) allows them. Entries idle past their lifetime count
  * as absent (RR_POL_TCP_LIFETIME / RR_POL_OTHER_LIFETIME seconds).
  * ICMP errors (unreachable, too big, time exceeded, parameter problem: what the kernel's
@@ -23,7 +29,8 @@
  * As Kubernetes has it, policy covers TCP, UDP, SCTP and ICMP only (other protocols
  * pass); traffic between a pod and its own node (an address in rr_pol_node: the
  * kubelet's probes) is always allowed; and a pod cannot block access to itself (the
- * service loopback source a pod reaching itself through a service is given passes). A
+ * service loopback source a pod reaching itself through a service is given passes, and
+ * so does its reply to that address). A
  * packet a pod sends from one of the node's addresses is dropped: it would pass for the
  * node's own.
  */
@@ -34,6 +41,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/pkt_cls.h>
+#include "lib/policy.h"
 
 #ifndef RR_POL_TCP_LIFETIME
 #define RR_POL_TCP_LIFETIME 21600 /* an established TCP flow: 6 h idle */
@@ -44,17 +52,6 @@
 #define RR_POL_SEEN_JIFFIES 100 /* seen is rewritten at most this often */
 #define RR_POL_IPPROTO_SCTP 132
 #define RR_POL_IPPROTO_ICMPV6 58
-
-enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
-RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
-
-static __always_inline void rr_pol_count(int idx)
-{
-    __u64 *c = rr_pol_stats.lookup(&idx);
-
-    if (c)
-        *c += 1;
-}
 
 /* The L4 fields of t's protocol from l4 (ports, or the ICMP type), read directly. */
 static __always_inline void rr_pol_l4(struct rr_ct_key *t, __u8 *icmp_type, __u8 *l4,
@@ -170,16 +167,6 @@ static __always_inline int rr_pol_always(const struct rr_ct_key *t, __u8 type)
     return 0;
 }
 
-/* Is a (of t's family) one of the node's own addresses? */
-static __always_inline int rr_pol_is_node(const struct rr_addr *a, __u8 family)
-{
-    struct rr_pol_ep_key k = {};
-
-    k.addr = *a;
-    k.family = family;
-    return rr_pol_node.lookup(&k) != 0;
-}
-
 /* The service loopback address (a pod reaching itself through a service)? */
 static __always_inline int rr_pol_is_loopback(const struct rr_addr *a, __u8 family)
 {
@@ -189,6 +176,7 @@ static __always_inline int rr_pol_is_loopback(const struct rr_addr *a, __u8 fami
            a->w[2] == RR_LOOPBACK6_2 && a->w[3] == RR_LOOPBACK6_3;
 }
 
+/* r: the flow t replies to, as the pod's other direction let it pass. */
 static __always_inline void rr_pol_reverse(struct rr_ct_key *r, const struct rr_ct_key *t)
 {
     r->saddr = t->daddr;
@@ -197,8 +185,25 @@ static __always_inline void rr_pol_reverse(struct rr_ct_key *r, const struct rr_
     r->dport = t->sport;
     r->proto = t->proto;
     r->family = t->family;
-    r->dir = 0;
+    r->dir = (RR_POL_INGRESS | RR_POL_EGRESS) ^ t->dir;
     r->pad = 0;
+}
+
+/* Is t to a service the pod program balances per packet? Then that program decides the
+ * pod's egress on the backend it picks (lib/policy.h), and this one lets it go. */
+static __always_inline int rr_pol_to_service(const struct rr_ct_key *t)
+{
+#if RR_NETWORK_POLICY && RR_PER_PACKET_LB
+    struct rr_svc_key k = {};
+
+    k.vip = t->daddr;
+    k.port = t->dport;
+    k.proto = t->proto;
+    k.family = t->family;
+    return rr_svc.lookup(&k) != 0;
+#else
+    return 0;
+#endif
 }
 
 /* Is the flow of key k known and alive? Refreshes its time when it is. */
@@ -212,33 +217,6 @@ static __always_inline int rr_pol_known(const struct rr_ct_key *k, __u32 now)
     if (now - *seen >= RR_POL_SEEN_JIFFIES)
         *seen = now;
     return 1;
-}
-
-/* Does the longest entry for (ep, dir, peer) allow proto to port (host order)? */
-static __always_inline int rr_pol_allows(__u32 ep, __u8 dir, const struct rr_ct_key *t,
-                                         const struct rr_addr *peer, __u16 port)
-{
-    struct rr_pol_key k = {};
-    struct rr_pol_value *v;
-    int i;
-
-    k.prefixlen = 64 + (t->family == RR_AF_INET ? 32 : 128);
-    k.ep = ep;
-    k.dir = dir;
-    k.family = t->family;
-    k.peer = *peer;
-    v = rr_pol.lookup(&k);
-    if (!v)
-        return 0;
-#pragma unroll
-    for (i = 0; i < RR_POL_RANGES; i++) {
-        if (i >= v->count)
-            break;
-        if (v->r[i].proto == RR_POL_ANY ||
-            (v->r[i].proto == t->proto && v->r[i].lo <= port && port <= v->r[i].hi))
-            return 1;
-    }
-    return 0;
 }
 
 static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
@@ -263,11 +241,14 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     ep = rr_pol_eps.lookup(&ek);
     if (!ep)
         return TC_ACT_OK; /* under no policy */
-    if (dir == RR_POL_EGRESS ? rr_pol_is_node(&t.daddr, t.family)
+    if (dir == RR_POL_EGRESS ? rr_pol_is_node(&t.daddr, t.family) ||
+                                   rr_pol_is_loopback(&t.daddr, t.family)
                              : rr_pol_is_node(&t.saddr, t.family) ||
                                    rr_pol_is_loopback(&t.saddr, t.family))
-        return TC_ACT_OK; /* to or from its own node, or from itself through a service */
+        return TC_ACT_OK; /* to or from its own node, or itself through a service (the
+                           * service loopback address: its packets, and its replies) */
     now = (__u32)bpf_jiffies64();
+    t.dir = dir;
     rr_pol_reverse(&r, &t);
     if (rr_pol_known(&t, now) || rr_pol_known(&r, now)) {
         rr_pol_count(RR_POL_PASSED);
@@ -275,7 +256,8 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     }
     if ((ep->flags & dir) &&
         !rr_pol_allows(ep->id, dir, &t, dir == RR_POL_EGRESS ? &t.daddr : &t.saddr,
-                       ntohs(t.dport))) {
+                       ntohs(t.dport)) &&
+        !(dir == RR_POL_EGRESS && rr_pol_to_service(&t))) {
         rr_pol_count(RR_POL_DROPPED);
         return TC_ACT_SHOT;
     }

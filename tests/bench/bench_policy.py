@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pods", type=int, default=1000)
     args = ap.parse_args(argv or [])
     root = Path(f"/sys/fs/bpf/rackroute-benchpol-{os.getpid()}")
-    dp = Datapath(DatapathConfig("pol", pin_root=root))
+    dp = Datapath(DatapathConfig("pol", pin_root=root, network_policy=True))
     empty_mod = None
     ports: list[PinnedMap] = []
     try:

@@ -433,6 +433,11 @@ static __always_inline int rr_ct_create(struct rr_pkt *p, struct rr_svc_value *s
         return -1;
     if (be.family != p->t.family)
         return -1;
+#ifdef RR_POL_SERVICES
+    /* a pod's egress policy, decided on the backend (lib/policy.h) */
+    if (!rr_pol_service_egress(&p->t, &be.addr, be.port))
+        return -1;
+#endif
     now = (__u32)bpf_jiffies64();
     ci->addr = be.addr;
     ci->port = be.port;

@@ -20,9 +20,14 @@ from bpf.libbpf import percpu_lookup, prog_test_run
 from bpf.loader import Datapath, DatapathConfig
 from bpf.mapstore import PinnedMap
 from bpf.policy import PolicyMaps
+from bpf.sync import Syncer
+from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.desired.policy import EndpointPolicy, compile_policies
 from controller.model.policy import IPBlock, Pod, PolicyPeer, PolicyPort, PolicyRule
 from tests.unit.policy.test_compile import NAMESPACES, pod, policy, sel
+
+from .test_checksums import packet as tcp_packet
+from .test_checksums import parse
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-poltest-{os.getpid()}")
@@ -78,7 +83,7 @@ def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
 
 @pytest.fixture(scope="module")
 def progs() -> Iterator[tuple[dict[str, int], PolicyMaps, Path]]:
-    cfg = DatapathConfig("pol", pin_root=PIN_ROOT)
+    cfg = DatapathConfig("pol", pin_root=PIN_ROOT, network_policy=True)
     dp = Datapath(cfg)
     maps: list[PinnedMap] = []
     try:
@@ -119,6 +124,20 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     assert verdict(fds, from_pod, packet("10.0.1.10", "198.51.100.1", "udp",
                                          dport=53)) == TC_ACT_OK
     assert verdict(fds, from_pod, packet("10.0.1.10", "198.51.100.1", dport=53)) == TC_ACT_SHOT
+    # both ends under policy on this node: front may send api anything, api takes
+    # tcp/8080 only; front's decision does not stand for api's (nor api's for front's)
+    assert verdict(fds, from_pod, packet("10.0.1.10", "10.0.1.11", sport=40100,
+                                         dport=9090)) == TC_ACT_OK
+    assert verdict(fds, to_pod, packet("10.0.1.10", "10.0.1.11", sport=40100,
+                                       dport=9090)) == TC_ACT_SHOT
+    assert verdict(fds, to_pod, packet("10.0.1.10", "10.0.1.11", sport=40101,
+                                       dport=8080)) == TC_ACT_OK
+    assert verdict(fds, from_pod, packet("10.0.1.10", "10.0.1.11", sport=40101,
+                                         dport=8080)) == TC_ACT_OK
+    assert verdict(fds, from_pod, packet("10.0.1.11", "10.0.1.10", sport=8080,
+                                         dport=40101)) == TC_ACT_OK  # api's reply leaves
+    assert verdict(fds, to_pod, packet("10.0.1.11", "10.0.1.10", sport=8080,
+                                       dport=40101)) == TC_ACT_OK  # and reaches front
     # vault: out to 192.0.2.0/24 tcp/443; its reply comes back in although nothing may
     # come in; a new connection in is dropped
     assert verdict(fds, from_pod, packet("10.0.1.12", "192.0.2.5", sport=41000,
@@ -154,6 +173,8 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     # a pod reaching itself through a service (the service loopback source); a protocol
     # policy does not cover
     assert verdict(fds, to_pod, packet("169.254.42.1", "10.0.1.12", dport=80)) == TC_ACT_OK
+    assert verdict(fds, from_pod, packet("10.0.1.12", "169.254.42.1", sport=80,
+                                         dport=40000)) == TC_ACT_OK  # its reply
     assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.12", "gre")) == TC_ACT_OK
     assert maps.sync_node([ip_address("10.0.1.1")]) == []  # fd00:1::1 no longer the node's
     assert verdict(fds, to_pod, packet("fd00:1::1", "fd00:1::12", dport=23)) == TC_ACT_SHOT
@@ -186,3 +207,54 @@ def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
     assert all(ids[k] == before[k] for k in ids)  # the others keep theirs
     assert maps.sync({}) == []
     assert list(maps.eps.items()) == [] and list(maps.rules.items()) == []
+
+
+def test_egress_to_a_service_is_decided_on_its_backend() -> None:
+    """A pod's new flow to a service address passes its own interface (the address is no
+    peer of any policy) and is decided by the pod program on the backend it picks: front
+    may reach api, so the service of api answers it; vault may not, so its SYNs are
+    dropped (each of them: nothing of the refused flow is remembered); a pod under no
+    policy is balanced as always."""
+    cfg = DatapathConfig("polsvc", pin_root=PIN_ROOT, network_policy=True,
+                         max_services=64, max_backends=64, max_tables=64, ct_size=4096)
+    dp = Datapath(cfg)
+    maps: list[PinnedMap] = []
+    try:
+        dp.load(("pod", "policy"))
+        for name in ("rr_pol_eps", "rr_pol", "rr_pol_node"):
+            maps.append(PinnedMap.open(str(cfg.pin_dir / name)))
+        pm = PolicyMaps(maps[0], maps[1], maps[2])
+        assert pm.sync(plan()) == []
+        vip = "10.96.5.5"
+        table = {ServiceKey(ip_address(vip), 80, Proto.TCP):
+                 Service((Backend(ip_address("10.0.1.11"), 8080),))}
+        assert not Syncer(dp.maps()).sync(table).errors
+        from_pod, lb = dp.fds["rr_pol_from_pod"], dp.fds["rr_pod_ingress"]
+
+        def balanced(src: str, sport: int) -> str | None:
+            ret, _, out = prog_test_run(lb, tcp_packet(src, vip, 6, sport, 80, b"",
+                                                       flags=0x02))
+            return parse(out)[1] if ret == TC_ACT_OK else None
+
+        # the pods' own interfaces let both go (to a service: the backend decides)
+        assert prog_test_run(from_pod, packet("10.0.1.10", vip, sport=41000))[0] == TC_ACT_OK
+        assert prog_test_run(from_pod, packet("10.0.1.12", vip, sport=41001))[0] == TC_ACT_OK
+        # ... but not what is no service (a port the address does not serve)
+        assert prog_test_run(from_pod, packet("10.0.1.12", vip, sport=41002,
+                                              dport=81))[0] == TC_ACT_SHOT
+        # the pod program: front reaches api through the service, vault never
+        assert balanced("10.0.1.10", 41000) == "10.0.1.11"
+        assert balanced("10.0.1.12", 41001) is None
+        assert balanced("10.0.1.12", 41001) is None  # its retransmission too
+        assert balanced("10.0.1.99", 41003) == "10.0.1.11"  # under no policy
+        # vault allowed to api on 8080 (the backend's port, not the service's): balanced
+        allow = policy("vault-api", "web", sel(app="vault"), egress=[PolicyRule(
+            (PolicyPeer(pod_selector=sel(app="api")),), (PolicyPort("TCP", 8080),))])
+        more = compile_policies([*POLICIES, allow], PODS, NAMESPACES, "n1").endpoints
+        assert pm.sync(dict(more)) == []
+        assert balanced("10.0.1.12", 41004) == "10.0.1.11"
+    finally:
+        for m_ in maps:
+            m_.close()
+        dp.close()
+        shutil.rmtree(cfg.pin_dir, ignore_errors=True)

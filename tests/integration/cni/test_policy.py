@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from bpf.loader import Datapath, DatapathConfig, remove_pins
+from bpf.loader import Datapath, DatapathConfig, open_maps, remove_pins
 from bpf.mapstore import PinnedMap
 from bpf.policy import PolicyMaps
 from bpf.progpin import pin_programs, pinned_programs
+from bpf.sync import Syncer
+from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.cni.bpfattach import _bpf_filter_names
 from controller.desired.policy import compile_policies
 from controller.model.meta import Meta, frozen_map
@@ -31,6 +33,7 @@ from tests.unit.policy.test_compile import NAMESPACES, policy, sel
 from .conftest import HOST_ADDR, HOST_ADDR6, CniLab, sh
 
 PIN_ROOT = Path(f"/sys/fs/bpf/rackroute-cnipol-{os.getpid()}")
+VIP_API, VIP_FRONT = "10.96.44.4", "10.96.44.5"
 SERVER = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,7 +55,7 @@ except OSError as e:
 
 @pytest.fixture(scope="module")
 def pin_dir() -> Iterator[Path]:
-    cfg = DatapathConfig("cnipol", pin_root=PIN_ROOT)
+    cfg = DatapathConfig("cnipol", pin_root=PIN_ROOT, network_policy=True)
     dp = Datapath(cfg)
     try:
         dp.load(("pod", "policy"))
@@ -127,6 +130,35 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
         # api is not isolated for egress, front not at all: api reaches front freely
         assert connect(names["api"], ips["front"], 9090) == "ok"
         assert ping(names["other"], ips["front"])
+        # two pods of the node both under policy: other may send to api:8080, but api
+        # takes front only; other's decision does not stand for api's
+        other_out = policy("other-out", "web", sel(app="other"), egress=[PolicyRule(
+            (PolicyPeer(pod_selector=sel(app="api")),), (PolicyPort("TCP", 8080),))])
+        front_out = policy("front-out", "web", sel(app="front"), egress=[PolicyRule(
+            (PolicyPeer(pod_selector=sel(app="api")),), (PolicyPort("TCP", 8080),))])
+        plan = compile_policies([api_policy, other_out, front_out], pods, NAMESPACES, "n1")
+        assert pm.sync(plan.endpoints) == []
+        assert connect(names["other"], ips["api"], 8080) == "TimeoutError"
+        assert connect(names["front"], ips["api"], 8080) == "ok"
+        # a service balanced by the pod programs: egress is decided on its backend (the
+        # service address is in no policy); front may reach api:8080 behind it, not
+        # front:9090 behind the other; api is not egress-isolated and reaches both
+        svc_maps = open_maps(DatapathConfig("cnipol", pin_root=PIN_ROOT))
+        try:
+            table = {ServiceKey(ip_address(VIP_API), 80, Proto.TCP):
+                     Service((Backend(ip_address(ips["api"]), 8080),)),
+                     ServiceKey(ip_address(VIP_FRONT), 80, Proto.TCP):
+                     Service((Backend(ip_address(ips["front"]), 9090),))}
+            assert not Syncer(svc_maps).sync(table).errors
+        finally:
+            for mp in (svc_maps.svc, svc_maps.backend, svc_maps.maglev, svc_maps.vips,
+                       svc_maps.ranges):
+                mp.close()  # type: ignore[union-attr]
+        assert connect(names["front"], VIP_API, 80) == "ok"
+        assert connect(names["api"], VIP_FRONT, 80) == "ok"
+        assert connect(names["front"], VIP_FRONT, 80) == "ok"  # itself: always allowed
+        assert connect(names["other"], VIP_FRONT, 80) == "TimeoutError"  # other-out
+        assert connect(names["other"], VIP_API, 80) == "TimeoutError"  # api's ingress
         # the policy gone: api open again
         assert pm.sync({}) == []
         assert connect(names["other"], ips["api"], 8080) == "ok"
