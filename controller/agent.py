@@ -310,6 +310,15 @@ class Agent:
         if self.cache is not None:
             threads.append(threading.Thread(target=self._cache_loop, args=(stop,),
                                             name="kube-cache", daemon=True))
+        local = next((getattr(r, "local", None) for r in self.loop.reconcilers
+                      if r.name == "policy"), None)
+        if local is not None and hasattr(local, "version"):
+            # a new pod's record (its ADD waits on it) is an input too: a pass for it now
+            from controller.cni.podrecords import watch
+
+            threads.append(threading.Thread(target=watch, args=(local.version,
+                                                                self.store.poke, stop),
+                                            name="pod-records", daemon=True))
         try:
             if not self._first_snapshot(stop):
                 return

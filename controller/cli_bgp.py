@@ -38,6 +38,7 @@ def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
         max_services=args.bpf_lb_max_services, max_tables=args.bpf_lb_max_tables,
         ct_size=args.bpf_ct_max, ct6_size=args.bpf_ct6_max,
         network_policy=args.network_policy,
+        cni_data_dir=Path(args.cni_data_dir),
     )
 
 

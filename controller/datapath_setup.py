@@ -63,6 +63,9 @@ class DatapathSettings:
     service_proxy_name: str = ""
     # NetworkPolicy enforced on each pod's own interface (bpf/src/policy.c)
     network_policy: bool = False
+    # the CNI plugin's data dir: its records of new pods' addresses, acknowledged once
+    # their policy is programmed (controller/cni/podrecords.py); None: not read
+    cni_data_dir: Path | None = None
 
     # map sizes (a change recreates that pinned map, losing its contents once)
     max_services: int = 65536
@@ -258,9 +261,11 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     prune = PodIfsReconciler(PinnedMap.open(str(dp.cfg.pin_dir / "rr_pod_ifs")))
     extra: list[Reconciler] = [prune]
     if policy is not None:
+        from controller.cni.podrecords import PodRecordDir
         from controller.reconcile.policy import PolicyReconciler
 
-        extra.append(PolicyReconciler(policy))
+        extra.append(PolicyReconciler(policy, local=PodRecordDir(s.cni_data_dir)
+                                      if s.cni_data_dir is not None else None))
     if s.socket_lb_cgroup is None or s.per_packet_lb:
         return dp, [rec, *extra]
     # connect() of UDP sockets is translated: a socket connected to a backend that goes

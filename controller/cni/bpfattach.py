@@ -3,7 +3,8 @@
 The plugin never compiles: the agent loads the datapath and pins the programs under
 `bpf.pinDir` (bpf.progpin.pin_programs), and, when the agent pinned them, the network
 policy programs on the pod's own interface (in its namespace: every path into the pod
-crosses it). At DEL the filters go away with the veth;
+crosses it); the plugin then waits for the agent to program the new pod's policy
+(controller/cni/podrecords.py). At DEL the filters go away with the veth;
 the plugin removes the veth's rr_pod_ifs entry first (bpf.loader.unregister_pod_if).
 """
 
@@ -21,16 +22,17 @@ class BpfAttachError(Exception):
 
 
 def attach(host_ifname: str, pin_dir: Path, netns: str | None = None,
-           pod_ifname: str | None = None) -> int:
+           pod_ifname: str | None = None) -> bool:
     """The pod programs on the host veth; with netns and pod_ifname, the network policy
-    programs on the pod's own interface too, when the agent pinned them."""
+    programs on the pod's own interface too, when the agent pinned them. True when it
+    attached those (the agent enforces network policy)."""
     from bpf.progpin import attach_pinned, attach_policy_pinned
 
     try:
-        idx = attach_pinned(host_ifname, pin_dir)
+        attach_pinned(host_ifname, pin_dir)
         if netns is not None and pod_ifname is not None:
-            attach_policy_pinned(pod_ifname, pin_dir, netns)
-        return idx
+            return attach_policy_pinned(pod_ifname, pin_dir, netns)
+        return False
     except (OSError, LookupError, ValueError) as e:
         raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
     except Exception as e:  # pyroute2's NetlinkError and friends

@@ -12,7 +12,9 @@ Network config fields (a conflist plugin entry):
     podCIDRs    the node's pod CIDRs, e.g. ["10.244.0.0/24"]      required, non-empty
     mtu         pod and host veth MTU, 68..65535 (1280+ with v6)  default 1500
     dataDir     absolute path of the address store                default /var/lib/rackroute/cni
-    bpf         {"pinDir": absolute path of the pinned programs}  optional
+    bpf         {"pinDir": absolute path of the pinned programs,  optional
+                 "policyWait": seconds ADD waits for the agent to
+                 program a new pod's network policy, 0..600}       default 10
     dns         {"nameservers","domain","search","options"}       optional, copied to the result
     prevResult  the previous ADD's result                         required for CHECK
     args, runtimeConfig, capabilities, ipMasq (false only)        accepted, not used
@@ -41,6 +43,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_MTU = 1500
 DEFAULT_DATA_DIR = Path("/var/lib/rackroute/cni")
+DEFAULT_POLICY_WAIT = 10.0  # seconds (controller/cni/podrecords.py)
+MAX_POLICY_WAIT = 600
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
 # Fields every CNI config may carry (spec + conventions); accepted, mostly ignored.
@@ -66,6 +70,7 @@ class NetConf:
     pin_dir: Path | None = None
     dns: dict[str, Any] = field(default_factory=dict)
     prev_result: Result | None = None
+    policy_wait: float = DEFAULT_POLICY_WAIT
 
 
 def _abs_path(raw: object, fld: str) -> Path:
@@ -147,25 +152,32 @@ def parse_netconf(raw: object, need_prev: bool = False) -> NetConf:
     mtu = _mtu(raw.get("mtu", DEFAULT_MTU), cidrs)
     data_dir = _abs_path(raw["dataDir"], "dataDir") if "dataDir" in raw else DEFAULT_DATA_DIR
     pin_dir = None
+    policy_wait = DEFAULT_POLICY_WAIT
     if "bpf" in raw and raw["bpf"] is not None:
         bpf = raw["bpf"]
         if not isinstance(bpf, dict):
             raise _bad("bpf", "must be an object")
-        extra = sorted(set(bpf) - {"pinDir"})
+        extra = sorted(set(bpf) - {"pinDir", "policyWait"})
         if extra:
             raise CniError(ERR_UNSUPPORTED_FIELD,
                            f'unsupported network config field "bpf.{extra[0]}"',
-                           "bpf understands: pinDir")
+                           "bpf understands: pinDir, policyWait")
         if "pinDir" not in bpf:
             raise _bad("bpf.pinDir", "missing")
         pin_dir = _abs_path(bpf["pinDir"], "bpf.pinDir")
+        wait = bpf.get("policyWait", DEFAULT_POLICY_WAIT)
+        if isinstance(wait, bool) or not isinstance(wait, int | float) \
+                or not 0 <= wait <= MAX_POLICY_WAIT:
+            raise _bad("bpf.policyWait", f"must be a number of seconds from 0 to "
+                       f"{MAX_POLICY_WAIT}, got {wait!r}")
+        policy_wait = float(wait)
     dns = _dns(raw["dns"]) if raw.get("dns") is not None else {}
     prev = None
     if raw.get("prevResult") is not None:
         prev = parse_result(raw["prevResult"])
     elif need_prev:
         raise _bad("prevResult", "missing (CHECK needs the result of the previous ADD)")
-    return NetConf(version, name, typ, cidrs, mtu, data_dir, pin_dir, dns, prev)
+    return NetConf(version, name, typ, cidrs, mtu, data_dir, pin_dir, dns, prev, policy_wait)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
-from controller.cni import netsetup
+from controller.cni import netsetup, podrecords
 from controller.cni.ipam import (
     AlreadyAllocated,
     IpamStore,
@@ -36,6 +36,7 @@ from controller.cni.spec import (
     ERR_IO,
     ERR_IP_REFUSED,
     ERR_NETWORK_SETUP,
+    ERR_POLICY_NOT_READY,
     ERR_POOL_EXHAUSTED,
     ERR_TRY_AGAIN_LATER,
     ERR_UNKNOWN_CONTAINER,
@@ -98,6 +99,27 @@ def requested_ips(env: Env) -> list[IPAddress]:
     return out
 
 
+def await_policy(env: Env, conf: NetConf, addrs: list[IPAddress]) -> None:
+    """Under network policy, hand the agent the new pod's addresses and wait until it has
+    programmed the pod's policy (controller/cni/podrecords.py), so the containers never
+    run unguarded; a refusal (code 106) after bpf.policyWait seconds without it. A pod
+    the runtime does not name (no K8S_POD_NAMESPACE / K8S_POD_NAME) is no pod of the
+    API server's: no policy selects it, nothing to wait for."""
+    args = dict(env.args)
+    namespace, name = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
+    if not namespace or not name or conf.policy_wait <= 0:
+        return
+    key = podrecords.write_record(conf.data_dir, env.container_id, env.ifname, namespace,
+                                  name, args.get("K8S_POD_UID", ""), addrs)
+    if not podrecords.wait_ready(conf.data_dir, key, conf.policy_wait):
+        raise CniError(ERR_POLICY_NOT_READY,
+                       f"network policy of pod {namespace}/{name} not programmed",
+                       f"the agent did not acknowledge {key} in "
+                       f"{podrecords.record_dir(conf.data_dir)} within bpf.policyWait "
+                       f"({conf.policy_wait:g} s): is the agent running with "
+                       "--network-policy and does it see the pod?")
+
+
 def cmd_add(env: Env, conf: NetConf) -> Result:
     if not netsetup.netns_exists(env.netns):
         raise CniError(ERR_INVALID_ENV, "invalid environment variable CNI_NETNS: "
@@ -115,15 +137,20 @@ def cmd_add(env: Env, conf: NetConf) -> Result:
             from controller.cni import bpfattach
 
             try:
-                bpfattach.attach(host, conf.pin_dir, env.netns, env.ifname)
+                guarded = bpfattach.attach(host, conf.pin_dir, env.netns, env.ifname)
             except bpfattach.BpfAttachError as e:
                 raise CniError(ERR_BPF_ATTACH, "attaching the pod datapath failed",
                                str(e)) from e
+            if guarded:
+                await_policy(env, conf, addrs)
     except BaseException:
         try:
             netsetup.delete_host_veth(host)
         finally:
-            store.release(env.container_id, env.ifname)
+            try:
+                podrecords.remove_record(conf.data_dir, env.container_id, env.ifname)
+            finally:
+                store.release(env.container_id, env.ifname)
         raise
     return build_result(conf, env.netns, veth, addrs)
 
@@ -137,6 +164,8 @@ def cmd_del(env: Env, conf: NetConf) -> None:
         # agent prunes what is left): DEL must not fail for the datapath's sake
         with contextlib.suppress(Exception):
             unregister_pod_if(conf.pin_dir, host)
+    with contextlib.suppress(OSError):
+        podrecords.remove_record(conf.data_dir, env.container_id, env.ifname)
     try:
         netsetup.delete_host_veth(host)
     except Exception as e:

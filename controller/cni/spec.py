@@ -32,6 +32,7 @@ ERR_NETWORK_SETUP = 102
 ERR_BPF_ATTACH = 103
 ERR_CHECK_FAILED = 104
 ERR_IP_REFUSED = 105  # CNI_ARGS IP= outside the ranges, or taken
+ERR_POLICY_NOT_READY = 106  # the agent did not program a new pod's network policy in time
 
 
 class CniError(Exception):

@@ -9,17 +9,26 @@ policy, the pod or the field (the node's NodeNetwork problems show them):
   fail closed);
 - what a map refused;
 - a NetworkPolicy that does not parse (not used at all, or used in its last good version
-  from the API server).
+  from the API server);
+- a local pod record that does not read.
+
+A pod of this node whose status has no address yet is compiled with the addresses the
+CNI plugin recorded for it (controller/desired/localpods.py), and its record is
+acknowledged once the maps hold its policy: the plugin's ADD waits for that, so the pod's
+containers never run unguarded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from bgp.speaker import logfmt
 from bgp.types import IPAddress
 from bpf.policy import PolicyMaps
+from controller.cni.podrecords import PodRecord
+from controller.desired.localpods import with_local_addresses
 from controller.desired.policy import compile_policies
 from controller.reconcile.loop import PassContext
 
@@ -37,26 +46,82 @@ def node_addresses() -> set[IPAddress]:
                 if a.get_attr("IFA_ADDRESS")}
 
 
+class LocalPods(Protocol):
+    """The CNI plugin's records of this node's pods (controller/cni/podrecords.py holds
+    the real adapter, PodRecordDir; FakeLocalPods the fake)."""
+
+    def records(self) -> tuple[list[PodRecord], list[str]]:
+        """The readable records, and a message for each unreadable one."""
+        ...
+
+    def acknowledge(self, keys: Iterable[str]) -> None:
+        """Tell the plugin these records' pods are under their policy."""
+        ...
+
+    def acknowledged(self, key: str) -> bool:
+        ...
+
+
+class FakeLocalPods:
+    """LocalPods in memory."""
+
+    def __init__(self, records: Iterable[PodRecord] = ()) -> None:
+        self.held = {r.key: r for r in records}
+        self.bad: dict[str, str] = {}  # key -> why it does not read
+        self.ready: set[str] = set()
+
+    def add(self, rec: PodRecord) -> None:
+        self.held[rec.key] = rec
+        self.ready.discard(rec.key)
+
+    def remove(self, key: str) -> None:
+        self.held.pop(key, None)
+        self.ready.discard(key)
+
+    def records(self) -> tuple[list[PodRecord], list[str]]:
+        return ([self.held[k] for k in sorted(self.held)],
+                [f"pod record {k}: {why}" for k, why in sorted(self.bad.items())])
+
+    def acknowledge(self, keys: Iterable[str]) -> None:
+        self.ready.update(k for k in keys if k in self.held)
+
+    def acknowledged(self, key: str) -> bool:
+        return key in self.ready
+
+
 class PolicyReconciler:
     name = "policy"
 
     def __init__(self, maps: PolicyMaps,
-                 addresses: Callable[[], set[IPAddress]] = node_addresses) -> None:
-        """addresses: the node's own (its traffic to and from its pods always passes)."""
-        self.maps, self.addresses = maps, addresses
+                 addresses: Callable[[], set[IPAddress]] = node_addresses,
+                 local: LocalPods | None = None) -> None:
+        """addresses: the node's own (its traffic to and from its pods always passes);
+        local: the CNI plugin's records of new pods (None: pods by their status only)."""
+        self.maps, self.addresses, self.local = maps, addresses, local
         self.endpoints = 0  # pods under policy after the last pass
 
     def reconcile(self, ctx: PassContext) -> None:
         snap = ctx.snap
-        plan = compile_policies(snap.network_policies.values(), snap.pods.values(),
-                                snap.namespaces, ctx.node)
-        errors = [f"NetworkPolicy {key}: {msg}" for key, msg in plan.problems]
+        pods = list(snap.pods.values())
+        matched: list[str] = []
+        errors: list[str] = []
+        if self.local is not None:
+            records, unread = self.local.records()
+            errors.extend(unread)
+            pods, matched = with_local_addresses(pods, records, ctx.node)
+        plan = compile_policies(snap.network_policies.values(), pods, snap.namespaces,
+                                ctx.node)
+        errors.extend(f"NetworkPolicy {key}: {msg}" for key, msg in plan.problems)
         # a policy that does not parse (the kube source keeps its last good version, if
         # any): said where the node's problems are read, since no operator reads policies
         errors.extend(f"{e.ref}: {'; '.join(e.messages)}" for e in snap.errors
                       if e.ref.startswith("NetworkPolicy "))
-        errors.extend(self.maps.sync_node(self.addresses()))
-        errors.extend(self.maps.sync(plan.endpoints))
+        map_errors = self.maps.sync_node(self.addresses())
+        map_errors.extend(self.maps.sync(plan.endpoints))
+        errors.extend(map_errors)
+        if self.local is not None and matched and not map_errors:
+            # what the maps refused would leave a pod unguarded: its ADD waits, and fails
+            self.local.acknowledge(matched)
         if len(plan.endpoints) != self.endpoints:
             log.info(logfmt("policy_endpoints", pods=len(plan.endpoints)))
         self.endpoints = len(plan.endpoints)

@@ -280,3 +280,71 @@ def test_network_policy_reaches_pods_that_exist_and_goes_when_switched_off(
                 assert list(eps.items()) == []
             finally:
                 eps.close()
+
+
+NEW_POD_DOCS = [
+    {"apiVersion": "v1", "kind": "Pod",  # scheduled, its sandbox not made: no address yet
+     "metadata": {"name": "api", "namespace": "web", "labels": {"app": "api"}, "uid": "u-api"},
+     "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "app"}]},
+     "status": {"phase": "Pending"}},
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "late", "namespace": "web", "labels": {"app": "api"}},
+     "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "app"}]},
+     "status": {"phase": "Pending"}},
+    POLICY_DOCS[1],
+]
+
+
+def cni(node: Netns, conf: dict[str, object], command: str, cid: str, pod_ns: str,
+        name: str) -> tuple[int, dict[str, object]]:
+    """The real plugin, run as a runtime runs it, in the node's namespace."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
+           "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0", "CNI_NETNS": f"/run/netns/{pod_ns}",
+           "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME={name};"
+                       f"K8S_POD_UID=u-{name}"}
+    r = subprocess.run(["nsenter", f"--net=/run/netns/{node.name}", "--",
+                        str(Path(sys.executable).parent / "rackroute-cni")],
+                       input=json.dumps(conf), capture_output=True, text=True, env=env,
+                       timeout=60)
+    return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}
+
+
+def test_a_new_pod_is_under_its_policy_when_its_add_returns(node: Netns) -> None:
+    """Under --network-policy the plugin's ADD hands the agent the new pod's address and
+    returns only once the agent has programmed the pod's policy: right after ADD the maps
+    guard the pod, although its Pod status has no address yet (the API server would
+    learn it only after the sandbox is up). With no agent to answer, ADD is refused after
+    bpf.policyWait, naming the pod, and leaves no veth and no address behind."""
+    from bpf import maps as m
+    from controller.cni.netsetup import host_ifname
+
+    pods = [f"rrd{os.getpid() % 100000}{c}" for c in "qr"]
+    with namespace(pods[0]), namespace(pods[1]), agent_env() as (tmp, pin_root, cgroup):
+        (tmp / "m" / "policy.yaml").write_text(yaml.safe_dump_all(NEW_POD_DOCS))
+        conflist, data = tmp / "net.d" / "10-rackroute.conflist", tmp / "cni"
+        with agent(node, tmp, pin_root, cgroup, "--network-policy", "--cni-conf",
+                   str(conflist), "--cni-data-dir", str(data)):
+            wait_for(conflist.exists, 20, 0.2, "the CNI config")
+            doc = json.loads(conflist.read_text())
+            conf = {"cniVersion": doc["cniVersion"], "name": doc["name"], **doc["plugins"][0]}
+            rc, res = cni(node, conf, "ADD", "c1", pods[0], "api")
+            assert rc == 0, res
+            ip = ipaddress.ip_address(str(res["ips"][0]["address"]).split("/")[0])  # type: ignore[index]
+            eps = PinnedMap.open(str(pin_root / "n1" / "rr_pol_eps"))
+            try:
+                held = {m.ip_of(m.PolEpKey.from_buffer_copy(k).addr,
+                                m.PolEpKey.from_buffer_copy(k).family):
+                        m.PolEp.from_buffer_copy(v).flags for k, v in eps.items()}
+            finally:
+                eps.close()
+            assert held == {ip: 0x1}  # isolated for ingress, as ADD returned
+        # the agent gone (its programs stay pinned): a new pod waits, then is refused
+        conf["bpf"] = {**conf["bpf"], "policyWait": 1}  # type: ignore[dict-item]
+        rc, res = cni(node, conf, "ADD", "c2", pods[1], "late")
+        assert rc != 0 and res["code"] == 106, res
+        assert "web/late" in str(res["msg"]) and "policyWait" in str(res["details"])
+        links = node.ip("-o", "link").stdout
+        assert host_ifname("c1", "eth0") in links and host_ifname("c2", "eth0") not in links
+        assert sorted(p.name for p in (data / "ips").iterdir()) == [str(ip)]  # c1's only
+        assert not list((data / "pods").glob("c2-*"))

@@ -47,6 +47,12 @@ def test_full_config_parses() -> None:
 def test_defaults() -> None:
     c = parse_netconf(conf(mtu=None, dataDir=None, bpf=None))
     assert c.mtu == 1500 and c.data_dir == DEFAULT_DATA_DIR and c.pin_dir is None
+    assert c.policy_wait == 10.0
+
+
+def test_policy_wait() -> None:
+    assert parse_netconf(conf(bpf={"pinDir": "/p", "policyWait": 2.5})).policy_wait == 2.5
+    assert parse_netconf(conf(bpf={"pinDir": "/p", "policyWait": 0})).policy_wait == 0.0
 
 
 @pytest.mark.parametrize("raw, code, msg", [
@@ -78,6 +84,10 @@ def test_defaults() -> None:
      "absolute path, got 'x'"),
     (conf(bpf={"pinDir": "/p", "mode": "xdp"}), 2,
      'unsupported network config field "bpf.mode"'),
+    (conf(bpf={"pinDir": "/p", "policyWait": -1}), 7, 'invalid network config field '
+     '"bpf.policyWait": must be a number of seconds from 0 to 600, got -1'),
+    (conf(bpf={"pinDir": "/p", "policyWait": "10s"}), 7, 'invalid network config field '
+     "\"bpf.policyWait\": must be a number of seconds from 0 to 600, got '10s'"),
     (conf(name="-bad"), 7, 'invalid network config field "name": must match '
      "^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$, got '-bad'"),
     (conf(name=None), 7, 'invalid network config field "name": must match '

@@ -1,0 +1,172 @@
+"""Local pod records: the addresses the CNI plugin gave each pod of this node, handed to
+the agent so that a new pod is under its network policy before it runs.
+
+The API server learns a pod's addresses (status.podIPs) from the kubelet only after the
+sandbox is up; a policy keyed on them would leave a new pod open for that time. So ADD,
+when the network policy programs are pinned, writes a record naming the pod
+(K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_UID from CNI_ARGS) and its addresses, and waits
+until the agent acknowledges it: the agent's policy pass uses the record for a pod whose
+status has no address yet, programs its maps, and only then marks the record ready. The
+containers start after ADD returns, so they never run unguarded.
+
+Layout of `<dataDir>/pods/`:
+
+    <containerID>-<ifname>.json    {"namespace","name","uid","ips":[...]}   ADD
+    <containerID>-<ifname>.ready   written by the agent once the pod's policy is in place
+
+Both are written atomically (a temporary name renamed over the final one) and removed by
+DEL. Imported by the plugin: standard library only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+SUBDIR = "pods"
+RECORD, READY = ".json", ".ready"
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """One pod interface's record: key is its file name without the suffix."""
+
+    key: str
+    namespace: str
+    name: str
+    uid: str
+    ips: tuple[IPAddress, ...]
+
+
+def record_dir(data_dir: Path) -> Path:
+    return data_dir / SUBDIR
+
+
+def record_key(container_id: str, ifname: str) -> str:
+    return f"{container_id}-{ifname}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_record(data_dir: Path, container_id: str, ifname: str, namespace: str, name: str,
+                 uid: str, ips: Iterable[IPAddress]) -> str:
+    """Record a pod's addresses (any earlier acknowledgement of the key removed first);
+    returns the key to wait on."""
+    d = record_dir(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    key = record_key(container_id, ifname)
+    (d / f"{key}{READY}").unlink(missing_ok=True)
+    _write_atomic(d / f"{key}{RECORD}", json.dumps(
+        {"namespace": namespace, "name": name, "uid": uid, "ips": [str(a) for a in ips]}))
+    return key
+
+
+def remove_record(data_dir: Path, container_id: str, ifname: str) -> None:
+    d, key = record_dir(data_dir), record_key(container_id, ifname)
+    for suffix in (RECORD, READY):
+        (d / f"{key}{suffix}").unlink(missing_ok=True)
+
+
+def wait_ready(data_dir: Path, key: str, timeout: float, interval: float = 0.02) -> bool:
+    """True once the agent acknowledged key, False after timeout seconds."""
+    ready = record_dir(data_dir) / f"{key}{READY}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready.exists():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def parse_record(key: str, text: str) -> PodRecord:
+    """A record's content; ValueError (naming the field) when it is not one."""
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    for fld in ("namespace", "name", "uid"):
+        if not isinstance(raw.get(fld), str):
+            raise ValueError(f'"{fld}" must be a string')
+    if not raw["namespace"] or not raw["name"]:
+        raise ValueError('"namespace" and "name" must not be empty')
+    ips = raw.get("ips")
+    if not isinstance(ips, list) or not ips:
+        raise ValueError('"ips" must be a non-empty list of addresses')
+    try:
+        addrs = tuple(ipaddress.ip_address(str(a)) for a in ips)
+    except ValueError as e:
+        raise ValueError(f'"ips": {e}') from None
+    return PodRecord(key, raw["namespace"], raw["name"], raw["uid"], addrs)
+
+
+class PodRecordDir:
+    """The agent's side of the records (the real adapter of the LocalPods port)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = record_dir(data_dir)
+
+    def records(self) -> tuple[list[PodRecord], list[str]]:
+        """The readable records, and a message for each unreadable one."""
+        out: list[PodRecord] = []
+        errors: list[str] = []
+        try:
+            names = sorted(p for p in os.listdir(self.path) if p.endswith(RECORD)
+                           and not p.startswith("."))
+        except FileNotFoundError:
+            return [], []
+        for fname in names:
+            key = fname[:-len(RECORD)]
+            try:
+                text = (self.path / fname).read_text()
+            except FileNotFoundError:  # removed by a DEL meanwhile
+                continue
+            except OSError as e:
+                errors.append(f"pod record {self.path / fname}: {e.strerror or e}")
+                continue
+            try:
+                out.append(parse_record(key, text))
+            except ValueError as e:
+                errors.append(f"pod record {self.path / fname}: {e}")
+        return out, errors
+
+    def acknowledge(self, keys: Iterable[str]) -> None:
+        """Mark keys ready (those whose record is still there and not yet marked)."""
+        for key in keys:
+            ready = self.path / f"{key}{READY}"
+            if not ready.exists() and (self.path / f"{key}{RECORD}").exists():
+                _write_atomic(ready, "")
+
+    def acknowledged(self, key: str) -> bool:
+        return (self.path / f"{key}{READY}").exists()
+
+    def version(self) -> int:
+        """Changes whenever a record is added or removed (the directory's mtime)."""
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+
+def watch(version: Callable[[], int], poke: Callable[[], None], stop: threading.Event,
+          interval: float = 0.05) -> None:
+    """Call poke whenever version() changes, until stop (a thread's target)."""
+    last = version()
+    while not stop.wait(interval):
+        now = version()
+        if now != last:
+            last = now
+            poke()
