@@ -21,7 +21,10 @@
  * (Kubernetes policy is about the backend; lib/policy.h), and its replies come back from
  * the service address. Non-TCP/UDP/SCTP protocols have port 0; an entry that
  * allows every protocol (RR_POL_ANY) allows them. Entries idle past their lifetime count
- * as absent (RR_POL_TCP_LIFETIME / RR_POL_OTHER_LIFETIME seconds).
+ * as absent (RR_POL_TCP_LIFETIME / RR_POL_OTHER_LIFETIME seconds); a TCP flow's, once a
+ * FIN or RST went by, RR_POL_CLOSE_LIFETIME seconds after its last packet, and a new
+ * connection (a SYN) on its tuple is decided anew, so a client port used again after a
+ * policy changed meets the policy of the day.
  * ICMP errors (unreachable, too big, time exceeded, parameter problem: what the kernel's
  * conntrack calls related, which path MTU discovery needs) and IPv6 neighbour and router
  * discovery (without which no IPv6 packet reaches the pod at all) always pass; echo
@@ -49,29 +52,39 @@
 #ifndef RR_POL_OTHER_LIFETIME
 #define RR_POL_OTHER_LIFETIME 120
 #endif
+#ifndef RR_POL_CLOSE_LIFETIME
+#define RR_POL_CLOSE_LIFETIME 10 /* a TCP flow after its FIN or RST, past its last packet */
+#endif
 #define RR_POL_SEEN_JIFFIES 100 /* seen is rewritten at most this often */
+#define RR_POL_CLOSING 1u       /* rr_pol_ct value's low bit */
+#define RR_TCP_FIN 0x01
+#define RR_TCP_SYN 0x02
+#define RR_TCP_RST 0x04
+#define RR_TCP_ACK 0x10
 #define RR_POL_IPPROTO_SCTP 132
 #define RR_POL_IPPROTO_ICMPV6 58
 
-/* The L4 fields of t's protocol from l4 (ports, or the ICMP type), read directly. */
-static __always_inline void rr_pol_l4(struct rr_ct_key *t, __u8 *icmp_type, __u8 *l4,
-                                      void *end)
+/* The L4 fields of t's protocol from l4 (ports; the ICMP type or the TCP flags in *l4b),
+ * read directly. */
+static __always_inline void rr_pol_l4(struct rr_ct_key *t, __u8 *l4b, __u8 *l4, void *end)
 {
     if ((void *)(l4 + 4) > end)
         return; /* no room: 0 ports (a port rule then fails closed) */
     if (t->proto == IPPROTO_ICMP || t->proto == RR_POL_IPPROTO_ICMPV6) {
-        *icmp_type = l4[0];
+        *l4b = l4[0];
     } else if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
                t->proto == RR_POL_IPPROTO_SCTP) {
         __builtin_memcpy(&t->sport, l4, 2);
         __builtin_memcpy(&t->dport, l4 + 2, 2);
+        if (t->proto == IPPROTO_TCP)
+            *l4b = (void *)(l4 + 14) <= end ? l4[13] : 0;
     }
 }
 
 /* rr_pol_parse without a helper call, for the common packet: its headers in the linear
  * part, IPv4 without options. 1 if parsed, 0 to leave it to rr_pol_parse's helpers. */
 static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_ct_key *t,
-                                               __u8 *icmp_type)
+                                               __u8 *l4b)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 
@@ -86,7 +99,7 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
         t->proto = ip->protocol;
         t->family = RR_AF_INET;
         if (!(ip->frag_off & htons(0x1fff)))
-            rr_pol_l4(t, icmp_type, (__u8 *)(ip + 1), end);
+            rr_pol_l4(t, l4b, (__u8 *)(ip + 1), end);
         return 1;
     }
     if (skb->protocol == htons(ETH_P_IPV6)) {
@@ -99,7 +112,7 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
         __builtin_memcpy(&t->daddr, &ip6->daddr, 16);
         t->proto = ip6->nexthdr;
         t->family = RR_AF_INET6;
-        rr_pol_l4(t, icmp_type, (__u8 *)(ip6 + 1), end);
+        rr_pol_l4(t, l4b, (__u8 *)(ip6 + 1), end);
         return 1;
     }
     return 0;
@@ -109,9 +122,9 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
  * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. Read
  * directly when the headers are in the linear part, else with helpers. */
 static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t,
-                                        __u8 *icmp_type)
+                                        __u8 *l4b)
 {
-    if (rr_pol_parse_direct(skb, t, icmp_type))
+    if (rr_pol_parse_direct(skb, t, l4b))
         return 0;
     __u32 l4 = 0;
     __be16 ports[2] = {0, 0};
@@ -143,8 +156,8 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
         return -1;
     }
     if (t->proto == IPPROTO_ICMP || t->proto == RR_POL_IPPROTO_ICMPV6) {
-        if (bpf_skb_load_bytes(skb, l4, icmp_type, 1) < 0)
-            *icmp_type = 0xff;
+        if (bpf_skb_load_bytes(skb, l4, l4b, 1) < 0)
+            *l4b = 0xff;
         return 0;
     }
     if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP ||
@@ -153,6 +166,8 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
             return 0;
         t->sport = ports[0];
         t->dport = ports[1];
+        if (t->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4 + 13, l4b, 1) < 0)
+            *l4b = 0;
     }
     return 0;
 }
@@ -206,17 +221,29 @@ static __always_inline int rr_pol_to_service(const struct rr_ct_key *t)
 #endif
 }
 
-/* Is the flow of key k known and alive? Refreshes its time when it is. */
-static __always_inline int rr_pol_known(const struct rr_ct_key *k, __u32 now)
+/* The entry of the flow of key k when it is known and alive (its time refreshed), else
+ * 0. An entry's value is the jiffies it was last seen, its low bit RR_POL_CLOSING once a
+ * TCP FIN or RST went by: it then lives RR_POL_CLOSE_LIFETIME past its last packet, and a
+ * SYN (syn: a connection's first packet) on its tuple is a new connection, decided anew. */
+static __always_inline __u32 *rr_pol_flow(const struct rr_ct_key *k, __u32 now, int syn)
 {
     __u32 *seen = rr_pol_ct.lookup((struct rr_ct_key *)k);
-    __u32 life = (k->proto == IPPROTO_TCP ? RR_POL_TCP_LIFETIME : RR_POL_OTHER_LIFETIME) * RR_HZ;
+    __u32 life;
 
-    if (!seen || now - *seen > life)
+    if (!seen)
+        return 0;
+    if (*seen & RR_POL_CLOSING) {
+        if (syn)
+            return 0;
+        life = RR_POL_CLOSE_LIFETIME * RR_HZ;
+    } else {
+        life = (k->proto == IPPROTO_TCP ? RR_POL_TCP_LIFETIME : RR_POL_OTHER_LIFETIME) * RR_HZ;
+    }
+    if (now - *seen > life)
         return 0;
     if (now - *seen >= RR_POL_SEEN_JIFFIES)
-        *seen = now;
-    return 1;
+        *seen = (now & ~RR_POL_CLOSING) | (*seen & RR_POL_CLOSING);
+    return seen;
 }
 
 static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
@@ -224,10 +251,11 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     struct rr_ct_key t, r;
     struct rr_pol_ep_key ek = {};
     struct rr_pol_ep *ep;
-    __u32 now, one;
-    __u8 icmp_type = 0xff;
+    __u32 now, one, *seen;
+    __u8 l4b = 0xff; /* the ICMP type, or the TCP flags */
+    int syn;
 
-    if (rr_pol_parse(skb, &t, &icmp_type) < 0 || rr_pol_always(&t, icmp_type))
+    if (rr_pol_parse(skb, &t, &l4b) < 0 || rr_pol_always(&t, l4b))
         return TC_ACT_OK;
     if (t.proto != IPPROTO_TCP && t.proto != IPPROTO_UDP && t.proto != RR_POL_IPPROTO_SCTP &&
         t.proto != IPPROTO_ICMP && t.proto != RR_POL_IPPROTO_ICMPV6)
@@ -250,7 +278,13 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     now = (__u32)bpf_jiffies64();
     t.dir = dir;
     rr_pol_reverse(&r, &t);
-    if (rr_pol_known(&t, now) || rr_pol_known(&r, now)) {
+    syn = t.proto == IPPROTO_TCP && (l4b & (RR_TCP_SYN | RR_TCP_ACK)) == RR_TCP_SYN;
+    seen = rr_pol_flow(&t, now, syn);
+    if (!seen)
+        seen = rr_pol_flow(&r, now, syn);
+    if (seen) {
+        if (t.proto == IPPROTO_TCP && (l4b & (RR_TCP_FIN | RR_TCP_RST)))
+            *seen = (now & ~RR_POL_CLOSING) | RR_POL_CLOSING;
         rr_pol_count(RR_POL_PASSED);
         return TC_ACT_OK;
     }
@@ -261,7 +295,7 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
         rr_pol_count(RR_POL_DROPPED);
         return TC_ACT_SHOT;
     }
-    one = now;
+    one = now & ~RR_POL_CLOSING;
     rr_pol_ct.update(&t, &one);
     rr_pol_count(RR_POL_NEW);
     return TC_ACT_OK;

@@ -57,7 +57,7 @@ POLICIES = [
 
 
 def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
-           dport: int = 80, icmp_type: int | None = None) -> bytes:
+           dport: int = 80, icmp_type: int | None = None, flags: int = 0x02) -> bytes:
     s, d = ip_address(src), ip_address(dst)
     if proto == "icmp":
         echo = 8 if s.version == 4 else 128
@@ -69,7 +69,7 @@ def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
         l4 = struct.pack("!HHHH", sport, dport, 8, 0)
         num = 17
     else:
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 64240, 0, 0)
         num = 6
     if s.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, num, 0,
@@ -190,6 +190,35 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     finally:
         stats.close()
     assert dropped >= 8  # the drops above, counted
+
+
+def test_a_closed_connection_is_forgotten_and_its_tuple_decided_anew(
+        progs: tuple[dict[str, int], PolicyMaps, Path]) -> None:
+    """A connection that passed keeps passing after the policy changed (as in the
+    kernel's conntrack); once it has ended (FIN or RST), a new connection reusing its
+    tuple (a client port used again) meets the policy of the day."""
+    fds, maps, _ = progs
+    assert maps.sync(plan()) == []
+    out = "rr_pol_from_pod"
+    syn, ack, fin, rst = 0x02, 0x10, 0x11, 0x04
+
+    def go(sport: int, flags: int) -> int:
+        return verdict(fds, out, packet("10.0.1.12", "192.0.2.5", sport=sport, dport=443,
+                                        flags=flags))
+
+    for sport in (42000, 42001, 42002):
+        assert go(sport, syn) == TC_ACT_OK  # vault may reach 192.0.2.0/24 on tcp/443
+    # vault now allowed nothing out
+    shut = [p_ for p_ in POLICIES if p_.meta.name != "vault"] + [
+        policy("vault", "web", sel(app="vault"), ingress=[], egress=[])]
+    assert maps.sync(dict(compile_policies(shut, PODS, NAMESPACES, "n1").endpoints)) == []
+    assert go(42000, ack) == TC_ACT_OK  # established: goes on
+    assert go(42000, fin) == TC_ACT_OK  # its end passes
+    assert go(42000, ack) == TC_ACT_OK  # and what follows the FIN, for a while
+    assert go(42000, syn) == TC_ACT_SHOT  # a new connection on its tuple: refused
+    assert go(42001, rst) == TC_ACT_OK
+    assert go(42001, syn) == TC_ACT_SHOT
+    assert go(42002, syn) == TC_ACT_OK  # never ended: a SYN is a retransmission
 
 
 def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
