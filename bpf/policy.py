@@ -12,6 +12,7 @@ entries already gone. `pol_entries` is pure: what the maps should hold.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 from collections.abc import Iterable, Mapping
 
@@ -52,18 +53,28 @@ def entry_value(e: PolicyEntry) -> bytes:
     return bytes(v)
 
 
-def pol_entries(ids: Mapping[str, int], endpoints: Mapping[str, EndpointPolicy]
+def pol_entries(ids: Mapping[str, int], endpoints: Mapping[str, EndpointPolicy],
+                labels: dict[bytes, str] | None = None
                 ) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    """(rr_pol_eps, rr_pol) contents for endpoints, with ids (pod key -> id)."""
+    """(rr_pol_eps, rr_pol) contents for endpoints, with ids (pod key -> id); labels, when
+    given, gets what each key is for (the pod, and the address or the entry), for
+    messages."""
     eps: dict[bytes, bytes] = {}
     entries: dict[bytes, bytes] = {}
     for key, ep in endpoints.items():
         ep_id = ids[key]
         for addr in ep.ips:
-            eps[ep_key(addr)] = ep_value(ep_id, ep)
+            k = ep_key(addr)
+            eps[k] = ep_value(ep_id, ep)
+            if labels is not None:
+                labels[k] = f"pod {key} address {addr}"
         for direction, es in ((INGRESS, ep.ingress), (EGRESS, ep.egress)):
             for e in es or ():
-                entries[entry_key(ep_id, direction, e)] = entry_value(e)
+                k = entry_key(ep_id, direction, e)
+                entries[k] = entry_value(e)
+                if labels is not None:
+                    labels[k] = (f"pod {key} {'ingress' if direction == INGRESS else 'egress'}"
+                                 f" entry {e.prefix}")
     return eps, entries
 
 
@@ -112,25 +123,31 @@ class PolicyMaps:
         """Make the maps hold endpoints; returns what was refused (a map full), the rest
         written all the same."""
         ids = self.ids(endpoints)
-        want_eps, want_rules = pol_entries(ids, endpoints)
+        labels: dict[bytes, str] = {}
+        want_eps, want_rules = pol_entries(ids, endpoints, labels)
         have_rules = dict(self.rules.items())
         have_eps = dict(self.eps.items())
         errors: list[str] = []
         _write(self.rules, "rr_pol", {k: v for k, v in want_rules.items()
-                                      if have_rules.get(k) != v}, errors)
+                                      if have_rules.get(k) != v}, errors, labels)
         _write(self.eps, "rr_pol_eps", {k: v for k, v in want_eps.items()
-                                        if have_eps.get(k) != v}, errors)
+                                        if have_eps.get(k) != v}, errors, labels)
         _delete(self.eps, [k for k in have_eps if k not in want_eps])
         _delete(self.rules, [k for k in have_rules if k not in want_rules])
         return errors
 
 
-def _write(port: MapPort, name: str, items: Mapping[bytes, bytes], errors: list[str]) -> None:
-    for k, v in items.items():  # one by one: a refusal names its entry
+def _write(port: MapPort, name: str, items: Mapping[bytes, bytes], errors: list[str],
+           labels: Mapping[bytes, str] | None = None) -> None:
+    """Write items one by one, so that a refusal names its entry (with labels: the pod and
+    what of it); the rest are written all the same."""
+    for k, v in items.items():
         try:
             port.update_batch([(k, v)])
         except OSError as e:
-            errors.append(f"{name}: writing entry {k.hex()}: {e}")
+            what = labels.get(k) if labels is not None else None
+            why = "map full" if e.errno == errno.E2BIG else (e.strerror or str(e))
+            errors.append(f"{name}: {what or 'entry ' + k.hex()}: not written: {why}")
 
 
 def _delete(port: MapPort, keys: Iterable[bytes]) -> None:

@@ -195,5 +195,7 @@ def test_a_record_is_not_acknowledged_while_the_maps_refuse_its_pod() -> None:
     both = policy("deny", "web", sel(), ingress=[])  # every pod of web
     ctx = _pass(PolicyReconciler(pm, set, local), new_pod("api"), new_pod("db"), both)
     assert "pod record c3-eth0: not JSON" in ctx.errors["policy"]
-    assert "rr_pol_eps" in ctx.errors["policy"]  # the map that refused
+    # the map that refused, the pod and its address
+    assert "rr_pol_eps: pod web/db address 10.0.1.8: not written: map full" in \
+        ctx.errors["policy"]
     assert not local.acknowledged("c1-eth0") and not local.acknowledged("c2-eth0")
