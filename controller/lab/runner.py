@@ -1,8 +1,9 @@
 """`rackroute lab up|down|status|exec`: the FRR lab in network namespaces on one machine.
 
 up: a ToR (FRR zebra + bgpd), one namespace per node running the real agent, the
-operator, pods created through `rackroute-cni` exactly as a runtime would, an HTTP
-server in each backend pod, and an external client behind the ToR. Everything it
+operator, pods created through `rackroute-cni` exactly as a runtime would (under the
+manifests' NetworkPolicies: the agents enforce them), an HTTP server in each backend
+pod, and an external client behind the ToR. Everything it
 creates carries the `rrl-` prefix, and every process it starts is recorded (PID and
 command line) in the lab's state file, so `down` removes it all even after a crash —
 and only what the lab started.
@@ -34,6 +35,7 @@ from controller.lab.topology import (
     PREFIX,
     TOR_CLIENT_ADDR,
     TOR_UNDERLAY,
+    LabPod,
     Topology,
     load_topology,
 )
@@ -179,7 +181,7 @@ class LabRunner:
                 "--speaker", speaker, "--state-dir", str(self.dir / "state" / n.name),
                 "--import-routes", "--resync", "10", "--metrics-port", "0",
                 "--datapath", "--uplink", "eth0", "--bpf-pin-root", str(PIN_ROOT),
-                "--cni-conf", str(self.conflist(n.name)),
+                "--network-policy", "--cni-conf", str(self.conflist(n.name)),
                 "--cni-data-dir", str(self.dir / "cni" / n.name),
             ])
         for n in topo.nodes:  # pods need the pinned programs of their node's datapath
@@ -190,7 +192,7 @@ class LabRunner:
         for i, pod in enumerate(topo.pods):
             pns = self._netns(pod.ns(i))
             self.state.pod_ns[pod.name] = pns.name
-            self._cni_add(topo, pod.name, pod.node, pod.ip, pns, mdir)
+            self._cni_add(topo, pod, pns)
             self._spawn(f"pod-{pod.name}", pns, [
                 sys.executable, "-m", "controller.lab.podserver", "--name", pod.name,
                 "--node", pod.node, "--port", str(POD_PORT),
@@ -205,15 +207,18 @@ class LabRunner:
         """The network config a runtime would hand the plugin, from the agent's conflist."""
         return plugin_conf(json.loads(self.conflist(node).read_text()))
 
-    def _cni_add(self, topo: Topology, pod: str, node: str, ip: str, pns: Netns,
-                 mdir: Path) -> dict[str, Any]:
+    def _cni_add(self, topo: Topology, lab_pod: LabPod, pns: Netns) -> dict[str, Any]:
+        """ADD as a runtime calls it; under network policy it returns once the node's
+        agent has the pod's policy in place (controller/cni/podrecords.py)."""
+        pod, node, ip = lab_pod.name, lab_pod.node, lab_pod.ip
         env = dict(os.environ)
         env.update({
             "CNI_COMMAND": "ADD",
             "CNI_CONTAINERID": f"lab-{pod}",
             "CNI_NETNS": f"/run/netns/{pns.name}",
             "CNI_IFNAME": "eth0",
-            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAME={pod};IP={ip}",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={lab_pod.namespace};"
+                        f"K8S_POD_NAME={pod};IP={ip}",
             "CNI_PATH": str(Path(sys.executable).parent),
         })
         cni = str(Path(sys.executable).parent / "rackroute-cni")

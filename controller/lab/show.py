@@ -1,4 +1,5 @@
-"""What `make lab` prints: sessions, the ToR's routes, a pod ping, a curl per LB IP."""
+"""What `make lab` prints: sessions, the ToR's routes, a pod ping, a curl per LB IP, a
+NetworkPolicy's verdict and the connections it allows and refuses."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import yaml
 
 from controller.lab.netns import LabError, Netns, run_cmd
 from controller.lab.runner import PIN_ROOT, LabRunner
-from controller.lab.topology import load_topology
+from controller.lab.topology import POD_PORT, LabPod, Topology, load_topology
 from controller.status import read_nodes, read_operator
 
 
@@ -96,6 +97,7 @@ def show(r: LabRunner) -> int:
         res = client.run(["curl", "-sS", "-m", "3", f"http://{ip}:{port}/"], check=False)
         answer = res.stdout.strip() or res.stderr.strip()
         print(f"{svc:20} {ip}:{port:<5} -> {answer}")
+    rc |= show_policy(topo, mdir, client)
     checks = health_check_ports(mdir)
     if checks:
         _section("Health check node ports, asked from the external client")
@@ -125,3 +127,54 @@ def health_check_ports(mdir: Path) -> list[tuple[str, int]]:
             if isinstance(svc, Service) and svc.health_check_node_port:
                 out.append((svc.key, svc.health_check_node_port))
     return out
+
+
+def policy_demo(topo: Topology, mdir: Path) -> tuple[LabPod, LabPod] | None:
+    """(a lab pod some NetworkPolicy isolates for ingress, a lab pod it does not allow
+    in on the pod port), from the manifests; None when there is no such pair."""
+    from controller.desired.policy import compile_policies
+    from controller.sources.files import ManifestDir
+
+    snap = ManifestDir(mdir).load()
+    guarded: dict[str, tuple[str, ...]] = {}
+    for n in topo.nodes:
+        plan = compile_policies(snap.network_policies.values(), snap.pods.values(),
+                                snap.namespaces, n.name)
+        guarded.update({k.split("/", 1)[1]: tuple(str(e.prefix) for e in ep.ingress)
+                        for k, ep in plan.endpoints.items() if ep.ingress is not None})
+    import ipaddress
+
+    for dst in topo.pods:
+        if dst.name not in guarded:
+            continue
+        for src in topo.pods:
+            if src.name != dst.name and not any(
+                    ipaddress.ip_address(src.ip) in ipaddress.ip_network(p)
+                    for p in guarded[dst.name]):
+                return dst, src
+    return None
+
+
+def show_policy(topo: Topology, mdir: Path, client: Netns) -> int:
+    """A NetworkPolicy of the manifests at work: what `rackroute policy --check` says of
+    a refused pod, and the connections tried from that pod and from the external client
+    (0 when both went as the policy says)."""
+    pair = policy_demo(topo, mdir)
+    if pair is None:
+        return 0
+    dst, src = pair
+    _section(f"NetworkPolicy: pod {src.name} to pod {dst.name} (rackroute policy --check)")
+    subprocess.run([sys.executable, "-m", "controller.cli", "policy", "--manifests",
+                    str(mdir), "--check", f"{src.namespace}/{src.name}",
+                    f"{dst.namespace}/{dst.name}", f"tcp/{POD_PORT}"], check=False)
+    url = f"http://{dst.ip}:{POD_PORT}/"
+    from_pod = Netns(topo.pod_ns(src.name)).run(["curl", "-sS", "-m", "2", url], check=False)
+    from_client = client.run(["curl", "-sS", "-m", "3", url], check=False)
+    refused = from_pod.returncode != 0
+    who = (f"from pod {src.name}", "from the external client")
+    width = max(map(len, who))
+    print(f"{who[0]:{width}}  {url} -> "
+          f"{'refused (no answer)' if refused else from_pod.stdout.strip()}")
+    print(f"{who[1]:{width}}  {url} -> "
+          f"{from_client.stdout.strip() or from_client.stderr.strip()}")
+    return 0 if refused and from_client.returncode == 0 else 1

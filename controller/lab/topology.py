@@ -46,6 +46,7 @@ class LabPod:
     node: str
     ip: str
     app: str = ""
+    namespace: str = "default"
 
     def ns(self, index: int) -> str:
         return f"{PREFIX}p{index}"
@@ -106,5 +107,5 @@ def load_topology(manifests: Path) -> Topology:
         for ep in s.endpoints:
             if ep.target and ep.node_name in names and ep.addresses and ep.target not in pods:
                 pods[ep.target] = LabPod(ep.target, ep.node_name, str(ep.addresses[0]),
-                                         s.service_name)
+                                         s.service_name, s.meta.namespace or "default")
     return Topology(tuple(nodes), tuple(pods[k] for k in sorted(pods)))

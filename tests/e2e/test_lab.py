@@ -157,6 +157,10 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     assert "established" in res.stdout
     assert "pod=web-local-" in res.stdout
     assert '"localEndpoints": ' in res.stdout and "(HTTP 200)" in res.stdout  # health checks
+    # the manifests' NetworkPolicy: its verdict, and the connections as it says
+    assert "=== NetworkPolicy: pod web-cluster-1 to pod web-local-1" in res.stdout
+    assert "refused: demo/web-cluster-1 -> demo/web-local-1 tcp/8080" in res.stdout
+    assert "-> refused (no answer)" in res.stdout and res.returncode == 0, res.stdout
     # the curls' flows, as the nodes' datapaths hold them
     assert "=== The flows node-1's datapath holds" in res.stdout
     assert "192.168.100.10:" in res.stdout.split("=== The flows node-1's", 1)[1]
@@ -209,3 +213,34 @@ def test_health_check_node_port_answers_per_node(
             assert code == "200" and doc["localEndpoints"] >= 1, (n.name, res.stdout)
         else:
             assert code == "503" and doc["localEndpoints"] == 0, (n.name, res.stdout)
+
+
+def test_network_policy_from_the_manifests(lab: tuple[LabRunner, Topology, Path]) -> None:
+    """The manifests' NetworkPolicy holds on the pods of every node it selects (the lab's
+    pods were made through the CNI plugin, whose ADD waited for each pod's policy):
+    web-local's pods answer the external client, directly and through their Local
+    LoadBalancer, and refuse the pod web-cluster-1; with the policy deleted from the
+    manifests they answer it too, and refuse it again once the policy is back."""
+    _, topo, mdir = lab
+    src = Netns(topo.pod_ns("web-cluster-1"))
+    targets = [p for p in topo.pods if p.name.startswith("web-local")]
+    assert len({p.node for p in targets}) == 2
+
+    def from_pod(ip: str) -> str:
+        return src.run(["curl", "-sS", "-m", "2", f"http://{ip}:8080/"],
+                       check=False).stdout.strip()
+
+    for p in targets:
+        assert from_pod(p.ip) == ""
+        assert curl(topo, p.ip, 8080).startswith(f"pod={p.name} ")
+    assert curl(topo, lb_ip(mdir, "demo/web-local")).startswith("pod=web-local-")
+    f = mdir / "70-policy.yaml"
+    original = f.read_text()
+    try:
+        f.unlink()
+        wait_for(lambda: all(from_pod(p.ip).startswith(f"pod={p.name} ") for p in targets),
+                 20, 0.3, "web-local served to the pod without the policy")
+    finally:
+        f.write_text(original)
+    wait_for(lambda: all(from_pod(p.ip) == "" for p in targets), 20, 0.3,
+             "web-local refusing the pod again")
