@@ -25,6 +25,9 @@
  * FIN or RST went by, RR_POL_CLOSE_LIFETIME seconds after its last packet, and a new
  * connection (a SYN) on its tuple is decided anew, so a client port used again after a
  * policy changed meets the policy of the day.
+ * IPv6 extension headers are walked to the transport header (up to RR_POL_EXT_MAX of
+ * them); a packet whose transport header is not found is refused where the pod is
+ * isolated, never let through as a protocol policy does not cover.
  * ICMP errors (unreachable, too big, time exceeded, parameter problem: what the kernel's
  * conntrack calls related, which path MTU discovery needs) and IPv6 neighbour and router
  * discovery (without which no IPv6 packet reaches the pod at all) always pass; echo
@@ -81,8 +84,19 @@ static __always_inline void rr_pol_l4(struct rr_ct_key *t, __u8 *l4b, __u8 *l4, 
     }
 }
 
+/* An IPv6 extension header (hop-by-hop, routing, fragment, AH, destination options,
+ * mobility): the transport header comes after it. */
+static __always_inline int rr_pol_ext(__u8 nh)
+{
+    return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60 || nh == 135;
+}
+
+#define RR_POL_EXT_MAX 6  /* extension headers walked; past them, the packet is unread */
+#define RR_POL_UNREAD 1   /* rr_pol_parse: its transport could not be found */
+
 /* rr_pol_parse without a helper call, for the common packet: its headers in the linear
- * part, IPv4 without options. 1 if parsed, 0 to leave it to rr_pol_parse's helpers. */
+ * part, IPv4 without options, IPv6 without extension headers. 1 if parsed, 0 to leave
+ * it to rr_pol_parse's helpers. */
 static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_ct_key *t,
                                                __u8 *l4b)
 {
@@ -105,7 +119,7 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
     if (skb->protocol == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + ETH_HLEN;
 
-        if ((void *)(ip6 + 1) > end)
+        if ((void *)(ip6 + 1) > end || rr_pol_ext(ip6->nexthdr))
             return 0;
         __builtin_memset(t, 0, sizeof(*t));
         __builtin_memcpy(&t->saddr, &ip6->saddr, 16);
@@ -118,9 +132,11 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
     return 0;
 }
 
-/* The tuple of skb (Ethernet, then IPv4 or IPv6 with no extension header); -1 when it is
- * not IP. Ports are those of TCP, UDP and SCTP (network order), 0 otherwise. Read
- * directly when the headers are in the linear part, else with helpers. */
+/* The tuple of skb (Ethernet, then IPv4, or IPv6 and its extension headers); -1 when it
+ * is not IP, RR_POL_UNREAD when its transport header could not be found (more extension
+ * headers than RR_POL_EXT_MAX, or cut short), else 0. Ports are those of TCP, UDP and SCTP
+ * (network order), 0 otherwise and in a fragment after the first. Read directly when the
+ * headers are in the linear part, else with helpers. */
 static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t,
                                         __u8 *l4b)
 {
@@ -147,11 +163,41 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
 
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
             return -1;
+        __u8 nh = ip6.nexthdr, eh[2];
+        __be16 frag;
+        int i;
+
         __builtin_memcpy(&t->saddr, &ip6.saddr, 16);
         __builtin_memcpy(&t->daddr, &ip6.daddr, 16);
-        t->proto = ip6.nexthdr;
         t->family = RR_AF_INET6;
         l4 = ETH_HLEN + sizeof(ip6);
+#pragma unroll
+        for (i = 0; i < RR_POL_EXT_MAX; i++) {
+            if (!rr_pol_ext(nh))
+                break;
+            if (bpf_skb_load_bytes(skb, l4, eh, sizeof(eh)) < 0) {
+                t->proto = nh;
+                return RR_POL_UNREAD;
+            }
+            if (nh == 44) { /* fragment: 8 bytes; a later fragment has no ports */
+                if (bpf_skb_load_bytes(skb, l4 + 2, &frag, sizeof(frag)) < 0) {
+                    t->proto = nh;
+                    return RR_POL_UNREAD;
+                }
+                nh = eh[0];
+                l4 += 8;
+                if (frag & htons(0xfff8)) {
+                    t->proto = nh;
+                    return rr_pol_ext(nh) ? RR_POL_UNREAD : 0;
+                }
+                continue;
+            }
+            l4 += nh == 51 ? ((__u32)eh[1] + 2) * 4 : ((__u32)eh[1] + 1) * 8;
+            nh = eh[0];
+        }
+        t->proto = nh;
+        if (rr_pol_ext(nh))
+            return RR_POL_UNREAD;
     } else {
         return -1;
     }
@@ -253,12 +299,13 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     struct rr_pol_ep *ep;
     __u32 now, one, *seen;
     __u8 l4b = 0xff; /* the ICMP type, or the TCP flags */
-    int syn;
+    int syn, parsed = rr_pol_parse(skb, &t, &l4b);
 
-    if (rr_pol_parse(skb, &t, &l4b) < 0 || rr_pol_always(&t, l4b))
+    if (parsed < 0 || (parsed == 0 && rr_pol_always(&t, l4b)))
         return TC_ACT_OK;
-    if (t.proto != IPPROTO_TCP && t.proto != IPPROTO_UDP && t.proto != RR_POL_IPPROTO_SCTP &&
-        t.proto != IPPROTO_ICMP && t.proto != RR_POL_IPPROTO_ICMPV6)
+    if (parsed == 0 && t.proto != IPPROTO_TCP && t.proto != IPPROTO_UDP &&
+        t.proto != RR_POL_IPPROTO_SCTP && t.proto != IPPROTO_ICMP &&
+        t.proto != RR_POL_IPPROTO_ICMPV6)
         return TC_ACT_OK; /* not a protocol policy covers */
     if (dir == RR_POL_EGRESS && rr_pol_is_node(&t.saddr, t.family)) {
         rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
@@ -275,6 +322,12 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
                                    rr_pol_is_loopback(&t.saddr, t.family))
         return TC_ACT_OK; /* to or from its own node, or itself through a service (the
                            * service loopback address: its packets, and its replies) */
+    if (parsed == RR_POL_UNREAD) { /* it could be anything: refused where isolated */
+        if (!(ep->flags & dir))
+            return TC_ACT_OK;
+        rr_pol_count(RR_POL_DROPPED);
+        return TC_ACT_SHOT;
+    }
     now = (__u32)bpf_jiffies64();
     t.dir = dir;
     rr_pol_reverse(&r, &t);

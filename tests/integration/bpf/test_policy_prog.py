@@ -57,7 +57,10 @@ POLICIES = [
 
 
 def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
-           dport: int = 80, icmp_type: int | None = None, flags: int = 0x02) -> bytes:
+           dport: int = 80, icmp_type: int | None = None, flags: int = 0x02,
+           ext: tuple[int, ...] = ()) -> bytes:
+    """An Ethernet frame; ext: IPv6 extension headers (their types) before the transport
+    header, 8 bytes each (a fragment header: the first fragment)."""
     s, d = ip_address(src), ip_address(dst)
     if proto == "icmp":
         echo = 8 if s.version == 4 else 128
@@ -76,7 +79,13 @@ def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
                          s.packed, d.packed)
         eth_type = b"\x08\x00"
     else:
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(l4), num, 64, s.packed, d.packed)
+        chain = b""
+        for i, typ in enumerate(ext):
+            nxt = ext[i + 1] if i + 1 < len(ext) else num
+            chain += bytes([nxt, 0]) + (bytes(6) if typ == 44 else b"\x01\x04" + bytes(4))
+        first = ext[0] if ext else num
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(chain) + len(l4), first, 64, s.packed,
+                         d.packed) + chain
         eth_type = b"\x86\xdd"
     return b"\x02" * 6 + b"\x04" * 6 + eth_type + ip + l4 + bytes(16)
 
@@ -152,6 +161,17 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", "udp", dport=9)) == TC_ACT_OK
     assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", "icmp")) == TC_ACT_OK
     assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", dport=22)) == TC_ACT_SHOT
+    # IPv6 extension headers are walked to the transport header: the port decides, as
+    # without them; a packet whose transport is not found is refused where isolated
+    for ext in ((60,), (0, 43), (44,), (0, 60, 60, 43, 60)):
+        assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::12", dport=22,
+                                           ext=ext)) == TC_ACT_SHOT, ext
+        assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", "udp", dport=9,
+                                           ext=ext)) == TC_ACT_OK, ext
+    assert verdict(fds, to_pod, packet("fd00::5", "fd00:1::12", dport=22,
+                                       ext=(60,) * 7)) == TC_ACT_SHOT  # too many
+    assert verdict(fds, to_pod, packet("fd01::5", "fd00:1::99", dport=22,
+                                       ext=(60,) * 7)) == TC_ACT_OK  # under no policy
     # ICMP errors and IPv6 neighbour discovery pass whatever the policy (path MTU, ND);
     # echo does not (above)
     assert verdict(fds, to_pod, packet("10.0.3.30", "10.0.1.11", "icmp",
