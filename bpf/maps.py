@@ -238,6 +238,15 @@ class PolValue(ct.Structure):
     _fields_ = [("count", ct.c_uint8), ("pad", ct.c_uint8), ("r", PolRange * POL_RANGES)]
 
 
+class PolFragKey(ct.Structure):
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", ct.c_uint32), ("proto", ct.c_uint8),
+                ("family", ct.c_uint8), ("pad", ct.c_uint16)]
+
+
+class PolPorts(ct.Structure):
+    _fields_ = [("sport", ct.c_uint16), ("dport", ct.c_uint16)]  # network order
+
+
 def addr_of(ip: IPAddress) -> Addr:
     """Pack an address the way the programs see it on the wire."""
     a = Addr()
@@ -309,6 +318,7 @@ def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
         "rr_revnat_value": RevNatValue, "rr_config": Config, "rr_maglev": maglev_type(m),
         "rr_pod_if": PodIf, "rr_pol_ep_key": PolEpKey, "rr_pol_ep": PolEp,
         "rr_pol_key": PolKey, "rr_pol_range": PolRange, "rr_pol_value": PolValue,
+        "rr_pol_frag_key": PolFragKey, "rr_pol_ports": PolPorts,
     }
 
 

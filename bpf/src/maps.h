@@ -316,6 +316,26 @@ struct rr_pol_value { /* 50 bytes; count 0: nothing allowed */
     struct rr_pol_range r[RR_POL_RANGES];
 };
 
+/* rr_pol_frags: the ports of a fragmented packet, from its first fragment, for the later
+ * ones (which carry none) of a pod under policy. */
+#ifndef RR_POL_FRAGS
+#define RR_POL_FRAGS 8192
+#endif
+
+struct rr_pol_frag_key { /* 40 bytes */
+    struct rr_addr saddr;
+    struct rr_addr daddr;
+    __u32 id; /* IPv4: the identification (16 bits); IPv6: the fragment header's */
+    __u8 proto;
+    __u8 family;
+    __u16 pad;
+};
+
+struct rr_pol_ports { /* 4 bytes */
+    __be16 sport;
+    __be16 dport;
+};
+
 #ifdef RR_PIN_DIR
 #define RR_MAP(type, k, v, name, max) \
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
@@ -349,6 +369,7 @@ RR_MAP("lru_hash", struct rr_ct_key, __u32, rr_pol_ct, RR_POL_CT_SIZE);
 /* the node's own addresses (value 1): its traffic to and from its pods is always allowed,
  * and a pod sending from one of them is spoofing */
 RR_MAP("hash", struct rr_pol_ep_key, __u32, rr_pol_node, RR_POL_NODE_ADDRS);
+RR_MAP("lru_hash", struct rr_pol_frag_key, struct rr_pol_ports, rr_pol_frags, RR_POL_FRAGS);
 enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
 RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
 #endif

@@ -25,6 +25,8 @@
  * FIN or RST went by, RR_POL_CLOSE_LIFETIME seconds after its last packet, and a new
  * connection (a SYN) on its tuple is decided anew, so a client port used again after a
  * policy changed meets the policy of the day.
+ * A fragmented packet's later fragments are decided with the ports of its first
+ * (rr_pol_frags), as the kernel decides on the reassembled packet.
  * IPv6 extension headers are walked to the transport header (up to RR_POL_EXT_MAX of
  * them); a packet whose transport header is not found is refused where the pod is
  * isolated, never let through as a protocol policy does not cover.
@@ -92,13 +94,21 @@ static __always_inline int rr_pol_ext(__u8 nh)
 }
 
 #define RR_POL_EXT_MAX 6  /* extension headers walked; past them, the packet is unread */
+
+/* A packet's fragment: state RR_POL_FRAG_FIRST (its ports to remember for the others),
+ * RR_POL_FRAG_LATER (no ports of its own: those its first fragment left), or 0. */
+enum { RR_POL_FRAG_NONE, RR_POL_FRAG_FIRST, RR_POL_FRAG_LATER };
+struct rr_pol_frag {
+    __u32 id;
+    __u8 state;
+};
 #define RR_POL_UNREAD 1   /* rr_pol_parse: its transport could not be found */
 
 /* rr_pol_parse without a helper call, for the common packet: its headers in the linear
  * part, IPv4 without options, IPv6 without extension headers. 1 if parsed, 0 to leave
  * it to rr_pol_parse's helpers. */
 static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_ct_key *t,
-                                               __u8 *l4b)
+                                               __u8 *l4b, struct rr_pol_frag *fr)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 
@@ -112,7 +122,11 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
         t->daddr.w[0] = ip->daddr;
         t->proto = ip->protocol;
         t->family = RR_AF_INET;
-        if (!(ip->frag_off & htons(0x1fff)))
+        if (ip->frag_off & htons(0x3fff)) { /* more fragments, or an offset */
+            fr->id = ip->id;
+            fr->state = ip->frag_off & htons(0x1fff) ? RR_POL_FRAG_LATER : RR_POL_FRAG_FIRST;
+        }
+        if (fr->state != RR_POL_FRAG_LATER)
             rr_pol_l4(t, l4b, (__u8 *)(ip + 1), end);
         return 1;
     }
@@ -138,9 +152,9 @@ static __always_inline int rr_pol_parse_direct(struct __sk_buff *skb, struct rr_
  * (network order), 0 otherwise and in a fragment after the first. Read directly when the
  * headers are in the linear part, else with helpers. */
 static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key *t,
-                                        __u8 *l4b)
+                                        __u8 *l4b, struct rr_pol_frag *fr)
 {
-    if (rr_pol_parse_direct(skb, t, l4b))
+    if (rr_pol_parse_direct(skb, t, l4b, fr))
         return 0;
     __u32 l4 = 0;
     __be16 ports[2] = {0, 0};
@@ -155,8 +169,12 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
         t->daddr.w[0] = ip.daddr;
         t->proto = ip.protocol;
         t->family = RR_AF_INET;
-        if (ip.frag_off & htons(0x1fff)) /* a later fragment: no ports */
-            return 0;
+        if (ip.frag_off & htons(0x3fff)) {
+            fr->id = ip.id;
+            fr->state = ip.frag_off & htons(0x1fff) ? RR_POL_FRAG_LATER : RR_POL_FRAG_FIRST;
+            if (fr->state == RR_POL_FRAG_LATER)
+                return 0; /* no ports of its own */
+        }
         l4 = ETH_HLEN + ip.ihl * 4;
     } else if (skb->protocol == htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
@@ -164,7 +182,10 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
             return -1;
         __u8 nh = ip6.nexthdr, eh[2];
-        __be16 frag;
+        struct {
+            __be16 off; /* offset (13 bits), 2 reserved bits, M */
+            __be32 id;
+        } __attribute__((packed)) frag;
         int i;
 
         __builtin_memcpy(&t->saddr, &ip6.saddr, 16);
@@ -186,7 +207,12 @@ static __always_inline int rr_pol_parse(struct __sk_buff *skb, struct rr_ct_key 
                 }
                 nh = eh[0];
                 l4 += 8;
-                if (frag & htons(0xfff8)) {
+                if (frag.off & htons(0xfff9)) { /* not an atomic fragment */
+                    fr->id = frag.id;
+                    fr->state = frag.off & htons(0xfff8) ? RR_POL_FRAG_LATER
+                                                         : RR_POL_FRAG_FIRST;
+                }
+                if (fr->state == RR_POL_FRAG_LATER) {
                     t->proto = nh;
                     return rr_pol_ext(nh) ? RR_POL_UNREAD : 0;
                 }
@@ -235,6 +261,32 @@ static __always_inline int rr_pol_is_loopback(const struct rr_addr *a, __u8 fami
         return a->w[0] == RR_LOOPBACK4;
     return a->w[0] == RR_LOOPBACK6_0 && a->w[1] == RR_LOOPBACK6_1 &&
            a->w[2] == RR_LOOPBACK6_2 && a->w[3] == RR_LOOPBACK6_3;
+}
+
+/* A first fragment's ports are remembered (rr_pol_frags); a later fragment takes them, so
+ * it is decided as its packet's first fragment was (without them: ports 0, which a port
+ * rule refuses). */
+static __always_inline void rr_pol_fragment(struct rr_ct_key *t, const struct rr_pol_frag *fr)
+{
+    struct rr_pol_frag_key k = {};
+    struct rr_pol_ports ports, *got;
+
+    k.saddr = t->saddr;
+    k.daddr = t->daddr;
+    k.id = fr->id;
+    k.proto = t->proto;
+    k.family = t->family;
+    if (fr->state == RR_POL_FRAG_FIRST) {
+        ports.sport = t->sport;
+        ports.dport = t->dport;
+        rr_pol_frags.update(&k, &ports);
+        return;
+    }
+    got = rr_pol_frags.lookup(&k);
+    if (got) {
+        t->sport = got->sport;
+        t->dport = got->dport;
+    }
 }
 
 /* r: the flow t replies to, as the pod's other direction let it pass. */
@@ -299,7 +351,8 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     struct rr_pol_ep *ep;
     __u32 now, one, *seen;
     __u8 l4b = 0xff; /* the ICMP type, or the TCP flags */
-    int syn, parsed = rr_pol_parse(skb, &t, &l4b);
+    struct rr_pol_frag fr = {};
+    int syn, parsed = rr_pol_parse(skb, &t, &l4b, &fr);
 
     if (parsed < 0 || (parsed == 0 && rr_pol_always(&t, l4b)))
         return TC_ACT_OK;
@@ -327,6 +380,11 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
             return TC_ACT_OK;
         rr_pol_count(RR_POL_DROPPED);
         return TC_ACT_SHOT;
+    }
+    if (__builtin_expect(fr.state != RR_POL_FRAG_NONE, 0)) {
+        if (fr.state == RR_POL_FRAG_LATER)
+            l4b = 0; /* no flags of its own either */
+        rr_pol_fragment(&t, &fr);
     }
     now = (__u32)bpf_jiffies64();
     t.dir = dir;

@@ -58,9 +58,11 @@ POLICIES = [
 
 def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
            dport: int = 80, icmp_type: int | None = None, flags: int = 0x02,
-           ext: tuple[int, ...] = ()) -> bytes:
+           ext: tuple[int, ...] = (), frag: tuple[int, int, bool] | None = None) -> bytes:
     """An Ethernet frame; ext: IPv6 extension headers (their types) before the transport
-    header, 8 bytes each (a fragment header: the first fragment)."""
+    header, 8 bytes each (a fragment header: an atomic fragment); frag: a fragment (id,
+    offset in 8-byte units, more fragments), a later one (offset > 0) without its
+    transport header (an IPv6 one with a fragment header)."""
     s, d = ip_address(src), ip_address(dst)
     if proto == "icmp":
         echo = 8 if s.version == 4 else 128
@@ -74,15 +76,27 @@ def packet(src: str, dst: str, proto: str = "tcp", sport: int = 40000,
     else:
         l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 64240, 0, 0)
         num = 6
+    ident, off = 1, 0
+    if frag is not None:
+        ident, units, more = frag
+        off = units | (0x2000 if more else 0)
+        if units:
+            l4 = bytes(range(16))  # the middle of the packet's payload
+        if s.version == 6:
+            ext = (*ext, 44)
     if s.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, num, 0,
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, off, 64, num, 0,
                          s.packed, d.packed)
         eth_type = b"\x08\x00"
     else:
         chain = b""
         for i, typ in enumerate(ext):
             nxt = ext[i + 1] if i + 1 < len(ext) else num
-            chain += bytes([nxt, 0]) + (bytes(6) if typ == 44 else b"\x01\x04" + bytes(4))
+            if typ == 44:
+                fo = (off & 0x1fff) << 3 | (1 if off & 0x2000 else 0)
+                chain += struct.pack("!BBHI", nxt, 0, fo, ident)
+            else:
+                chain += bytes([nxt, 0]) + b"\x01\x04" + bytes(4)
         first = ext[0] if ext else num
         ip = struct.pack("!IHBB16s16s", 6 << 28, len(chain) + len(l4), first, 64, s.packed,
                          d.packed) + chain
@@ -239,6 +253,36 @@ def test_a_closed_connection_is_forgotten_and_its_tuple_decided_anew(
     assert go(42001, rst) == TC_ACT_OK
     assert go(42001, syn) == TC_ACT_SHOT
     assert go(42002, syn) == TC_ACT_OK  # never ended: a SYN is a retransmission
+
+
+def test_later_fragments_are_decided_with_their_first_fragments_ports(
+        progs: tuple[dict[str, int], PolicyMaps, Path]) -> None:
+    """A fragmented packet's later fragments carry no ports: they are decided with those
+    of their packet's first fragment, IPv4 and IPv6 (a large UDP answer into a pod
+    isolated both ways: its first fragment is the reply of the pod's query, and so are the
+    others); a later fragment whose first was never seen is refused where isolated."""
+    fds, maps, _ = progs
+    assert maps.sync(plan()) == []
+    out, into = "rr_pol_from_pod", "rr_pol_to_pod"
+    # vault asks 192.0.2.5 on tcp/443 (allowed), the answer comes back in fragments
+    assert verdict(fds, out, packet("10.0.1.12", "192.0.2.5", sport=43000,
+                                    dport=443)) == TC_ACT_OK
+    answer = {"sport": 443, "dport": 43000, "flags": 0x10}
+    assert verdict(fds, into, packet("192.0.2.5", "10.0.1.12", frag=(7, 0, True),
+                                     **answer)) == TC_ACT_OK
+    assert verdict(fds, into, packet("192.0.2.5", "10.0.1.12", frag=(7, 185, True),
+                                     **answer)) == TC_ACT_OK
+    assert verdict(fds, into, packet("192.0.2.5", "10.0.1.12", frag=(7, 370, False),
+                                     **answer)) == TC_ACT_OK
+    assert verdict(fds, into, packet("192.0.2.5", "10.0.1.12", frag=(8, 185, False),
+                                     **answer)) == TC_ACT_SHOT  # no first fragment seen
+    # IPv6: v6 takes anything from fd00::/64, nothing from elsewhere
+    assert verdict(fds, into, packet("fd00::5", "fd00:1::12", "udp", dport=9,
+                                     frag=(9, 0, True))) == TC_ACT_OK
+    assert verdict(fds, into, packet("fd00::5", "fd00:1::12", "udp", dport=9,
+                                     frag=(9, 160, False))) == TC_ACT_OK
+    assert verdict(fds, into, packet("fd01::5", "fd00:1::12", "udp", dport=9,
+                                     frag=(9, 160, False))) == TC_ACT_SHOT
 
 
 def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
