@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from bgp.types import IPAddress
 from bpf import maps as m
@@ -76,6 +78,25 @@ def pol_entries(ids: Mapping[str, int], endpoints: Mapping[str, EndpointPolicy],
                     labels[k] = (f"pod {key} {'ingress' if direction == INGRESS else 'egress'}"
                                  f" entry {e.prefix}")
     return eps, entries
+
+
+VERDICTS = ("passed", "dropped", "new")  # rr_pol_stats' indices (RR_POL_PASSED, ...)
+
+
+def read_stats(pin_dir: Path) -> dict[str, int]:
+    """The policy programs' packet counters, summed over CPUs: passed (a flow let pass
+    before, or its reply), dropped, new (a flow a decision let pass). OSError when the
+    map is not pinned."""
+    from bpf.libbpf import percpu_lookup
+    from bpf.mapstore import PinnedMap
+
+    pm = PinnedMap.open(str(pin_dir / "rr_pol_stats"))
+    try:
+        return {v: sum(int.from_bytes(c, sys.byteorder)
+                       for c in percpu_lookup(pm.fd, i.to_bytes(4, sys.byteorder), 8))
+                for i, v in enumerate(VERDICTS)}
+    finally:
+        pm.close()
 
 
 def _addr_of_key(raw: bytes) -> IPAddress:

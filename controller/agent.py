@@ -156,6 +156,15 @@ class Agent:
             pin_dir = cfg.datapath.pin_root / cfg.datapath.instance
             self.metrics.registry.register(DatapathCollector(
                 cfg.node, lambda: (mapstat.map_stats(pin_dir), mapstat.filter_stats(pin_dir))))
+        policy = next((r for r in datapath if r.name == "policy"), None)
+        if policy is not None and cfg.datapath is not None:
+            from bpf.policy import read_stats
+            from controller.metrics import PolicyCollector
+
+            pol_pins = cfg.datapath.pin_root / cfg.datapath.instance
+            self.metrics.registry.register(PolicyCollector(
+                cfg.node, lambda: read_stats(pol_pins),
+                lambda: int(getattr(policy, "endpoints", 0))))
         routing = next((r for r in first if hasattr(r, "tunnel_state")), None)
         if routing is not None:
             from controller.metrics import TunnelCollector

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 STATES = ("idle", "connect", "active", "opensent", "openconfirm", "established", "unknown")
 
@@ -132,6 +132,33 @@ class DatapathCollector:
             armed.add_metric([self.node, f.name], 1 if f.armed else 0)
         yield from fams.values()
         yield armed
+
+
+class PolicyCollector:
+    """Network policy at work: `rackroute_policy_packets_total{verdict}` (passed: of a flow
+    let pass before, or its reply; dropped; new: a flow a decision let pass), from the
+    programs' counters, and `rackroute_policy_endpoints` (this node's pods under policy
+    after the last pass). Read at scrape time."""
+
+    def __init__(self, node: str, read: Callable[[], Mapping[str, int]],
+                 endpoints: Callable[[], int]) -> None:
+        self.node, self.read, self.endpoints = node, read, endpoints
+
+    def collect(self) -> Iterator[Metric]:
+        eps = GaugeMetricFamily("rackroute_policy_endpoints",
+                                "Pods of this node under network policy", labels=["node"])
+        eps.add_metric([self.node], self.endpoints())
+        yield eps
+        try:
+            counts = self.read()
+        except OSError:
+            return  # not pinned (an agent restarting)
+        packets = CounterMetricFamily("rackroute_policy_packets",
+                                      "Packets the network policy programs decided",
+                                      labels=["node", "verdict"])
+        for verdict, n in sorted(counts.items()):
+            packets.add_metric([self.node, verdict], n)
+        yield packets
 
 
 class KubeSourceCollector:

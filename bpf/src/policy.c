@@ -326,10 +326,11 @@ static __always_inline int rr_pol_to_service(const struct rr_ct_key *t)
 static __always_inline __u32 *rr_pol_flow(const struct rr_ct_key *k, __u32 now, int syn)
 {
     __u32 *seen = rr_pol_ct.lookup((struct rr_ct_key *)k);
-    __u32 life;
+    __u32 life, at;
 
     if (!seen)
         return 0;
+    at = *seen & ~RR_POL_CLOSING; /* (with the bit, it could be past now) */
     if (*seen & RR_POL_CLOSING) {
         if (syn)
             return 0;
@@ -337,9 +338,9 @@ static __always_inline __u32 *rr_pol_flow(const struct rr_ct_key *k, __u32 now, 
     } else {
         life = (k->proto == IPPROTO_TCP ? RR_POL_TCP_LIFETIME : RR_POL_OTHER_LIFETIME) * RR_HZ;
     }
-    if (now - *seen > life)
+    if (now - at > life)
         return 0;
-    if (now - *seen >= RR_POL_SEEN_JIFFIES)
+    if (now - at >= RR_POL_SEEN_JIFFIES)
         *seen = (now & ~RR_POL_CLOSING) | (*seen & RR_POL_CLOSING);
     return seen;
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bpf.mapstat import FilterStat, MapStat
-from controller.metrics import DatapathCollector
+from controller.metrics import DatapathCollector, PolicyCollector
 
 
 def test_a_scrape_shows_each_map_and_filter_and_reads_at_most_every_interval() -> None:
@@ -36,3 +36,21 @@ def test_a_scrape_without_the_pins_shows_nothing_and_does_not_fail() -> None:
     reg = CollectorRegistry()
     reg.register(DatapathCollector("n1", gone))
     assert "rackroute_datapath" not in generate_latest(reg).decode()
+
+
+def test_policy_metrics_count_each_verdict_and_the_pods_under_policy() -> None:
+    reg = CollectorRegistry()
+    reg.register(PolicyCollector("n1", lambda: {"passed": 7, "dropped": 2, "new": 3},
+                                 lambda: 4))
+    text = generate_latest(reg).decode()
+    assert 'rackroute_policy_packets_total{node="n1",verdict="dropped"} 2.0' in text
+    assert 'rackroute_policy_packets_total{node="n1",verdict="passed"} 7.0' in text
+    assert 'rackroute_policy_endpoints{node="n1"} 4.0' in text
+
+    def gone() -> dict[str, int]:
+        raise FileNotFoundError("rr_pol_stats")
+
+    reg = CollectorRegistry()
+    reg.register(PolicyCollector("n1", gone, lambda: 0))
+    text = generate_latest(reg).decode()
+    assert "rackroute_policy_packets" not in text and "rackroute_policy_endpoints" in text

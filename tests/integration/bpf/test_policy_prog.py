@@ -19,7 +19,7 @@ import pytest
 from bpf.libbpf import percpu_lookup, prog_test_run
 from bpf.loader import Datapath, DatapathConfig
 from bpf.mapstore import PinnedMap
-from bpf.policy import PolicyMaps
+from bpf.policy import PolicyMaps, read_stats
 from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.desired.policy import EndpointPolicy, compile_policies
@@ -224,6 +224,8 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     finally:
         stats.close()
     assert dropped >= 8  # the drops above, counted
+    counts = read_stats(pin_dir)  # as the agent's metrics read them
+    assert counts["dropped"] == dropped and counts["new"] >= 8 and counts["passed"] >= 3
 
 
 def test_a_closed_connection_is_forgotten_and_its_tuple_decided_anew(
