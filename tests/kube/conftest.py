@@ -73,6 +73,13 @@ def apply(api: KubeAPI, docs: list[dict[str, Any]]) -> None:
     through the status subresource, as a controller would."""
     made: set[str] = set()
     for d in docs:
+        if d["kind"] == "Namespace" and d["metadata"]["name"] in made:
+            # made already for an object in it: give it the document's labels
+            api.merge_patch(NAMESPACE, str(d["metadata"]["name"]),
+                            {"metadata": {"labels": d["metadata"].get("labels") or {}}})
+            continue
+        if d["kind"] == "Namespace":
+            made.add(str(d["metadata"]["name"]))
         ns = str(d["metadata"].get("namespace") or "")
         if ns and ns not in made:
             try:
