@@ -2,17 +2,20 @@
 
 With the kube source, Kubernetes holds the allocations (DESIGN: "Kubernetes holds
 allocations"): a LoadBalancer service's IPs in its `status.loadBalancer.ingress`, a node's
-pod CIDRs in the NodeNetwork object named after it (created, updated and, once its node
-is gone, deleted by the operator alone: it carries the managed-by label). Conditions go to
-the objects they describe: the service's IPAMRequestSatisfied, each pool's counters, each
-BGP object's checks, and `Valid=False` on a custom resource the parser rejected.
+pod CIDRs (and its BGP router ID, with RackrouteConfig's bgpRouterIDPool) in the
+NodeNetwork object named after it (created, updated and, once its node is gone, deleted by
+the operator alone: it carries the managed-by label). Conditions go to the objects they
+describe: the service's IPAMRequestSatisfied, each pool's counters, each node's pod CIDR
+and router ID allocation, each BGP object's checks, and `Valid=False` on a custom
+resource the parser rejected.
 
 `planned_writes` is pure and level-triggered: it compares the plan with what the objects
-hold (the snapshot carries their ingress, pod CIDRs and conditions), so a pass over an
-unchanged cluster writes nothing, a restarted operator rewrites nothing, and a condition
-keeps its lastTransitionTime until its status changes. A write that changes something
-worth telling (an address or pod CIDR allocated, a service left without one, an object
-found invalid) carries an Event, created on the object once the write succeeded.
+hold (the snapshot carries their ingress, pod CIDRs, router IDs and conditions), so a pass
+over an unchanged cluster writes nothing, a restarted operator rewrites nothing, and a
+condition keeps its lastTransitionTime until its status changes. A write that changes
+something worth telling (an address, pod CIDR or router ID allocated, a service left
+without one, an object found invalid) carries an Event, created on the object once the
+write succeeded.
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
         out[f"LoadBalancerIPPool {pool}"] = [c.to_dict() for c in conds]
     for node, cond in alloc.pod_cidrs.conditions.items():
         out[f"NodeNetwork {node}"] = [cond.to_dict()]
+        rid_cond = alloc.router_ids.conditions.get(node)
+        if rid_cond is not None:
+            out[f"NodeNetwork {node}"].append(rid_cond.to_dict())
     for ref, conds2 in cluster_conditions(snap).items():
         out.setdefault(ref, []).extend(c.to_dict() for c in conds2)
     for err in snap.errors:
@@ -147,16 +153,25 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
         writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace,
                             {"status": status}, "status", event))
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
-        spec = {"podCIDRs": [str(c) for c in cidrs]}
         have = snap.node_networks.get(node)
-        event = Event("Normal", "PodCIDRAllocated",
-                      f"node {node}: {', '.join(spec['podCIDRs']) or 'none'}")
+        rid = alloc.router_ids.allocations.get(node)
+        cidrs_changed = have is None or have.pod_cidrs != cidrs
+        rid_changed = (have.bgp_router_id if have is not None else None) != rid
+        if not cidrs_changed and not rid_changed:
+            continue
+        spec: dict[str, Any] = {"podCIDRs": [str(c) for c in cidrs]}
+        told = [", ".join(spec["podCIDRs"]) or "none"] if cidrs_changed else []
+        if rid_changed:
+            spec["bgpRouterID"] = str(rid) if rid is not None else None  # None: removed
+            told.append(f"BGP router ID {rid or 'none'}")
+        event = Event("Normal", "PodCIDRAllocated" if cidrs_changed else "BGPRouterIDAllocated",
+                      f"node {node}: {'; '.join(told)}")
         if have is None:
             writes.append(Write("create", "NodeNetwork", node, body={
                 "apiVersion": "rackroute.io/v1alpha1", "kind": "NodeNetwork",
                 "metadata": {"name": node, "labels": dict(MANAGED_BY)}, "spec": spec},
                 event=event))
-        elif have.pod_cidrs != cidrs:
+        else:
             writes.append(Write("patch", "NodeNetwork", node, body={"spec": spec},
                                 event=event))
     for name, nn in sorted(snap.node_networks.items()):

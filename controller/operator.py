@@ -1,4 +1,5 @@
-"""The operator role: the single writer of allocations (pod CIDRs, LoadBalancer IPs).
+"""The operator role: the single writer of allocations (pod CIDRs, BGP router IDs from
+the RackrouteConfig pool, LoadBalancer IPs).
 
 It watches the manifest directory, plans allocations with the pure functions, and writes
 them (with conditions for services, nodes, pools and BGP objects, and the manifest
@@ -37,10 +38,14 @@ def status_document(snap: Snapshot, alloc: Allocations) -> dict[str, Any]:
         }
     nets: dict[str, Any] = {}
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
-        nets[node] = {
-            "podCIDRs": [str(c) for c in cidrs],
-            "conditions": [alloc.pod_cidrs.conditions[node].to_dict()],
-        }
+        net_conds = [alloc.pod_cidrs.conditions[node].to_dict()]
+        rid_cond = alloc.router_ids.conditions.get(node)
+        if rid_cond is not None:
+            net_conds.append(rid_cond.to_dict())
+        nets[node] = {"podCIDRs": [str(c) for c in cidrs], "conditions": net_conds}
+        rid = alloc.router_ids.allocations.get(node)
+        if rid is not None:
+            nets[node]["bgpRouterID"] = str(rid)
     objects: dict[str, Any] = {}
     for pool, conds in sorted(alloc.lbipam.pools.items()):
         objects[f"LoadBalancerIPPool {pool}"] = {"conditions": [c.to_dict() for c in conds]}
@@ -97,7 +102,8 @@ class KubeOperator:
 
 
 def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    for section, field in (("services", "ingress"), ("nodeNetworks", "podCIDRs")):
+    for section, field in (("services", "ingress"), ("nodeNetworks", "podCIDRs"),
+                           ("nodeNetworks", "bgpRouterID")):
         before, after = old.get(section) or {}, new.get(section) or {}
         for key in sorted(set(before) | set(after)):
             a = (before.get(key) or {}).get(field)

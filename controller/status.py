@@ -7,6 +7,7 @@ reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import tempfile
@@ -28,6 +29,7 @@ class OperatorStatus:
 
     ingress: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
     pod_cidrs: Mapping[str, tuple[IPNetwork, ...]] = field(default_factory=dict)
+    router_ids: Mapping[str, ipaddress.IPv4Address] = field(default_factory=dict)  # bgpRouterID
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +72,7 @@ def read_operator(manifests: Path) -> OperatorStatus:
                 continue
         ingress[str(key)] = tuple(ips)
     cidrs: dict[str, tuple[IPNetwork, ...]] = {}
+    router_ids: dict[str, ipaddress.IPv4Address] = {}
     for node, entry in (raw.get("nodeNetworks") or {}).items():
         nets: list[IPNetwork] = []
         for x in (entry or {}).get("podCIDRs") or []:
@@ -78,7 +81,11 @@ def read_operator(manifests: Path) -> OperatorStatus:
             except ValueError:
                 continue
         cidrs[str(node)] = tuple(nets)
-    return OperatorStatus(ingress, cidrs, raw)
+        rid = (entry or {}).get("bgpRouterID")
+        if rid is not None:
+            with contextlib.suppress(ValueError):
+                router_ids[str(node)] = ipaddress.IPv4Address(str(rid))
+    return OperatorStatus(ingress, cidrs, router_ids, raw)
 
 
 def write_operator(manifests: Path, data: Mapping[str, Any]) -> None:

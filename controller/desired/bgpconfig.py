@@ -2,16 +2,20 @@
 
 BGPClusterConfig (which nodes, which instances and peers) + BGPPeerConfig (session
 settings) + BGPNodeConfigOverride (router ID, ASN, port, local addresses per node) +
-Secrets (MD5 passwords) → per node, fully resolved speaker settings. Problems become
-conditions on the object at fault; the other instances and peers keep working.
+Secrets (MD5 passwords) → per node, fully resolved speaker settings. A router ID comes
+from the override, else (with RackrouteConfig's bgpRouterIDPool) from the node's
+NodeNetwork, where the operator records the one it allocated, else from the node's first
+IPv4 address. Problems become conditions on the object at fault; the other instances and
+peers keep working.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
-from bgp.types import GlobalConfig, IPAddress, PeerSpec
+from bgp.types import GlobalConfig, PeerSpec
 from controller.model.crds import (
     DEFAULT_FAMILIES,
     BGPClusterConfig,
@@ -72,10 +76,32 @@ def matching_configs(snap: Snapshot, node: Node) -> list[BGPClusterConfig]:
     return sorted(cfgs, key=lambda c: (c.meta.creation_timestamp, c.meta.name))
 
 
-def _router_id(node: Node, ov: InstanceOverride | None) -> IPAddress | None:
-    if ov is not None and ov.router_id is not None:
+def _router_id(
+    snap: Snapshot, node: Node, ov: InstanceOverride | None, where: str
+) -> IPv4Address | str:
+    """The instance's router ID, or why it has none: the override's routerID; else, with
+    RackrouteConfig's bgpRouterIDPool set, what the operator allocated to the node (its
+    NodeNetwork's bgpRouterID); else the node's first IPv4 address."""
+    if ov is not None and isinstance(ov.router_id, IPv4Address):  # the parser wants IPv4
         return ov.router_id
-    return next((a for a in node.addresses if a.version == 4), None)
+    cfg = snap.network_config
+    if cfg is not None and cfg.bgp_router_id_pool is not None:
+        nn = snap.node_networks.get(node.name)
+        if nn is not None and nn.bgp_router_id is not None:
+            return nn.bgp_router_id
+        return (
+            f"{where}: node {node.name} waits for the operator to allocate its router ID "
+            f"from {cfg.meta.ref} spec.bgpRouterIDPool {cfg.bgp_router_id_pool} (or set "
+            f"routerID in BGPNodeConfigOverride {node.name})"
+        )
+    v4 = next((a for a in node.addresses if isinstance(a, IPv4Address)), None)
+    if v4 is not None:
+        return v4
+    return (
+        f"{where}: node {node.name} has no IPv4 address; set routerID in "
+        f"BGPNodeConfigOverride {node.name}, or RackrouteConfig spec.bgpRouterIDPool for "
+        "the operator to allocate one"
+    )
 
 
 def resolve_node(snap: Snapshot, node: Node) -> NodeBGP:
@@ -111,16 +137,9 @@ def resolve_node(snap: Snapshot, node: Node) -> NodeBGP:
                     )
                 )
                 continue
-            rid = _router_id(node, ov)
-            if rid is None or rid.version != 4:
-                problems.append(
-                    Problem(
-                        cfg.meta.ref,
-                        "MissingRouterID",
-                        f"{where}: node {node.name} has no IPv4 address; set routerID in "
-                        f"BGPNodeConfigOverride {node.name}",
-                    )
-                )
+            rid = _router_id(snap, node, ov, where)
+            if isinstance(rid, str):
+                problems.append(Problem(cfg.meta.ref, "MissingRouterID", rid))
                 continue
             port = (ov.local_port if ov and ov.local_port else None) or inst.local_port or -1
             if port > 0 and port in ports:

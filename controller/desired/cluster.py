@@ -1,8 +1,9 @@
 """Whole-cluster planning: the operator's allocations and every node's advertisements.
 
-`plan_allocations` is the operator's pure function (pod CIDRs + LB-IPAM); `apply_allocations`
-folds its result into a snapshot the way the status files would; `plan_nodes` is what each
-agent computes for itself. `rackroute plan` runs all three in one go.
+`plan_allocations` is the operator's pure function (pod CIDRs, BGP router IDs from the
+RackrouteConfig pool, LB-IPAM); `apply_allocations` folds its result into a snapshot the
+way the status files would; `plan_nodes` is what each agent computes for itself.
+`rackroute plan` runs all three in one go.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from controller.desired.advertise import NodePlan, PlanContext, plan_node
 from controller.desired.bgpconfig import NodeBGP, resolve_node
 from controller.desired.lbipam import LBIPAMResult, plan_lbipam
 from controller.desired.podcidr import PodCIDRResult, node_pod_cidrs, plan_pod_cidrs
+from controller.desired.routerid import RouterIDResult, plan_router_ids
 from controller.model.crds import NodeNetwork
 from controller.model.meta import Meta
 from controller.store import Snapshot
@@ -26,15 +28,22 @@ from controller.store import Snapshot
 class Allocations:
     pod_cidrs: PodCIDRResult
     lbipam: LBIPAMResult
+    router_ids: RouterIDResult
 
 
 def plan_allocations(snap: Snapshot) -> Allocations:
-    """Pod CIDRs and LoadBalancer IPs, stable against what status already records."""
+    """Pod CIDRs, router IDs and LoadBalancer IPs, stable against what status already
+    records."""
     existing = {n: nn.pod_cidrs for n, nn in snap.node_networks.items()}
+    router_ids = {n: nn.bgp_router_id for n, nn in snap.node_networks.items()}
+    cfg = snap.network_config
+    pool = cfg.bgp_router_id_pool if cfg is not None else None
+    where = f"{cfg.meta.ref}: spec.bgpRouterIDPool" if cfg is not None else ""
     with gc_paused():
         return Allocations(
-            plan_pod_cidrs(snap.nodes, snap.network_config, existing),
+            plan_pod_cidrs(snap.nodes, cfg, existing),
             plan_lbipam(snap.services.values(), snap.pools.values()),
+            plan_router_ids(snap.nodes, pool, router_ids, where),
         )
 
 
@@ -45,7 +54,7 @@ def apply_allocations(snap: Snapshot, alloc: Allocations) -> Snapshot:
         if key in services:
             services[key] = dataclasses.replace(services[key], status_ingress=sa.ips)
     nets = {
-        n: NodeNetwork(Meta("NodeNetwork", n), cidrs)
+        n: NodeNetwork(Meta("NodeNetwork", n), cidrs, alloc.router_ids.allocations.get(n))
         for n, cidrs in alloc.pod_cidrs.allocations.items()
     }
     return dataclasses.replace(snap, services=services, node_networks=nets)

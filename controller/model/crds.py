@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, Family, IPAddress, IPNetwork
 from controller.model.meta import LabelSelector, Meta
@@ -172,10 +173,12 @@ class LoadBalancerIPPool:
 
 @dataclass(frozen=True, slots=True)
 class NodeNetwork:
-    """Per-node pod CIDRs (cluster-pool IPAM); name = node name."""
+    """Per-node allocations written by the operator: pod CIDRs (cluster-pool IPAM) and
+    the BGP router ID from RackrouteConfig's bgpRouterIDPool; name = node name."""
 
     meta: Meta
     pod_cidrs: tuple[IPNetwork, ...] = ()
+    bgp_router_id: IPv4Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,3 +195,4 @@ class ClusterNetworkConfig:
     tunnel_protocol: str = "vxlan"  # vxlan | geneve
     tunnel_underlay: str = "auto"  # auto (IPv4 if the node has one, else IPv6) | ipv4 | ipv6
     auto_direct_node_routes: bool = False  # route to nodes on a shared segment directly
+    bgp_router_id_pool: IPv4Network | None = None  # the operator gives each node a router ID

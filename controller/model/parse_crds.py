@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv4Network
+
 from bgp.types import (
     WELL_KNOWN_COMMUNITIES,
     Afi,
@@ -328,12 +330,33 @@ def parse_pool(meta: Meta, r: Reader) -> LoadBalancerIPPool:
 
 
 def parse_node_network(meta: Meta, r: Reader) -> NodeNetwork:
+    spec = r.child("spec")
     cidrs: list[IPNetwork] = []
-    for path, raw in r.child("spec").items("podCIDRs"):
+    for path, raw in spec.items("podCIDRs"):
         c = parse_cidr(raw, path, r.errors)
         if c is not None:
             cidrs.append(c)
-    return NodeNetwork(meta, tuple(cidrs))
+    rid = spec.ip("bgpRouterID")
+    if rid is not None and not isinstance(rid, IPv4Address):
+        spec.error("bgpRouterID", f"must be an IPv4 address, got {rid}")
+    return NodeNetwork(meta, tuple(cidrs), rid if isinstance(rid, IPv4Address) else None)
+
+
+def _router_id_pool(spec: Reader) -> IPv4Network | None:
+    """spec.bgpRouterIDPool: an IPv4 network (no host bits) with an address to give out."""
+    pool = spec.cidr("bgpRouterIDPool")
+    if pool is None:
+        return None
+    if not isinstance(pool, IPv4Network):
+        spec.error("bgpRouterIDPool", f"must be an IPv4 CIDR, got {pool}")
+        return None
+    if pool.prefixlen > 31:
+        spec.error(
+            "bgpRouterIDPool",
+            f"must be /31 or shorter (its network address is never given out), got {pool}",
+        )
+        return None
+    return pool
 
 
 def _cidr_list(r: Reader, name: str, version: int) -> tuple[IPNetwork, ...]:
@@ -381,6 +404,7 @@ def parse_network_config(meta: Meta, r: Reader) -> ClusterNetworkConfig:
         or "vxlan",
         tunnel_underlay=spec.text("tunnelUnderlay", "auto", choices=("auto", "ipv4", "ipv6"))
         or "auto",
+        bgp_router_id_pool=_router_id_pool(spec),
     )
 
 

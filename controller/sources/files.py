@@ -4,7 +4,7 @@ Every `*.yaml`/`*.yml`/`*.json` file under the directory (dot-directories skippe
 parsed; each problem is reported with its object and field. An object that turns bad
 keeps its last good version (and the error is reported), so someone's broken edit never
 withdraws what was already working. Status written by the operator (LoadBalancer
-ingress, node pod CIDRs) is overlaid from `.status/`.
+ingress, node pod CIDRs and BGP router IDs) is overlaid from `.status/`.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ class ManifestDir:
         return Snapshot.build(self._overlay(list(objects.values())), errors, self.revision)
 
     def _overlay(self, objects: list[object]) -> list[object]:
-        """Apply the operator's status: service ingress and node pod CIDRs."""
+        """Apply the operator's status: service ingress, node pod CIDRs and router IDs
+        (a node the status lists gets both from it)."""
         st = read_operator(self.root)
         out: list[object] = []
         nets = dict(st.pod_cidrs)
@@ -158,10 +159,12 @@ class ManifestDir:
                 overlaid[(id(obj), ingress)] = hit
                 obj = hit[1]
             if isinstance(obj, NodeNetwork) and obj.meta.name in nets:
-                obj = dataclasses.replace(obj, pod_cidrs=nets.pop(obj.meta.name))
+                name = obj.meta.name
+                obj = dataclasses.replace(obj, pod_cidrs=nets.pop(name),
+                                          bgp_router_id=st.router_ids.get(name))
             out.append(obj)
         for name, cidrs in sorted(nets.items()):
-            out.append(NodeNetwork(Meta("NodeNetwork", name), cidrs))
+            out.append(NodeNetwork(Meta("NodeNetwork", name), cidrs, st.router_ids.get(name)))
         self._overlaid = overlaid
         return out
 

@@ -143,6 +143,29 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
              == ["node-1", "node-2"], 15, what="node-3's NodeNetwork deleted")
 
 
+def test_router_ids_from_the_pool_land_in_the_node_networks(
+        operator: Operator, kube: HTTPKubeAPI) -> None:
+    """RackrouteConfig spec.bgpRouterIDPool: the operator writes one address per node into
+    its NodeNetwork (the CRD's schema keeps the field), lowest first by node name, with a
+    condition; a pool made too small leaves the last node without one, and says why."""
+    wait_for(lambda: len(kube.list(NN)[0]) == 3, 30, what="three NodeNetworks")
+    cfg = RESOURCES["RackrouteConfig"]
+
+    def ids() -> dict[str, str]:
+        return {n["metadata"]["name"]: n["spec"].get("bgpRouterID", "")
+                for n in kube.list(NN)[0]}
+
+    kube.merge_patch(cfg, "default", {"spec": {"bgpRouterIDPool": "10.255.0.0/29"}})
+    wait_for(lambda: ids() == {"node-1": "10.255.0.1", "node-2": "10.255.0.2",
+                               "node-3": "10.255.0.3"}, 15, what="a router ID per node")
+    kube.merge_patch(cfg, "default", {"spec": {"bgpRouterIDPool": "10.255.0.0/30"}})
+    wait_for(lambda: ids()["node-3"] == "", 15, what="node-3's router ID taken back")
+    assert ids()["node-1"] == "10.255.0.1" and ids()["node-2"] == "10.255.0.2"
+    cond = conditions(kube, "NodeNetwork", "node-3")["rackroute.io/BGPRouterIDAllocated"]
+    assert cond["status"] == "False" and cond["reason"] == "PoolExhausted"
+    assert "node-3" in cond["message"] and "10.255.0.0/30" in cond["message"]
+
+
 def lease_holder(kube: HTTPKubeAPI) -> str:
     try:
         lease = kube.get(LEASE, "rackroute-operator", "default")

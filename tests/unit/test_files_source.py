@@ -92,12 +92,17 @@ def test_status_overlay_sets_ingress_and_node_networks(tmp_path: Path) -> None:
         root,
         {
             "services": {"demo/web-local": {"ingress": ["10.96.100.7"]}},
-            "nodeNetworks": {"node-1": {"podCIDRs": ["10.244.9.0/24"]}},
+            "nodeNetworks": {
+                "node-1": {"podCIDRs": ["10.244.9.0/24"], "bgpRouterID": "10.255.0.9"},
+                "node-2": {"podCIDRs": ["10.244.8.0/24"], "bgpRouterID": "fd00::9"},
+            },
         },
     )
     snap = ManifestDir(root).load()
     assert snap.services["demo/web-local"].status_ingress == (ipaddress.ip_address("10.96.100.7"),)
     assert snap.node_networks["node-1"].pod_cidrs == (ipaddress.ip_network("10.244.9.0/24"),)
+    assert snap.node_networks["node-1"].bgp_router_id == ipaddress.IPv4Address("10.255.0.9")
+    assert snap.node_networks["node-2"].bgp_router_id is None  # a hand edit gone wrong
     assert snap.errors == ()  # the status directory is not read as manifests
 
 

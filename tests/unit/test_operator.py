@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from controller.desired.bgpconfig import resolve_node
 from controller.operator import Operator
 from controller.sources.files import ManifestDir
 from controller.status import read_operator, read_yaml, status_dir
@@ -70,6 +72,41 @@ def test_bad_manifest_becomes_condition_and_rest_still_allocated(tmp_path: Path)
     assert cond["reason"] == "InvalidManifest"
     assert "spec.ports[0].port: must be 1..65535, got 0" in cond["message"]
     assert doc["services"]["demo/web-local"]["ingress"] == ["10.96.100.2"]
+
+
+def test_router_ids_from_the_pool_reach_the_agents_through_the_status(tmp_path: Path) -> None:
+    root = lab_copy(tmp_path)
+    cluster = root / "00-cluster.yaml"
+    cluster.write_text(cluster.read_text() + "  bgpRouterIDPool: 10.255.0.0/24\n")
+    md, op = ManifestDir(root), Operator(root)
+    assert op.reconcile(md.load()) is True
+    want = {f"node-{i}": ipaddress.IPv4Address(f"10.255.0.{i}") for i in (1, 2, 3)}
+    assert dict(read_operator(root).router_ids) == want
+    entry = read_yaml(status_dir(root) / "operator.yaml")["nodeNetworks"]["node-2"]
+    assert entry["bgpRouterID"] == "10.255.0.2" and entry["podCIDRs"] == ["10.244.1.0/24"]
+    rid = {c["type"]: c for c in entry["conditions"]}["rackroute.io/BGPRouterIDAllocated"]
+    assert (rid["status"], rid["reason"]) == ("True", "Allocated")
+    # stable: a second pass, and a restarted operator, change nothing
+    assert op.reconcile(md.load()) is False
+    assert Operator(root).reconcile(ManifestDir(root).load()) is False
+    # the agents read them from the status, as they read pod CIDRs, and use them where
+    # the node's BGPNodeConfigOverride sets no routerID (node-2's is taken out here)
+    bgp = root / "20-bgp.yaml"
+    bgp.write_text(bgp.read_text().replace(", routerID: 10.0.0.12}", "}"))
+    snap = ManifestDir(root).load()
+    assert snap.node_networks["node-2"].bgp_router_id == want["node-2"]
+    got = {n: [str(i.global_config.router_id) for i in resolve_node(snap, snap.nodes[n]).instances]
+           for n in ("node-1", "node-2")}
+    assert got == {"node-1": ["10.0.0.11"], "node-2": ["10.255.0.2"]}
+    # a bad pool is reported on its object; no router ID moves
+    cluster.write_text(cluster.read_text().replace("10.255.0.0/24", "10.255.0.1/24"))
+    op.reconcile(md.load())
+    doc = read_yaml(status_dir(root) / "operator.yaml")
+    (valid,) = doc["objects"]["RackrouteConfig default"]["conditions"]
+    assert valid["reason"] == "InvalidManifest"
+    assert ("RackrouteConfig default: spec.bgpRouterIDPool: host bits set in '10.255.0.1/24', "
+            "did you mean 10.255.0.0/24?") in valid["message"]
+    assert dict(read_operator(root).router_ids) == want
 
 
 def test_operator_process_restart_keeps_allocations(tmp_path: Path) -> None:

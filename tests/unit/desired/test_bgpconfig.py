@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from controller.desired.bgpconfig import cluster_conditions, resolve_node
+from controller.desired.cluster import apply_allocations, plan_allocations
 from tests.unit.manifests import node, snapshot
 
 BASE = """
@@ -160,6 +162,94 @@ def test_missing_asn_and_router_id() -> None:
     snap = snapshot(BASE, node("n1", "fd00::11"))
     nb = resolve_node(snap, snap.nodes["n1"])
     assert nb.problems[0].condition == "MissingRouterID"
+
+
+# ---------------------------------------------------------------- router IDs
+
+
+def rr_config(pool: str | None = "10.255.0.0/24") -> dict[str, Any]:
+    spec: dict[str, Any] = {"routingMode": "native"}
+    if pool is not None:
+        spec["bgpRouterIDPool"] = pool
+    return {"apiVersion": "rackroute.io/v1alpha1", "kind": "RackrouteConfig",
+            "metadata": {"name": "default"}, "spec": spec}
+
+
+def node_network(name: str, router_id: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podCIDRs": ["10.244.0.0/24"]}
+    if router_id is not None:
+        spec["bgpRouterID"] = router_id
+    return {"apiVersion": "rackroute.io/v1alpha1", "kind": "NodeNetwork",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def override(name: str, router_id: str) -> dict[str, Any]:
+    return {"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPNodeConfigOverride",
+            "metadata": {"name": name},
+            "spec": {"bgpInstances": [{"name": "tor", "routerID": router_id}]}}
+
+
+def router_id(*objs: dict[str, Any], name: str = "n1") -> str:
+    snap = snapshot(BASE, *objs)
+    nb = resolve_node(snap, snap.nodes[name])
+    assert nb.problems == (), nb.problems
+    return str(nb.instances[0].global_config.router_id)
+
+
+def test_the_override_router_id_wins_over_the_pool() -> None:
+    assert router_id(node("n1", "fd00::11"), rr_config(), node_network("n1", "10.255.0.7"),
+                     override("n1", "1.1.1.1")) == "1.1.1.1"
+
+
+def test_with_a_pool_the_allocated_router_id_is_used_even_beside_an_ipv4_address() -> None:
+    assert router_id(node("n1", "10.0.0.11"), rr_config(),
+                     node_network("n1", "10.255.0.7")) == "10.255.0.7"
+    assert router_id(node("n1", "fd00::11"), rr_config(),
+                     node_network("n1", "10.255.0.8")) == "10.255.0.8"
+
+
+def test_with_a_pool_a_node_waits_for_the_operators_allocation() -> None:
+    for nn in ([], [node_network("n1", None)]):
+        snap = snapshot(BASE, node("n1", "10.0.0.11"), rr_config(), *nn)
+        nb = resolve_node(snap, snap.nodes["n1"])
+        assert nb.instances == ()
+        (prob,) = nb.problems
+        assert (prob.ref, prob.condition) == ("BGPClusterConfig tor", "MissingRouterID")
+        assert prob.message == (
+            "BGPClusterConfig tor: spec.bgpInstances[tor]: node n1 waits for the operator to "
+            "allocate its router ID from RackrouteConfig default spec.bgpRouterIDPool "
+            "10.255.0.0/24 (or set routerID in BGPNodeConfigOverride n1)"
+        )
+
+
+def test_without_a_pool_the_first_ipv4_address_and_no_recorded_id() -> None:
+    assert router_id(node("n1", "10.0.0.11"), rr_config(None),
+                     node_network("n1", "10.255.0.7")) == "10.0.0.11"
+    assert router_id(node("n1", "10.0.0.11"), node_network("n1", "10.255.0.7")) == "10.0.0.11"
+
+
+def test_an_ipv6_only_node_without_either_is_told_both_remedies() -> None:
+    snap = snapshot(BASE, node("n1", "fd00::11"), rr_config(None))
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert nb.instances == ()
+    (prob,) = nb.problems
+    assert prob.condition == "MissingRouterID"
+    assert prob.message == (
+        "BGPClusterConfig tor: spec.bgpInstances[tor]: node n1 has no IPv4 address; set "
+        "routerID in BGPNodeConfigOverride n1, or RackrouteConfig spec.bgpRouterIDPool for "
+        "the operator to allocate one"
+    )
+
+
+def test_the_operators_allocation_gives_ipv6_only_nodes_their_router_ids() -> None:
+    snap = snapshot(BASE, node("n1", "fd00::11"), node("n2", "fd00::12"),
+                    node("n3", "10.0.0.13"), rr_config("10.255.0.0/30"))
+    planned = apply_allocations(snap, plan_allocations(snap))
+    got = {n: resolve_node(planned, planned.nodes[n]) for n in ("n1", "n2", "n3")}
+    assert {n: [str(i.global_config.router_id) for i in nb.instances]
+            for n, nb in got.items()} == {"n1": ["10.255.0.1"], "n2": ["10.255.0.2"], "n3": []}
+    # the pool is full for n3: it waits (its NodeNetwork's condition says why)
+    assert "waits for the operator" in got["n3"].problems[0].message
 
 
 def test_multihop_ignored_for_ibgp() -> None:

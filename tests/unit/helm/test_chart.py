@@ -238,7 +238,12 @@ REJECTED: list[tuple[str, Path_, Any]] = [
     ("RackrouteConfig", ("spec", "routingMode"), "overlay"),
     ("RackrouteConfig", ("spec", "tunnelProtocol"), "gre"),
     ("RackrouteConfig", ("spec", "tunnelUnderlay"), "dual"),
+    ("RackrouteConfig", ("spec", "bgpRouterIDPool"), "fd00:255::/64"),
+    ("RackrouteConfig", ("spec", "bgpRouterIDPool"), "10.255.0.1/32"),
+    ("RackrouteConfig", ("spec", "bgpRouterIDPool"), "10.255.0.0"),
     ("NodeNetwork", ("spec", "podCIDRs", 0), 10),
+    ("NodeNetwork", ("spec", "bgpRouterID"), "fd00:255::1"),
+    ("NodeNetwork", ("spec", "bgpRouterID"), "10.255.0.256"),
 ]
 
 
@@ -337,6 +342,7 @@ def test_values_defaults() -> None:
     assert v["routingMode"] in ("native", "tunnel", "hybrid")
     assert v["tunnelProtocol"] in ("vxlan", "geneve")
     assert v["tunnelUnderlay"] in ("auto", "ipv4", "ipv6")
+    assert v["bgpRouterIDPool"] == ""  # off: each node's own IPv4 address
     assert isinstance(v["rackrouteConfig"]["create"], bool)
 
 
@@ -451,6 +457,21 @@ def render(text: str, v: dict[str, Any]) -> str:
             node = node[part]
         return node
 
+    # `{{- if .Values.x }}` blocks are kept or dropped by the value's truth; any other
+    # condition (None) keeps both branches (those hold only `fail` checks)
+    kept: list[str] = []
+    stack: list[bool | None] = []
+    for line in text.splitlines(keepends=True):
+        simple = re.fullmatch(r"\s*\{\{-? if \.Values([.\w]+) -?\}\}\s*", line)
+        if simple or re.fullmatch(r"\s*\{\{-? if .*\}\}\s*", line):
+            stack.append(bool(lookup(simple.group(1))) if simple else None)
+        elif re.fullmatch(r"\s*\{\{-? else -?\}\}\s*", line):
+            stack[-1] = None if stack[-1] is None else not stack[-1]
+        elif re.fullmatch(r"\s*\{\{-? end -?\}\}\s*", line):
+            stack.pop()
+        elif all(b is not False for b in stack):
+            kept.append(line)
+    text = "".join(kept)
     def to_yaml(m: re.Match[str]) -> str:
         dumped = yaml.safe_dump(lookup(m.group(1)), default_flow_style=False).rstrip("\n")
         pad = " " * int(m.group(2))
@@ -482,6 +503,28 @@ def test_rendered_rackrouteconfig_parses_and_validates() -> None:
         assert getattr(result.obj, "tunnel_underlay", None) == underlay
         assert validate({k: doc[k] for k in ("apiVersion", "kind", "spec")},
                         schema("RackrouteConfig")) == []
+        assert "bgpRouterIDPool" not in doc["spec"]  # empty: not rendered at all
+        assert getattr(result.obj, "bgp_router_id_pool", "?") is None
+
+
+def test_rendered_rackrouteconfig_carries_the_router_id_pool() -> None:
+    v = copy.deepcopy(values())
+    v["bgpRouterIDPool"] = "10.255.0.0/24"
+    doc = yaml.safe_load(render(template("rackrouteconfig.yaml"), v))
+    assert doc["spec"]["bgpRouterIDPool"] == "10.255.0.0/24"
+    result = parse_object(doc)
+    assert result.errors == []
+    assert str(getattr(result.obj, "bgp_router_id_pool", None)) == "10.255.0.0/24"
+    assert validate({k: doc[k] for k in ("apiVersion", "kind", "spec")},
+                    schema("RackrouteConfig")) == []
+    # the template refuses what is not shaped like an IPv4 CIDR before the API server does
+    t = template("rackrouteconfig.yaml")
+    check = re.search(r'if and \.Values\.bgpRouterIDPool \(not \(regexMatch "([^"]+)"', t)
+    assert check is not None
+    assert 'fail (printf "bgpRouterIDPool must be an IPv4 CIDR' in t[check.end():]
+    shape = re.compile(check.group(1))
+    assert shape.search("10.255.0.0/24") and shape.search("192.0.2.0/31")
+    assert not any(shape.search(x) for x in ("fd00::/64", "10.255.0.0", "10.255.0.0/24 x"))
 
 
 def _rbac(name: str) -> list[dict[str, Any]]:

@@ -192,3 +192,100 @@ def test_what_the_operator_does_is_told_in_events_once() -> None:
     new = events(api)[len(got):]
     assert sorted(new) == [("Warning", "NoPool", "Service", "web-cluster"),
                            ("Warning", "NoPool", "Service", "web-local")]  # from no_pool
+
+
+# ------------------------------------------------------------------ BGP router IDs
+
+CONFIG = RESOURCES["RackrouteConfig"]
+RID = "rackroute.io/BGPRouterIDAllocated"
+
+
+def set_pool(api: FakeKubeAPI, pool: str | None) -> None:
+    api.merge_patch(CONFIG, "default", {"spec": {"bgpRouterIDPool": pool}})
+
+
+def router_ids(api: FakeKubeAPI) -> dict[str, str | None]:
+    items, _ = api.list(NN)
+    return {n["metadata"]["name"]: n["spec"].get("bgpRouterID") for n in items}
+
+
+def test_router_ids_from_the_pool_are_stable_and_freed_with_their_node() -> None:
+    api = lab()
+    set_pool(api, "10.255.0.0/24")
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    assert settle(api, op, cache) == 1
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": "10.255.0.2",
+                               "node-3": "10.255.0.3"}
+    cond = conditions(api, NN, "node-2")[RID]
+    assert (cond["status"], cond["reason"]) == ("True", "Allocated")
+    assert "rackroute.io/PodCIDRAllocated" in conditions(api, NN, "node-2")
+    items, _ = api.list(EVENT)
+    note = next(e["note"] for e in items if e["regarding"]["name"] == "node-2")
+    assert note == "node node-2: 10.244.1.0/24; BGP router ID 10.255.0.2"
+    # a restarted operator reads them back from the NodeNetworks: no write at all
+    calls = len(api.calls)
+    assert not KubeOperator(api, now).reconcile(snapshot(api, cache, 10))
+    assert {v for v, _ in api.calls[calls:]} == {"list"}
+    # a node deleted frees its address; a new one takes the lowest free, the others stay
+    api.delete(NODE, "node-1")
+    api.create(NODE, {"metadata": {"name": "node-4"}})
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-2": "10.255.0.2", "node-3": "10.255.0.3",
+                               "node-4": "10.255.0.1"}
+
+
+def test_a_full_pool_says_which_node_waits_and_a_pool_edit_moves_only_what_fell_out() -> None:
+    api = lab()
+    set_pool(api, "10.255.0.0/30")
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": "10.255.0.2", "node-3": None}
+    cond = conditions(api, NN, "node-3")[RID]
+    assert (cond["status"], cond["reason"]) == ("False", "PoolExhausted")
+    assert cond["message"] == ("Node node-3: no free router ID left in 10.255.0.0/30 "
+                               "(RackrouteConfig default: spec.bgpRouterIDPool)")
+    assert api.get(NN, "node-3")["spec"]["podCIDRs"] == ["10.244.2.0/24"]  # not held up
+    # a larger pool: node-3 gets one, told in an event; the others keep theirs
+    before = len(events(api))
+    set_pool(api, "10.255.0.0/29")
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": "10.255.0.2",
+                               "node-3": "10.255.0.3"}
+    assert events(api)[before:] == [("Normal", "BGPRouterIDAllocated", "NodeNetwork", "node-3")]
+    items, _ = api.list(EVENT)
+    latest = max(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
+    assert latest["note"] == "node node-3: BGP router ID 10.255.0.3"
+    assert conditions(api, NN, "node-3")[RID]["status"] == "True"
+    # shrunk so that node-2's address is now the broadcast address: only node-2 moves
+    set_pool(api, "10.255.0.0/31")
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": None, "node-3": None}
+    set_pool(api, "10.255.0.0/30")
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": "10.255.0.2", "node-3": None}
+    # the pool removed: the recorded router IDs stay, the condition goes
+    set_pool(api, None)
+    settle(api, op, cache)
+    assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": "10.255.0.2", "node-3": None}
+    assert RID not in conditions(api, NN, "node-1")
+
+
+def test_a_bad_pool_is_reported_on_its_object_and_takes_no_router_id_away() -> None:
+    api = lab()
+    set_pool(api, "10.255.0.0/24")
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    before = router_ids(api)
+    set_pool(api, "fd00:255::/64")
+    settle(api, op, cache)
+    valid = conditions(api, CONFIG, "default")["Valid"]
+    assert valid["status"] == "False"
+    assert ("RackrouteConfig default: spec.bgpRouterIDPool: must be an IPv4 CIDR, got "
+            "fd00:255::/64 (keeping the last good version)") in valid["message"]
+    assert router_ids(api) == before
+    assert {n: [str(c) for c in nn.pod_cidrs]
+            for n, nn in snapshot(api, cache, 20).node_networks.items()} == {
+        "node-1": ["10.244.0.0/24"], "node-2": ["10.244.1.0/24"], "node-3": ["10.244.2.0/24"]}

@@ -836,6 +836,16 @@ CASES: list[tuple[str, Any, list[str]]] = [
             "NodeNetwork n1: spec.podCIDRs[2]: must be a CIDR like 10.0.0.0/24, got null",
         ],
     ),
+    (
+        "nodenetwork-router-id",
+        crd("NodeNetwork", "n1", {"podCIDRs": ["10.244.0.0/24"], "bgpRouterID": "fd00::1"}),
+        ["NodeNetwork n1: spec.bgpRouterID: must be an IPv4 address, got fd00::1"],
+    ),
+    (
+        "nodenetwork-router-id-not-an-address",
+        crd("NodeNetwork", "n1", {"bgpRouterID": "10.255.0.0/24"}),
+        ["NodeNetwork n1: spec.bgpRouterID: not an IP address: '10.255.0.0/24'"],
+    ),
     # ------------------------------------------------------------ RackrouteConfig
     (
         "rackrouteconfig-modes",
@@ -889,6 +899,45 @@ CASES: list[tuple[str, Any, list[str]]] = [
             },
         ),
         ["RackrouteConfig default: spec.ipam.clusterPoolIPv4MaskSize: must be 1..32, got 33"],
+    ),
+    (
+        "rackrouteconfig-router-id-pool-ipv6",
+        crd(
+            "RackrouteConfig", "default", {"routingMode": "tunnel", "bgpRouterIDPool": "fd00::/64"}
+        ),
+        ["RackrouteConfig default: spec.bgpRouterIDPool: must be an IPv4 CIDR, got fd00::/64"],
+    ),
+    (
+        "rackrouteconfig-router-id-pool-host-bits",
+        crd("RackrouteConfig", "default", {"bgpRouterIDPool": "10.255.0.1/24"}),
+        [
+            "RackrouteConfig default: spec.bgpRouterIDPool: host bits set in '10.255.0.1/24',"
+            " did you mean 10.255.0.0/24?"
+        ],
+    ),
+    (
+        "rackrouteconfig-router-id-pool-single-address",
+        crd("RackrouteConfig", "default", {"bgpRouterIDPool": "10.255.0.1/32"}),
+        [
+            "RackrouteConfig default: spec.bgpRouterIDPool: must be /31 or shorter (its network"
+            " address is never given out), got 10.255.0.1/32"
+        ],
+    ),
+    (
+        "rackrouteconfig-router-id-pool-not-a-cidr",
+        crd("RackrouteConfig", "default", {"bgpRouterIDPool": "10.255.0.1"}),
+        [
+            "RackrouteConfig default: spec.bgpRouterIDPool: must be a CIDR like 10.0.0.0/24,"
+            " got string '10.255.0.1'"
+        ],
+    ),
+    (
+        "rackrouteconfig-router-id-pool-list",
+        crd("RackrouteConfig", "default", {"bgpRouterIDPool": ["10.255.0.0/24"]}),
+        [
+            "RackrouteConfig default: spec.bgpRouterIDPool: must be a CIDR like 10.0.0.0/24,"
+            " got list"
+        ],
     ),
     (
         "spec-not-object",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from typing import Any
 
 import pytest
@@ -787,6 +787,11 @@ def test_node_network() -> None:
         Meta("NodeNetwork", "n1"), (ip_network("10.244.3.0/24"), ip_network("fd00:244:3::/112"))
     )
     assert ok(crd("NodeNetwork", "n2", None)) == NodeNetwork(Meta("NodeNetwork", "n2"))
+    nn = ok(crd("NodeNetwork", "n3", {"podCIDRs": ["10.244.3.0/24"], "bgpRouterID": "10.255.0.3"}))
+    assert nn == NodeNetwork(
+        Meta("NodeNetwork", "n3"), (ip_network("10.244.3.0/24"),), ip_address("10.255.0.3")
+    )
+    assert nn.bgp_router_id is not None and nn.bgp_router_id.version == 4
 
 
 def test_rackroute_config() -> None:
@@ -807,6 +812,7 @@ def test_rackroute_config() -> None:
                 },
                 "routingMode": "hybrid",
                 "tunnelProtocol": "geneve",
+                "bgpRouterIDPool": " 10.255.0.0/24 ",
             },
         )
     )
@@ -819,7 +825,11 @@ def test_rackroute_config() -> None:
         cluster_pool_v6_mask=120,
         routing_mode="hybrid",
         tunnel_protocol="geneve",
+        bgp_router_id_pool=IPv4Network("10.255.0.0/24"),
     )
+    for pool in ("10.255.0.0/31", "0.0.0.0/0"):
+        small = ok(crd("RackrouteConfig", "default", {"bgpRouterIDPool": pool}))
+        assert small.bgp_router_id_pool == IPv4Network(pool)
 
 
 # ---------------------------------------------------------------- selectors
