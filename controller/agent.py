@@ -51,6 +51,7 @@ class AgentConfig:
     datapath: DatapathSettings | None = None  # eBPF service LB on this node
     cni_conf: Path | None = None  # write the node's CNI conflist here
     cni_data_dir: Path = Path("/var/lib/rackroute/cni")
+    cni_policy_wait: float | None = None  # the plugin's bpf.policyWait (None: its default)
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_underlay: str | None = None  # auto|ipv4|ipv6; None: the cluster config's
@@ -145,7 +146,8 @@ class Agent:
                        if cfg.datapath and cfg.datapath.pod_programs else None)
             first.append(CniConfigReconciler(
                 cfg.cni_conf, cfg.cni_data_dir, pin_dir,
-                routing.pod_mtu if routing is not None else (lambda: None)))
+                routing.pod_mtu if routing is not None else (lambda: None),
+                policy_wait=cfg.cni_policy_wait))
         order = [*first, *datapath, *cfg.extra, self.bgp]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()

@@ -42,6 +42,17 @@ def datapath_settings(args: argparse.Namespace) -> DatapathSettings | None:
     )
 
 
+def _policy_wait(text: str) -> float:
+    """Seconds from 0 to 600 (the plugin's bpf.policyWait range)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v <= 600:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0 to 600, got {text!r}")
+    return v
+
+
 def _seconds_or_off(text: str) -> str:
     """A non-negative number of seconds, or "off"."""
     if text == "off":
@@ -86,6 +97,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         routing_mode=args.routing_mode,
         cni_conf=Path(args.cni_conf) if args.cni_conf else None,
         cni_data_dir=Path(args.cni_data_dir),
+        cni_policy_wait=args.cni_policy_wait,
         tunnel_protocol=args.tunnel_protocol,
         tunnel_underlay=args.tunnel_underlay,
         tunnel_datapath=args.tunnel_datapath,
@@ -256,6 +268,11 @@ def register(sub: Sub) -> None:  # noqa: F821
                          "/etc/cni/net.d/10-rackroute.conflist)")
     ag.add_argument("--cni-data-dir", default="/var/lib/rackroute/cni",
                     help="the CNI plugin's address store")
+    ag.add_argument("--cni-policy-wait", type=_policy_wait, metavar="SECONDS",
+                    help="with --network-policy: how long the CNI plugin's ADD waits for a "
+                         "new pod's policy to be programmed before refusing the pod "
+                         "(0..600; 0: no wait, the pod may run unguarded until it is; "
+                         "default: the plugin's, 10)")
     ag.add_argument("--datapath", action="store_true",
                     help="load the eBPF service load balancer (kube-proxy replacement)")
     ag.add_argument("--uplink", default="eth0", help="the node's uplink interface")

@@ -23,8 +23,10 @@ from controller.reconcile.loop import PassContext
 log = logging.getLogger("rackroute.cni")
 
 
-def conflist(cidrs: list[str], mtu: int, data_dir: Path, pin_dir: Path | None) -> dict[str, Any]:
-    """The conflist document (pure)."""
+def conflist(cidrs: list[str], mtu: int, data_dir: Path, pin_dir: Path | None,
+             policy_wait: float | None = None) -> dict[str, Any]:
+    """The conflist document (pure). policy_wait: how long the plugin's ADD waits for a
+    new pod's network policy (None: the plugin's default), with the pinned programs."""
     plugin: dict[str, Any] = {
         "type": "rackroute-cni",
         "podCIDRs": cidrs,
@@ -33,6 +35,8 @@ def conflist(cidrs: list[str], mtu: int, data_dir: Path, pin_dir: Path | None) -
     }
     if pin_dir is not None:
         plugin["bpf"] = {"pinDir": str(pin_dir)}
+        if policy_wait is not None:
+            plugin["bpf"]["policyWait"] = policy_wait
     return {"cniVersion": "1.0.0", "name": "rackroute", "plugins": [plugin]}
 
 
@@ -51,8 +55,9 @@ class CniConfigReconciler:
 
     def __init__(self, path: Path, data_dir: Path, pin_dir: Path | None,
                  tunnel_mtu: Callable[[], int | None] = lambda: None,
-                 underlay_mtu: int = 1500) -> None:
+                 underlay_mtu: int = 1500, policy_wait: float | None = None) -> None:
         self.path, self.data_dir, self.pin_dir = path, data_dir, pin_dir
+        self.policy_wait = policy_wait
         self.tunnel_mtu = tunnel_mtu
         self.underlay_mtu = underlay_mtu
         self._written: dict[str, Any] | None = None
@@ -61,7 +66,8 @@ class CniConfigReconciler:
         cidrs = [str(c) for c in node_pod_cidrs(ctx.snap, ctx.node)]
         if not cidrs:
             return
-        doc = conflist(cidrs, self.tunnel_mtu() or self.underlay_mtu, self.data_dir, self.pin_dir)
+        doc = conflist(cidrs, self.tunnel_mtu() or self.underlay_mtu, self.data_dir,
+                       self.pin_dir, self.policy_wait)
         if doc == self._written:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

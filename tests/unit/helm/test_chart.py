@@ -421,13 +421,15 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--speaker",
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
                      "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
-                     "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy"}
+                     "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy",
+                     "--cni-policy-wait"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
          "--per-packet-lb", "off", "--host-routing", "kernel",
          "--service-loopback-ipv4", "169.254.77.1", "--service-loopback-ipv6", "fd00:77::1",
-         "--network-policy"])
+         "--network-policy", "--cni-policy-wait", "2.5"])
+    assert dp.cni_policy_wait == 2.5
     assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
             dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6),
             dp.network_policy) \
@@ -596,6 +598,10 @@ def test_datapath_values_drive_the_agent_flags_and_the_cni_pin_dir() -> None:
         lb = block[block.index(f"{{{{- if .Values.datapath.serviceLoopback{fam} }}}}"):]
         assert lb.index(f"- --service-loopback-{fam.lower()}\n") < lb.index("{{- end }}")
     assert 'fail "datapath.perPacketLB false needs datapath.socketLBCgroup' in block
+    # the CNI plugin's wait for a new pod's policy: with network policy only
+    assert v["networkPolicyWait"] == 10
+    pol = block[block.index("{{- if .Values.datapath.networkPolicy }}"):]
+    assert pol.index("- --cni-policy-wait\n") < pol.index("{{- end }}")
     # the agent's default is bpf: only kernel is passed on, and anything else refused
     hr = block[block.index('{{- if ne .Values.datapath.hostRouting "bpf" }}'):]
     assert hr.index('fail "datapath.hostRouting must be bpf or kernel"') \

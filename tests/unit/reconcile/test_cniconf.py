@@ -43,6 +43,19 @@ def test_written_when_cidr_known_and_mtu_follows_the_tunnel(tmp_path: Path) -> N
     assert json.loads(path.read_text())["plugins"][0]["mtu"] == 1450
 
 
+def test_the_policy_wait_reaches_the_plugin(tmp_path: Path) -> None:
+    r = CniConfigReconciler(tmp_path / "c.conflist", tmp_path / "ipam",
+                            Path("/sys/fs/bpf/rackroute/n1"), policy_wait=2.5)
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    conf = plugin_conf(json.loads((tmp_path / "c.conflist").read_text()))
+    assert parse_netconf(conf).policy_wait == 2.5
+    default = CniConfigReconciler(tmp_path / "d.conflist", tmp_path / "ipam",
+                                  Path("/sys/fs/bpf/rackroute/n1"))
+    default.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    assert "policyWait" not in json.loads((tmp_path / "d.conflist").read_text())[
+        "plugins"][0]["bpf"]  # the plugin's own default
+
+
 def test_plugin_conf_is_a_valid_network_config(tmp_path: Path) -> None:
     r = CniConfigReconciler(tmp_path / "c.conflist", tmp_path / "ipam", None)
     r.reconcile(PassContext(snap("10.244.0.0/24", "fd00:244::/64"), "n1"))
