@@ -258,7 +258,7 @@ def test_a_full_pool_says_which_node_waits_and_a_pool_edit_moves_only_what_fell_
     latest = max(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
     assert latest["note"] == "node node-3: BGP router ID 10.255.0.3"
     assert conditions(api, NN, "node-3")[RID]["status"] == "True"
-    # shrunk so that node-2's address is now the broadcast address: only node-2 moves
+    # shrunk to a /31 (one address to give, .1): node-2's falls outside, only it moves
     set_pool(api, "10.255.0.0/31")
     settle(api, op, cache)
     assert router_ids(api) == {"node-1": "10.255.0.1", "node-2": None, "node-3": None}
