@@ -34,7 +34,7 @@ policies behind it are named in `PolicyPlan.problems`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bgp.types import IPAddress, IPNetwork
@@ -139,25 +139,35 @@ def ip_block_prefixes(cidr: IPNetwork, excepts: Iterable[IPNetwork]) -> list[IPN
 
 
 class _Cluster:
-    """Pods and namespaces as the compiler asks them: by selector, by namespace."""
+    """Pods and namespaces as the compiler asks them: by selector, by namespace. A peer's
+    pods are found once per compile (every pod a policy selects asks for the same peers),
+    looking only in the namespaces the peer can mean."""
 
     def __init__(self, pods: Iterable[Pod], namespaces: Mapping[str, Namespace]) -> None:
         self.pods = [p for p in pods if has_address(p)]
         self.namespaces = namespaces
+        self.by_ns: dict[str, list[Pod]] = {}
+        for p in self.pods:
+            self.by_ns.setdefault(p.meta.namespace, []).append(p)
+        self._peers: dict[tuple[PolicyPeer, str], list[Pod]] = {}
 
     def ns_labels(self, name: str) -> Mapping[str, str]:
         ns = self.namespaces.get(name)
         return ns.meta.labels if ns is not None else {"kubernetes.io/metadata.name": name}
 
-    def peer_pods(self, peer: PolicyPeer, policy_ns: str) -> Iterator[Pod]:
-        for p in self.pods:
+    def peer_pods(self, peer: PolicyPeer, policy_ns: str) -> list[Pod]:
+        key = (peer, policy_ns)
+        found = self._peers.get(key)
+        if found is None:
             if peer.namespace_selector is None:
-                if p.meta.namespace != policy_ns:
-                    continue
-            elif not peer.namespace_selector.matches(self.ns_labels(p.meta.namespace)):
-                continue
-            if selects(peer.pod_selector, p.meta.labels):
-                yield p
+                spaces = [policy_ns]
+            else:
+                sel = peer.namespace_selector
+                spaces = [n for n in self.by_ns if sel.matches(self.ns_labels(n))]
+            found = [p for n in spaces for p in self.by_ns.get(n, ())
+                     if selects(peer.pod_selector, p.meta.labels)]
+            self._peers[key] = found
+        return found
 
 
 def _named(pod: Pod, port: PolicyPort) -> list[PortRange]:

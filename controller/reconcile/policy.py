@@ -21,7 +21,7 @@ containers never run unguarded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from bgp.speaker import logfmt
@@ -29,7 +29,7 @@ from bgp.types import IPAddress
 from bpf.policy import PolicyMaps
 from controller.cni.podrecords import PodRecord
 from controller.desired.localpods import with_local_addresses
-from controller.desired.policy import compile_policies
+from controller.desired.policy import EndpointPolicy, compile_policies
 from controller.reconcile.loop import PassContext
 
 log = logging.getLogger("rackroute.policy")
@@ -99,6 +99,9 @@ class PolicyReconciler:
         local: the CNI plugin's records of new pods (None: pods by their status only)."""
         self.maps, self.addresses, self.local = maps, addresses, local
         self.endpoints = 0  # pods under policy after the last pass
+        # what the maps were last made to hold (None: unknown): a pass that plans the same
+        # reads and writes nothing, but a resync makes them equal again whatever changed
+        self._synced: tuple[Mapping[str, EndpointPolicy], set[IPAddress]] | None = None
 
     def reconcile(self, ctx: PassContext) -> None:
         snap = ctx.snap
@@ -116,8 +119,12 @@ class PolicyReconciler:
         # any): said where the node's problems are read, since no operator reads policies
         errors.extend(f"{e.ref}: {'; '.join(e.messages)}" for e in snap.errors
                       if e.ref.startswith("NetworkPolicy "))
-        map_errors = self.maps.sync_node(self.addresses())
-        map_errors.extend(self.maps.sync(plan.endpoints))
+        addresses = self.addresses()
+        map_errors: list[str] = []
+        if ctx.resync or self._synced != (plan.endpoints, addresses):
+            map_errors = self.maps.sync_node(addresses)
+            map_errors.extend(self.maps.sync(plan.endpoints))
+            self._synced = None if map_errors else (dict(plan.endpoints), addresses)
         errors.extend(map_errors)
         if self.local is not None and matched and not map_errors:
             # what the maps refused would leave a pod unguarded: its ADD waits, and fails

@@ -50,6 +50,13 @@ def test_a_pass_writes_the_plan_and_an_unchanged_one_writes_nothing() -> None:
     calls = pm.rules.batch_calls, pm.eps.batch_calls  # type: ignore[attr-defined]
     assert run(r, ALLOW).errors == {}
     assert (pm.rules.batch_calls, pm.eps.batch_calls) == calls  # type: ignore[attr-defined]
+    # drift (an entry gone behind the agent's back) is left to the resync, which mends it
+    (key, _), = pm.eps.items()
+    pm.eps.delete_batch([key])
+    assert run(r, ALLOW).errors == {} and list(pm.eps.items()) == []
+    ctx = PassContext(Snapshot.build([*PODS, *NAMESPACES.values(), ALLOW]), "n1", resync=True)
+    r.reconcile(ctx)
+    assert ctx.errors == {} and len(list(pm.eps.items())) == 1
     assert r.endpoints == 1
     assert run(r).errors == {}  # the policy deleted
     assert list(pm.eps.items()) == [] and list(pm.rules.items()) == []
