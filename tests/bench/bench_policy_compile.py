@@ -55,7 +55,7 @@ def cluster(n: int) -> tuple[list[Pod], dict[str, Namespace], list[NetworkPolicy
     return pods, nss, pols
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
