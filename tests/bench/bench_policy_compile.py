@@ -58,7 +58,7 @@ def cluster(n: int) -> tuple[list[Pod], dict[str, Namespace], list[NetworkPolicy
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv or [])
     small, large = cluster(1_000), cluster(10_000)
     sizes = {name: len(compile_policies(pols, pods, nss, "n1").endpoints)
              for name, (pods, nss, pols) in (("1k", small), ("10k", large))}
