@@ -289,6 +289,15 @@ static __always_inline void rr_pol_fragment(struct rr_ct_key *t, const struct rr
     }
 }
 
+/* Traffic between the pod and its own node, or the pod reaching itself through a service
+ * (the service loopback address: its packets, and its replies): always allowed. */
+static __always_inline int rr_pol_own(const struct rr_ct_key *t, __u8 dir)
+{
+    if (dir == RR_POL_EGRESS)
+        return rr_pol_is_node(&t->daddr, t->family) || rr_pol_is_loopback(&t->daddr, t->family);
+    return rr_pol_is_node(&t->saddr, t->family) || rr_pol_is_loopback(&t->saddr, t->family);
+}
+
 /* r: the flow t replies to, as the pod's other direction let it pass. */
 static __always_inline void rr_pol_reverse(struct rr_ct_key *r, const struct rr_ct_key *t)
 {
@@ -361,23 +370,18 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
         t.proto != RR_POL_IPPROTO_SCTP && t.proto != IPPROTO_ICMP &&
         t.proto != RR_POL_IPPROTO_ICMPV6)
         return TC_ACT_OK; /* not a protocol policy covers */
-    if (dir == RR_POL_EGRESS && rr_pol_is_node(&t.saddr, t.family)) {
-        rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
-        return TC_ACT_SHOT;
-    }
     ek.addr = dir == RR_POL_EGRESS ? t.saddr : t.daddr;
     ek.family = t.family;
     ep = rr_pol_eps.lookup(&ek);
-    if (!ep)
+    if (!ep) {
+        if (dir == RR_POL_EGRESS && rr_pol_is_node(&t.saddr, t.family)) {
+            rr_pol_count(RR_POL_DROPPED); /* a pod sending as its node */
+            return TC_ACT_SHOT;
+        }
         return TC_ACT_OK; /* under no policy */
-    if (dir == RR_POL_EGRESS ? rr_pol_is_node(&t.daddr, t.family) ||
-                                   rr_pol_is_loopback(&t.daddr, t.family)
-                             : rr_pol_is_node(&t.saddr, t.family) ||
-                                   rr_pol_is_loopback(&t.saddr, t.family))
-        return TC_ACT_OK; /* to or from its own node, or itself through a service (the
-                           * service loopback address: its packets, and its replies) */
+    }
     if (parsed == RR_POL_UNREAD) { /* it could be anything: refused where isolated */
-        if (!(ep->flags & dir))
+        if (!(ep->flags & dir) || rr_pol_own(&t, dir))
             return TC_ACT_OK;
         rr_pol_count(RR_POL_DROPPED);
         return TC_ACT_SHOT;
@@ -387,6 +391,7 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
             l4b = 0; /* no flags of its own either */
         rr_pol_fragment(&t, &fr);
     }
+    /* a flow let pass before (most packets): asked first */
     now = (__u32)bpf_jiffies64();
     t.dir = dir;
     rr_pol_reverse(&r, &t);
@@ -400,6 +405,8 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
         rr_pol_count(RR_POL_PASSED);
         return TC_ACT_OK;
     }
+    if (rr_pol_own(&t, dir))
+        return TC_ACT_OK;
     if ((ep->flags & dir) &&
         !rr_pol_allows(ep->id, dir, &t, dir == RR_POL_EGRESS ? &t.daddr : &t.saddr,
                        ntohs(t.dport)) &&
