@@ -16,12 +16,13 @@ import errno
 import ipaddress
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from bgp.types import IPAddress
 from bpf import maps as m
 from bpf.mapstore import MapPort
-from controller.desired.policy import EndpointPolicy, PolicyEntry
+from controller.desired.policy import EndpointPolicy, PolicyEntry, PortRange
 
 INGRESS, EGRESS = 0x1, 0x2  # RR_POL_INGRESS, RR_POL_EGRESS
 
@@ -97,6 +98,47 @@ def read_stats(pin_dir: Path) -> dict[str, int]:
                 for i, v in enumerate(VERDICTS)}
     finally:
         pm.close()
+
+
+@dataclass(frozen=True)
+class ProgrammedEndpoint:
+    """What the maps hold for one endpoint id: its addresses, the directions it is
+    isolated in, and per isolated direction its (peer prefix, port ranges) entries."""
+
+    ep_id: int
+    addresses: tuple[IPAddress, ...]
+    ingress: tuple[PolicyEntry, ...] | None
+    egress: tuple[PolicyEntry, ...] | None
+
+
+def read_programmed(eps: MapPort, rules: MapPort) -> list[ProgrammedEndpoint]:
+    """The endpoints and entries the maps hold, decoded (by endpoint id); an entry of an id
+    no address has is listed under that id with no address (a half-written sync)."""
+    addrs: dict[int, list[IPAddress]] = {}
+    flags: dict[int, int] = {}
+    for k, v in eps.items():
+        ep = m.PolEp.from_buffer_copy(v)
+        addrs.setdefault(ep.id, []).append(_addr_of_key(k))
+        flags[ep.id] = ep.flags
+    entries: dict[tuple[int, int], list[PolicyEntry]] = {}
+    for k, v in rules.items():
+        key, val = m.PolKey.from_buffer_copy(k), m.PolValue.from_buffer_copy(v)
+        peer = m.ip_of(key.peer, key.family)
+        net = ipaddress.ip_network((peer, key.prefixlen - 64))
+        ranges = tuple(PortRange(r.proto, r.lo, r.hi) for r in list(val.r)[:val.count])
+        entries.setdefault((key.ep, key.dir), []).append(PolicyEntry(net, ranges))
+        flags.setdefault(key.ep, 0)
+    out = []
+    for ep_id in sorted(flags):
+        def of(direction: int, ep_id: int = ep_id) -> tuple[PolicyEntry, ...] | None:
+            got = entries.get((ep_id, direction), [])
+            if not flags[ep_id] & direction and (ep_id in addrs or not got):
+                return None
+            return tuple(sorted(got, key=lambda e: (e.prefix.version, e.prefix)))
+        out.append(ProgrammedEndpoint(ep_id, tuple(sorted(addrs.get(ep_id, []),
+                                                          key=lambda a: (a.version, a))),
+                                      of(INGRESS), of(EGRESS)))
+    return out
 
 
 def _addr_of_key(raw: bytes) -> IPAddress:

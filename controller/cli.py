@@ -145,11 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register_subsystems() -> None:
-    from controller import cli_bgp, cli_lab, cli_policy
+    from controller import cli_bgp, cli_lab, cli_policy, cli_policy_maps
 
     EXTRA_COMMANDS.append(cli_bgp.register)
     EXTRA_COMMANDS.append(cli_lab.register)
     EXTRA_COMMANDS.append(cli_policy.register)
+    EXTRA_COMMANDS.append(cli_policy_maps.register)
 
 
 _register_subsystems()

@@ -52,7 +52,21 @@ def endpoints(snap: Snapshot) -> dict[str, EndpointPolicy]:
     return out
 
 
-def _entries_doc(entries: tuple[PolicyEntry, ...] | None) -> list[dict[str, Any]] | str:
+def print_directions(d: dict[str, Any]) -> None:
+    """A pod's (or an endpoint's) ingress and egress, as entries_doc gives them."""
+    for direction in ("ingress", "egress"):
+        es = d[direction]
+        if isinstance(es, str):
+            print(f"  {direction}: {es}")
+            continue
+        print(f"  {direction}: isolated, {len(es)} entries" +
+              (" (nothing allowed)" if not es else ""))
+        if es:
+            print(table(["peer", "allows"], [[e["peer"], ", ".join(e["allow"])]
+                                             for e in es], indent="    "))
+
+
+def entries_doc(entries: tuple[PolicyEntry, ...] | None) -> list[dict[str, Any]] | str:
     if entries is None:
         return "not isolated"
     return [{"peer": str(e.prefix), "allow": [range_text(r) for r in e.ranges] or ["nothing"]}
@@ -61,7 +75,7 @@ def _entries_doc(entries: tuple[PolicyEntry, ...] | None) -> list[dict[str, Any]
 
 def pod_doc(ep: EndpointPolicy) -> dict[str, Any]:
     return {"pod": ep.pod, "ips": [str(a) for a in ep.ips], "policies": list(ep.policies),
-            "ingress": _entries_doc(ep.ingress), "egress": _entries_doc(ep.egress)}
+            "ingress": entries_doc(ep.ingress), "egress": entries_doc(ep.egress)}
 
 
 def _side(snap: Snapshot, text: str) -> tuple[Pod | None, IPAddress]:
@@ -152,16 +166,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     elif args.pod:
         d = docs[0]
         print(f"{d['pod']} ({', '.join(d['ips'])}), selected by {', '.join(d['policies'])}")
-        for direction in ("ingress", "egress"):
-            es = d[direction]
-            if isinstance(es, str):
-                print(f"  {direction}: {es}")
-                continue
-            print(f"  {direction}: isolated, {len(es)} entries" +
-                  (" (nothing allowed)" if not es else ""))
-            if es:
-                print(table(["peer", "allows"], [[e["peer"], ", ".join(e["allow"])]
-                                                 for e in es], indent="    "))
+        print_directions(d)
     else:
         rows = [[d["pod"], ", ".join(d["ips"]),
                  "open" if isinstance(d["ingress"], str) else f"{len(d['ingress'])} entries",

@@ -177,4 +177,7 @@ def show_policy(topo: Topology, mdir: Path, client: Netns) -> int:
           f"{'refused (no answer)' if refused else from_pod.stdout.strip()}")
     print(f"{who[1]:{width}}  {url} -> "
           f"{from_client.stdout.strip() or from_client.stderr.strip()}")
+    _section(f"What {dst.node}'s policy maps hold (rackroute policy-maps)")
+    subprocess.run([sys.executable, "-m", "controller.cli", "policy-maps", "--pin-root",
+                    str(PIN_ROOT), "--instance", dst.node], check=False)
     return 0 if refused and from_client.returncode == 0 else 1

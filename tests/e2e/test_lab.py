@@ -161,6 +161,8 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     assert "=== NetworkPolicy: pod web-cluster-1 to pod web-local-1" in res.stdout
     assert "refused: demo/web-cluster-1 -> demo/web-local-1 tcp/8080" in res.stdout
     assert "-> refused (no answer)" in res.stdout and res.returncode == 0, res.stdout
+    maps = res.stdout.split("=== What node-1's policy maps hold", 1)[1]
+    assert "endpoint 1: 10.244.0.10" in maps and "192.168.100.0/24" in maps
     # the curls' flows, as the nodes' datapaths hold them
     assert "=== The flows node-1's datapath holds" in res.stdout
     assert "192.168.100.10:" in res.stdout.split("=== The flows node-1's", 1)[1]

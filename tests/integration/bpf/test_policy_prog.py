@@ -287,6 +287,37 @@ def test_later_fragments_are_decided_with_their_first_fragments_ports(
                                      frag=(9, 160, False))) == TC_ACT_SHOT
 
 
+def test_policy_maps_shows_what_the_maps_hold(
+        progs: tuple[dict[str, int], PolicyMaps, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`rackroute policy-maps` decodes the pinned maps back into what was compiled: each
+    endpoint's addresses and, per isolated direction, its entries; and the counters."""
+    import json
+
+    from controller.cli import main
+    from controller.cli_policy import entries_doc
+
+    _, maps, pin_dir = progs
+    compiled = plan()
+    assert maps.sync(compiled) == []
+    assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
+                 pin_dir.name, "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ids = maps.ids(compiled)
+    want = sorted(({"endpoint": ids[k], "addresses": [str(a) for a in ep.ips],
+                    "ingress": entries_doc(ep.ingress), "egress": entries_doc(ep.egress)}
+                   for k, ep in compiled.items()), key=lambda d: d["endpoint"])
+    assert doc["endpoints"] == want
+    assert set(doc["packets"]) == {"passed", "dropped", "new"}
+    assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
+                 pin_dir.name]) == 0
+    text = capsys.readouterr().out
+    assert "endpoint 1: 10.0.1.11" in text and "tcp/8080" in text and "packets: " in text
+    assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
+                 "nothing-here"]) == 2
+    assert "is the agent running with --network-policy" in capsys.readouterr().err
+
+
 def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
         progs: tuple[dict[str, int], PolicyMaps, Path]) -> None:
     fds, maps, _ = progs
