@@ -6,7 +6,7 @@ field; a bad environment variable is code 4 naming the variable.
 
 Network config fields (a conflist plugin entry):
 
-    cniVersion  "0.3.0" | "0.3.1" | "0.4.0" | "1.0.0"            required
+    cniVersion  "0.3.0" | "0.3.1" | "0.4.0" | "1.0.0" | "1.1.0"  required
     name        network name [A-Za-z0-9][A-Za-z0-9_.-]*          required
     type        the executable ("rackroute-cni")                  required
     podCIDRs    the node's pod CIDRs, e.g. ["10.244.0.0/24"]      required, non-empty
@@ -17,6 +17,7 @@ Network config fields (a conflist plugin entry):
                  program a new pod's network policy, 0..600}       default 10
     dns         {"nameservers","domain","search","options"}       optional, copied to the result
     prevResult  the previous ADD's result                         required for CHECK
+    cni.dev/valid-attachments  [{containerID, ifname}] still valid required for GC
     args, runtimeConfig, capabilities, ipMasq (false only)        accepted, not used
 """
 
@@ -46,11 +47,12 @@ DEFAULT_DATA_DIR = Path("/var/lib/rackroute/cni")
 DEFAULT_POLICY_WAIT = 10.0  # seconds (controller/cni/podrecords.py)
 MAX_POLICY_WAIT = 600
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-COMMANDS = ("ADD", "DEL", "CHECK", "VERSION")
+COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
+VALID_ATTACHMENTS = ("cni.dev/valid-attachments", "cni.dev/attachments")  # GC (1.1.0)
 # Fields every CNI config may carry (spec + conventions); accepted, mostly ignored.
 GENERIC_FIELDS = frozenset({"cniVersion", "cniVersions", "name", "type", "args", "ipMasq",
                             "ipam", "dns", "runtimeConfig", "capabilities", "prevResult",
-                            "disableCheck", "disableGC"})
+                            "disableCheck", "disableGC", *VALID_ATTACHMENTS})
 OWN_FIELDS = frozenset({"podCIDRs", "mtu", "dataDir", "bpf"})
 DNS_LISTS = ("nameservers", "search", "options")
 
@@ -71,6 +73,8 @@ class NetConf:
     dns: dict[str, Any] = field(default_factory=dict)
     prev_result: Result | None = None
     policy_wait: float = DEFAULT_POLICY_WAIT
+    # GC: the (containerID, ifname) attachments still valid (None: not a GC config)
+    valid_attachments: frozenset[tuple[str, str]] | None = None
 
 
 def _abs_path(raw: object, fld: str) -> Path:
@@ -177,7 +181,25 @@ def parse_netconf(raw: object, need_prev: bool = False) -> NetConf:
         prev = parse_result(raw["prevResult"])
     elif need_prev:
         raise _bad("prevResult", "missing (CHECK needs the result of the previous ADD)")
-    return NetConf(version, name, typ, cidrs, mtu, data_dir, pin_dir, dns, prev, policy_wait)
+    return NetConf(version, name, typ, cidrs, mtu, data_dir, pin_dir, dns, prev, policy_wait,
+                   _attachments(raw))
+
+
+def _attachments(raw: dict[str, Any]) -> frozenset[tuple[str, str]] | None:
+    """GC's still-valid attachments (the spec's key, or the older one libcni also sets)."""
+    key = next((k for k in VALID_ATTACHMENTS if k in raw), None)
+    if key is None:
+        return None
+    items = raw[key]
+    if not isinstance(items, list):
+        raise _bad(key, "must be a list of {containerID, ifname}")
+    out: set[tuple[str, str]] = set()
+    for i, a in enumerate(items):
+        if not isinstance(a, dict) or not isinstance(a.get("containerID"), str) \
+                or not isinstance(a.get("ifname"), str):
+            raise _bad(f"{key}[{i}]", "must be an object with string containerID and ifname")
+        out.add((a["containerID"], a["ifname"]))
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -216,8 +238,9 @@ def parse_env(env: Mapping[str, str]) -> Env:
     cmd = env.get("CNI_COMMAND", "")
     if cmd not in COMMANDS:
         raise _env_bad("CNI_COMMAND", f"{cmd!r} is not one of {', '.join(COMMANDS)}")
-    if cmd == "VERSION":
-        return Env(cmd)
+    if cmd in ("VERSION", "GC", "STATUS"):  # no container
+        path = tuple(p for p in env.get("CNI_PATH", "").split(":") if p)
+        return Env(cmd, path=path)
     cid = env.get("CNI_CONTAINERID", "")
     if not NAME_RE.match(cid):
         raise _env_bad("CNI_CONTAINERID", f"{cid!r} must match {NAME_RE.pattern}")

@@ -32,14 +32,17 @@ from controller.cni.spec import (
     ERR_CHECK_FAILED,
     ERR_DECODE,
     ERR_INCOMPATIBLE_VERSION,
+    ERR_INVALID_CONFIG,
     ERR_INVALID_ENV,
     ERR_IO,
     ERR_IP_REFUSED,
     ERR_NETWORK_SETUP,
+    ERR_NOT_AVAILABLE,
     ERR_POLICY_NOT_READY,
     ERR_POOL_EXHAUSTED,
     ERR_TRY_AGAIN_LATER,
     ERR_UNKNOWN_CONTAINER,
+    GC_MIN_VERSION,
     SPEC_VERSION,
     SUPPORTED_VERSIONS,
     CniError,
@@ -214,6 +217,60 @@ def cmd_check(env: Env, conf: NetConf) -> None:
             raise fail(missing)
 
 
+def cmd_gc(conf: NetConf) -> list[str]:
+    """GC (spec 1.1.0): release what this network holds for attachments the runtime no
+    longer knows (leaked by a DEL that never came): their addresses, their host veths
+    (named from the attachment, so no other interface is touched), their rr_pod_ifs
+    entries and their pod records. Returns what was released, one line each."""
+    if version_tuple(conf.cni_version) < version_tuple(GC_MIN_VERSION):
+        raise CniError(ERR_INCOMPATIBLE_VERSION,
+                       f"GC is not defined for cniVersion {conf.cni_version}",
+                       f"GC needs cniVersion {GC_MIN_VERSION} or later")
+    if conf.valid_attachments is None:
+        raise CniError(ERR_INVALID_CONFIG, 'invalid network config field '
+                       '"cni.dev/valid-attachments": missing (GC needs the valid attachments)')
+    valid = conf.valid_attachments
+    store = store_for(conf)
+    held = _store_call("allocations", store.allocations)
+    stale = sorted({(o.container_id, o.ifname) for o in held.values()
+                    if o.network == conf.name} - valid)
+    done: list[str] = []
+    for cid, ifname in stale:
+        host = netsetup.host_ifname(cid, ifname)
+        if conf.pin_dir is not None:
+            from bpf.loader import unregister_pod_if
+
+            with contextlib.suppress(Exception):
+                unregister_pod_if(conf.pin_dir, host)
+        with contextlib.suppress(Exception):
+            netsetup.delete_host_veth(host)
+        podrecords.remove_record(conf.data_dir, cid, ifname)
+        addrs = _store_call("release", store.release, cid, ifname)
+        done.append(f"{cid}/{ifname}: released {', '.join(map(str, addrs))}, {host} removed")
+    keep = {podrecords.record_key(c, i) for c, i in valid}
+    for rec in podrecords.PodRecordDir(conf.data_dir).records()[0]:
+        if rec.key not in keep:  # a record whose addresses are gone already
+            cid, _, ifname = rec.key.rpartition("-")
+            podrecords.remove_record(conf.data_dir, cid, ifname)
+    return done
+
+
+def cmd_status(conf: NetConf) -> None:
+    """STATUS (spec 1.1.0): code 50 while ADD cannot succeed: the agent has not pinned
+    the datapath programs the plugin attaches (it is starting, or gone)."""
+    if version_tuple(conf.cni_version) < version_tuple(GC_MIN_VERSION):
+        raise CniError(ERR_INCOMPATIBLE_VERSION,
+                       f"STATUS is not defined for cniVersion {conf.cni_version}",
+                       f"STATUS needs cniVersion {GC_MIN_VERSION} or later")
+    if conf.pin_dir is not None:
+        from bpf.progpin import POD_INGRESS, prog_path
+
+        if not prog_path(conf.pin_dir, POD_INGRESS).exists():
+            raise CniError(ERR_NOT_AVAILABLE, "the pod datapath is not loaded",
+                           f"no {POD_INGRESS} pinned in {conf.pin_dir}: is the agent "
+                           "running with --datapath?")
+
+
 def _read_stdin(stdin: IO[str]) -> str:
     try:
         return stdin.read()
@@ -250,6 +307,11 @@ def run(environ: Mapping[str, str], stdin: IO[str], stdout: IO[str]) -> int:
             stdout.write("\n")
         elif env.command == "DEL":
             cmd_del(env, conf)
+        elif env.command == "GC":
+            for line in cmd_gc(conf):
+                print(f"event=cni_gc {line}", file=sys.stderr)
+        elif env.command == "STATUS":
+            cmd_status(conf)
         else:
             cmd_check(env, conf)
         return 0

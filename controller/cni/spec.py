@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPEC_VERSION = "1.0.0"
-SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CHECK_MIN_VERSION = "0.4.0"
+GC_MIN_VERSION = "1.1.0"  # GC and STATUS
 
 # Well-known error codes (CNI spec, "Error" section).
 ERR_INCOMPATIBLE_VERSION = 1
@@ -24,6 +25,7 @@ ERR_IO = 5
 ERR_DECODE = 6
 ERR_INVALID_CONFIG = 7
 ERR_TRY_AGAIN_LATER = 11
+ERR_NOT_AVAILABLE = 50  # STATUS: the plugin cannot take ADDs now
 
 # rackroute-cni's own codes (the spec reserves 100 and up for plugins).
 ERR_POOL_EXHAUSTED = 100

@@ -37,7 +37,9 @@ def conflist(cidrs: list[str], mtu: int, data_dir: Path, pin_dir: Path | None,
         plugin["bpf"] = {"pinDir": str(pin_dir)}
         if policy_wait is not None:
             plugin["bpf"]["policyWait"] = policy_wait
-    return {"cniVersion": "1.0.0", "name": "rackroute", "plugins": [plugin]}
+    # cniVersions: a runtime that speaks 1.1.0 picks it (GC and STATUS), older ones 1.0.0
+    return {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "rackroute",
+            "plugins": [plugin]}
 
 
 def plugin_conf(doc: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def conflist(
     }
     if pin_dir:
         plugin["bpf"] = {"pinDir": pin_dir}
-    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+    return {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": name,
+            "plugins": [plugin]}
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:

@@ -3,6 +3,7 @@ twice, concurrent ADDs, dual stack, and rollback of a failed ADD."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -205,3 +206,32 @@ def test_runtime_style_proc_netns_path(lab: CniLab) -> None:
     finally:
         sandbox.kill()
         sandbox.wait(10)
+
+
+def test_gc_releases_what_the_runtime_no_longer_knows(lab: CniLab) -> None:
+    """GC (spec 1.1.0) with the still-valid attachments: a leaked one (its DEL never came)
+    loses its address, its host veth and its pod record; the valid one keeps all three,
+    and a second GC changes nothing. STATUS answers 0 (no datapath asked for)."""
+    from controller.cni import podrecords
+
+    pods = {cid: lab.pod() for cid in ("gc-keep", "gc-leak")}
+    addrs = {cid: lab.add(cid, pod)["ips"][0]["address"].split("/")[0]
+             for cid, pod in pods.items()}
+    for cid in pods:
+        podrecords.write_record(lab.data_dir, cid, "eth0", "web", cid, "",
+                                [ipaddress.ip_address(addrs[cid])])
+    valid = {"cni.dev/valid-attachments": [{"containerID": "gc-keep", "ifname": "eth0"}]}
+    for _ in range(2):
+        r = lab.call("GC", "unused", None, cniVersion="1.1.0", **valid)
+        assert r.rc == 0 and r.out is None, (r.out, r.stderr)
+        links = sh("ip", "-n", lab.host, "-o", "link").stdout
+        assert host_ifname("gc-keep", "eth0") in links
+        assert host_ifname("gc-leak", "eth0") not in links
+        assert sorted(p.name for p in (lab.data_dir / "ips").iterdir()) == [addrs["gc-keep"]]
+        assert sorted(p.name for p in (lab.data_dir / "pods").glob("*.json")) == [
+            "gc-keep-eth0.json"]
+    assert f"event=cni_gc gc-keep/eth0: released {addrs['gc-keep']}" in \
+        lab.call("GC", "unused", None, cniVersion="1.1.0", **{
+            "cni.dev/valid-attachments": []}).stderr  # and now the other, on request
+    assert list((lab.data_dir / "ips").iterdir()) == []
+    assert lab.call("STATUS", "unused", None, cniVersion="1.1.0").rc == 0

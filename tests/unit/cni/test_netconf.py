@@ -161,14 +161,18 @@ def test_env_parses() -> None:
     assert e.args == (("IgnoreUnknown", "1"), ("K8S_POD_NAME", "web-0"))
     assert e.path == ("/opt/cni/bin", "/usr/lib/cni")
     assert parse_env({"CNI_COMMAND": "VERSION"}).command == "VERSION"
+    # GC and STATUS name no container
+    gc = parse_env({"CNI_COMMAND": "GC", "CNI_PATH": "/opt/cni/bin"})
+    assert (gc.command, gc.container_id, gc.path) == ("GC", "", ("/opt/cni/bin",))
+    assert parse_env({"CNI_COMMAND": "STATUS"}).command == "STATUS"
     assert parse_env(env(CNI_COMMAND="DEL", CNI_NETNS=None)).netns == ""
 
 
 @pytest.mark.parametrize("over, msg", [
     ({"CNI_COMMAND": None}, "invalid environment variable CNI_COMMAND: '' is not one of "
-     "ADD, DEL, CHECK, VERSION"),
-    ({"CNI_COMMAND": "GC"}, "invalid environment variable CNI_COMMAND: 'GC' is not one of "
-     "ADD, DEL, CHECK, VERSION"),
+     "ADD, DEL, CHECK, GC, STATUS, VERSION"),
+    ({"CNI_COMMAND": "gc"}, "invalid environment variable CNI_COMMAND: 'gc' is not one of "
+     "ADD, DEL, CHECK, GC, STATUS, VERSION"),
     ({"CNI_CONTAINERID": None}, "invalid environment variable CNI_CONTAINERID: '' must match "
      "^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"),
     ({"CNI_CONTAINERID": "_x"}, "invalid environment variable CNI_CONTAINERID: '_x' must "
@@ -190,3 +194,20 @@ def test_bad_env_is_code_4(over: dict[str, str | None], msg: str) -> None:
     with pytest.raises(CniError) as ei:
         parse_env(env(**over))
     assert (ei.value.code, ei.value.msg) == (4, msg)
+
+
+def test_gc_valid_attachments() -> None:
+    raw = conf(cniVersion="1.1.0")
+    raw["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"},
+                                        {"containerID": "c2", "ifname": "net1"}]
+    assert parse_netconf(raw).valid_attachments == {("c1", "eth0"), ("c2", "net1")}
+    older = conf(cniVersion="1.1.0")
+    older["cni.dev/attachments"] = []  # the key libcni also sets
+    assert parse_netconf(older).valid_attachments == frozenset()
+    assert parse_netconf(conf()).valid_attachments is None
+    bad = conf(cniVersion="1.1.0")
+    bad["cni.dev/valid-attachments"] = [{"containerID": "c1"}]
+    with pytest.raises(CniError) as ei:
+        parse_netconf(bad)
+    assert ei.value.msg == ('invalid network config field "cni.dev/valid-attachments[0]": '
+                            "must be an object with string containerID and ifname")

@@ -68,8 +68,8 @@ def test_error_shape() -> None:
 
 
 def test_version_json() -> None:
-    assert version_json("1.0.0") == {"cniVersion": "1.0.0",
-                                     "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}
+    assert version_json("1.0.0") == {
+        "cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
     assert version_json("0.3.1")["cniVersion"] == "0.3.1"
     assert version_json("9.9.9")["cniVersion"] == "1.0.0"
     assert list(SUPPORTED_VERSIONS) == version_json(None)["supportedVersions"]
@@ -92,14 +92,22 @@ def test_version_command() -> None:
     rc, out = invoke({"CNI_COMMAND": "VERSION"}, '{"cniVersion": "1.0.0"}')
     assert rc == 0
     assert out == {"cniVersion": "1.0.0",
-                   "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]}
+                   "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
     rc, out = invoke({"CNI_COMMAND": "VERSION"}, "")
     assert rc == 0 and out["cniVersion"] == "1.0.0"
 
 
 @pytest.mark.parametrize("env, stdin, code, msg", [
     ({}, "{}", 4, "invalid environment variable CNI_COMMAND: '' is not one of ADD, DEL, "
-     "CHECK, VERSION"),
+     "CHECK, GC, STATUS, VERSION"),
+    ({"CNI_COMMAND": "GC"}, json.dumps({**CONF, "cniVersion": "1.0.0"}), 1,
+     "GC is not defined for cniVersion 1.0.0"),
+    ({"CNI_COMMAND": "GC"}, json.dumps({**CONF, "cniVersion": "1.1.0"}), 7,
+     'invalid network config field "cni.dev/valid-attachments": missing (GC needs the '
+     "valid attachments)"),
+    ({"CNI_COMMAND": "STATUS"}, json.dumps({**CONF, "cniVersion": "1.1.0",
+                                            "bpf": {"pinDir": "/nonexistent/pins"}}), 50,
+     "the pod datapath is not loaded"),
     (ENV, "{not json", 6, "network config is not valid JSON"),
     ({"CNI_COMMAND": "VERSION"}, "[", 6, "network config is not valid JSON"),
     (ENV, json.dumps({**CONF, "cniVersion": "0.1.0"}), 1, "incompatible CNI version '0.1.0'"),

@@ -620,6 +620,7 @@ def test_install_cni_conflist() -> None:
     mod = _install_cni()
     doc = mod.conflist("rackroute", ["10.244.1.0/24"], 9000, "/var/lib/rackroute/cni", "/p")
     assert doc["cniVersion"] == "1.0.0" and doc["name"] == "rackroute"
+    assert doc["cniVersions"] == ["1.0.0", "1.1.0"]  # GC and STATUS where the runtime can
     (plugin,) = doc["plugins"]
     assert plugin == {"type": "rackroute-cni", "podCIDRs": ["10.244.1.0/24"], "mtu": 9000,
                       "dataDir": "/var/lib/rackroute/cni", "bpf": {"pinDir": "/p"}}
