@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bgp.types import IPAddress
 from bpf import maps as m
-from bpf.mapstore import MapPort
+from bpf.mapstore import MapPort, PinnedMap
 from controller.desired.policy import EndpointPolicy, PolicyEntry, PortRange
 
 INGRESS, EGRESS = 0x1, 0x2  # RR_POL_INGRESS, RR_POL_EGRESS
@@ -141,6 +141,27 @@ def read_programmed(eps: MapPort, rules: MapPort) -> list[ProgrammedEndpoint]:
     return out
 
 
+def read_drops(pin_dir: Path) -> dict[int, int]:
+    """Packets refused per endpoint id, summed over CPUs (rr_pol_drops); OSError when the
+    map is not pinned."""
+    from bpf.libbpf import percpu_lookup
+    from bpf.mapstore import PinnedMap
+
+    pm = PinnedMap.open(str(pin_dir / "rr_pol_drops"))
+    try:
+        out = {}
+        for k in list(pm.keys()):
+            try:
+                vals = percpu_lookup(pm.fd, k, 8)
+            except OSError:  # deleted meanwhile
+                continue
+            out[int.from_bytes(k, sys.byteorder)] = sum(
+                int.from_bytes(v, sys.byteorder) for v in vals)
+        return out
+    finally:
+        pm.close()
+
+
 def _addr_of_key(raw: bytes) -> IPAddress:
     k = m.PolEpKey.from_buffer_copy(raw)
     return m.ip_of(k.addr, k.family)
@@ -148,10 +169,13 @@ def _addr_of_key(raw: bytes) -> IPAddress:
 
 class PolicyMaps:
     """The maps behind their ports (PinnedMap, or FakeMap in tests): endpoints, their
-    entries, and (optional) the node's own addresses."""
+    entries, and (optional) the node's own addresses and the per-endpoint drop counters
+    (a per-CPU map: a PinnedMap, walked by key). `last_ids`: the last sync's pod -> id."""
 
-    def __init__(self, eps: MapPort, rules: MapPort, node: MapPort | None = None) -> None:
-        self.eps, self.rules, self.node = eps, rules, node
+    def __init__(self, eps: MapPort, rules: MapPort, node: MapPort | None = None,
+                 drops: PinnedMap | None = None) -> None:
+        self.eps, self.rules, self.node, self.drops = eps, rules, node, drops
+        self.last_ids: dict[str, int] = {}
 
     def sync_node(self, addresses: Iterable[IPAddress]) -> list[str]:
         """Make rr_pol_node hold exactly the node's addresses."""
@@ -197,6 +221,10 @@ class PolicyMaps:
                                         if have_eps.get(k) != v}, errors, labels)
         _delete(self.eps, [k for k in have_eps if k not in want_eps])
         _delete(self.rules, [k for k in have_rules if k not in want_rules])
+        if self.drops is not None:  # the counts of ids no pod has any more
+            live = {i.to_bytes(4, sys.byteorder) for i in ids.values()}
+            _delete(self.drops, [k for k in list(self.drops.keys()) if k not in live])
+        self.last_ids = ids
         return errors
 
 

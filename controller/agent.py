@@ -160,13 +160,19 @@ class Agent:
                 cfg.node, lambda: (mapstat.map_stats(pin_dir), mapstat.filter_stats(pin_dir))))
         policy = next((r for r in datapath if r.name == "policy"), None)
         if policy is not None and cfg.datapath is not None:
-            from bpf.policy import read_stats
+            from bpf.policy import read_drops, read_stats
             from controller.metrics import PolicyCollector
 
             pol_pins = cfg.datapath.pin_root / cfg.datapath.instance
+
+            def pod_drops() -> dict[str, int]:
+                by_id = read_drops(pol_pins)
+                ids = getattr(getattr(policy, "maps", None), "last_ids", {})
+                return {pod: by_id[i] for pod, i in ids.items() if i in by_id}
+
             self.metrics.registry.register(PolicyCollector(
                 cfg.node, lambda: read_stats(pol_pins),
-                lambda: int(getattr(policy, "endpoints", 0))))
+                lambda: int(getattr(policy, "endpoints", 0)), pod_drops))
         routing = next((r for r in first if hasattr(r, "tunnel_state")), None)
         if routing is not None:
             from controller.metrics import TunnelCollector

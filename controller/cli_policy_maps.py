@@ -20,7 +20,7 @@ from controller.cli_policy import entries_doc, print_directions
 
 def cmd_policy_maps(args: argparse.Namespace) -> int:
     from bpf.mapstore import PinnedMap
-    from bpf.policy import read_programmed, read_stats
+    from bpf.policy import read_drops, read_programmed, read_stats
 
     pin_dir = Path(args.pin_root) / args.instance
     try:
@@ -37,11 +37,13 @@ def cmd_policy_maps(args: argparse.Namespace) -> int:
         finally:
             rules.close()
         counters = read_stats(pin_dir)
+        drops = read_drops(pin_dir) if (pin_dir / "rr_pol_drops").exists() else {}
     finally:
         eps.close()
     docs: list[dict[str, Any]] = [
         {"endpoint": p.ep_id, "addresses": [str(a) for a in p.addresses],
-         "ingress": entries_doc(p.ingress), "egress": entries_doc(p.egress)}
+         "ingress": entries_doc(p.ingress), "egress": entries_doc(p.egress),
+         "dropped": drops.get(p.ep_id, 0)}
         for p in programmed]
     if args.output == "json":
         print(json.dumps({"endpoints": docs, "packets": counters}, indent=2))
@@ -49,7 +51,8 @@ def cmd_policy_maps(args: argparse.Namespace) -> int:
     if not docs:
         print("no pod of this node is under policy")
     for d in docs:
-        print(f"endpoint {d['endpoint']}: {', '.join(d['addresses']) or '(no address)'}")
+        print(f"endpoint {d['endpoint']}: {', '.join(d['addresses']) or '(no address)'}, "
+              f"{d['dropped']} packets refused")
         print_directions(d)
     print("packets: " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
     return 0

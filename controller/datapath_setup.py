@@ -130,14 +130,15 @@ def _policy_maps(pin_dir: Path) -> PolicyMaps | None:
     """The pinned policy maps, if a datapath with network policy ever pinned them."""
     if not (pin_dir / "rr_pol_eps").exists():
         return None
-    node = pin_dir / "rr_pol_node"
+    node, drops = pin_dir / "rr_pol_node", pin_dir / "rr_pol_drops"
     return PolicyMaps(PinnedMap.open(str(pin_dir / "rr_pol_eps")),
                       PinnedMap.open(str(pin_dir / "rr_pol")),
-                      PinnedMap.open(str(node)) if node.exists() else None)
+                      PinnedMap.open(str(node)) if node.exists() else None,
+                      PinnedMap.open(str(drops)) if drops.exists() else None)
 
 
 def _close_policy(maps: PolicyMaps) -> None:
-    for port in (maps.eps, maps.rules, maps.node):
+    for port in (maps.eps, maps.rules, maps.node, maps.drops):
         if isinstance(port, PinnedMap):
             port.close()
 

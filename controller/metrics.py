@@ -137,12 +137,14 @@ class DatapathCollector:
 class PolicyCollector:
     """Network policy at work: `rackroute_policy_packets_total{verdict}` (passed: of a flow
     let pass before, or its reply; dropped; new: a flow a decision let pass), from the
-    programs' counters, and `rackroute_policy_endpoints` (this node's pods under policy
+    programs' counters, `rackroute_policy_pod_dropped_total{pod}` (what was refused for
+    each pod under policy), and `rackroute_policy_endpoints` (this node's pods under policy
     after the last pass). Read at scrape time."""
 
     def __init__(self, node: str, read: Callable[[], Mapping[str, int]],
-                 endpoints: Callable[[], int]) -> None:
-        self.node, self.read, self.endpoints = node, read, endpoints
+                 endpoints: Callable[[], int],
+                 drops: Callable[[], Mapping[str, int]] = dict) -> None:
+        self.node, self.read, self.endpoints, self.drops = node, read, endpoints, drops
 
     def collect(self) -> Iterator[Metric]:
         eps = GaugeMetricFamily("rackroute_policy_endpoints",
@@ -159,6 +161,16 @@ class PolicyCollector:
         for verdict, n in sorted(counts.items()):
             packets.add_metric([self.node, verdict], n)
         yield packets
+        try:
+            per_pod = self.drops()
+        except OSError:
+            return
+        pods = CounterMetricFamily("rackroute_policy_pod_dropped",
+                                   "Packets refused for a pod under network policy",
+                                   labels=["node", "pod"])
+        for pod, n in sorted(per_pod.items()):
+            pods.add_metric([self.node, pod], n)
+        yield pods
 
 
 class KubeSourceCollector:

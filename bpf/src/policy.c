@@ -383,7 +383,7 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
     if (parsed == RR_POL_UNREAD) { /* it could be anything: refused where isolated */
         if (!(ep->flags & dir) || rr_pol_own(&t, dir))
             return TC_ACT_OK;
-        rr_pol_count(RR_POL_DROPPED);
+        rr_pol_refused(ep->id);
         return TC_ACT_SHOT;
     }
     if (__builtin_expect(fr.state != RR_POL_FRAG_NONE, 0)) {
@@ -411,7 +411,7 @@ static __always_inline int rr_pol_decide(struct __sk_buff *skb, __u8 dir)
         !rr_pol_allows(ep->id, dir, &t, dir == RR_POL_EGRESS ? &t.daddr : &t.saddr,
                        ntohs(t.dport)) &&
         !(dir == RR_POL_EGRESS && rr_pol_to_service(&t))) {
-        rr_pol_count(RR_POL_DROPPED);
+        rr_pol_refused(ep->id);
         return TC_ACT_SHOT;
     }
     one = now & ~RR_POL_CLOSING;

@@ -137,7 +137,7 @@ class PolicyReconciler:
 
     def close(self) -> None:
         """Close the maps' handles (the pinned maps and the programs stay)."""
-        for port in (self.maps.eps, self.maps.rules, self.maps.node):
+        for port in (self.maps.eps, self.maps.rules, self.maps.node, self.maps.drops):
             close = getattr(port, "close", None)
             if close is not None:
                 close()

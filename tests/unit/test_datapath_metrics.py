@@ -41,8 +41,9 @@ def test_a_scrape_without_the_pins_shows_nothing_and_does_not_fail() -> None:
 def test_policy_metrics_count_each_verdict_and_the_pods_under_policy() -> None:
     reg = CollectorRegistry()
     reg.register(PolicyCollector("n1", lambda: {"passed": 7, "dropped": 2, "new": 3},
-                                 lambda: 4))
+                                 lambda: 4, lambda: {"web/api": 2}))
     text = generate_latest(reg).decode()
+    assert 'rackroute_policy_pod_dropped_total{node="n1",pod="web/api"} 2.0' in text
     assert 'rackroute_policy_packets_total{node="n1",verdict="dropped"} 2.0' in text
     assert 'rackroute_policy_packets_total{node="n1",verdict="passed"} 7.0' in text
     assert 'rackroute_policy_endpoints{node="n1"} 4.0' in text

@@ -13,6 +13,18 @@ static __always_inline void rr_pol_count(int idx)
         *c += 1;
 }
 
+/* A packet refused for endpoint ep: counted in all and for the endpoint. */
+static __always_inline void rr_pol_refused(__u32 ep)
+{
+    __u64 *c = rr_pol_drops.lookup(&ep), one = 1;
+
+    rr_pol_count(RR_POL_DROPPED);
+    if (c)
+        *c += 1;
+    else
+        rr_pol_drops.update(&ep, &one);
+}
+
 /* Is a (of family) one of the node's own addresses? */
 static __always_inline int rr_pol_is_node(const struct rr_addr *a, __u8 family)
 {
@@ -72,7 +84,7 @@ static __always_inline int rr_pol_service_egress(const struct rr_ct_key *t,
         return 1;
     if (rr_pol_allows(ep->id, RR_POL_EGRESS, t, be_addr, ntohs(be_port)))
         return 1;
-    rr_pol_count(RR_POL_DROPPED);
+    rr_pol_refused(ep->id);
     return 0;
 }
 

@@ -19,7 +19,7 @@ import pytest
 from bpf.libbpf import percpu_lookup, prog_test_run
 from bpf.loader import Datapath, DatapathConfig
 from bpf.mapstore import PinnedMap
-from bpf.policy import PolicyMaps, read_stats
+from bpf.policy import PolicyMaps, read_drops, read_stats
 from bpf.sync import Syncer
 from bpf.table import Backend, Proto, Service, ServiceKey
 from controller.desired.policy import EndpointPolicy, compile_policies
@@ -111,9 +111,9 @@ def progs() -> Iterator[tuple[dict[str, int], PolicyMaps, Path]]:
     maps: list[PinnedMap] = []
     try:
         dp.load(("policy",))
-        for name in ("rr_pol_eps", "rr_pol", "rr_pol_node"):
+        for name in ("rr_pol_eps", "rr_pol", "rr_pol_node", "rr_pol_drops"):
             maps.append(PinnedMap.open(str(cfg.pin_dir / name)))
-        yield dp.fds, PolicyMaps(maps[0], maps[1], maps[2]), cfg.pin_dir
+        yield dp.fds, PolicyMaps(maps[0], maps[1], maps[2], maps[3]), cfg.pin_dir
     finally:
         for pm in maps:
             pm.close()
@@ -226,6 +226,11 @@ def test_policy_decisions(progs: tuple[dict[str, int], PolicyMaps, Path]) -> Non
     assert dropped >= 8  # the drops above, counted
     counts = read_stats(pin_dir)  # as the agent's metrics read them
     assert counts["dropped"] == dropped and counts["new"] >= 8 and counts["passed"] >= 3
+    # and per endpoint (the spoofing pod is no endpoint: counted in all only)
+    per_ep = read_drops(pin_dir)
+    ids = maps.last_ids
+    assert per_ep[ids["web/api"]] == 4 and per_ep[ids["web/vault"]] == 3
+    assert sum(per_ep.values()) == dropped - 1
 
 
 def test_a_closed_connection_is_forgotten_and_its_tuple_decided_anew(
@@ -297,9 +302,13 @@ def test_policy_maps_shows_what_the_maps_hold(
     from controller.cli import main
     from controller.cli_policy import entries_doc
 
-    _, maps, pin_dir = progs
+    fds, maps, pin_dir = progs
     compiled = plan()
     assert maps.sync(compiled) == []
+    api = maps.ids(compiled)["web/api"]
+    refused = read_drops(pin_dir).get(api, 0) + 1
+    assert verdict(fds, "rr_pol_to_pod", packet("10.0.3.30", "10.0.1.11",
+                                                dport=8080)) == TC_ACT_SHOT
     assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
                  pin_dir.name, "-o", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -307,12 +316,19 @@ def test_policy_maps_shows_what_the_maps_hold(
     want = sorted(({"endpoint": ids[k], "addresses": [str(a) for a in ep.ips],
                     "ingress": entries_doc(ep.ingress), "egress": entries_doc(ep.egress)}
                    for k, ep in compiled.items()), key=lambda d: d["endpoint"])
-    assert doc["endpoints"] == want
+    assert [{k: v for k, v in d.items() if k != "dropped"} for d in doc["endpoints"]] == want
+    drops = read_drops(pin_dir)
+    assert [d["dropped"] for d in doc["endpoints"]] == [drops.get(d["endpoint"], 0)
+                                                        for d in want]
+    assert doc["endpoints"][0] == {**doc["endpoints"][0], "endpoint": api,
+                                   "dropped": refused}
     assert set(doc["packets"]) == {"passed", "dropped", "new"}
     assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
                  pin_dir.name]) == 0
     text = capsys.readouterr().out
-    assert "endpoint 1: 10.0.1.11" in text and "tcp/8080" in text and "packets: " in text
+    assert f"endpoint {api}: 10.0.1.11, {refused} packets refused" in text
+    assert "tcp/8080" in text
+    assert "packets: " in text
     assert main(["policy-maps", "--pin-root", str(pin_dir.parent), "--instance",
                  "nothing-here"]) == 2
     assert "is the agent running with --network-policy" in capsys.readouterr().err
@@ -320,7 +336,7 @@ def test_policy_maps_shows_what_the_maps_hold(
 
 def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
         progs: tuple[dict[str, int], PolicyMaps, Path]) -> None:
-    fds, maps, _ = progs
+    fds, maps, pin_dir = progs
     assert maps.sync(plan()) == []
     before = maps.ids(plan())
     assert maps.sync(plan()) == [] and maps.ids(plan()) == before
@@ -329,6 +345,7 @@ def test_resync_keeps_ids_and_a_pod_leaving_policy_is_let_go(
     assert maps.sync(plan(without)) == []
     assert verdict(fds, "rr_pol_to_pod", packet("10.0.3.30", "10.0.1.11",
                                                 dport=9999)) == TC_ACT_OK
+    assert before["web/api"] not in read_drops(pin_dir)  # its count went with it
     ids = maps.ids(plan(without))
     assert all(ids[k] == before[k] for k in ids)  # the others keep theirs
     assert maps.sync({}) == []
@@ -372,6 +389,8 @@ def test_egress_to_a_service_is_decided_on_its_backend() -> None:
         assert balanced("10.0.1.10", 41000) == "10.0.1.11"
         assert balanced("10.0.1.12", 41001) is None
         assert balanced("10.0.1.12", 41001) is None  # its retransmission too
+        # counted for vault: the port no service has (its interface), and both SYNs here
+        assert read_drops(cfg.pin_dir)[pm.ids(plan())["web/vault"]] == 3
         assert balanced("10.0.1.99", 41003) == "10.0.1.11"  # under no policy
         # vault allowed to api on 8080 (the backend's port, not the service's): balanced
         allow = policy("vault-api", "web", sel(app="vault"), egress=[PolicyRule(
