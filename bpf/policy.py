@@ -141,25 +141,35 @@ def read_programmed(eps: MapPort, rules: MapPort) -> list[ProgrammedEndpoint]:
     return out
 
 
-def read_drops(pin_dir: Path) -> dict[int, int]:
-    """Packets refused per endpoint id, summed over CPUs (rr_pol_drops); OSError when the
-    map is not pinned."""
+def read_drops(pin_dir: Path, ids: Iterable[int] | None = None) -> dict[int, int]:
+    """Packets refused per endpoint id, summed over CPUs (rr_pol_drops), for ids (None:
+    those rr_pol_eps holds); OSError when the maps are not pinned."""
     from bpf.libbpf import percpu_lookup
-    from bpf.mapstore import PinnedMap
 
+    if ids is None:
+        eps = PinnedMap.open(str(pin_dir / "rr_pol_eps"))
+        try:
+            ids = {m.PolEp.from_buffer_copy(v).id for _, v in eps.items()}
+        finally:
+            eps.close()
     pm = PinnedMap.open(str(pin_dir / "rr_pol_drops"))
     try:
-        out = {}
-        for k in list(pm.keys()):
-            try:
-                vals = percpu_lookup(pm.fd, k, 8)
-            except OSError:  # deleted meanwhile
-                continue
-            out[int.from_bytes(k, sys.byteorder)] = sum(
-                int.from_bytes(v, sys.byteorder) for v in vals)
-        return out
+        return {i: sum(int.from_bytes(v, sys.byteorder)
+                       for v in percpu_lookup(pm.fd, i.to_bytes(4, sys.byteorder), 8))
+                for i in sorted(ids) if i < pm.max_entries}
     finally:
         pm.close()
+
+
+def _zero_percpu(pm: PinnedMap, indices: Iterable[int]) -> None:
+    """Zero the u64 slots of a per-CPU array at indices (on every CPU)."""
+    from bpf.libbpf import lib, map_update
+
+    zeros = bytes(8 * max(lib().libbpf_num_possible_cpus(), 1))
+    for i in indices:
+        if i < pm.max_entries:
+            with contextlib.suppress(OSError):
+                map_update(pm.fd, i.to_bytes(4, sys.byteorder), zeros)
 
 
 def _addr_of_key(raw: bytes) -> IPAddress:
@@ -170,7 +180,8 @@ def _addr_of_key(raw: bytes) -> IPAddress:
 class PolicyMaps:
     """The maps behind their ports (PinnedMap, or FakeMap in tests): endpoints, their
     entries, and (optional) the node's own addresses and the per-endpoint drop counters
-    (a per-CPU map: a PinnedMap, walked by key). `last_ids`: the last sync's pod -> id."""
+    (a per-CPU array indexed by endpoint id: a PinnedMap). `last_ids`: the last sync's
+    pod -> id."""
 
     def __init__(self, eps: MapPort, rules: MapPort, node: MapPort | None = None,
                  drops: PinnedMap | None = None) -> None:
@@ -214,6 +225,7 @@ class PolicyMaps:
         want_eps, want_rules = pol_entries(ids, endpoints, labels)
         have_rules = dict(self.rules.items())
         have_eps = dict(self.eps.items())
+        freed = {m.PolEp.from_buffer_copy(v).id for v in have_eps.values()} - set(ids.values())
         errors: list[str] = []
         _write(self.rules, "rr_pol", {k: v for k, v in want_rules.items()
                                       if have_rules.get(k) != v}, errors, labels)
@@ -221,9 +233,8 @@ class PolicyMaps:
                                         if have_eps.get(k) != v}, errors, labels)
         _delete(self.eps, [k for k in have_eps if k not in want_eps])
         _delete(self.rules, [k for k in have_rules if k not in want_rules])
-        if self.drops is not None:  # the counts of ids no pod has any more
-            live = {i.to_bytes(4, sys.byteorder) for i in ids.values()}
-            _delete(self.drops, [k for k in list(self.drops.keys()) if k not in live])
+        if self.drops is not None:  # an id freed starts again from 0 for its next pod
+            _zero_percpu(self.drops, freed)
         self.last_ids = ids
         return errors
 

@@ -166,8 +166,8 @@ class Agent:
             pol_pins = cfg.datapath.pin_root / cfg.datapath.instance
 
             def pod_drops() -> dict[str, int]:
-                by_id = read_drops(pol_pins)
                 ids = getattr(getattr(policy, "maps", None), "last_ids", {})
+                by_id = read_drops(pol_pins, ids.values())
                 return {pod: by_id[i] for pod, i in ids.items() if i in by_id}
 
             self.metrics.registry.register(PolicyCollector(

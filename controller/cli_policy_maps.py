@@ -37,7 +37,8 @@ def cmd_policy_maps(args: argparse.Namespace) -> int:
         finally:
             rules.close()
         counters = read_stats(pin_dir)
-        drops = read_drops(pin_dir) if (pin_dir / "rr_pol_drops").exists() else {}
+        drops = read_drops(pin_dir, [p.ep_id for p in programmed]) \
+            if (pin_dir / "rr_pol_drops").exists() else {}
     finally:
         eps.close()
     docs: list[dict[str, Any]] = [

@@ -372,8 +372,9 @@ RR_MAP("hash", struct rr_pol_ep_key, __u32, rr_pol_node, RR_POL_NODE_ADDRS);
 RR_MAP("lru_hash", struct rr_pol_frag_key, struct rr_pol_ports, rr_pol_frags, RR_POL_FRAGS);
 enum { RR_POL_PASSED, RR_POL_DROPPED, RR_POL_NEW, RR_POL_STATS };
 RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
-/* packets refused per endpoint id (the agent deletes the ids it no longer uses) */
-RR_MAP("percpu_hash", __u32, __u64, rr_pol_drops, RR_POL_EPS);
+/* packets refused per endpoint id, indexed by it (the agent zeroes an id it frees; an id
+ * past the array is counted in rr_pol_stats only) */
+RR_MAP("percpu_array", __u32, __u64, rr_pol_drops, RR_POL_EPS);
 #endif
 
 #endif

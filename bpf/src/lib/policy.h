@@ -16,13 +16,11 @@ static __always_inline void rr_pol_count(int idx)
 /* A packet refused for endpoint ep: counted in all and for the endpoint. */
 static __always_inline void rr_pol_refused(__u32 ep)
 {
-    __u64 *c = rr_pol_drops.lookup(&ep), one = 1;
+    __u64 *c = rr_pol_drops.lookup(&ep);
 
     rr_pol_count(RR_POL_DROPPED);
     if (c)
         *c += 1;
-    else
-        rr_pol_drops.update(&ep, &one);
 }
 
 /* Is a (of family) one of the node's own addresses? */
