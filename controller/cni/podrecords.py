@@ -118,9 +118,20 @@ class PodRecordDir:
 
     def __init__(self, data_dir: Path) -> None:
         self.path = record_dir(data_dir)
+        # the last reading and the directory version it was made at: every pass asks,
+        # and the files are read again only when one was written or removed
+        self._read: tuple[int, tuple[list[PodRecord], list[str]]] | None = None
 
     def records(self) -> tuple[list[PodRecord], list[str]]:
         """The readable records, and a message for each unreadable one."""
+        version = self.version()
+        if self._read is not None and self._read[0] == version and version:
+            return self._read[1]
+        result = self._read_all()
+        self._read = (version, result)
+        return result
+
+    def _read_all(self) -> tuple[list[PodRecord], list[str]]:
         out: list[PodRecord] = []
         errors: list[str] = []
         try:
@@ -154,9 +165,14 @@ class PodRecordDir:
         return (self.path / f"{key}{READY}").exists()
 
     def version(self) -> int:
-        """Changes whenever a record is added or removed (the directory's mtime)."""
+        """Changes whenever a record or an acknowledgement is written or removed: a hash of
+        the directory's (name, inode) entries, as one readdir gives them (a file is written
+        by renaming a new one over it: a new inode). Not the directory's mtime: two changes
+        within one clock tick would leave it unchanged."""
         try:
-            return os.stat(self.path).st_mtime_ns
+            with os.scandir(self.path) as it:
+                return hash(frozenset((e.name, e.inode()) for e in it
+                                      if not e.name.startswith("."))) or 1
         except FileNotFoundError:
             return 0
 

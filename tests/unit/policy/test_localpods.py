@@ -145,6 +145,29 @@ def test_an_unreadable_record_is_named_and_the_others_read(tmp_path: Path) -> No
     assert len(errors) == 1 and "c2-eth0.json: not JSON" in errors[0]
 
 
+def test_the_directory_is_read_again_only_when_a_record_came_or_went(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = PodRecordDir(tmp_path)
+    podrecords.write_record(tmp_path, "c1", "eth0", "web", "api", "", [A("10.0.1.7")])
+    reads: list[int] = []
+    real = PodRecordDir._read_all
+
+    def counted(self: PodRecordDir) -> tuple[list[PodRecord], list[str]]:
+        reads.append(1)
+        return real(self)
+
+    monkeypatch.setattr(PodRecordDir, "_read_all", counted)
+    first = d.records()
+    assert d.records() == first and len(reads) == 1  # nothing changed: not read again
+    podrecords.write_record(tmp_path, "c2", "eth0", "web", "db", "", [A("10.0.1.8")])
+    assert [r.key for r in d.records()[0]] == ["c1-eth0", "c2-eth0"] and len(reads) == 2
+    podrecords.remove_record(tmp_path, "c1", "eth0")
+    assert [r.key for r in d.records()[0]] == ["c2-eth0"] and len(reads) == 3
+    # the same key written again (an ADD retried), at once: read again
+    podrecords.write_record(tmp_path, "c2", "eth0", "web", "db", "", [A("10.0.1.9")])
+    assert d.records()[0][0].ips == (A("10.0.1.9"),) and len(reads) == 4
+
+
 def test_the_plugin_waits_for_the_acknowledgement(tmp_path: Path) -> None:
     key = podrecords.write_record(tmp_path, "c1", "eth0", "web", "api", "", [A("10.0.1.7")])
     assert not podrecords.wait_ready(tmp_path, key, 0.05)
