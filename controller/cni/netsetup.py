@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.kernel.routes import RTPROT_RACKROUTE
+from controller.kernel.routes import RTPROT_RACKROUTE, KernelRoute
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,6 +51,20 @@ class NetnsGone(CheckFailed):
 def host_ifname(container_id: str, ifname: str) -> str:
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
     return HOST_PREFIX + digest[:11]
+
+
+def is_host_ifname(name: str) -> bool:
+    """Whether name is one host_ifname makes (`rr` and 11 hex digits)."""
+    tail = name[len(HOST_PREFIX):]
+    return (name.startswith(HOST_PREFIX) and len(tail) == 11
+            and all(c in "0123456789abcdef" for c in tail))
+
+
+def is_pod_route(route: KernelRoute) -> bool:
+    """A route ADD made: to a pod's address, straight out of its host veth. The routing
+    reconciler shares the protocol number and must leave these alone."""
+    return (not route.gateways and route.dev is not None and is_host_ifname(route.dev)
+            and route.dst.prefixlen == route.dst.max_prefixlen)
 
 
 def gateway(version: int) -> IPAddress:

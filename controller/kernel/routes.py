@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,9 +140,14 @@ class NetlinkRoutes:
         self.ipr.close()
 
 
-def sync_routes(port: RoutePort, desired: set[KernelRoute]) -> tuple[int, int, list[str]]:
-    """Make rackroute's routes equal to `desired`; returns (replaced, deleted, errors)."""
-    actual = port.list()
+def sync_routes(port: RoutePort, desired: set[KernelRoute],
+                others: Callable[[KernelRoute], bool] | None = None,
+                ) -> tuple[int, int, list[str]]:
+    """Make rackroute's routes equal to `desired`; returns (replaced, deleted, errors).
+
+    `others`: routes of rackroute's protocol that another part owns (the CNI plugin's
+    routes to its pods), left alone."""
+    actual = {r for r in port.list() if others is None or not others(r)}
     by_key = {(r.dst, r.table): r for r in actual}
     want = {(r.dst, r.table): r for r in desired}
     errors: list[str] = []

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import yaml
 
-from controller.lab.topology import CLIENT_ADDR, TOR_CLIENT_ADDR, TOR_UNDERLAY, Topology
+from controller.lab.topology import (
+    CLIENT_ADDR,
+    CLIENT_ADDR6,
+    TOR_CLIENT_ADDR,
+    TOR_CLIENT_ADDR6,
+    TOR_UNDERLAY,
+    TOR_UNDERLAY6,
+    Topology,
+)
 
 FRR_IMAGE = "quay.io/frrouting/frr:8.4.0"
 NODE_IMAGE = "rackroute:latest"
@@ -27,6 +35,14 @@ def render(topo: Topology) -> dict[str, str]:
     client_if = f"eth{len(topo.nodes) + 1}"
     tor_exec += [f"ip addr add {TOR_CLIENT_ADDR} dev {client_if}",
                  "sysctl -w net.ipv4.ip_forward=1"]
+    client_exec = [f"ip addr add {CLIENT_ADDR} dev eth1",
+                   f"ip route replace default via {TOR_CLIENT_ADDR.split('/')[0]}"]
+    if topo.dual_stack:
+        tor_exec += [f"ip addr add {TOR_UNDERLAY6} dev br0 nodad",
+                     f"ip addr add {TOR_CLIENT_ADDR6} dev {client_if} nodad",
+                     "sysctl -w net.ipv6.conf.all.forwarding=1"]
+        client_exec += [f"ip addr add {CLIENT_ADDR6} dev eth1 nodad",
+                        f"ip -6 route replace default via {TOR_CLIENT_ADDR6.split('/')[0]}"]
     nodes: dict[str, object] = {
         "tor": {
             "kind": "linux",
@@ -37,8 +53,7 @@ def render(topo: Topology) -> dict[str, str]:
         "client": {
             "kind": "linux",
             "image": CLIENT_IMAGE,
-            "exec": [f"ip addr add {CLIENT_ADDR} dev eth1",
-                     f"ip route replace default via {TOR_CLIENT_ADDR.split('/')[0]}"],
+            "exec": client_exec,
         },
     }
     links: list[dict[str, object]] = []
@@ -51,6 +66,9 @@ def render(topo: Topology) -> dict[str, str]:
                 f"ip addr add {n.address}/24 dev eth1",
                 f"ip route replace default via {TOR_UNDERLAY.split('/')[0]}",
                 "sysctl -w net.ipv4.ip_forward=1",
+                *([f"ip addr add {n.address6}/64 dev eth1 nodad",
+                   f"ip -6 route replace default via {TOR_UNDERLAY6.split('/')[0]}",
+                   "sysctl -w net.ipv6.conf.all.forwarding=1"] if n.address6 else []),
                 f"rackroute agent --node {n.name} --manifests /etc/rackroute/manifests "
                 "--import-routes",
             ],

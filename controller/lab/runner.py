@@ -31,10 +31,13 @@ from controller.lab.leftovers import kill_leftover_speakers
 from controller.lab.netns import LabError, Netns, run_cmd, veth, wait_for
 from controller.lab.topology import (
     CLIENT_ADDR,
+    CLIENT_ADDR6,
     POD_PORT,
     PREFIX,
     TOR_CLIENT_ADDR,
+    TOR_CLIENT_ADDR6,
     TOR_UNDERLAY,
+    TOR_UNDERLAY6,
     LabPod,
     Topology,
     load_topology,
@@ -154,6 +157,12 @@ class LabRunner:
         client.add_address("eth0", CLIENT_ADDR)
         tor.add_address("ext0", TOR_CLIENT_ADDR)
         client.add_route("default", via=TOR_CLIENT_ADDR.split("/")[0])
+        if topo.dual_stack:  # the same underlay and client segment in IPv6
+            tor.add_address("br0", TOR_UNDERLAY6)
+            tor.add_address("ext0", TOR_CLIENT_ADDR6)
+            tor.sysctl("net.ipv6.conf.all.forwarding", "1")
+            client.add_address("eth0", CLIENT_ADDR6)
+            client.add_route("::/0", via=TOR_CLIENT_ADDR6.split("/")[0])
         for n in topo.nodes:
             ns = self._netns(n.ns)
             veth(ns, "eth0", tor, n.tor_port, master="br0")
@@ -161,6 +170,11 @@ class LabRunner:
             ns.add_route("default", via=TOR_UNDERLAY.split("/")[0])
             ns.sysctl("net.ipv4.ip_forward", "1")
             ns.sysctl("net.ipv4.conf.all.accept_redirects", "0")
+            if n.address6:
+                ns.add_address("eth0", f"{n.address6}/64")
+                ns.add_route("::/0", via=TOR_UNDERLAY6.split("/")[0])
+                ns.sysctl("net.ipv6.conf.all.forwarding", "1")
+                ns.sysctl("net.ipv6.conf.all.accept_redirects", "0")
         # the ToR
         frr = FrrRouter(tor, topo.tor_bgp())
         self.state.frr_dir = str(frr.workdir)
@@ -210,7 +224,7 @@ class LabRunner:
     def _cni_add(self, topo: Topology, lab_pod: LabPod, pns: Netns) -> dict[str, Any]:
         """ADD as a runtime calls it; under network policy it returns once the node's
         agent has the pod's policy in place (controller/cni/podrecords.py)."""
-        pod, node, ip = lab_pod.name, lab_pod.node, lab_pod.ip
+        pod, node, ips = lab_pod.name, lab_pod.node, lab_pod.ips
         env = dict(os.environ)
         env.update({
             "CNI_COMMAND": "ADD",
@@ -218,7 +232,7 @@ class LabRunner:
             "CNI_NETNS": f"/run/netns/{pns.name}",
             "CNI_IFNAME": "eth0",
             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={lab_pod.namespace};"
-                        f"K8S_POD_NAME={pod};IP={ip}",
+                        f"K8S_POD_NAME={pod};IP={','.join(ips)}",
             "CNI_PATH": str(Path(sys.executable).parent),
         })
         cni = str(Path(sys.executable).parent / "rackroute-cni")
@@ -230,8 +244,8 @@ class LabRunner:
                            f"{res.stderr.strip()}")
         out: dict[str, Any] = json.loads(res.stdout)
         got = [i["address"].split("/")[0] for i in out.get("ips", [])]
-        if ip not in got:
-            raise LabError(f"CNI ADD {pod}: asked for {ip}, got {got}")
+        if not set(ips) <= set(got):
+            raise LabError(f"CNI ADD {pod}: asked for {', '.join(ips)}, got {got}")
         return out
 
     # ------------------------------------------------------------------ down

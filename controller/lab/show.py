@@ -1,5 +1,6 @@
-"""What `make lab` prints: sessions, the ToR's routes, a pod ping, a curl per LB IP, a
-NetworkPolicy's verdict and the connections it allows and refuses."""
+"""What `make lab` prints: sessions, the ToR's routes (both families in a dual-stack lab),
+a pod ping per family, a curl per LB IP, a NetworkPolicy's verdict and the connections it
+allows and refuses."""
 
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ def lb_targets(mdir: Path) -> list[tuple[str, str, int, str]]:
     return out
 
 
+def url(ip: str, port: int) -> str:
+    """http://ip:port/, the address in brackets if it is IPv6."""
+    return f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
+
+
+def tor_bgp_routes(r: LabRunner) -> str:
+    """The ToR's BGP routes of both families (vtysh's text)."""
+    return tor_vtysh(r, "show ip route bgp") + tor_vtysh(r, "show ipv6 route bgp")
+
+
 def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
     """Wait until every session is Established and the ToR's kernel has every pod CIDR."""
     mdir = _manifests(r)
@@ -58,7 +69,7 @@ def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
         docs = read_nodes(mdir)
         states = [p["state"] for d in docs.values() for i in d.get("instances", [])
                   for p in i.get("peers", [])]
-        routes = tor_vtysh(r, "show ip route bgp")
+        routes = tor_bgp_routes(r)
         if (len(docs) == len(topo.nodes) and states and all(s == "established" for s in states)
                 and all(c in routes for c in want)):
             return True
@@ -80,23 +91,29 @@ def show(r: LabRunner) -> int:
                     str(mdir)], check=False)
     _section("The ToR's routes (vtysh: show ip route bgp)")
     print(tor_vtysh(r, "show ip route bgp").rstrip())
+    if topo.dual_stack:
+        _section("The ToR's IPv6 routes (vtysh: show ipv6 route bgp)")
+        print(tor_vtysh(r, "show ipv6 route bgp").rstrip())
     first = next((p for p in topo.pods if p.node == topo.nodes[0].name), None)
     last = next((p for p in topo.pods if p.node == topo.nodes[-1].name), None)
     if first and last:
-        _section(f"Ping from pod {first.name} ({first.node}) to pod {last.name} ({last.node})")
-        res = Netns(topo.pod_ns(first.name)).run(
-            ["ping", "-c", "3", "-i", "0.2", "-W", "1", last.ip], check=False)
-        print(res.stdout.rstrip() or res.stderr.rstrip())
-        rc |= res.returncode
+        for dst in (last.ip, last.ip6) if first.ip6 and last.ip6 else (last.ip,):
+            _section(f"Ping from pod {first.name} ({first.node}) to pod {last.name} "
+                     f"({last.node}) at {dst}")
+            res = Netns(topo.pod_ns(first.name)).run(
+                ["ping", "-c", "3", "-i", "0.2", "-W", "1", dst], check=False)
+            print(res.stdout.rstrip() or res.stderr.rstrip())
+            rc |= res.returncode
     _section("From the external client to every LoadBalancer IP")
     client = Netns(topo.client_ns)
     for svc, ip, port, proto in lb_targets(mdir):
         if proto != "TCP":
             print(f"{svc:20} {ip}:{port}/{proto}  (not HTTP; skipped)")
             continue
-        res = client.run(["curl", "-sS", "-m", "3", f"http://{ip}:{port}/"], check=False)
+        res = client.run(["curl", "-sS", "-m", "3", url(ip, port)], check=False)
         answer = res.stdout.strip() or res.stderr.strip()
-        print(f"{svc:20} {ip}:{port:<5} -> {answer}")
+        where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        print(f"{svc:20} {where:<22} -> {answer}")
     rc |= show_policy(topo, mdir, client)
     checks = health_check_ports(mdir)
     if checks:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from bgp.speaker import Speaker
 from bgp.types import IPAddress, Route
+from controller.cni.netsetup import is_pod_route
 from controller.desired.routes import (
     MODES,
     PROTOCOLS,
@@ -179,7 +180,8 @@ class RoutingReconciler:
             errors.extend(driver.sync(local, plan.peers))
         errors.extend(untunneled_errors(plan, driver.layout if driver else None))
         errors.extend(plan.problems)
-        _, _, route_errors = sync_routes(self.routes, set(plan.routes))
+        # the CNI plugin's routes to this node's pods carry the same protocol number
+        _, _, route_errors = sync_routes(self.routes, set(plan.routes), is_pod_route)
         errors.extend(route_errors)
         if self.active is not None and self.active != want:
             try:

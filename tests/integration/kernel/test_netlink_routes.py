@@ -10,7 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from controller.kernel.routes import RTPROT_RACKROUTE, NetlinkRoutes
-from tests.unit.kernel.route_contract import check_onlink, check_replace_list_delete, check_sync
+from tests.unit.kernel.route_contract import (
+    check_onlink,
+    check_replace_list_delete,
+    check_sync,
+    check_sync_leaves_others,
+)
 
 
 @pytest.fixture
@@ -50,3 +55,7 @@ def test_netlink_contract_sync(port: NetlinkRoutes) -> None:
 
 def test_netlink_contract_onlink(port: NetlinkRoutes) -> None:
     check_onlink(port)
+
+
+def test_netlink_contract_sync_leaves_others(port: NetlinkRoutes) -> None:
+    check_sync_leaves_others(port)

@@ -45,3 +45,20 @@ def check_onlink(port: RoutePort, dev: str = "e0") -> None:
     assert port.list() == {r}
     port.delete(r)
     assert port.list() == set()
+
+
+def check_sync_leaves_others(port: RoutePort, dev: str = "e0") -> None:
+    """Routes of the protocol that `others` names (the CNI plugin's routes to its pods,
+    both families) survive a sync that does not want them; the rest go."""
+    pods = {KernelRoute(N("10.60.7.7/32"), dev=dev), KernelRoute(N("fd60:7::7/128"), dev=dev)}
+    for r in pods:
+        port.replace(r)
+    port.replace(R1)
+
+    def others(r: KernelRoute) -> bool:
+        return r.dev == dev and not r.gateways
+
+    assert sync_routes(port, {R6}, others) == (1, 1, [])
+    assert port.list() == pods | {R6}
+    assert sync_routes(port, set()) == (0, 3, [])  # without `others` they are ours
+    assert port.list() == set()

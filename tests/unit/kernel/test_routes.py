@@ -7,7 +7,12 @@ import ipaddress
 from bgp.types import Route
 from controller.desired.routes import desired_routes
 from controller.kernel.routes import FakeRoutes, KernelRoute
-from tests.unit.kernel.route_contract import check_onlink, check_replace_list_delete, check_sync
+from tests.unit.kernel.route_contract import (
+    check_onlink,
+    check_replace_list_delete,
+    check_sync,
+    check_sync_leaves_others,
+)
 
 N = ipaddress.ip_network
 A = ipaddress.ip_address
@@ -23,6 +28,10 @@ def test_fake_contract_sync() -> None:
 
 def test_fake_contract_onlink() -> None:
     check_onlink(FakeRoutes())
+
+
+def test_fake_contract_sync_leaves_others() -> None:
+    check_sync_leaves_others(FakeRoutes())
 
 
 def test_fake_never_lists_foreign_routes() -> None:
