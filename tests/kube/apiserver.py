@@ -44,7 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 GEN = REPO / ".gen"
 INSTALL_SCRIPT = Path(__file__).resolve().with_name("install-apiserver.sh")
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16,fd00:96::/108"  # dual-stack, as the lab
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0

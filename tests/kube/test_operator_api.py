@@ -31,6 +31,10 @@ POOL = RESOURCES["LoadBalancerIPPool"]
 NODE = RESOURCES["Node"]
 
 
+# the lab is dual-stack: an address / CIDR of each family
+WEB_LOCAL = ["10.96.100.2", "fd00:96:100::2"]
+NODE_2 = ["10.244.1.0/24", "fd00:244:0:1::/64"]
+
 def ingress(kube: HTTPKubeAPI, ns: str, name: str) -> list[str]:
     st = kube.get(SVC, name, ns).get("status") or {}
     return [i["ip"] for i in (st.get("loadBalancer") or {}).get("ingress") or []]
@@ -90,10 +94,10 @@ def operator(fresh_apiserver: ApiServer, kube: HTTPKubeAPI, tmp_path: Path
 def test_allocations_land_in_the_api_and_survive_kill_9(
         operator: Operator, kube: HTTPKubeAPI, fresh_apiserver: ApiServer) -> None:
     apiserver = fresh_apiserver
-    wait_for(lambda: ingress(kube, "demo", "web-local") == ["10.96.100.2"], 30,
+    wait_for(lambda: ingress(kube, "demo", "web-local") == WEB_LOCAL, 30,
              what="web-local's LoadBalancer IP in its status")
     wait_for(lambda: len(kube.list(NN)[0]) == 3, 10, what="three NodeNetworks")
-    assert kube.get(NN, "node-2")["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+    assert kube.get(NN, "node-2")["spec"]["podCIDRs"] == NODE_2
     sat = conditions(kube, "Service", "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
     assert sat["status"] == "True"
     assert "rackroute.io/IPsUsed" in conditions(kube, "LoadBalancerIPPool", "general")
@@ -106,8 +110,8 @@ def test_allocations_land_in_the_api_and_survive_kill_9(
                           "-o", "json"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
-    assert plan["loadBalancerIPs"]["demo/web-local"]["ips"] == ["10.96.100.2"]
-    assert plan["podCIDRs"]["node-2"]["cidrs"] == ["10.244.1.0/24"]
+    assert plan["loadBalancerIPs"]["demo/web-local"]["ips"] == WEB_LOCAL
+    assert plan["podCIDRs"]["node-2"]["cidrs"] == NODE_2
     # settled: kill -9, start again; nothing is written
     time.sleep(1.0)
     before = versions(kube)
@@ -136,7 +140,7 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
     svc["metadata"]["namespace"] = "demo"
     kube.create(SVC, svc, "demo")
     wait_for(lambda: ingress(kube, "demo", "late"), 15, what="an IP for the new service")
-    assert ingress(kube, "demo", "web-local") == ["10.96.100.2"]
+    assert ingress(kube, "demo", "web-local") == WEB_LOCAL
     # a deleted node gives its pod CIDR back
     kube.delete(NODE, "node-3")
     wait_for(lambda: sorted(n["metadata"]["name"] for n in kube.list(NN)[0])
@@ -196,7 +200,7 @@ def test_two_operators_elect_one_writer_and_the_survivor_takes_over(
         kube.create(SVC, svc, "demo")
         wait_for(lambda: lease_holder(kube) == "b", 30, what="b holding the lease")
         wait_for(lambda: ingress(kube, "demo", "late"), 10, what="b allocating")
-        assert ingress(kube, "demo", "web-local") == ["10.96.100.2"]
+        assert ingress(kube, "demo", "web-local") == WEB_LOCAL
         # SIGTERM: b gives the lease up on its way out
         assert b.proc is not None
         b.proc.send_signal(signal.SIGTERM)

@@ -29,8 +29,8 @@ def test_reconcile_writes_then_is_stable(tmp_path: Path) -> None:
     op = Operator(root)
     assert op.reconcile(md.load()) is True
     st = read_operator(root)
-    assert [str(i) for i in st.ingress["demo/web-local"]] == ["10.96.100.2"]
-    assert [str(c) for c in st.pod_cidrs["node-2"]] == ["10.244.1.0/24"]
+    assert [str(i) for i in st.ingress["demo/web-local"]] == ["10.96.100.2", "fd00:96:100::2"]
+    assert [str(c) for c in st.pod_cidrs["node-2"]] == ["10.244.1.0/24", "fd00:244:0:1::/64"]
     # the status now feeds back in; a second pass changes nothing
     assert op.reconcile(md.load()) is False
     doc = read_yaml(status_dir(root) / "operator.yaml")
@@ -71,7 +71,7 @@ def test_bad_manifest_becomes_condition_and_rest_still_allocated(tmp_path: Path)
     cond = doc["objects"]["Service demo/broken"]["conditions"][0]
     assert cond["reason"] == "InvalidManifest"
     assert "spec.ports[0].port: must be 1..65535, got 0" in cond["message"]
-    assert doc["services"]["demo/web-local"]["ingress"] == ["10.96.100.2"]
+    assert doc["services"]["demo/web-local"]["ingress"] == ["10.96.100.2", "fd00:96:100::2"]
 
 
 def test_router_ids_from_the_pool_reach_the_agents_through_the_status(tmp_path: Path) -> None:
@@ -83,7 +83,8 @@ def test_router_ids_from_the_pool_reach_the_agents_through_the_status(tmp_path: 
     want = {f"node-{i}": ipaddress.IPv4Address(f"10.255.0.{i}") for i in (1, 2, 3)}
     assert dict(read_operator(root).router_ids) == want
     entry = read_yaml(status_dir(root) / "operator.yaml")["nodeNetworks"]["node-2"]
-    assert entry["bgpRouterID"] == "10.255.0.2" and entry["podCIDRs"] == ["10.244.1.0/24"]
+    assert entry["bgpRouterID"] == "10.255.0.2" and entry["podCIDRs"] == ["10.244.1.0/24",
+                                                                       "fd00:244:0:1::/64"]
     rid = {c["type"]: c for c in entry["conditions"]}["rackroute.io/BGPRouterIDAllocated"]
     assert (rid["status"], rid["reason"]) == ("True", "Allocated")
     # stable: a second pass, and a restarted operator, change nothing

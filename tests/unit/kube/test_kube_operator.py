@@ -51,12 +51,12 @@ def test_allocations_and_conditions_land_on_their_objects() -> None:
     api = lab()
     op = KubeOperator(api, now)
     assert settle(api, op, ParseCache()) == 1
-    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+    assert ingress(api, "demo/web-local") == ["10.96.100.2", "fd00:96:100::2"]
     svc_cond = conditions(api, SVC, "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
     assert (svc_cond["status"], svc_cond["reason"]) == ("True", "satisfied")
     assert svc_cond["lastTransitionTime"] == now()
     nn = api.get(NN, "node-2")
-    assert nn["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+    assert nn["spec"]["podCIDRs"] == ["10.244.1.0/24", "fd00:244:0:1::/64"]
     assert nn["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rackroute-operator"
     assert {"rackroute.io/IPsTotal", "rackroute.io/IPsUsed"} <= set(
         conditions(api, POOL, "general"))
@@ -118,7 +118,7 @@ def test_a_bad_pool_gets_valid_false_and_the_rest_is_allocated() -> None:
     settle(api, KubeOperator(api, now), ParseCache())
     valid = conditions(api, POOL, "broken")["Valid"]
     assert valid["status"] == "False" and "cidr" in valid["message"]
-    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+    assert ingress(api, "demo/web-local") == ["10.96.100.2", "fd00:96:100::2"]
 
 
 class FailingPatches(FakeKubeAPI):
@@ -150,7 +150,7 @@ def test_a_failed_write_holds_up_nothing_else_and_is_retried() -> None:
     api.refuse.clear()
     settle(api, op, cache)
     assert not op.pending
-    assert ingress(api, "demo/web-local") == ["10.96.100.2"]
+    assert ingress(api, "demo/web-local") == ["10.96.100.2", "fd00:96:100::2"]
 
 
 EVENT = RESOURCES["Event"]
@@ -222,7 +222,7 @@ def test_router_ids_from_the_pool_are_stable_and_freed_with_their_node() -> None
     assert "rackroute.io/PodCIDRAllocated" in conditions(api, NN, "node-2")
     items, _ = api.list(EVENT)
     note = next(e["note"] for e in items if e["regarding"]["name"] == "node-2")
-    assert note == "node node-2: 10.244.1.0/24; BGP router ID 10.255.0.2"
+    assert note == "node node-2: 10.244.1.0/24, fd00:244:0:1::/64; BGP router ID 10.255.0.2"
     # a restarted operator reads them back from the NodeNetworks: no write at all
     calls = len(api.calls)
     assert not KubeOperator(api, now).reconcile(snapshot(api, cache, 10))
@@ -246,7 +246,7 @@ def test_a_full_pool_says_which_node_waits_and_a_pool_edit_moves_only_what_fell_
     assert (cond["status"], cond["reason"]) == ("False", "PoolExhausted")
     assert cond["message"] == ("Node node-3: no free router ID left in 10.255.0.0/30 "
                                "(RackrouteConfig default: spec.bgpRouterIDPool)")
-    assert api.get(NN, "node-3")["spec"]["podCIDRs"] == ["10.244.2.0/24"]  # not held up
+    assert api.get(NN, "node-3")["spec"]["podCIDRs"][0] == "10.244.2.0/24"  # not held up
     # a larger pool: node-3 gets one, told in an event; the others keep theirs
     before = len(events(api))
     set_pool(api, "10.255.0.0/29")
@@ -288,4 +288,6 @@ def test_a_bad_pool_is_reported_on_its_object_and_takes_no_router_id_away() -> N
     assert router_ids(api) == before
     assert {n: [str(c) for c in nn.pod_cidrs]
             for n, nn in snapshot(api, cache, 20).node_networks.items()} == {
-        "node-1": ["10.244.0.0/24"], "node-2": ["10.244.1.0/24"], "node-3": ["10.244.2.0/24"]}
+        "node-1": ["10.244.0.0/24", "fd00:244::/64"],
+        "node-2": ["10.244.1.0/24", "fd00:244:0:1::/64"],
+        "node-3": ["10.244.2.0/24", "fd00:244:0:2::/64"]}

@@ -64,9 +64,9 @@ def test_peers_and_paths_follow_the_plan(lab: Path) -> None:
         65011,
         "10.0.0.11",
     )
-    (peer,) = sp.peers()
-    assert peer.address == IP("10.0.0.1")
-    assert announced(sp) == {"10.244.0.0/24", "10.96.100.1/32", "10.96.100.2/32", "10.96.200.10/32"}
+    assert [str(p.address) for p in sp.peers()] == ["10.0.0.1", "fd00:10::1"]
+    assert announced(sp) == {"10.244.0.0/24", "10.96.100.1/32", "10.96.100.2/32", "10.96.200.10/32",
+                             "fd00:244::/64", "fd00:96:100::1/128", "fd00:96:100::2/128"}
     lb = next(p for p in sp.advertised() if str(p.prefix) == "10.96.100.2/32")
     assert lb.communities == frozenset({"65000:200"})
     assert lb.large_communities == frozenset({"65000:1:2"})
@@ -77,18 +77,21 @@ def test_node3_does_not_announce_the_local_service(lab: Path) -> None:
     rec = BGPReconciler(fakes)
     run_pass(lab, rec, "node-3")
     assert "10.96.100.2/32" not in announced(fakes.made["tor"])
+    assert "fd00:96:100::2/128" not in announced(fakes.made["tor"])
 
 
 def test_gate_holds_paths_until_datapath_confirms(lab: Path) -> None:
     fakes = Fakes()
     rec = BGPReconciler(fakes)
-    managed = frozenset({IP("10.96.100.1"), IP("10.96.100.2"), IP("10.96.200.10")})
+    managed = frozenset({IP("10.96.100.1"), IP("10.96.100.2"), IP("10.96.200.10"),
+                         IP("fd00:96:100::1"), IP("fd00:96:100::2")})
     run_pass(lab, rec, gate=ConfirmedGate(managed, frozenset({IP("10.96.100.1")})))
     sp = fakes.made["tor"]
-    assert announced(sp) == {"10.244.0.0/24", "10.96.100.1/32"}
-    assert rec.view.held["tor"] == frozenset({N("10.96.100.2/32"), N("10.96.200.10/32")})
+    assert announced(sp) == {"10.244.0.0/24", "fd00:244::/64", "10.96.100.1/32"}
+    assert rec.view.held["tor"] == frozenset({N("10.96.100.2/32"), N("10.96.200.10/32"),
+                                              N("fd00:96:100::1/128"), N("fd00:96:100::2/128")})
     run_pass(lab, rec, gate=ConfirmedGate(managed, managed))
-    assert announced(sp) >= {"10.96.100.2/32", "10.96.200.10/32"}
+    assert announced(sp) >= {"10.96.100.2/32", "10.96.200.10/32", "fd00:96:100::1/128"}
     assert rec.view.held["tor"] == frozenset()
 
 
@@ -141,7 +144,7 @@ def test_bad_peer_config_leaves_other_peers_working(
     rec = BGPReconciler(fakes)
     with caplog.at_level(logging.WARNING):
         run_pass(lab, rec)
-    assert [str(p.address) for p in fakes.made["tor"].peers()] == ["10.0.0.1"]
+    assert [str(p.address) for p in fakes.made["tor"].peers()] == ["10.0.0.1", "fd00:10::1"]
     assert any("BGPPeerConfig 'missing' not found" in r.getMessage() for r in caplog.records)
     assert "10.96.100.1/32" in announced(fakes.made["tor"])
 
@@ -170,7 +173,8 @@ def test_agent_writes_status_with_session_state(lab: Path) -> None:
     assert agent.write_status() is True
     doc = read_nodes(lab)["node-2"]
     (inst,) = doc["instances"]
-    (peer,) = inst["peers"]
+    peer, peer6 = inst["peers"]
+    assert (peer6["peerAddress"], peer6["state"]) == ("fd00:10::1", "active")
     assert (inst["localASN"], peer["peerAddress"], peer["state"]) == (
         65012,
         "10.0.0.1",
