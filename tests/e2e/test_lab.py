@@ -19,12 +19,13 @@ import yaml
 
 from controller.lab.netns import Netns, wait_for
 from controller.lab.runner import LabRunner
-from controller.lab.show import lb_targets, tor_vtysh, wait_ready
+from controller.lab.show import lb_targets, tor_bgp_routes, tor_vtysh, url, wait_ready
 from controller.lab.topology import Topology
 from controller.status import read_nodes, read_operator
 
 STATE = Path("/run/rackroute-lab-e2e")
 CLIENT_IP = "192.168.100.10"
+CLIENT_IP6 = "fd00:192:168:100::10"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def lab() -> Iterator[tuple[LabRunner, Topology, Path]]:
 
 def tor_nexthops(r: LabRunner, prefix: str) -> set[str]:
     """Next hops of the ToR's installed (FIB) route for prefix."""
-    doc = json.loads(tor_vtysh(r, f"show ip route {prefix} json") or "{}")
+    afi = "ipv6" if ":" in prefix else "ip"
+    doc = json.loads(tor_vtysh(r, f"show {afi} route {prefix} json") or "{}")
     return {
         str(h["ip"])
         for route in doc.get(prefix, [])
@@ -55,13 +57,12 @@ def tor_nexthops(r: LabRunner, prefix: str) -> set[str]:
 
 
 def curl(topo: Topology, ip: str, port: int = 80) -> str:
-    res = Netns(topo.client_ns).run(["curl", "-sS", "-m", "3", f"http://{ip}:{port}/"],
-                                    check=False)
+    res = Netns(topo.client_ns).run(["curl", "-sS", "-m", "3", url(ip, port)], check=False)
     return res.stdout.strip()
 
 
-def lb_ip(mdir: Path, svc: str) -> str:
-    return str(read_operator(mdir).ingress[svc][0])
+def lb_ip(mdir: Path, svc: str, version: int = 4) -> str:
+    return next(str(ip) for ip in read_operator(mdir).ingress[svc] if ip.version == version)
 
 
 def forwarded(ns: str) -> int:
@@ -74,14 +75,16 @@ def test_sessions_and_tor_routes(lab: tuple[LabRunner, Topology, Path]) -> None:
     r, topo, mdir = lab
     docs = read_nodes(mdir)
     assert sorted(docs) == [n.name for n in topo.nodes]
-    for d in docs.values():
-        assert [p["state"] for i in d["instances"] for p in i["peers"]] == ["established"]
-    routes = tor_vtysh(r, "show ip route bgp")
+    for d in docs.values():  # an IPv4 and an IPv6 session
+        assert [(p["peerAddress"], p["state"]) for i in d["instances"] for p in i["peers"]] == [
+            ("10.0.0.1", "established"), ("fd00:10::1", "established")]
+    routes = tor_bgp_routes(r)
     for cidrs in read_operator(mdir).pod_cidrs.values():
+        assert sorted(c.version for c in cidrs) == [4, 6]
         for c in cidrs:
             assert str(c) in routes
     for _, ip, _, _ in lb_targets(mdir):
-        assert f"{ip}/32" in routes
+        assert f"{ip}/{32 if '.' in ip else 128}" in routes
 
 
 def test_pod_to_pod_native_crosses_the_tor(lab: tuple[LabRunner, Topology, Path]) -> None:
@@ -156,6 +159,10 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     assert "=== BGP sessions" in res.stdout
     assert "established" in res.stdout
     assert "pod=web-local-" in res.stdout
+    v6 = [ln for ln in res.stdout.splitlines()
+          if ln.startswith("demo/web-local") and "[fd00:" in ln]
+    assert v6 and all("pod=web-local-" in ln and CLIENT_IP6 in ln for ln in v6), v6
+    assert "=== The ToR's IPv6 routes" in res.stdout
     assert '"localEndpoints": ' in res.stdout and "(HTTP 200)" in res.stdout  # health checks
     # the manifests' NetworkPolicy: its verdict, and the connections as it says
     assert "=== NetworkPolicy: pod web-cluster-1 to pod web-local-1" in res.stdout
@@ -246,3 +253,53 @@ def test_network_policy_from_the_manifests(lab: tuple[LabRunner, Topology, Path]
         f.write_text(original)
     wait_for(lambda: all(from_pod(p.ip) == "" for p in targets), 20, 0.3,
              "web-local refusing the pod again")
+
+
+def forwarded6(ns: str) -> int:
+    for line in Netns(ns).run(["cat", "/proc/net/snmp6"]).stdout.splitlines():
+        if line.startswith("Ip6OutForwDatagrams"):
+            return int(line.split()[1])
+    raise AssertionError("no Ip6OutForwDatagrams")
+
+
+def test_dual_stack_pods_and_load_balancer_ips_over_ipv6_sessions(
+    lab: tuple[LabRunner, Topology, Path],
+) -> None:
+    """The IPv6 half of the lab, end to end: each node's IPv6 pod CIDR and its services'
+    IPv6 LoadBalancer IPs reach the ToR over the node's IPv6 session (next hop: the
+    node's IPv6 address), pods talk across nodes in IPv6 through the ToR, and the external
+    client reaches both services over IPv6: Local only through the nodes with a pod (its
+    address kept), Cluster through every node to the pod on node-3; the NetworkPolicy's
+    IPv6 block lets the client in and keeps the other pod out."""
+    r, topo, mdir = lab
+    by_name = {n.name: n for n in topo.nodes}
+    for name, cidrs in read_operator(mdir).pod_cidrs.items():
+        (c6,) = [str(c) for c in cidrs if c.version == 6]
+        assert tor_nexthops(r, c6) == {by_name[name].address6}
+    local6 = lb_ip(mdir, "demo/web-local", 6)
+    cluster6 = lb_ip(mdir, "demo/web-cluster", 6)
+    with_pods = {topo.node(p.node).address6 for p in topo.pods if p.name.startswith("web-local")}
+    assert tor_nexthops(r, f"{local6}/128") == with_pods
+    assert tor_nexthops(r, f"{cluster6}/128") == {n.address6 for n in topo.nodes}
+
+    src = next(p for p in topo.pods if p.node == topo.nodes[0].name)
+    dst = next(p for p in topo.pods if p.node == topo.nodes[-1].name)
+    before = forwarded6(topo.tor_ns)
+    res = Netns(topo.pod_ns(src.name)).run(
+        ["ping", "-6", "-c", "5", "-i", "0.2", "-W", "1", dst.ip6], check=False)
+    assert res.returncode == 0, res.stdout
+    assert forwarded6(topo.tor_ns) - before >= 10  # both ways through the ToR
+
+    answers = [curl(topo, local6) for _ in range(6)]
+    assert all(a.startswith("pod=web-local-") and a.endswith(f"client={CLIENT_IP6}")
+               for a in answers), answers
+    answers = [curl(topo, cluster6) for _ in range(12)]
+    assert all(a.startswith("pod=web-cluster-1 node=node-3") for a in answers), answers
+    clients = {a.split("client=")[1] for a in answers}
+    assert clients <= {CLIENT_IP6, *(n.address6 for n in topo.nodes)}, clients
+
+    guarded = next(p for p in topo.pods if p.name == "web-local-1")
+    pod = Netns(topo.pod_ns("web-cluster-1"))
+    refused = pod.run(["curl", "-sS", "-m", "2", url(guarded.ip6, 8080)], check=False)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert curl(topo, guarded.ip6, 8080).startswith("pod=web-local-1 ")
