@@ -117,7 +117,7 @@ def plan_text(doc: dict[str, Any]) -> str:
                 [
                     k,
                     ", ".join(v["ips"]) or "-",
-                    ", ".join(v["pools"]) or "-",
+                    ", ".join(dict.fromkeys(v["pools"])) or "-",  # one pool of both families: once
                     v["reason"],
                     v["message"] if v["reason"] != "satisfied" else "",
                 ]
