@@ -262,10 +262,14 @@ def start_datapath(s: DatapathSettings) -> tuple[Datapath, list[Reconciler]]:
     prune = PodIfsReconciler(PinnedMap.open(str(dp.cfg.pin_dir / "rr_pod_ifs")))
     extra: list[Reconciler] = [prune]
     if policy is not None:
-        from controller.cni.podrecords import PodRecordDir
+        from controller.cni.netsetup import host_veth_present
+        from controller.cni.podrecords import PodRecord, PodRecordDir
         from controller.reconcile.policy import PolicyReconciler
 
-        extra.append(PolicyReconciler(policy, local=PodRecordDir(s.cni_data_dir)
+        def present(r: PodRecord) -> bool:
+            return host_veth_present(r.container_id, r.ifname)
+
+        extra.append(PolicyReconciler(policy, local=PodRecordDir(s.cni_data_dir, present)
                                       if s.cni_data_dir is not None else None))
     if s.socket_lb_cgroup is None or s.per_packet_lb:
         return dp, [rec, *extra]

@@ -53,6 +53,18 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return HOST_PREFIX + digest[:11]
 
 
+def host_veth_present(container_id: str, ifname: str) -> bool:
+    """Whether the attachment's host veth exists in this network namespace (the pod's
+    netns taking its end away removes both)."""
+    import socket
+
+    try:
+        socket.if_nametoindex(host_ifname(container_id, ifname))
+    except OSError:
+        return False
+    return True
+
+
 def is_host_ifname(name: str) -> bool:
     """Whether name is one host_ifname makes (`rr` and 11 hex digits)."""
     tail = name[len(HOST_PREFIX):]

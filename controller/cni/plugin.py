@@ -250,8 +250,7 @@ def cmd_gc(conf: NetConf) -> list[str]:
     keep = {podrecords.record_key(c, i) for c, i in valid}
     for rec in podrecords.PodRecordDir(conf.data_dir).records()[0]:
         if rec.key not in keep:  # a record whose addresses are gone already
-            cid, _, ifname = rec.key.rpartition("-")
-            podrecords.remove_record(conf.data_dir, cid, ifname)
+            podrecords.remove_record(conf.data_dir, rec.container_id, rec.ifname)
     return done
 
 

@@ -15,19 +15,26 @@ Layout of `<dataDir>/pods/`:
     <containerID>-<ifname>.ready   written by the agent once the pod's policy is in place
 
 Both are written atomically (a temporary name renamed over the final one) and removed by
-DEL. Imported by the plugin: standard library only.
+DEL. A sandbox that never got its DEL (the node or the runtime crashed) leaves its record
+behind; the agent removes a record once the pod's host veth is gone (DEL removes the
+record before the veth, ADD makes the veth before the record), so a stale record never
+lends its address to a pod that reuses the name, or the pod's next sandbox. Imported by
+the plugin: standard library only.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("rackroute.policy")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SUBDIR = "pods"
@@ -43,6 +50,8 @@ class PodRecord:
     name: str
     uid: str
     ips: tuple[IPAddress, ...]
+    container_id: str = ""  # CNI_CONTAINERID and CNI_IFNAME of the ADD that wrote it
+    ifname: str = ""
 
 
 def record_dir(data_dir: Path) -> Path:
@@ -68,7 +77,8 @@ def write_record(data_dir: Path, container_id: str, ifname: str, namespace: str,
     key = record_key(container_id, ifname)
     (d / f"{key}{READY}").unlink(missing_ok=True)
     _write_atomic(d / f"{key}{RECORD}", json.dumps(
-        {"namespace": namespace, "name": name, "uid": uid, "ips": [str(a) for a in ips]}))
+        {"namespace": namespace, "name": name, "uid": uid, "ips": [str(a) for a in ips],
+         "containerID": container_id, "ifname": ifname}))
     return key
 
 
@@ -110,14 +120,22 @@ def parse_record(key: str, text: str) -> PodRecord:
         addrs = tuple(ipaddress.ip_address(str(a)) for a in ips)
     except ValueError as e:
         raise ValueError(f'"ips": {e}') from None
-    return PodRecord(key, raw["namespace"], raw["name"], raw["uid"], addrs)
+    # records written before they named the attachment: the key is "<containerID>-<ifname>"
+    cid, _, ifname = key.rpartition("-")
+    cid, ifname = str(raw.get("containerID") or cid), str(raw.get("ifname") or ifname)
+    return PodRecord(key, raw["namespace"], raw["name"], raw["uid"], addrs, cid, ifname)
 
 
 class PodRecordDir:
-    """The agent's side of the records (the real adapter of the LocalPods port)."""
+    """The agent's side of the records (the real adapter of the LocalPods port).
 
-    def __init__(self, data_dir: Path) -> None:
+    `present`: whether a record's sandbox still has its network (the agent: its host veth
+    exists); a record without one is removed, and named in the log."""
+
+    def __init__(self, data_dir: Path,
+                 present: Callable[[PodRecord], bool] | None = None) -> None:
         self.path = record_dir(data_dir)
+        self.present = present
         # the last reading and the directory version it was made at: every pass asks,
         # and the files are read again only when one was written or removed
         self._read: tuple[int, tuple[list[PodRecord], list[str]]] | None = None
@@ -125,11 +143,18 @@ class PodRecordDir:
     def records(self) -> tuple[list[PodRecord], list[str]]:
         """The readable records, and a message for each unreadable one."""
         version = self.version()
-        if self._read is not None and self._read[0] == version and version:
-            return self._read[1]
-        result = self._read_all()
-        self._read = (version, result)
-        return result
+        if self._read is None or self._read[0] != version or not version:
+            self._read = (version, self._read_all())
+        recs, errors = self._read[1]
+        if self.present is None:
+            return recs, errors
+        # asked every time: a sandbox's network can go while the directory stays the same
+        gone = [r for r in recs if not self.present(r)]
+        for r in gone:
+            remove_record(self.path.parent, r.container_id, r.ifname)
+            log.info("event=pod_record_pruned pod=%s/%s key=%s reason='its sandbox network "
+                     "is gone without a CNI DEL'", r.namespace, r.name, r.key)
+        return ([r for r in recs if r not in gone] if gone else recs), errors
 
     def _read_all(self) -> tuple[list[PodRecord], list[str]]:
         out: list[PodRecord] = []

@@ -235,3 +235,32 @@ def test_gc_releases_what_the_runtime_no_longer_knows(lab: CniLab) -> None:
             "cni.dev/valid-attachments": []}).stderr  # and now the other, on request
     assert list((lab.data_dir / "ips").iterdir()) == []
     assert lab.call("STATUS", "unused", None, cniVersion="1.1.0").rc == 0
+
+
+def test_a_pod_record_goes_once_its_sandbox_network_is_gone(lab: CniLab) -> None:
+    """A sandbox whose netns went without a DEL (a crashed runtime or node) takes its host
+    veth with it; the agent's side of the pod records (asked in the plugin's namespace,
+    as the agent runs) then removes its record, and keeps the live pod's."""
+    from controller.cni import podrecords
+    from controller.cni.netsetup import host_veth_present
+    from controller.lab.netns import entered, wait_for
+
+    pods = {cid: lab.pod() for cid in ("rec-live", "rec-lost")}
+    for cid, pod in pods.items():
+        ip = lab.add(cid, pod)["ips"][0]["address"].split("/")[0]
+        podrecords.write_record(lab.data_dir, cid, "eth0", "web", cid, "",
+                                [ipaddress.ip_address(ip)])
+
+    def present(r: podrecords.PodRecord) -> bool:
+        return host_veth_present(r.container_id, r.ifname)
+
+    d = podrecords.PodRecordDir(lab.data_dir, present)
+    assert not host_veth_present("rec-live", "eth0")  # not in this test's namespace
+    with entered(lab.host):
+        assert [r.key for r in d.records()[0]] == ["rec-live-eth0", "rec-lost-eth0"]
+        sh("ip", "netns", "del", pods["rec-lost"])
+        lab.pods.remove(pods["rec-lost"])
+        wait_for(lambda: not host_veth_present("rec-lost", "eth0"), 10, 0.05,
+                 "the lost sandbox's host veth gone with its netns")
+        assert [r.key for r in d.records()[0]] == ["rec-live-eth0"]
+    assert sorted(p.name for p in (lab.data_dir / "pods").iterdir()) == ["rec-live-eth0.json"]

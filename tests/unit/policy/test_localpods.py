@@ -37,7 +37,8 @@ def new_pod(name: str, node: str = "n1", uid: str = "", ips: tuple[str, ...] = (
 
 
 def rec(key: str, name: str, *ips: str, uid: str = "") -> PodRecord:
-    return PodRecord(key, "web", name, uid, tuple(A(i) for i in ips))
+    cid, _, ifname = key.rpartition("-")
+    return PodRecord(key, "web", name, uid, tuple(A(i) for i in ips), cid, ifname)
 
 
 def test_a_pod_without_an_address_takes_its_records() -> None:
@@ -222,3 +223,33 @@ def test_a_record_is_not_acknowledged_while_the_maps_refuse_its_pod() -> None:
     assert "rr_pol_eps: pod web/db address 10.0.1.8: not written: map full" in \
         ctx.errors["policy"]
     assert not local.acknowledged("c1-eth0") and not local.acknowledged("c2-eth0")
+
+
+def test_a_record_names_its_attachment_and_older_ones_are_read_from_their_key(
+        tmp_path: Path) -> None:
+    podrecords.write_record(tmp_path, "c-1", "net1", "web", "api", "", [A("10.0.1.7")])
+    (r,) = PodRecordDir(tmp_path).records()[0]
+    assert (r.key, r.container_id, r.ifname) == ("c-1-net1", "c-1", "net1")
+    old = parse_record("c-2-eth0", '{"namespace": "web", "name": "db", "uid": "", '
+                                   '"ips": ["10.0.1.8"]}')
+    assert (old.container_id, old.ifname) == ("c-2", "eth0")
+
+
+def test_a_record_whose_sandbox_network_is_gone_is_removed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Asked on every read, the directory unchanged or not: the record and its
+    acknowledgement go, the pod is named in the log, and the others stay."""
+    alive = {"c1", "c2"}
+    d = PodRecordDir(tmp_path, lambda r: r.container_id in alive)
+    for cid, ip in (("c1", "10.0.1.7"), ("c2", "10.0.1.8")):
+        podrecords.write_record(tmp_path, cid, "eth0", "web", f"pod-{cid}", "", [A(ip)])
+    d.acknowledge(["c1-eth0", "c2-eth0"])
+    assert [r.key for r in d.records()[0]] == ["c1-eth0", "c2-eth0"]
+    alive.discard("c2")  # nothing in the directory changed
+    with caplog.at_level("INFO", logger="rackroute.policy"):
+        assert [r.key for r in d.records()[0]] == ["c1-eth0"]
+    assert "event=pod_record_pruned pod=web/pod-c2 key=c2-eth0" in caplog.text
+    assert sorted(p.name for p in podrecords.record_dir(tmp_path).iterdir()) == [
+        "c1-eth0.json", "c1-eth0.ready"]
+    assert [r.key for r in d.records()[0]] == ["c1-eth0"]
+    assert [r.key for r in PodRecordDir(tmp_path).records()[0]] == ["c1-eth0"]
