@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgp.bfd_port import BfdPort, DaemonBfd
 from bgp.speaker import Speaker, logfmt
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
@@ -90,7 +91,8 @@ def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
 class Agent:
     """Wires one node's source, store, reconcilers, status and metrics together."""
 
-    def __init__(self, cfg: AgentConfig, factory: Callable[[str], Speaker] | None = None) -> None:
+    def __init__(self, cfg: AgentConfig, factory: Callable[[str], Speaker] | None = None,
+                 bfd_port: BfdPort | None = None) -> None:
         self.cfg = cfg
         self.store = Store()
         self.source: FileSource | KubeSource
@@ -148,7 +150,12 @@ class Agent:
                 cfg.cni_conf, cfg.cni_data_dir, pin_dir,
                 routing.pod_mtu if routing is not None else (lambda: None),
                 policy_wait=cfg.cni_policy_wait))
-        order = [*first, *datapath, *cfg.extra, self.bgp]
+        from controller.reconcile.bfd import BfdReconciler
+
+        # the BFD responder runs apart from the agent, under its state dir, and is adopted
+        # after a restart (an agent restart never flaps a session)
+        self.bfd = BfdReconciler(bfd_port or DaemonBfd(cfg.state_dir / "bfd"))
+        order = [*first, *datapath, *cfg.extra, self.bgp, self.bfd]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
         if cfg.datapath is not None:
@@ -225,7 +232,7 @@ class Agent:
         With the API server, also this node's part of its NodeNetwork status."""
         if self.node_status is not None:
             self.node_status.write_network(self.cfg.node, self.network_status())
-        doc = node_status(self.cfg.node, self.bgp)
+        doc = node_status(self.cfg.node, self.bgp, bfd=self.bfd.sessions())
         self.metrics.update(doc)
         comparable = {k: v for k, v in doc.items() if k != "updated"}
         if comparable == self._last_status:

@@ -7,6 +7,7 @@ the agent beside the manifests (`.status/node-<name>.yaml`) and read by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,10 +62,19 @@ def peer_routes(rec: BGPReconciler) -> dict[str, dict[str, list[dict[str, Any]]]
     return out
 
 
+def _bfd_doc(s: Any) -> dict[str, Any]:
+    """A peer's BFD session as the status shows it ("pending" before the responder says)."""
+    if s is None:
+        return {"state": "pending", "diag": "none"}
+    return {"state": s.state, "diag": s.diag}
+
+
 def node_status(
-    node: str, rec: BGPReconciler, now: datetime | None = None, routes: bool = True
+    node: str, rec: BGPReconciler, now: datetime | None = None, routes: bool = True,
+    bfd: Mapping[IPAddress, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status document (plain data) for `node`."""
+    """The status document (plain data) for `node`; `bfd`: the BFD sessions by peer
+    address (bgp.bfd_port.PeerBfd), shown on the peers whose config enables BFD."""
     view = rec.view
     speakers = rec.speakers()
     instances: list[dict[str, Any]] = []
@@ -105,6 +115,8 @@ def node_status(
                     },
                     "plannedPaths": sorted(str(p.prefix) for pp in planned for p in pp.paths),
                     "lastError": st.last_error if st else None,
+                    "bfd": _bfd_doc(bfd.get(rp.spec.address) if bfd else None)
+                    if rp.bfd.enabled else None,
                 }
             )
         instances.append(

@@ -28,6 +28,12 @@ class AgentMetrics:
             labels,
             registry=self.registry,
         )
+        self.bfd = Gauge(
+            "rackroute_bfd_session_up",
+            "1 while the peer's BFD session is Up (peers whose config enables BFD)",
+            labels,
+            registry=self.registry,
+        )
         self.state = Gauge(
             "rackroute_bgp_session_state",
             "1 for the session's current FSM state",
@@ -64,13 +70,16 @@ class AgentMetrics:
 
     def update(self, doc: dict[str, Any]) -> None:
         node = doc["node"]
-        for g in (self.session, self.state, self.received, self.advertised, self.held):
+        for g in (self.session, self.state, self.received, self.advertised, self.held,
+                  self.bfd):
             g.clear()
         for inst in doc["instances"]:
             self.held.labels(node, inst["name"]).set(len(inst["heldPaths"]))
             for p in inst["peers"]:
                 lab = (node, inst["name"], p["name"], p["peerAddress"])
                 self.session.labels(*lab).set(1 if p["state"] == "established" else 0)
+                if p.get("bfd"):
+                    self.bfd.labels(*lab).set(1 if p["bfd"]["state"] == "up" else 0)
                 for s in STATES:
                     self.state.labels(*lab, s).set(1 if p["state"] == s else 0)
                 for fam, c in p["routeCount"].items():

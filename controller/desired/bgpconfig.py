@@ -18,6 +18,7 @@ from ipaddress import IPv4Address
 from bgp.types import GlobalConfig, PeerSpec
 from controller.model.crds import (
     DEFAULT_FAMILIES,
+    Bfd,
     BGPClusterConfig,
     BGPPeerConfig,
     FamilyConfig,
@@ -48,6 +49,7 @@ class ResolvedPeer:
     spec: PeerSpec
     families: tuple[FamilyConfig, ...]
     local_asn: int
+    bfd: Bfd = Bfd()  # its BGPPeerConfig's spec.bfd (the agent's BFD responder runs it)
 
     @property
     def ibgp(self) -> bool:
@@ -204,7 +206,8 @@ def resolve_node(snap: Snapshot, node: Node) -> NodeBGP:
                     ebgp_multihop=pc.ebgp_multihop if ebgp else 1,
                     families=tuple(f.family for f in (pc.families or DEFAULT_FAMILIES)),
                 )
-                peers.append(ResolvedPeer(inst.name, peer.name, spec, pc.families, asn))
+                peers.append(ResolvedPeer(inst.name, peer.name, spec, pc.families, asn,
+                                          pc.bfd))
             instances.append(
                 ResolvedInstance(inst.name, GlobalConfig(asn, rid, port), tuple(peers))
             )

@@ -76,7 +76,8 @@ def render(topo: Topology) -> dict[str, str]:
         links.append({"endpoints": [f"tor:eth{n.index}", f"{n.name}:eth1"]})
     links.append({"endpoints": [f"tor:{client_if}", "client:eth1"]})
     topo_doc = {"name": "rackroute", "topology": {"nodes": nodes, "links": links}}
-    daemons = "".join(f"{d}=yes\n" for d in ("zebra", "bgpd")) + "vtysh_enable=yes\n"
+    daemons = "".join(f"{d}=yes\n" for d in ("zebra", "bgpd", *(("bfdd",) if topo.bfd else ()))
+                      ) + "vtysh_enable=yes\n"
     return {
         "topology.clab.yml": HEADER + yaml.safe_dump(topo_doc, sort_keys=False),
         "clab/tor/frr.conf": "! " + HEADER[2:] + "frr defaults datacenter\n"

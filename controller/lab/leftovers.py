@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bgp.pidfile import kill_recorded
 
-PIDFILES = ("gobgpd.pid", "exabgp.pid")
+PIDFILES = ("gobgpd.pid", "exabgp.pid", "bfd.pid")  # the speakers and the BFD responder
 
 
 def kill_leftover_speakers(state_root: Path, timeout: float = 5.0) -> list[int]:

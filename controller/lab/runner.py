@@ -176,7 +176,7 @@ class LabRunner:
                 ns.sysctl("net.ipv6.conf.all.forwarding", "1")
                 ns.sysctl("net.ipv6.conf.all.accept_redirects", "0")
         # the ToR
-        frr = FrrRouter(tor, topo.tor_bgp())
+        frr = FrrRouter(tor, topo.tor_bgp(), bfd=topo.bfd)
         self.state.frr_dir = str(frr.workdir)
         self.state.save(self.dir)
         frr.start()

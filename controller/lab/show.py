@@ -55,7 +55,8 @@ def tor_bgp_routes(r: LabRunner) -> str:
 
 
 def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
-    """Wait until every session is Established and the ToR's kernel has every pod CIDR."""
+    """Wait until every session is Established (and its BFD session Up, where asked) and
+    the ToR's kernel has every pod CIDR."""
     mdir = _manifests(r)
     topo = load_topology(mdir)
     from controller.sources.files import ManifestDir
@@ -67,8 +68,12 @@ def wait_ready(r: LabRunner, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         docs = read_nodes(mdir)
-        states = [p["state"] for d in docs.values() for i in d.get("instances", [])
-                  for p in i.get("peers", [])]
+        peers = [p for d in docs.values() for i in d.get("instances", [])
+                 for p in i.get("peers", [])]
+        states = [p["state"] for p in peers]
+        # with BFD asked for, its sessions too (the status shows the responder's view)
+        states += ["established" if p["bfd"]["state"] == "up" else p["bfd"]["state"]
+                   for p in peers if p.get("bfd")]
         routes = tor_bgp_routes(r)
         if (len(docs) == len(topo.nodes) and states and all(s == "established" for s in states)
                 and all(c in routes for c in want)):
@@ -94,6 +99,9 @@ def show(r: LabRunner) -> int:
     if topo.dual_stack:
         _section("The ToR's IPv6 routes (vtysh: show ipv6 route bgp)")
         print(tor_vtysh(r, "show ipv6 route bgp").rstrip())
+    if topo.bfd:
+        _section("BFD with the nodes' responders, at the ToR (vtysh: show bfd peers brief)")
+        print(tor_vtysh(r, "show bfd peers brief").rstrip())
     first = next((p for p in topo.pods if p.node == topo.nodes[0].name), None)
     last = next((p for p in topo.pods if p.node == topo.nodes[-1].name), None)
     if first and last:

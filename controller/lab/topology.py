@@ -74,6 +74,7 @@ class Topology:
     tor_ns: str = f"{PREFIX}tor"
     client_ns: str = f"{PREFIX}client"
     lb_ips: tuple[str, ...] = field(default=())
+    bfd: bool = False  # some BGPPeerConfig enables BFD: the ToR runs bfdd and asks for it
 
     def node(self, name: str) -> LabNode:
         return next(n for n in self.nodes if n.name == name)
@@ -108,6 +109,7 @@ class Topology:
             listen_ranges=tuple(str(ipaddress.ip_interface(r).network) for r in ranges),
             group_next_hop_self=True,
             neighbors=tuple(neighbors),
+            bfd=self.bfd,
         )
 
 
@@ -142,4 +144,5 @@ def load_topology(manifests: Path) -> Topology:
         got = addrs[k]
         out.append(replace(pods[k], ip=got.get(4) or got[6], ip6=got.get(6, "") if 4 in got
                            else ""))
-    return Topology(tuple(nodes), tuple(out))
+    bfd = any(pc.bfd.enabled for pc in snap.peer_configs.values())
+    return Topology(tuple(nodes), tuple(out), bfd=bfd)

@@ -75,9 +75,12 @@ def test_sessions_and_tor_routes(lab: tuple[LabRunner, Topology, Path]) -> None:
     r, topo, mdir = lab
     docs = read_nodes(mdir)
     assert sorted(docs) == [n.name for n in topo.nodes]
-    for d in docs.values():  # an IPv4 and an IPv6 session
-        assert [(p["peerAddress"], p["state"]) for i in d["instances"] for p in i["peers"]] == [
-            ("10.0.0.1", "established"), ("fd00:10::1", "established")]
+    for d in docs.values():  # an IPv4 and an IPv6 session, each with BFD up
+        assert [(p["peerAddress"], p["state"], p["bfd"]["state"])
+                for i in d["instances"] for p in i["peers"]] == [
+            ("10.0.0.1", "established", "up"), ("fd00:10::1", "established", "up")]
+    bfd = {p["peer"]: p["status"] for p in json.loads(tor_vtysh(r, "show bfd peers json"))}
+    assert bfd == {a: "up" for n in topo.nodes for a in (n.address, n.address6)}
     routes = tor_bgp_routes(r)
     for cidrs in read_operator(mdir).pod_cidrs.values():
         assert sorted(c.version for c in cidrs) == [4, 6]
@@ -297,6 +300,11 @@ def test_dual_stack_pods_and_load_balancer_ips_over_ipv6_sessions(
     assert all(a.startswith("pod=web-cluster-1 node=node-3") for a in answers), answers
     clients = {a.split("client=")[1] for a in answers}
     assert clients <= {CLIENT_IP6, *(n.address6 for n in topo.nodes)}, clients
+    # NodePort on a node's IPv6 address: Cluster from a node without the pod (SNAT to
+    # that node), and the Local health check node port answering per node
+    n1 = topo.node("node-1")
+    assert curl(topo, n1.address6, 30081) == f"pod=web-cluster-1 node=node-3 client={n1.address6}"
+    assert '"localEndpoints": 1' in curl(topo, n1.address6, 32080)
 
     guarded = next(p for p in topo.pods if p.name == "web-local-1")
     pod = Netns(topo.pod_ns("web-cluster-1"))

@@ -102,7 +102,9 @@ def new_speaker(kind: str, node: Node, lab: Lab, state: str | None = None,
     return s
 
 
-def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True, tag: str = "rrb") -> Topo:
+def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True, tag: str = "rrb",
+               bfd: bool = False) -> Topo:
+    """bfd: the ToR runs bfdd, and its NODES peer-group asks for BFD."""
     need_binaries("vtysh", "/usr/lib/frr/zebra")
     prefix = f"{tag}{run_id()}{next(_counter)}"
     lab = Lab(prefix)
@@ -127,7 +129,8 @@ def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True, tag: str = "r
             tor_ns.add_route(f"{node.loopback}/32", via=node.addr4)
             nodes.append(node)
         tor = FrrRouter(tor_ns, BgpConfig(asn=TOR_ASN, router_id="10.55.0.1",
-                                          listen_ranges=("10.55.0.0/24", "fd55::/64")))
+                                          listen_ranges=("10.55.0.0/24", "fd55::/64"),
+                                          bfd=bfd), bfd=bfd)
         lab.defer(tor.close)
         if start_tor:
             tor.start()

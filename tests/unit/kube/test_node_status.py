@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bgp.bfd_port import FakeBfd
 from controller.cli_bgp import peer_rows
 from controller.kubenodestatus import RES, KubeNodeStatus, node_config, node_doc
 from controller.sources.kubeapi import ApiError
@@ -147,7 +148,8 @@ def test_the_agents_pass_problems_are_its_node_networks(tmp_path: Path) -> None:
 
     (tmp_path / "m").mkdir()
     agent = Agent(AgentConfig(node="n1", manifests=tmp_path / "m", state_dir=tmp_path / "s",
-                              extra=(Failing(),)), factory=lambda i: FakeSpeaker())
+                              extra=(Failing(),)), factory=lambda i: FakeSpeaker(),
+                  bfd_port=FakeBfd())
     agent.source.poll()
     agent.loop.run_once()
     st = agent.network_status()

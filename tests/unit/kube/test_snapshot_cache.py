@@ -20,6 +20,7 @@ from types import MappingProxyType
 
 import pytest
 
+from bgp.bfd_port import FakeBfd
 from bgp.fake import FakeSpeaker
 from controller.agent import Agent, AgentConfig
 from controller.sources import snapcache
@@ -182,7 +183,7 @@ def until(pred: Callable[[], object], timeout: float = 10.0) -> None:
 def agent(api: FakeKubeAPI, state: Path, wait: float | None) -> Agent:
     return Agent(AgentConfig(node="node-1", manifests=None, api=api, state_dir=state,
                              secrets_namespace="default", kube_cache_wait=wait),
-                 factory=lambda instance: FakeSpeaker())
+                 factory=lambda instance: FakeSpeaker(), bfd_port=FakeBfd())
 
 
 def from_cache_metric(a: Agent) -> float | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bgp.bfd_port import FakeBfd
 from bgp.fake import FakeSpeaker
 from bgp.types import Path as BgpPath
 from bgp.types import SessionState
@@ -165,7 +166,8 @@ def test_merge_paths_unites_attributes() -> None:
 
 def test_agent_writes_status_with_session_state(lab: Path) -> None:
     fakes = Fakes()
-    agent = Agent(AgentConfig(node="node-2", manifests=lab, speaker="gobgp"), factory=fakes)
+    agent = Agent(AgentConfig(node="node-2", manifests=lab, speaker="gobgp"), factory=fakes,
+                  bfd_port=FakeBfd())
     agent.source.poll()
     agent.loop.run_once()
     sp = fakes.made["tor"]

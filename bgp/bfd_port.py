@@ -1,0 +1,166 @@
+"""The agent's port to BFD: which sessions run, and what state each is in.
+
+`DaemonBfd` is the real adapter: it hands the sessions to the BFD responder process
+(bgp/bfd_daemon.py) through `sessions.json` in its directory, starts that process when
+a session is wanted and none runs, adopts the one a previous agent started (its PID in
+`bfd.pid`, its command line naming the directory: an agent restart never flaps a
+session), and reads `state.json` back. `FakeBfd` keeps the same contract in memory
+(tests/unit/bgp/bfd_contract.py runs both).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bgp.bfd import Settings
+from bgp.bfd_daemon import PIDFILE, SESSIONS, STATE
+from bgp.pidfile import recorded_pid
+from bgp.types import IPAddress
+
+log = logging.getLogger("bgp.bfd")
+
+
+@dataclass(frozen=True)
+class PeerBfd:
+    """One session as the responder reports it."""
+
+    peer: IPAddress
+    state: str  # "admindown", "down", "init", "up"; "pending" until the responder says
+    diag: str = "none"
+    since: float = 0.0  # wall-clock time of the last state change
+
+
+class BfdPort(Protocol):
+    def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
+        """Run exactly these sessions (none: stop)."""
+        ...
+
+    def sessions(self) -> dict[IPAddress, PeerBfd]:
+        """The sessions wanted, with their state."""
+        ...
+
+    def close(self) -> None:
+        """Forget the sessions here; the responder keeps running them."""
+        ...
+
+
+class FakeBfd:
+    """In-memory BfdPort: a session is `pending` until a test sets its state."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[IPAddress, Settings] = {}
+        self.states: dict[IPAddress, str] = {}
+
+    def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
+        self.wanted = dict(sessions)
+        self.states = {p: self.states.get(p, "pending") for p in sessions}
+
+    def sessions(self) -> dict[IPAddress, PeerBfd]:
+        return {p: PeerBfd(p, st) for p, st in self.states.items()}
+
+    def set_state(self, peer: IPAddress, state: str) -> None:
+        if peer in self.states:
+            self.states[peer] = state
+
+    def close(self) -> None:
+        pass
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class DaemonBfd:
+    """BfdPort over the responder process, in this process's network namespace."""
+
+    def __init__(self, directory: Path, python: str = sys.executable) -> None:
+        self.dir = directory
+        self.python = python
+        self.wanted: dict[IPAddress, Settings] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def pid(self) -> int | None:
+        """The responder's PID if it runs (ours, or adopted from a previous agent)."""
+        return recorded_pid(self.dir / PIDFILE, str(self.dir))
+
+    def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
+        doc = {"sessions": [
+            {"peer": str(p), "minRxMs": s.min_rx_ms, "minTxMs": s.min_tx_ms,
+             "multiplier": s.multiplier}
+            for p, s in sorted(sessions.items(), key=lambda kv: str(kv[0]))]}
+        text = json.dumps(doc, indent=1)
+        path = self.dir / SESSIONS
+        changed = not path.exists() or path.read_text() != text
+        self.wanted = dict(sessions)
+        if not sessions and self.pid() is None:
+            path.unlink(missing_ok=True)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if changed:
+            _write_atomic(path, text)  # an empty list makes a running responder stop
+        if sessions and self.pid() is None:
+            self._start()
+
+    def _start(self, timeout: float = 5.0) -> None:
+        self._reap()
+        logf = open(self.dir / "bfd.log", "ab")  # noqa: SIM115 (the child owns it)
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-m", "bgp.bfd_daemon", "--dir", str(self.dir)],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
+        finally:
+            logf.close()
+        (self.dir / PIDFILE).write_text(f"{self._proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while not (self.dir / STATE).exists():
+            if self._proc.poll() is not None:
+                raise OSError(f"the BFD responder exited with {self._proc.returncode} at "
+                              f"start; see {self.dir / 'bfd.log'}")
+            if time.monotonic() > deadline:
+                raise OSError(f"the BFD responder did not start in {timeout:g} s; see "
+                              f"{self.dir / 'bfd.log'}")
+            time.sleep(0.02)
+        log.info("event=bfd_responder_started pid=%d dir=%s", self._proc.pid, self.dir)
+
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+
+    def sessions(self) -> dict[IPAddress, PeerBfd]:
+        try:
+            doc = json.loads((self.dir / STATE).read_text()) if self.pid() else {}
+        except (OSError, ValueError):
+            doc = {}
+        got = doc.get("sessions", {}) if isinstance(doc, dict) else {}
+        out: dict[IPAddress, PeerBfd] = {}
+        for peer in self.wanted:
+            s = got.get(str(peer))
+            out[peer] = (PeerBfd(peer, str(s.get("state", "pending")), str(s.get("diag", "")),
+                                 float(s.get("since", 0.0)))
+                         if isinstance(s, dict) else PeerBfd(peer, "pending"))
+        return out
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the responder (its sessions announced AdminDown) and wait for it."""
+        from bgp.pidfile import kill_recorded
+
+        kill_recorded(self.dir / PIDFILE, str(self.dir), graceful=True, timeout=timeout)
+        if self._proc is not None:
+            self._proc.wait(timeout=timeout)
+            self._proc = None
+        (self.dir / SESSIONS).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._proc = None  # the responder outlives the agent on purpose
+

@@ -1,0 +1,64 @@
+"""BFD with the node's BGP peers: one reconciler, the BfdPort (bgp/bfd_port.py) with the
+responder process as its real adapter and an in-memory fake.
+
+Each pass resolves the node's peers (as the BGP reconciler does) and hands the port the
+sessions `controller.desired.bfd.desired_bfd` plans: new peers get a session, removed ones
+are announced AdminDown and dropped, and with none left the responder stops. A session's
+state changes are logged; `sessions()` is what the status, `rackroute bgp peers` and the
+metrics show. A responder that cannot run (port 3784 taken, no Python) is an error of
+this pass, retried on the next; BGP itself is untouched by it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bgp.bfd import Settings
+from bgp.bfd_port import BfdPort, PeerBfd
+from bgp.types import IPAddress
+from controller.desired.bfd import desired_bfd
+from controller.desired.bgpconfig import resolve_node
+from controller.reconcile.loop import PassContext
+
+log = logging.getLogger("rackroute.bfd")
+
+
+class BfdReconciler:
+    name = "bfd"
+
+    def __init__(self, port: BfdPort) -> None:
+        self.port = port
+        self.problems: list[str] = []
+        self._last: dict[IPAddress, str] = {}
+
+    def reconcile(self, ctx: PassContext) -> None:
+        node = ctx.snap.nodes.get(ctx.node)
+        want: dict[IPAddress, Settings] = {}
+        problems: list[str] = []
+        if node is not None:
+            want, problems = desired_bfd(resolve_node(ctx.snap, node))
+        for p in sorted(set(problems) - set(self.problems)):
+            log.warning("event=bfd_config_problem msg=%r", p)
+        self.problems = problems
+        try:
+            self.port.set_sessions(want)
+        except OSError as e:
+            ctx.errors[self.name] = f"BFD responder: {e}"
+            log.error("event=bfd_responder_error error=%r", str(e))
+            return
+        self._log_changes()
+        if problems:
+            ctx.errors[self.name] = "; ".join(problems)
+
+    def _log_changes(self) -> None:
+        now = {p: s.state for p, s in self.port.sessions().items()}
+        for peer, state in sorted(now.items(), key=lambda kv: str(kv[0])):
+            if self._last.get(peer) != state:
+                log.info("event=bfd_session peer=%s state=%s", peer, state)
+        self._last = now
+
+    def sessions(self) -> dict[IPAddress, PeerBfd]:
+        return self.port.sessions()
+
+    def close(self) -> None:
+        self.port.close()
