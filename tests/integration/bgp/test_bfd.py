@@ -155,3 +155,42 @@ def test_an_agent_restart_adopts_the_responder_and_frr_sees_no_flap(
                     if c.get("peer") == node.addr4)
     assert (tor_bfd().get("status"), counters["session-up"], counters["session-down"]) == (
         "up", 1, 0)
+
+
+def test_a_restarted_agent_container_keeps_its_routes_at_the_tor(
+        bfd_tor: Topo, ports: list[DaemonBfd]) -> None:
+    """In a container the speaker and the responder die with the agent. The speaker's
+    sockets close at once, so the ToR's session is already down, in graceful restart,
+    when BFD goes Down a detection time later: there is no session left for BFD to reset
+    and the routes stay (stale) until the restarted speaker's End-of-RIB. (A dead node's
+    session is still up when BFD goes Down: that one is reset, the test above.)"""
+    from tests.integration.bgp.test_graceful_restart import KernelPoller, no_stale
+
+    node = bfd_tor.nodes[0]
+    bfd_tor.tor_neighbor(node)
+    s = bfd_tor.make_speaker(node)
+    s.start(global_config(node))
+    s.set_peers([peer_spec()])
+    s.set_paths({path_from_texts("10.244.1.0/24")})
+    established(bfd_tor, node.addr4)
+    port, ns = daemon(ports, node.ns.name)
+    in_ns(ns, port, {ip_address("10.55.0.1"): FAST})
+
+    def tor_bfd() -> dict[str, object]:
+        peers = bfd_tor.tor.vtysh_json("show bfd peers json") or []
+        return next((p for p in peers if p.get("peer") == node.addr4), {})
+
+    wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "FRR's BFD session up")
+    wait_for(lambda: "10.244.1.0/24" in kernel_bgp(bfd_tor), 10, 0.1, "the route at the ToR")
+    speaker, responder = s.pid, port.pid()  # type: ignore[attr-defined]
+    assert speaker and responder
+    with KernelPoller(bfd_tor, {"10.244.1.0/24"}) as poller:
+        os.kill(speaker, signal.SIGKILL)
+        os.kill(responder, signal.SIGKILL)
+        wait_for(lambda: tor_bfd().get("status") == "down", 10, 0.05, "BFD down at the ToR")
+        time.sleep(0.5)
+        in_ns(ns, port, {ip_address("10.55.0.1"): FAST})  # the new agent's responder
+        wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "BFD up again")
+        wait_for(lambda: no_stale(bfd_tor), 30, 0.1, "End-of-RIB after the speaker's restart")
+    assert poller.samples > 50
+    assert poller.missing == [], f"routes left the ToR's kernel: {poller.missing[:3]}"
