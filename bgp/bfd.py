@@ -197,7 +197,7 @@ class Session:
             self._set_state(State.DOWN, Diag.NEIGHBOR_DOWN)
         self._reschedule(now)
         # Answer a Poll, and tell the peer about any change at once rather than at the next
-        # periodic packet (FRR relies on it); a single packet carries all of it.
+        # periodic packet (a known interop trap with FRR); one packet carries all of it.
         if pkt.poll or changed or self._state != before:
             return [self._send(now, final=pkt.poll)]
         return []
