@@ -59,6 +59,8 @@ def node_config(doc: dict[str, Any], now: str) -> Obj:
                 peer["establishedTime"] = p["establishedTime"]
             if p.get("lastError"):
                 peer["lastError"] = p["lastError"]
+            if p.get("bfd"):
+                peer["bfd"] = {"state": p["bfd"]["state"], "diagnostic": p["bfd"]["diag"]}
             st_peers.append(peer)
         spec_inst: dict[str, Any] = {"name": inst["name"], "localASN": inst["localASN"],
                                      "routerID": inst["routerID"], "peers": spec_peers}
@@ -98,6 +100,8 @@ def node_doc(obj: Obj) -> dict[str, Any]:
                                {"received": c.get("received"), "advertised": c.get("advertised")}
                                for c in p.get("routeCount") or []},
                 "lastError": p.get("lastError"),
+                "bfd": {"state": p["bfd"].get("state"), "diag": p["bfd"].get("diagnostic")}
+                if p.get("bfd") else None,
             } for p in inst.get("peers") or []],
         })
     problems = [c.get("message") for c in status.get("conditions") or []

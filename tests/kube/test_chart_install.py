@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.kubenodestatus import KubeNodeStatus, network_status
+from controller.kubenodestatus import KubeNodeStatus, network_status, node_doc
 from controller.leader import LeaderElector
 from controller.operator import KubeOperator
 from controller.sources.kube import AGENT_KINDS, OPERATOR_KINDS, KubeSource
@@ -150,6 +150,11 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
         assert store.snapshot().node_networks  # the operator's writes, seen by the agent
         src.close()
         KubeNodeStatus(agent).write(node_status_doc(), "2026-11-27T00:00:00Z")
+        # the schema keeps every field the agent writes (the API server prunes the others)
+        back = node_doc(agent.get(RESOURCES["BGPNodeConfig"], "n1"))
+        [peer] = back["instances"][0]["peers"]
+        assert peer["bfd"] == {"state": "up", "diag": "none"}
+        assert peer["appliedTimers"] == {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3}
         assert KubeNodeStatus(agent).write_network(
             "node-1", network_status(True, None, "2026-11-27T00:00:00Z"))
         # the CRD takes the most problems the agent ever writes, at their longest

@@ -33,6 +33,7 @@ def doc(state: str = "established", problems: tuple[str, ...] = ()) -> dict[str,
                 "routeCount": {"ipv4-unicast": {"received": 2, "advertised": 3},
                                "ipv6-unicast": {"received": 0, "advertised": 1}},
                 "plannedPaths": ["10.244.0.0/24"], "lastError": None,
+                "bfd": {"state": "up", "diag": "none"},
             }],
         }],
     }
@@ -51,6 +52,8 @@ def test_the_object_has_the_crd_shape() -> None:
         {"afi": "ipv4", "safi": "unicast", "received": 2, "advertised": 3},
         {"afi": "ipv6", "safi": "unicast", "received": 0, "advertised": 1}]
     assert "lastError" not in peer  # null is not a string: left out
+    assert peer["bfd"] == {"state": "up", "diagnostic": "none"}
+    assert node_doc(obj)["instances"][0]["peers"][0]["bfd"] == {"state": "up", "diag": "none"}
     assert st["conditions"][0]["status"] == "True"
 
 
