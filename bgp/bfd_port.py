@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,9 +39,22 @@ class PeerBfd:
     since: float = 0.0  # wall-clock time of the last state change
 
 
+def failed(sessions: Mapping[IPAddress, PeerBfd]) -> frozenset[IPAddress]:
+    """The peers whose forwarding path BFD found broken: their packets stopped (detection
+    time expired) and the session is not back up. A session that never came up (the peer
+    runs no BFD) and one the peer took down on purpose (AdminDown) are not failures."""
+    return frozenset(p for p, s in sessions.items()
+                     if s.state != "up" and s.diag == "detect_expired")
+
+
 class BfdPort(Protocol):
     def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
         """Run exactly these sessions (none: stop)."""
+        ...
+
+    def version(self) -> int:
+        """Changes whenever a session's state may have changed (a watcher wakes the
+        agent's loop on it)."""
         ...
 
     def sessions(self) -> dict[IPAddress, PeerBfd]:
@@ -58,17 +72,24 @@ class FakeBfd:
     def __init__(self) -> None:
         self.wanted: dict[IPAddress, Settings] = {}
         self.states: dict[IPAddress, str] = {}
+        self.diags: dict[IPAddress, str] = {}
+        self.changes = 0
 
     def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
         self.wanted = dict(sessions)
         self.states = {p: self.states.get(p, "pending") for p in sessions}
 
     def sessions(self) -> dict[IPAddress, PeerBfd]:
-        return {p: PeerBfd(p, st) for p, st in self.states.items()}
+        return {p: PeerBfd(p, st, self.diags.get(p, "none")) for p, st in self.states.items()}
 
-    def set_state(self, peer: IPAddress, state: str) -> None:
+    def set_state(self, peer: IPAddress, state: str, diag: str = "none") -> None:
         if peer in self.states:
             self.states[peer] = state
+            self.diags[peer] = diag
+            self.changes += 1
+
+    def version(self) -> int:
+        return self.changes
 
     def close(self) -> None:
         pass
@@ -136,6 +157,14 @@ class DaemonBfd:
     def _reap(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
+
+    def version(self) -> int:
+        """The state file's identity: the responder replaces it at every change."""
+        try:
+            st = (self.dir / STATE).stat()
+        except OSError:
+            return 0
+        return hash((st.st_ino, st.st_mtime_ns)) or 1
 
     def sessions(self) -> dict[IPAddress, PeerBfd]:
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgp.bfd_port import BfdPort, DaemonBfd
+from bgp.bfd_port import BfdPort, DaemonBfd, failed
 from bgp.speaker import Speaker, logfmt
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
@@ -122,6 +122,9 @@ class Agent:
             datapath.extend(recs)
             if cfg.health_check_address is not None:
                 datapath.append(self._health_checks(cfg, cfg.health_check_address))
+        # the BFD responder runs apart from the agent, under its state dir, and is adopted
+        # after a restart (an agent restart never flaps a session)
+        self.bfd_port = bfd_port or DaemonBfd(cfg.state_dir / "bfd")
         if cfg.import_routes or cfg.routing_mode is not None:
             from controller.kernel.links import NetlinkLinks
             from controller.kernel.routes import NetlinkRoutes
@@ -137,6 +140,7 @@ class Agent:
                     cfg.routing_mode,
                     cfg.tunnel_protocol,
                     cfg.tunnel_underlay,
+                    failed_peers=lambda: failed(self.bfd_port.sessions()),
                 )
             )
         if cfg.cni_conf is not None:
@@ -152,9 +156,7 @@ class Agent:
                 policy_wait=cfg.cni_policy_wait))
         from controller.reconcile.bfd import BfdReconciler
 
-        # the BFD responder runs apart from the agent, under its state dir, and is adopted
-        # after a restart (an agent restart never flaps a session)
-        self.bfd = BfdReconciler(bfd_port or DaemonBfd(cfg.state_dir / "bfd"))
+        self.bfd = BfdReconciler(self.bfd_port)
         order = [*first, *datapath, *cfg.extra, self.bgp, self.bfd]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
@@ -343,6 +345,12 @@ class Agent:
             threads.append(threading.Thread(target=watch, args=(local.version,
                                                                 self.store.poke, stop),
                                             name="pod-records", daemon=True))
+        # a BFD session's change is an input too (the routing reconciler drops a failed
+        # peer's routes): a pass for it now
+        from controller.cni.podrecords import watch as watch_version
+
+        threads.append(threading.Thread(target=watch_version, args=(
+            self.bfd_port.version, self.store.poke, stop), name="bfd", daemon=True))
         try:
             if not self._first_snapshot(stop):
                 return

@@ -105,10 +105,13 @@ class RoutingReconciler:
         mode: str | None = None,
         protocol: str | None = None,
         underlay: str | None = None,
+        failed_peers: Callable[[], frozenset[IPAddress]] | None = None,
     ) -> None:
         """`mode` / `protocol` / `underlay` pin the routing mode, tunnel protocol and
         tunnel underlay (else the cluster config decides); `tunnels` builds a driver per
-        protocol (default: `default_tunnels(links)`)."""
+        protocol (default: `default_tunnels(links)`); `failed_peers`: the peers BFD found
+        unreachable, whose routes are not used (their BGP session may take a hold time to
+        end: the node stops sending through a dead ToR within BFD's detection time)."""
         if mode is not None and mode not in MODES:
             raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
         if protocol is not None and protocol not in PROTOCOLS:
@@ -121,6 +124,8 @@ class RoutingReconciler:
             tunnels = default_tunnels(links)
         self.tunnels = tunnels
         self.mode, self.protocol, self.underlay = mode, protocol, underlay
+        self.failed_peers = failed_peers or frozenset
+        self._ignored: frozenset[IPAddress] = frozenset()
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
         self.endpoint: IPAddress | None = None  # our underlay address, tunnelling
@@ -155,6 +160,16 @@ class RoutingReconciler:
         received: list[Route] = []
         for sp in self.speakers().values():
             received.extend(sp.received())
+        failed = self.failed_peers()
+        if failed != self._ignored:
+            for peer in sorted(failed - self._ignored, key=str):
+                log.warning("event=bfd_peer_routes_ignored peer=%s reason='BFD: the peer "
+                            "stopped answering'", peer)
+            for peer in sorted(self._ignored - failed, key=str):
+                log.info("event=bfd_peer_routes_used_again peer=%s", peer)
+            self._ignored = failed
+        if failed:
+            received = [r for r in received if r.peer not in failed]
         errors: list[str] = []
         node = ctx.snap.nodes.get(ctx.node)
         cfg = ctx.snap.network_config

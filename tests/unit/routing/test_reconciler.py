@@ -207,3 +207,36 @@ def test_the_cni_plugins_routes_to_this_nodes_pods_are_left_alone() -> None:
     assert not is_pod_route(KernelRoute(N("10.244.1.0/24"), dev=veth))
     assert not is_pod_route(KernelRoute(N("10.244.1.5/32"), dev="rr.vxlan"))
     assert not is_pod_route(KernelRoute(N("10.244.1.5/32"), (A("10.0.1.1"),), veth))
+
+
+def test_a_peer_bfd_found_dead_has_its_routes_dropped_until_it_answers_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Its BGP session may last a hold time more; the node stops routing through it at
+    once, and uses it again once BFD is back up."""
+    from bgp.bfd import Settings
+    from bgp.bfd_port import FakeBfd, failed
+    from tests.unit.routing.cluster import TOR
+
+    bfd = FakeBfd()
+    bfd.set_sessions({TOR: Settings()})
+    routes, links = FakeRoutes(), FakeLinks()
+    sp = learned_speaker()
+    r = RoutingReconciler(routes, links, lambda: {"tor": sp},
+                          failed_peers=lambda: failed(bfd.sessions()))
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    run(r, cluster(NODES, "native"))
+    assert routes.list() == {NATIVE}
+    bfd.set_state(TOR, "down")  # never up yet (the peer runs no BFD): not a failure
+    run(r, cluster(NODES, "native"))
+    assert routes.list() == {NATIVE}
+    bfd.set_state(TOR, "down", "detect_expired")
+    with caplog.at_level("WARNING"):
+        run(r, cluster(NODES, "native"))
+    assert routes.list() == set()
+    assert f"event=bfd_peer_routes_ignored peer={TOR}" in caplog.text
+    bfd.set_state(TOR, "init", "detect_expired")  # coming back: not yet
+    run(r, cluster(NODES, "native"))
+    assert routes.list() == set()
+    bfd.set_state(TOR, "up")
+    run(r, cluster(NODES, "native"))
+    assert routes.list() == {NATIVE}
