@@ -13,14 +13,16 @@ import time
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bgp.bfd import Settings
 from bgp.bfd_port import DaemonBfd
+from bgp.speaker import Speaker
 from bgp.types import path_from_texts
 from controller.lab.netns import entered, wait_for
-from tests.integration.bgp.conftest import Topo, build_topo, global_config, peer_spec
+from tests.integration.bgp.conftest import Node, Topo, build_topo, global_config, peer_spec
 from tests.integration.bgp.test_tor import established, kernel_bgp
 from tests.unit.bgp.bfd_contract import check_sessions_follow_the_wanted_set
 
@@ -52,6 +54,31 @@ def in_ns(ns: str, port: DaemonBfd, sessions: dict) -> None:  # type: ignore[typ
 def state(port: DaemonBfd, peer: str) -> str:
     s = port.sessions().get(ip_address(peer))
     return s.state if s else "absent"
+
+
+def tor_bfd(topo: Topo, addr: str) -> dict[str, Any]:
+    """The ToR's BFD session with addr (`show bfd peers json`), {} if it has none."""
+    peers = topo.tor.vtysh_json("show bfd peers json") or []
+    return next((p for p in peers if p.get("peer") == addr), {})
+
+
+def advertising_node_with_bfd(topo: Topo, ports: list[DaemonBfd], **peer: Any
+                              ) -> tuple[Node, Speaker, DaemonBfd, str]:
+    """The first node: its speaker advertising 10.244.1.0/24 (peer_spec with `peer`), its
+    responder in a BFD session with the ToR; returns once both are up at the ToR."""
+    node = topo.nodes[0]
+    topo.tor_neighbor(node)
+    s = topo.make_speaker(node)
+    s.start(global_config(node))
+    s.set_peers([peer_spec(**peer)])
+    s.set_paths({path_from_texts("10.244.1.0/24")})
+    established(topo, node.addr4)
+    port, ns = daemon(ports, node.ns.name)
+    in_ns(ns, port, {ip_address("10.55.0.1"): FAST})
+    wait_for(lambda: tor_bfd(topo, node.addr4).get("status") == "up", 20, 0.1,
+             "FRR's BFD session up")
+    wait_for(lambda: "10.244.1.0/24" in kernel_bgp(topo), 10, 0.1, "the route at the ToR")
+    return node, s, port, ns
 
 
 @pytest.fixture
@@ -105,28 +132,13 @@ def test_frr_withdraws_a_failed_nodes_routes_on_bfd_before_the_hold_timer(
     fails (its interface goes down: the ToR's side of the bridge stays up, as with a
     dead server): with a 60 s hold time only BFD explains the routes leaving the ToR's
     kernel within the test's wait."""
-    node = bfd_tor.nodes[0]
-    bfd_tor.tor_neighbor(node)
-    s = bfd_tor.make_speaker(node)
-    s.start(global_config(node))
-    s.set_peers([peer_spec(hold_time=60, keepalive=20)])
-    s.set_paths({path_from_texts("10.244.1.0/24")})
-    established(bfd_tor, node.addr4)
-    port, ns = daemon(ports, node.ns.name)
-    in_ns(ns, port, {ip_address("10.55.0.1"): FAST})
-
-    def tor_bfd() -> dict[str, object]:
-        peers = bfd_tor.tor.vtysh_json("show bfd peers json") or []
-        return next((p for p in peers if p.get("peer") == node.addr4), {})
-
-    wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "FRR's BFD session up")
+    node, _, port, _ = advertising_node_with_bfd(bfd_tor, ports, hold_time=60, keepalive=20)
     wait_for(lambda: state(port, "10.55.0.1") == "up", 5, 0.05, "ours up")
-    wait_for(lambda: "10.244.1.0/24" in kernel_bgp(bfd_tor), 10, 0.1, "the route at the ToR")
     node.ns.ip("link", "set", "eth0", "down")
     wait_for(lambda: "10.244.1.0/24" not in kernel_bgp(bfd_tor), 15, 0.05,
              "the failed node's route withdrawn by BFD")
-    assert tor_bfd().get("status") == "down"
-    assert tor_bfd().get("diagnostic") == "control detection time expired"
+    assert tor_bfd(bfd_tor, node.addr4).get("status") == "down"
+    assert tor_bfd(bfd_tor, node.addr4).get("diagnostic") == "control detection time expired"
     assert bfd_tor.tor.neighbor_state(node.addr4) != "Established"
 
 
@@ -136,12 +148,8 @@ def test_an_agent_restart_adopts_the_responder_and_frr_sees_no_flap(
     bfd_tor.tor_neighbor(node)
     port, ns = daemon(ports, node.ns.name)
     in_ns(ns, port, {ip_address("10.55.0.1"): FAST})
-
-    def tor_bfd() -> dict[str, object]:
-        peers = bfd_tor.tor.vtysh_json("show bfd peers json") or []
-        return next((p for p in peers if p.get("peer") == node.addr4), {})
-
-    wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "FRR's BFD session up")
+    wait_for(lambda: tor_bfd(bfd_tor, node.addr4).get("status") == "up", 20, 0.1,
+             "FRR's BFD session up")
     pid, disc = port.pid(), json.loads((port.dir / "state.json").read_text())
     port.close()  # the agent goes (kill -9 leaves the responder as well)
     again = DaemonBfd(port.dir)  # the next agent, same directory
@@ -153,8 +161,8 @@ def test_an_agent_restart_adopts_the_responder_and_frr_sees_no_flap(
     time.sleep(1.0)  # longer than the detection time: a flap would show
     counters = next(c for c in bfd_tor.tor.vtysh_json("show bfd peers counters json")
                     if c.get("peer") == node.addr4)
-    assert (tor_bfd().get("status"), counters["session-up"], counters["session-down"]) == (
-        "up", 1, 0)
+    assert (tor_bfd(bfd_tor, node.addr4).get("status"), counters["session-up"],
+            counters["session-down"]) == ("up", 1, 0)
 
 
 def test_a_restarted_agent_container_keeps_its_routes_at_the_tor(
@@ -166,31 +174,18 @@ def test_a_restarted_agent_container_keeps_its_routes_at_the_tor(
     session is still up when BFD goes Down: that one is reset, the test above.)"""
     from tests.integration.bgp.test_graceful_restart import KernelPoller, no_stale
 
-    node = bfd_tor.nodes[0]
-    bfd_tor.tor_neighbor(node)
-    s = bfd_tor.make_speaker(node)
-    s.start(global_config(node))
-    s.set_peers([peer_spec()])
-    s.set_paths({path_from_texts("10.244.1.0/24")})
-    established(bfd_tor, node.addr4)
-    port, ns = daemon(ports, node.ns.name)
-    in_ns(ns, port, {ip_address("10.55.0.1"): FAST})
-
-    def tor_bfd() -> dict[str, object]:
-        peers = bfd_tor.tor.vtysh_json("show bfd peers json") or []
-        return next((p for p in peers if p.get("peer") == node.addr4), {})
-
-    wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "FRR's BFD session up")
-    wait_for(lambda: "10.244.1.0/24" in kernel_bgp(bfd_tor), 10, 0.1, "the route at the ToR")
+    node, s, port, ns = advertising_node_with_bfd(bfd_tor, ports)
     speaker, responder = s.pid, port.pid()  # type: ignore[attr-defined]
     assert speaker and responder
     with KernelPoller(bfd_tor, {"10.244.1.0/24"}) as poller:
         os.kill(speaker, signal.SIGKILL)
         os.kill(responder, signal.SIGKILL)
-        wait_for(lambda: tor_bfd().get("status") == "down", 10, 0.05, "BFD down at the ToR")
+        wait_for(lambda: tor_bfd(bfd_tor, node.addr4).get("status") == "down", 10, 0.05,
+                 "BFD down at the ToR")
         time.sleep(0.5)
         in_ns(ns, port, {ip_address("10.55.0.1"): FAST})  # the new agent's responder
-        wait_for(lambda: tor_bfd().get("status") == "up", 20, 0.1, "BFD up again")
+        wait_for(lambda: tor_bfd(bfd_tor, node.addr4).get("status") == "up", 20, 0.1,
+                 "BFD up again")
         wait_for(lambda: no_stale(bfd_tor), 30, 0.1, "End-of-RIB after the speaker's restart")
     assert poller.samples > 50
     assert poller.missing == [], f"routes left the ToR's kernel: {poller.missing[:3]}"
