@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -37,6 +38,7 @@ def ports(tmp_path: Path) -> Iterator[list[DaemonBfd]]:
     yield made
     for p in made:  # responders outlive their port on purpose: stop them here
         p.stop()
+        shutil.rmtree(p.dir, ignore_errors=True)
 
 
 def daemon(ports: list[DaemonBfd], ns: str) -> tuple[DaemonBfd, str]:
