@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +58,11 @@ class BfdPort(Protocol):
         agent's loop on it)."""
         ...
 
+    def running(self) -> frozenset[IPAddress]:
+        """The peers the responder runs a session with now (one a previous agent started
+        included)."""
+        ...
+
     def sessions(self) -> dict[IPAddress, PeerBfd]:
         """The sessions wanted, with their state."""
         ...
@@ -90,6 +96,9 @@ class FakeBfd:
 
     def version(self) -> int:
         return self.changes
+
+    def running(self) -> frozenset[IPAddress]:
+        return frozenset(self.states)
 
     def close(self) -> None:
         pass
@@ -166,12 +175,19 @@ class DaemonBfd:
             return 0
         return hash((st.st_ino, st.st_mtime_ns)) or 1
 
-    def sessions(self) -> dict[IPAddress, PeerBfd]:
+    def _state(self) -> dict[str, object]:
         try:
             doc = json.loads((self.dir / STATE).read_text()) if self.pid() else {}
         except (OSError, ValueError):
             doc = {}
         got = doc.get("sessions", {}) if isinstance(doc, dict) else {}
+        return got if isinstance(got, dict) else {}
+
+    def running(self) -> frozenset[IPAddress]:
+        return frozenset(ip_address(p) for p in self._state())
+
+    def sessions(self) -> dict[IPAddress, PeerBfd]:
+        got = self._state()
         out: dict[IPAddress, PeerBfd] = {}
         for peer in self.wanted:
             s = got.get(str(peer))

@@ -21,6 +21,7 @@ from typing import Any
 
 from bgp.bfd_port import BfdPort, DaemonBfd, failed
 from bgp.speaker import Speaker, logfmt
+from bgp.types import IPAddress, SessionState
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
 from controller.kubenodestatus import KubeNodeStatus, network_status
@@ -156,7 +157,7 @@ class Agent:
                 policy_wait=cfg.cni_policy_wait))
         from controller.reconcile.bfd import BfdReconciler
 
-        self.bfd = BfdReconciler(self.bfd_port)
+        self.bfd = BfdReconciler(self.bfd_port, self._established)
         order = [*first, *datapath, *cfg.extra, self.bgp, self.bfd]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
@@ -266,10 +267,27 @@ class Agent:
         while not stop.wait(self.cfg.status_interval):
             self._try_write_status()
 
+    def _established(self) -> frozenset[IPAddress]:
+        """The peers whose BGP session is Established (the BFD reconciler starts a
+        session once its BGP session is up)."""
+        out: set[IPAddress] = set()
+        for sp in self.bgp.speakers().values():
+            try:
+                out |= {p.address for p in sp.peers() if p.state is SessionState.ESTABLISHED}
+            except Exception:
+                continue
+        return frozenset(out)
+
     def _watch_best(self, stop: threading.Event) -> None:
-        """Learned best-path changes are inputs too: wake the loop for them."""
+        """Learned best-path changes are inputs too, and sessions coming up (the BFD
+        reconciler waits for them): wake the loop for them."""
+        up: frozenset[IPAddress] = frozenset()
         while not stop.is_set():
             woke = False
+            now_up = self._established()
+            if now_up - up:
+                woke = True
+            up = now_up
             for sp in self.bgp.speakers().values():
                 try:
                     if sp.best_changes(timeout=0):

@@ -3,7 +3,11 @@ responder process as its real adapter and an in-memory fake.
 
 Each pass resolves the node's peers (as the BGP reconciler does) and hands the port the
 sessions `controller.desired.bfd.desired_bfd` plans: new peers get a session, removed ones
-are announced AdminDown and dropped, and with none left the responder stops. A session's
+are announced AdminDown and dropped, and with none left the responder stops. A new
+peer's session starts once its BGP session is Established: FRR's bgpd registers the
+peer with its bfdd again when the session comes up, bfdd starts that session anew, and a
+session already Up with us would go Down on its first packet and reset the BGP session
+(seen on FRR 8.4). A session the responder already runs (a restarted agent's) is kept. A session's
 state changes are logged; `sessions()` is what the status, `rackroute bgp peers` and the
 metrics show. A responder that cannot run (port 3784 taken, no Python) is an error of
 this pass, retried on the next; BGP itself is untouched by it.
@@ -12,6 +16,7 @@ this pass, retried on the next; BGP itself is untouched by it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from bgp.bfd import Settings
 from bgp.bfd_port import BfdPort, PeerBfd
@@ -26,9 +31,14 @@ log = logging.getLogger("rackroute.bfd")
 class BfdReconciler:
     name = "bfd"
 
-    def __init__(self, port: BfdPort) -> None:
+    def __init__(self, port: BfdPort,
+                 established: Callable[[], frozenset[IPAddress]] | None = None) -> None:
+        """`established`: the peers whose BGP session is Established now (None: start
+        every session at once)."""
         self.port = port
+        self.established = established
         self.problems: list[str] = []
+        self.started: set[IPAddress] = set()
         self._last: dict[IPAddress, str] = {}
 
     def reconcile(self, ctx: PassContext) -> None:
@@ -40,6 +50,10 @@ class BfdReconciler:
         for p in sorted(set(problems) - set(self.problems)):
             log.warning("event=bfd_config_problem msg=%r", p)
         self.problems = problems
+        if self.established is not None:
+            ready = self.established() | self.port.running() | self.started
+            want = {p: s for p, s in want.items() if p in ready}
+        self.started = set(want)
         try:
             self.port.set_sessions(want)
         except OSError as e:

@@ -81,6 +81,9 @@ def test_sessions_and_tor_routes(lab: tuple[LabRunner, Topology, Path]) -> None:
             ("10.0.0.1", "established", "up"), ("fd00:10::1", "established", "up")]
     bfd = {p["peer"]: p["status"] for p in json.loads(tor_vtysh(r, "show bfd peers json"))}
     assert bfd == {a: "up" for n in topo.nodes for a in (n.address, n.address6)}
+    # BFD started once BGP was up: no session was reset for it (FRR's bfdd starts the
+    # peer's session anew when BGP comes up; one Up before that went Down and took BGP)
+    assert "BFD Down" not in tor_vtysh(r, "show bgp neighbors")
     routes = tor_bgp_routes(r)
     for cidrs in read_operator(mdir).pod_cidrs.values():
         assert sorted(c.version for c in cidrs) == [4, 6]

@@ -87,3 +87,26 @@ def test_a_responder_that_cannot_run_is_this_passes_error(tmp_path: Path) -> Non
     ctx = PassContext(ManifestDir(lab_with(tmp_path, "{enabled: true}")).load(), "node-1")
     rec.reconcile(ctx)
     assert ctx.errors == {"bfd": "BFD responder: UDP 3784 is taken"}
+
+
+def test_a_session_starts_once_its_bgp_session_is_established_and_stays(
+        tmp_path: Path) -> None:
+    """FRR's bgpd registers the peer with bfdd again when the BGP session comes up, and a
+    BFD session already Up would go Down on the new one's first packet: start after."""
+    tor = ip_address("10.0.0.1")
+    up: set[object] = set()
+    port = FakeBfd()
+    rec = BfdReconciler(port, lambda: frozenset(up))  # type: ignore[arg-type]
+    snap = ManifestDir(lab_with(tmp_path, "{enabled: true}")).load()
+    rec.reconcile(PassContext(snap, "node-1"))
+    assert port.wanted == {}  # BGP not up yet
+    up.add(tor)
+    rec.reconcile(PassContext(snap, "node-1"))
+    assert set(port.wanted) == {tor}
+    up.clear()  # BGP down again: BFD goes on (it says why)
+    rec.reconcile(PassContext(snap, "node-1"))
+    assert set(port.wanted) == {tor}
+    # a restarted agent keeps the session the responder already runs
+    again = BfdReconciler(port, lambda: frozenset())
+    again.reconcile(PassContext(snap, "node-1"))
+    assert set(port.wanted) == {tor}
