@@ -284,7 +284,8 @@ class Agent:
         up: frozenset[IPAddress] = frozenset()
         while not stop.is_set():
             woke = False
-            now_up = self._established()
+            # the speakers are asked only while a BFD session waits for its BGP session
+            now_up = self._established() if self.bfd.waiting else frozenset()
             if now_up - up:
                 woke = True
             up = now_up

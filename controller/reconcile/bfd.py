@@ -39,6 +39,7 @@ class BfdReconciler:
         self.established = established
         self.problems: list[str] = []
         self.started: set[IPAddress] = set()
+        self.waiting: frozenset[IPAddress] = frozenset()  # planned, BGP not up yet
         self._last: dict[IPAddress, str] = {}
 
     def reconcile(self, ctx: PassContext) -> None:
@@ -52,6 +53,7 @@ class BfdReconciler:
         self.problems = problems
         if self.established is not None:
             ready = self.established() | self.port.running() | self.started
+            self.waiting = frozenset(want) - ready
             want = {p: s for p, s in want.items() if p in ready}
         self.started = set(want)
         try:

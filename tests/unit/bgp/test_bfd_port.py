@@ -99,10 +99,10 @@ def test_a_session_starts_once_its_bgp_session_is_established_and_stays(
     rec = BfdReconciler(port, lambda: frozenset(up))  # type: ignore[arg-type]
     snap = ManifestDir(lab_with(tmp_path, "{enabled: true}")).load()
     rec.reconcile(PassContext(snap, "node-1"))
-    assert port.wanted == {}  # BGP not up yet
+    assert port.wanted == {} and rec.waiting == {tor}  # BGP not up yet
     up.add(tor)
     rec.reconcile(PassContext(snap, "node-1"))
-    assert set(port.wanted) == {tor}
+    assert set(port.wanted) == {tor} and rec.waiting == frozenset()
     up.clear()  # BGP down again: BFD goes on (it says why)
     rec.reconcile(PassContext(snap, "node-1"))
     assert set(port.wanted) == {tor}
