@@ -26,7 +26,11 @@ service hit: "new, no ct write" (its inserts replaced by success: the lookups st
 "new, no ct" (its conntrack lookup answering "no entry" as well), so what a new flow's
 service lookup, Maglev choice and rewrite cost with no conntrack at all is measured,
 not guessed. These two variants exist only here (the source text is patched before it
-is compiled; the patch is checked to have applied).
+is compiled; the patch is checked to have applied). And the memory alone: "cold read"
+reads one word of a 64-byte line picked by the new flow's source in an array of as many
+lines as the conntrack has entries (an inline array lookup: no helper call), "cold
+write" writes one there without reading; any table that holds the flows has a new flow
+pay at least its lookup, that read.
 """
 
 from __future__ import annotations
@@ -56,6 +60,45 @@ struct floor_val { __u64 w[4]; };
 BPF_TABLE("lru_hash", struct floor_key, struct floor_val, rr_floor, %(ct_size)d);
 
 int rr_empty(struct __sk_buff *skb) { return 0; /* TC_ACT_OK */ }
+
+/* one 64-byte line per conntrack entry, picked by the packet's source (address, port):
+ * an inline array lookup, no helper call, so only the memory access is measured */
+struct cold_line { __u64 w[8]; };
+BPF_ARRAY(rr_cold, struct cold_line, %(cold_lines)d);
+
+static __always_inline struct cold_line *cold_line_of(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 *ip = data + 14, h;
+    __u16 *ports = data + 34;
+
+    if ((void *)(ports + 2) > end)
+        return 0;
+    h = ip[3] * 0x9e3779b1u ^ ports[0] * 0x85ebca77u;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    h &= %(cold_lines)d - 1;
+    return rr_cold.lookup(&h);
+}
+
+/* read one word of the flow's line: what any lookup in a table of this size pays */
+int rr_cold_read(struct __sk_buff *skb)
+{
+    struct cold_line *l = cold_line_of(skb);
+
+    return l ? (int)(l->w[0] & 1) : 0;
+}
+
+/* write one word of it, reading nothing */
+int rr_cold_write(struct __sk_buff *skb)
+{
+    struct cold_line *l = cold_line_of(skb);
+
+    if (l)
+        l->w[1] = skb->len;
+    return 0;
+}
 
 /* one new conntrack-shaped entry per packet: the tuple read straight from the frame */
 int rr_insert_floor(struct __sk_buff *skb)
@@ -199,10 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dp.load(("pod",))
         dp.arm_replies()
-        empty_mod, empty = load_text(EMPTY_AND_FLOOR % {"ct_size": dp.cfg.ct_size},
+        sizes = {"ct_size": dp.cfg.ct_size,
+                 "cold_lines": 1 << (dp.cfg.ct_size.bit_length() - 1)}  # a power of two
+        empty_mod, empty = load_text(EMPTY_AND_FLOOR % sizes,
                                      {"rr_empty": (SCHED_CLS, -1),
                                       "rr_insert_floor": (SCHED_CLS, -1),
-                                      "rr_insert_pair_floor": (SCHED_CLS, -1)})
+                                      "rr_insert_pair_floor": (SCHED_CLS, -1),
+                                      "rr_cold_read": (SCHED_CLS, -1),
+                                      "rr_cold_write": (SCHED_CLS, -1)})
         # the same program without conntrack writes / without conntrack (its pinned maps:
         # the services synced below)
         pod_text = source_text("pod.c", dp.cfg)
@@ -233,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         rows = {}
         floors = {"insert floor": ("rr_insert_floor", 3), "pair floor": ("rr_insert_pair_floor", 4),
-                  "new, no ct write": ("no_ct_write", 5), "new, no ct": ("no_ct", 6)}
+                  "new, no ct write": ("no_ct_write", 5), "new, no ct": ("no_ct", 6),
+                  "cold read": ("rr_cold_read", 7), "cold write": ("rr_cold_write", 8)}
         for name in floors:
             cases[name] = ([], 1)
         for name, (pkts, repeat) in cases.items():
