@@ -226,11 +226,16 @@ class ExabgpSpeaker(Supervised):
     def _configured_peers(self) -> bool:
         return bool(self._peers) and not self._restarting
 
+    def _announce(self, paths: Iterable[Path], only: IPAddress | None = None) -> list[str]:
+        """The announce lines of paths for every configured peer (or `only` that one)."""
+        assert self._config is not None
+        return cfg.announce_for(self._config, self._peers, paths, only)
+
     def _replay(self) -> None:
         """Announce every desired path (lock held); End-of-RIB follows on session up."""
         paths = list(self._desired.values())
         if self._configured_peers():
-            self._send(cfg.announce_lines(paths))
+            self._send(self._announce(paths))
         self._announced = dict(self._desired)
         log.info(logfmt("exabgp_replayed", pid=self.proc.pid, paths=len(paths),
                         peers=len(self._peers)))
@@ -450,7 +455,7 @@ class ExabgpSpeaker(Supervised):
         if diff.added or diff.updated:
             prefix_lines = []
             for a in (*diff.added, *diff.updated):
-                prefix_lines += cfg.announce_lines(self._announced.values(), f"neighbor {a} ")
+                prefix_lines += self._announce(self._announced.values(), a)
             self._reload_then(prefix_lines)
 
     def _reload_then(self, lines: list[str]) -> None:
@@ -483,7 +488,7 @@ class ExabgpSpeaker(Supervised):
             # then only recorded and go to each neighbor when it is added
             if diff and self._configured_peers():
                 self._send_settled(cfg.withdraw_lines(diff.withdraw)
-                                   + cfg.announce_lines(diff.announce))
+                                   + self._announce(diff.announce))
             if diff:
                 self._announced = dict(desired)
                 log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
@@ -501,7 +506,7 @@ class ExabgpSpeaker(Supervised):
             if not diff or not self._configured_peers() or self._conn is None:
                 return PathDiff()
             self._send_settled(cfg.withdraw_lines(diff.withdraw)
-                               + cfg.announce_lines(diff.announce))
+                               + self._announce(diff.announce))
             self._announced = dict(self._desired)
             log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
                             withdraw=len(diff.withdraw), total=len(self._desired)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from bgp.types import (
     IPV4_UNICAST,
@@ -65,6 +66,10 @@ def render(g: GlobalConfig, peers: Sequence[PeerSpec], relay_argv: Sequence[str]
         lines.append("    family {")
         lines += [f"        {f.afi.value} {f.safi.value};" for f in p.families]
         lines.append("    }")
+        if p.address.version == 6 and IPV4_UNICAST in p.families:
+            # RFC 8950: IPv4 over an IPv6 session, with IPv6 next hops (ExaBGP negotiates
+            # it only when the session carries IPv6 unicast too)
+            lines += ["    nexthop {", "        ipv4 unicast ipv6;", "    }"]
         lines.append("    capability {")
         lines.append("        route-refresh enable;")
         if p.graceful_restart:
@@ -121,6 +126,38 @@ def _grouped(paths: Iterable[Path]) -> list[tuple[str, list[Path]]]:
     for p in paths:
         groups[(p.prefix.version, _attrs(p))].append(p)
     return [(attrs, ps) for (_, attrs), ps in sorted(groups.items())]
+
+
+def ipv4_self(g: GlobalConfig, p: PeerSpec) -> IPAddress | None:
+    """The next hop an IPv4 "self" path must carry to p, spelled out: ExaBGP resolves
+    "next-hop self" of an IPv4 route on an IPv6 session to its router id, an IPv4 address
+    an IPv6-only underlay need not reach, where RFC 8950 wants the session's own IPv6
+    address. None: "self" is right (not an IPv6 peer carrying IPv4), or the session's
+    local address is not known (the kernel picks it)."""
+    if p.address.version != 6 or IPV4_UNICAST not in p.families:
+        return None
+    local = local_address(g, p)
+    return local if local is not None and local.version == 6 else None
+
+
+def announce_for(g: GlobalConfig, peers: Mapping[IPAddress, PeerSpec], paths: Iterable[Path],
+                 only: IPAddress | None = None) -> list[str]:
+    """announce_lines for paths to every peer (or `only` that one): one set of lines for
+    all, except IPv4 "self" paths, which go neighbor by neighbor when a neighbor needs
+    their next hop spelled out (ipv4_self)."""
+    paths = list(paths)
+    scope = f"neighbor {only} " if only is not None else ""
+    targets = [only] if only is not None else sorted(peers, key=lambda a: (a.version, a))
+    overrides = {a: nh for a in targets if (nh := ipv4_self(g, peers[a])) is not None}
+    if not overrides:
+        return announce_lines(paths, scope)
+    own4 = [p for p in paths if p.next_hop is None and p.prefix.version == 4]
+    out = announce_lines([p for p in paths if p not in own4], scope)
+    for a in targets:
+        nh = overrides.get(a)
+        out += announce_lines([replace(p, next_hop=nh) for p in own4] if nh else own4,
+                              f"neighbor {a} ")
+    return out
 
 
 def announce_lines(paths: Iterable[Path], prefix: str = "") -> list[str]:

@@ -126,11 +126,18 @@ def learned_routes(
     received: Iterable[Route], own: Iterable[IPNetwork]
 ) -> dict[IPNetwork, KernelRoute]:
     """Kernel routes for learned routes (ECMP over equally good next hops); prefixes
-    overlapping this node's own pod CIDRs and routes without a usable next hop skipped."""
+    overlapping this node's own pod CIDRs and routes without a usable next hop skipped.
+
+    An IPv4 prefix may come with an IPv6 next hop (RFC 8950: IPv4 carried over an IPv6
+    session, an IPv6-only underlay); where equally good next hops of both families are
+    learned (a dual-stack underlay with both families on both sessions), the IPv4 ones
+    are used, so such a node routes as before."""
     own = tuple(own)
     by_prefix: dict[IPNetwork, list[Route]] = {}
     for r in received:
-        if r.next_hop is None or r.next_hop.version != r.prefix.version:
+        if r.next_hop is None or r.next_hop.is_unspecified:
+            continue
+        if r.next_hop.version != r.prefix.version and r.prefix.version != 4:
             continue
         if any(r.prefix.version == o.version and r.prefix.overlaps(o) for o in own):
             continue
@@ -142,10 +149,9 @@ def learned_routes(
     out: dict[IPNetwork, KernelRoute] = {}
     for prefix, routes in by_prefix.items():
         best = min(rank(r) for r in routes)
-        gws = sorted(
-            {r.next_hop for r in routes if rank(r) == best and r.next_hop},
-            key=lambda a: (a.version, int(a)),
-        )
+        hops = {r.next_hop for r in routes if rank(r) == best and r.next_hop}
+        same = {h for h in hops if h.version == prefix.version}
+        gws = sorted(same or hops, key=lambda a: (a.version, int(a)))
         out[prefix] = KernelRoute(prefix, tuple(gws))
     return out
 
@@ -212,10 +218,12 @@ def _peer_problems(snap: Snapshot, node: str, peers: Sequence[TunnelPeer],
 def _segment_route(
     cidr: IPNetwork, remote: Iterable[IPAddress], segments: Iterable[IPNetwork]
 ) -> KernelRoute | None:
-    for addr in remote:
-        if addr.version == cidr.version and any(
-            addr.version == s.version and addr in s for s in segments
-        ):
+    """A route to a node's pod CIDR straight through its address on a shared segment: of
+    the CIDR's family, or for an IPv4 CIDR an IPv6 one (an IPv6-only segment, RFC 8950's
+    kind of next hop)."""
+    onlink = [a for a in remote if any(a.version == s.version and a in s for s in segments)]
+    for addr in sorted(onlink, key=lambda a: a.version != cidr.version):
+        if addr.version == cidr.version or cidr.version == 4:
             return KernelRoute(cidr, (addr,))
     return None
 

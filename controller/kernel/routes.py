@@ -28,6 +28,8 @@ class KernelRoute:
 
     `onlink`: the single gateway sits behind `dev` without a connected subnet (a tunnel
     endpoint's inner address), so the kernel takes it on trust (RTNH_F_ONLINK).
+    An IPv4 route may have IPv6 gateways (RFC 8950: IPv4 learned over an IPv6 session;
+    the kernel's RTA_VIA, `via inet6`); an IPv6 route's gateways are IPv6.
     """
 
     dst: IPNetwork
@@ -62,6 +64,9 @@ class FakeRoutes:
             raise ValueError(f"route {route.dst}: needs a gateway or a device")
         if route.onlink and (len(route.gateways) != 1 or route.dev is None):
             raise ValueError(f"route {route.dst}: onlink needs one gateway and a device")
+        if route.dst.version == 6 and any(g.version == 4 for g in route.gateways):
+            raise ValueError(f"route {route.dst}: an IPv6 route cannot go through an IPv4 "
+                             "gateway")
         self.routes[(route.dst, route.table)] = route
 
     def delete(self, route: KernelRoute) -> None:
@@ -95,19 +100,16 @@ class NetlinkRoutes:
             for r in self.ipr.route("dump", family=family, proto=self.proto):
                 dst = r.get_attr("RTA_DST") or ("0.0.0.0" if family == 2 else "::")
                 net = ipaddress.ip_network(f"{dst}/{r['dst_len']}")
-                gw = r.get_attr("RTA_GATEWAY")
-                gws = (
-                    [gw]
-                    if gw
-                    else [m.get_attr("RTA_GATEWAY") for m in (r.get_attr("RTA_MULTIPATH") or [])]
-                )
+                gw = _gateway(r)
+                gws = [gw] if gw else [_gateway(m) for m in (r.get_attr("RTA_MULTIPATH") or [])]
                 table = r.get_attr("RTA_TABLE") or r["table"]
                 onlink = bool(r["flags"] & RTNH_F_ONLINK)
                 dev = None if gws and not onlink else self._ifname(r.get_attr("RTA_OIF"))
                 out.add(
                     KernelRoute(
                         net,
-                        tuple(sorted(ipaddress.ip_address(g) for g in gws if g)),
+                        tuple(sorted((ipaddress.ip_address(g) for g in gws if g),
+                                     key=lambda a: (a.version, int(a)))),
                         dev,
                         int(table),
                         onlink,
@@ -117,10 +119,14 @@ class NetlinkRoutes:
 
     def replace(self, route: KernelRoute) -> None:
         kw: dict[str, Any] = {"dst": str(route.dst), "proto": self.proto, "table": route.table}
-        if len(route.gateways) > 1:
-            kw["multipath"] = [{"gateway": str(g)} for g in route.gateways]
-        elif route.gateways:
-            kw["gateway"] = str(route.gateways[0])
+        if route.dst.version == 6 and any(g.version == 4 for g in route.gateways):
+            raise ValueError(f"route {route.dst}: an IPv6 route cannot go through an IPv4 "
+                             "gateway")
+        hops = [_hop(route.dst, g) for g in route.gateways]
+        if len(hops) > 1:
+            kw["multipath"] = hops
+        elif hops:
+            kw.update(hops[0])
         if route.dev:
             kw["oif"] = self._ifindex(route.dev)
         if route.onlink:
@@ -138,6 +144,23 @@ class NetlinkRoutes:
 
     def close(self) -> None:
         self.ipr.close()
+
+
+def _hop(dst: IPNetwork, gw: IPAddress) -> dict[str, Any]:
+    """The netlink attributes of one gateway: RTA_GATEWAY of the route's family, or
+    RTA_VIA for an IPv6 gateway of an IPv4 route."""
+    if gw.version == dst.version:
+        return {"gateway": str(gw)}
+    return {"via": {"family": 10, "addr": str(gw)}}
+
+
+def _gateway(msg: Any) -> str | None:
+    """A route's (or one next hop's) gateway, RTA_GATEWAY or RTA_VIA."""
+    gw = msg.get_attr("RTA_GATEWAY")
+    if gw:
+        return str(gw)
+    via = msg.get_attr("RTA_VIA")
+    return str(via["addr"]) if via and via.get("addr") else None
 
 
 def sync_routes(port: RoutePort, desired: set[KernelRoute],

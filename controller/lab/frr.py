@@ -42,6 +42,7 @@ class Neighbor:
     route_reflector_client: bool = False
     next_hop_self: bool = False
     families: tuple[str, ...] = ("ipv4",)
+    extended_nexthop: bool = False  # IPv4 routes with IPv6 next hops (RFC 8950)
 
     def lines(self) -> list[str]:
         """Config lines under `router bgp` for this neighbor (address-family parts last)."""
@@ -59,6 +60,8 @@ class Neighbor:
             out.append(f"neighbor {a} ebgp-multihop {self.ebgp_multihop}")
         if self.update_source:
             out.append(f"neighbor {a} update-source {self.update_source}")
+        if self.extended_nexthop:
+            out.append(f"neighbor {a} capability extended-nexthop")
         out += [f"neighbor {a} timers 3 9", f"neighbor {a} timers connect 1"]
         for fam in ("ipv4", "ipv6"):
             out.append(f"address-family {fam} unicast")

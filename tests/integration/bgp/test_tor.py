@@ -11,7 +11,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from bgp.types import IPV6_UNICAST, SessionState, path_from_texts
+from bgp.types import IPV4_UNICAST, IPV6_UNICAST, SessionState, path_from_texts
 from controller.lab.netns import wait_for
 from tests.integration.bgp.conftest import TOR_ASN, Topo, global_config, peer_spec
 
@@ -174,6 +174,62 @@ def test_ipv6_unicast(topo: Topo) -> None:
     assert d["community"]["string"] == "65000:600"
     assert d["largeCommunity"]["string"] == "65000:6:6"
     assert "fd00:244:1::/64" in topo.tor.installed_bgp("ipv6")
+
+
+def kernel_via6(topo: Topo) -> dict[str, list[str]]:
+    """The ToR's IPv4 bgp routes through IPv6 gateways (`via inet6`): prefix -> them."""
+    out: dict[str, list[str]] = {}
+    for r in topo.tor_ns.routes(4):
+        if r.get("protocol") != "bgp":
+            continue
+        hops = [r, *r.get("nexthops", [])]  # type: ignore[list-item]
+        vias = [str(h["via"]["host"]) for h in hops  # type: ignore[index]
+                if isinstance(h.get("via"), dict) and h["via"].get("family") == "inet6"]
+        if vias:
+            out[str(r["dst"])] = vias
+    return out
+
+
+def test_ipv4_over_an_ipv6_session(topo: Topo) -> None:
+    """RFC 8950, an IPv6-only underlay: both families over one IPv6 session each way.
+    The node's IPv4 pod CIDR reaches the ToR's kernel through the node's IPv6 address,
+    and the other node learns it with an IPv6 next hop."""
+    n1, n2 = topo.nodes
+    both = (IPV4_UNICAST, IPV6_UNICAST)
+    speakers = []
+    for n in (n1, n2):
+        topo.tor_neighbor(n, address=n.addr6, families=("ipv4", "ipv6"),
+                          extended_nexthop=True)
+        s = topo.make_speaker(n)
+        s.start(global_config(n, v6=True))
+        s.set_peers([peer_spec("fd55::1", families=both)])
+        speakers.append(s)
+    s1, s2 = speakers
+    s1.set_paths({POD, path_from_texts("fd00:244:1::/64")})
+    s2.set_paths({path_from_texts("10.244.2.0/24")})
+    established(topo, n1.addr6)
+    established(topo, n2.addr6)
+    wait_for(lambda: {"10.244.1.0/24", "10.244.2.0/24"} <= kernel_via6(topo).keys(), 15,
+             what="the IPv4 pod CIDRs in the ToR's kernel through IPv6 gateways")
+    assert kernel_via6(topo)["10.244.1.0/24"] == [n1.addr6]
+    assert kernel_via6(topo)["10.244.2.0/24"] == [n2.addr6]
+    assert "fd00:244:1::/64" in kernel_bgp(topo, 6)
+    d = topo.tor.bgp_route_detail("10.244.1.0/24")["paths"][0]
+    assert d["community"]["string"] == "65000:100"  # the path's attributes came along
+
+    def learned() -> list[object]:
+        return [r for r in s2.received() if r.prefix == POD.prefix]
+
+    wait_for(learned, 15, what="n2 learns n1's IPv4 pod CIDR over its IPv6 session")
+    r = next(r for r in s2.received() if r.prefix == POD.prefix)
+    assert r.next_hop is not None and r.next_hop.version == 6, r
+    assert r.peer == ip_address("fd55::1")
+    assert r.as_path == (TOR_ASN, n1.asn)
+    s1.set_paths({path_from_texts("fd00:244:1::/64")})  # the IPv4 one withdrawn
+    wait_for(lambda: "10.244.1.0/24" not in kernel_via6(topo), 15,
+             what="the withdrawn IPv4 pod CIDR out of the ToR's kernel")
+    assert "fd00:244:1::/64" in kernel_bgp(topo, 6)
+    assert kernel_via6(topo)["10.244.2.0/24"] == [n2.addr6]
 
 
 def test_multihop_ebgp_over_loopbacks(topo: Topo) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from controller.kernel.routes import RTPROT_RACKROUTE, NetlinkRoutes
 from tests.unit.kernel.route_contract import (
+    check_ipv6_gateways_of_ipv4_routes,
     check_onlink,
     check_replace_list_delete,
     check_sync,
@@ -59,3 +60,7 @@ def test_netlink_contract_onlink(port: NetlinkRoutes) -> None:
 
 def test_netlink_contract_sync_leaves_others(port: NetlinkRoutes) -> None:
     check_sync_leaves_others(port)
+
+
+def test_netlink_contract_ipv6_gateways_of_ipv4_routes(port: NetlinkRoutes) -> None:
+    check_ipv6_gateways_of_ipv4_routes(port)

@@ -42,6 +42,18 @@ def test_exabgp_dynamic_asn_and_active_peer() -> None:
     assert "peer-as auto;" in text and "passive false;" in text
     assert "listen" not in text and "graceful-restart" not in text
     assert "local-address" not in text  # no IPv6 address known: the kernel picks
+    assert "nexthop {" not in text  # no IPv4 over it
+
+
+def test_exabgp_ipv4_over_an_ipv6_session_asks_for_ipv6_next_hops() -> None:
+    """RFC 8950: an IPv6 peer carrying IPv4 unicast gets the nexthop block (ExaBGP then
+    sends the extended next hop capability); an IPv4 peer never does."""
+    both = (IPV4_UNICAST, IPV6_UNICAST)
+    v6 = PeerSpec(name="x", address=ip_address("fd55::1"), peer_asn=1, families=both)
+    v4 = PeerSpec(name="y", address=ip_address("10.55.0.1"), peer_asn=1, families=both)
+    text = cfg.render(G, [v6], ["r"])
+    assert "    nexthop {\n        ipv4 unicast ipv6;\n    }" in text
+    assert "nexthop {" not in cfg.render(G, [v4], ["r"])
 
 
 def test_exabgp_rejects_unquotable_password() -> None:
@@ -121,3 +133,33 @@ def test_ribin_best_path_events() -> None:
     assert rib.update(Route(prefix=pfx, peer=a, as_path=(1, 2))) == []  # unchanged best
     assert [e.route for e in rib.drop_peer(b)] == [ra]
     assert [e.route for e in rib.withdraw(a, pfx)] == [None]
+
+
+def test_exabgp_ipv4_self_paths_to_an_ipv6_peer_name_its_ipv6_address() -> None:
+    """ExaBGP's "self" of an IPv4 route on an IPv6 session is its router id; the lines
+    spell out the session's IPv6 address for that neighbor, keep "self" for the IPv4
+    neighbor, and leave paths with their own next hop (and IPv6 ones) in one line for all."""
+    both = (IPV4_UNICAST, IPV6_UNICAST)
+    g = GlobalConfig(asn=65011, router_id=ip_address("10.55.0.11"),
+                     listen_addresses=(ip_address("10.55.0.11"), ip_address("fd55::11")))
+    v6 = PeerSpec(name="a", address=ip_address("fd55::1"), peer_asn=1, families=both)
+    v4 = PeerSpec(name="b", address=ip_address("10.55.0.1"), peer_asn=1, families=both)
+    peers = {v6.address: v6, v4.address: v4}
+    own = path_from_texts("10.244.1.0/24")
+    fixed = path_from_texts("10.244.9.0/24", next_hop="10.55.0.99")
+    six = path_from_texts("fd00:244:1::/64")
+    lines = cfg.announce_for(g, peers, [own, fixed, six])
+    assert sorted(lines) == sorted([
+        "announce attributes next-hop 10.55.0.99 origin igp nlri 10.244.9.0/24",
+        "announce attributes next-hop self origin igp nlri fd00:244:1::/64",
+        "neighbor 10.55.0.1 announce attributes next-hop self origin igp nlri 10.244.1.0/24",
+        "neighbor fd55::1 announce attributes next-hop fd55::11 origin igp nlri 10.244.1.0/24",
+    ])
+    assert cfg.announce_for(g, peers, [own], only=v4.address) == [
+        "neighbor 10.55.0.1 announce attributes next-hop self origin igp nlri 10.244.1.0/24"]
+    assert cfg.announce_for(g, peers, [own], only=v6.address) == [
+        "neighbor fd55::1 announce attributes next-hop fd55::11 origin igp nlri 10.244.1.0/24"]
+    # no IPv6 local address known: ExaBGP's own choice, in one line for all
+    bare = GlobalConfig(asn=65011, router_id=ip_address("10.55.0.11"))
+    assert cfg.announce_for(bare, peers, [own]) == [
+        "announce attributes next-hop self origin igp nlri 10.244.1.0/24"]

@@ -62,3 +62,25 @@ def check_sync_leaves_others(port: RoutePort, dev: str = "e0") -> None:
     assert port.list() == pods | {R6}
     assert sync_routes(port, set()) == (0, 3, [])  # without `others` they are ours
     assert port.list() == set()
+
+
+def check_ipv6_gateways_of_ipv4_routes(port: RoutePort) -> None:
+    """RFC 8950: an IPv4 route through IPv6 gateways (one, several, or mixed with an IPv4
+    one) lists back as it was put; an IPv6 route through an IPv4 gateway is refused."""
+    one = KernelRoute(N("10.60.5.0/24"), (A("fd77::2"),))
+    ecmp = KernelRoute(N("10.60.6.0/24"), (A("fd77::2"), A("fd77::3")))
+    mixed = KernelRoute(N("10.60.8.0/24"), (A("10.77.0.2"), A("fd77::3")))
+    for r in (one, ecmp, mixed):
+        port.replace(r)
+    assert port.list() == {one, ecmp, mixed}
+    moved = KernelRoute(one.dst, (A("10.77.0.3"),))  # back to an IPv4 gateway
+    port.replace(moved)
+    assert port.list() == {moved, ecmp, mixed}
+    try:
+        port.replace(KernelRoute(N("fd60:5::/64"), (A("10.77.0.2"),)))
+    except ValueError as e:
+        assert "fd60:5::/64" in str(e)
+    else:
+        raise AssertionError("an IPv6 route through an IPv4 gateway was taken")
+    assert sync_routes(port, set()) == (0, 3, [])
+    assert port.list() == set()

@@ -8,6 +8,7 @@ from bgp.types import Route
 from controller.desired.routes import desired_routes
 from controller.kernel.routes import FakeRoutes, KernelRoute
 from tests.unit.kernel.route_contract import (
+    check_ipv6_gateways_of_ipv4_routes,
     check_onlink,
     check_replace_list_delete,
     check_sync,
@@ -32,6 +33,10 @@ def test_fake_contract_onlink() -> None:
 
 def test_fake_contract_sync_leaves_others() -> None:
     check_sync_leaves_others(FakeRoutes())
+
+
+def test_fake_contract_ipv6_gateways_of_ipv4_routes() -> None:
+    check_ipv6_gateways_of_ipv4_routes(FakeRoutes())
 
 
 def test_fake_never_lists_foreign_routes() -> None:
@@ -67,3 +72,29 @@ def test_local_pref_beats_as_path() -> None:
         own=set(),
     )
     assert got == {KernelRoute(N("10.1.0.0/24"), (A("10.0.0.3"),))}
+
+
+def test_ipv4_prefixes_through_ipv6_next_hops() -> None:
+    """RFC 8950: IPv4 learned over an IPv6 session routes through its IPv6 next hop (ECMP
+    too); IPv4 next hops win where both families are equally good; an IPv6 prefix with an
+    IPv4 next hop, or an unspecified next hop, is no route."""
+    got = desired_routes(
+        [
+            Route(N("10.244.1.0/24"), A("fd00:10::12"), A("fd00:10::1"), (65000, 65012)),
+            Route(N("10.244.2.0/24"), A("fd00:10::12"), A("fd00:10::1"), (65000, 65012)),
+            Route(N("10.244.2.0/24"), A("fd00:10::13"), A("fd00:10::2"), (65000, 65013)),
+            Route(N("10.244.3.0/24"), A("fd00:10::13"), A("fd00:10::1"), (65000, 65013)),
+            Route(N("10.244.3.0/24"), A("10.0.0.13"), A("10.0.0.1"), (65000, 65013)),
+            Route(N("10.244.4.0/24"), A("fd00:10::14"), A("fd00:10::1"), (65000, 65014)),
+            Route(N("10.244.4.0/24"), A("10.0.0.14"), A("10.0.0.1"), (65000, 1, 65014)),
+            Route(N("fd00:244:5::/64"), A("10.0.0.15"), A("10.0.0.1"), (65000, 65015)),
+            Route(N("10.244.6.0/24"), A("::"), A("fd00:10::1"), (65000, 65016)),
+        ],
+        own=set(),
+    )
+    assert got == {
+        KernelRoute(N("10.244.1.0/24"), (A("fd00:10::12"),)),
+        KernelRoute(N("10.244.2.0/24"), (A("fd00:10::12"), A("fd00:10::13"))),
+        KernelRoute(N("10.244.3.0/24"), (A("10.0.0.13"),)),
+        KernelRoute(N("10.244.4.0/24"), (A("fd00:10::14"),)),  # the shorter AS path
+    }

@@ -70,6 +70,21 @@ def test_native_direct_route_on_shared_segment() -> None:
     }
 
 
+def test_direct_routes_on_an_ipv6_only_segment() -> None:
+    """Nodes with only IPv6 underlay addresses: an IPv4 pod CIDR goes straight through
+    the node's IPv6 address; where the node also has an IPv4 one there, that one."""
+    snap = cluster({"n1": ("fd00:10::11", ["10.244.1.0/24"]),
+                    "n2": ("fd00:10::12", ["10.244.2.0/24", "fd00:244:2::/64"]),
+                    "n3": (("10.0.1.3", "fd00:10::13"), ["10.244.3.0/24"])}, "native")
+    got = plan_routing(snap, "n1", [], "native", None,
+                       segments=[N("fd00:10::/64"), N("10.0.1.0/24")])
+    assert got.routes == {
+        KernelRoute(N("10.244.2.0/24"), (A("fd00:10::12"),)),
+        KernelRoute(N("fd00:244:2::/64"), (A("fd00:10::12"),)),
+        KernelRoute(N("10.244.3.0/24"), (A("10.0.1.3"),)),
+    }
+
+
 def test_tunnel_kernel_vxlan_routes_through_inner_vtep() -> None:
     snap = cluster(SNAP, "tunnel")
     got = plan_routing(snap, "n1", [learned("10.244.2.0/24", "10.0.1.1"),
