@@ -19,9 +19,21 @@ from collections.abc import Iterator
 import pytest
 
 from controller.desired.routes import vtep_ll6, vtep_mac
+from tests.unit.routing.cluster import forget, learn
 
 from .tcp import echo
-from .topo import POD_IP, POD_IP6, UNDERLAY6, Topo, delta, ebpf, nsx, up
+from .topo import (
+    POD_CIDR,
+    POD_CIDR6,
+    POD_IP,
+    POD_IP6,
+    UNDERLAY6,
+    Topo,
+    delta,
+    ebpf,
+    nsx,
+    up,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,6 +191,40 @@ def test_ebpf_vxlan_and_kernel_vxlan_interoperate_over_ipv6(u6: Topo) -> None:
     assert d1["errors"] == d1["miss"] == 0, d1
     c = delta(u6.router_counter(), c0)
     assert c["vxlan6"] >= 4 * sent and c["native"] == c["native6"] == 0, c
+
+
+def test_native_ipv4_over_an_ipv6_underlay(u6: Topo) -> None:
+    """RFC 8950 without a tunnel: each node learns the other's IPv4 pod CIDR with its
+    router's IPv6 address as next hop (what an IPv6 session carrying IPv4 gives), and the
+    routing reconciler installs it `via inet6`; IPv4 pod traffic then crosses the IPv6-only
+    underlay natively, unencapsulated, both ways, as IPv6 does."""
+    assert_no_ipv4_underlay(u6)
+    for node in u6.nodes.values():
+        node.start("native", "vxlan", "kernel")
+    u6.router_knows_pods(True)
+    snap = u6.snapshot("native", "vxlan")
+    for name, node in u6.nodes.items():
+        other = "n2" if name == "n1" else "n1"
+        learn(node.speaker, POD_CIDR[other], UNDERLAY6[name][1])
+        learn(node.speaker, POD_CIDR6[other], UNDERLAY6[name][1])
+        assert node.reconcile(snap).errors == {}
+    n1 = u6.nodes["n1"]
+    routes = nsx(n1.ns, "ip", "route", "show", "proto", "201")
+    assert "10.232.2.0/24 via inet6 fd00:231:1::1 dev u0" in routes, routes
+    assert "rr.vxlan" not in nsx(n1.ns, "ip", "link", "show")  # native: no tunnel made
+    c0 = u6.router_counter()
+    assert u6.ping("n1", "n2", count=4, interval=0.05) == (4, 4)
+    assert u6.ping("n2", "n1", count=4, interval=0.05) == (4, 4)
+    assert u6.ping("n1", "n2", count=4, interval=0.05, v6=True) == (4, 4)
+    assert_tcp(u6, v6=False)
+    c = delta(u6.router_counter(), c0)
+    assert c["native"] >= 16 and c["native6"] >= 8  # the router forwarded bare pod IPv4
+    assert c["vxlan"] == c["geneve"] == 0
+    # the route goes with the learned one, and IPv4 pod traffic with it
+    forget(n1.speaker, POD_CIDR["n2"])
+    assert n1.reconcile(snap).errors == {}
+    assert "10.232.2.0/24" not in nsx(n1.ns, "ip", "route", "show", "proto", "201")
+    assert u6.ping("n1", "n2", count=2, interval=0.05, timeout=1) == (2, 0)
 
 
 def test_ipv6_only_pods_route_via_the_vteps_link_local_address(u6only: Topo) -> None:

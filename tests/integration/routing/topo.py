@@ -210,12 +210,20 @@ class Topo:
             nsx(node.ns, "ip", "link", "set", "pod0", "mtu", str(mtu))
 
     def router_knows_pods(self, on: bool) -> None:
-        """The router routes the IPv4 pod CIDRs to their nodes (IPv4 underlay only)."""
-        assert not self.underlay6, "the router has no IPv4 next hop on an IPv6 underlay"
+        """The router routes the IPv4 pod CIDRs to their nodes: through their IPv4
+        addresses, or on an IPv6 underlay through their IPv6 ones (`via inet6`, as a ToR
+        installs what it learned over RFC 8950), with the IPv6 pod CIDRs too."""
         for name in self.nodes:
             verb = "replace" if on else "del"
-            nsx(self.router, "ip", "route", verb, POD_CIDR[name], "via", UNDERLAY[name][0],
-                check=on)
+            if not self.underlay6:
+                nsx(self.router, "ip", "route", verb, POD_CIDR[name], "via",
+                    UNDERLAY[name][0], check=on)
+                continue
+            nsx(self.router, "ip", "route", verb, POD_CIDR[name], "via", "inet6",
+                UNDERLAY6[name][0], check=on)
+            if self.dual:
+                nsx(self.router, "ip", "-6", "route", verb, POD_CIDR6[name], "via",
+                    UNDERLAY6[name][0], check=on)
 
     def ping(self, src: str, dst: str, count: int = 3, interval: float = 0.2,
              timeout: int = 2, v6: bool = False, size: int | None = None) -> tuple[int, int]:
