@@ -142,14 +142,15 @@ static __always_inline int rr_route_how(struct bpf_fib_lookup *fib, int r)
 }
 
 /* Send the packet on by fib (rr_route_lookup's answer) as how says (RR_SEND_*), its TTL
- * (hop limit) down by one. */
+ * (hop limit) down by one. The packet's family is the frame's, not fib's: an IPv4 route
+ * through an IPv6 gateway (RFC 8950, `via inet6`) comes back with fib->family AF_INET6. */
 static __always_inline int rr_route_send(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
                                          int how)
 {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
 
-    if (fib->family == 2) {
+    if (skb->protocol == htons(ETH_P_IP)) {
         struct iphdr *ip = data + RR_ETH_LEN;
         __u32 check;
 

@@ -123,6 +123,43 @@ def test_forwarded_in_bpf_the_ttl_drops_as_in_the_kernel(
     assert via_service == direct
 
 
+@pytest.fixture
+def via_inet6(bench: Bench) -> Iterator[None]:
+    """Node 1 reaches node 2's pod CIDR through the ToR's IPv6 address (`via inet6`, as
+    a route learned over RFC 8950 is installed): bpf_fib_lookup then answers for the
+    IPv4 packet with an IPv6 next hop, and fib.family AF_INET6."""
+    tor, n1 = bench.lab.ns("T"), bench.node1
+    nsx(tor, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    nsx(tor, "ip", "-6", "addr", "add", "fd00:250:1::1/64", "dev", "tor1", "nodad")
+    nsx(n1, "ip", "-6", "addr", "add", "fd00:250:1::2/64", "dev", "uplink", "nodad")
+    nsx(n1, "ip", "route", "add", "10.201.2.0/24", "via", "inet6", "fd00:250:1::1")
+    try:
+        yield
+    finally:
+        nsx(n1, "ip", "route", "del", "10.201.2.0/24")
+        nsx(n1, "ip", "-6", "addr", "del", "fd00:250:1::2/64", "dev", "uplink")
+        nsx(tor, "ip", "-6", "addr", "del", "fd00:250:1::1/64", "dev", "tor1")
+
+
+def test_an_ipv4_route_through_an_ipv6_gateway_is_forwarded_in_bpf(
+        bench: Bench, ttl_service: socket.socket, via_inet6: None) -> None:
+    assert "via inet6 fd00:250:1::1" in nsx(bench.node1, "ip", "route", "get", "10.201.2.21")
+    b21 = bench.lab.pods["b21"]
+    with in_netns(bench.client.ns):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 64)
+        for payload, to in ((b"via service", (VIP_TTL, 81)), (b"direct", (b21.ip, TTL_PORT))):
+            c.sendto(payload, to)
+            assert _ttl_of_next(ttl_service) == 61  # the IPv4 TTL down by one at node1
+    finally:
+        c.close()
+    # still sent by node1's program, not its kernel, both ways
+    for ip, port, sport in ((CIP_REMOTE, 80, 24000), (b21.ip, 8080, 24100)):
+        node1, node2, to_client = _forwarded_over(bench, ip, port, sport=sport)
+        assert node1 <= 2 and node2 <= 2 and to_client <= 2, (ip, node1, node2, to_client)
+
+
 def test_a_ttl_that_expires_is_answered_by_the_kernel(
         bench: Bench, ttl_service: socket.socket) -> None:
     with in_netns(bench.client.ns):
