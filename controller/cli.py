@@ -82,7 +82,7 @@ def stop_event() -> threading.Event:
 def cmd_operator(args: argparse.Namespace) -> int:
     from controller.leader import LeaderElector
     from controller.operator import run_operator
-    from controller.sources.select import kube_api, own_namespace
+    from controller.sources.select import kube_api, own_namespace, secrets_namespace
 
     try:
         api = kube_api(args)
@@ -99,7 +99,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
                     or f"{socket.gethostname()}_{os.getpid()}")
         elector = LeaderElector(api, args.leader_elect_namespace or own_namespace(), identity)
     run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
-                 args.interval, api, elector)
+                 args.interval, api, elector, secrets_namespace(args) if api else "")
     return 0
 
 

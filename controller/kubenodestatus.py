@@ -64,7 +64,7 @@ def node_config(doc: dict[str, Any], now: str) -> Obj:
             st_peers.append(peer)
         spec_inst: dict[str, Any] = {"name": inst["name"], "localASN": inst["localASN"],
                                      "routerID": inst["routerID"], "peers": spec_peers}
-        if inst.get("localPort"):
+        if (inst.get("localPort") or 0) > 0:  # -1: not listening (active only)
             spec_inst["localPort"] = inst["localPort"]
         spec_insts.append(spec_inst)
         st_insts.append({"name": inst["name"], "peers": st_peers})

@@ -106,8 +106,15 @@ def _split(ref: str) -> tuple[str, str, str]:
     return kind, ns, name
 
 
+# the custom resources whose conditions are the operator's alone
+OWNED_KINDS = ("BGPClusterConfig", "BGPPeerConfig", "BGPAdvertisement", "BGPNodeConfigOverride",
+               "LoadBalancerIPPool", "RackrouteConfig")
+
+
 def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dict[str, Any]]]:
-    """`Kind [ns/]name` -> the conditions the operator reports on that object."""
+    """`Kind [ns/]name` -> the conditions the operator reports on that object. An object
+    of OWNED_KINDS that holds conditions none of which is still wanted (a manifest fixed
+    after it was found invalid) gets `Valid=True` in their place."""
     out: dict[str, list[dict[str, Any]]] = {}
     for pool, conds in alloc.lbipam.pools.items():
         out[f"LoadBalancerIPPool {pool}"] = [c.to_dict() for c in conds]
@@ -126,6 +133,10 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
         out.setdefault(err.ref, []).append(
             {"type": "Valid", "status": "False", "reason": "InvalidManifest",
              "message": "; ".join(err.messages), "observedGeneration": 0})
+    for ref, held in snap.conditions.items():
+        if ref not in out and held and _split(ref)[0] in OWNED_KINDS:
+            out[ref] = [{"type": "Valid", "status": "True", "reason": "Accepted",
+                         "message": "", "observedGeneration": 0}]
     return out
 
 

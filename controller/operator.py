@@ -113,10 +113,12 @@ def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 
 def run_operator(manifests: Path | None, stop: threading.Event, interval: float = 0.2,
-                 api: KubeAPI | None = None, elector: LeaderElector | None = None) -> None:
+                 api: KubeAPI | None = None, elector: LeaderElector | None = None,
+                 secrets_namespace: str = "") -> None:
     """Keep the allocations up to date until `stop`: from a manifest directory into
-    `.status/operator.yaml`, or (with `api`) from and into the API server. With `elector`,
-    only while this process holds the lease (controller/leader.py)."""
+    `.status/operator.yaml`, or (with `api`) from and into the API server, its Secrets read
+    in `secrets_namespace`. With `elector`, only while this process holds the lease
+    (controller/leader.py)."""
     from controller.sources.files import FileSource
     from controller.sources.kube import OPERATOR_KINDS, KubeSource
     from controller.store import Store
@@ -125,7 +127,7 @@ def run_operator(manifests: Path | None, stop: threading.Event, interval: float 
     op: Operator | KubeOperator
     source: FileSource | KubeSource
     if api is not None:
-        source = KubeSource(api, store, OPERATOR_KINDS)
+        source = KubeSource(api, store, OPERATOR_KINDS, secrets_namespace)
         op = KubeOperator(api)
         # nothing is planned before every kind has listed: a partial view would release
         # what it cannot see

@@ -226,8 +226,17 @@ def _find_secret(snap: Snapshot, name: str) -> Mapping[str, str] | None:
 
 
 def cluster_conditions(snap: Snapshot) -> dict[str, list[Condition]]:
-    """Conditions for BGPClusterConfig and BGPPeerConfig objects, keyed by `Kind name`."""
+    """Conditions for BGPClusterConfig and BGPPeerConfig objects, keyed by `Kind name`:
+    each object gets every one of its kind's conditions, True or False (so a fixed
+    problem clears and `kubectl get` shows the healthy state), at its generation."""
     out: dict[str, list[Condition]] = {}
+    found: dict[tuple[str, str], list[str]] = {}
+    for node in snap.nodes.values():
+        for p in resolve_node(snap, node).problems:
+            if p.condition in ("ConflictingClusterConfig", "MissingAuthSecret"):
+                msgs = found.setdefault((p.ref, p.condition), [])
+                if p.message not in msgs:
+                    msgs.append(p.message)
     for cfg in snap.cluster_configs.values():
         matched = [n for n in snap.nodes.values() if selects(cfg.node_selector, n.meta.labels)]
         gen = cfg.meta.generation
@@ -240,27 +249,36 @@ def cluster_conditions(snap: Snapshot) -> dict[str, list[Condition]]:
                 gen,
             )
         )
-        missing = sorted(
-            {
-                p.peer_config_ref
-                for i in cfg.instances
-                for p in i.peers
-                if p.peer_config_ref and p.peer_config_ref not in snap.peer_configs
-            }
-        )
+        missing = [
+            f"spec.bgpInstances[{i.name}].peers[{p.name}].peerConfigRef: BGPPeerConfig "
+            f"{p.peer_config_ref!r} not found"
+            for i in cfg.instances
+            for p in i.peers
+            if p.peer_config_ref and p.peer_config_ref not in snap.peer_configs
+        ]
         out[cfg.meta.ref].append(
             Condition(
                 "MissingPeerConfigs",
                 "True" if missing else "False",
                 "MissingPeerConfigs" if missing else "AllPresent",
-                ", ".join(missing),
+                "; ".join(missing),
                 gen,
             )
         )
-    for node in snap.nodes.values():
-        for p in resolve_node(snap, node).problems:
-            if p.condition in ("ConflictingClusterConfig", "MissingAuthSecret"):
-                conds = out.setdefault(p.ref, [])
-                if not any(c.type == p.condition and c.status == "True" for c in conds):
-                    conds.append(Condition(p.condition, "True", p.condition, p.message))
+        out[cfg.meta.ref].append(_found(found, cfg.meta.ref, "ConflictingClusterConfig",
+                                        "NoConflict", gen))
+    for pc in snap.peer_configs.values():
+        out.setdefault(pc.meta.ref, []).append(
+            _found(found, pc.meta.ref, "MissingAuthSecret",
+                   "SecretFound" if pc.auth_secret_ref else "NoAuthSecret", pc.meta.generation))
     return out
+
+
+def _found(found: Mapping[tuple[str, str], list[str]], ref: str, ctype: str, ok: str,
+           gen: int) -> Condition:
+    """Condition ctype of ref: True with the nodes' messages when they reported it, else
+    False with reason ok."""
+    msgs = found.get((ref, ctype))
+    if msgs:
+        return Condition(ctype, "True", ctype, "; ".join(msgs)[:32768], gen)
+    return Condition(ctype, "False", ok, "", gen)

@@ -40,10 +40,10 @@ from controller.model.k8s import Service
 from controller.model.meta import Condition, selects
 
 SERVICE_CONDITION = "rackroute.io/IPAMRequestSatisfied"
-POOL_CONFLICT = "rackroute.io/PoolConflict"
-IPS_TOTAL = "rackroute.io/IPsTotal"
-IPS_AVAILABLE = "rackroute.io/IPsAvailable"
-IPS_USED = "rackroute.io/IPsUsed"
+POOL_CONFLICT = "PoolConflict"  # the names API.md gives (and the CRD's printer columns read)
+IPS_TOTAL = "IPsTotal"
+IPS_AVAILABLE = "IPsAvailable"
+IPS_USED = "IPsUsed"
 
 SATISFIED = "satisfied"
 NO_POOL = "no_pool"

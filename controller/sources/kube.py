@@ -32,10 +32,12 @@ from controller.store import ObjectError, Snapshot, Store
 log = logging.getLogger("rackroute.kube")
 
 # what each role reads (the Helm chart's RBAC grants exactly these)
+# (Secrets in the secrets namespace alone: the operator reports a BGPPeerConfig's
+# MissingAuthSecret from them, the agents configure the passwords)
 OPERATOR_KINDS = ("Node", "Service", "BGPClusterConfig", "BGPPeerConfig", "BGPAdvertisement",
                   "BGPNodeConfigOverride", "LoadBalancerIPPool", "NodeNetwork",
-                  "RackrouteConfig")
-AGENT_KINDS = (*OPERATOR_KINDS, "EndpointSlice", "Secret")
+                  "RackrouteConfig", "Secret")
+AGENT_KINDS = (*OPERATOR_KINDS, "EndpointSlice")
 # what network policy needs besides (an agent with --network-policy, `rackroute policy`)
 POLICY_KINDS = ("Pod", "Namespace", "NetworkPolicy")
 

@@ -133,7 +133,7 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
     try:
         # the operator: reads its kinds, writes allocations and conditions, no refusal
         store = Store()
-        src = KubeSource(operator, store, OPERATOR_KINDS)
+        src = KubeSource(operator, store, OPERATOR_KINDS, secrets_namespace=NS)
         assert src.poll(timeout=20), dict(src.problems())
         assert not src.problems()
         op = KubeOperator(operator)
@@ -149,6 +149,10 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
         assert not src.problems()
         assert store.snapshot().node_networks  # the operator's writes, seen by the agent
         src.close()
+        # an instance that does not listen (localPort unset) is taken as well
+        quiet = node_status_doc()
+        quiet["instances"][0]["localPort"] = -1
+        KubeNodeStatus(agent).write(quiet, "2026-11-27T00:00:00Z")  # raises if refused
         KubeNodeStatus(agent).write(node_status_doc(), "2026-11-27T00:00:00Z")
         # the schema keeps every field the agent writes (the API server prunes the others)
         back = node_doc(agent.get(RESOURCES["BGPNodeConfig"], "n1"))
@@ -171,9 +175,10 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
             with pytest.raises(ApiError) as e:
                 api.merge_patch(res, name, {"metadata": {"labels": {"x": "y"}}}, ns, sub)
             assert e.value.status == 403
-        with pytest.raises(ApiError) as e:
-            agent.list(RESOURCES["Secret"], "default")
-        assert e.value.status == 403
+        for api in (agent, operator):  # Secrets in the release namespace alone
+            with pytest.raises(ApiError) as e:
+                api.list(RESOURCES["Secret"], "default")
+            assert e.value.status == 403
     finally:
         agent.close()
         operator.close()

@@ -100,7 +100,7 @@ def test_allocations_land_in_the_api_and_survive_kill_9(
     assert kube.get(NN, "node-2")["spec"]["podCIDRs"] == NODE_2
     sat = conditions(kube, "Service", "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
     assert sat["status"] == "True"
-    assert "rackroute.io/IPsUsed" in conditions(kube, "LoadBalancerIPPool", "general")
+    assert "IPsUsed" in conditions(kube, "LoadBalancerIPPool", "general")
     # and says so in events, as kubectl describe shows them
     evs, _ = kube.list(RESOURCES["Event"], "demo")
     assert any(e["reason"] == "IPAllocated" and e["regarding"]["name"] == "web-local"
@@ -165,9 +165,14 @@ def test_router_ids_from_the_pool_land_in_the_node_networks(
     kube.merge_patch(cfg, "default", {"spec": {"bgpRouterIDPool": "10.255.0.0/30"}})
     wait_for(lambda: ids()["node-3"] == "", 15, what="node-3's router ID taken back")
     assert ids()["node-1"] == "10.255.0.1" and ids()["node-2"] == "10.255.0.2"
-    cond = conditions(kube, "NodeNetwork", "node-3")["rackroute.io/BGPRouterIDAllocated"]
-    assert cond["status"] == "False" and cond["reason"] == "PoolExhausted"
-    assert "node-3" in cond["message"] and "10.255.0.0/30" in cond["message"]
+
+    def cond() -> dict[str, str]:
+        return dict(conditions(kube, "NodeNetwork", "node-3")["rackroute.io/BGPRouterIDAllocated"])
+
+    # the spec and the status are two writes: the condition may follow a moment later
+    wait_for(lambda: cond()["status"] == "False", 15, what="node-3's condition")
+    assert cond()["reason"] == "PoolExhausted"
+    assert "node-3" in cond()["message"] and "10.255.0.0/30" in cond()["message"]
 
 
 def lease_holder(kube: HTTPKubeAPI) -> str:
@@ -209,3 +214,29 @@ def test_two_operators_elect_one_writer_and_the_survivor_takes_over(
     finally:
         a.kill()
         b.kill()
+
+
+def test_a_peer_configs_auth_secret_is_looked_for_where_the_agents_read_it(
+        operator: Operator, kube: HTTPKubeAPI) -> None:
+    """MissingAuthSecret comes from the Secrets the operator reads (in its namespace, as
+    the agents): True while the Secret a BGPPeerConfig names is absent, False once it is
+    there; the other conditions of the BGP objects are written healthy too."""
+    pc = RESOURCES["BGPPeerConfig"]
+
+    def auth() -> tuple[str, str]:
+        c = conditions(kube, "BGPPeerConfig", "default").get("MissingAuthSecret") or {}
+        return str(c.get("status")), str(c.get("reason"))
+
+    wait_for(lambda: auth() == ("False", "NoAuthSecret"), 30, what="the healthy condition")
+    cc = conditions(kube, "BGPClusterConfig", "tor")
+    assert {t: cc[t]["status"] for t in ("NoMatchingNode", "MissingPeerConfigs",
+                                         "ConflictingClusterConfig")} == {
+        "NoMatchingNode": "False", "MissingPeerConfigs": "False",
+        "ConflictingClusterConfig": "False"}
+    kube.merge_patch(pc, "default", {"spec": {"authSecretRef": "bgp-auth"}})
+    wait_for(lambda: auth()[0] == "True", 15, what="MissingAuthSecret True")
+    msg = conditions(kube, "BGPPeerConfig", "default")["MissingAuthSecret"]["message"]
+    assert "spec.authSecretRef: Secret 'bgp-auth' not found" in msg
+    kube.create(RESOURCES["Secret"], {"metadata": {"name": "bgp-auth"},
+                                      "stringData": {"password": "s3cret"}}, "kube-system")
+    wait_for(lambda: auth() == ("False", "SecretFound"), 15, what="the Secret found")

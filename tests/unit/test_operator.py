@@ -38,9 +38,9 @@ def test_reconcile_writes_then_is_stable(tmp_path: Path) -> None:
     assert (cond["type"], cond["reason"]) == ("rackroute.io/IPAMRequestSatisfied", "satisfied")
     pool = doc["objects"]["LoadBalancerIPPool general"]["conditions"]
     assert {c["type"] for c in pool} >= {
-        "rackroute.io/IPsTotal",
-        "rackroute.io/IPsAvailable",
-        "rackroute.io/IPsUsed",
+        "IPsTotal",
+        "IPsAvailable",
+        "IPsUsed",
     }
 
 

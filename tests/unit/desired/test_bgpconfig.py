@@ -95,7 +95,7 @@ def test_missing_peer_config_skips_only_that_peer() -> None:
     conds = {c.type: c for c in cluster_conditions(snap)["BGPClusterConfig tor"]}
     assert (conds["MissingPeerConfigs"].status, conds["MissingPeerConfigs"].message) == (
         "True",
-        "nope",
+        "spec.bgpInstances[tor].peers[tor-a].peerConfigRef: BGPPeerConfig 'nope' not found",
     )
 
 
@@ -111,6 +111,9 @@ def test_auth_secret_found_missing_and_without_key() -> None:
     peers = resolve_node(snap, snap.nodes["n1"]).instances[0].peers
     assert peers[0].spec.password == "s3cret"
     assert "s3cret" not in repr(peers[0].spec)
+    # found: the condition says so (False), and clears what a missing one set
+    [c] = cluster_conditions(snap)["BGPPeerConfig default"]
+    assert (c.type, c.status, c.reason) == ("MissingAuthSecret", "False", "SecretFound")
 
     snap = snapshot(text, node("n1", "10.0.0.11"))
     nb = resolve_node(snap, snap.nodes["n1"])
@@ -136,6 +139,29 @@ def test_conflicting_cluster_configs_older_wins() -> None:
     assert [i.global_config.asn for i in nb.instances] == [65010]
     assert nb.problems[0].condition == "ConflictingClusterConfig"
     assert nb.problems[0].ref == "BGPClusterConfig tor2"
+    conds = cluster_conditions(snap)
+    new = {c.type: c for c in conds["BGPClusterConfig tor2"]}
+    old = {c.type: c for c in conds["BGPClusterConfig tor"]}
+    assert new["ConflictingClusterConfig"].status == "True"
+    assert new["ConflictingClusterConfig"].message == nb.problems[0].message
+    assert (old["ConflictingClusterConfig"].status,
+            old["ConflictingClusterConfig"].reason) == ("False", "NoConflict")
+
+
+def test_every_condition_is_reported_healthy_too_at_the_objects_generation() -> None:
+    text = BASE.replace("metadata: {name: default}", "metadata: {name: default, generation: 3}")
+    text = text.replace('metadata: {name: tor, creationTimestamp: "2026-01-01T00:00:00Z"}',
+                        'metadata: {name: tor, creationTimestamp: "2026-01-01T00:00:00Z", '
+                        "generation: 7}")
+    snap = snapshot(text, node("n1", "10.0.0.11"))
+    conds = cluster_conditions(snap)
+    assert {(c.type, c.status, c.observed_generation)
+            for c in conds["BGPClusterConfig tor"]} == {
+        ("NoMatchingNode", "False", 7), ("MissingPeerConfigs", "False", 7),
+        ("ConflictingClusterConfig", "False", 7)}
+    assert [(c.type, c.status, c.reason, c.observed_generation)
+            for c in conds["BGPPeerConfig default"]] == [
+        ("MissingAuthSecret", "False", "NoAuthSecret", 3)]
 
 
 def test_two_instances_on_one_port() -> None:

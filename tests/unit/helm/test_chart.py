@@ -560,7 +560,11 @@ def test_rbac_is_least_privilege() -> None:
     assert secrets["metadata"]["namespace"] == "rackroute-system"
     assert secrets["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
                                  "verbs": ["get", "list", "watch"]}]
+    op_secrets = by[("Role", "rackroute-operator-secrets")]
+    assert op_secrets["metadata"]["namespace"] == "rackroute-system"
+    assert op_secrets["rules"] == secrets["rules"]  # read, in the namespace alone
     operator = by[("ClusterRole", "rackroute-operator")]["rules"]
+    assert not any("secrets" in r["resources"] for r in operator)
     assert _writes(operator) == {
         "/services/status", "rackroute.io/nodenetworks", "/events", "events.k8s.io/events",
         *(f"rackroute.io/{p}/status" for p in plurals - {"bgpnodeconfigs"}),

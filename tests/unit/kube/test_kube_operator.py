@@ -58,7 +58,7 @@ def test_allocations_and_conditions_land_on_their_objects() -> None:
     nn = api.get(NN, "node-2")
     assert nn["spec"]["podCIDRs"] == ["10.244.1.0/24", "fd00:244:0:1::/64"]
     assert nn["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "rackroute-operator"
-    assert {"rackroute.io/IPsTotal", "rackroute.io/IPsUsed"} <= set(
+    assert {"IPsTotal", "IPsUsed"} <= set(
         conditions(api, POOL, "general"))
 
 
@@ -88,7 +88,7 @@ def test_a_condition_keeps_its_transition_time_until_its_status_changes() -> Non
     # the pool's usage changes: its counters' messages change, their status does not
     api.delete(SVC, "web-cluster", "demo")
     settle(api, later, cache)
-    used = conditions(api, POOL, "general")["rackroute.io/IPsUsed"]
+    used = conditions(api, POOL, "general")["IPsUsed"]
     assert used["lastTransitionTime"] == now()
     got = conditions(api, SVC, "web-local", "demo")["rackroute.io/IPAMRequestSatisfied"]
     assert got["status"] == "True" and got["lastTransitionTime"] == now()
@@ -192,6 +192,60 @@ def test_what_the_operator_does_is_told_in_events_once() -> None:
     new = events(api)[len(got):]
     assert sorted(new) == [("Warning", "NoPool", "Service", "web-cluster"),
                            ("Warning", "NoPool", "Service", "web-local")]  # from no_pool
+
+
+ADV = RESOURCES["BGPAdvertisement"]
+
+
+def test_the_crds_printer_columns_read_conditions_the_operator_writes() -> None:
+    """Every `status.conditions[?(@.type=="X")]` column of a CRD names a condition the
+    operator writes on the lab's objects of that kind (a renamed condition would leave
+    `kubectl get` with an empty column)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    api = lab()
+    settle(api, KubeOperator(api, now), ParseCache())
+    crds = Path(__file__).resolve().parents[3] / "helm" / "rackroute" / "crds"
+    checked = 0
+    for f in sorted(crds.glob("*.yaml")):
+        crd = yaml.safe_load(f.read_text())
+        kind = crd["spec"]["names"]["kind"]
+        for v in crd["spec"]["versions"]:
+            for col in v.get("additionalPrinterColumns") or []:
+                m = re.search(r'conditions\[\?\(@\.type=="([^"]+)"\)\]', col["jsonPath"])
+                if m is None:
+                    continue
+                items, _ = api.list(RESOURCES[kind])
+                assert items, kind
+                for obj in items:
+                    types = {c["type"] for c in (obj.get("status") or {}).get("conditions")
+                             or []}
+                    assert m.group(1) in types, (kind, obj["metadata"]["name"], col["name"])
+                checked += 1
+    assert checked >= 7
+
+
+def test_a_fixed_manifest_loses_its_invalid_condition() -> None:
+    """Valid=False on a BGPAdvertisement the parser refused; once fixed, Valid=True in
+    its place (not the old complaint for good), and then nothing more is written."""
+    api = lab()
+    bad = {"metadata": {"name": "adv-x", "labels": {"advertise": "x"}},
+           "spec": {"advertisements": [{"advertisementType": "Nonsense"}]}}
+    api.create(ADV, bad)
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    valid = conditions(api, ADV, "adv-x")["Valid"]
+    assert (valid["status"], valid["reason"]) == ("False", "InvalidManifest")
+    assert "advertisementType" in valid["message"]
+    api.merge_patch(ADV, "adv-x", {"spec": {"advertisements": [
+        {"advertisementType": "PodCIDR"}]}})
+    settle(api, op, cache)
+    assert {k: (c["status"], c["reason"]) for k, c in conditions(api, ADV, "adv-x").items()} \
+        == {"Valid": ("True", "Accepted")}
 
 
 # ------------------------------------------------------------------ BGP router IDs

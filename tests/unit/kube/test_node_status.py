@@ -57,6 +57,19 @@ def test_the_object_has_the_crd_shape() -> None:
     assert st["conditions"][0]["status"] == "True"
 
 
+@pytest.mark.parametrize("port", [179, -1])
+def test_the_written_object_validates_against_the_crd(port: int) -> None:
+    """What the agent writes, not a fixture: an instance that does not listen (localPort
+    unset: -1 in the status document) leaves localPort out (the CRD wants 1..65535)."""
+    from tests.unit.helm.test_chart import schema, validate
+
+    d = doc()
+    d["instances"][0]["localPort"] = port
+    obj = node_config(d, NOW)
+    assert validate(obj, schema("BGPNodeConfig")) == []
+    assert obj["spec"]["bgpInstances"][0].get("localPort") == (port if port > 0 else None)
+
+
 def test_problems_make_config_valid_false_and_come_back() -> None:
     obj = node_config(doc("active", ("peer tor: secret kube-system/x missing",
                                      "instance b: no router id")), NOW)
