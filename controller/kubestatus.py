@@ -25,7 +25,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -72,16 +72,25 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _ours_on_services(ctype: str) -> bool:
+    """The condition types the operator manages on a Service: its own group's (others'
+    conditions on the object are kept as they are)."""
+    return ctype.startswith("rackroute.io/")
+
+
 def _conditions(want: list[dict[str, Any]], have: tuple[Mapping[str, Any], ...],
-                now: str) -> list[dict[str, Any]] | None:
+                now: str, ours: Callable[[str], bool] | None = None
+                ) -> list[dict[str, Any]] | None:
     """The conditions to write, or None when the object already holds `want`. A condition
-    whose status is unchanged keeps its lastTransitionTime."""
-    held = {str(c.get("type")): c for c in have}
+    whose status is unchanged keeps its lastTransitionTime. With `ours`, only the types it
+    names are the operator's: the object's other conditions are written back unchanged."""
+    foreign = [dict(c) for c in have if ours is not None and not ours(str(c.get("type")))]
+    held = {str(c.get("type")): c for c in have if ours is None or ours(str(c.get("type")))}
     if len(held) == len(want) and all(
             {k: v for k, v in held.get(str(c["type"]), {}).items() if k != TIME} == c
             for c in want):
         return None
-    out = []
+    out = foreign
     for c in want:
         old = held.get(str(c["type"]))
         same = old is not None and old.get("status") == c["status"] and old.get(TIME)
@@ -140,15 +149,37 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
     return out
 
 
+SERVICE_VALID = "rackroute.io/Valid"
+
+
+def _invalid_service(message: str | None) -> list[dict[str, Any]]:
+    """The condition a Service the parser refused carries (its last good version, if any,
+    keeps its addresses): the message names the field or annotation. None while fine."""
+    if message is None:
+        return []
+    return [{"type": SERVICE_VALID, "status": "False", "reason": "InvalidManifest",
+             "message": message[:32768], "observedGeneration": 0}]
+
+
+def _invalid_event(snap: Snapshot, ref: str, want: list[dict[str, Any]]) -> Event | None:
+    """A Warning when the Service turns invalid (once, not every pass)."""
+    bad = next((c for c in want if c["type"] == SERVICE_VALID), None)
+    if bad is None or _status_of(snap, ref, SERVICE_VALID) == "False":
+        return None
+    return Event("Warning", "InvalidManifest", str(bad["message"]))
+
+
 def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
     """The requests that make the server hold this plan (pure)."""
     writes: list[Write] = []
+    bad = {e.ref: "; ".join(e.messages) for e in snap.errors if e.ref.startswith("Service ")}
     for key, sa in sorted(alloc.lbipam.services.items()):
         svc = snap.services.get(key)
         if svc is None:
             continue
         ref = f"Service {key}"
-        conds = _conditions([sa.condition.to_dict()], snap.conditions.get(ref, ()), now)
+        want = [sa.condition.to_dict(), *_invalid_service(bad.pop(ref, None))]
+        conds = _conditions(want, snap.conditions.get(ref, ()), now, _ours_on_services)
         if svc.status_ingress == sa.ips and conds is None:
             continue
         status: dict[str, Any] = {
@@ -156,13 +187,21 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
         if conds is not None:
             status["conditions"] = conds
         c = sa.condition
-        event = None
-        if c.status != "True" and _status_of(snap, ref, c.type) != c.status:
+        event = _invalid_event(snap, ref, want)
+        if event is None and c.status != "True" and _status_of(snap, ref, c.type) != c.status:
             event = Event("Warning", _reason(c.reason), c.message)
-        elif svc.status_ingress != sa.ips and sa.ips:
+        elif event is None and svc.status_ingress != sa.ips and sa.ips:
             event = Event("Normal", "IPAllocated", c.message)
         writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace,
                             {"status": status}, "status", event))
+    for ref, message in sorted(bad.items()):  # a Service that never parsed: no allocation
+        want = _invalid_service(message)
+        conds = _conditions(want, snap.conditions.get(ref, ()), now, _ours_on_services)
+        if conds is not None:
+            _, ns, name = _split(ref)
+            writes.append(Write("patch", "Service", name, ns,
+                                {"status": {"conditions": conds}}, "status",
+                                _invalid_event(snap, ref, want)))
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
         have = snap.node_networks.get(node)
         rid = alloc.router_ids.allocations.get(node)

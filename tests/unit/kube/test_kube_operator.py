@@ -195,6 +195,45 @@ def test_what_the_operator_does_is_told_in_events_once() -> None:
 
 
 ADV = RESOURCES["BGPAdvertisement"]
+VALID = "rackroute.io/Valid"
+
+
+def test_a_service_turned_malformed_keeps_its_address_and_says_why() -> None:
+    """A typo in web-local's lbipam annotation: its last good version keeps its address,
+    the Service carries rackroute.io/Valid=False naming the annotation (one Warning
+    event), and another controller's condition on it stays; fixed, the condition goes.
+    A new Service that never parsed gets the condition alone."""
+    api = lab()
+    cache = ParseCache()
+    op = KubeOperator(api, now)
+    settle(api, op, cache)
+    api.merge_patch(SVC, "web-local", {"status": {"conditions": [
+        {"type": "example.com/Probed", "status": "True", "reason": "Ok", "message": "",
+         "lastTransitionTime": now()}]}}, "demo", "status")
+    api.merge_patch(SVC, "web-local", {"metadata": {"annotations": {
+        "lbipam.rackroute.io/ips": "10.96.100.x"}}}, "demo")
+    settle(api, op, cache)
+    assert ingress(api, "demo/web-local") == ["10.96.100.2", "fd00:96:100::2"]
+    conds = conditions(api, SVC, "web-local", "demo")
+    assert (conds[VALID]["status"], conds[VALID]["reason"]) == ("False", "InvalidManifest")
+    assert "lbipam.rackroute.io/ips" in conds[VALID]["message"]
+    assert conds["example.com/Probed"]["status"] == "True"
+    assert conds["rackroute.io/IPAMRequestSatisfied"]["status"] == "True"
+    warned = [e for e in events(api) if e[1] == "InvalidManifest" and e[3] == "web-local"]
+    assert len(warned) == 1
+    api.merge_patch(SVC, "web-local", {"metadata": {"annotations": {
+        "lbipam.rackroute.io/ips": None}}}, "demo")
+    settle(api, op, cache)
+    conds = conditions(api, SVC, "web-local", "demo")
+    assert VALID not in conds and "example.com/Probed" in conds
+    assert ingress(api, "demo/web-local") == ["10.96.100.2", "fd00:96:100::2"]
+    # never parsed: the condition alone, no address
+    api.create(SVC, {"metadata": {"name": "typo", "namespace": "demo", "annotations": {
+        "lbipam.rackroute.io/ips": "nope"}}, "spec": {
+        "type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]}}, "demo")
+    settle(api, op, cache)
+    assert conditions(api, SVC, "typo", "demo")[VALID]["status"] == "False"
+    assert ingress(api, "demo/typo") == []
 
 
 def test_the_crds_printer_columns_read_conditions_the_operator_writes() -> None:
