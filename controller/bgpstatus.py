@@ -133,7 +133,8 @@ def node_status(
         "node": node,
         "updated": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
         "instances": instances,
-        "problems": sorted(p.message for p in (view.bgp.problems if view.bgp else ())),
+        "problems": sorted({p.message for p in (view.bgp.problems if view.bgp else ())}
+                           | set(view.problems)),
         "routes": peer_routes(rec) if routes else {},
         "notAdvertised": [
             {"peer": s.peer, "subject": s.subject, "reason": s.reason}

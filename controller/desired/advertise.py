@@ -10,7 +10,7 @@ internalTrafficPolicy. Every candidate that is not advertised is listed with its
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bgp.types import Family, IPAddress, IPNetwork, Path
@@ -285,4 +285,63 @@ def plan_node(ctx: PlanContext, bgp: NodeBGP, pod_cidrs: tuple[IPNetwork, ...]) 
     return NodePlan(bgp.node, peers, tuple(dict.fromkeys(skipped)))
 
 
-__all__ = ["ADDR_EXTERNAL", "NodePlan", "PeerPlan", "NotAdvertised", "PlanContext", "plan_node"]
+def merge_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
+    """One path per prefix: communities united, the highest local preference kept.
+
+    A speaker announces one path per prefix to all its peers; when peers of one instance
+    were planned different attributes for a prefix, the union is announced.
+    """
+    out: dict[IPNetwork, Path] = {}
+    for p in paths:
+        old = out.get(p.prefix)
+        if old is None or old == p:
+            out[p.prefix] = p
+            continue
+        lps = [x for x in (old.local_pref, p.local_pref) if x is not None]
+        out[p.prefix] = Path(
+            p.prefix,
+            p.next_hop or old.next_hop,
+            old.communities | p.communities,
+            old.large_communities | p.large_communities,
+            max(lps) if lps else None,
+        )
+    return out
+
+
+def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> tuple[str, ...]:
+    """One BGP instance (one speaker) sends the same paths to all its peers (each of the
+    families it carries): where its peers were planned different paths or attributes
+    (their BGPPeerConfigs select different BGPAdvertisements), each gets the union. Says
+    so, per instance, naming what a peer gets beyond its own plan."""
+    families = {(i.name, p.name): set(p.spec.families) for i in bgp.instances for p in i.peers}
+    by_inst: dict[str, list[PeerPlan]] = {}
+    for pp in plan.peers:
+        by_inst.setdefault(pp.instance, []).append(pp)
+    out: list[str] = []
+    for inst, pps in sorted(by_inst.items()):
+        merged = merge_paths(p for pp in pps for p in pp.paths)
+        told = []
+        for pp in sorted(pps, key=lambda x: x.peer):
+            fams = families.get((inst, pp.peer), set())
+            mine = {p.prefix: p for p in pp.paths}
+            more = sorted((k for k, p in merged.items() if p.family in fams and k not in mine),
+                          key=str)
+            changed = sorted((k for k, p in mine.items() if merged[k] != p), key=str)
+            if more:
+                shown = ", ".join(map(str, more[:3]))
+                told.append(f"{pp.peer} also gets {shown}"
+                            + (f" and {len(more) - 3} more" if len(more) > 3 else ""))
+            if changed:
+                told.append(f"{pp.peer} gets {changed[0]}"
+                            + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
+                            + " with the other peers' communities or local preference")
+        if told:
+            out.append(f"BGP instance {inst}: its peers' BGPPeerConfigs (spec.families[]."
+                       "advertisements) select different advertisements, and one instance "
+                       f"sends the same paths to all its peers: {'; '.join(told)}. Give a "
+                       "peer that needs other advertisements a bgpInstance of its own")
+    return tuple(out)
+
+
+__all__ = ["ADDR_EXTERNAL", "NodePlan", "PeerPlan", "NotAdvertised", "PlanContext", "merge_paths",
+           "plan_node", "shared_plan_problems"]

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bgp.speaker import Speaker, logfmt
-from bgp.types import GlobalConfig, IPNetwork, Path
-from controller.desired.advertise import NodePlan, PlanContext, plan_node
+from bgp.types import Feature, GlobalConfig, IPNetwork
+from controller.desired.advertise import (
+    NodePlan,
+    PlanContext,
+    merge_paths,
+    plan_node,
+    shared_plan_problems,
+)
 from controller.desired.bgpconfig import NodeBGP, resolve_node
 from controller.desired.podcidr import node_pod_cidrs
 from controller.reconcile.loop import PassContext
@@ -27,29 +33,6 @@ from controller.reconcile.loop import PassContext
 log = logging.getLogger("rackroute.bgp")
 
 SpeakerFactory = Callable[[str], Speaker]  # instance name -> a new, unstarted speaker
-
-
-def merge_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
-    """One path per prefix: communities united, the highest local preference kept.
-
-    A speaker announces one path per prefix to all its peers; when peers of one instance
-    were planned different attributes for a prefix, the union is announced.
-    """
-    out: dict[IPNetwork, Path] = {}
-    for p in paths:
-        old = out.get(p.prefix)
-        if old is None or old == p:
-            out[p.prefix] = p
-            continue
-        lps = [x for x in (old.local_pref, p.local_pref) if x is not None]
-        out[p.prefix] = Path(
-            p.prefix,
-            p.next_hop or old.next_hop,
-            old.communities | p.communities,
-            old.large_communities | p.large_communities,
-            max(lps) if lps else None,
-        )
-    return out
 
 
 @dataclass
@@ -68,6 +51,7 @@ class BGPView:
     bgp: NodeBGP | None = None
     plan: NodePlan | None = None
     held: dict[str, frozenset[IPNetwork]] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # beyond the config's: what the speakers cannot do
 
 
 class BGPReconciler:
@@ -91,23 +75,25 @@ class BGPReconciler:
             return
         nb = resolve_node(snap, node)
         plan = plan_node(PlanContext.of(snap), nb, node_pod_cidrs(snap, ctx.node))
-        self._report({p.message for p in nb.problems})
+        extra: list[str] = list(shared_plan_problems(plan, nb))
         held: dict[str, frozenset[IPNetwork]] = {}
         with self._lock:
             for inst in nb.instances:
                 try:
                     held[inst.name] = self._apply_instance(
-                        inst.name, inst.global_config, nb, plan, ctx
+                        inst.name, inst.global_config, nb, plan, ctx, extra
                     )
                 except Exception as e:  # one instance failing leaves the others working
                     ctx.errors[f"bgp/{inst.name}"] = repr(e)
                     log.error(logfmt("bgp_instance_error", instance=inst.name, error=repr(e)))
             for name in sorted(set(self.instances) - {i.name for i in nb.instances}):
                 self._remove(name)
-            self.view = BGPView(nb, plan, held)
+            self.view = BGPView(nb, plan, held, tuple(extra))
+        self._report({p.message for p in nb.problems} | set(extra))
 
     def _apply_instance(
-        self, name: str, config: GlobalConfig, nb: NodeBGP, plan: NodePlan, ctx: PassContext
+        self, name: str, config: GlobalConfig, nb: NodeBGP, plan: NodePlan, ctx: PassContext,
+        problems: list[str],
     ) -> frozenset[IPNetwork]:
         st = self.instances.get(name)
         if st is not None and st.config != config:
@@ -136,7 +122,17 @@ class BGPReconciler:
                 )
             )
         inst = next(i for i in nb.instances if i.name == name)
-        pdiff = st.speaker.set_peers(p.spec for p in inst.peers)
+        peers = [p.spec for p in inst.peers]
+        if Feature.DYNAMIC_PEER_ASN not in st.speaker.features:
+            for rp in inst.peers:
+                if rp.spec.peer_asn == 0:
+                    problems.append(
+                        f"BGPClusterConfig spec.bgpInstances[{name}].peers[{rp.name}].peerASN: "
+                        "0 (take the ASN the peer's OPEN names) is more than this speaker "
+                        "can do (ExaBGP can: --speaker exabgp); give the peer's ASN. Peer "
+                        "not configured")
+            peers = [s for s in peers if s.peer_asn != 0]
+        pdiff = st.speaker.set_peers(peers)
         for verb, addrs in (
             ("add", pdiff.added),
             ("update", pdiff.updated),

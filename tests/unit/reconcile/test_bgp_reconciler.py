@@ -150,6 +150,83 @@ def test_bad_peer_config_leaves_other_peers_working(
     assert "10.96.100.1/32" in announced(fakes.made["tor"])
 
 
+def test_the_dual_stack_lab_has_no_shared_plan_problem(lab: Path) -> None:
+    """Its two peers carry one family each: each gets all of its family, nothing more."""
+    rec = BGPReconciler(Fakes())
+    run_pass(lab, rec)
+    assert rec.view.problems == ()
+
+
+def test_peers_of_one_instance_planned_differently_are_told_they_get_the_union(
+        lab: Path) -> None:
+    """A second IPv4 peer whose BGPPeerConfig selects only pod CIDRs (its own
+    BGPAdvertisement, another community): one speaker sends it the LoadBalancer IPs too,
+    and the pod CIDR with both communities; the problem says so and where to go."""
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(bgp.read_text().replace(
+        "      peerConfigRef: {name: default}\n",
+        "      peerConfigRef: {name: default}\n"
+        "    - name: rs\n      peerAddress: 10.0.0.9\n      peerASN: 65009\n"
+        "      peerConfigRef: {name: pods-only}\n") + """---
+apiVersion: rackroute.io/v1alpha1
+kind: BGPPeerConfig
+metadata: {name: pods-only}
+spec:
+  families:
+  - {afi: ipv4, safi: unicast, advertisements: {matchLabels: {advertise: pods}}}
+---
+apiVersion: rackroute.io/v1alpha1
+kind: BGPAdvertisement
+metadata: {name: pods, labels: {advertise: pods}}
+spec:
+  advertisements:
+  - {advertisementType: PodCIDR, attributes: {communities: {standard: ["65009:1"]}}}
+""")
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+    run_pass(lab, rec)
+    (msg,) = rec.view.problems
+    assert msg.startswith("BGP instance tor: its peers' BGPPeerConfigs (spec.families[]."
+                          "advertisements) select different advertisements")
+    assert "rs also gets 10.96.100.1/32, 10.96.100.2/32, 10.96.200.10/32" in msg
+    assert "rs gets 10.244.0.0/24 with the other peers' communities" in msg
+    assert "tor-a gets 10.244.0.0/24 with the other peers' communities" in msg
+    assert "a bgpInstance of its own" in msg
+    pod = next(p for p in fakes.made["tor"].advertised() if str(p.prefix) == "10.244.0.0/24")
+    assert pod.communities == frozenset({"65000:100", "65009:1"})  # what is said is sent
+    from controller.bgpstatus import node_status
+
+    assert msg in node_status("node-1", rec)["problems"]  # BGPNodeConfig's ConfigValid
+
+
+def test_a_peer_asn_the_speaker_cannot_take_is_reported_and_left_out(lab: Path) -> None:
+    """peerASN 0 with a speaker that needs the ASN (gobgpd): that peer is not configured,
+    the problem names the field, the other peers work."""
+    from bgp.types import Feature
+
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(bgp.read_text().replace(
+        "      peerConfigRef: {name: default}\n",
+        "      peerConfigRef: {name: default}\n"
+        "    - name: any-as\n      peerAddress: 10.0.0.8\n      peerASN: 0\n"
+        "      peerConfigRef: {name: default}\n"))
+
+    def fixed_asn(instance: str) -> FakeSpeaker:
+        sp = FakeSpeaker()
+        sp.features = sp.features - {Feature.DYNAMIC_PEER_ASN}
+        return sp
+
+    made: list[FakeSpeaker] = []
+    rec = BGPReconciler(lambda name: made.append(fixed_asn(name)) or made[-1])
+    run_pass(lab, rec)
+    assert [str(p.address) for p in made[0].peers()] == ["10.0.0.1", "fd00:10::1"]
+    (msg,) = rec.view.problems
+    assert msg.startswith("BGPClusterConfig spec.bgpInstances[tor].peers[any-as].peerASN: 0")
+    rec2 = BGPReconciler(Fakes())  # a speaker that can: configured, no problem
+    run_pass(lab, rec2)
+    assert rec2.view.problems == ()
+
+
 def test_merge_paths_unites_attributes() -> None:
     a = BgpPath(N("10.0.0.0/24"), communities=frozenset({"1:1"}), local_pref=100)
     b = BgpPath(
