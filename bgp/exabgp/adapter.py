@@ -24,6 +24,7 @@ import json
 import logging
 import queue
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -66,6 +67,39 @@ from bgp.types import (
 log = logging.getLogger("bgp.exabgp")
 RELAY = FsPath(__file__).with_name("relay.py")
 PIPELINE = 64  # commands in flight before waiting for their acks
+
+
+def announced(peer: IPAddress, update: dict[str, Any]) -> list[Route]:
+    """The routes an UPDATE's JSON announces, one per NLRI. An IPv6 next hop may come as
+    global and link-local (RFC 2545), ExaBGP listing the NLRI under each: the global one
+    is taken (a link-local next hop needs its interface to be installed)."""
+    attrs = update.get("attribute", {})
+    out: dict[str, Route] = {}
+    for by_nh in update.get("announce", {}).values():
+        for nh, items in sorted(by_nh.items(), key=lambda kv: not _link_local(kv[0])):
+            for item in items:
+                nlri = str(item["nlri"] if isinstance(item, dict) else item)
+                out[nlri] = _route(peer, nlri, nh, attrs)
+    return list(out.values())
+
+
+def _link_local(nh: str) -> bool:
+    try:
+        return ip_address(nh).is_link_local
+    except ValueError:
+        return False
+
+
+def source_address(peer: IPAddress, netns: str | None = None) -> IPAddress | None:
+    """The address the kernel would send to `peer` from (`ip route get`, in netns), or
+    None when it has no route there."""
+    argv = ["ip", *(("-n", netns) if netns else ()), "-j", "route", "get", str(peer)]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=True)
+        src = json.loads(out.stdout)[0].get("prefsrc")
+        return ip_address(src) if src else None
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError):
+        return None
 
 
 class ExabgpSpeaker(Supervised):
@@ -229,7 +263,13 @@ class ExabgpSpeaker(Supervised):
     def _announce(self, paths: Iterable[Path], only: IPAddress | None = None) -> list[str]:
         """The announce lines of paths for every configured peer (or `only` that one)."""
         assert self._config is not None
-        return cfg.announce_for(self._config, self._peers, paths, only)
+        sources = {}
+        for a, spec in self._peers.items():
+            if cfg.needs_ipv6_self(spec) and cfg.local_address(self._config, spec) is None:
+                src = source_address(a, self.proc.netns)
+                if src is not None:
+                    sources[a] = src
+        return cfg.announce_for(self._config, self._peers, paths, only, sources)
 
     def _replay(self) -> None:
         """Announce every desired path (lock held); End-of-RIB follows on session up."""
@@ -342,18 +382,14 @@ class ExabgpSpeaker(Supervised):
         log.info(logfmt("bgp_eor_sent", peer=peer))
 
     def _on_update(self, peer: IPAddress, update: dict[str, Any]) -> None:
-        attrs = update.get("attribute", {})
         events: list[BestPathEvent] = []
         with self._lock:
             for fam_routes in update.get("withdraw", {}).values():
                 for item in fam_routes:
                     nlri = str(item["nlri"] if isinstance(item, dict) else item)
                     events += self._rib.withdraw(peer, ip_network(nlri, strict=False))
-            for by_nh in update.get("announce", {}).values():
-                for nh, items in by_nh.items():
-                    for item in items:
-                        nlri = str(item["nlri"] if isinstance(item, dict) else item)
-                        events += self._rib.update(_route(peer, nlri, nh, attrs))
+            for r in announced(peer, update):
+                events += self._rib.update(r)
         self._emit(events)
 
     def _emit(self, events: list[BestPathEvent]) -> None:

@@ -128,27 +128,37 @@ def _grouped(paths: Iterable[Path]) -> list[tuple[str, list[Path]]]:
     return [(attrs, ps) for (_, attrs), ps in sorted(groups.items())]
 
 
-def ipv4_self(g: GlobalConfig, p: PeerSpec) -> IPAddress | None:
+def needs_ipv6_self(p: PeerSpec) -> bool:
+    """Does p take IPv4 paths over an IPv6 session (RFC 8950)?"""
+    return p.address.version == 6 and IPV4_UNICAST in p.families
+
+
+def ipv4_self(g: GlobalConfig, p: PeerSpec, source: IPAddress | None = None
+              ) -> IPAddress | None:
     """The next hop an IPv4 "self" path must carry to p, spelled out: ExaBGP resolves
     "next-hop self" of an IPv4 route on an IPv6 session to its router id, an IPv4 address
     an IPv6-only underlay need not reach, where RFC 8950 wants the session's own IPv6
-    address. None: "self" is right (not an IPv6 peer carrying IPv4), or the session's
-    local address is not known (the kernel picks it)."""
-    if p.address.version != 6 or IPV4_UNICAST not in p.families:
+    address: the configured local address, else `source` (the address the kernel sends
+    to the peer from). None: "self" is right (not an IPv6 peer carrying IPv4), or neither
+    is known."""
+    if not needs_ipv6_self(p):
         return None
-    local = local_address(g, p)
+    local = local_address(g, p) or source
     return local if local is not None and local.version == 6 else None
 
 
 def announce_for(g: GlobalConfig, peers: Mapping[IPAddress, PeerSpec], paths: Iterable[Path],
-                 only: IPAddress | None = None) -> list[str]:
+                 only: IPAddress | None = None,
+                 sources: Mapping[IPAddress, IPAddress] | None = None) -> list[str]:
     """announce_lines for paths to every peer (or `only` that one): one set of lines for
     all, except IPv4 "self" paths, which go neighbor by neighbor when a neighbor needs
-    their next hop spelled out (ipv4_self)."""
+    their next hop spelled out (ipv4_self; `sources`: each peer's source address)."""
     paths = list(paths)
     scope = f"neighbor {only} " if only is not None else ""
     targets = [only] if only is not None else sorted(peers, key=lambda a: (a.version, a))
-    overrides = {a: nh for a in targets if (nh := ipv4_self(g, peers[a])) is not None}
+    src = sources or {}
+    overrides = {a: nh for a in targets
+                 if (nh := ipv4_self(g, peers[a], src.get(a))) is not None}
     if not overrides:
         return announce_lines(paths, scope)
     own4 = [p for p in paths if p.next_hop is None and p.prefix.version == 4]

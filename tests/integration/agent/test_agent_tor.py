@@ -35,20 +35,29 @@ from tests.manifests import LB_ADVERTISEMENT, tor_cluster
 RACKROUTE = [sys.executable, "-m", "controller.cli"]
 
 
-def cluster_docs(topo: Topo) -> list[dict[str, Any]]:
+def cluster_docs(topo: Topo, v6_underlay: bool = False) -> list[dict[str, Any]]:
     """The cluster these tests run: a ToR instance, the nodes of `topo`, two LoadBalancer
-    services (web: Cluster, endpoint on n2; local: Local, endpoint on n1)."""
-    docs = tor_cluster(65010, "10.55.0.1", "all", [
+    services (web: Cluster, endpoint on n2; local: Local, endpoint on n1). With
+    v6_underlay, the nodes have IPv6 InternalIPs only and peer with the ToR's IPv6 address,
+    both families over that one session (RFC 8950), each node's router ID set."""
+    docs = tor_cluster(65010, "fd55::1" if v6_underlay else "10.55.0.1", "all", [
         {"advertisementType": "PodCIDR",
          "attributes": {"communities": {"standard": ["65000:100"]}}},
         {**LB_ADVERTISEMENT, "attributes": {"communities": {"standard": ["65000:200"],
                                                             "large": ["65000:1:2"]}}}])
+    if v6_underlay:
+        pc = next(d for d in docs if d["kind"] == "BGPPeerConfig")
+        fam = pc["spec"]["families"][0]
+        pc["spec"]["families"] = [fam, {**fam, "afi": "ipv6"}]
     for n in topo.nodes:
         docs.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n{n.idx}"},
-                     "status": {"addresses": [{"type": "InternalIP", "address": n.addr4}]}})
+                     "status": {"addresses": [{"type": "InternalIP", "address":
+                                               n.addr6 if v6_underlay else n.addr4}]}})
+        inst: dict[str, Any] = {"name": "tor", "localASN": n.asn}
+        if v6_underlay:
+            inst["routerID"] = n.loopback  # no IPv4 address to take one from
         docs.append({"apiVersion": "rackroute.io/v1alpha1", "kind": "BGPNodeConfigOverride",
-                     "metadata": {"name": f"n{n.idx}"},
-                     "spec": {"bgpInstances": [{"name": "tor", "localASN": n.asn}]}})
+                     "metadata": {"name": f"n{n.idx}"}, "spec": {"bgpInstances": [inst]}})
     for name, etp, node in (("web", "Cluster", "n2"), ("local", "Local", "n1")):
         docs.append({"apiVersion": "v1", "kind": "Service",
                      "metadata": {"name": name, "namespace": "demo",
@@ -64,8 +73,8 @@ def cluster_docs(topo: Topo) -> list[dict[str, Any]]:
     return docs
 
 
-def manifests(root: Path, topo: Topo) -> None:
-    (root / "all.yaml").write_text(yaml.safe_dump_all(cluster_docs(topo)))
+def manifests(root: Path, topo: Topo, v6_underlay: bool = False) -> None:
+    (root / "all.yaml").write_text(yaml.safe_dump_all(cluster_docs(topo, v6_underlay)))
 
 
 @dataclass
@@ -77,6 +86,17 @@ class Cluster:
 
 @pytest.fixture(params=["gobgp", "exabgp"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    yield from run_cluster(request, v6_underlay=False)
+
+
+@pytest.fixture(params=["gobgp", "exabgp"])
+def cluster6(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The nodes' links carry IPv6 only (their IPv4 addresses removed before the agents
+    start); the ToR takes IPv4 over IPv6 sessions (capability extended-nexthop)."""
+    yield from run_cluster(request, v6_underlay=True)
+
+
+def run_cluster(request: pytest.FixtureRequest, v6_underlay: bool) -> Iterator[Cluster]:
     kind = str(request.param)
     topo = build_topo(kind, 2)
     tmp = Path(tempfile.mkdtemp(prefix="rrb-agent-"))
@@ -84,10 +104,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     try:
         root = tmp / "manifests"
         root.mkdir()
-        manifests(root, topo)
+        manifests(root, topo, v6_underlay)
         Operator(root).reconcile(ManifestDir(root).load())
         for n in topo.nodes:
-            topo.tor_neighbor(n)
+            if v6_underlay:
+                n.ns.ip("addr", "del", f"{n.addr4}/24", "dev", "eth0")
+                topo.tor_neighbor(n, address=n.addr6, families=("ipv4", "ipv6"),
+                                  extended_nexthop=True)
+            else:
+                topo.tor_neighbor(n)
             log = open(tmp / f"agent-n{n.idx}.log", "wb")  # noqa: SIM115
             agents[f"n{n.idx}"] = n.ns.popen(
                 [*RACKROUTE, "agent", "--node", f"n{n.idx}", "--manifests", str(root),
@@ -200,3 +225,38 @@ def test_bad_peer_config_is_reported_and_the_good_peer_works(cluster: Cluster) -
     peers = [p["peerAddress"] for d in json.loads(out).values() for i in d["instances"]
              for p in i["peers"]]
     assert "10.55.0.99" not in peers
+
+
+def kernel_routes(ns: Any, *args: str) -> str:
+    return str(ns.ip("route", *args).stdout)
+
+
+@pytest.mark.timeout(150)
+def test_agents_on_an_ipv6_only_underlay_route_ipv4_over_ipv6_sessions(
+        cluster6: Cluster) -> None:
+    """RFC 8950 end to end with the real agents: no IPv4 address on the nodes' links, one
+    IPv6 session each; the ToR installs the IPv4 pod CIDRs and LoadBalancer IPs through the
+    nodes' IPv6 addresses, each node installs the other's IPv4 pod CIDR through an IPv6
+    next hop (`via inet6`, --import-routes), and IPv4 pod traffic crosses."""
+    c = cluster6
+    n1, n2 = c.topo.nodes
+    assert "inet " not in n1.ns.ip("-4", "addr", "show", "dev", "eth0").stdout
+    want = {"10.244.0.0/24", "10.244.1.0/24", "198.51.100.0/32", "198.51.100.1/32"}
+    wait_for(lambda: want <= c.topo.tor.installed_bgp(), 60, 0.2,
+             "the IPv4 paths in the ToR's kernel")
+    for prefix, node in (("10.244.0.0/24", n1), ("10.244.1.0/24", n2),
+                         ("198.51.100.1", n1)):
+        got = c.topo.tor_ns.ip("route", "get", prefix.split("/")[0]).stdout
+        assert f"via inet6 {node.addr6} " in got, got
+    routes = tor_paths(c)
+    assert nexthops(routes["198.51.100.1/32"]) == {n1.addr6}  # Local: n1 alone
+    assert nexthops(routes["198.51.100.0/32"]) == {n1.addr6, n2.addr6}
+    n1.ns.add_address("lo", "10.244.0.1/32")
+    n2.ns.add_address("lo", "10.244.1.1/32")
+    wait_for(lambda: "10.244.1.0/24 via inet6 " in kernel_routes(n1.ns, "show", "proto", "201"),
+             20, 0.2, "n1's route to n2's pods through an IPv6 next hop")
+    wait_for(lambda: "10.244.0.0/24 via inet6 " in kernel_routes(n2.ns, "show", "proto", "201"),
+             20, 0.2, "n2's route to n1's pods through an IPv6 next hop")
+    ping = n1.ns.run(["ping", "-c", "2", "-W", "1", "-I", "10.244.0.1", "10.244.1.1"],
+                     check=False)
+    assert ping.returncode == 0, ping.stdout

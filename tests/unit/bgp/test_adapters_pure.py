@@ -97,6 +97,20 @@ def test_exabgp_json_route_parsing() -> None:
         1, 2)
 
 
+def test_exabgp_takes_the_global_of_two_ipv6_next_hops() -> None:
+    """FRR sends an IPv6 next hop as global and link-local; ExaBGP lists the NLRI under
+    both, in either order: the route keeps the global one (IPv4 over IPv6 too)."""
+    from bgp.exabgp.adapter import announced
+
+    for order in ((("fe80::1", "fd55::1")), ("fd55::1", "fe80::1")):
+        upd = {"announce": {"ipv4 unicast": {nh: [{"nlri": "10.244.1.0/24"}]
+                                             for nh in order}}}
+        (r,) = announced(ip_address("fd55::1"), upd)
+        assert r.next_hop == ip_address("fd55::1"), order
+    upd = {"announce": {"ipv6 unicast": {"fe80::1": [{"nlri": "fd00:1::/64"}]}}}
+    assert announced(ip_address("fe80::1"), upd)[0].next_hop == ip_address("fe80::1")
+
+
 def test_gobgp_path_round_trip() -> None:
     from bgp.gobgp import convert
 
