@@ -105,6 +105,7 @@ def node_status(
                         "keepAliveTimeSeconds": st.keepalive
                         if st and st.keepalive
                         else rp.spec.keepalive,
+                        "connectRetryTimeSeconds": rp.spec.connect_retry,
                     },
                     "routeCount": {
                         str(f): {

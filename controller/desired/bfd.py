@@ -24,9 +24,10 @@ def desired_bfd(nb: NodeBGP) -> tuple[dict[IPAddress, Settings], list[str]]:
                 continue
             if peer.spec.ebgp_multihop > 1:
                 problems.append(
-                    f"BGP peer {inst.name}/{peer.name} ({peer.spec.address}): BFD is enabled "
-                    f"but the peer is {peer.spec.ebgp_multihop} hops away (ebgpMultihop); "
-                    "multihop BFD is not supported, the session runs without BFD")
+                    f"{peer.config_ref or 'BGPPeerConfig'}: spec.bfd.enabled, but BGP peer "
+                    f"{inst.name}/{peer.name} ({peer.spec.address}) is "
+                    f"{peer.spec.ebgp_multihop} hops away (spec.ebgpMultihop); multihop BFD "
+                    "is not supported, the session runs without BFD")
                 continue
             s = Settings(peer.bfd.min_rx_ms, peer.bfd.min_tx_ms, peer.bfd.multiplier)
             old = out.get(peer.spec.address)

@@ -20,6 +20,7 @@ from controller.model.crds import (
     DEFAULT_FAMILIES,
     Bfd,
     BGPClusterConfig,
+    BGPNodeConfigOverride,
     BGPPeerConfig,
     FamilyConfig,
     InstanceOverride,
@@ -50,6 +51,7 @@ class ResolvedPeer:
     families: tuple[FamilyConfig, ...]
     local_asn: int
     bfd: Bfd = Bfd()  # its BGPPeerConfig's spec.bfd (the agent's BFD responder runs it)
+    config_ref: str = ""  # "BGPPeerConfig <name>" it took its settings from
 
     @property
     def ibgp(self) -> bool:
@@ -207,11 +209,42 @@ def resolve_node(snap: Snapshot, node: Node) -> NodeBGP:
                     families=tuple(f.family for f in (pc.families or DEFAULT_FAMILIES)),
                 )
                 peers.append(ResolvedPeer(inst.name, peer.name, spec, pc.families, asn,
-                                          pc.bfd))
+                                          pc.bfd, pc.meta.ref))
             instances.append(
                 ResolvedInstance(inst.name, GlobalConfig(asn, rid, port), tuple(peers))
             )
+    if override is not None:
+        problems += _override_problems(snap, node, override)
     return NodeBGP(node.name, tuple(instances), tuple(problems))
+
+
+def _override_problems(snap: Snapshot, node: Node,
+                       override: BGPNodeConfigOverride) -> list[Problem]:
+    """What a node's BGPNodeConfigOverride names that nothing uses: an instance no
+    BGPClusterConfig selecting the node has, a peer its instance has not, a peer
+    localPort (not applied: the session's source port is the kernel's choice)."""
+    ref = override.meta.ref
+    known = {i.name: {p.name for p in i.peers}
+             for cfg in matching_configs(snap, node) for i in cfg.instances}
+    out: list[Problem] = []
+    for inst in override.instances:
+        where = f"{ref}: spec.bgpInstances[{inst.name}]"
+        if inst.name not in known:
+            out.append(Problem(ref, "UnknownInstance",
+                               f"{where}: no BGPClusterConfig selecting node {node.name} has an "
+                               "instance of that name; ignored"))
+            continue
+        for p in inst.peers:
+            if p.name not in known[inst.name]:
+                out.append(Problem(ref, "UnknownPeer",
+                                   f"{where}.peers[{p.name}]: instance {inst.name} has no peer "
+                                   "of that name; ignored"))
+            elif p.local_port:
+                out.append(Problem(ref, "Unsupported",
+                                   f"{where}.peers[{p.name}].localPort: not applied (the "
+                                   "session's source port is the kernel's choice); the "
+                                   "instance's localPort is where it listens"))
+    return out
 
 
 def _find_secret(snap: Snapshot, name: str) -> Mapping[str, str] | None:

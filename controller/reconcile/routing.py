@@ -74,7 +74,9 @@ def default_tunnels(
         if protocol == "vxlan" and datapath != "ebpf":
             return KernelVxlan(links)
         if protocol == "geneve" and datapath == "kernel":
-            raise ValueError("geneve: no kernel device on this platform; use the eBPF datapath")
+            raise ValueError("RackrouteConfig spec.tunnelProtocol (or --tunnel-protocol) geneve: "
+                             "this kernel has no Geneve device, and the agent's "
+                             "--tunnel-datapath is kernel; use auto or ebpf (Geneve in eBPF)")
         from bpf.tunnel import EbpfTunnel
 
         return EbpfTunnel(links, protocol, netns=netns)

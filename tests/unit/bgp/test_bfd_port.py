@@ -54,9 +54,9 @@ def test_a_multihop_peer_gets_no_session_and_a_problem(tmp_path: Path) -> None:
     snap = ManifestDir(d).load()
     want, problems = desired_bfd(resolve_node(snap, snap.nodes["node-1"]))
     assert want == {}
-    assert problems == ["BGP peer tor/tor-a (10.0.0.1): BFD is enabled but the peer is 3 "
-                        "hops away (ebgpMultihop); multihop BFD is not supported, the "
-                        "session runs without BFD"]
+    assert problems == ["BGPPeerConfig default: spec.bfd.enabled, but BGP peer tor/tor-a "
+                        "(10.0.0.1) is 3 hops away (spec.ebgpMultihop); multihop BFD is not "
+                        "supported, the session runs without BFD"]
 
 
 def test_the_reconciler_runs_the_planned_sessions_and_logs_their_changes(

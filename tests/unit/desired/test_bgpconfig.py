@@ -283,3 +283,26 @@ def test_multihop_ignored_for_ibgp() -> None:
     snap = snapshot(text, node("n1", "10.0.0.11"))
     peer = resolve_node(snap, snap.nodes["n1"]).instances[0].peers[0]
     assert peer.ibgp and peer.spec.ebgp_multihop == 1
+
+
+def test_an_override_naming_what_nothing_has_is_told() -> None:
+    """A BGPNodeConfigOverride for an instance the node does not run, a peer its instance
+    does not have, or a peer localPort (not applied): each a problem naming the field; the
+    rest of the override still applies."""
+    ov = override("n1", "10.0.0.99")
+    ov["spec"]["bgpInstances"][0]["peers"] = [
+        {"name": "tor-a", "localPort": 1790}, {"name": "nobody"}]
+    ov["spec"]["bgpInstances"].append({"name": "ghost", "localASN": 1})
+    snap = snapshot(BASE, node("n1", "10.0.0.11"), ov)
+    nb = resolve_node(snap, snap.nodes["n1"])
+    assert str(nb.instances[0].global_config.router_id) == "10.0.0.99"  # still applied
+    msgs = sorted(p.message for p in nb.problems)
+    assert msgs == [
+        "BGPNodeConfigOverride n1: spec.bgpInstances[ghost]: no BGPClusterConfig selecting "
+        "node n1 has an instance of that name; ignored",
+        "BGPNodeConfigOverride n1: spec.bgpInstances[tor].peers[nobody]: instance tor has "
+        "no peer of that name; ignored",
+        "BGPNodeConfigOverride n1: spec.bgpInstances[tor].peers[tor-a].localPort: not "
+        "applied (the session's source port is the kernel's choice); the instance's "
+        "localPort is where it listens",
+    ]

@@ -260,6 +260,8 @@ def test_agent_writes_status_with_session_state(lab: Path) -> None:
         "established",
     )
     assert peer["establishedTime"] is not None
+    assert peer["appliedTimers"] == {"holdTimeSeconds": 9, "keepAliveTimeSeconds": 3,
+                                     "connectRetryTimeSeconds": 5}
     assert "10.244.1.0/24" in peer["plannedPaths"]
     assert agent.write_status() is False  # unchanged: not rewritten
     text = (lab / ".status" / "node-node-2.yaml").read_text()

@@ -240,3 +240,13 @@ def test_a_peer_bfd_found_dead_has_its_routes_dropped_until_it_answers_again(
     bfd.set_state(TOR, "up")
     run(r, cluster(NODES, "native"))
     assert routes.list() == {NATIVE}
+
+
+def test_geneve_on_the_kernel_tunnel_datapath_names_the_setting() -> None:
+    from controller.kernel.links import FakeLinks
+    from controller.reconcile.routing import default_tunnels
+
+    with pytest.raises(ValueError) as e:
+        default_tunnels(FakeLinks(), "kernel")("geneve")
+    assert "RackrouteConfig spec.tunnelProtocol" in str(e.value)
+    assert "--tunnel-datapath is kernel; use auto or ebpf" in str(e.value)
