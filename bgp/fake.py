@@ -11,7 +11,7 @@ then lowest peer address.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from bgp.speaker import (
@@ -20,6 +20,7 @@ from bgp.speaker import (
     SpeakerError,
     diff_paths,
     diff_peers,
+    index_exports,
     index_paths,
     index_peers,
 )
@@ -58,6 +59,7 @@ class FakeSpeaker:
         self._changed = threading.Condition(self._lock)
         self.config: GlobalConfig | None = None
         self._peers: dict[IPAddress, PeerSpec] = {}
+        self._exports: dict[IPAddress, dict[IPNetwork, Path]] | None = None
         self._state: dict[IPAddress, SessionState] = {}
         self._since: dict[IPAddress, datetime] = {}
         self._paths: dict[IPNetwork, Path] = {}  # what the adapter believes it announced
@@ -95,12 +97,15 @@ class FakeSpeaker:
                 self._state.setdefault(a, SessionState.ACTIVE)
             return diff
 
-    def set_paths(self, paths: Iterable[Path]) -> PathDiff:
+    def set_paths(self, paths: Iterable[Path],
+                  exports: Mapping[IPAddress, Iterable[Path]] | None = None) -> PathDiff:
         desired = index_paths(paths)
+        per_peer = index_exports(desired, exports)
         with self._lock:
             self._require_started()
             diff = diff_paths(self._paths, desired)
             self._paths = desired
+            self._exports = per_peer
             self._apply(diff)
             return diff
 
@@ -138,6 +143,10 @@ class FakeSpeaker:
             spec = self._peers.get(peer)
             if spec is None or self._state.get(peer) is not SessionState.ESTABLISHED:
                 return set()
+            if self._exports is not None:  # a neighbor's own paths, of what is announced
+                mine = self._exports.get(peer, {})
+                return {p for k, p in mine.items()
+                        if k in self._daemon and p.family in spec.families}
             return {p for p in self._daemon.values() if p.family in spec.families}
 
     def received(self, peer: IPAddress | None = None) -> set[Route]:

@@ -75,8 +75,14 @@ class Speaker(Protocol):
         """Make the neighbor set equal to `peers` (keyed by address)."""
         ...
 
-    def set_paths(self, paths: Iterable[Path]) -> PathDiff:
-        """Make the announced paths equal to `paths`; sends only the difference, batched."""
+    def set_paths(self, paths: Iterable[Path],
+                  exports: Mapping[IPAddress, Iterable[Path]] | None = None) -> PathDiff:
+        """Make the announced paths equal to `paths`; sends only the difference, batched.
+
+        `exports` (Feature.PER_PEER_EXPORT): what each neighbor named gets instead, its
+        own subset of the prefixes of `paths`, each with its own attributes (a neighbor
+        not named gets nothing); None: every neighbor gets `paths`. The diff returned is
+        of `paths`."""
         ...
 
     def resync(self) -> PathDiff:
@@ -119,6 +125,23 @@ def index_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
         if old is not None and old != p:
             raise ValueError(f"two different paths for prefix {p.prefix}: {old} and {p}")
         out[p.prefix] = p
+    return out
+
+
+def index_exports(paths: Mapping[IPNetwork, Path],
+                  exports: Mapping[IPAddress, Iterable[Path]] | None
+                  ) -> dict[IPAddress, dict[IPNetwork, Path]] | None:
+    """`exports` by neighbor and prefix; ValueError for a prefix `paths` does not hold or
+    given twice to one neighbor."""
+    if exports is None:
+        return None
+    out: dict[IPAddress, dict[IPNetwork, Path]] = {}
+    for peer, ps in exports.items():
+        got = index_paths(ps)
+        missing = sorted(str(k) for k in got if k not in paths)
+        if missing:
+            raise ValueError(f"exports to {peer}: {', '.join(missing)} not among the paths")
+        out[peer] = got
     return out
 
 

@@ -217,6 +217,7 @@ class Feature(str, enum.Enum):
     LARGE_COMMUNITIES = "large-communities"
     LOCAL_PREF = "local-pref"
     PER_PEER_ADJ_RIB_OUT = "per-peer-adj-rib-out"
+    PER_PEER_EXPORT = "per-peer-export"  # set_paths(exports=...): paths chosen per neighbor
     RECEIVED_ROUTES = "received-routes"
     CONNECT_RETRY = "connect-retry"
     BFD = "bfd"

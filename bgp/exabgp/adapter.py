@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path as FsPath
@@ -514,7 +514,10 @@ class ExabgpSpeaker(Supervised):
         else:
             self._send(lines)
 
-    def set_paths(self, paths: Iterable[Path]) -> PathDiff:
+    def set_paths(self, paths: Iterable[Path],
+                  exports: Mapping[IPAddress, Iterable[Path]] | None = None) -> PathDiff:
+        if exports is not None:  # not in self.features
+            raise SpeakerError("ExaBGP: per-neighbor exports are not supported")
         desired = index_paths(paths)
         with self._lock:
             self._require()

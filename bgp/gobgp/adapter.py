@@ -10,6 +10,8 @@
   families) and re-sends only what differs from what the adapter announced: a path
   deleted inside gobgpd (`gobgp global rib del`, another API client) comes back.
 - A watcher thread streams best-path changes (WatchEvent BEST) of learned routes.
+- Per-neighbor exports (`set_paths(exports=...)`) are a global export policy over marked
+  paths (bgp.gobgp.exports); it is set before the paths that need it and trimmed after.
 - Not available in gobgpd 3.10: BFD, dynamic peer ASN (peer_asn 0), a shorter idle-hold
   after a reset (so peers should connect to us: set `listen_port` and `passive`).
 """
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path as FsPath
 
 import grpc
 
 from bgp.gobgp import convert
+from bgp.gobgp import exports as exports_mod
 from bgp.gobgp.client import GobgpClient
 from bgp.gobgp.process import GobgpdProcess
 from bgp.speaker import (
@@ -32,6 +36,7 @@ from bgp.speaker import (
     SpeakerError,
     diff_paths,
     diff_peers,
+    index_exports,
     index_paths,
     index_peers,
     logfmt,
@@ -69,8 +74,11 @@ class GobgpSpeaker(Supervised):
         self._events: list[BestPathEvent] = []
         self._config: GlobalConfig | None = None
         self._peers: dict[IPAddress, PeerSpec] = {}
-        self._desired: dict[IPNetwork, Path] = {}
+        self._desired: dict[IPNetwork, Path] = {}  # as sent (marked, with exports)
         self._announced: dict[IPNetwork, Path] = {}
+        self._given: dict[IPNetwork, Path] = {}  # as set_paths was given them
+        self._grants: frozenset[exports_mod.Grant] = frozenset()
+        self._exports: dict[IPAddress, dict[IPNetwork, Path]] | None = None
         self._client: GobgpClient | None = None
         self._generation = 0
         self._restarting = False
@@ -105,6 +113,9 @@ class GobgpSpeaker(Supervised):
             self._peers.clear()
             self._desired.clear()
             self._announced.clear()
+            self._given.clear()
+            self._grants = frozenset()
+            self._exports = None
         self._end_threads(stopped)
 
     def detach(self) -> None:
@@ -131,6 +142,8 @@ class GobgpSpeaker(Supervised):
         self.proc.start()
         client = GobgpClient(str(self.proc.socket), timeout=self.rpc_timeout)
         client.start_bgp(self._config)
+        if self._grants:  # before any neighbor or path: nothing leaves unfiltered
+            client.set_export_policy(self._grants, "reject")
         for spec in self._peers.values():
             client.add_peer(spec, self._config.asn, restarting=restarting)
         paths = list(self._desired.values())
@@ -215,7 +228,15 @@ class GobgpSpeaker(Supervised):
                                 reason="restarting, waiting for paths"))
                 return diff
             try:
-                if diff.removed:
+                if diff.removed and self._exports is not None:
+                    # per-neighbor exports drain by themselves: the paths go again without
+                    # the removed neighbors' markers, so gobgpd withdraws them there
+                    self._apply(client, self._given, {
+                        a: ps for a, ps in self._exports.items() if a not in diff.removed})
+                    time.sleep(0.3)  # the withdrawals leave before the NOTIFICATION
+                    for a in diff.removed:
+                        client.delete_peer(str(a))
+                elif diff.removed:
                     client.drain_and_delete([str(a) for a in diff.removed],
                                             list(self._announced.values()), self.batch_size)
                 for a in diff.updated:
@@ -235,16 +256,15 @@ class GobgpSpeaker(Supervised):
                 raise SpeakerError(f"gobgpd refused peer change: {e.details()}") from e
             return diff
 
-    def set_paths(self, paths: Iterable[Path]) -> PathDiff:
-        desired = index_paths(paths)
+    def set_paths(self, paths: Iterable[Path],
+                  exports: Mapping[IPAddress, Iterable[Path]] | None = None) -> PathDiff:
+        given = index_paths(paths)
+        per_peer = index_exports(given, exports)
         with self._lock:
             client = self._require()
-            self._desired = desired
-            diff = diff_paths(self._announced, desired)
-            if not diff and not self._restarting:
-                return diff
+            public = diff_paths(self._given, given)
             try:
-                client.send_paths(diff.announce, diff.withdraw, self.batch_size)
+                diff = self._apply(client, given, per_peer)
                 if self._restarting:
                     self._restarting = False
                     assert self._config is not None
@@ -253,10 +273,36 @@ class GobgpSpeaker(Supervised):
                     log.info(logfmt("bgp_peers_added_after_restart", peers=len(self._peers)))
             except grpc.RpcError as e:
                 raise SpeakerError(f"gobgpd refused paths: {e.details()}") from e
+            if diff:
+                log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
+                                withdraw=len(diff.withdraw), total=len(given),
+                                per_neighbor=len(per_peer) if per_peer is not None else 0))
+            return public
+
+    def _apply(self, client: GobgpClient, given: dict[IPNetwork, Path],
+               per_peer: dict[IPAddress, dict[IPNetwork, Path]] | None) -> PathDiff:
+        """Send `given` (per neighbor with `per_peer`) as the difference to what was sent
+        (lock held): the policy first takes the new grants beside the old ones (the old
+        ones let gobgpd withdraw what a neighbor no longer gets), the paths go, then the
+        policy keeps only what they need. Returns what was sent, as sent (marked)."""
+        desired, grants = (exports_mod.marked(given, per_peer) if per_peer is not None
+                           else (given, frozenset[exports_mod.Grant]()))
+        old = self._grants
+        diff = diff_paths(self._announced, desired)
+        self._desired = desired
+        if diff or grants != old or self._restarting:
+            if grants:
+                client.set_export_policy(old | grants, "reject")
+            elif old:  # leaving per-neighbor exports: markers stripped on the way out
+                client.set_export_policy(old, "strip")
+            client.send_paths(diff.announce, diff.withdraw, self.batch_size)
+            if old and (old | grants) != grants:  # what no path needs any more
+                client.set_export_policy(grants, "reject" if grants else "")
+            self._grants = grants
             self._announced = dict(desired)
-            log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
-                            withdraw=len(diff.withdraw), total=len(desired)))
-            return diff
+        self._given = given
+        self._exports = per_peer
+        return diff
 
     def resync(self) -> PathDiff:
         with self._lock:
@@ -286,8 +332,8 @@ class GobgpSpeaker(Supervised):
             client = self._require()
             if peer is None:
                 rows = client.list_routes("GLOBAL")
-                return {convert.path_of_route(r, keep_next_hop=True) for r, local in rows
-                        if local}
+                return {exports_mod.unmarked(convert.path_of_route(r, keep_next_hop=True))
+                        for r, local in rows if local}
             if peer not in self._peers:
                 return set()
             try:

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from bgp.gobgp import convert
+from bgp.gobgp.exports import MARKER_PREFIX, Grant
 from bgp.gobgp.genstubs import ensure_importable
 from bgp.speaker import batches
 from bgp.types import (
@@ -33,6 +34,15 @@ import gobgp_pb2_grpc as api_grpc  # noqa: E402
 FAMILIES = (IPV4_UNICAST, IPV6_UNICAST)
 # Carried only inside gobgpd while draining a removed peer; stripped on export.
 DRAIN_MARKER = "4294967295:4294967295:4294967295"
+EXPORT_POLICY = "rackroute-export"  # per-neighbor exports (bgp.gobgp.exports)
+
+
+def _replace(communities: tuple[str, ...]) -> Any:
+    """A community action that leaves exactly `communities` on a path (none: all removed)."""
+    if communities:
+        return api.CommunityAction(type=api.CommunityAction.REPLACE,
+                                   communities=list(communities))
+    return api.CommunityAction(type=api.CommunityAction.REMOVE, communities=[".*"])
 
 
 class GobgpClient:
@@ -134,6 +144,66 @@ class GobgpClient:
                     table_type=api.GLOBAL, paths=[convert.path_pb(p) for p in batch])
 
         self.stub.AddPathStream(reqs(), timeout=max(self.timeout, 60.0))
+
+    def set_export_policy(self, grants: Iterable[Grant], final: str) -> None:
+        """Make the global export policy per-neighbor (bgp.gobgp.exports): one statement per
+        grant, then `final`: "reject" (an unmarked path, one sent before, passes; what no
+        grant names goes nowhere) or "strip" (on the way out of it: markers taken off,
+        accepted). "" with no grants: no policy at all."""
+        grants = sorted(grants)
+        if not grants and not final:
+            self.stub.SetPolicyAssignment(api.SetPolicyAssignmentRequest(
+                assignment=api.PolicyAssignment(name="global", direction=api.EXPORT,
+                                                default_action=api.ACCEPT)),
+                timeout=self.timeout)
+            self.stub.SetPolicies(api.SetPoliciesRequest(), timeout=self.timeout)
+            return
+        sets: dict[str, Any] = {}
+        statements = []
+        for g in grants:
+            n, m = f"rr-x-n-{g.peer_id}", f"rr-x-m-{g.peer_id}-{g.group_id}"
+            sets.setdefault(n, api.DefinedSet(
+                defined_type=api.NEIGHBOR, name=n,
+                list=[f"{g.peer}/{128 if ':' in g.peer else 32}"]))
+            sets[m] = api.DefinedSet(defined_type=api.LARGE_COMMUNITY, name=m,
+                                     list=[f"^{g.marker}$"])
+            # gobgpd drops a REPLACE with nothing to put: an empty group REMOVEs them all
+            actions = api.Actions(route_action=api.ACCEPT,
+                                  community=_replace(g.communities),
+                                  large_community=_replace(g.large_communities))
+            if g.local_pref is not None:
+                actions.local_pref.CopyFrom(api.LocalPrefAction(value=g.local_pref))
+            statements.append(api.Statement(
+                name=f"rr-x-{g.peer_id}-{g.group_id}",
+                conditions=api.Conditions(
+                    neighbor_set=api.MatchSet(type=api.MatchSet.ANY, name=n),
+                    large_community_set=api.MatchSet(type=api.MatchSet.ANY, name=m)),
+                actions=actions))
+        if final == "reject":
+            # an unmarked path is one sent before the exports began: gobgpd withdraws a
+            # path from a neighbor only if the path it replaces passes the policy now
+            sets["rr-x-marked"] = api.DefinedSet(defined_type=api.LARGE_COMMUNITY,
+                                                 name="rr-x-marked", list=[f"^{MARKER_PREFIX}"])
+            statements.append(api.Statement(
+                name="rr-x-unmarked",
+                conditions=api.Conditions(large_community_set=api.MatchSet(
+                    type=api.MatchSet.INVERT, name="rr-x-marked")),
+                actions=api.Actions(route_action=api.ACCEPT)))
+            statements.append(api.Statement(name="rr-x-reject",
+                                            actions=api.Actions(route_action=api.REJECT)))
+        else:
+            statements.append(api.Statement(name="rr-x-strip", actions=api.Actions(
+                route_action=api.ACCEPT, large_community=api.CommunityAction(
+                    type=api.CommunityAction.REMOVE, communities=[f"^{MARKER_PREFIX}"]))))
+        policy = api.Policy(name=EXPORT_POLICY, statements=statements)
+        # SetPolicies replaces the sets and policies (the global assignment it leaves
+        # alone); the assignment names the policy, which the first call already changed
+        self.stub.SetPolicies(api.SetPoliciesRequest(
+            defined_sets=list(sets.values()), policies=[policy]), timeout=self.timeout)
+        self.stub.SetPolicyAssignment(api.SetPolicyAssignmentRequest(
+            assignment=api.PolicyAssignment(name="global", direction=api.EXPORT,
+                                            policies=[api.Policy(name=EXPORT_POLICY)],
+                                            default_action=api.ACCEPT)), timeout=self.timeout)
 
     def delete_path(self, path: Path) -> None:
         """Delete one path from the global RIB (what `gobgp global rib del` does)."""

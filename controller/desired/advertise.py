@@ -308,16 +308,17 @@ def merge_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
     return out
 
 
-def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> tuple[str, ...]:
-    """One BGP instance (one speaker) sends the same paths to all its peers (each of the
-    families it carries): where its peers were planned different paths or attributes
-    (their BGPPeerConfigs select different BGPAdvertisements), each gets the union. Says
-    so, per instance, naming what a peer gets beyond its own plan."""
+def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> dict[str, str]:
+    """Instance → what goes wrong if it sends the same paths to all its peers (each of the
+    families it carries) where its peers were planned different paths or attributes
+    (their BGPPeerConfigs select different BGPAdvertisements): each gets the union. Names
+    what a peer gets beyond its own plan. Instances whose peers share one plan are not
+    listed (a speaker with per-neighbor exports needs them for the others)."""
     families = {(i.name, p.name): set(p.spec.families) for i in bgp.instances for p in i.peers}
     by_inst: dict[str, list[PeerPlan]] = {}
     for pp in plan.peers:
         by_inst.setdefault(pp.instance, []).append(pp)
-    out: list[str] = []
+    out: dict[str, str] = {}
     for inst, pps in sorted(by_inst.items()):
         merged = merge_paths(p for pp in pps for p in pp.paths)
         told = []
@@ -336,11 +337,12 @@ def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> tuple[str, ...]:
                             + (f" and {len(changed) - 1} more" if len(changed) > 1 else "")
                             + " with the other peers' communities or local preference")
         if told:
-            out.append(f"BGP instance {inst}: its peers' BGPPeerConfigs (spec.families[]."
-                       "advertisements) select different advertisements, and one instance "
-                       f"sends the same paths to all its peers: {'; '.join(told)}. Give a "
-                       "peer that needs other advertisements a bgpInstance of its own")
-    return tuple(out)
+            out[inst] = (f"BGP instance {inst}: its peers' BGPPeerConfigs (spec.families[]."
+                         "advertisements) select different advertisements, and this speaker "
+                         f"sends the same paths to all its peers: {'; '.join(told)}. Give a "
+                         "peer that needs other advertisements a bgpInstance of its own, or "
+                         "use --speaker gobgp (per-peer exports)")
+    return out
 
 
 __all__ = ["ADDR_EXTERNAL", "NodePlan", "PeerPlan", "NotAdvertised", "PlanContext", "merge_paths",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bgp.speaker import Speaker, logfmt
-from bgp.types import Feature, GlobalConfig, IPNetwork
+from bgp.types import Feature, GlobalConfig, IPAddress, IPNetwork, Path
 from controller.desired.advertise import (
     NodePlan,
     PlanContext,
@@ -75,13 +75,15 @@ class BGPReconciler:
             return
         nb = resolve_node(snap, node)
         plan = plan_node(PlanContext.of(snap), nb, node_pod_cidrs(snap, ctx.node))
-        extra: list[str] = list(shared_plan_problems(plan, nb))
+        extra: list[str] = []
+        shared = shared_plan_problems(plan, nb)
         held: dict[str, frozenset[IPNetwork]] = {}
         with self._lock:
             for inst in nb.instances:
                 try:
                     held[inst.name] = self._apply_instance(
-                        inst.name, inst.global_config, nb, plan, ctx, extra
+                        inst.name, inst.global_config, nb, plan, ctx, extra,
+                        shared.get(inst.name)
                     )
                 except Exception as e:  # one instance failing leaves the others working
                     ctx.errors[f"bgp/{inst.name}"] = repr(e)
@@ -93,8 +95,11 @@ class BGPReconciler:
 
     def _apply_instance(
         self, name: str, config: GlobalConfig, nb: NodeBGP, plan: NodePlan, ctx: PassContext,
-        problems: list[str],
+        problems: list[str], shared: str | None = None,
     ) -> frozenset[IPNetwork]:
+        """Peers and paths of one instance. `shared`: its peers were planned different
+        paths (shared_plan_problems): each gets its own where the speaker can (per-peer
+        exports), else they all get the union and `shared` says so."""
         st = self.instances.get(name)
         if st is not None and st.config != config:
             log.info(
@@ -154,7 +159,13 @@ class BGPReconciler:
                     )
                 )
             st.held = held
-        diff = st.speaker.set_paths(ready.values())
+        exports: dict[IPAddress, list[Path]] | None = None
+        if shared is not None and Feature.PER_PEER_EXPORT in st.speaker.features:
+            exports = {pp.address: [p for p in pp.paths if p.prefix in ready]
+                       for pp in plan.peers if pp.instance == name}
+        elif shared is not None:
+            problems.append(shared)
+        diff = st.speaker.set_paths(ready.values(), exports)
         for p in diff.withdraw:
             log.info(logfmt("bgp_path_withdraw", instance=name, prefix=p.prefix))
         for p in diff.announce:

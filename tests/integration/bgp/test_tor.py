@@ -6,14 +6,18 @@ kernel table.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
 
+from bgp.gobgp.adapter import GobgpSpeaker
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, SessionState, path_from_texts
 from controller.lab.netns import wait_for
-from tests.integration.bgp.conftest import TOR_ASN, Topo, global_config, peer_spec
+from tests.integration.bgp.conftest import TOR_ASN, Topo, build_topo, global_config, peer_spec
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -301,3 +305,96 @@ def test_learned_routes_and_best_path_events(topo: Topo) -> None:
         events += s2.best_changes(timeout=0.5)
     assert any(e.prefix == POD.prefix and e.route is None for e in events)
     assert not learned()
+
+
+@pytest.fixture
+def gobgp_topo() -> Iterator[Topo]:
+    """One node with gobgpd (the speaker with per-peer exports) and the ToR."""
+    t = build_topo("gobgp", 1)
+    try:
+        yield t
+    finally:
+        t.lab.close()
+
+
+def paths_by_peer(topo: Topo, prefix: str, afi: str = "ipv4") -> dict[str, tuple[str, str]]:
+    """The ToR's paths for prefix: neighbor → (communities, large communities)."""
+    try:
+        d = topo.tor.bgp_route_detail(prefix, afi)
+    except Exception:
+        return {}
+    out = {}
+    for p in d.get("paths", []):
+        peer = str(p.get("peer", {}).get("peerId"))
+        out[peer] = (str(p.get("community", {}).get("string", "")),
+                     str(p.get("largeCommunity", {}).get("string", "")))
+    return out
+
+
+def test_per_peer_exports_give_each_neighbor_its_own_paths(gobgp_topo: Topo) -> None:
+    """Two sessions of one gobgpd to the ToR (IPv4, and IPv6 carrying both families): each
+    neighbor gets only its own paths with its own attributes; a path moved from one to the
+    other is withdrawn from the first; no marker community ever leaves; and without exports
+    both get everything again."""
+    topo = gobgp_topo
+    (node,) = topo.nodes
+    topo.tor_neighbor(node)
+    topo.tor_neighbor(node, address=node.addr6, families=("ipv4", "ipv6"),
+                      extended_nexthop=True)
+    s = topo.make_speaker(node)
+    s.start(global_config(node, v6=True))
+    a, b = ip_address("10.55.0.1"), ip_address("fd55::1")
+    s.set_peers([peer_spec("10.55.0.1"),
+                 peer_spec("fd55::1", name="tor6", families=(IPV4_UNICAST, IPV6_UNICAST))])
+    v6 = path_from_texts("fd00:244:1::/64", communities=["65000:600"])
+    pod_b = path_from_texts("10.244.1.0/24", communities=["65009:1"])
+    lb_b = path_from_texts("198.51.100.10/32", communities=["65009:2"])
+    union = {POD, LB, v6}
+    s.set_paths(union, {a: [POD, LB], b: [pod_b, v6]})
+    established(topo, node.addr4)
+    established(topo, node.addr6)
+    v4, v6a = node.addr4, node.addr6
+    wait_for(lambda: paths_by_peer(topo, "10.244.1.0/24").keys() == {v4, v6a}, 15,
+             what="the pod CIDR from both sessions")
+    assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2"),
+                                                    v6a: ("65009:1", "")}
+    wait_for(lambda: paths_by_peer(topo, "fd00:244:1::/64", "ipv6").keys() == {v6a}, 15,
+             what="the IPv6 path from the IPv6 session")
+    assert paths_by_peer(topo, "198.51.100.10/32") == {
+        v4: ("65000:200 no-export", "65000:2:10")}
+    # the LoadBalancer IP moves to the IPv6 session, with another community
+    s.set_paths(union, {a: [POD], b: [pod_b, lb_b, v6]})
+    wait_for(lambda: paths_by_peer(topo, "198.51.100.10/32") == {v6a: ("65009:2", "")}, 15,
+             what="the LoadBalancer IP withdrawn from one session, sent on the other")
+    assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2"),
+                                                    v6a: ("65009:1", "")}
+    assert {str(p.prefix) for p in s.advertised()} == {"10.244.1.0/24", "198.51.100.10/32",
+                                                       "fd00:244:1::/64"}
+    assert all(not c.startswith("4294967294:") for p in s.advertised()
+               for c in p.large_communities)
+    # gobgpd killed: the adapter's new gobgpd gets the policy before any neighbor or path
+    assert isinstance(s, GobgpSpeaker) and s.pid is not None
+    os.kill(s.pid, signal.SIGKILL)
+    wait_for(lambda: s.restarts >= 1, 10, what="gobgpd replaced")
+    established(topo, node.addr4)
+    established(topo, node.addr6)
+    time.sleep(1.0)
+    assert paths_by_peer(topo, "198.51.100.10/32") == {v6a: ("65009:2", "")}
+    assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2"),
+                                                    v6a: ("65009:1", "")}
+    # no exports: every neighbor gets every path as given
+    s.set_paths(union)
+    wait_for(lambda: paths_by_peer(topo, "198.51.100.10/32").keys() == {v4, v6a}, 15,
+             what="the LoadBalancer IP on both sessions")
+    assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2"),
+                                                    v6a: ("65000:100", "65000:1:2")}
+    # and back; then the IPv6 neighbor removed: drained (withdrawn, not left stale)
+    s.set_paths(union, {a: [POD, LB], b: [pod_b, v6]})
+    wait_for(lambda: paths_by_peer(topo, "198.51.100.10/32").keys() == {v4}, 15,
+             what="per-peer exports again")
+    s.set_peers([peer_spec("10.55.0.1")])
+    wait_for(lambda: paths_by_peer(topo, "10.244.1.0/24").keys() == {v4}, 5,
+             what="the removed neighbor's paths withdrawn")
+    assert paths_by_peer(topo, "fd00:244:1::/64", "ipv6") == {}
+    assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2")}
+    assert paths_by_peer(topo, "198.51.100.10/32") == {v4: ("65000:200 no-export", "65000:2:10")}

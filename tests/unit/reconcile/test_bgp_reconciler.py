@@ -157,17 +157,7 @@ def test_the_dual_stack_lab_has_no_shared_plan_problem(lab: Path) -> None:
     assert rec.view.problems == ()
 
 
-def test_peers_of_one_instance_planned_differently_are_told_they_get_the_union(
-        lab: Path) -> None:
-    """A second IPv4 peer whose BGPPeerConfig selects only pod CIDRs (its own
-    BGPAdvertisement, another community): one speaker sends it the LoadBalancer IPs too,
-    and the pod CIDR with both communities; the problem says so and where to go."""
-    bgp = lab / "20-bgp.yaml"
-    bgp.write_text(bgp.read_text().replace(
-        "      peerConfigRef: {name: default}\n",
-        "      peerConfigRef: {name: default}\n"
-        "    - name: rs\n      peerAddress: 10.0.0.9\n      peerASN: 65009\n"
-        "      peerConfigRef: {name: pods-only}\n") + """---
+RS_PEER = """---
 apiVersion: rackroute.io/v1alpha1
 kind: BGPPeerConfig
 metadata: {name: pods-only}
@@ -181,9 +171,59 @@ metadata: {name: pods, labels: {advertise: pods}}
 spec:
   advertisements:
   - {advertisementType: PodCIDR, attributes: {communities: {standard: ["65009:1"]}}}
-""")
+"""
+
+
+def with_pods_only_peer(lab: Path) -> None:
+    """A second IPv4 peer (10.0.0.9) whose BGPPeerConfig selects only pod CIDRs, with its
+    own BGPAdvertisement and community."""
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(bgp.read_text().replace(
+        "      peerConfigRef: {name: default}\n",
+        "      peerConfigRef: {name: default}\n"
+        "    - name: rs\n      peerAddress: 10.0.0.9\n      peerASN: 65009\n"
+        "      peerConfigRef: {name: pods-only}\n") + RS_PEER)
+
+
+def by_prefix(paths: set[BgpPath]) -> dict[str, frozenset[str]]:
+    return {str(p.prefix): p.communities for p in paths}
+
+
+def test_peers_of_one_instance_planned_differently_each_get_their_own(lab: Path) -> None:
+    """With per-peer exports (the fake, as gobgpd) each peer gets exactly its plan: the
+    pods-only peer the pod CIDR with its community alone, tor-a its pod CIDR and
+    LoadBalancer IPs with theirs; the instance announces the union once."""
+    with_pods_only_peer(lab)
     fakes = Fakes()
     rec = BGPReconciler(fakes)
+    run_pass(lab, rec)
+    sp = fakes.made["tor"]
+    for a in ("10.0.0.1", "10.0.0.9"):
+        sp.set_state(IP(a), SessionState.ESTABLISHED)
+    assert rec.view.problems == ()
+    assert by_prefix(sp.advertised(IP("10.0.0.9"))) == {"10.244.0.0/24": frozenset({"65009:1"})}
+    assert by_prefix(sp.advertised(IP("10.0.0.1"))) == {
+        "10.244.0.0/24": frozenset({"65000:100"}), "10.96.100.1/32": frozenset({"65000:200"}),
+        "10.96.100.2/32": frozenset({"65000:200"}), "10.96.200.10/32": frozenset({"65000:200"})}
+    assert "10.96.100.1/32" in announced(sp)
+
+
+def test_without_per_peer_exports_the_union_is_sent_and_said(lab: Path) -> None:
+    """A speaker that sends one set of paths to all its peers (ExaBGP): the pods-only peer
+    gets the LoadBalancer IPs too and the pod CIDR with both communities; the problem
+    says so and where to go."""
+    from bgp.types import Feature
+
+    with_pods_only_peer(lab)
+    made: list[FakeSpeaker] = []
+
+    def one_set(instance: str) -> FakeSpeaker:
+        sp = FakeSpeaker()
+        sp.features = sp.features - {Feature.PER_PEER_EXPORT}
+        made.append(sp)
+        return sp
+
+    rec = BGPReconciler(one_set)
     run_pass(lab, rec)
     (msg,) = rec.view.problems
     assert msg.startswith("BGP instance tor: its peers' BGPPeerConfigs (spec.families[]."
@@ -192,7 +232,7 @@ spec:
     assert "rs gets 10.244.0.0/24 with the other peers' communities" in msg
     assert "tor-a gets 10.244.0.0/24 with the other peers' communities" in msg
     assert "a bgpInstance of its own" in msg
-    pod = next(p for p in fakes.made["tor"].advertised() if str(p.prefix) == "10.244.0.0/24")
+    pod = next(p for p in made[0].advertised() if str(p.prefix) == "10.244.0.0/24")
     assert pod.communities == frozenset({"65000:100", "65009:1"})  # what is said is sent
     from controller.bgpstatus import node_status
 
