@@ -218,8 +218,9 @@ class Feature(str, enum.Enum):
     LOCAL_PREF = "local-pref"
     PER_PEER_ADJ_RIB_OUT = "per-peer-adj-rib-out"
     PER_PEER_EXPORT = "per-peer-export"  # set_paths(exports=...): paths chosen per neighbor
+    KEEPALIVE = "keepalive"  # a keepalive interval of its own (not always hold time / 3)
     RECEIVED_ROUTES = "received-routes"
-    CONNECT_RETRY = "connect-retry"
+    CONNECT_RETRY = "connect-retry"  # PeerSpec.connect_retry applied
     BFD = "bfd"
 
 

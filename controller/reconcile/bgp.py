@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bgp.speaker import Speaker, logfmt
@@ -26,13 +26,32 @@ from controller.desired.advertise import (
     plan_node,
     shared_plan_problems,
 )
-from controller.desired.bgpconfig import NodeBGP, resolve_node
+from controller.desired.bgpconfig import NodeBGP, ResolvedPeer, resolve_node
 from controller.desired.podcidr import node_pod_cidrs
+from controller.model.crds import Timers
 from controller.reconcile.loop import PassContext
 
 log = logging.getLogger("rackroute.bgp")
+DEFAULT_CONNECT_RETRY = Timers().connect_retry  # what a BGPPeerConfig that sets none gets
 
 SpeakerFactory = Callable[[str], Speaker]  # instance name -> a new, unstarted speaker
+
+
+def timer_problems(peers: Iterable[ResolvedPeer], features: frozenset[Feature]) -> list[str]:
+    """Timers a BGPPeerConfig sets that the speaker cannot apply (ExaBGP: keepalives every
+    hold time / 3, its own connect retry): said, not silently replaced."""
+    out: list[str] = []
+    for rp in peers:
+        s, where = rp.spec, f"{rp.config_ref or 'BGPPeerConfig'}: spec.timers"
+        if Feature.KEEPALIVE not in features and s.hold_time and s.keepalive != s.hold_time // 3:
+            out.append(f"{where}.keepAliveTimeSeconds {s.keepalive}: this speaker sends "
+                       f"keepalives every holdTimeSeconds / 3 ({s.hold_time // 3} s) to "
+                       f"peer {rp.instance}/{rp.name}")
+        if Feature.CONNECT_RETRY not in features and s.connect_retry != DEFAULT_CONNECT_RETRY:
+            out.append(f"{where}.connectRetryTimeSeconds {s.connect_retry}: not applied by "
+                       f"this speaker (it retries on its own schedule) to peer "
+                       f"{rp.instance}/{rp.name}")
+    return out
 
 
 @dataclass
@@ -127,6 +146,7 @@ class BGPReconciler:
                 )
             )
         inst = next(i for i in nb.instances if i.name == name)
+        problems += timer_problems(inst.peers, st.speaker.features)
         peers = [p.spec for p in inst.peers]
         if Feature.DYNAMIC_PEER_ASN not in st.speaker.features:
             for rp in inst.peers:

@@ -267,6 +267,41 @@ def test_a_peer_asn_the_speaker_cannot_take_is_reported_and_left_out(lab: Path) 
     assert rec2.view.problems == ()
 
 
+def test_timers_the_speaker_cannot_apply_are_said(lab: Path) -> None:
+    """The lab's BGPPeerConfig asks for a 3 s keepalive with a 9 s hold (hold / 3: fine
+    anywhere) and a 5 s connect retry: a speaker without its own connect retry (ExaBGP)
+    says so, naming the field; a 2 s keepalive is said too; gobgpd applies both."""
+    from bgp.types import Feature
+
+    def exabgp_like(instance: str) -> FakeSpeaker:
+        sp = FakeSpeaker()
+        sp.features = sp.features - {Feature.KEEPALIVE, Feature.CONNECT_RETRY}
+        return sp
+
+    rec = BGPReconciler(exabgp_like)
+    run_pass(lab, rec)
+    assert sorted(rec.view.problems) == [
+        "BGPPeerConfig default: spec.timers.connectRetryTimeSeconds 5: not applied by this "
+        "speaker (it retries on its own schedule) to peer tor/tor-a",
+        "BGPPeerConfig ipv6: spec.timers.connectRetryTimeSeconds 5: not applied by this "
+        "speaker (it retries on its own schedule) to peer tor/tor-a6",
+    ]
+    bgp = lab / "20-bgp.yaml"
+    bgp.write_text(bgp.read_text().replace("connectRetryTimeSeconds: 5, holdTimeSeconds: 9, "
+                                           "keepAliveTimeSeconds: 3",
+                                           "holdTimeSeconds: 9, keepAliveTimeSeconds: 2"))
+    run_pass(lab, rec)
+    assert sorted(rec.view.problems) == [
+        "BGPPeerConfig default: spec.timers.keepAliveTimeSeconds 2: this speaker sends "
+        "keepalives every holdTimeSeconds / 3 (3 s) to peer tor/tor-a",
+        "BGPPeerConfig ipv6: spec.timers.keepAliveTimeSeconds 2: this speaker sends "
+        "keepalives every holdTimeSeconds / 3 (3 s) to peer tor/tor-a6",
+    ]
+    full = BGPReconciler(Fakes())
+    run_pass(lab, full)
+    assert full.view.problems == ()
+
+
 def test_merge_paths_unites_attributes() -> None:
     a = BgpPath(N("10.0.0.0/24"), communities=frozenset({"1:1"}), local_pref=100)
     b = BgpPath(
