@@ -3,7 +3,10 @@
 - The agent writes exabgp.conf (neighbors, one API process: bgp/exabgp/relay.py) and
   listens on a unix socket the relay connects to. Commands go down that socket one line
   each; ExaBGP answers every one with `done` or `error`, which the adapter waits for.
-- Announcements are batched (`announce attributes ... nlri P1 P2 ...`).
+- Announcements are batched (`announce attributes ... nlri P1 P2 ...`), one set of lines
+  for every neighbor while they all get the same paths; with per-neighbor exports, or a
+  neighbor behind the others, `neighbor A announce ...` lines per neighbor. What each
+  neighbor was sent is kept by neighbor (ExaBGP keeps an Adj-RIB-Out per neighbor).
 - Peer changes rewrite the config and reload it (SIGUSR1); paths are then re-announced.
 - `manual-eor`: End-of-RIB is sent by the adapter when a session comes up, after every
   path is in ExaBGP. After exabgp dies, the supervisor restarts it and replays all paths
@@ -43,10 +46,12 @@ from bgp.speaker import (
     SpeakerError,
     diff_paths,
     diff_peers,
+    index_exports,
     index_paths,
     index_peers,
     logfmt,
     prefix_key,
+    sort_paths,
 )
 from bgp.supervised import Supervised
 from bgp.types import (
@@ -108,7 +113,7 @@ class ExabgpSpeaker(Supervised):
     features: frozenset[Feature] = frozenset({
         Feature.IPV6, Feature.MD5, Feature.MULTIHOP, Feature.GRACEFUL_RESTART, Feature.LISTEN,
         Feature.COMMUNITIES, Feature.LARGE_COMMUNITIES, Feature.LOCAL_PREF,
-        Feature.RECEIVED_ROUTES,
+        Feature.RECEIVED_ROUTES, Feature.PER_PEER_EXPORT,
     })
 
     def __init__(self, state_dir: str | FsPath, *, netns: str | None = None,
@@ -133,7 +138,9 @@ class ExabgpSpeaker(Supervised):
         self._config: GlobalConfig | None = None
         self._peers: dict[IPAddress, PeerSpec] = {}
         self._desired: dict[IPNetwork, Path] = {}
-        self._announced: dict[IPNetwork, Path] = {}
+        self._exports: dict[IPAddress, dict[IPNetwork, Path]] | None = None
+        self._announced: dict[IPNetwork, Path] = {}  # the paths last sent (all neighbors')
+        self._out: dict[IPAddress, dict[IPNetwork, Path]] = {}  # each neighbor was sent
         self._state: dict[IPAddress, SessionState] = {}
         self._since: dict[IPAddress, datetime] = {}
         self._rib = RibIn()
@@ -201,7 +208,9 @@ class ExabgpSpeaker(Supervised):
             self._config = None
             self._peers.clear()
             self._desired.clear()
+            self._exports = None
             self._announced.clear()
+            self._out.clear()
             self._state.clear()
         self._end_threads(stopped)
 
@@ -273,12 +282,44 @@ class ExabgpSpeaker(Supervised):
 
     def _replay(self) -> None:
         """Announce every desired path (lock held); End-of-RIB follows on session up."""
-        paths = list(self._desired.values())
+        self._out = {}  # a new exabgp: no neighbor has anything
         if self._configured_peers():
-            self._send(self._announce(paths))
+            self._sync()
         self._announced = dict(self._desired)
-        log.info(logfmt("exabgp_replayed", pid=self.proc.pid, paths=len(paths),
+        log.info(logfmt("exabgp_replayed", pid=self.proc.pid, paths=len(self._desired),
                         peers=len(self._peers)))
+
+    def _want(self, peer: IPAddress) -> dict[IPNetwork, Path]:
+        """What peer should have: its exports, else every desired path."""
+        if self._exports is not None:
+            return self._exports.get(peer, {})
+        return self._desired
+
+    def _sync(self) -> PathDiff:
+        """Send every configured neighbor the difference between what it was sent and
+        what it should have (lock held): one set of lines for all when the differences
+        are equal, else neighbor-scoped lines of each one's families. Returns every path
+        sent (announced or withdrawn) once."""
+        diffs = {a: diff_paths(self._out.get(a, {}), self._want(a)) for a in self._peers}
+        todo = {a: d for a, d in diffs.items() if d}
+        if not todo:
+            return PathDiff()
+        first = next(iter(diffs.values()))
+        if len(todo) == len(diffs) and all(d == first for d in diffs.values()):
+            lines = cfg.withdraw_lines(first.withdraw) + self._announce(first.announce)
+        else:
+            lines = []
+            for a, d in todo.items():
+                fams = self._peers[a].families
+                lines += cfg.withdraw_lines([p for p in d.withdraw if p.family in fams],
+                                            f"neighbor {a} ")
+                lines += self._announce([p for p in d.announce if p.family in fams], a)
+        if lines:
+            self._send_settled(lines)
+        for a in todo:
+            self._out[a] = dict(self._want(a))
+        return PathDiff(sort_paths({p for d in todo.values() for p in d.announce}),
+                        sort_paths({p for d in todo.values() for p in d.withdraw}))
 
     def _read_loop(self, conn: socket.socket) -> None:
         """Read the relay's lines without ever taking the adapter's lock.
@@ -469,8 +510,10 @@ class ExabgpSpeaker(Supervised):
         lines = []
         for a in drain:
             fams = old[a].families
-            lines += cfg.withdraw_lines([p for p in self._announced.values()
+            lines += cfg.withdraw_lines([p for p in self._out.get(a, {}).values()
                                          if p.family in fams], f"neighbor {a} ")
+        for a in (*diff.removed, *diff.updated):  # a re-created neighbor starts empty
+            self._out.pop(a, None)
         if lines:
             with contextlib.suppress(SpeakerError):
                 self._send(lines)
@@ -487,12 +530,16 @@ class ExabgpSpeaker(Supervised):
             log.info(logfmt("bgp_peer_added", peer=a, name=spec.name, peer_asn=spec.peer_asn,
                             md5=bool(spec.password), multihop=spec.ebgp_multihop,
                             passive=spec.passive))
-        # a new or re-created neighbor starts with an empty RIB: give it every path
+        # a new or re-created neighbor starts with an empty RIB: give it its paths
         if diff.added or diff.updated:
             prefix_lines = []
             for a in (*diff.added, *diff.updated):
-                prefix_lines += self._announce(self._announced.values(), a)
+                fams = self._peers[a].families
+                prefix_lines += self._announce(
+                    [p for p in self._want(a).values() if p.family in fams], a)
             self._reload_then(prefix_lines)
+            for a in (*diff.added, *diff.updated):
+                self._out[a] = dict(self._want(a))
 
     def _reload_then(self, lines: list[str]) -> None:
         # the reload is asynchronous; a neighbor-scoped command for a neighbor that does
@@ -516,22 +563,20 @@ class ExabgpSpeaker(Supervised):
 
     def set_paths(self, paths: Iterable[Path],
                   exports: Mapping[IPAddress, Iterable[Path]] | None = None) -> PathDiff:
-        if exports is not None:  # not in self.features
-            raise SpeakerError("ExaBGP: per-neighbor exports are not supported")
         desired = index_paths(paths)
+        per_peer = index_exports(desired, exports)
         with self._lock:
             self._require()
-            self._desired = desired
+            self._desired, self._exports = desired, per_peer
             diff = diff_paths(self._announced, desired)
             # with no neighbor in exabgp.conf ExaBGP rejects every route command; paths are
             # then only recorded and go to each neighbor when it is added
-            if diff and self._configured_peers():
-                self._send_settled(cfg.withdraw_lines(diff.withdraw)
-                                   + self._announce(diff.announce))
-            if diff:
-                self._announced = dict(desired)
-                log.info(logfmt("bgp_paths_sent", announce=len(diff.announce),
-                                withdraw=len(diff.withdraw), total=len(desired)))
+            sent = self._sync() if self._configured_peers() else PathDiff()
+            self._announced = dict(desired)
+            if diff or sent:
+                log.info(logfmt("bgp_paths_sent", announce=len(sent.announce),
+                                withdraw=len(sent.withdraw), total=len(desired),
+                                per_peer=per_peer is not None))
             if self._restarting:
                 self._restarting = False
                 self._apply_peers(PeerDiff(added=tuple(self._peers)), {})
@@ -541,14 +586,13 @@ class ExabgpSpeaker(Supervised):
     def resync(self) -> PathDiff:
         with self._lock:
             self._require()
-            diff = diff_paths(self._announced, self._desired)
-            if not diff or not self._configured_peers() or self._conn is None:
+            if not self._configured_peers() or self._conn is None:
                 return PathDiff()
-            self._send_settled(cfg.withdraw_lines(diff.withdraw)
-                               + self._announce(diff.announce))
+            diff = self._sync()
             self._announced = dict(self._desired)
-            log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
-                            withdraw=len(diff.withdraw), total=len(self._desired)))
+            if diff:
+                log.info(logfmt("bgp_paths_resynced", announce=len(diff.announce),
+                                withdraw=len(diff.withdraw), total=len(self._desired)))
             return diff
 
     def peers(self) -> list[PeerStatus]:
@@ -564,7 +608,7 @@ class ExabgpSpeaker(Supervised):
                     for (peer, _), r in self._rib.routes.items():
                         if peer == a:
                             received[r.family] = received.get(r.family, 0) + 1
-                    for p in self._announced.values():
+                    for p in self._out.get(a, {}).values():
                         if p.family in spec.families:
                             advertised[p.family] = advertised.get(p.family, 0) + 1
                 out.append(PeerStatus(
@@ -589,7 +633,7 @@ class ExabgpSpeaker(Supervised):
             return {Path(prefix=p.prefix, next_hop=p.next_hop, communities=p.communities,
                          large_communities=p.large_communities,
                          local_pref=None if ebgp else p.local_pref)
-                    for p in self._announced.values() if p.family in spec.families}
+                    for p in self._out.get(peer, {}).values() if p.family in spec.families}
 
     def received(self, peer: IPAddress | None = None) -> set[Route]:
         with self._lock:

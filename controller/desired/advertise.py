@@ -341,7 +341,7 @@ def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> dict[str, str]:
                          "advertisements) select different advertisements, and this speaker "
                          f"sends the same paths to all its peers: {'; '.join(told)}. Give a "
                          "peer that needs other advertisements a bgpInstance of its own, or "
-                         "use --speaker gobgp (per-peer exports)")
+                         "use a speaker with per-peer exports (gobgp, exabgp)")
     return out
 
 

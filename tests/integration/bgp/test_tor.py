@@ -14,6 +14,7 @@ from ipaddress import ip_address
 
 import pytest
 
+from bgp.exabgp.adapter import ExabgpSpeaker
 from bgp.gobgp.adapter import GobgpSpeaker
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, SessionState, path_from_texts
 from controller.lab.netns import wait_for
@@ -308,9 +309,9 @@ def test_learned_routes_and_best_path_events(topo: Topo) -> None:
 
 
 @pytest.fixture
-def gobgp_topo() -> Iterator[Topo]:
-    """One node with gobgpd (the speaker with per-peer exports) and the ToR."""
-    t = build_topo("gobgp", 1)
+def one_node(kind: str) -> Iterator[Topo]:
+    """One node with its speaker and the ToR."""
+    t = build_topo(kind, 1)
     try:
         yield t
     finally:
@@ -331,12 +332,13 @@ def paths_by_peer(topo: Topo, prefix: str, afi: str = "ipv4") -> dict[str, tuple
     return out
 
 
-def test_per_peer_exports_give_each_neighbor_its_own_paths(gobgp_topo: Topo) -> None:
-    """Two sessions of one gobgpd to the ToR (IPv4, and IPv6 carrying both families): each
+def test_per_peer_exports_give_each_neighbor_its_own_paths(one_node: Topo) -> None:
+    """Two sessions of one speaker to the ToR (IPv4, and IPv6 carrying both families): each
     neighbor gets only its own paths with its own attributes; a path moved from one to the
-    other is withdrawn from the first; no marker community ever leaves; and without exports
-    both get everything again."""
-    topo = gobgp_topo
+    other is withdrawn from the first; no marker community ever leaves (gobgpd); the daemon
+    killed, its replacement gives each neighbor its own again; without exports both get
+    everything again; a removed neighbor is drained."""
+    topo = one_node
     (node,) = topo.nodes
     topo.tor_neighbor(node)
     topo.tor_neighbor(node, address=node.addr6, families=("ipv4", "ipv6"),
@@ -372,8 +374,12 @@ def test_per_peer_exports_give_each_neighbor_its_own_paths(gobgp_topo: Topo) -> 
                                                        "fd00:244:1::/64"}
     assert all(not c.startswith("4294967294:") for p in s.advertised()
                for c in p.large_communities)
-    # gobgpd killed: the adapter's new gobgpd gets the policy before any neighbor or path
-    assert isinstance(s, GobgpSpeaker) and s.pid is not None
+    assert {str(p.prefix) for p in s.advertised(a)} == {"10.244.1.0/24"}
+    assert {str(p.prefix) for p in s.advertised(b)} == {"10.244.1.0/24", "198.51.100.10/32",
+                                                        "fd00:244:1::/64"}
+    # the daemon killed: its replacement gets the policy (gobgpd) or each neighbor's own
+    # paths (ExaBGP) again
+    assert isinstance(s, GobgpSpeaker | ExabgpSpeaker) and s.pid is not None
     os.kill(s.pid, signal.SIGKILL)
     wait_for(lambda: s.restarts >= 1, 10, what="gobgpd replaced")
     established(topo, node.addr4)
