@@ -1,7 +1,10 @@
-"""BFD (Bidirectional Forwarding Detection) for single-hop sessions, without any I/O.
+"""BFD (Bidirectional Forwarding Detection) for single-hop and multihop sessions, without
+any I/O.
 
 Asynchronous mode of RFC 5880 with no authentication, no Demand mode and no Echo function,
-for single-hop IPv4/IPv6 sessions (RFC 5881). It follows RFC 5880 sections 4.1 (control
+for single-hop IPv4/IPv6 sessions (RFC 5881) and multihop ones (RFC 5883: destination port
+MULTIHOP_PORT, the received TTL checked against the hops allowed, `Settings.hops`). It
+follows RFC 5880 sections 4.1 (control
 packet format), 6.2 and 6.8.6 (state machine, reception), 6.5 and 6.8.3 (timer changes
 through Poll Sequences), 6.8.4 (detection time) and 6.8.7 (periodic transmission with
 jitter). Another process owns the UDP sockets (destination port BFD_PORT, source port from
@@ -18,7 +21,10 @@ import random
 import struct
 from dataclasses import dataclass
 
+from bgp.types import IPAddress
+
 BFD_PORT = 3784
+MULTIHOP_PORT = 4784
 SOURCE_PORTS = range(49152, 65536)
 SLOW_TX_US = 1_000_000
 
@@ -104,17 +110,37 @@ def decode(data: bytes) -> Packet:
 
 @dataclass(frozen=True)
 class Settings:
-    """What we ask for: our minimum RX and desired TX intervals and our detect multiplier."""
+    """What we ask for: our minimum RX and desired TX intervals and our detect multiplier;
+    and how the peer is reached: `hops` 1 is single hop (RFC 5881), more is multihop (RFC
+    5883) with packets from `local` (None: the address the kernel picks towards the peer),
+    which must be the address the peer's session names, as the BGP session's own."""
 
     min_rx_ms: int = 300
     min_tx_ms: int = 300
     multiplier: int = 3
+    hops: int = 1
+    local: IPAddress | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_rx_ms * 1000 < 2**32 or not 0 < self.min_tx_ms * 1000 < 2**32:
             raise ValueError(f"BFD intervals out of range: {self}")
         if not 1 <= self.multiplier <= 255:
             raise ValueError(f"BFD multiplier must be 1..255: {self}")
+        if not 1 <= self.hops <= 255:
+            raise ValueError(f"BFD hops must be 1..255: {self}")
+
+    @property
+    def multihop(self) -> bool:
+        return self.hops > 1
+
+    def min_ttl(self) -> int:
+        """The lowest TTL / hop limit a packet from the peer may arrive with (it sends
+        255): 255 single hop (RFC 5881 5), one less per router allowed between."""
+        return 256 - self.hops
+
+    def same_path(self, other: Settings) -> bool:
+        """Is other reached the same way (timers aside)?"""
+        return (self.hops, self.local) == (other.hops, other.local)
 
 
 class Session:

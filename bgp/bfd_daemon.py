@@ -1,10 +1,12 @@
-"""The BFD responder process: single-hop BFD sessions (RFC 5880 / 5881) with the node's
-BGP peers, run apart from the agent so that an agent restart never flaps them.
+"""The BFD responder process: single-hop and multihop BFD sessions (RFC 5880 / 5881 /
+5883) with the node's BGP peers, run apart from the agent so that an agent restart never
+flaps them.
 
 `python -m bgp.bfd_daemon --dir DIR` reads the sessions to run from `DIR/sessions.json`
 (written by the agent, bgp/bfd_port.py):
 
-    {"sessions": [{"peer": "10.0.0.1", "minRxMs": 300, "minTxMs": 300, "multiplier": 3}]}
+    {"sessions": [{"peer": "10.0.0.1", "minRxMs": 300, "minTxMs": 300, "multiplier": 3},
+                  {"peer": "10.9.0.1", "hops": 2, "local": "10.9.0.7"}]}
 
 and writes what they are to `DIR/state.json` whenever one changes state:
 
@@ -13,7 +15,10 @@ and writes what they are to `DIR/state.json` whenever one changes state:
 
 It listens on UDP 3784 (IPv4 and, where the node has it, IPv6), accepts only packets
 that arrive with TTL / hop limit 255 (RFC 5881: single hop), and sends from one source
-port of 49152-65535 per family with TTL 255. A session removed from the file, and every
+port of 49152-65535 per family with TTL 255. A multihop session (`hops` > 1, RFC 5883)
+uses port 4784 instead, accepts a TTL down to 256 - hops (the peer sends 255), and sends
+from its `local` address where one is given (the peer's session names it), from a source
+port of its own per local address. A session removed from the file, and every
 session when the process is told to stop (SIGTERM), is announced AdminDown first, so the
 peer knows the end is deliberate. With no session left it exits. The agent records the
 PID in `DIR/bfd.pid` and adopts a running daemon after its own restart.
@@ -56,8 +61,10 @@ def parse_sessions(text: str) -> dict[IPAddress, bfd.Settings]:
     for i, s in enumerate(raw.get("sessions", [])):
         try:
             peer = ipaddress.ip_address(s["peer"])
+            local = ipaddress.ip_address(s["local"]) if s.get("local") else None
             out[peer] = bfd.Settings(int(s.get("minRxMs", 300)), int(s.get("minTxMs", 300)),
-                                     int(s.get("multiplier", 3)))
+                                     int(s.get("multiplier", 3)), int(s.get("hops", 1)),
+                                     local)
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"sessions[{i}]: {e}") from None
     return out
@@ -79,29 +86,40 @@ class Responder:
         self.since: dict[IPAddress, float] = {}
         self.stopping = False
         self._file_sig: tuple[int, int] | None = None
-        self.rx: dict[int, socket.socket] = {}
+        self.rx: dict[socket.socket, bool] = {}  # socket → multihop
         self.tx: dict[int, socket.socket] = {}
+        self.tx_from: dict[IPAddress, socket.socket] = {}  # multihop, by local address
         for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
             try:
-                self.rx[family] = self._rx_socket(family, addr)
+                self.rx[self._rx_socket(family, addr)] = False
                 self.tx[family] = self._tx_socket(family)
             except OSError as e:
                 if family == socket.AF_INET:
                     raise
                 log.info("event=bfd_no_ipv6 error=%r", str(e))
+        self._multihop_rx: set[int] = set()  # families listening on port 4784
+        self._no_source: set[IPAddress] = set()  # local addresses told missing
 
-    def _rx_socket(self, family: int, addr: str) -> socket.socket:
+    def _listen_multihop(self) -> None:
+        """Open port 4784 for each family not listening yet (once a multihop session is
+        wanted); OSError if one cannot be opened (the others are kept)."""
+        for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            if family in self.tx and family not in self._multihop_rx:
+                self.rx[self._rx_socket(family, addr, bfd.MULTIHOP_PORT)] = True
+                self._multihop_rx.add(family)
+
+    def _rx_socket(self, family: int, addr: str, port: int = bfd.BFD_PORT) -> socket.socket:
         s = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
         else:
             s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
-        s.bind((addr, bfd.BFD_PORT))  # no SO_REUSEADDR: one responder per namespace
+        s.bind((addr, port))  # no SO_REUSEADDR: one responder per namespace
         s.setblocking(False)
         return s
 
-    def _tx_socket(self, family: int) -> socket.socket:
+    def _tx_socket(self, family: int, local: IPAddress | None = None) -> socket.socket:
         s = socket.socket(family, socket.SOCK_DGRAM)
         if family == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL)
@@ -111,7 +129,8 @@ class Responder:
         self.rng.shuffle(ports)
         for port in ports[:64]:
             try:
-                s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+                s.bind((str(local) if local is not None
+                        else "::" if family == socket.AF_INET6 else "0.0.0.0", port))
                 return s
             except OSError:
                 continue
@@ -135,7 +154,14 @@ class Responder:
         except (OSError, ValueError) as e:
             log.warning("event=bfd_sessions_unreadable file=%s error=%r", path, str(e))
             return
-        for peer in sorted(set(self.sessions) - set(want), key=str):
+        if any(s.multihop for s in want.values()):
+            try:
+                self._listen_multihop()
+            except OSError as e:
+                log.warning("event=bfd_multihop_unavailable error=%r", str(e))
+        moved = {p for p, s in want.items()
+                 if p in self.sessions and not self.sessions[p].settings.same_path(s)}
+        for peer in sorted((set(self.sessions) - set(want)) | moved, key=str):
             self._send(peer, [self.sessions[peer].shutdown(now)])
             del self.sessions[peer]
             self.since.pop(peer, None)
@@ -164,16 +190,37 @@ class Responder:
         _write_atomic(self.dir / STATE, json.dumps(doc, indent=1))
 
     # ---------------------------------------------------------------- packets
-    def _send(self, peer: IPAddress, pkts: list[bfd.Packet]) -> None:
+    def _sender(self, peer: IPAddress, settings: bfd.Settings) -> socket.socket | None:
+        """The socket packets to peer leave from: its family's, or (multihop from a
+        local address) one bound to that address; None if there is none."""
         family = socket.AF_INET if peer.version == 4 else socket.AF_INET6
-        s = self.tx.get(family)
+        local = settings.local if settings.multihop else None
+        if local is None:
+            return self.tx.get(family)
+        s = self.tx_from.get(local)
+        if s is None:
+            try:
+                s = self.tx_from[local] = self._tx_socket(family, local)
+            except OSError as e:  # the address is not (yet) on the node
+                if local not in self._no_source:
+                    log.warning("event=bfd_no_source local=%s error=%r", local, str(e))
+                self._no_source.add(local)
+                return None
+            self._no_source.discard(local)
+        return s
+
+    def _send(self, peer: IPAddress, pkts: list[bfd.Packet]) -> None:
+        sess = self.sessions.get(peer)
+        settings = sess.settings if sess is not None else bfd.Settings()
+        s = self._sender(peer, settings)
         if s is None:
             return
+        port = bfd.MULTIHOP_PORT if settings.multihop else bfd.BFD_PORT
         for p in pkts:
             with contextlib.suppress(OSError):  # unreachable for now: detection decides
-                s.sendto(bfd.encode(p), (str(peer), bfd.BFD_PORT))
+                s.sendto(bfd.encode(p), (str(peer), port))
 
-    def _receive(self, s: socket.socket, now: float) -> None:
+    def _receive(self, s: socket.socket, multihop: bool, now: float) -> None:
         while True:
             try:
                 data, anc, _, addr = s.recvmsg(128, socket.CMSG_SPACE(4))
@@ -187,8 +234,9 @@ class Responder:
             if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
                 peer = peer.ipv4_mapped
             sess = self.sessions.get(peer)
-            if sess is None or ttl != TTL:
-                continue  # not a peer of ours, or not from the next hop (RFC 5881 5)
+            if (sess is None or sess.settings.multihop != multihop or ttl is None
+                    or ttl < sess.settings.min_ttl()):
+                continue  # not a peer of ours (on this port), or from too far (RFC 5881 5)
             try:
                 pkt = bfd.decode(data)
             except ValueError:
@@ -221,9 +269,9 @@ class Responder:
             deadline = min((s.next_deadline() for s in self.sessions.values()),
                            default=now + 0.1)
             wait = max(0.0, min(deadline - time.monotonic(), 0.1))  # the file, every 0.1 s
-            ready, _, _ = select.select(list(self.rx.values()), [], [], wait)
+            ready, _, _ = select.select(list(self.rx), [], [], wait)
             for sock in ready:
-                self._receive(sock, time.monotonic())
+                self._receive(sock, self.rx[sock], time.monotonic())
 
 
 def main(argv: list[str] | None = None) -> int:

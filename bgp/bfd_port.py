@@ -110,6 +110,17 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def session_entry(peer: IPAddress, s: Settings) -> dict[str, object]:
+    """One sessions.json entry (bgp/bfd_daemon.py reads it back)."""
+    out: dict[str, object] = {"peer": str(peer), "minRxMs": s.min_rx_ms,
+                              "minTxMs": s.min_tx_ms, "multiplier": s.multiplier}
+    if s.multihop:
+        out["hops"] = s.hops
+        if s.local is not None:
+            out["local"] = str(s.local)
+    return out
+
+
 class DaemonBfd:
     """BfdPort over the responder process, in this process's network namespace."""
 
@@ -124,10 +135,8 @@ class DaemonBfd:
         return recorded_pid(self.dir / PIDFILE, str(self.dir))
 
     def set_sessions(self, sessions: dict[IPAddress, Settings]) -> None:
-        doc = {"sessions": [
-            {"peer": str(p), "minRxMs": s.min_rx_ms, "minTxMs": s.min_tx_ms,
-             "multiplier": s.multiplier}
-            for p, s in sorted(sessions.items(), key=lambda kv: str(kv[0]))]}
+        doc = {"sessions": [session_entry(p, s)
+                            for p, s in sorted(sessions.items(), key=lambda kv: str(kv[0]))]}
         text = json.dumps(doc, indent=1)
         path = self.dir / SESSIONS
         changed = not path.exists() or path.read_text() != text

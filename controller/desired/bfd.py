@@ -1,10 +1,11 @@
 """The BFD sessions a node runs: one per BGP peer whose BGPPeerConfig enables BFD (pure).
 
-Single-hop BFD only (RFC 5881): a peer reached over eBGP multihop would need RFC 5883
-(another port, no TTL check), so it gets a problem message and its BGP session runs
-without BFD. Peers of several instances at one address share one session; where their
-timers differ the strictest wins (the shortest intervals, the smallest multiplier), so
-no instance detects a failure later than it asked.
+A peer reached over eBGP multihop (spec.ebgpMultihop > 1) gets a multihop session (RFC
+5883): as many hops allowed as the BGP session, from the BGP session's local address
+where one is set (the peer's BFD session is keyed by the addresses of its BGP session).
+Peers of several instances at one address share one session; where their timers differ
+the strictest wins (the shortest intervals, the smallest multiplier), so no instance
+detects a failure later than it asked, and the most hops any of them allows.
 """
 
 from __future__ import annotations
@@ -14,25 +15,21 @@ from bgp.types import IPAddress
 from controller.desired.bgpconfig import NodeBGP
 
 
-def desired_bfd(nb: NodeBGP) -> tuple[dict[IPAddress, Settings], list[str]]:
-    """(peer address → the session's settings, problems)."""
+def desired_bfd(nb: NodeBGP) -> dict[IPAddress, Settings]:
+    """Peer address → the session's settings."""
     out: dict[IPAddress, Settings] = {}
-    problems: list[str] = []
     for inst in nb.instances:
         for peer in inst.peers:
             if not peer.bfd.enabled:
                 continue
-            if peer.spec.ebgp_multihop > 1:
-                problems.append(
-                    f"{peer.config_ref or 'BGPPeerConfig'}: spec.bfd.enabled, but BGP peer "
-                    f"{inst.name}/{peer.name} ({peer.spec.address}) is "
-                    f"{peer.spec.ebgp_multihop} hops away (spec.ebgpMultihop); multihop BFD "
-                    "is not supported, the session runs without BFD")
-                continue
-            s = Settings(peer.bfd.min_rx_ms, peer.bfd.min_tx_ms, peer.bfd.multiplier)
+            hops = max(1, min(peer.spec.ebgp_multihop, 255))
+            s = Settings(peer.bfd.min_rx_ms, peer.bfd.min_tx_ms, peer.bfd.multiplier, hops,
+                         peer.spec.local_address if hops > 1 else None)
             old = out.get(peer.spec.address)
             if old is not None:
+                hops = max(old.hops, s.hops)
                 s = Settings(min(old.min_rx_ms, s.min_rx_ms), min(old.min_tx_ms, s.min_tx_ms),
-                             min(old.multiplier, s.multiplier))
+                             min(old.multiplier, s.multiplier), hops,
+                             (old.local or s.local) if hops > 1 else None)
             out[peer.spec.address] = s
-    return out, problems
+    return out

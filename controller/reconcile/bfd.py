@@ -37,7 +37,6 @@ class BfdReconciler:
         every session at once)."""
         self.port = port
         self.established = established
-        self.problems: list[str] = []
         self.started: set[IPAddress] = set()
         self.waiting: frozenset[IPAddress] = frozenset()  # planned, BGP not up yet
         self._last: dict[IPAddress, str] = {}
@@ -45,12 +44,8 @@ class BfdReconciler:
     def reconcile(self, ctx: PassContext) -> None:
         node = ctx.snap.nodes.get(ctx.node)
         want: dict[IPAddress, Settings] = {}
-        problems: list[str] = []
         if node is not None:
-            want, problems = desired_bfd(resolve_node(ctx.snap, node))
-        for p in sorted(set(problems) - set(self.problems)):
-            log.warning("event=bfd_config_problem msg=%r", p)
-        self.problems = problems
+            want = desired_bfd(resolve_node(ctx.snap, node))
         if self.established is not None:
             ready = self.established() | self.port.running() | self.started
             self.waiting = frozenset(want) - ready
@@ -63,8 +58,6 @@ class BfdReconciler:
             log.error("event=bfd_responder_error error=%r", str(e))
             return
         self._log_changes()
-        if problems:
-            ctx.errors[self.name] = "; ".join(problems)
 
     def _log_changes(self) -> None:
         now = {p: s.state for p, s in self.port.sessions().items()}

@@ -191,3 +191,33 @@ def test_a_restarted_agent_container_keeps_its_routes_at_the_tor(
         wait_for(lambda: no_stale(bfd_tor), 30, 0.1, "End-of-RIB after the speaker's restart")
     assert poller.samples > 50
     assert poller.missing == [], f"routes left the ToR's kernel: {poller.missing[:3]}"
+
+
+def test_a_multihop_session_between_loopbacks_fails_fast_at_the_tor(
+        bfd_tor: Topo, ports: list[DaemonBfd]) -> None:
+    """eBGP multihop between the node's loopback and the ToR's (the ToR's update-source
+    lo, ebgp-multihop 2): FRR asks for a multihop BFD session (RFC 5883, port 4784) keyed
+    by the two loopbacks, and our responder answers from the node's loopback. The node's
+    link fails: the ToR's routes from it go within a second or two, by BFD, where the
+    BGP hold timer (9 s) would take longer."""
+    node = bfd_tor.nodes[0]
+    bfd_tor.tor_neighbor(node, address=node.loopback, ebgp_multihop=2, update_source="lo")
+    s = bfd_tor.make_speaker(node)
+    s.start(global_config(node))
+    s.set_peers([peer_spec("10.56.0.1", ebgp_multihop=2,
+                           local_address=ip_address(node.loopback))])
+    s.set_paths({path_from_texts("10.244.1.0/24")})
+    established(bfd_tor, node.loopback)
+    port, ns = daemon(ports, node.ns.name)
+    in_ns(ns, port, {ip_address("10.56.0.1"): Settings(100, 100, 3, hops=2,
+                                                       local=ip_address(node.loopback))})
+    wait_for(lambda: tor_bfd(bfd_tor, node.loopback).get("status") == "up", 20, 0.1,
+             "FRR's multihop BFD session up")
+    theirs = tor_bfd(bfd_tor, node.loopback)
+    assert theirs.get("multihop") is True and theirs.get("local") == "10.56.0.1"
+    wait_for(lambda: state(port, "10.56.0.1") == "up", 5, 0.05, "ours up")
+    wait_for(lambda: "10.244.1.0/24" in kernel_bgp(bfd_tor), 10, 0.1, "the route at the ToR")
+    node.ns.ip("link", "set", "eth0", "down")
+    wait_for(lambda: "10.244.1.0/24" not in kernel_bgp(bfd_tor), 4, 0.05,
+             "the failed node's route withdrawn by BFD, before the hold timer")
+    assert tor_bfd(bfd_tor, node.loopback).get("diagnostic") == "control detection time expired"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bgp.bfd import Settings
-from bgp.bfd_port import FakeBfd
+from bgp.bfd_daemon import parse_sessions
+from bgp.bfd_port import FakeBfd, session_entry
 from controller.desired.bfd import desired_bfd
 from controller.desired.bgpconfig import resolve_node
 from controller.reconcile.bfd import BfdReconciler
@@ -40,23 +41,24 @@ def lab_with(tmp_path: Path, bfd: str) -> Path:
 def test_a_session_per_peer_whose_config_enables_bfd(tmp_path: Path) -> None:
     snap = ManifestDir(lab_with(tmp_path, "{enabled: true, minRxMs: 100, minTxMs: 200, "
                                           "multiplier: 4}")).load()
-    want, problems = desired_bfd(resolve_node(snap, snap.nodes["node-1"]))
-    assert want == {ip_address("10.0.0.1"): Settings(100, 200, 4)} and problems == []
+    want = desired_bfd(resolve_node(snap, snap.nodes["node-1"]))
+    assert want == {ip_address("10.0.0.1"): Settings(100, 200, 4)}
+    assert not want[ip_address("10.0.0.1")].multihop
     snap = ManifestDir(lab_with(tmp_path, "{enabled: false}")).load()
-    assert desired_bfd(resolve_node(snap, snap.nodes["node-1"])) == ({}, [])
+    assert desired_bfd(resolve_node(snap, snap.nodes["node-1"])) == {}
 
 
-def test_a_multihop_peer_gets_no_session_and_a_problem(tmp_path: Path) -> None:
+def test_a_multihop_peer_gets_a_multihop_session_as_far_as_its_bgp_session(
+        tmp_path: Path) -> None:
     d = lab_with(tmp_path, "{enabled: true}")
     f = d / "20-bgp.yaml"
     f.write_text(f.read_text().replace("  bfd: {enabled: true}\n",
                                        "  bfd: {enabled: true}\n  ebgpMultihop: 3\n", 1))
     snap = ManifestDir(d).load()
-    want, problems = desired_bfd(resolve_node(snap, snap.nodes["node-1"]))
-    assert want == {}
-    assert problems == ["BGPPeerConfig default: spec.bfd.enabled, but BGP peer tor/tor-a "
-                        "(10.0.0.1) is 3 hops away (spec.ebgpMultihop); multihop BFD is not "
-                        "supported, the session runs without BFD"]
+    want = desired_bfd(resolve_node(snap, snap.nodes["node-1"]))
+    s = want[ip_address("10.0.0.1")]
+    assert (s.hops, s.multihop, s.min_ttl()) == (3, True, 253)
+    assert session_entry(ip_address("10.0.0.1"), s)["hops"] == 3
 
 
 def test_the_reconciler_runs_the_planned_sessions_and_logs_their_changes(
@@ -110,3 +112,19 @@ def test_a_session_starts_once_its_bgp_session_is_established_and_stays(
     again = BfdReconciler(port, lambda: frozenset())
     again.reconcile(PassContext(snap, "node-1"))
     assert set(port.wanted) == {tor}
+
+
+def test_sessions_json_carries_a_multihop_session_and_its_local_address() -> None:
+    """What the port writes the responder reads back the same; a single-hop entry keeps
+    its old shape (a running responder sees no change)."""
+    import json
+
+    one = Settings(100, 100, 3)
+    far = Settings(300, 300, 3, hops=2, local=ip_address("10.56.0.11"))
+    entries = [session_entry(ip_address("10.55.0.1"), one),
+               session_entry(ip_address("10.56.0.1"), far)]
+    assert set(entries[0]) == {"peer", "minRxMs", "minTxMs", "multiplier"}
+    assert parse_sessions(json.dumps({"sessions": entries})) == {
+        ip_address("10.55.0.1"): one, ip_address("10.56.0.1"): far}
+    with pytest.raises(ValueError, match=r"sessions\[0\]"):
+        parse_sessions(json.dumps({"sessions": [{"peer": "10.0.0.1", "hops": 0}]}))
