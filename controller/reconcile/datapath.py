@@ -69,7 +69,7 @@ class DatapathReconciler:
             ctx.errors[f"datapath:{svc}"] = "; ".join(msgs)
             log.warning("event=service_problem service=%s problems=%r", svc, msgs)
 
-        actual = self.syncer.programmed()
+        actual = self._repaired() if ctx.resync else self.syncer.programmed()
         errors: dict[ServiceKey, str] = {}
         want: dict[ServiceKey, Service] = {}
         checked: dict[ServiceKey, tuple[Service, str | None]] = {}
@@ -96,6 +96,19 @@ class DatapathReconciler:
             ctx.errors[f"datapath:{name or k}"] = why
             log.warning("event=service_error key=%s service=%s error=%r", k, name, why)
         ctx.gate = ConfirmedGate(managed, self._confirm(desired, errors, ctx.resync))
+
+    def _repaired(self) -> dict[ServiceKey, Service]:
+        """On a resync: what is programmed, read again from the maps when an entry the
+        syncer wrote is no longer there (deleted behind its back, the maps replaced), so
+        this pass writes it again instead of closing the gate on it for good."""
+        actual = self.syncer.programmed()
+        there = self.syncer.confirmed(actual)
+        if len(there) == len(actual):
+            return actual
+        gone = sorted(str(k) for k in actual if k not in there)
+        log.warning("event=datapath_drift missing=%d first=%s action=readopt", len(gone),
+                    ",".join(gone[:3]))
+        return self.syncer.adopt()
 
     def _hold_draining(self, want: dict[ServiceKey, Service],
                        actual: Mapping[ServiceKey, Service], ctx: PassContext) -> None:

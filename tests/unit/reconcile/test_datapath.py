@@ -87,9 +87,24 @@ def test_gate_stays_closed_until_the_maps_hold_the_entry() -> None:
     assert ctx.gate.ready(host(1))
     assert not ctx.gate.ready(host(2))
     syncer.sync = real_sync  # type: ignore[method-assign]
-    syncer.adopt()  # the shadow learns the truth (as on a resync)
+    ctx = run(r, s)  # an ordinary pass trusts what it wrote
+    assert not ctx.gate.ready(host(2))
+    ctx = run(r, s, resync=True)  # a resync finds the entry gone and writes it again
+    assert ctx.gate.ready(host(2)) and ctx.gate.ready(host(1))
+    assert bytes(m.svc_key(A4("10.96.0.2"), 80, 6)) in maps.svc.data
+
+
+def test_a_resync_rewrites_entries_deleted_behind_its_back() -> None:
+    maps = fake_maps()
+    r = DatapathReconciler(Syncer(maps))
+    s = snap(svc(1), sl(1, "10.1.0.1"), svc(2), sl(2, "10.1.0.2"))
+    run(r, s)
+    before = dict(maps.svc.data)
+    maps.svc.data.clear()  # someone deletes the service entries
+    maps.maglev.data.clear()  # and a table
     ctx = run(r, s, resync=True)
-    assert ctx.gate.ready(host(2))
+    assert maps.svc.data == before and len(maps.maglev.data) == 2
+    assert ctx.gate.ready(host(1)) and ctx.gate.ready(host(2)) and not ctx.errors
 
 
 def test_removed_service_is_deleted_in_finalize_not_before() -> None:
