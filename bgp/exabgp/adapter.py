@@ -37,6 +37,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path as FsPath
 from typing import Any
 
+from bgp.diagnose import session_problem
 from bgp.exabgp import config as cfg
 from bgp.exabgp.process import ExabgpProcess
 from bgp.ribin import RibIn
@@ -143,6 +144,7 @@ class ExabgpSpeaker(Supervised):
         self._out: dict[IPAddress, dict[IPNetwork, Path]] = {}  # each neighbor was sent
         self._state: dict[IPAddress, SessionState] = {}
         self._since: dict[IPAddress, datetime] = {}
+        self._down_reason: dict[IPAddress, str] = {}  # ExaBGP's words, last time down
         self._rib = RibIn()
         self._events: list[BestPathEvent] = []
         self._events_cv = threading.Condition()
@@ -393,6 +395,7 @@ class ExabgpSpeaker(Supervised):
             state = nb.get("state")
             if state == "up":
                 with self._lock:
+                    self._down_reason.pop(peer, None)
                     self._state[peer] = SessionState.ESTABLISHED
                     self._since[peer] = datetime.now(UTC)
                 log.info(logfmt("bgp_session_up", peer=peer))
@@ -401,8 +404,11 @@ class ExabgpSpeaker(Supervised):
                 with self._lock:
                     self._state[peer] = SessionState.OPENSENT
             elif state == "down":
-                log.info(logfmt("bgp_session_down", peer=peer, reason=nb.get("reason", "")))
+                reason = str(nb.get("reason", ""))
+                log.info(logfmt("bgp_session_down", peer=peer, reason=reason))
                 with self._lock:
+                    if reason:
+                        self._down_reason[peer] = reason
                     self._peer_down(peer)
         elif kind == "update":
             update = nb.get("message", {}).get("update", {})
@@ -494,6 +500,8 @@ class ExabgpSpeaker(Supervised):
                                 reason="restarting, waiting for paths"))
             else:
                 self._apply_peers(diff, old)
+            for a in (*diff.removed, *diff.updated):
+                self._down_reason.pop(a, None)
             for a in diff.removed:
                 self._state.pop(a, None)
                 self._since.pop(a, None)
@@ -616,7 +624,9 @@ class ExabgpSpeaker(Supervised):
                     established_at=self._since.get(a) if up else None,
                     hold_time=spec.hold_time if up else None,
                     keepalive=spec.hold_time // 3 if up else None,
-                    received=received, advertised=advertised))
+                    received=received, advertised=advertised,
+                    last_error=session_problem(spec, state, self._config.asn if self._config
+                                               else 0, reason=self._down_reason.get(a))))
         return sorted(out, key=lambda s: (s.address.version, int(s.address)))
 
     def advertised(self, peer: IPAddress | None = None) -> set[Path]:

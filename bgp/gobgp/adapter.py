@@ -22,10 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path as FsPath
 
 import grpc
 
+from bgp.diagnose import Notifications, session_problem
 from bgp.gobgp import convert
 from bgp.gobgp import exports as exports_mod
 from bgp.gobgp.client import GobgpClient
@@ -52,6 +54,7 @@ from bgp.types import (
     PeerSpec,
     PeerStatus,
     Route,
+    SessionState,
 )
 
 log = logging.getLogger("bgp.gobgp")
@@ -74,6 +77,7 @@ class GobgpSpeaker(Supervised):
         self._events: list[BestPathEvent] = []
         self._config: GlobalConfig | None = None
         self._peers: dict[IPAddress, PeerSpec] = {}
+        self._seen_up: dict[IPAddress, Notifications] = {}  # counters when last Established
         self._desired: dict[IPNetwork, Path] = {}  # as sent (marked, with exports)
         self._announced: dict[IPNetwork, Path] = {}
         self._given: dict[IPNetwork, Path] = {}  # as set_paths was given them
@@ -243,6 +247,7 @@ class GobgpSpeaker(Supervised):
                     client.delete_peer(str(a))
                 for a in (*diff.removed, *diff.updated):
                     self._peers.pop(a, None)
+                    self._seen_up.pop(a, None)  # a new neighbor's counters start at 0
                     log.info(logfmt("bgp_peer_removed", peer=a, reason="removed"
                                     if a in diff.removed else "updated"))
                 for a in (*diff.updated, *diff.added):
@@ -321,8 +326,20 @@ class GobgpSpeaker(Supervised):
             return diff
 
     def peers(self) -> list[PeerStatus]:
+        """Each neighbor's state; one not up says why (bgp.diagnose), counting the
+        NOTIFICATIONs since this adapter last saw it Established."""
+        out = []
         with self._lock:
-            out = self._require().list_peers()
+            for st, seen in self._require().list_peers():
+                if st.state is SessionState.ESTABLISHED:
+                    self._seen_up[st.address] = seen
+                spec = self._peers.get(st.address)
+                if spec is not None and self._config is not None:
+                    base = self._seen_up.get(st.address, Notifications())
+                    since = Notifications(seen.received - base.received, seen.sent - base.sent)
+                    st = replace(st, last_error=session_problem(spec, st.state,
+                                                                self._config.asn, since))
+                out.append(st)
         return sorted(out, key=lambda s: (s.address.version, int(s.address)))
 
     def advertised(self, peer: IPAddress | None = None) -> set[Path]:

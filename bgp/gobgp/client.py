@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from bgp.diagnose import Notifications
 from bgp.gobgp import convert
 from bgp.gobgp.exports import MARKER_PREFIX, Grant
 from bgp.gobgp.genstubs import ensure_importable
@@ -125,10 +126,11 @@ class GobgpClient:
                         defined_set=api.DefinedSet(defined_type=d.defined_type, name=d.name),
                         all=True), timeout=t)
 
-    def list_peers(self) -> list[PeerStatusT]:
+    def list_peers(self) -> list[tuple[PeerStatusT, Notifications]]:
+        """Each neighbor's status, and its NOTIFICATION counters."""
         req = api.ListPeerRequest(enableAdvertised=True)
-        return [convert.status_of_pb(r.peer) for r in self.stub.ListPeer(req,
-                                                                          timeout=self.timeout)]
+        return [(convert.status_of_pb(r.peer), convert.notifications_of_pb(r.peer))
+                for r in self.stub.ListPeer(req, timeout=self.timeout)]
 
     def send_paths(self, announce: Iterable[Path], withdraw: Iterable[Path],
                    batch_size: int = 1000) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from ipaddress import ip_address, ip_network
 from typing import Any
 
+from bgp.diagnose import Notifications
 from bgp.gobgp.genstubs import ensure_importable
 from bgp.types import (
     IPV4_UNICAST,
@@ -186,6 +187,12 @@ _STATES = {
     "OPENSENT": SessionState.OPENSENT, "OPENCONFIRM": SessionState.OPENCONFIRM,
     "ESTABLISHED": SessionState.ESTABLISHED,
 }
+
+
+def notifications_of_pb(pb: Any) -> Notifications:
+    """The NOTIFICATION counters of a GoBGP Peer (since it was configured)."""
+    msgs = pb.state.messages
+    return Notifications(int(msgs.received.notification), int(msgs.sent.notification))
 
 
 def status_of_pb(pb: Any) -> PeerStatus:

@@ -216,9 +216,11 @@ def test_bad_peer_config_is_reported_and_the_good_peer_works(cluster: Cluster) -
     docs = list(yaml.safe_load_all(f.read_text()))
     for d in docs:
         if d["kind"] == "BGPClusterConfig":
-            d["spec"]["bgpInstances"][0]["peers"].append(
+            d["spec"]["bgpInstances"][0]["peers"] += [
                 {"name": "ghost", "peerAddress": "10.55.0.99", "peerASN": 65000,
-                 "peerConfigRef": {"name": "nope"}})
+                 "peerConfigRef": {"name": "nope"}},
+                {"name": "silent", "peerAddress": "10.55.0.98", "peerASN": 65000,
+                 "peerConfigRef": {"name": "default"}}]
     f.write_text(yaml.safe_dump_all(docs))
     wait_for(lambda: {"10.244.0.0/24", "10.244.1.0/24"} <= set(tor_paths(c)), 60, 0.2,
              "the good peer still gets its paths")
@@ -230,6 +232,24 @@ def test_bad_peer_config_is_reported_and_the_good_peer_works(cluster: Cluster) -
     peers = [p["peerAddress"] for d in json.loads(out).values() for i in d["instances"]
              for p in i["peers"]]
     assert "10.55.0.99" not in peers
+    # a peer nobody answers for: its status and the CLI say why it is not up
+    wait_for(lambda: all((p.get("lastError") or "").startswith(
+                 "no TCP connection with 10.55.0.98 port 179")
+                 for d in read_nodes(c.root).values() for i in d["instances"]
+                 for p in i["peers"] if p["peerAddress"] == "10.55.0.98")
+             and len(read_nodes(c.root)) == 2, 20, 0.2, "lastError in the status")
+
+    def not_up() -> list[str]:
+        out = subprocess.run([*RACKROUTE, "bgp", "peers", "--manifests", str(c.root)],
+                             capture_output=True, text=True, check=True).stdout
+        return [ln for ln in out.splitlines() if " not up: " in ln]
+
+    wait_for(lambda: sorted(ln.split(":")[0] for ln in not_up()) == ["n1", "n2"], 20, 0.5,
+             "one peer not up per node, in the CLI")
+    said = not_up()
+    assert all("peer 10.55.0.98 (tor/silent) not up: no TCP connection" in ln for ln in said)
+    assert all(p["lastError"] is None for d in read_nodes(c.root).values()
+               for i in d["instances"] for p in i["peers"] if p["peerAddress"] == "10.55.0.1")
 
 
 def kernel_routes(ns: Any, *args: str) -> str:

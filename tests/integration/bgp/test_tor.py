@@ -17,6 +17,7 @@ import pytest
 from bgp.exabgp.adapter import ExabgpSpeaker
 from bgp.gobgp.adapter import GobgpSpeaker
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, SessionState, path_from_texts
+from controller.lab.frr import Neighbor
 from controller.lab.netns import wait_for
 from tests.integration.bgp.conftest import TOR_ASN, Topo, build_topo, global_config, peer_spec
 
@@ -404,3 +405,31 @@ def test_per_peer_exports_give_each_neighbor_its_own_paths(one_node: Topo) -> No
     assert paths_by_peer(topo, "fd00:244:1::/64", "ipv6") == {}
     assert paths_by_peer(topo, "10.244.1.0/24") == {v4: ("65000:100", "65000:1:2")}
     assert paths_by_peer(topo, "198.51.100.10/32") == {v4: ("65000:200 no-export", "65000:2:10")}
+
+
+def test_a_session_that_does_not_come_up_says_why(one_node: Topo) -> None:
+    """The ToR's neighbor statement names another ASN for the node: the peer refuses our
+    OPEN, and the status says so; an address nobody answers on says there is no TCP
+    connection; fixed, the session comes up and the error goes."""
+    topo = one_node
+    (node,) = topo.nodes
+    topo.tor.add_neighbor(Neighbor(address=node.addr4, remote_as="65999"))  # not ours
+    s = topo.make_speaker(node)
+    s.start(global_config(node))
+    s.set_peers([peer_spec(passive=False),
+                 peer_spec("10.55.0.99", name="nobody", passive=False)])
+
+    def error(addr: str) -> str:
+        st = next((p for p in s.peers() if p.address == ip_address(addr)), None)
+        return (st.last_error or "") if st else ""
+
+    # gobgpd counts the NOTIFICATIONs, ExaBGP names the last one
+    said = ("the peer refused the session (" if topo.kind == "gobgp"
+            else "the peer sent a NOTIFICATION: OPEN Message Error / Bad Peer AS (2/2)")
+    wait_for(lambda: error("10.55.0.1").startswith(said), 20, what="the refusal said")
+    assert "remote-as 65011" in error("10.55.0.1") or "peerASN" in error("10.55.0.1")
+    assert error("10.55.0.99").startswith("no TCP connection with 10.55.0.99 port 179")
+    topo.tor.remove_neighbor(node.addr4)
+    topo.tor_neighbor(node)
+    established(topo, node.addr4)
+    wait_for(lambda: error("10.55.0.1") == "", 10, what="the error gone once up")
