@@ -30,7 +30,7 @@ from controller.metrics import AgentMetrics
 from controller.reconcile.bgp import BGPReconciler
 from controller.reconcile.loop import Loop, Reconciler
 from controller.sources.files import FileSource
-from controller.sources.kube import AGENT_KINDS, POLICY_KINDS, KubeSource
+from controller.sources.kube import AGENT_KINDS, POLICY_KINDS, KubeSource, with_cilium
 from controller.sources.kubeapi import KubeAPI
 from controller.sources.snapcache import SnapshotCache
 from controller.status import write_node
@@ -65,6 +65,7 @@ class AgentConfig:
     extra: Sequence[Reconciler] = field(default_factory=tuple)  # datapath, before BGP
     api: KubeAPI | None = None  # the kube source, when there is no manifest directory
     secrets_namespace: str = "kube-system"  # with `api`: where peers' Secrets live
+    watch_cilium: bool = False  # with `api`: read Cilium's spellings of our kinds too
     # with `api`: start from the last saved snapshot (controller/sources/snapcache.py) when
     # the API server has not answered within this many seconds (None: never)
     kube_cache_wait: float | None = 10.0
@@ -103,7 +104,8 @@ class Agent:
         if cfg.api is not None:
             kinds = AGENT_KINDS + POLICY_KINDS if cfg.datapath and cfg.datapath.network_policy \
                 else AGENT_KINDS
-            self.source = KubeSource(cfg.api, self.store, kinds, cfg.secrets_namespace)
+            self.source = KubeSource(cfg.api, self.store, with_cilium(kinds, cfg.watch_cilium),
+                                     cfg.secrets_namespace)
             self.node_status = KubeNodeStatus(cfg.api)
             if cfg.kube_cache_wait is not None:
                 self.cache = SnapshotCache(cfg.state_dir / "kube-snapshot",
@@ -221,13 +223,17 @@ class Agent:
 
     def network_status(self) -> dict[str, Any]:
         """This node's part of its NodeNetwork status: its last pass's health, and how
-        other nodes reach its pods."""
+        other nodes reach its pods. Its problems: the pass's errors, then the EndpointSlices
+        that do not parse (no operator reads them, so they are said here; the node's
+        health is not theirs to spoil)."""
         last = self.loop.last
         healthy = last is not None and not last.errors
         # the routing reconciler's underlay address, while it tunnels
         ends = (getattr(r, "endpoint", None) for r in self.loop.reconcilers)
         endpoint = next((str(e) for e in ends if e is not None), None)
         problems = [f"{k}: {v}" for k, v in sorted(last.errors.items())] if last else []
+        if last is not None:
+            problems += ["; ".join(e.messages) for e in last.snap.errors_of("EndpointSlice")]
         return network_status(healthy, endpoint, utc_now(), problems)
 
     def write_status(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from controller import logs
-from controller.sources.select import add_source_args
+from controller.sources.select import add_source_args, add_watch_cilium_arg
 from controller.store import Snapshot
 
 Command = Callable[[argparse.Namespace], int]
@@ -51,7 +51,7 @@ def read_once(args: argparse.Namespace, kinds: Sequence[str] | None = None) -> S
     """One snapshot from the source the arguments name (ValueError when it cannot); from
     the API server, of `kinds` (default: what an agent reads)."""
     from controller.sources.files import ManifestDir
-    from controller.sources.kube import AGENT_KINDS, KubeSource
+    from controller.sources.kube import AGENT_KINDS, KubeSource, with_cilium
     from controller.sources.select import kube_api, secrets_namespace
     from controller.store import Store
 
@@ -62,7 +62,9 @@ def read_once(args: argparse.Namespace, kinds: Sequence[str] | None = None) -> S
             raise ValueError(f"--manifests {root}: not a directory")
         return ManifestDir(root).load()
     store = Store()
-    src = KubeSource(api, store, kinds or AGENT_KINDS, secrets_namespace(args))
+    src = KubeSource(api, store, with_cilium(tuple(kinds or AGENT_KINDS),
+                                             getattr(args, "watch_cilium_crds", False)),
+                     secrets_namespace(args))
     try:
         if not src.poll(timeout=30.0):
             raise ValueError(f"the API server did not answer every list: {dict(src.problems())}")
@@ -99,7 +101,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
                     or f"{socket.gethostname()}_{os.getpid()}")
         elector = LeaderElector(api, args.leader_elect_namespace or own_namespace(), identity)
     run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
-                 args.interval, api, elector, secrets_namespace(args) if api else "")
+                 args.interval, api, elector, secrets_namespace(args) if api else "",
+                 watch_cilium=args.watch_cilium_crds)
     return 0
 
 
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="print what every node would do, and why")
     add_source_args(plan)
+    add_watch_cilium_arg(plan)
     plan.add_argument("--node", help="only this node")
     plan.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
     plan.add_argument("--strict", action="store_true", help="exit 1 if any manifest is bad")
@@ -117,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("operator", help="allocate pod CIDRs and LoadBalancer IPs")
     add_source_args(op)
+    add_watch_cilium_arg(op)
     op.add_argument("--leader-elect", action="store_true",
                     help="write only while holding the Lease rackroute-operator (several "
                          "replicas, one writer)")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.bgpstatus import uptime
 from controller.report import table
-from controller.sources.select import add_source_args
+from controller.sources.select import add_source_args, add_watch_cilium_arg
 from controller.status import read_nodes
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         manifests=Path(args.manifests) if args.manifests else None,
         api=api,
         secrets_namespace=secrets_namespace(args),
+        watch_cilium=args.watch_cilium_crds,
         speaker=args.speaker,
         state_dir=Path(args.state_dir or f"/run/rackroute/{args.node}"),
         metrics_port=args.metrics_port,
@@ -193,6 +194,11 @@ def cmd_peers(args: argparse.Namespace) -> int:
         )
     )
     for node, doc in sorted(docs.items()):
+        for inst in doc.get("instances", []):
+            for p in inst.get("peers", []):
+                if p.get("lastError"):
+                    print(f"{node}: peer {p['peerAddress']} ({inst['name']}/{p['name']}) "
+                          f"not up: {p['lastError']}")
         for prob in doc.get("problems", []):
             print(f"{node}: problem: {prob}")
     return 0
@@ -241,6 +247,7 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag = sub.add_parser("agent", help="run the per-node agent")
     ag.add_argument("--node", required=True)
     add_source_args(ag)
+    add_watch_cilium_arg(ag)
     ag.add_argument("--speaker", choices=("gobgp", "exabgp"), default="gobgp")
     ag.add_argument("--state-dir", help="default /run/rackroute/<node>")
     ag.add_argument("--metrics-port", type=int, default=9962, help="0 disables metrics")

@@ -119,8 +119,9 @@ def network_status(healthy: bool, tunnel_endpoint: str | None, now: str,
                    problems: Sequence[str] = ()) -> dict[str, Any]:
     """The agent's part of its NodeNetwork's status (the operator writes the conditions;
     a merge patch of these fields leaves them alone). `problems`: why the node is not
-    healthy, one line per concern (the first MAX_PROBLEMS, each cut at MAX_PROBLEM_LEN
-    characters), so `kubectl get nodenetwork NODE -o yaml` says what a log would."""
+    healthy, or what it could not read, one line per concern (the first MAX_PROBLEMS, each
+    cut at MAX_PROBLEM_LEN characters), so `kubectl get nodenetwork NODE -o yaml` says
+    what a log would."""
     shown = [p if len(p) <= MAX_PROBLEM_LEN else p[:MAX_PROBLEM_LEN - 1] + "…"
              for p in problems[:MAX_PROBLEMS]]
     if len(problems) > MAX_PROBLEMS:

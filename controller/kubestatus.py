@@ -7,7 +7,9 @@ NodeNetwork object named after it (created, updated and, once its node is gone, 
 the operator alone: it carries the managed-by label). Conditions go to the objects they
 describe: the service's IPAMRequestSatisfied, each pool's counters, each node's pod CIDR
 and router ID allocation, each BGP object's checks, and `Valid=False` on a custom
-resource the parser rejected.
+resource the parser rejected; each at the generation of the object it describes. A Node
+that does not parse carries no condition of ours (it is not ours): why it is ignored is
+told in a Warning event, once per distinct problem.
 
 `planned_writes` is pure and level-triggered: it compares the plan with what the objects
 hold (the snapshot carries their ingress, pod CIDRs, router IDs and conditions), so a pass
@@ -25,15 +27,17 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from controller.cilium import cilium_objects
 from controller.desired.bgpconfig import cluster_conditions
 from controller.desired.cluster import Allocations
+from controller.model.meta import Condition
 from controller.sources.kubeapi import RESOURCES, ApiError, KubeAPI, Obj, micro_time
-from controller.store import Snapshot
+from controller.store import ObjectError, Snapshot
 
 log = logging.getLogger("rackroute.operator")
 
@@ -120,18 +124,45 @@ OWNED_KINDS = ("BGPClusterConfig", "BGPPeerConfig", "BGPAdvertisement", "BGPNode
                "LoadBalancerIPPool", "RackrouteConfig")
 
 
-def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dict[str, Any]]]:
-    """`Kind [ns/]name` -> the conditions the operator reports on that object. An object
-    of OWNED_KINDS that holds conditions none of which is still wanted (a manifest fixed
-    after it was found invalid) gets `Valid=True` in their place."""
+def invalid_condition(err: ObjectError, ctype: str = "Valid") -> dict[str, Any]:
+    """`ctype`=False on an object the parser refused, at the generation it refused (the
+    messages name the field)."""
+    return Condition(ctype, "False", "InvalidManifest", "; ".join(err.messages)[:32768],
+                     err.generation).to_dict()
+
+
+def node_network_generation(snap: Snapshot, node: str, spec_written: bool = False) -> int:
+    """The generation `node`'s NodeNetwork has once this pass's writes are made: 1 when
+    it is created, one more when its spec is changed (the API server counts spec changes),
+    else the one it has."""
+    have = snap.node_networks.get(node)
+    if have is None:
+        return 1
+    return have.meta.generation + (1 if spec_written else 0)
+
+
+def node_network_conditions(alloc: Allocations, node: str, generation: int
+                            ) -> list[dict[str, Any]]:
+    """The conditions of `node`'s NodeNetwork, at `generation`: its pod CIDRs' and, while
+    a router ID pool is set, its router ID's."""
+    conds = (alloc.pod_cidrs.conditions.get(node), alloc.router_ids.conditions.get(node))
+    return [replace(c, observed_generation=generation).to_dict() for c in conds
+            if c is not None]
+
+
+def desired_conditions(snap: Snapshot, alloc: Allocations, respecced: Collection[str] = ()
+                       ) -> dict[str, list[dict[str, Any]]]:
+    """`Kind [ns/]name` -> the conditions the operator reports on that object, each at the
+    generation of the object it describes (`respecced`: the nodes whose NodeNetwork this
+    pass creates or changes the spec of). An object of OWNED_KINDS that holds conditions
+    none of which is still wanted (a manifest fixed after it was found invalid) gets
+    `Valid=True` in their place."""
     out: dict[str, list[dict[str, Any]]] = {}
     for pool, conds in alloc.lbipam.pools.items():
         out[f"LoadBalancerIPPool {pool}"] = [c.to_dict() for c in conds]
-    for node, cond in alloc.pod_cidrs.conditions.items():
-        out[f"NodeNetwork {node}"] = [cond.to_dict()]
-        rid_cond = alloc.router_ids.conditions.get(node)
-        if rid_cond is not None:
-            out[f"NodeNetwork {node}"].append(rid_cond.to_dict())
+    for node in alloc.pod_cidrs.conditions:
+        gen = node_network_generation(snap, node, node in respecced)
+        out[f"NodeNetwork {node}"] = node_network_conditions(alloc, node, gen)
     for ref, conds2 in cluster_conditions(snap).items():
         out.setdefault(ref, []).extend(c.to_dict() for c in conds2)
     for err in snap.errors:
@@ -139,26 +170,21 @@ def desired_conditions(snap: Snapshot, alloc: Allocations) -> dict[str, list[dic
         res = RESOURCES.get(kind)
         if res is None or not res.api_version.startswith("rackroute.io/"):
             continue  # only our custom resources carry a Valid condition
-        out.setdefault(err.ref, []).append(
-            {"type": "Valid", "status": "False", "reason": "InvalidManifest",
-             "message": "; ".join(err.messages), "observedGeneration": 0})
+        out.setdefault(err.ref, []).append(invalid_condition(err))
     for ref, held in snap.conditions.items():
         if ref not in out and held and _split(ref)[0] in OWNED_KINDS:
-            out[ref] = [{"type": "Valid", "status": "True", "reason": "Accepted",
-                         "message": "", "observedGeneration": 0}]
+            out[ref] = [Condition("Valid", "True", "Accepted", "",
+                                  snap.generation(ref)).to_dict()]
     return out
 
 
 SERVICE_VALID = "rackroute.io/Valid"
 
 
-def _invalid_service(message: str | None) -> list[dict[str, Any]]:
+def _invalid_service(err: ObjectError | None) -> list[dict[str, Any]]:
     """The condition a Service the parser refused carries (its last good version, if any,
     keeps its addresses): the message names the field or annotation. None while fine."""
-    if message is None:
-        return []
-    return [{"type": SERVICE_VALID, "status": "False", "reason": "InvalidManifest",
-             "message": message[:32768], "observedGeneration": 0}]
+    return [] if err is None else [invalid_condition(err, SERVICE_VALID)]
 
 
 def _invalid_event(snap: Snapshot, ref: str, want: list[dict[str, Any]]) -> Event | None:
@@ -169,10 +195,33 @@ def _invalid_event(snap: Snapshot, ref: str, want: list[dict[str, Any]]) -> Even
     return Event("Warning", "InvalidManifest", str(bad["message"]))
 
 
+# built-in kinds the operator reads and puts no condition on: why one of them is ignored
+# is told in a Warning event (EndpointSlices, which the agents alone read, are in their
+# nodes' problems)
+TOLD_KINDS = ("Node",)
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing to tell in a Warning event about an object that carries no condition of
+    ours (a Node, a Cilium object)."""
+
+    ref: str  # `Kind [ns/]name`, the kind as written
+    reason: str  # the event's reason: InvalidManifest, NameClash, a condition's type
+    note: str  # what is wrong, naming the object and the field
+
+
+def told_problems(snap: Snapshot) -> set[Problem]:
+    """Why each object of TOLD_KINDS that did not parse is ignored (its messages name the
+    object and the field): what its Warning event says (pure)."""
+    return {Problem(e.ref, "InvalidManifest", "; ".join(e.messages))
+            for kind in TOLD_KINDS for e in snap.errors_of(kind)}
+
+
 def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
     """The requests that make the server hold this plan (pure)."""
     writes: list[Write] = []
-    bad = {e.ref: "; ".join(e.messages) for e in snap.errors if e.ref.startswith("Service ")}
+    bad = {e.ref: e for e in snap.errors_of("Service")}
     for key, sa in sorted(alloc.lbipam.services.items()):
         svc = snap.services.get(key)
         if svc is None:
@@ -194,14 +243,15 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
             event = Event("Normal", "IPAllocated", c.message)
         writes.append(Write("patch", "Service", svc.meta.name, svc.meta.namespace,
                             {"status": status}, "status", event))
-    for ref, message in sorted(bad.items()):  # a Service that never parsed: no allocation
-        want = _invalid_service(message)
+    for ref, err in sorted(bad.items()):  # a Service that never parsed: no allocation
+        want = _invalid_service(err)
         conds = _conditions(want, snap.conditions.get(ref, ()), now, _ours_on_services)
         if conds is not None:
             _, ns, name = _split(ref)
             writes.append(Write("patch", "Service", name, ns,
                                 {"status": {"conditions": conds}}, "status",
                                 _invalid_event(snap, ref, want)))
+    respecced: set[str] = set()  # NodeNetworks whose spec this pass writes
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
         have = snap.node_networks.get(node)
         rid = alloc.router_ids.allocations.get(node)
@@ -209,6 +259,7 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
         rid_changed = (have.bgp_router_id if have is not None else None) != rid
         if not cidrs_changed and not rid_changed:
             continue
+        respecced.add(node)
         spec: dict[str, Any] = {"podCIDRs": [str(c) for c in cidrs]}
         told = [", ".join(spec["podCIDRs"]) or "none"] if cidrs_changed else []
         if rid_changed:
@@ -229,7 +280,10 @@ def planned_writes(snap: Snapshot, alloc: Allocations, now: str) -> list[Write]:
             "app.kubernetes.io/managed-by"]
         if name not in alloc.pod_cidrs.allocations and managed:
             writes.append(Write("delete", "NodeNetwork", name))
-    for ref, want in sorted(desired_conditions(snap, alloc).items()):
+    cilium = cilium_objects(snap)  # read-only: told in Events (controller/kubecilium.py)
+    for ref, want in sorted(desired_conditions(snap, alloc, respecced).items()):
+        if ref in cilium:
+            continue
         kind, ns, name = _split(ref)
         conds = _conditions(want, snap.conditions.get(ref, ()), now)
         if conds is None:
@@ -252,6 +306,7 @@ class KubeStatusWriter:
         self.instance = instance or socket.gethostname()
         self.workers = workers  # requests in flight (the first pass over 10k services)
         self.failures: dict[str, str] = {}  # ref -> the last failure, for tests and logs
+        self.told: set[Problem] = set()  # the problems held now that were told
         self._lock = threading.Lock()
 
     def apply(self, writes: list[Write]) -> int:
@@ -303,13 +358,38 @@ class KubeStatusWriter:
             self.failures[w.ref] = error
         log.warning("event=status_write_failed object=%r op=%s error=%r", w.ref, w.op, error)
 
-    def record(self, w: Write, ev: Event, obj: Obj) -> None:
-        """Create the Event about `w`'s object (best effort: an event lost is logged)."""
+    def tell(self, problems: Iterable[Problem],
+             regarding: Callable[[Problem], Obj | None] = lambda p: {}) -> int:
+        """A Warning event for each of `problems` (all of this pass's: the rest are
+        forgotten) not told yet: once per distinct problem, not every pass; one gone and
+        back is told again. `regarding`: the object it is about, read for its uid and
+        apiVersion ({}: not read; None: not now). An event not made (the object not read,
+        the event lost) is tried on the next pass. Returns how many were told."""
+        now = set(problems)
+        told: set[Problem] = set()
+        for p in sorted(now - self.told):
+            log.warning("event=object_problem object=%r reason=%s msg=%r", p.ref, p.reason,
+                        p.note)
+            obj = regarding(p)
+            kind, ns, name = _split(p.ref)
+            if obj is not None and self.record(Write("event", kind, name, ns),
+                                               Event("Warning", p.reason, p.note), obj):
+                told.add(p)
+        self.told = (self.told & now) | told
+        return len(told)
+
+    def record(self, w: Write, ev: Event, obj: Obj) -> bool:
+        """Create the Event about `w`'s object (best effort: an event lost is logged);
+        False when it was lost."""
         res = RESOURCES[w.kind]
-        regarding = {"apiVersion": res.api_version, "kind": res.kind, "name": w.name}
+        # (the object's own apiVersion: the one the server serves it at)
+        regarding = {"apiVersion": str(obj.get("apiVersion") or res.api_version),
+                     "kind": res.kind, "name": w.name}
         if w.namespace:
             regarding["namespace"] = w.namespace
-        uid = (obj.get("metadata") or {}).get("uid")
+        # a Node's events carry its name for a uid, as the kubelet's do: what `kubectl
+        # describe node` looks for (newer ones look for the real uid too)
+        uid = w.name if res.kind == "Node" else (obj.get("metadata") or {}).get("uid")
         if uid:
             regarding["uid"] = str(uid)
         # named as client-go's recorder names them: the object's name and the time
@@ -323,3 +403,5 @@ class KubeStatusWriter:
             self.api.create(RESOURCES["Event"], body, w.namespace or "default")
         except (ApiError, OSError) as e:
             log.info("event=kube_event_lost object=%r error=%r", w.ref, str(e))
+            return False
+        return True

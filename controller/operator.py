@@ -16,9 +16,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from controller import kubecilium
 from controller.desired.bgpconfig import cluster_conditions
 from controller.desired.cluster import Allocations, plan_allocations
-from controller.kubestatus import KubeStatusWriter, planned_writes, utc_now
+from controller.kubestatus import (
+    KubeStatusWriter,
+    invalid_condition,
+    node_network_conditions,
+    node_network_generation,
+    planned_writes,
+    told_problems,
+    utc_now,
+)
 from controller.leader import LeaderElector
 from controller.sources.kubeapi import KubeAPI
 from controller.status import read_yaml, status_dir, write_operator
@@ -38,10 +47,7 @@ def status_document(snap: Snapshot, alloc: Allocations) -> dict[str, Any]:
         }
     nets: dict[str, Any] = {}
     for node, cidrs in sorted(alloc.pod_cidrs.allocations.items()):
-        net_conds = [alloc.pod_cidrs.conditions[node].to_dict()]
-        rid_cond = alloc.router_ids.conditions.get(node)
-        if rid_cond is not None:
-            net_conds.append(rid_cond.to_dict())
+        net_conds = node_network_conditions(alloc, node, node_network_generation(snap, node))
         nets[node] = {"podCIDRs": [str(c) for c in cidrs], "conditions": net_conds}
         rid = alloc.router_ids.allocations.get(node)
         if rid is not None:
@@ -53,15 +59,7 @@ def status_document(snap: Snapshot, alloc: Allocations) -> dict[str, Any]:
         objects[ref] = {"conditions": [c.to_dict() for c in conds2]}
     for err in snap.errors:
         entry = objects.setdefault(err.ref, {"conditions": []})
-        entry["conditions"].append(
-            {
-                "type": "Valid",
-                "status": "False",
-                "reason": "InvalidManifest",
-                "message": "; ".join(err.messages),
-                "observedGeneration": 0,
-            }
-        )
+        entry["conditions"].append(invalid_condition(err))
     return {"services": services, "nodeNetworks": nets, "objects": objects}
 
 
@@ -89,11 +87,15 @@ class KubeOperator:
     def __init__(self, api: KubeAPI, now: Callable[[], str] = utc_now) -> None:
         self.writer = KubeStatusWriter(api)
         self.now = now
+        self.regarding = kubecilium.regarding(api)  # Cilium objects: told, not written
 
     def reconcile(self, snap: Snapshot) -> bool:
         """One pass; True when anything was written."""
-        writes = planned_writes(snap, plan_allocations(snap), self.now())
-        return self.writer.apply(writes) > 0
+        alloc = plan_allocations(snap)
+        done = self.writer.apply(planned_writes(snap, alloc, self.now()))
+        # Nodes that do not parse, Cilium objects' problems: in Warning events
+        problems = told_problems(snap) | kubecilium.problems(snap, alloc)
+        return done + self.writer.tell(problems, self.regarding) > 0
 
     @property
     def pending(self) -> bool:
@@ -114,20 +116,22 @@ def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 def run_operator(manifests: Path | None, stop: threading.Event, interval: float = 0.2,
                  api: KubeAPI | None = None, elector: LeaderElector | None = None,
-                 secrets_namespace: str = "") -> None:
+                 secrets_namespace: str = "", watch_cilium: bool = False) -> None:
     """Keep the allocations up to date until `stop`: from a manifest directory into
     `.status/operator.yaml`, or (with `api`) from and into the API server, its Secrets read
-    in `secrets_namespace`. With `elector`, only while this process holds the lease
+    in `secrets_namespace` (and, with `watch_cilium`, Cilium's spellings of the
+    configuration kinds read as well). With `elector`, only while this process holds the lease
     (controller/leader.py)."""
     from controller.sources.files import FileSource
-    from controller.sources.kube import OPERATOR_KINDS, KubeSource
+    from controller.sources.kube import OPERATOR_KINDS, KubeSource, with_cilium
     from controller.store import Store
 
     store = Store()
     op: Operator | KubeOperator
     source: FileSource | KubeSource
     if api is not None:
-        source = KubeSource(api, store, OPERATOR_KINDS, secrets_namespace)
+        source = KubeSource(api, store, with_cilium(OPERATOR_KINDS, watch_cilium),
+                            secrets_namespace)
         op = KubeOperator(api)
         # nothing is planned before every kind has listed: a partial view would release
         # what it cannot see

@@ -35,6 +35,7 @@ class ObjectError:
 
     ref: str
     messages: tuple[str, ...]
+    generation: int = 0  # the object's metadata.generation as read (0: none known)
 
 
 def _ro(d: dict[str, T]) -> Mapping[str, T]:
@@ -84,6 +85,23 @@ class Snapshot:
         kw = {name: _ro(buckets[t]) for t, name in _FIELDS.items()}
         return Snapshot(**kw, network_config=net, errors=tuple(errors), revision=revision,
                         conditions=_ro(dict(conditions or {})))
+
+    def errors_of(self, kind: str) -> tuple[ObjectError, ...]:
+        """The errors of the objects of `kind` that did not parse (a last good version, if
+        the source kept one, stands in the snapshot meanwhile)."""
+        return tuple(e for e in self.errors if e.ref.startswith(f"{kind} "))
+
+    def generation(self, ref: str) -> int:
+        """metadata.generation of the parsed object `Kind [ns/]name` (0: none here)."""
+        kind, _, key = ref.partition(" ")
+        net = self.network_config
+        if net is not None and net.meta.ref == ref:
+            return net.meta.generation
+        for name in _FIELDS.values():
+            obj = getattr(self, name).get(key)
+            if obj is not None and obj.meta.kind == kind:
+                return int(obj.meta.generation)
+        return 0
 
     def slices_of(self, service_key: str) -> list[EndpointSlice]:
         """EndpointSlices that belong to the service `ns/name`."""

@@ -26,11 +26,20 @@ class Meta:
     generation: int = 1
     creation_timestamp: str = ""  # RFC 3339; "" sorts first
     uid: str = ""
+    # the kind as the object spells it when that is not `kind` (a Cilium spelling, such
+    # as CiliumLoadBalancerIPPool for a LoadBalancerIPPool); "" otherwise. Where the
+    # object comes from, not what it says: two spellings of one object compare equal.
+    written_kind: str = field(default="", compare=False)
 
     @property
     def ref(self) -> str:
         """`kind ns/name` or `kind name` for cluster-scoped objects: used in messages."""
         return f"{self.kind} {self.key}"
+
+    @property
+    def written_ref(self) -> str:
+        """The object as its own API names it: `ref` with the kind as written."""
+        return f"{self.written_kind or self.kind} {self.key}"
 
     @property
     def key(self) -> str:

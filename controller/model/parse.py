@@ -79,16 +79,19 @@ IGNORED_KINDS = frozenset({"BGPNodeConfig", "Deployment", "ConfigMap"})
 class ParseResult:
     """The outcome of parsing one raw object."""
 
-    kind: str | None
-    ref: str
+    kind: str | None  # the model's kind (a Cilium spelling's is ours)
+    ref: str  # `Kind ns/name` with the kind as the object spells it
     obj: object | None
     errors: list[str] = field(default_factory=list)
     ignored: bool = False
+    generation: int = 0  # metadata.generation of an object that does not parse (0: none)
 
     @property
     def key(self) -> tuple[str, str]:
-        """(kind, ns/name): the identity an object keeps across edits."""
-        return (self.kind or "", self.ref.split(" ", 1)[-1])
+        """(kind as written, ns/name): the identity an object keeps across edits. A Cilium
+        spelling and a rackroute object of the same name are two objects."""
+        written, _, name = self.ref.partition(" ")
+        return (written if self.kind else "", name)
 
 
 def _want_versions(kind: str) -> tuple[str, ...]:
@@ -116,8 +119,10 @@ def resolve_kind(api_version: Any, kind: Any) -> tuple[str | None, str | None]:
     return CILIUM_KINDS.get(kind, kind), None
 
 
-def _read_meta(kind: str, namespaced: bool, r: Reader) -> tuple[Meta, bool]:
-    """The object's metadata, and whether it has a usable name (errors are recorded)."""
+def _read_meta(kind: str, namespaced: bool, r: Reader, written_kind: str = ""
+               ) -> tuple[Meta, bool]:
+    """The object's metadata, and whether it has a usable name (errors are recorded);
+    `written_kind`: the kind as spelled, when that is not `kind`."""
     m = r.child("metadata")
     name = m.text("name", required=True)
     ns = (m.text("namespace", "default") or "default") if namespaced else ""
@@ -130,6 +135,7 @@ def _read_meta(kind: str, namespaced: bool, r: Reader) -> tuple[Meta, bool]:
         generation=m.integer("generation", 1, lo=0) or 1,
         creation_timestamp=_timestamp(m),
         uid=m.text("uid", "") or "",
+        written_kind=written_kind,
     )
     return meta, name is not None
 
@@ -194,12 +200,12 @@ def parse_object(raw: Any, origin: str = "") -> ParseResult:
         return ParseResult(kind, _raw_ref(raw, kind, where), None, ignored=True)
     parser, namespaced = KINDS[kind]
     r = Reader(raw)
-    meta, named = _read_meta(kind, namespaced, r)
+    meta, named = _read_meta(kind, namespaced, r, shown_kind if shown_kind != kind else "")
     # Without a name the object is rejected, but its other fields are still checked so that
     # every problem is reported at once.
     obj = parser(meta, r)
     ref = f"{shown_kind} {meta.key}" if named else f"{shown_kind} {where}"
-    model_ref = f"{kind} {meta.key}" if named else f"{kind} {where}"
     if r.errors:
-        return ParseResult(kind, model_ref, None, [f"{ref}: {e}" for e in r.errors])
-    return ParseResult(kind, model_ref, obj)
+        return ParseResult(kind, ref, None, [f"{ref}: {e}" for e in r.errors],
+                           generation=meta.generation)
+    return ParseResult(kind, ref, obj)

@@ -117,8 +117,8 @@ class PolicyReconciler:
         errors.extend(f"NetworkPolicy {key}: {msg}" for key, msg in plan.problems)
         # a policy that does not parse (the kube source keeps its last good version, if
         # any): said where the node's problems are read, since no operator reads policies
-        errors.extend(f"{e.ref}: {'; '.join(e.messages)}" for e in snap.errors
-                      if e.ref.startswith("NetworkPolicy "))
+        errors.extend(f"{e.ref}: {'; '.join(e.messages)}"
+                      for e in snap.errors_of("NetworkPolicy"))
         addresses = self.addresses()
         map_errors: list[str] = []
         if ctx.resync or self._synced != (plan.endpoints, addresses):

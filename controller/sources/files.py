@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from controller.cilium import clash_error, shadowed
 from controller.model.crds import NodeNetwork
 from controller.model.k8s import Service
 from controller.model.meta import Meta
@@ -96,13 +97,17 @@ class ManifestDir:
         if not self.root.is_dir():
             errors.append(ObjectError(str(self.root), (f"{self.root}: not a directory",)))
         by_file: dict[Path, list[Key]] = {}
-        for path in manifest_files(self.root) if self.root.is_dir() else []:
-            rel = str(path.relative_to(self.root))
-            parsed = self._parse_file(path, rel)
+        files = [(path, str(path.relative_to(self.root)))
+                 for path in (manifest_files(self.root) if self.root.is_dir() else [])]
+        every = [(path, rel, self._parse_file(path, rel)) for path, rel in files]
+        clashes = shadowed(self._refs(every))
+        for path, rel, parsed in every:
             if isinstance(parsed, str):
                 errors.append(ObjectError(rel, (parsed,)))
                 for key in self._by_file.get(path, []):  # keep what this file had
-                    if key in self._good and key not in objects:
+                    if _ref(key) in clashes:
+                        errors.append(clash_error(_ref(key), clashes[_ref(key)]))
+                    elif key in self._good and key not in objects:
                         objects[key], origin[key] = self._good[key], rel
                 by_file[path] = self._by_file.get(path, [])
                 continue
@@ -111,11 +116,16 @@ class ManifestDir:
                 if res.ignored:
                     continue
                 key = res.key
+                if res.ref in clashes:
+                    clash = clash_error(res.ref, clashes[res.ref])
+                    errors.append(clash)
+                    log.warning("event=manifest_error file=%s msg=%r", rel, clash.messages[0])
+                    continue
                 if res.obj is None:
                     kept = self._good.get(key) if res.kind else None
                     note = " (keeping the last good version)" if kept is not None else ""
                     msgs = tuple(m + note for m in res.errors)
-                    errors.append(ObjectError(res.ref, msgs))
+                    errors.append(ObjectError(res.ref, msgs, res.generation))
                     for m in msgs:
                         log.warning("event=manifest_error file=%s msg=%r", rel, m)
                     if kept is not None and key not in objects:
@@ -143,6 +153,16 @@ class ManifestDir:
         self.revision += 1
         return Snapshot.build(self._overlay(list(objects.values())), errors, self.revision)
 
+    def _refs(self, every: list[tuple[Path, str, list[ParseResult] | str]]) -> list[str]:
+        """Every object the files define (what a broken file had last, for it)."""
+        out: list[str] = []
+        for path, _, parsed in every:
+            if isinstance(parsed, str):
+                out += [_ref(k) for k in self._by_file.get(path, [])]
+            else:
+                out += [r.ref for r in parsed if r.kind and not r.ignored]
+        return out
+
     def _overlay(self, objects: list[object]) -> list[object]:
         """Apply the operator's status: service ingress, node pod CIDRs and router IDs
         (a node the status lists gets both from it)."""
@@ -167,6 +187,11 @@ class ManifestDir:
             out.append(NodeNetwork(Meta("NodeNetwork", name), cidrs, st.router_ids.get(name)))
         self._overlaid = overlaid
         return out
+
+
+def _ref(key: Key) -> str:
+    """`Kind [ns/]name` of a key (the kind as written)."""
+    return f"{key[0]} {key[1]}"
 
 
 def _yaml_error(e: Exception) -> str:

@@ -3,10 +3,12 @@
 One reflector per resource keeps a cache of raw objects: it lists, then watches from the
 list's resourceVersion (bookmarks move it on), watches again when the server ends a watch,
 and lists again when the resourceVersion is gone (410), swapping the cache only once the
-new list is complete. A resource that is not installed (a CRD missing: 404) counts as empty
-and is asked for again later; any other failure keeps the last known objects and retries
-with backoff. Nothing is published until every reflector has listed once, so a consumer
-never plans from half a cluster (the operator would release what it cannot see).
+new list is complete. A resource with older versions (Cilium's: cilium.io/v2, else
+v2alpha1) is read at the first one the server serves. A resource that is not installed (a
+CRD missing: 404) counts as empty and is asked for again later; any other failure keeps
+the last known objects and retries with backoff. Nothing is published until every
+reflector has listed once, so a consumer never plans from half a cluster (the operator
+would release what it cannot see).
 
 Objects are parsed as they arrive, by the same parser as the manifest directory's, once
 per resourceVersion, and only the parsed object is kept (with its status conditions, for
@@ -25,7 +27,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from controller.model.parse import ParseResult, parse_object
+from controller.cilium import clash_error, shadowed
+from controller.model.parse import CILIUM_KINDS, ParseResult, parse_object
 from controller.sources.kubeapi import RESOURCES, ApiError, Gone, KubeAPI, Obj, Resource, Watch
 from controller.store import ObjectError, Snapshot, Store
 
@@ -40,6 +43,14 @@ OPERATOR_KINDS = ("Node", "Service", "BGPClusterConfig", "BGPPeerConfig", "BGPAd
 AGENT_KINDS = (*OPERATOR_KINDS, "EndpointSlice")
 # what network policy needs besides (an agent with --network-policy, `rackroute policy`)
 POLICY_KINDS = ("Pod", "Namespace", "NetworkPolicy")
+# Cilium's spellings of the configuration kinds, read (never written) besides ours with
+# --watch-cilium-crds; a cluster without Cilium's CRDs serves none (404): nothing then
+WATCH_CILIUM_KINDS = tuple(CILIUM_KINDS)
+
+
+def with_cilium(kinds: tuple[str, ...], watch_cilium: bool) -> tuple[str, ...]:
+    """`kinds`, and Cilium's spellings of ours when asked to watch them too."""
+    return (*kinds, *WATCH_CILIUM_KINDS) if watch_cilium else kinds
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class Reflector:
                  namespace: str = "", backoff: Backoff = Backoff(),
                  watch_timeout: int = 300) -> None:
         self.api, self.res, self.namespace = api, res, namespace
+        self.versions = res.versions()  # tried in order; `res`: the one served
         self.on_change = on_change
         self.backoff = backoff
         self.watch_timeout = watch_timeout
@@ -102,18 +114,38 @@ class Reflector:
         self._watch: Watch | None = None
         self._rv = ""
 
+    def _list_served(self) -> tuple[list[Obj], str] | ApiError:
+        """The list at the first of the resource's versions the server serves (`res` is
+        then that one), or the 404 of the last when it serves none."""
+        missing: ApiError | None = None
+        for res in self.versions:
+            try:
+                items, rv = self.api.list(res, self.namespace)
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+                missing = e
+                continue
+            if res != self.res:
+                log.info("event=kube_resource_version kind=%s api_version=%s", res.kind,
+                         res.api_version)
+                self.res = res
+            return items, rv
+        assert missing is not None
+        return missing
+
     def _list(self) -> None:
-        try:
-            items, rv = self.api.list(self.res, self.namespace)
-        except ApiError as e:
-            if e.status != 404:
-                raise
+        listed = self._list_served()
+        if isinstance(listed, ApiError):
             if not self.missing:
                 log.warning("event=kube_resource_missing kind=%s path=%s msg=%r",
-                            self.res.kind, self.res.path(self.namespace), e.message)
+                            self.res.kind, ",".join(r.path(self.namespace)
+                                                    for r in self.versions), listed.message)
             self.missing = True
-            items, rv = [], ""
+            items: list[Obj] = []
+            rv = ""
         else:
+            items, rv = listed
             if self.missing:
                 log.info("event=kube_resource_found kind=%s", self.res.kind)
             self.missing = False
@@ -211,12 +243,17 @@ def ingest(raw: Obj, res: Resource, previous: Entry | None = None) -> Entry:
     conditions = tuple(c for c in conds if isinstance(c, dict)) if isinstance(conds, list) \
         else ()
     result = parse_object(raw, key)
+    for m in result.errors:  # once per version of the object: it is parsed once
+        log.warning("event=object_invalid msg=%r", m)
     good = result.obj if result.obj is not None else (previous.good if previous else None)
     return Entry(res.kind, key, rv, result, good, conditions)
 
 
 def assemble(entries: Iterable[Entry], revision: int) -> Snapshot:
-    """The snapshot of a set of entries (pure)."""
+    """The snapshot of a set of entries (pure). A Cilium object that a rackroute object of
+    the same kind and name shadows is left out, with a problem naming both."""
+    entries = list(entries)
+    clashes = shadowed(e.result.ref for e in entries if e.result.kind and not e.result.ignored)
     objects: list[object] = []
     errors: list[ObjectError] = []
     conditions: dict[str, tuple[Obj, ...]] = {}
@@ -225,9 +262,13 @@ def assemble(entries: Iterable[Entry], revision: int) -> Snapshot:
             conditions[f"{e.kind} {e.key}"] = e.conditions
         if e.result.ignored:
             continue
+        if e.result.ref in clashes:
+            errors.append(clash_error(e.result.ref, clashes[e.result.ref]))
+            continue
         if e.result.obj is None:
             note = " (keeping the last good version)" if e.good is not None else ""
-            errors.append(ObjectError(e.result.ref, tuple(m + note for m in e.result.errors)))
+            errors.append(ObjectError(e.result.ref, tuple(m + note for m in e.result.errors),
+                                      e.result.generation))
         if e.good is not None:
             objects.append(e.good)
     return Snapshot.build(objects, errors, revision, conditions)

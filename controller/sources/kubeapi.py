@@ -46,6 +46,13 @@ class Resource:
     api_version: str  # "v1", "discovery.k8s.io/v1", "rackroute.io/v1alpha1"
     plural: str
     namespaced: bool
+    # older group/versions to read when the server does not serve `api_version` (404)
+    fallbacks: tuple[str, ...] = ()
+
+    def versions(self) -> tuple[Resource, ...]:
+        """This resource at `api_version`, then at each fallback: the order to try them."""
+        return (self, *(Resource(self.kind, v, self.plural, self.namespaced)
+                        for v in self.fallbacks))
 
     def path(self, namespace: str = "", name: str = "", sub: str = "") -> str:
         """The REST path: the collection, or one object, or one object's subresource."""
@@ -62,6 +69,12 @@ class Resource:
 
 def _rr(kind: str, plural: str) -> Resource:
     return Resource(kind, "rackroute.io/v1alpha1", plural, False)
+
+
+def _cilium(kind: str) -> Resource:
+    """A Cilium resource rackroute can read (never write): cilium.io/v2, or v2alpha1 where
+    the installed Cilium serves only that."""
+    return Resource(kind, "cilium.io/v2", kind.lower() + "s", False, ("cilium.io/v2alpha1",))
 
 
 RESOURCES: Mapping[str, Resource] = {
@@ -82,6 +95,11 @@ RESOURCES: Mapping[str, Resource] = {
         _rr("LoadBalancerIPPool", "loadbalancerippools"),
         _rr("NodeNetwork", "nodenetworks"),
         _rr("RackrouteConfig", "rackrouteconfigs"),
+        _cilium("CiliumBGPClusterConfig"),
+        _cilium("CiliumBGPPeerConfig"),
+        _cilium("CiliumBGPAdvertisement"),
+        _cilium("CiliumBGPNodeConfigOverride"),
+        _cilium("CiliumLoadBalancerIPPool"),
         Resource("Event", "events.k8s.io/v1", "events", True),
     )
 }

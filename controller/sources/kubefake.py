@@ -78,7 +78,9 @@ class FakeKubeAPI:
         self._history: list[tuple[int, str, str, str, Obj]] = []
         self._rv = 1
         self._compacted = 0
-        self.installed = installed  # kinds served; None: every kind
+        # kinds served (at every version), or "group/version Kind" (at that version
+        # alone); None: every kind
+        self.installed = installed
         self.calls: list[tuple[str, str]] = []  # (verb, path) of every call, for tests
 
     # --- test controls -------------------------------------------------------------------
@@ -103,7 +105,8 @@ class FakeKubeAPI:
     # --- the port ------------------------------------------------------------------------
     def _check(self, res: Resource, namespace: str, verb: str) -> None:
         self.calls.append((verb, res.path(namespace)))
-        if self.installed is not None and res.kind not in self.installed:
+        if self.installed is not None and res.kind not in self.installed \
+                and f"{res.api_version} {res.kind}" not in self.installed:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if verb in ("create", "get", "patch", "delete") and res.namespaced and not namespace:
             raise ApiError(400, "BadRequest", f"{res.plural}: a namespace is required")

@@ -25,6 +25,15 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                         "account's namespace in the cluster, else kube-system)")
 
 
+def add_watch_cilium_arg(p: argparse.ArgumentParser) -> None:
+    """--watch-cilium-crds: read Cilium's spellings of the configuration kinds as well."""
+    p.add_argument("--watch-cilium-crds", action="store_true",
+                   help="with the API server: read Cilium's CiliumBGPClusterConfig, "
+                        "CiliumBGPPeerConfig, CiliumBGPAdvertisement, "
+                        "CiliumBGPNodeConfigOverride and CiliumLoadBalancerIPPool objects "
+                        "(cilium.io/v2, else v2alpha1) as rackroute's own; never written")
+
+
 def kube_api(args: argparse.Namespace) -> HTTPKubeAPI | None:
     """The API client the arguments ask for; None with --manifests. ValueError on a bad
     kubeconfig or when not in a pod."""

@@ -29,9 +29,30 @@ NAMESPACE = Resource("Namespace", "v1", "namespaces", False)
 
 def install_crds(api: ApiServer, timeout: float = 30.0) -> list[str]:
     """Create every CRD of the chart and wait until each is Established."""
+    return create_crds(api, [yaml.safe_load(p.read_text()) for p in sorted(CRDS.glob("*.yaml"))],
+                       timeout)
+
+
+def cilium_crd(kind: str, versions: tuple[str, ...] = ("v2",)) -> dict[str, Any]:
+    """A minimal cluster-scoped cilium.io CRD (any spec; a status subresource, so that a
+    status write would show) served at `versions`, the first the storage version."""
+    plural = kind.lower() + "s"
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.cilium.io"},
+            "spec": {"group": "cilium.io", "scope": "Cluster",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                               "listKind": f"{kind}List"},
+                     "versions": [{"name": v, "served": True, "storage": i == 0,
+                                   "schema": schema, "subresources": {"status": {}}}
+                                  for i, v in enumerate(versions)]}}
+
+
+def create_crds(api: ApiServer, crds: list[dict[str, Any]], timeout: float = 30.0
+                ) -> list[str]:
+    """Create the CRDs and wait until each is Established."""
     names = []
-    for p in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(p.read_text())
+    for crd in crds:
         api.request("POST", CRD_PATH, crd)
         names.append(str(crd["metadata"]["name"]))
     deadline = time.monotonic() + timeout

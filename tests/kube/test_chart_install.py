@@ -16,11 +16,17 @@ import yaml
 from controller.kubenodestatus import KubeNodeStatus, network_status, node_doc
 from controller.leader import LeaderElector
 from controller.operator import KubeOperator
-from controller.sources.kube import AGENT_KINDS, OPERATOR_KINDS, KubeSource
+from controller.sources.kube import (
+    AGENT_KINDS,
+    OPERATOR_KINDS,
+    WATCH_CILIUM_KINDS,
+    KubeSource,
+    with_cilium,
+)
 from controller.sources.kubeapi import RESOURCES, ApiError, HTTPKubeAPI, KubeConfig, Resource
 from controller.store import Store
 from tests.kube.apiserver import GEN, REPO, ApiServer
-from tests.kube.conftest import NAMESPACE, apply, client
+from tests.kube.conftest import NAMESPACE, apply, cilium_crd, client, create_crds
 from tests.unit.kube.cluster import lab_docs
 from tests.unit.kube.test_node_status import doc as node_status_doc
 
@@ -66,17 +72,22 @@ def as_account(api: ApiServer, sa: str) -> HTTPKubeAPI:
     return HTTPKubeAPI(KubeConfig(api.url, token=token(api, sa), ca_file=api.ca_file))
 
 
-@pytest.fixture
-def installed(fresh_apiserver: ApiServer) -> Iterator[ApiServer]:
+def install(api: ApiServer, *values: str) -> None:
+    """The chart rendered with `values`, and the lab's cluster, with the chart's
+    RackrouteConfig in place of the lab's."""
     if not HELM.exists():
         pytest.skip(f"missing helm ({HELM}); run make setup")
-    with client(fresh_apiserver) as admin:
+    with client(api) as admin:
         admin.create(NAMESPACE, {"metadata": {"name": NS}})
-        for d in render("datapath.enabled=true"):
+        for d in render(*values):
             res = KINDS[d["kind"]]
             admin.create(res, d, NS if res.namespaced else "")
-        # the lab's cluster, with the chart's RackrouteConfig in place of the lab's
         apply(admin, [d for d in lab_docs() if d["kind"] != "RackrouteConfig"])
+
+
+@pytest.fixture
+def installed(fresh_apiserver: ApiServer) -> Iterator[ApiServer]:
+    install(fresh_apiserver, "datapath.enabled=true")
     yield fresh_apiserver
 
 
@@ -93,6 +104,7 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
         for c in (agent, op):
             args = [a.replace("$(NODE_NAME)", "n1") for a in c["args"]]
             assert source_flag in args
+            assert "--watch-cilium-crds" not in args  # opt-in
             build_parser().parse_args(args)  # exits on a flag the command does not take
         mounts = {m["name"] for m in agent["volumeMounts"]}
         assert ("manifests" in mounts) == (source_flag == "--manifests")
@@ -122,6 +134,19 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
         reads = {r for rule in rules for r in rule["resources"]}
         assert ({"pods", "namespaces", "networkpolicies"} <= reads) == on
         assert not ({"pods", "networkpolicies"} & reads) or on
+    # Cilium's objects: the flag for both commands, and their read, only when asked
+    for values in (("watchCiliumCRDs=true",), ("watchCiliumCRDs=true", "source=manifests")):
+        by_kind = {(d["kind"], d["metadata"]["name"]): d for d in render(*values)}
+        kube_source = "source=manifests" not in values
+        for kind, name in (("DaemonSet", "rackroute-agent"), ("Deployment", "rackroute-operator")):
+            c = by_kind[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
+            args = [a.replace("$(NODE_NAME)", "n1") for a in c["args"]]
+            assert ("--watch-cilium-crds" in args) == kube_source
+            assert build_parser().parse_args(args).watch_cilium_crds == kube_source
+        for role in ("rackroute-agent", "rackroute-operator"):
+            rules = by_kind[("ClusterRole", role)]["rules"]
+            cilium = [r for r in rules if "cilium.io" in r["apiGroups"]]
+            assert [r["verbs"] for r in cilium] == [["get", "list", "watch"]]
     bad = subprocess.run([*TEMPLATE, "--set", "source=etcd"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "source must be kubernetes or manifests" in bad.stderr
@@ -179,6 +204,59 @@ def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer
             with pytest.raises(ApiError) as e:
                 api.list(RESOURCES["Secret"], "default")
             assert e.value.status == 403
+            # and nothing of Cilium's without watchCiliumCRDs
+            with pytest.raises(ApiError) as e:
+                api.list(RESOURCES["CiliumLoadBalancerIPPool"])
+            assert e.value.status == 403
+    finally:
+        agent.close()
+        operator.close()
+
+
+def test_with_watch_cilium_crds_both_accounts_read_cilium_objects_and_write_none(
+        fresh_apiserver: ApiServer) -> None:
+    create_crds(fresh_apiserver, [cilium_crd(k) for k in WATCH_CILIUM_KINDS])
+    install(fresh_apiserver, "watchCiliumCRDs=true")
+    pool = RESOURCES["CiliumLoadBalancerIPPool"]
+    with client(fresh_apiserver) as admin:
+        admin.create(pool, {"metadata": {"name": "cil"},
+                            "spec": {"blocks": [{"cidr": "192.0.2.0/28"}]}})
+        # a name the lab's rackroute pools have: told in an Event (reading the object)
+        admin.create(pool, {"metadata": {"name": "general"},
+                            "spec": {"blocks": [{"cidr": "198.51.100.0/28"}]}})
+    agent = as_account(fresh_apiserver, "rackroute-agent")
+    operator = as_account(fresh_apiserver, "rackroute-operator")
+    try:
+        for api, kinds in ((operator, OPERATOR_KINDS), (agent, AGENT_KINDS)):
+            store = Store()
+            src = KubeSource(api, store, with_cilium(kinds, True), secrets_namespace=NS)
+            try:
+                assert src.poll(timeout=20), dict(src.problems())
+                assert not src.problems()
+                assert store.snapshot().pools["cil"].meta.written_kind == pool.kind
+            finally:
+                src.close()
+            for k in WATCH_CILIUM_KINDS:  # read-only, the status too
+                for sub in ("", "status"):
+                    with pytest.raises(ApiError) as e:
+                        api.merge_patch(RESOURCES[k], "cil", {"metadata": {"labels": {"x": "y"}}},
+                                        sub=sub)
+                    assert e.value.status == 403, (k, sub)
+                with pytest.raises(ApiError) as e:
+                    api.delete(RESOURCES[k], "cil")
+                assert e.value.status == 403, k
+        # the operator's pass: allocations and the Cilium pool's Event, without one refusal
+        store = Store()
+        src = KubeSource(operator, store, with_cilium(OPERATOR_KINDS, True), secrets_namespace=NS)
+        assert src.poll(timeout=20)
+        src.close()
+        op = KubeOperator(operator)
+        assert op.reconcile(store.snapshot())
+        assert not op.writer.failures, op.writer.failures
+        with client(fresh_apiserver) as admin:
+            evs = admin.list(RESOURCES["Event"], "default")[0]
+        assert [(e["reason"], e["regarding"]["name"]) for e in evs
+                if e["regarding"]["kind"] == pool.kind] == [("NameClash", "general")]
     finally:
         agent.close()
         operator.close()

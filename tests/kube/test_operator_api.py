@@ -135,6 +135,16 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
                                if e["regarding"]["name"] == "broken"], 10,
                       what="an event about the broken pool")
     assert (warned[0]["type"], warned[0]["reason"]) == ("Warning", "InvalidManifest")
+    # a Node is not ours to put a condition on: why it is ignored is told in one Warning
+    # event, which `kubectl describe node` finds (its name for a uid, as the kubelet's)
+    apply(kube, [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-9"},
+                  "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.300"}]}}])
+    told = wait_for(lambda: [e for e in kube.list(RESOURCES["Event"], "default")[0]
+                             if e["regarding"]["name"] == "node-9"], 15,
+                    what="an event about node-9")
+    assert (told[0]["type"], told[0]["reason"]) == ("Warning", "InvalidManifest")
+    assert told[0]["regarding"]["kind"] == "Node" and told[0]["regarding"]["uid"] == "node-9"
+    assert "status.addresses[0].address: not an IP address: '10.0.0.300'" in told[0]["note"]
     # a new service still gets an address, the old ones keep theirs
     svc = service("late")
     svc["metadata"]["namespace"] = "demo"
@@ -145,6 +155,9 @@ def test_bad_input_is_reported_on_its_object_and_the_rest_goes_on(
     kube.delete(NODE, "node-3")
     wait_for(lambda: sorted(n["metadata"]["name"] for n in kube.list(NN)[0])
              == ["node-1", "node-2"], 15, what="node-3's NodeNetwork deleted")
+    # told once, not every pass (several passes ran since)
+    assert len([e for e in kube.list(RESOURCES["Event"], "default")[0]
+                if e["regarding"]["name"] == "node-9"]) == 1
 
 
 def test_router_ids_from_the_pool_land_in_the_node_networks(
@@ -173,6 +186,18 @@ def test_router_ids_from_the_pool_land_in_the_node_networks(
     wait_for(lambda: cond()["status"] == "False", 15, what="node-3's condition")
     assert cond()["reason"] == "PoolExhausted"
     assert "node-3" in cond()["message"] and "10.255.0.0/30" in cond()["message"]
+
+    def observed() -> dict[str, tuple[int, set[int]]]:
+        """Per NodeNetwork: its generation, and its conditions' observedGeneration."""
+        return {n["metadata"]["name"]: (n["metadata"]["generation"], {
+            c["observedGeneration"] for c in (n.get("status") or {}).get("conditions") or []})
+            for n in kube.list(NN)[0]}
+
+    # every condition is at the generation of its NodeNetwork, whose spec the operator
+    # changed twice (a router ID given, node-3's taken back)
+    wait_for(lambda: all(gen == {g} for g, gen in observed().values()), 15,
+             what="the conditions at their NodeNetworks' generations")
+    assert observed()["node-3"][0] >= 3
 
 
 def lease_holder(kube: HTTPKubeAPI) -> str:

@@ -344,6 +344,7 @@ def test_values_defaults() -> None:
     assert v["tunnelUnderlay"] in ("auto", "ipv4", "ipv6")
     assert v["bgpRouterIDPool"] == ""  # off: each node's own IPv4 address
     assert isinstance(v["rackrouteConfig"]["create"], bool)
+    assert v["watchCiliumCRDs"] is False  # opt-in
 
 
 def test_every_values_reference_exists() -> None:
@@ -422,7 +423,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
                      "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy",
-                     "--cni-policy-wait"}
+                     "--cni-policy-wait", "--watch-cilium-crds"}
     dp = build_parser().parse_args(
         ["agent", "--node", "n1", "--manifests", "/m", "--datapath", "--uplink", "bond0",
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
@@ -437,7 +438,8 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
             "169.254.77.1", "fd00:77::1", True)
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
-    assert op_flags == {"--in-cluster", "--leader-elect", "--manifests", "--interval"}
+    assert op_flags == {"--in-cluster", "--leader-elect", "--manifests", "--interval",
+                        "--watch-cilium-crds"}
     parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1"])
     assert parsed.interval == 1.0
     for cmd in (["operator"], ["agent", "--node", "n1"]):
@@ -529,9 +531,15 @@ def test_rendered_rackrouteconfig_carries_the_router_id_pool() -> None:
     assert not any(shape.search(x) for x in ("fd00::/64", "10.255.0.0", "10.255.0.0/24 x"))
 
 
-def _rbac(name: str) -> list[dict[str, Any]]:
-    docs = yaml.safe_load_all(render(template(name), values()))
+def _rbac(name: str, v: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    docs = yaml.safe_load_all(render(template(name), v or values()))
     return [d for d in docs if d is not None]
+
+
+def _with_cilium() -> dict[str, Any]:
+    v = copy.deepcopy(values())
+    v["watchCiliumCRDs"] = True
+    return v
 
 
 WRITE = {"create", "update", "patch", "delete", "deletecollection", "*"}
@@ -570,6 +578,39 @@ def test_rbac_is_least_privilege() -> None:
         *(f"rackroute.io/{p}/status" for p in plurals - {"bgpnodeconfigs"}),
     }
     assert "/services" not in _writes(operator) and "/nodes" not in _writes(operator)
+    # reading Cilium's objects adds no write
+    cil = {(d["kind"], d["metadata"]["name"]): d
+           for d in _rbac("rbac-agent.yaml", _with_cilium()) + _rbac("rbac-operator.yaml",
+                                                                      _with_cilium())}
+    assert _writes(cil[("ClusterRole", "rackroute-agent")]["rules"]) == _writes(agent)
+    assert _writes(cil[("ClusterRole", "rackroute-operator")]["rules"]) == _writes(operator)
+
+
+def test_cilium_crds_are_read_only_and_only_with_watch_cilium_crds() -> None:
+    from controller.sources.kube import WATCH_CILIUM_KINDS
+    from controller.sources.kubeapi import RESOURCES
+
+    plurals = sorted(RESOURCES[k].plural for k in WATCH_CILIUM_KINDS)
+    assert len(plurals) == 5
+    for name in ("rbac-agent.yaml", "rbac-operator.yaml"):
+        role = f"rackroute-{name.split('-')[1].split('.')[0]}"
+        off = {(d["kind"], d["metadata"]["name"]): d for d in _rbac(name)}
+        assert "cilium" not in yaml.safe_dump(list(off.values())).lower()
+        on = {(d["kind"], d["metadata"]["name"]): d for d in _rbac(name, _with_cilium())}
+        [rule] = [r for d in on.values() for r in d.get("rules", [])
+                  if "cilium.io" in r["apiGroups"]]
+        assert rule in on[("ClusterRole", role)]["rules"]
+        assert dict(rule, resources=sorted(rule["resources"])) == {
+            "apiGroups": ["cilium.io"], "resources": plurals, "verbs": ["get", "list", "watch"]}
+    # the flag goes with it, where the commands read the API server
+    # (helm itself renders them in tests/kube/test_chart_install.py)
+    for t in (template("agent-daemonset.yaml"), template("operator-deployment.yaml")):
+        assert t.count("--watch-cilium-crds") == 1
+        block = t[t.index('{{- if eq (include "rackroute.source" .) "kubernetes" }}'):]
+        flag = block.index("{{- if .Values.watchCiliumCRDs }}\n")
+        assert re.match(r"\{\{- if \.Values\.watchCiliumCRDs \}\}\n\s+- --watch-cilium-crds\n"
+                        r"\s+\{\{- end \}\}\n", block[flag:])
+        assert flag < block.index("{{- else }}")  # not with source manifests
 
 
 # ------------------------------------------------------------------ install-cni.py

@@ -525,8 +525,12 @@ def test_cluster_config(api: str, kind: str) -> None:
     result = parse_object(crd(kind, "c", CLUSTER_SPEC, api=api))
     assert result.errors == []
     assert result.kind == "BGPClusterConfig"
-    assert result.ref == "BGPClusterConfig c"
+    assert result.ref == f"{kind} c"  # the object as its own API names it
     assert result.obj == CLUSTER
+    meta = getattr(result.obj, "meta", None)
+    assert meta is not None and meta.ref == "BGPClusterConfig c"  # the model's
+    assert meta.written_ref == f"{kind} c"
+    assert meta.written_kind == ("" if kind == "BGPClusterConfig" else kind)
 
 
 def test_cluster_config_without_selector_selects_every_node() -> None:
