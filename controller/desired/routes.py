@@ -236,18 +236,22 @@ def plan_routing(
     tunnel: TunnelLayout | None,
     segments: Iterable[IPNetwork] = (),
     underlay: str = "auto",
+    import_learned: bool = True,
 ) -> RoutingPlan:
     """The node's desired routes and tunnel peers for `mode` (see the module docstring).
 
     `tunnel` is the tunnel's layout (None: no tunnel datapath, so tunnel and hybrid
     degrade to native); `segments` are this node's directly connected underlay subnets;
-    `underlay` the tunnel's underlay family (`UNDERLAYS`).
+    `underlay` the tunnel's underlay family (`UNDERLAYS`); `import_learned`: the learned
+    routes are installed (else they only count as native reachability in hybrid mode,
+    the node's own routing carrying them).
     """
     if mode not in MODES:
         raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
     segs = tuple(segments)
     own_cidrs = node_pod_cidrs(snap, node)
-    routes = learned_routes(received, own_cidrs)
+    learned_map = learned_routes(received, own_cidrs)
+    routes = dict(learned_map) if import_learned else {}
     use_tunnel = mode != "native" and tunnel is not None
     peers = tunnel_peers(snap, node, underlay) if use_tunnel else ()
     tunneled: set[IPNetwork] = set()
@@ -259,7 +263,7 @@ def plan_routing(
         for cidr in node_pod_cidrs(snap, name):
             if any(cidr.version == o.version and cidr.overlaps(o) for o in own_cidrs):
                 continue
-            learned = cidr in routes
+            learned = cidr in learned_map
             if mode != "tunnel" and learned:
                 continue
             direct = _segment_route(cidr, snap.nodes[name].addresses, segs)

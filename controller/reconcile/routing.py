@@ -16,6 +16,14 @@ whose layout carries no IPv6 has a remote IPv6 pod CIDR that would need it left 
 a route, and the pass reports it as a routing error naming the CIDRs, so the gap is
 visible instead of a silent black hole; so is a node the tunnel cannot reach (no
 InternalIP of the underlay's family) and a VTEP MAC two nodes derive alike.
+
+Routes learned over BGP are installed only where the agent is told to (`import_learned`,
+the agent's `--import-routes`); otherwise the node relies on its own routing (a default
+route to the ToR, which has every pod CIDR), and learned routes only tell hybrid mode
+which destinations need no tunnel. `RoutingWhenNeeded` starts the reconciler the first
+pass the node needs one: learned routes to import, a pinned mode, or a RackrouteConfig
+asking for a tunnel or direct routes, so a cluster's `routingMode: tunnel` is honoured
+without any agent flag.
 """
 
 from __future__ import annotations
@@ -108,12 +116,14 @@ class RoutingReconciler:
         protocol: str | None = None,
         underlay: str | None = None,
         failed_peers: Callable[[], frozenset[IPAddress]] | None = None,
+        import_learned: bool = True,
     ) -> None:
         """`mode` / `protocol` / `underlay` pin the routing mode, tunnel protocol and
         tunnel underlay (else the cluster config decides); `tunnels` builds a driver per
         protocol (default: `default_tunnels(links)`); `failed_peers`: the peers BFD found
         unreachable, whose routes are not used (their BGP session may take a hold time to
-        end: the node stops sending through a dead ToR within BFD's detection time)."""
+        end: the node stops sending through a dead ToR within BFD's detection time);
+        `import_learned`: install the routes learned over BGP."""
         if mode is not None and mode not in MODES:
             raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
         if protocol is not None and protocol not in PROTOCOLS:
@@ -127,6 +137,7 @@ class RoutingReconciler:
         self.tunnels = tunnels
         self.mode, self.protocol, self.underlay = mode, protocol, underlay
         self.failed_peers = failed_peers or frozenset
+        self.import_learned = import_learned
         self._ignored: frozenset[IPAddress] = frozenset()
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
@@ -192,7 +203,8 @@ class RoutingReconciler:
         direct = cfg is not None and cfg.auto_direct_node_routes
         segments = self.links.connected() if self.links is not None and direct else set()
         plan = plan_routing(ctx.snap, ctx.node, received, mode,
-                            driver.layout if driver else None, segments, underlay)
+                            driver.layout if driver else None, segments, underlay,
+                            self.import_learned)
         if driver is not None and local is not None:
             errors.extend(driver.sync(local, plan.peers))
         errors.extend(untunneled_errors(plan, driver.layout if driver else None))
@@ -220,3 +232,46 @@ class RoutingReconciler:
         """Drop handles; routes, links and tunnel programs stay in place."""
         for d in self._drivers.values():
             d.close()
+
+
+def needs_routing(ctx: PassContext) -> bool:
+    """Does the cluster's RackrouteConfig ask this node for routes of its own: a tunnel
+    (tunnel or hybrid mode) or direct routes to nodes on a shared segment?"""
+    cfg = ctx.snap.network_config
+    return cfg is not None and (cfg.routing_mode != "native" or cfg.auto_direct_node_routes)
+
+
+class RoutingWhenNeeded:
+    """The RoutingReconciler, made by `make` on the first pass that needs it (`always`:
+    the agent imports learned routes or pins a routing mode; else `needs_routing`), and
+    kept from then on (it removes what it made once no longer asked for). Until then the
+    node's routes are left alone."""
+
+    name = "routing"
+
+    def __init__(self, make: Callable[[], RoutingReconciler], always: bool) -> None:
+        self.make, self.always = make, always
+        self.inner: RoutingReconciler | None = None
+
+    def reconcile(self, ctx: PassContext) -> None:
+        if self.inner is None:
+            if not (self.always or needs_routing(ctx)):
+                return
+            self.inner = self.make()
+            log.info("event=routing_started reason=%s",
+                     "agent flags" if self.always else "RackrouteConfig")
+        self.inner.reconcile(ctx)
+
+    @property
+    def endpoint(self) -> IPAddress | None:
+        return self.inner.endpoint if self.inner else None
+
+    def tunnel_state(self) -> TunnelState | None:
+        return self.inner.tunnel_state() if self.inner else None
+
+    def pod_mtu(self) -> int | None:
+        return self.inner.pod_mtu() if self.inner else None
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()

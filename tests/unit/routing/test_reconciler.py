@@ -13,7 +13,7 @@ from controller.kernel.links import FakeLinks, Underlay
 from controller.kernel.routes import FakeRoutes, KernelRoute
 from controller.kernel.tunnels import FakeTunnel, KernelVxlan, TunnelDriver
 from controller.reconcile.loop import PassContext
-from controller.reconcile.routing import RoutingReconciler
+from controller.reconcile.routing import RoutingReconciler, RoutingWhenNeeded
 from controller.store import Snapshot
 from tests.unit.routing.cluster import cluster, forget, learn, learned_speaker
 
@@ -250,3 +250,49 @@ def test_geneve_on_the_kernel_tunnel_datapath_names_the_setting() -> None:
         default_tunnels(FakeLinks(), "kernel")("geneve")
     assert "RackrouteConfig spec.tunnelProtocol" in str(e.value)
     assert "--tunnel-datapath is kernel; use auto or ebpf" in str(e.value)
+
+
+def test_without_import_learned_routes_are_not_installed_but_still_count_in_hybrid() -> None:
+    """The agent without --import-routes: the node's own routing carries what BGP
+    learned; hybrid mode still tunnels only what nothing learned."""
+    routes = FakeRoutes()
+    links = FakeLinks({ipaddress.IPv4Address("10.0.1.2"): Underlay("u0", 2, 1500)})
+    sp = learned_speaker()
+    r = RoutingReconciler(routes, links, lambda: {"tor": sp}, import_learned=False)
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    assert run(r, cluster(NODES, "native")).errors == {}
+    assert routes.list() == set()
+    run(r, cluster(NODES, "hybrid"))
+    assert routes.list() == set() and r.plan is not None and r.plan.tunneled == frozenset()
+    forget(sp, "10.244.2.0/24")
+    run(r, cluster(NODES, "hybrid"))
+    assert routes.list() == {VIA_VX}  # nothing learned: the tunnel
+
+
+def test_routing_starts_when_the_cluster_asks_for_a_tunnel_without_any_flag() -> None:
+    """RoutingWhenNeeded: an agent without routing flags leaves the node's routes alone
+    under a native RackrouteConfig, and starts the routing reconciler (tunnel, routes)
+    once the config asks for a tunnel; with the flags it starts at once."""
+    routes = FakeRoutes()
+    links = FakeLinks({ipaddress.IPv4Address("10.0.1.2"): Underlay("u0", 2, 1500)})
+    sp = learned_speaker()
+    learn(sp, "10.244.2.0/24", "10.0.1.1")
+    made: list[RoutingReconciler] = []
+
+    def make() -> RoutingReconciler:
+        made.append(RoutingReconciler(routes, links, lambda: {"tor": sp},
+                                      import_learned=False))
+        return made[-1]
+
+    lazy = RoutingWhenNeeded(make, always=False)
+    ctx = PassContext(cluster(NODES, "native"), "n1")
+    lazy.reconcile(ctx)
+    assert made == [] and lazy.pod_mtu() is None and lazy.tunnel_state() is None
+    lazy.reconcile(PassContext(cluster(NODES, "tunnel"), "n1"))
+    assert len(made) == 1 and routes.list() == {VIA_VX} and links.links() == {"rr.vxlan"}
+    assert lazy.pod_mtu() == 1450 and str(lazy.endpoint) == "10.0.1.2"
+    lazy.reconcile(PassContext(cluster(NODES, "native"), "n1"))  # kept: it cleans up
+    assert len(made) == 1 and routes.list() == set() and links.links() == set()
+    eager = RoutingWhenNeeded(make, always=True)
+    eager.reconcile(PassContext(cluster(NODES, "native"), "n1"))
+    assert len(made) == 2
