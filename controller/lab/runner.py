@@ -49,6 +49,9 @@ log = logging.getLogger("rackroute.lab")
 
 STATE_DIR = Path("/run/rackroute-lab")
 PIN_ROOT = Path("/sys/fs/bpf/rackroute-lab")
+# the state directory of the lab that holds the lab's names (namespaces, pins) now: a lab
+# run from another state directory (the tests' e2e labs) neither takes nor removes them
+OWNER = Path("/run/rackroute-lab.owner")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFESTS = REPO / "examples" / "frr-lab" / "manifests"
 
@@ -89,10 +92,26 @@ def _ours(pid: int, recorded: str) -> bool:
     return bool(recorded) and _cmdline(pid).strip() == recorded.strip()
 
 
+def owner(marker: Path = OWNER) -> Path | None:
+    """The state directory of the lab that is up and holds the lab's names, if any (a
+    marker whose lab is gone, its state removed, names none)."""
+    try:
+        d = Path(marker.read_text().strip())
+    except OSError:
+        return None
+    return d if LabState.load(d) is not None else None
+
+
 class LabRunner:
-    def __init__(self, state_dir: Path = STATE_DIR) -> None:
+    def __init__(self, state_dir: Path = STATE_DIR, marker: Path = OWNER) -> None:
         self.dir = state_dir
+        self.marker = marker
         self.state: LabState | None = LabState.load(state_dir)
+
+    def _other(self) -> Path | None:
+        """Another lab's state directory, when another lab is up."""
+        o = owner(self.marker)
+        return o if o is not None and o.resolve() != self.dir.resolve() else None
 
     # ------------------------------------------------------------------ helpers
     def _spawn(self, role: str, ns: Netns | None, argv: list[str]) -> int:
@@ -115,9 +134,14 @@ class LabRunner:
     # ------------------------------------------------------------------ up
     def up(self, manifests: Path = DEFAULT_MANIFESTS, speaker: str = "gobgp",
            routing_mode: str | None = None, tunnel_protocol: str | None = None) -> Topology:
+        other = self._other()
+        if other is not None:
+            raise LabError(f"another lab is up (state in {other}): `rackroute lab down "
+                           f"--state-dir {other}` first (`make lab-down` for make lab's)")
         if self.state is not None or any(n.startswith(PREFIX) for n in _netns_names()):
             self.down()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(f"{self.dir}\n")
         mdir = self.dir / "manifests"
         shutil.copytree(manifests, mdir, ignore=shutil.ignore_patterns(".status"))
         if routing_mode or tunnel_protocol:
@@ -250,9 +274,11 @@ class LabRunner:
 
     # ------------------------------------------------------------------ down
     def down(self) -> list[str]:
-        """Stop what the lab started and delete its namespaces; safe to repeat."""
+        """Stop what the lab started and delete its namespaces; safe to repeat. While
+        another lab is up, only this one's own processes and state go."""
         done: list[str] = []
         st = self.state
+        other = self._other()
         if st is not None:
             for role, pid in sorted(st.pids.items()):
                 if _ours(pid, st.cmdlines.get(role, "")):
@@ -271,6 +297,11 @@ class LabRunner:
                 done.append(f"stopped a speaker left behind (pid {pid})")
             if st.frr_dir:
                 shutil.rmtree(st.frr_dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state = None
+        if other is not None:
+            done.append(f"left the names of the lab up in {other} alone")
+            return done
         if PIN_ROOT.is_dir():  # the pins only; maps and programs go with their last user
             shutil.rmtree(PIN_ROOT, ignore_errors=True)
             done.append(f"removed pins {PIN_ROOT}")
@@ -278,8 +309,7 @@ class LabRunner:
             if name.startswith(PREFIX):
                 Netns(name).delete()
                 done.append(f"deleted netns {name}")
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.state = None
+        self.marker.unlink(missing_ok=True)
         return done
 
     # ------------------------------------------------------------------ status / exec
