@@ -5,6 +5,13 @@ advertisement contributes the node's pod CIDRs or service addresses (LoadBalance
 ClusterIP, ExternalIP) of the services it selects, subject to the traffic policies:
 LoadBalancerIP/ExternalIP follow externalTrafficPolicy, ClusterIP follows
 internalTrafficPolicy. Every candidate that is not advertised is listed with its reason.
+
+Two Node markings drain a node without stopping its agent (`NodeDrain`): the label
+node.kubernetes.io/exclude-from-external-load-balancers withdraws its LoadBalancerIP and
+ExternalIP paths (pod CIDRs and ClusterIPs stay), and the annotation
+bgp.rackroute.io/graceful-shutdown: "true" keeps every path but tags it with the RFC 8326
+GRACEFUL_SHUTDOWN community (and LOCAL_PREF 0 towards iBGP peers), so routers prefer
+other paths before the node goes away.
 """
 
 from __future__ import annotations
@@ -17,8 +24,44 @@ from bgp.types import Family, IPAddress, IPNetwork, Path
 from controller.desired.bgpconfig import NodeBGP, ResolvedPeer
 from controller.desired.endpoints import EndpointSummary, summarize
 from controller.model.crds import ADDR_CLUSTER, ADDR_EXTERNAL, ADDR_LB, Advertisement
-from controller.model.k8s import Service
+from controller.model.k8s import (
+    EXCLUDE_FROM_LB_LABEL,
+    GRACEFUL_SHUTDOWN_ANNOTATION,
+    Node,
+    Service,
+)
 from controller.store import Snapshot
+
+# RFC 8326 GRACEFUL_SHUTDOWN (0xFFFF0000): receivers lower the path's LOCAL_PREF (to 0)
+GRACEFUL_SHUTDOWN_COMMUNITY = "65535:0"
+GRACEFUL_SHUTDOWN_LOCAL_PREF = 0
+# the addresses that bring load-balancer traffic from outside the cluster
+EXTERNAL_ADDRESSES = (ADDR_LB, ADDR_EXTERNAL)
+
+
+@dataclass(frozen=True)
+class NodeDrain:
+    """What a node's own Node object asks of its advertisements while it is drained."""
+
+    exclude_lb: bool = False  # no LoadBalancerIP / ExternalIP paths (the well-known label)
+    graceful_shutdown: bool = False  # every path tagged GRACEFUL_SHUTDOWN (annotation)
+
+    @staticmethod
+    def of(node: Node | None) -> NodeDrain:
+        """The drain a Node asks for (none for a node that is not in the snapshot)."""
+        if node is None:
+            return NodeDrain()
+        return NodeDrain(node.excluded_from_load_balancers, node.graceful_shutdown)
+
+    def describe(self) -> str:
+        """The drain in words, for log lines: "none" when the node is not drained."""
+        parts = []
+        if self.exclude_lb:
+            parts.append(f"label {EXCLUDE_FROM_LB_LABEL}: service addresses withdrawn")
+        if self.graceful_shutdown:
+            parts.append(f"annotation {GRACEFUL_SHUTDOWN_ANNOTATION}: paths tagged "
+                         f"{GRACEFUL_SHUTDOWN_COMMUNITY}")
+        return "; ".join(parts) or "none"
 
 
 @dataclass(frozen=True)
@@ -46,6 +89,7 @@ class NodePlan:
     node: str
     peers: tuple[PeerPlan, ...]
     not_advertised: tuple[NotAdvertised, ...]
+    drain: NodeDrain = NodeDrain()
 
     def all_paths(self) -> frozenset[Path]:
         return frozenset(p for pp in self.peers for p in pp.paths)
@@ -147,7 +191,10 @@ def _service_candidates(
     peer_name: str,
     acc: dict[IPNetwork, _Acc],
     skipped: list[NotAdvertised],
+    exclude_lb: bool = False,
 ) -> None:
+    """Adds the addresses of the services `adv` selects to `acc`, or to `skipped` with the
+    reason; `exclude_lb`: the node takes no load-balancer traffic (NodeDrain)."""
     version = 4 if fam.afi.value == "ipv4" else 6
     for svc in ctx.selected(adv):
         summ = ctx.endpoints.get(svc.key) or EndpointSummary()
@@ -165,6 +212,17 @@ def _service_candidates(
                             "rackroute.io/IPAMRequestSatisfied condition)",
                         )
                     )
+                continue
+            if exclude_lb and kind in EXTERNAL_ADDRESSES:
+                skipped.extend(
+                    NotAdvertised(
+                        peer_name,
+                        ctx.text("Service", svc.key, kind, a),
+                        ctx.text("node", node, "has the label", EXCLUDE_FROM_LB_LABEL,
+                                 "(it takes no load-balancer traffic)"),
+                    )
+                    for a in addrs
+                )
                 continue
             policy, pname = _policy(svc, kind)
             if policy == "Local":
@@ -211,7 +269,9 @@ def _peer_plan(
     pod_cidrs: tuple[IPNetwork, ...],
     peer: ResolvedPeer,
     skipped: list[NotAdvertised],
+    drain: NodeDrain = NodeDrain(),
 ) -> PeerPlan:
+    """The paths `peer` gets from `node`, with the attributes `drain` asks for."""
     peer_name = f"{peer.instance}/{peer.name}"
     acc: dict[IPNetwork, _Acc] = {}
     adverts = sorted(ctx.snap.advertisements.values(), key=lambda a: a.meta.name)
@@ -238,16 +298,9 @@ def _peer_plan(
                             adv, f"PodCIDR of node {node} (BGPAdvertisement {ba.meta.name})"
                         )
                 else:
-                    _service_candidates(ctx, node, fc.family, adv, peer_name, acc, skipped)
-    paths = frozenset(
-        Path(
-            prefix=pfx,
-            communities=frozenset(a.communities),
-            large_communities=frozenset(a.large),
-            local_pref=a.local_pref if peer.ibgp else None,
-        )
-        for pfx, a in acc.items()
-    )
+                    _service_candidates(ctx, node, fc.family, adv, peer_name, acc, skipped,
+                                        drain.exclude_lb)
+    paths = frozenset(_path(pfx, a, peer.ibgp, drain.graceful_shutdown) for pfx, a in acc.items())
     return PeerPlan(
         peer.instance,
         peer.name,
@@ -257,11 +310,25 @@ def _peer_plan(
     )
 
 
+def _path(pfx: IPNetwork, a: _Acc, ibgp: bool, graceful_shutdown: bool) -> Path:
+    """The path of one prefix with its merged attributes (LOCAL_PREF to iBGP peers only);
+    in graceful shutdown tagged GRACEFUL_SHUTDOWN, with LOCAL_PREF 0 (RFC 8326)."""
+    communities = frozenset(a.communities)
+    local_pref = a.local_pref if ibgp else None
+    if graceful_shutdown:
+        communities |= {GRACEFUL_SHUTDOWN_COMMUNITY}
+        local_pref = GRACEFUL_SHUTDOWN_LOCAL_PREF if ibgp else None
+    return Path(prefix=pfx, communities=communities, large_communities=frozenset(a.large),
+                local_pref=local_pref)
+
+
 def plan_node(ctx: PlanContext, bgp: NodeBGP, pod_cidrs: tuple[IPNetwork, ...]) -> NodePlan:
-    """Paths per peer of one node, and what is not advertised and why."""
+    """Paths per peer of one node, and what is not advertised and why; the node's own Node
+    object may drain it (NodeDrain)."""
     skipped: list[NotAdvertised] = []
+    drain = NodeDrain.of(ctx.snap.nodes.get(bgp.node))
     peers = tuple(
-        _peer_plan(ctx, bgp.node, pod_cidrs, p, skipped)
+        _peer_plan(ctx, bgp.node, pod_cidrs, p, skipped, drain)
         for inst in bgp.instances
         for p in inst.peers
     )
@@ -282,7 +349,7 @@ def plan_node(ctx: PlanContext, bgp: NodeBGP, pod_cidrs: tuple[IPNetwork, ...]) 
                     f"no BGPAdvertisement of node {bgp.node}'s peers selects this service",
                 )
             )
-    return NodePlan(bgp.node, peers, tuple(dict.fromkeys(skipped)))
+    return NodePlan(bgp.node, peers, tuple(dict.fromkeys(skipped)), drain)
 
 
 def merge_paths(paths: Iterable[Path]) -> dict[IPNetwork, Path]:
@@ -345,5 +412,5 @@ def shared_plan_problems(plan: NodePlan, bgp: NodeBGP) -> dict[str, str]:
     return out
 
 
-__all__ = ["ADDR_EXTERNAL", "NodePlan", "PeerPlan", "NotAdvertised", "PlanContext", "merge_paths",
-           "plan_node", "shared_plan_problems"]
+__all__ = ["ADDR_EXTERNAL", "GRACEFUL_SHUTDOWN_COMMUNITY", "NodeDrain", "NodePlan", "PeerPlan",
+           "NotAdvertised", "PlanContext", "merge_paths", "plan_node", "shared_plan_problems"]

@@ -14,6 +14,11 @@ SERVICE_NAME_LABEL = "io.kubernetes.service.name"
 SERVICE_NAMESPACE_LABEL = "io.kubernetes.service.namespace"
 # the legacy form of spec.loadBalancerSourceRanges: a comma-separated list of prefixes
 LB_SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
+# the well-known Node label (any value): the node takes no load-balancer traffic, so it
+# advertises no LoadBalancer IP or externalIP (as MetalLB and Cilium do)
+EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+# Node annotation "true": RFC 8326 graceful shutdown of the node's BGP paths
+GRACEFUL_SHUTDOWN_ANNOTATION = "bgp.rackroute.io/graceful-shutdown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,17 @@ class Node:
     @property
     def name(self) -> str:
         return self.meta.name
+
+    @property
+    def excluded_from_load_balancers(self) -> bool:
+        """The node carries the exclude-from-external-load-balancers label (any value)."""
+        return EXCLUDE_FROM_LB_LABEL in self.meta.labels
+
+    @property
+    def graceful_shutdown(self) -> bool:
+        """The node's graceful-shutdown annotation says "true" (any case, spaces ignored)."""
+        value = self.meta.annotations.get(GRACEFUL_SHUTDOWN_ANNOTATION, "")
+        return value.strip().lower() == "true"
 
 
 @dataclass(frozen=True, slots=True)

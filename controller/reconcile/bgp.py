@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from bgp.speaker import Speaker, logfmt
 from bgp.types import Feature, GlobalConfig, IPAddress, IPNetwork, Path
 from controller.desired.advertise import (
+    NodeDrain,
     NodePlan,
     PlanContext,
     merge_paths,
@@ -83,6 +84,7 @@ class BGPReconciler:
         self.instances: dict[str, InstanceState] = {}
         self.view = BGPView()
         self._problems: set[str] = set()
+        self._drain = NodeDrain()
         self._lock = threading.Lock()
 
     def reconcile(self, ctx: PassContext) -> None:
@@ -94,6 +96,7 @@ class BGPReconciler:
             return
         nb = resolve_node(snap, node)
         plan = plan_node(PlanContext.of(snap), nb, node_pod_cidrs(snap, ctx.node))
+        self._log_drain(plan.drain)
         extra: list[str] = []
         shared = shared_plan_problems(plan, nb)
         held: dict[str, frozenset[IPNetwork]] = {}
@@ -207,6 +210,15 @@ class BGPReconciler:
                         logfmt("bgp_drift_repaired", instance=name, prefix=p.prefix, action=action)
                     )
         return held
+
+    def _log_drain(self, drain: NodeDrain) -> None:
+        """One line each time the Node's drain label or annotation changes what the node
+        advertises (and once at start when it is drained already)."""
+        if drain == self._drain:
+            return
+        log.info(logfmt("bgp_node_drain", exclude_lb=drain.exclude_lb,
+                        graceful_shutdown=drain.graceful_shutdown, mode=drain.describe()))
+        self._drain = drain
 
     def _report(self, problems: set[str]) -> None:
         for m in sorted(problems - self._problems):

@@ -252,6 +252,95 @@ def test_bad_peer_config_is_reported_and_the_good_peer_works(cluster: Cluster) -
                for i in d["instances"] for p in i["peers"] if p["peerAddress"] == "10.55.0.1")
 
 
+EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+GRACEFUL_SHUTDOWN = "bgp.rackroute.io/graceful-shutdown"
+PODS = {"10.244.0.0/24", "10.244.1.0/24"}
+WEB, LOCAL = "198.51.100.0/32", "198.51.100.1/32"  # web: Cluster; local: Local, on n1
+
+
+def edit_node(c: Cluster, node: str, part: str, changes: dict[str, str | None]) -> None:
+    """Sets (or with None removes) entries of the Node manifest's metadata.<part> (labels,
+    annotations), as `kubectl label` / `kubectl annotate` would."""
+    f = c.root / "all.yaml"
+    docs = list(yaml.safe_load_all(f.read_text()))
+    for d in docs:
+        if d["kind"] == "Node" and d["metadata"]["name"] == node:
+            entries = d["metadata"].setdefault(part, {})
+            for k, v in changes.items():
+                if v is None:
+                    entries.pop(k, None)
+                else:
+                    entries[k] = v
+    f.write_text(yaml.safe_dump_all(docs))
+
+
+@pytest.mark.timeout(150)
+def test_a_node_labelled_exclude_from_external_load_balancers_withdraws_its_lb_ips(
+        cluster: Cluster) -> None:
+    """n1 labelled: the ToR has web's LoadBalancer IP via n2 only and the Local service
+    (endpoint on n1 alone) nowhere, both pod CIDRs stay; the status says why; the label
+    removed, n1 advertises them again."""
+    c = cluster
+    n1, n2 = c.topo.nodes
+    wait_for(lambda: PODS | {WEB, LOCAL} <= set(tor_paths(c)), 60, 0.2,
+             "planned paths at the ToR")
+    assert nexthops(tor_paths(c)[WEB]) == {n1.addr4, n2.addr4}
+    edit_node(c, "n1", "labels", {EXCLUDE_LB: ""})
+
+    def drained() -> bool:
+        routes = tor_paths(c)
+        return (nexthops(routes.get(WEB, [])) == {n2.addr4} and LOCAL not in routes
+                and set(routes) >= PODS)
+
+    wait_for(drained, 30, 0.2, "n1's LoadBalancer IPs withdrawn, the pod CIDRs kept")
+    assert nexthops(tor_paths(c)["10.244.0.0/24"]) == {n1.addr4}
+    wait_for(lambda: {s["subject"] for s in read_nodes(c.root).get("n1", {}).get(
+                 "notAdvertised", []) if EXCLUDE_LB in s["reason"]}
+             == {f"Service demo/web LoadBalancerIP {WEB[:-3]}",
+                 f"Service demo/local LoadBalancerIP {LOCAL[:-3]}"},
+             20, 0.2, "the status says why")
+    edit_node(c, "n1", "labels", {EXCLUDE_LB: None})
+    wait_for(lambda: nexthops(tor_paths(c).get(WEB, [])) == {n1.addr4, n2.addr4}
+             and nexthops(tor_paths(c).get(LOCAL, [])) == {n1.addr4}, 30, 0.2,
+             "n1's LoadBalancer IPs back at the ToR")
+
+
+@pytest.mark.timeout(150)
+def test_graceful_shutdown_annotation_tags_the_node_paths_and_the_tor_moves_away(
+        cluster: Cluster) -> None:
+    """n1 annotated: its paths stay but carry GRACEFUL_SHUTDOWN (FRR: "graceful-shutdown"),
+    the ToR lowers their LOCAL_PREF to 0 and web's best path is n2's alone; the
+    annotation removed, the paths are untagged and both nodes share web again."""
+    c = cluster
+    n1, n2 = c.topo.nodes
+    wait_for(lambda: PODS | {WEB, LOCAL} <= set(tor_paths(c)), 60, 0.2,
+             "planned paths at the ToR")
+
+    def path_of(prefix: str, node: str) -> dict[str, Any]:
+        paths = c.topo.tor.bgp_route_detail(prefix).get("paths", [])
+        return next((p for p in paths if nexthops([p]) == {node}), {})
+
+    def community(prefix: str, node: str) -> str:
+        return str(path_of(prefix, node).get("community", {}).get("string", ""))
+
+    edit_node(c, "n1", "annotations", {GRACEFUL_SHUTDOWN: "true"})
+    wait_for(lambda: all("graceful-shutdown" in community(p, n1.addr4)
+                         for p in ("10.244.0.0/24", WEB, LOCAL)), 30, 0.2,
+             "n1's paths tagged graceful-shutdown at the ToR")
+    assert set(community(WEB, n1.addr4).split()) == {"graceful-shutdown", "65000:200"}
+    assert "graceful-shutdown" not in community(WEB, n2.addr4)
+    assert PODS | {WEB, LOCAL} <= set(tor_paths(c))  # nothing withdrawn
+    web = path_of(WEB, n1.addr4)
+    assert web.get("locPrf") == 0, web  # FRR's receiver side of RFC 8326 (eBGP)
+    assert path_of(WEB, n2.addr4).get("bestpath", {}).get("overall") is True
+    wait_for(lambda: nexthops([r for r in tor_paths(c)[WEB] if r.get("multipath")
+                               or r.get("bestpath")]) == {n2.addr4}, 20, 0.2,
+             "web's traffic only via n2")
+    edit_node(c, "n1", "annotations", {GRACEFUL_SHUTDOWN: None})
+    wait_for(lambda: community(WEB, n1.addr4) == "65000:200", 30, 0.2,
+             "n1's paths untagged again")
+
+
 def kernel_routes(ns: Any, *args: str) -> str:
     return str(ns.ip("route", *args).stdout)
 

@@ -312,6 +312,89 @@ def test_ipv6_service_goes_to_ipv6_family_only() -> None:
     assert prefixes(plan(snap)) == {"fd00:96::5/128"}
 
 
+# ---------------------------------------------------------------- draining a node
+
+EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
+GSHUT = "bgp.rackroute.io/graceful-shutdown"
+
+
+def drained(labels: dict[str, str] | None = None,
+            annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """nodes() with n1 carrying extra labels and annotations."""
+    n1, n2 = nodes()
+    n1["metadata"]["labels"] = {**n1["metadata"]["labels"], **(labels or {})}
+    n1["metadata"]["annotations"] = annotations or {}
+    return [n1, n2]
+
+
+def drain_services() -> list[dict[str, Any]]:
+    """web: LoadBalancer, Cluster, endpoint on n2; local: LoadBalancer, Local, endpoint on
+    n1; api: ClusterIP 10.96.1.1 with externalIP 192.0.2.7, endpoint on n1."""
+    return [
+        lb_service("web", ingress=["10.96.0.5"]),
+        slice_("web", [("10.244.1.5", "n2", READY)]),
+        lb_service("local", etp="Local", ingress=["10.96.0.6"]),
+        slice_("local", [("10.244.0.6", "n1", READY)]),
+        lb_service("api", svc_type="ClusterIP", cluster_ip="10.96.1.1",
+                   external_ips=["192.0.2.7"]),
+        slice_("api", [("10.244.0.7", "n1", READY)]),
+    ]
+
+
+def test_exclude_label_withdraws_the_service_addresses_and_keeps_the_rest() -> None:
+    before = snapshot(BGP, *nodes(), *drain_services())
+    all_n1 = {"10.244.0.0/24", "10.96.0.5/32", "10.96.0.6/32", "10.96.1.1/32", "192.0.2.7/32"}
+    assert prefixes(plan(before, pod_cidrs=("10.244.0.0/24",))) == all_n1
+    for value in ("", "true"):  # any value
+        snap = snapshot(BGP, *drained({EXCLUDE: value}), *drain_services())
+        p = plan(snap, pod_cidrs=("10.244.0.0/24",))
+        assert p.drain.exclude_lb and not p.drain.graceful_shutdown
+        for peer in ("ebgp", "ibgp"):  # pod CIDR and ClusterIP stay
+            assert prefixes(p, peer) == {"10.244.0.0/24", "10.96.1.1/32"}
+        why = {(s.peer, s.subject): s.reason for s in p.not_advertised}
+        for peer in ("tor/ebgp", "tor/ibgp"):
+            for subject in ("Service demo/web LoadBalancerIP 10.96.0.5",
+                            "Service demo/local LoadBalancerIP 10.96.0.6",
+                            "Service demo/api ExternalIP 192.0.2.7"):
+                assert why[(peer, subject)] == (
+                    f"node n1 has the label {EXCLUDE} (it takes no load-balancer traffic)")
+        assert not any("no BGPAdvertisement" in s.reason for s in p.not_advertised)
+        # the other node is not drained: it still advertises the Cluster service
+        assert prefixes(plan(snap, "n2")) == {"10.96.0.5/32", "192.0.2.7/32", "10.96.1.1/32"}
+    # another label changes nothing
+    other = snapshot(BGP, *drained({"node.kubernetes.io/exclude-from-x": ""}), *drain_services())
+    assert prefixes(plan(other, pod_cidrs=("10.244.0.0/24",))) == all_n1
+
+
+def test_graceful_shutdown_annotation_tags_every_path() -> None:
+    normal = plan(snapshot(BGP, *nodes(), *drain_services()), pod_cidrs=("10.244.0.0/24",))
+    snap = snapshot(BGP, *drained(annotations={GSHUT: "true"}), *drain_services())
+    p = plan(snap, pod_cidrs=("10.244.0.0/24",))
+    assert p.drain.graceful_shutdown and not p.drain.exclude_lb
+    for pp, was in zip(p.peers, normal.peers, strict=True):
+        old = {x.prefix: x for x in was.paths}
+        assert {x.prefix for x in pp.paths} == set(old)  # nothing withdrawn
+        for x in pp.paths:
+            assert x.communities == old[x.prefix].communities | {"65535:0"}
+            assert x.large_communities == old[x.prefix].large_communities
+            # RFC 8326: LOCAL_PREF 0 to iBGP peers (over the advertisement's 150)
+            assert x.local_pref == (0 if pp.peer == "ibgp" else None)
+    # only n1 is in graceful shutdown; "false" or another value is no shutdown
+    assert all("65535:0" not in x.communities for x in plan(snap, "n2").all_paths())
+    for value in ("false", "yes", ""):
+        off = snapshot(BGP, *drained(annotations={GSHUT: value}), *drain_services())
+        assert plan(off, pod_cidrs=("10.244.0.0/24",)).all_paths() == normal.all_paths()
+
+
+def test_exclude_label_and_graceful_shutdown_together() -> None:
+    snap = snapshot(BGP, *drained({EXCLUDE: ""}, {GSHUT: "True"}), *drain_services())
+    p = plan(snap, pod_cidrs=("10.244.0.0/24",))
+    assert prefixes(p) == {"10.244.0.0/24", "10.96.1.1/32"}
+    assert all("65535:0" in x.communities for x in p.all_paths())
+    assert "service addresses withdrawn" in p.drain.describe()
+    assert "65535:0" in p.drain.describe()
+
+
 # ---------------------------------------------------------------- property
 
 ep_state = st.sampled_from([READY, TERMINATING, NOT_READY])

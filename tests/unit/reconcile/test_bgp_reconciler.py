@@ -150,6 +150,43 @@ def test_bad_peer_config_leaves_other_peers_working(
     assert "10.96.100.1/32" in announced(fakes.made["tor"])
 
 
+def test_node_drain_changes_the_speaker_paths_and_is_logged_once_per_change(
+    lab: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """node-1's Node labelled exclude-from-external-load-balancers and annotated
+    graceful-shutdown: its LoadBalancer IPs leave the speaker, the rest is tagged 65535:0;
+    one log line per change."""
+    nodes = lab / "10-nodes.yaml"
+    plain = nodes.read_text()
+    head = "  name: node-1\n  labels: {rackroute.io/bgp: enabled, "
+    assert head in plain
+    fakes = Fakes()
+    rec = BGPReconciler(fakes)
+
+    def drain_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "event=bgp_node_drain" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="rackroute.bgp"):
+        run_pass(lab, rec)
+        assert drain_lines() == []
+        nodes.write_text(plain.replace(head, "  name: node-1\n  annotations: "
+                                       "{bgp.rackroute.io/graceful-shutdown: 'true'}\n"
+                                       "  labels: {node.kubernetes.io/exclude-from-external-"
+                                       "load-balancers: '', rackroute.io/bgp: enabled, "))
+        run_pass(lab, rec)
+        run_pass(lab, rec)
+        sp = fakes.made["tor"]
+        assert announced(sp) == {"10.244.0.0/24", "fd00:244::/64"}
+        assert all("65535:0" in p.communities for p in sp.advertised())
+        (line,) = drain_lines()
+        assert "exclude_lb=True graceful_shutdown=True" in line
+        nodes.write_text(plain)
+        run_pass(lab, rec)
+    assert "10.96.100.1/32" in announced(sp)
+    assert not any("65535:0" in p.communities for p in sp.advertised())
+    assert len(drain_lines()) == 2 and "mode=none" in drain_lines()[1]
+
+
 def test_the_dual_stack_lab_has_no_shared_plan_problem(lab: Path) -> None:
     """Its two peers carry one family each: each gets all of its family, nothing more."""
     rec = BGPReconciler(Fakes())
