@@ -195,4 +195,5 @@ class ClusterNetworkConfig:
     tunnel_protocol: str = "vxlan"  # vxlan | geneve
     tunnel_underlay: str = "auto"  # auto (IPv4 if the node has one, else IPv6) | ipv4 | ipv6
     auto_direct_node_routes: bool = False  # route to nodes on a shared segment directly
+    masquerade: str = "auto"  # auto (in tunnel mode) | always | never: pods' source NAT out
     bgp_router_id_pool: IPv4Network | None = None  # the operator gives each node a router ID

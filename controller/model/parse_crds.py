@@ -400,6 +400,8 @@ def parse_network_config(meta: Meta, r: Reader) -> ClusterNetworkConfig:
         routing_mode=spec.text("routingMode", "native", choices=("native", "tunnel", "hybrid"))
         or "native",
         auto_direct_node_routes=spec.flag("autoDirectNodeRoutes", False),
+        masquerade=spec.text("masquerade", "auto", choices=("auto", "always", "never"))
+        or "auto",
         tunnel_protocol=spec.text("tunnelProtocol", "vxlan", choices=("vxlan", "geneve"))
         or "vxlan",
         tunnel_underlay=spec.text("tunnelUnderlay", "auto", choices=("auto", "ipv4", "ipv6"))

@@ -100,6 +100,12 @@ def test_tunnel_mode_pod_to_pod_and_counters(
     answers = {client.run(["curl", "-sS", "-m", "3", f"http://{ip}/"], check=False).stdout
                for _ in range(6)}
     assert all(a.startswith("pod=web-cluster-1") for a in answers), answers
+    # a pod reaches the outside (the client) from its node's address: nothing outside
+    # routes the pod CIDRs back in tunnel mode (RackrouteConfig masquerade: auto)
+    assert "masquerade" in Netns(n1).run(["nft", "list", "table", "inet", "rackroute_nat"]
+                                         ).stdout
+    out = ping(topo, src, "192.168.100.10", count=3)
+    assert out.returncode == 0, out.stdout
 
 
 HIDE = (
