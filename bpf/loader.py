@@ -164,9 +164,9 @@ def loopback_defines(cfg: DatapathConfig) -> list[str]:
     return out
 
 
-def source_text(entry: str, cfg: DatapathConfig) -> str:
-    """The entry file with local includes inlined (bcc rewrites map calls in the main
-    file only) and the instance's constants defined in front."""
+def inlined(entry: str) -> str:
+    """A source file of src/ with its local includes inlined, each once (bcc rewrites
+    map calls in the main file only, and is given no include path of ours)."""
     seen: set[Path] = set()
 
     def expand(path: Path) -> str:
@@ -184,6 +184,12 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
             out.append(line)
         return "\n".join(out)
 
+    return expand(SRC_DIR / entry)
+
+
+def source_text(entry: str, cfg: DatapathConfig) -> str:
+    """The entry file with local includes inlined and the instance's constants defined
+    in front."""
     head = [
         f'#define RR_PIN_DIR "{cfg.pin_dir}"',
         f"#define RR_MAGLEV_M {cfg.maglev_m}",
@@ -202,7 +208,7 @@ def source_text(entry: str, cfg: DatapathConfig) -> str:
         f"#define RR_NETWORK_POLICY {1 if cfg.network_policy else 0}",
         *loopback_defines(cfg),
     ]
-    return "\n".join(head) + "\n" + expand(SRC_DIR / entry)
+    return "\n".join(head) + "\n" + inlined(entry)
 
 
 @contextmanager

@@ -195,6 +195,22 @@ class PodIf(ct.Structure):
     _fields_ = [("mac", ct.c_uint8 * 6), ("pad", ct.c_uint16)]
 
 
+class TunKey(ct.Structure):
+    """rr_tun_routes key (LPM): prefix length, the IPv4 network as on the wire."""
+    _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint8 * 4)]
+
+
+class TunKey6(ct.Structure):
+    """rr_tun_routes6 key (LPM): prefix length, the IPv6 network."""
+    _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint8 * 16)]
+
+
+class TunVal(ct.Structure):
+    """rr_tun_routes(6) value: the remote node's address (IPv4 in its first 4 bytes) and
+    its VTEP MAC."""
+    _fields_ = [("remote", ct.c_uint8 * 16), ("mac", ct.c_uint8 * 6), ("pad", ct.c_uint16)]
+
+
 def pod_if_entry(ifindex: int, mac: str) -> tuple[bytes, bytes]:
     """The rr_pod_ifs (key, value) of the veth ifindex whose MAC is mac ("aa:bb:...")."""
     raw = bytes.fromhex(mac.replace(":", ""))
@@ -319,6 +335,7 @@ def c_structs(m: int = DEFAULT_MAGLEV_M) -> dict[str, type[ct.Structure]]:
         "rr_pod_if": PodIf, "rr_pol_ep_key": PolEpKey, "rr_pol_ep": PolEp,
         "rr_pol_key": PolKey, "rr_pol_range": PolRange, "rr_pol_value": PolValue,
         "rr_pol_frag_key": PolFragKey, "rr_pol_ports": PolPorts,
+        "rr_tun_key": TunKey, "rr_tun_key6": TunKey6, "rr_tun_val": TunVal,
     }
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from bgp.types import IPAddress
 from bpf import libbpf
-from bpf.loader import EGRESS, INGRESS, SCHED_CLS, SRC_DIR, load_text_isolated
+from bpf import maps as m
+from bpf.loader import EGRESS, INGRESS, SCHED_CLS, inlined, load_text_isolated
 from bpf.mapstore import PinnedMap
 from controller.desired.routes import TunnelLayout, TunnelPeer, vtep_mac
 from controller.kernel.links import LinkPort
@@ -62,11 +63,11 @@ def program_text(protocol: str, local: IPAddress, ifindex: int, vni: int = VNI) 
         f"#define RR_TUN_IFINDEX {ifindex}",
         *(f"#define RR_TUN_MAC{i} 0x{b}" for i, b in enumerate(mac)),
     ]
-    return "\n".join(head) + "\n" + (SRC_DIR / "tunnel.c").read_text()
+    return "\n".join(head) + "\n" + inlined("tunnel.c")
 
 
 Entries = dict[tuple[int, bytes], tuple[bytes, bytes]]  # (prefixlen, net) -> (remote, mac)
-REMOTE = 16  # struct rr_tun_val: the remote address (IPv4 in its first 4 bytes), then the MAC
+REMOTE = m.TunVal.mac.offset  # struct rr_tun_val: the remote address, then the MAC
 
 
 def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
@@ -82,7 +83,17 @@ def route_entries(peers: Sequence[TunnelPeer], version: int) -> Entries:
 
 def _key(prefixlen: int, net: bytes) -> bytes:
     """struct rr_tun_key / rr_tun_key6: u32 prefix length, the address as on the wire."""
-    return struct.pack("=I", prefixlen) + net
+    key = (m.TunKey if len(net) == 4 else m.TunKey6)(prefixlen)
+    key.addr[:] = net
+    return bytes(key)
+
+
+def _value(remote: bytes, mac: bytes) -> bytes:
+    """struct rr_tun_val."""
+    v = m.TunVal()
+    v.remote[:] = remote
+    v.mac[:] = mac
+    return bytes(v)
 
 
 def sync_table(fd: int, want: Entries) -> None:
@@ -96,7 +107,7 @@ def sync_table(fd: int, want: Entries) -> None:
         libbpf.map_delete(fd, _key(*key))
     for key, (remote, mac) in want.items():
         if have.get(key) != (remote, mac):
-            libbpf.map_update(fd, _key(*key), remote + mac + bytes(2))  # struct rr_tun_val
+            libbpf.map_update(fd, _key(*key), _value(remote, mac))
 
 
 def _ipr(netns: str | None) -> Any:

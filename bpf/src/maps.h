@@ -4,6 +4,9 @@
  * them with ctypes (an ABI test compares both). Addresses are family neutral:
  * 16 bytes, IPv4 in the first word (network order), plus a family byte.
  * Ports are kept in network byte order everywhere.
+ *
+ * A program with maps of its own only (the tunnel's) defines RR_MAPS_STRUCTS_ONLY first:
+ * it gets the structs and none of the service datapath's maps.
  */
 #ifndef RR_MAPS_H
 #define RR_MAPS_H
@@ -336,6 +339,25 @@ struct rr_pol_ports { /* 4 bytes */
     __be16 dport;
 };
 
+/* the tunnel datapath's (tunnel.c): rr_tun_routes (IPv4) and rr_tun_routes6 (IPv6) are
+ * LPM tries from a remote pod CIDR to its node */
+struct rr_tun_key { /* 8 bytes */
+    __u32 prefixlen;
+    __u32 addr; /* network order */
+};
+
+struct rr_tun_key6 { /* 20 bytes */
+    __u32 prefixlen;
+    __u8 addr[16];
+};
+
+struct rr_tun_val { /* 24 bytes */
+    __u32 remote[4]; /* remote node address as on the wire (IPv4: the first word) */
+    __u8 mac[6];     /* remote VTEP MAC (inner Ethernet destination) */
+    __u16 pad;
+};
+
+#ifndef RR_MAPS_STRUCTS_ONLY
 #ifdef RR_PIN_DIR
 #define RR_MAP(type, k, v, name, max) \
     BPF_TABLE_PINNED(type, k, v, name, max, RR_PIN_DIR "/" #name)
@@ -376,5 +398,6 @@ RR_MAP("percpu_array", __u32, __u64, rr_pol_stats, RR_POL_STATS);
  * past the array is counted in rr_pol_stats only) */
 RR_MAP("percpu_array", __u32, __u64, rr_pol_drops, RR_POL_EPS);
 #endif
+#endif /* RR_MAPS_STRUCTS_ONLY */
 
 #endif

@@ -28,6 +28,8 @@
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/udp.h>
 #include <uapi/linux/pkt_cls.h>
+#define RR_MAPS_STRUCTS_ONLY /* its map keys and values; none of the service maps */
+#include "maps.h"
 
 #ifndef RR_TUN_V6
 #define RR_TUN_V6 0
@@ -51,22 +53,6 @@
 /* bcc declares bpf_redirect_neigh with three arguments; the helper takes four. */
 static long (*rr_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
                                  __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
-
-struct rr_tun_key {
-    __u32 prefixlen;
-    __u32 addr; /* network order */
-};
-
-struct rr_tun_key6 {
-    __u32 prefixlen;
-    __u8 addr[16];
-};
-
-struct rr_tun_val {
-    __u32 remote[4]; /* remote node address as on the wire (IPv4: the first word) */
-    __u8 mac[6];     /* remote VTEP MAC (inner Ethernet destination) */
-    __u16 pad;
-};
 
 enum {
     RR_TUN_ENCAP_PKTS,
