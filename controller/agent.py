@@ -24,11 +24,14 @@ from bgp.speaker import Speaker, logfmt
 from bgp.types import IPAddress, SessionState
 from controller.bgpstatus import node_status
 from controller.datapath_setup import DatapathSettings
+from controller.kernel.masquerade import NftMasquerade
 from controller.kubenodestatus import KubeNodeStatus, network_status
 from controller.kubestatus import utc_now
-from controller.metrics import AgentMetrics
+from controller.metrics import AgentMetrics, AgentProbes
 from controller.reconcile.bgp import BGPReconciler
 from controller.reconcile.loop import Loop, Reconciler
+from controller.reconcile.masquerade import MasqueradeReconciler
+from controller.reconcile.routing import RoutingReconciler, RoutingWhenNeeded
 from controller.sources.files import FileSource
 from controller.sources.kube import AGENT_KINDS, POLICY_KINDS, KubeSource, with_cilium
 from controller.sources.kubeapi import KubeAPI
@@ -54,6 +57,8 @@ class AgentConfig:
     cni_conf: Path | None = None  # write the node's CNI conflist here
     cni_data_dir: Path = Path("/var/lib/rackroute/cni")
     cni_policy_wait: float | None = None  # the plugin's bpf.policyWait (None: its default)
+    cni_mtu: int = 1500  # the pod MTU while the node does not tunnel
+    cni_network: str = "rackroute"  # the conflist's network name (the IPAM store's key)
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_underlay: str | None = None  # auto|ipv4|ipv6; None: the cluster config's
@@ -70,6 +75,12 @@ class AgentConfig:
     # the API server has not answered within this many seconds (None: never)
     kube_cache_wait: float | None = 10.0
     kube_cache_max_age: float = 86400.0  # an older saved snapshot is not used
+
+
+def liveness_stale(resync: float) -> float:
+    """Seconds the reconcile loop may go without coming round before /healthz fails:
+    three resync intervals, and never under a minute (a long pass is not a hang)."""
+    return max(3 * resync, 60.0)
 
 
 def speaker_factory(kind: str, state_dir: Path) -> Callable[[str], Speaker]:
@@ -128,41 +139,33 @@ class Agent:
         # the BFD responder runs apart from the agent, under its state dir, and is adopted
         # after a restart (an agent restart never flaps a session)
         self.bfd_port = bfd_port or DaemonBfd(cfg.state_dir / "bfd")
-        if cfg.import_routes or cfg.routing_mode is not None:
-            from controller.kernel.links import NetlinkLinks
-            from controller.kernel.routes import NetlinkRoutes
-            from controller.reconcile.routing import RoutingReconciler, default_tunnels
-
-            links = NetlinkLinks()
-            first.append(
-                RoutingReconciler(
-                    NetlinkRoutes(),
-                    links,
-                    self.bgp.speakers,
-                    default_tunnels(links, cfg.tunnel_datapath),
-                    cfg.routing_mode,
-                    cfg.tunnel_protocol,
-                    cfg.tunnel_underlay,
-                    failed_peers=lambda: failed(self.bfd_port.sessions()),
-                )
-            )
+        # routes of its own: when told (flags), or once the RackrouteConfig asks for a
+        # tunnel or direct routes (the routing reconciler is made then)
+        first.append(RoutingWhenNeeded(lambda: self._routing(cfg),
+                                       cfg.import_routes or cfg.routing_mode is not None))
+        # pods' traffic out of the cluster from the node's address, where nothing outside
+        # routes the pod CIDRs back (tunnel mode; nft runs only once that is so)
+        first.append(MasqueradeReconciler(NftMasquerade, cfg.routing_mode))
         if cfg.cni_conf is not None:
             from controller.reconcile.cniconf import CniConfigReconciler
 
             routing = next((r for r in first if hasattr(r, "pod_mtu")), None)
-            # the plugin attaches the pod programs when pods carry them
-            pin_dir = (cfg.datapath.pin_root / cfg.datapath.instance
-                       if cfg.datapath and cfg.datapath.pod_programs else None)
+            # the plugin attaches the pod programs when pods carry them, and the network
+            # policy programs whenever policy is enforced
+            dp = cfg.datapath
             first.append(CniConfigReconciler(
-                cfg.cni_conf, cfg.cni_data_dir, pin_dir,
+                cfg.cni_conf, cfg.cni_data_dir, dp.cni_pin_dir if dp else None,
                 routing.pod_mtu if routing is not None else (lambda: None),
-                policy_wait=cfg.cni_policy_wait))
+                underlay_mtu=cfg.cni_mtu, policy_wait=cfg.cni_policy_wait,
+                pod_programs=dp.pod_programs if dp else True, network=cfg.cni_network))
         from controller.reconcile.bfd import BfdReconciler
 
         self.bfd = BfdReconciler(self.bfd_port, self._established)
         order = [*first, *datapath, *cfg.extra, self.bgp, self.bfd]
         self.loop = Loop(self.store, cfg.node, order, cfg.resync)
         self.metrics = AgentMetrics()
+        # /readyz after the first pass, /healthz while the loop goes round
+        self.probes = AgentProbes.for_loop(self.loop, liveness_stale(cfg.resync))
         if cfg.datapath is not None:
             from bpf import mapstat
             from controller.metrics import DatapathCollector
@@ -220,6 +223,25 @@ class Agent:
                 node = None
         proxy = cfg.datapath.service_proxy_name if cfg.datapath else ""
         return HealthCheckReconciler(HealthServers(address), node, proxy_name=proxy)
+
+    def _routing(self, cfg: AgentConfig) -> RoutingReconciler:
+        """The routing reconciler on this node's kernel (made when first needed)."""
+        from controller.kernel.links import NetlinkLinks
+        from controller.kernel.routes import NetlinkRoutes
+        from controller.reconcile.routing import default_tunnels
+
+        links = NetlinkLinks()
+        return RoutingReconciler(
+            NetlinkRoutes(),
+            links,
+            self.bgp.speakers,
+            default_tunnels(links, cfg.tunnel_datapath),
+            cfg.routing_mode,
+            cfg.tunnel_protocol,
+            cfg.tunnel_underlay,
+            failed_peers=lambda: failed(self.bfd_port.sessions()),
+            import_learned=cfg.import_routes,
+        )
 
     def network_status(self) -> dict[str, Any]:
         """This node's part of its NodeNetwork status: its last pass's health, and how
@@ -352,7 +374,8 @@ class Agent:
             )
         )
         if self.cfg.metrics_port:
-            self.metrics.serve(self.cfg.metrics_port)
+            self._stops.append(self.metrics.serve(self.cfg.metrics_port,
+                                                  probes=self.probes).stop)
         threads = [
             threading.Thread(target=self.source.run, args=(stop,), name="source", daemon=True),
             threading.Thread(target=self._status_loop, args=(stop,), name="status", daemon=True),

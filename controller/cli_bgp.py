@@ -53,6 +53,17 @@ def _policy_wait(text: str) -> float:
     return v
 
 
+def _mtu(text: str) -> int:
+    """An MTU the plugin takes: 68..65535 (1280 and up with IPv6 pod CIDRs)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 68 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an MTU from 68 to 65535, got {text!r}")
+    return v
+
+
 def _seconds_or_off(text: str) -> str:
     """A non-negative number of seconds, or "off"."""
     if text == "off":
@@ -99,6 +110,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cni_conf=Path(args.cni_conf) if args.cni_conf else None,
         cni_data_dir=Path(args.cni_data_dir),
         cni_policy_wait=args.cni_policy_wait,
+        cni_mtu=args.cni_mtu,
+        cni_network=args.cni_network_name,
         tunnel_protocol=args.tunnel_protocol,
         tunnel_underlay=args.tunnel_underlay,
         tunnel_datapath=args.tunnel_datapath,
@@ -277,6 +290,12 @@ def register(sub: Sub) -> None:  # noqa: F821
                          "/etc/cni/net.d/10-rackroute.conflist)")
     ag.add_argument("--cni-data-dir", default="/var/lib/rackroute/cni",
                     help="the CNI plugin's address store")
+    ag.add_argument("--cni-mtu", type=_mtu, default=1500, metavar="MTU",
+                    help="with --cni-conf: the pod MTU while the node does not tunnel "
+                         "(while it does, the tunnel device's, lower; default 1500)")
+    ag.add_argument("--cni-network-name", default="rackroute", metavar="NAME",
+                    help="with --cni-conf: the conflist's network name (the plugin keys its "
+                         "address store by it; default rackroute)")
     ag.add_argument("--cni-policy-wait", type=_policy_wait, metavar="SECONDS",
                     help="with --network-policy: how long the CNI plugin's ADD waits for a "
                          "new pod's policy to be programmed before refusing the pod "

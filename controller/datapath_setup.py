@@ -84,6 +84,17 @@ class DatapathSettings:
         the ingress program alone, per-packet LB off)."""
         return self.per_packet_lb or self.host_routing
 
+    @property
+    def cni_pin_dir(self) -> Path | None:
+        """The pin dir the CNI plugin attaches new pods' programs from (its conflist's
+        bpf.pinDir): whenever it has any to attach, the pod programs on the veth or the
+        network policy ones on the pod's own interface (the agent attaches policy to
+        the pods that exist only at start; a pod made later would go unguarded). None:
+        nothing for the plugin to attach."""
+        if not (self.pod_programs or self.network_policy):
+            return None
+        return self.pin_root / self.instance
+
 
 def _uplink_ipv4(ipr: Any, ifname: str) -> ipaddress.IPv4Address | None:
     """The uplink's IPv4 address (the SNAT source of IPv4 flows), None on an IPv6-only

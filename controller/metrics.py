@@ -1,17 +1,25 @@
 """Prometheus metrics of the agent: BGP session state and route counts, reconcile passes,
 (with the datapath) the pinned maps' entries against their capacity and the address
 filters' state, read from the kernel when scraped, at most every `min_interval` seconds
-(a full conntrack walk is not free), and the tunnel in use with its counters."""
+(a full conntrack walk is not free), and the tunnel in use with its counters. The same
+HTTP server answers the agent's own probes, /readyz and /healthz (AgentProbes)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from controller.reconcile.loop import Loop
 
 STATES = ("idle", "connect", "active", "opensent", "openconfirm", "established", "unknown")
 
@@ -86,8 +94,125 @@ class AgentMetrics:
                     self.received.labels(*lab, fam).set(c["received"])
                     self.advertised.labels(*lab, fam).set(c["advertised"])
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0",
+              probes: AgentProbes | None = None) -> MetricsServer:
+        """Serve /metrics (and with probes /readyz and /healthz) on addr:port (0: any
+        free port) from a daemon thread; the returned handle says the port and stops."""
+        return serve_http(addr, port, probe_app(make_wsgi_app(self.registry), probes))
+
+
+# the agent's probes -------------------------------------------------------------------
+
+Clock = Callable[[], float]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class AgentProbes:
+    """The agent's own readiness and liveness, for the kubelet's probes.
+
+    /readyz answers 200 once the agent's first full reconcile pass has completed (every
+    reconciler ran once over a complete view of the cluster: routes, the datapath, the
+    CNI config and BGP programmed as far as they could be), 503 before. From then on it
+    keeps answering 200, whatever later passes report: readiness gates the DaemonSet's
+    rolling update and the pod's Ready condition, and a transient problem (an API server
+    away for a minute, a peer down, one reconciler failing once) must not flap them; no
+    traffic depends on the agent pod being Ready (it runs on the host network and serves
+    nothing through a Service but its metrics), and a pass's errors are told where they
+    are acted on: the node's NodeNetwork status and rackroute_reconcile_errors.
+
+    /healthz answers 200 while the main loop is alive: before it starts (the agent may
+    wait for the API server's first complete list however long it takes; a restart would
+    not shorten that), then while the loop went round within `stale` seconds (it wakes at
+    least twice a second, and a pass marks it too). A loop stuck longer (a reconciler
+    hung) answers 503, and the kubelet restarts the agent."""
+
+    def __init__(self, ready: Callable[[], bool], last_alive: Callable[[], float | None],
+                 stale: float, clock: Clock = time.monotonic) -> None:
+        self._ready_now, self.last_alive, self.stale, self.clock = (
+            ready, last_alive, stale, clock)
+        self._ready = False
+
+    @classmethod
+    def for_loop(cls, loop: Loop, stale: float, clock: Clock = time.monotonic
+                 ) -> AgentProbes:
+        """Probes of a controller.reconcile.loop.Loop: ready after its first pass, alive
+        while its `alive_at` is recent."""
+        return cls(lambda: loop.passes > 0, lambda: loop.alive_at, stale, clock)
+
+    def ready(self) -> bool:
+        """True from the first completed pass on (latched: see the class)."""
+        if not self._ready and self._ready_now():
+            self._ready = True
+        return self._ready
+
+    def alive(self) -> bool:
+        """True unless the loop, once started, has not gone round for `stale` seconds."""
+        at = self.last_alive()
+        return at is None or self.clock() - at <= self.stale
+
+
+def _probe_answer(ok: bool, what: str) -> tuple[str, bytes]:
+    return ("200 OK", b"ok\n") if ok else ("503 Service Unavailable",
+                                           f"{what}\n".encode())
+
+
+def probe_app(metrics: WsgiApp, probes: AgentProbes | None) -> WsgiApp:
+    """A WSGI app answering /readyz and /healthz from probes (when given), and anything
+    else from metrics (the Prometheus exposition)."""
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if probes is None or path not in ("/readyz", "/healthz"):
+            return metrics(environ, start_response)
+        status, body = (_probe_answer(probes.ready(), "no reconcile pass completed yet")
+                        if path == "/readyz" else
+                        _probe_answer(probes.alive(), "the reconcile loop is stuck"))
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class _Quiet(WSGIRequestHandler):
+    """Scrapes and probes come every few seconds: not logged."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Not logged (see the class)."""
+
+
+class _Threading(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics server: its port (the one bound, with port 0) and stop."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=2)
+
+
+def serve_http(addr: str, port: int, app: WsgiApp) -> MetricsServer:
+    """Serve app on addr:port (an IPv6 addr: an IPv6 socket) from a daemon thread."""
+
+    class Server(_Threading):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    httpd = make_server(addr, port, app, Server, handler_class=_Quiet)
+    t = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+    t.start()
+    return MetricsServer(httpd, t)
 
 
 MapStats = tuple[list[Any], list[Any]]  # (bpf.mapstat.MapStat list, FilterStat list)

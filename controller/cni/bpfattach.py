@@ -22,14 +22,20 @@ class BpfAttachError(Exception):
 
 
 def attach(host_ifname: str, pin_dir: Path, netns: str | None = None,
-           pod_ifname: str | None = None) -> bool:
-    """The pod programs on the host veth; with netns and pod_ifname, the network policy
-    programs on the pod's own interface too, when the agent pinned them. True when it
-    attached those (the agent enforces network policy)."""
+           pod_ifname: str | None = None, pod_programs: bool = True) -> bool:
+    """The pod programs on the host veth (unless pod_programs is False: the agent runs
+    without per-packet LB and with kernel host routing, and leaves the veths bare); with
+    netns and pod_ifname, the network policy programs on the pod's own interface too,
+    when the agent pinned them. True when it attached those (the agent enforces network
+    policy). Either way the agent must have pinned its pod programs (it runs): until
+    then BpfAttachError, and the runtime retries."""
     from bpf.progpin import attach_pinned, attach_policy_pinned
 
     try:
-        attach_pinned(host_ifname, pin_dir)
+        if pod_programs:
+            attach_pinned(host_ifname, pin_dir)
+        else:
+            _require_datapath(pin_dir)
         if netns is not None and pod_ifname is not None:
             return attach_policy_pinned(pod_ifname, pin_dir, netns)
         return False
@@ -37,6 +43,16 @@ def attach(host_ifname: str, pin_dir: Path, netns: str | None = None,
         raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
     except Exception as e:  # pyroute2's NetlinkError and friends
         raise BpfAttachError(f"attaching {pin_dir} programs to {host_ifname}: {e}") from e
+
+
+def _require_datapath(pin_dir: Path) -> None:
+    """FileNotFoundError unless the agent has pinned its datapath in pin_dir (the pod
+    ingress program is pinned whenever the datapath is loaded)."""
+    from bpf.progpin import POD_INGRESS, prog_path
+
+    path = prog_path(pin_dir, POD_INGRESS)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the agent has not pinned its datapath")
 
 
 def _bpf_filter_names(ipr: Any, index: int, parent: int) -> list[str]:

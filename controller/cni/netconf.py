@@ -14,7 +14,10 @@ Network config fields (a conflist plugin entry):
     dataDir     absolute path of the address store                default /var/lib/rackroute/cni
     bpf         {"pinDir": absolute path of the pinned programs,  optional
                  "policyWait": seconds ADD waits for the agent to
-                 program a new pod's network policy, 0..600}       default 10
+                 program a new pod's network policy, 0..600,       default 10
+                 "podPrograms": false: the host veth carries no    default true
+                 program (no per-packet LB, kernel host routing),
+                 only the network policy ones are attached}
     dns         {"nameservers","domain","search","options"}       optional, copied to the result
     prevResult  the previous ADD's result                         required for CHECK
     cni.dev/valid-attachments  [{containerID, ifname}] still valid required for GC
@@ -73,6 +76,9 @@ class NetConf:
     dns: dict[str, Any] = field(default_factory=dict)
     prev_result: Result | None = None
     policy_wait: float = DEFAULT_POLICY_WAIT
+    # the pinned pod programs go on the host veth (False: only the policy programs, on
+    # the pod's own interface, when pinned)
+    pod_programs: bool = True
     # GC: the (containerID, ifname) attachments still valid (None: not a GC config)
     valid_attachments: frozenset[tuple[str, str]] | None = None
 
@@ -157,15 +163,16 @@ def parse_netconf(raw: object, need_prev: bool = False) -> NetConf:
     data_dir = _abs_path(raw["dataDir"], "dataDir") if "dataDir" in raw else DEFAULT_DATA_DIR
     pin_dir = None
     policy_wait = DEFAULT_POLICY_WAIT
+    pod_programs = True
     if "bpf" in raw and raw["bpf"] is not None:
         bpf = raw["bpf"]
         if not isinstance(bpf, dict):
             raise _bad("bpf", "must be an object")
-        extra = sorted(set(bpf) - {"pinDir", "policyWait"})
+        extra = sorted(set(bpf) - {"pinDir", "policyWait", "podPrograms"})
         if extra:
             raise CniError(ERR_UNSUPPORTED_FIELD,
                            f'unsupported network config field "bpf.{extra[0]}"',
-                           "bpf understands: pinDir, policyWait")
+                           "bpf understands: pinDir, policyWait, podPrograms")
         if "pinDir" not in bpf:
             raise _bad("bpf.pinDir", "missing")
         pin_dir = _abs_path(bpf["pinDir"], "bpf.pinDir")
@@ -175,6 +182,9 @@ def parse_netconf(raw: object, need_prev: bool = False) -> NetConf:
             raise _bad("bpf.policyWait", f"must be a number of seconds from 0 to "
                        f"{MAX_POLICY_WAIT}, got {wait!r}")
         policy_wait = float(wait)
+        pod_programs = bpf.get("podPrograms", True)
+        if not isinstance(pod_programs, bool):
+            raise _bad("bpf.podPrograms", f"must be true or false, got {pod_programs!r}")
     dns = _dns(raw["dns"]) if raw.get("dns") is not None else {}
     prev = None
     if raw.get("prevResult") is not None:
@@ -182,7 +192,7 @@ def parse_netconf(raw: object, need_prev: bool = False) -> NetConf:
     elif need_prev:
         raise _bad("prevResult", "missing (CHECK needs the result of the previous ADD)")
     return NetConf(version, name, typ, cidrs, mtu, data_dir, pin_dir, dns, prev, policy_wait,
-                   _attachments(raw))
+                   pod_programs, _attachments(raw))
 
 
 def _attachments(raw: dict[str, Any]) -> frozenset[tuple[str, str]] | None:

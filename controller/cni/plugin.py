@@ -140,7 +140,8 @@ def cmd_add(env: Env, conf: NetConf) -> Result:
             from controller.cni import bpfattach
 
             try:
-                guarded = bpfattach.attach(host, conf.pin_dir, env.netns, env.ifname)
+                guarded = bpfattach.attach(host, conf.pin_dir, env.netns, env.ifname,
+                                           conf.pod_programs)
             except bpfattach.BpfAttachError as e:
                 raise CniError(ERR_BPF_ATTACH, "attaching the pod datapath failed",
                                str(e)) from e
@@ -209,7 +210,7 @@ def cmd_check(env: Env, conf: NetConf) -> None:
                        str(e)) from e
     except netsetup.CheckFailed as e:
         raise fail(str(e)) from e
-    if conf.pin_dir is not None:
+    if conf.pin_dir is not None and conf.pod_programs:
         from controller.cni import bpfattach
 
         missing = bpfattach.check(host, conf.pin_dir)

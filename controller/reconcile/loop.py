@@ -63,8 +63,12 @@ class Loop:
         self.store, self.node, self.reconcilers, self.resync = store, node, reconcilers, resync
         self.passes = 0
         self.last: PassContext | None = None
+        # when the loop last went round (monotonic; None before it started): the agent's
+        # liveness (controller.metrics.AgentProbes)
+        self.alive_at: float | None = None
 
     def run_once(self, resync: bool = False) -> PassContext:
+        self.alive_at = time.monotonic()
         ctx = PassContext(self.store.snapshot(), self.node, resync)
         for r in self.reconcilers:
             t0 = time.monotonic()
@@ -86,12 +90,14 @@ class Loop:
                 log.exception("event=finalize_error reconciler=%s", r.name)
         self.passes += 1
         self.last = ctx
+        self.alive_at = time.monotonic()
         return ctx
 
     def run(self, stop: threading.Event) -> None:
         next_resync = time.monotonic() + self.resync
         requeue_at: float | None = None
         while not stop.is_set():
+            self.alive_at = time.monotonic()
             wake_at = min(next_resync, requeue_at) if requeue_at is not None else next_resync
             woke = self.store.wait(timeout=min(0.5, max(0.0, wake_at - time.monotonic())))
             if stop.is_set():

@@ -109,11 +109,23 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
         mounts = {m["name"] for m in agent["volumeMounts"]}
         assert ("manifests" in mounts) == (source_flag == "--manifests")
         # with manifests the agent writes the conflist, and the init container does
-        # not wait for the API server
+        # not wait for the API server; from the API server the init container writes the
+        # first one (the node goes Ready before the agent runs); the agent keeps it either
+        # way, at the path the host's CNI conf dir is mounted at in its container
         init = by_kind["DaemonSet"]["spec"]["template"]["spec"]["initContainers"][0]
         by_agent = {e["name"]: e.get("value") for e in init["env"]}.get("CNI_CONF_BY_AGENT")
-        assert (by_agent == "1") == ("--cni-conf" in agent["args"]) == (
-            source_flag == "--manifests")
+        assert (by_agent == "1") == (source_flag == "--manifests")
+        parsed = build_parser().parse_args([a.replace("$(NODE_NAME)", "n1")
+                                            for a in agent["args"]])
+        conf_mount = next(m["mountPath"] for m in agent["volumeMounts"]
+                          if m["name"] == "cni-conf")
+        assert parsed.cni_conf == f"{conf_mount}/05-rackroute.conflist"
+        assert (parsed.cni_mtu, parsed.cni_network_name) == (1500, "rackroute")
+        # the probes ask the agent whether it has done its work, on its metrics port
+        port = int(parsed.metrics_port)
+        assert {k: (agent[k]["httpGet"]["path"], agent[k]["httpGet"]["port"])
+                for k in ("readinessProbe", "livenessProbe")} == {
+            "readinessProbe": ("/readyz", port), "livenessProbe": ("/healthz", port)}
     docs = render("k8sServiceHost=10.0.0.5", "k8sServicePort=6443")
     for d in docs:
         if d["kind"] in ("DaemonSet", "Deployment"):
@@ -151,6 +163,41 @@ def test_helm_renders_what_the_server_takes_and_what_the_commands_accept() -> No
                          timeout=60)
     assert bad.returncode != 0 and "source must be kubernetes or manifests" in bad.stderr
 
+
+
+def test_helm_refuses_network_policy_without_the_datapath() -> None:
+    """datapath.networkPolicy without datapath.enabled would enforce nothing: helm fails,
+    naming both values; with the datapath it renders."""
+    if not HELM.exists():
+        pytest.skip(f"missing helm ({HELM}); run make setup")
+    bad = subprocess.run([*TEMPLATE, "--set", "datapath.networkPolicy=true"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "datapath.networkPolicy" in bad.stderr and "datapath.enabled" in bad.stderr
+    assert render("datapath.networkPolicy=true", "datapath.enabled=true")
+
+
+def _install_cni_env(*values: str) -> dict[str, str | None]:
+    ds = next(d for d in render(*values) if d["kind"] == "DaemonSet")
+    init = ds["spec"]["template"]["spec"]["initContainers"][0]
+    return {e["name"]: e.get("value") for e in init["env"]}
+
+
+def test_helm_gives_the_plugin_the_pin_dir_whenever_policy_is_on() -> None:
+    """Without per-packet LB and with kernel host routing the pods' veths carry nothing,
+    but under network policy new pods still need the policy programs: the plugin gets
+    the pin dir, told to attach those alone."""
+    if not HELM.exists():
+        pytest.skip(f"missing helm ({HELM}); run make setup")
+    bare = ("datapath.enabled=true", "datapath.perPacketLB=false",
+            "datapath.socketLBCgroup=/sys/fs/cgroup/kubepods", "datapath.hostRouting=kernel")
+    env = _install_cni_env(*bare, "datapath.networkPolicy=true")
+    assert env["CNI_BPF_PIN_DIR"] == "/sys/fs/bpf/rackroute/$(NODE_NAME)"
+    assert (env["CNI_BPF_POD_PROGRAMS"], env["CNI_BPF_POLICY_WAIT"]) == ("0", "10")
+    env = _install_cni_env(*bare)
+    assert not {"CNI_BPF_PIN_DIR", "CNI_BPF_POD_PROGRAMS", "CNI_BPF_POLICY_WAIT"} & set(env)
+    env = _install_cni_env("datapath.enabled=true", "datapath.networkPolicy=true")
+    assert env["CNI_BPF_PIN_DIR"] and "CNI_BPF_POD_PROGRAMS" not in env
 
 def test_the_service_accounts_can_do_their_work_and_no_more(installed: ApiServer) -> None:
     agent = as_account(installed, "rackroute-agent")

@@ -6,7 +6,10 @@
    node (IPAM mode cluster-pool, written by the operator) or Node.spec.podCIDRs (mode
    kubernetes). It waits until they exist; the kubelet keeps the node NotReady until a
    conflist appears, so no pod lands before.
-3. Writes the conflist atomically into the host's CNI config directory.
+3. Writes the conflist atomically into the host's CNI config directory: the node can
+   go Ready before the agent runs. The agent (`rackroute agent --cni-conf`) then keeps
+   it: the pod MTU lowered while the node tunnels, pod CIDR changes, a deleted or edited
+   file written again.
 
 With CNI_CONF_BY_AGENT=1 (the chart's `source: manifests`, where the cluster is not in
 the API server) it stops after step 1: the agent writes the conflist itself
@@ -32,9 +35,11 @@ SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 def conflist(
-    name: str, pod_cidrs: list[str], mtu: int, data_dir: str, pin_dir: str
+    name: str, pod_cidrs: list[str], mtu: int, data_dir: str, pin_dir: str,
+    pod_programs: bool = True, policy_wait: float | None = None,
 ) -> dict[str, Any]:
-    """The network configuration list the container runtime reads."""
+    """The network configuration list the container runtime reads (the agent's
+    controller/reconcile/cniconf.py writes the same document, and keeps it so)."""
     plugin: dict[str, Any] = {
         "type": "rackroute-cni",
         "podCIDRs": pod_cidrs,
@@ -43,6 +48,10 @@ def conflist(
     }
     if pin_dir:
         plugin["bpf"] = {"pinDir": pin_dir}
+        if policy_wait is not None:
+            plugin["bpf"]["policyWait"] = policy_wait
+        if not pod_programs:  # the network policy programs alone
+            plugin["bpf"]["podPrograms"] = False
     return {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": name,
             "plugins": [plugin]}
 
@@ -115,6 +124,8 @@ def main() -> int:
         int(env.get("CNI_MTU", "1500")),
         env.get("CNI_DATA_DIR", "/var/lib/rackroute/cni"),
         env.get("CNI_BPF_PIN_DIR", ""),
+        env.get("CNI_BPF_POD_PROGRAMS", "1") != "0",
+        float(env["CNI_BPF_POLICY_WAIT"]) if env.get("CNI_BPF_POLICY_WAIT") else None,
     )
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / env.get("CNI_CONF_NAME", "05-rackroute.conflist")

@@ -202,3 +202,33 @@ def test_policy_on_real_pods(lab: CniLab, pin_dir: Path) -> None:
             s.wait(5)
         for port in (pm.eps, pm.rules, pm.node):
             port.close()  # type: ignore[union-attr]
+
+
+def test_policy_alone_on_pods_whose_veths_carry_no_program(
+        lab: CniLab, pin_dir: Path, tmp_path: Path) -> None:
+    """Without per-packet LB and with kernel host routing the agent leaves the pods' veths
+    bare, yet enforces policy: its conflist says bpf.podPrograms false, and ADD attaches
+    the policy programs to the new pod's own interface and nothing to its host veth;
+    CHECK passes; with nothing pinned (no agent yet) ADD is still refused."""
+    from pyroute2 import IPRoute
+
+    from controller.cni.netsetup import host_ifname
+
+    conf = {"pinDir": str(pin_dir), "podPrograms": False}
+    pod = lab.pod()
+    res = lab.add("polonly-0", pod, bpf=conf)
+    host = host_ifname("polonly-0", "eth0")
+    for where in ("ingress", "egress"):
+        shown = sh("ip", "netns", "exec", lab.host, "tc", "filter", "show", "dev", host,
+                   where).stdout
+        assert "bpf" not in shown, (where, shown)
+    with IPRoute(netns=pod, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        assert [n for n in _bpf_filter_names(ipr, idx, 0xFFFFFFF2) if n] == ["rr_pol_to_pod"]
+        assert [n for n in _bpf_filter_names(ipr, idx, 0xFFFFFFF3) if n] == ["rr_pol_from_pod"]
+    ok = lab.call("CHECK", "polonly-0", pod, prev=res, bpf=conf)
+    assert (ok.rc, ok.out) == (0, None), ok.stderr
+    assert lab.call("DEL", "polonly-0", pod, bpf=conf).rc == 0
+    missing = lab.call("ADD", "polonly-1", lab.pod(),
+                       bpf={"pinDir": str(tmp_path / "nopins"), "podPrograms": False})
+    assert missing.rc != 0 and missing.out["code"] == 103, missing

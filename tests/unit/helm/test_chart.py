@@ -408,6 +408,21 @@ def test_agent_daemonset() -> None:
     assert "install-cni" in t and "initContainers" in t
 
 
+
+def test_agent_probes_ask_the_agent_whether_it_has_done_its_work() -> None:
+    """Readiness is the agent's /readyz (200 once its first full reconcile pass is done,
+    not merely once the metrics server listens), liveness its /healthz (the reconcile
+    loop comes round); both on the metrics port, on the host's loopback."""
+    t = template("agent-daemonset.yaml")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert re.search(rf"\n\s+{probe}:\n\s+httpGet:\n\s+path: {path}\n"
+                         r"\s+port: \{\{ \.Values\.agent\.metricsPort \}\}\n"
+                         r"\s+host: 127\.0\.0\.1\n", t), probe
+    assert "path: /metrics" not in t
+    readme = (CHART / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `agent.metricsPort`"))
+    assert "/readyz" in row and "/healthz" in row
+
 def test_agent_flags_are_ones_the_cli_accepts() -> None:
     from controller.cli import build_parser
 
@@ -419,7 +434,8 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     )
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
         "n1", "exabgp", 9962, True)
-    assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--speaker",
+    assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--cni-mtu",
+                     "--cni-network-name", "--speaker",
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
                      "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy",
@@ -429,8 +445,10 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
          "--bpf-pin-root", "/sys/fs/bpf/rackroute", "--socket-lb-cgroup", "/sys/fs/cgroup/k",
          "--per-packet-lb", "off", "--host-routing", "kernel",
          "--service-loopback-ipv4", "169.254.77.1", "--service-loopback-ipv6", "fd00:77::1",
-         "--network-policy", "--cni-policy-wait", "2.5"])
+         "--network-policy", "--cni-policy-wait", "2.5", "--cni-conf", "/c",
+         "--cni-mtu", "9000", "--cni-network-name", "rr"])
     assert dp.cni_policy_wait == 2.5
+    assert (dp.cni_conf, dp.cni_mtu, dp.cni_network_name) == ("/c", 9000, "rr")
     assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
             dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6),
             dp.network_policy) \
@@ -652,14 +670,87 @@ def test_datapath_values_drive_the_agent_flags_and_the_cni_pin_dir() -> None:
     assert hr.index('fail "datapath.hostRouting must be bpf or kernel"') \
         < hr.index("- --host-routing\n            - kernel\n")
     # the plugin's pin dir is the agent's (<pinRoot>/<node>, as --bpf-instance defaults to
-    # the node name), and only when the pod programs are to be attached at all: with
-    # per-packet LB, or without it to forward in BPF
+    # the node name), whenever the plugin has programs to attach: the pod programs (with
+    # per-packet LB, or without it to forward in BPF), or the network policy ones alone
+    # (then CNI_BPF_POD_PROGRAMS=0: the veths carry none), as the agent's
+    # DatapathSettings.cni_pin_dir decides
     env = t[t.index("{{- if and .Values.datapath.enabled (or .Values.datapath.perPacketLB "
-                    '(eq .Values.datapath.hostRouting "bpf")) }}'):]
+                    '(eq .Values.datapath.hostRouting "bpf") .Values.datapath.networkPolicy) }}'):]
     assert env.index("- name: CNI_BPF_PIN_DIR") < env.index("{{- end }}")
     assert 'value: "{{ .Values.datapath.pinRoot }}/$(NODE_NAME)"' in env
     assert t.index("- name: NODE_NAME") < t.index("- name: CNI_BPF_PIN_DIR")  # $(..) order
+    bare = env[env.index("{{- if not (or .Values.datapath.perPacketLB "
+                         '(eq .Values.datapath.hostRouting "bpf")) }}'):]
+    assert re.match(r"\{\{[^}]+\}\}\n\s+- name: CNI_BPF_POD_PROGRAMS[^\n]*\n"
+                    r'\s+value: "0"\n\s+\{\{- end \}\}\n', bare)
+    wait = env[env.index("{{- if .Values.datapath.networkPolicy }}"):]
+    assert re.match(r"\{\{[^}]+\}\}\n\s+- name: CNI_BPF_POLICY_WAIT\n"
+                    r"\s+value: \{\{ \.Values\.datapath\.networkPolicyWait \| quote \}\}\n"
+                    r"\s+\{\{- end \}\}\n\s+\{\{- end \}\}\n", wait)
 
+
+
+def test_network_policy_without_the_datapath_is_refused() -> None:
+    """--network-policy is rendered only inside the datapath block: networkPolicy without
+    datapath.enabled would install a cluster that enforces no policy, silently. The chart
+    fails the render instead, naming both values, before any object is rendered."""
+    t = template("agent-daemonset.yaml")
+    check = re.search(r"\{\{- if and \.Values\.datapath\.networkPolicy "
+                      r"\(not \.Values\.datapath\.enabled\) \}\}\n"
+                      r"\{\{- fail \"([^\"]+)\" \}\}\n\{\{- end \}\}\n", t)
+    assert check is not None
+    assert "datapath.networkPolicy" in check.group(1)
+    assert "datapath.enabled" in check.group(1)
+    assert check.end() <= t.index("apiVersion: apps/v1")
+    # the flag itself stays inside the datapath block
+    block = t[t.index("{{- if .Values.datapath.enabled }}"):t.index("{{- range .Values.agent")]
+    assert "- --network-policy\n" in block and t.count("- --network-policy\n") == 1
+    readme = (CHART / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `datapath.networkPolicy`"))
+    assert "datapath.enabled" in row and "refuses" in row
+
+
+def enclosing(text: str, needle: str) -> list[str]:
+    """The template conditions around the one line holding needle, outermost first
+    (an `else` branch as "not <condition>")."""
+    stack: list[str] = []
+    found: list[list[str]] = []
+    for line in text.splitlines():
+        tag = re.fullmatch(r"\s*\{\{-? (if|with|range|else|end)\b ?(.*?) ?-?\}\}\s*", line)
+        if tag and tag.group(1) in ("if", "with", "range"):
+            stack.append(tag.group(2) if tag.group(1) == "if" else tag.group(0).strip())
+        elif tag and tag.group(1) == "else":
+            stack[-1] = f"not {stack[-1]}"
+        elif tag:
+            stack.pop()
+        elif needle in line:
+            found.append(list(stack))
+    assert len(found) == 1, (needle, found)
+    return found[0]
+
+
+def test_the_agent_keeps_the_conflist_with_either_source() -> None:
+    """--cni-conf (and the pod MTU and network name the conflist carries) reach the agent
+    from the API server too, not with manifests alone: it keeps the conflist the init
+    container wrote first (pod CIDR changes, the MTU while tunnelling, the policy wait, a
+    deleted or edited file)."""
+    t = template("agent-daemonset.yaml")
+    assert enclosing(t, "- --in-cluster") == ['eq (include "rackroute.source" .) "kubernetes"']
+    for flag in ("- --cni-conf", "- --cni-mtu", "- --cni-network-name"):
+        assert enclosing(t, flag) == [".Values.cni.install"], flag
+    args = t[t.index("- --cni-conf\n"):]
+    assert re.match(r'- --cni-conf\n\s+- \{\{ printf "/etc/cni/net\.d/%s" '
+                    r"\.Values\.cni\.confName \| quote \}\}\n\s+- --cni-mtu\n"
+                    r"\s+- \{\{ \.Values\.cni\.mtu \| quote \}\}\n\s+- --cni-network-name\n"
+                    r"\s+- \{\{ \.Values\.cni\.networkName \| quote \}\}\n", args)
+    assert "mountPath: /etc/cni/net.d\n" in t  # the host's conf dir, where the agent sees it
+    # the init container still writes the first conflist from the API server (the node
+    # goes Ready before the agent runs), with the same MTU
+    assert enclosing(t, "- name: CNI_CONF_BY_AGENT") == [
+        ".Values.cni.install", 'eq (include "rackroute.source" .) "manifests"']
+    readme = (CHART / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `cni.mtu`"))
+    assert "by hand" not in row and "subtract" not in row and "lowers" in row
 
 def test_install_cni_conflist() -> None:
     mod = _install_cni()
@@ -670,6 +761,28 @@ def test_install_cni_conflist() -> None:
     assert plugin == {"type": "rackroute-cni", "podCIDRs": ["10.244.1.0/24"], "mtu": 9000,
                       "dataDir": "/var/lib/rackroute/cni", "bpf": {"pinDir": "/p"}}
     assert "bpf" not in mod.conflist("n", ["10.0.0.0/24"], 1500, "/d", "")["plugins"][0]
+    # the network policy programs alone (the veths carry none), and the policy wait: the
+    # document the agent writes for the same settings
+    from controller.reconcile.cniconf import conflist
+
+    alone = mod.conflist("rackroute", ["10.244.1.0/24"], 1500, "/d", "/p", False, 10.0)
+    assert alone["plugins"][0]["bpf"] == {"pinDir": "/p", "policyWait": 10.0,
+                                          "podPrograms": False}
+    assert alone == conflist(["10.244.1.0/24"], 1500, Path("/d"), Path("/p"), 10.0, False)
+
+
+def test_install_cni_writes_a_policy_only_conflist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    mod = _install_env(tmp_path, monkeypatch, IPAM_MODE="kubernetes", CNI_BPF_PIN_DIR="/p/n1",
+                       CNI_BPF_POD_PROGRAMS="0", CNI_BPF_POLICY_WAIT="7")
+    monkeypatch.setattr(mod, "api_get", lambda path: {"spec": {"podCIDRs": ["10.244.0.0/24"]}})
+    assert mod.main() == 0
+    conf = json.loads((tmp_path / "net.d" / "05-rackroute.conflist").read_text())
+    assert conf["plugins"][0]["bpf"] == {"pinDir": "/p/n1", "policyWait": 7.0,
+                                         "podPrograms": False}
 
 
 def test_install_cni_reads_the_ipam_mode_source(monkeypatch: pytest.MonkeyPatch) -> None:

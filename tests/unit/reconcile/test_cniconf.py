@@ -63,3 +63,41 @@ def test_plugin_conf_is_a_valid_network_config(tmp_path: Path) -> None:
     parsed = parse_netconf(json.loads(json.dumps(conf)))
     assert [str(c) for c in parsed.pod_cidrs] == ["10.244.0.0/24", "fd00:244::/64"]
     assert parsed.pin_dir is None
+
+
+def test_a_deleted_or_edited_conflist_is_written_again(tmp_path: Path) -> None:
+    """The file is compared, not the reconciler's memory: whatever removed or changed it
+    (a node cleanup, a hand edit, another installer), the next pass puts it back."""
+    path = tmp_path / "net.d" / "05-rackroute.conflist"
+    r = CniConfigReconciler(path, tmp_path / "ipam", None, underlay_mtu=9000)
+    ctx = PassContext(snap("10.244.0.0/24"), "n1")
+    r.reconcile(ctx)
+    want = json.loads(path.read_text())
+    assert want["plugins"][0]["mtu"] == 9000
+    path.unlink()
+    r.reconcile(ctx)
+    assert json.loads(path.read_text()) == want
+    edited = dict(want, plugins=[dict(want["plugins"][0], mtu=1500)])
+    path.write_text(json.dumps(edited))
+    r.reconcile(ctx)
+    assert json.loads(path.read_text()) == want
+    path.write_text("{not json")
+    r.reconcile(ctx)
+    assert json.loads(path.read_text()) == want
+    assert path.stat().st_mode & 0o777 == 0o644  # readable as the installer's
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp left
+
+
+def test_a_conflist_equal_to_the_wanted_one_is_left_alone(tmp_path: Path) -> None:
+    """The init container's first conflist, when it is already what the agent wants
+    (same document, other formatting), is not rewritten."""
+    path = tmp_path / "05-rackroute.conflist"
+    r = CniConfigReconciler(path, tmp_path / "ipam", None, network="pods")
+    ctx = PassContext(snap("10.244.0.0/24"), "n1")
+    r.reconcile(ctx)
+    doc = json.loads(path.read_text())
+    assert doc["name"] == "pods"
+    path.write_text(json.dumps(doc))  # compact, as another writer might
+    before = path.stat().st_mtime_ns
+    r.reconcile(ctx)
+    assert path.stat().st_mtime_ns == before
