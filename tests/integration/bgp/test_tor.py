@@ -425,7 +425,8 @@ def test_a_session_that_does_not_come_up_says_why(one_node: Topo) -> None:
 
     # gobgpd counts the NOTIFICATIONs, ExaBGP names the last one
     said = ("the peer refused the session (" if topo.kind == "gobgp"
-            else "the peer sent a NOTIFICATION: OPEN Message Error / Bad Peer AS (2/2)")
+            else "the session went down: the peer sent a NOTIFICATION: OPEN Message Error / "
+            "Bad Peer AS (2/2); check the ASNs")
     wait_for(lambda: error("10.55.0.1").startswith(said), 20, what="the refusal said")
     assert "remote-as 65011" in error("10.55.0.1") or "peerASN" in error("10.55.0.1")
     assert error("10.55.0.99").startswith("no TCP connection with 10.55.0.99 port 179")
