@@ -53,6 +53,7 @@ class AgentConfig:
     status_interval: float = 1.0
     poll_interval: float = 0.2
     import_routes: bool = False  # install learned routes into the kernel
+    import_scope: str = "pods"  # which: inside the cluster's pod addresses, or "all"
     datapath: DatapathSettings | None = None  # eBPF service LB on this node
     cni_conf: Path | None = None  # write the node's CNI conflist here
     cni_data_dir: Path = Path("/var/lib/rackroute/cni")
@@ -241,6 +242,7 @@ class Agent:
             cfg.tunnel_underlay,
             failed_peers=lambda: failed(self.bfd_port.sessions()),
             import_learned=cfg.import_routes,
+            import_scope=cfg.import_scope,
         )
 
     def network_status(self) -> dict[str, Any]:

@@ -105,7 +105,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir or f"/run/rackroute/{args.node}"),
         metrics_port=args.metrics_port,
         resync=args.resync,
-        import_routes=args.import_routes,
+        import_routes=args.import_routes is not None,
+        import_scope=args.import_routes or "pods",
         routing_mode=args.routing_mode,
         cni_conf=Path(args.cni_conf) if args.cni_conf else None,
         cni_data_dir=Path(args.cni_data_dir),
@@ -267,8 +268,11 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--resync", type=float, default=30.0, help="seconds between full resyncs")
     ag.add_argument(
         "--import-routes",
-        action="store_true",
-        help="install routes learned over BGP into the kernel (native routing)",
+        nargs="?",
+        const="pods",
+        choices=("pods", "all"),
+        help="install routes learned over BGP into the kernel (native routing): those "
+             "inside the cluster's pod addresses (pods, the default), or every one (all)",
     )
     ag.add_argument("--routing-mode", choices=("native", "tunnel", "hybrid"),
                     help="override the cluster's RackrouteConfig routingMode")

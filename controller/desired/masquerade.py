@@ -11,15 +11,14 @@ node's pod CIDRs, and the cluster pools) keeps its source.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bgp.types import IPNetwork
-from controller.desired.podcidr import node_pod_cidrs
+from controller.desired.podcidr import cluster_pod_cidrs, collapsed, node_pod_cidrs
 from controller.store import Snapshot
 
 MODES = ("auto", "always", "never")
+__all__ = ["MODES", "MasqPlan", "collapsed", "plan_masquerade"]
 
 
 @dataclass(frozen=True)
@@ -29,15 +28,6 @@ class MasqPlan:
 
     sources: tuple[IPNetwork, ...]  # this node's pod CIDRs
     exempt: tuple[IPNetwork, ...]  # the cluster's pod CIDRs: destinations kept as they are
-
-
-def collapsed(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
-    """Nets with overlaps and neighbours merged, IPv4 then IPv6, in address order (a
-    set of intervals holds no two that overlap)."""
-    nets = list(nets)
-    v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
-    v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
-    return (*v4, *v6)
 
 
 def plan_masquerade(snap: Snapshot, node: str, routing_mode: str | None = None
@@ -52,10 +42,4 @@ def plan_masquerade(snap: Snapshot, node: str, routing_mode: str | None = None
     sources = node_pod_cidrs(snap, node)
     if not sources:
         return None
-    exempt: set[IPNetwork] = set(sources)
-    for name in snap.nodes:
-        exempt.update(node_pod_cidrs(snap, name))
-    if cfg is not None:
-        exempt.update(cfg.cluster_pool_v4)
-        exempt.update(cfg.cluster_pool_v6)
-    return MasqPlan(collapsed(sources), collapsed(exempt))
+    return MasqPlan(collapsed(sources), collapsed((*sources, *cluster_pod_cidrs(snap))))

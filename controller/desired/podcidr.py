@@ -9,7 +9,7 @@ a node that goes away frees its CIDR; exhaustion is a condition on the node.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from bgp.types import IPNetwork
@@ -41,6 +41,30 @@ def node_pod_cidrs(snap: Snapshot, node: str) -> tuple[IPNetwork, ...]:
         return n.pod_cidrs if n else ()
     nn = snap.node_networks.get(node)
     return nn.pod_cidrs if nn else ()
+
+
+def cluster_pod_cidrs(snap: Snapshot) -> tuple[IPNetwork, ...]:
+    """Every pod address of the cluster: each node's pod CIDRs and the cluster pools
+    (nodes not seen yet carve theirs from these), overlaps merged, IPv4 then IPv6."""
+    nets: list[IPNetwork] = []
+    for name in snap.nodes:
+        nets.extend(node_pod_cidrs(snap, name))
+    for name in snap.node_networks:
+        nets.extend(node_pod_cidrs(snap, name))
+    cfg = snap.network_config
+    if cfg is not None:
+        nets.extend(cfg.cluster_pool_v4)
+        nets.extend(cfg.cluster_pool_v6)
+    return collapsed(nets)
+
+
+def collapsed(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Nets with overlaps and neighbours merged, IPv4 then IPv6, in address order (a set
+    of intervals holds no two that overlap)."""
+    nets = list(nets)
+    v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
+    return (*v4, *v6)
 
 
 def _subnets(pool: IPNetwork, mask: int) -> Iterator[IPNetwork]:

@@ -18,12 +18,14 @@ visible instead of a silent black hole; so is a node the tunnel cannot reach (no
 InternalIP of the underlay's family) and a VTEP MAC two nodes derive alike.
 
 Routes learned over BGP are installed only where the agent is told to (`import_learned`,
-the agent's `--import-routes`); otherwise the node relies on its own routing (a default
-route to the ToR, which has every pod CIDR), and learned routes only tell hybrid mode
-which destinations need no tunnel. `RoutingWhenNeeded` starts the reconciler the first
-pass the node needs one: learned routes to import, a pinned mode, or a RackrouteConfig
-asking for a tunnel or direct routes, so a cluster's `routingMode: tunnel` is honoured
-without any agent flag.
+the agent's `--import-routes`), and by default only those inside the cluster's pod
+addresses (`import_scope` "pods": outside networks, a full table or other nodes'
+LoadBalancer /32s stay out of the node's kernel; "all" takes everything); otherwise the
+node relies on its own routing (a default route to the ToR, which has every pod CIDR),
+and learned routes only tell hybrid mode which destinations need no tunnel.
+`RoutingWhenNeeded` starts the reconciler the first pass the node needs one: learned
+routes to import, a pinned mode, or a RackrouteConfig asking for a tunnel or direct
+routes, so a cluster's `routingMode: tunnel` is honoured without any agent flag.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bgp.speaker import Speaker
-from bgp.types import IPAddress, Route
+from bgp.types import IPAddress, IPNetwork, Route
 from controller.cni.netsetup import is_pod_route
+from controller.desired.podcidr import cluster_pod_cidrs
 from controller.desired.routes import (
     MODES,
     PROTOCOLS,
@@ -53,6 +56,13 @@ from controller.reconcile.loop import PassContext
 __all__ = ["RoutingReconciler", "default_tunnels", "desired_routes", "untunneled_errors"]
 
 log = logging.getLogger("rackroute.routing")
+IMPORT_SCOPES = ("pods", "all")
+
+
+def within(prefix: IPNetwork, scope: tuple[IPNetwork, ...]) -> bool:
+    """Is prefix inside one of scope's networks?"""
+    return any(prefix.version == c.version and prefix.subnet_of(c)  # type: ignore[arg-type]
+               for c in scope)
 
 TunnelFactory = Callable[[str], TunnelDriver]
 
@@ -117,13 +127,15 @@ class RoutingReconciler:
         underlay: str | None = None,
         failed_peers: Callable[[], frozenset[IPAddress]] | None = None,
         import_learned: bool = True,
+        import_scope: str = "all",
     ) -> None:
         """`mode` / `protocol` / `underlay` pin the routing mode, tunnel protocol and
         tunnel underlay (else the cluster config decides); `tunnels` builds a driver per
         protocol (default: `default_tunnels(links)`); `failed_peers`: the peers BFD found
         unreachable, whose routes are not used (their BGP session may take a hold time to
         end: the node stops sending through a dead ToR within BFD's detection time);
-        `import_learned`: install the routes learned over BGP."""
+        `import_learned`: install the routes learned over BGP; `import_scope`: "pods"
+        uses only the learned routes inside the cluster's pod addresses, "all" every one."""
         if mode is not None and mode not in MODES:
             raise ValueError(f"routing mode must be one of {MODES}, got {mode!r}")
         if protocol is not None and protocol not in PROTOCOLS:
@@ -138,11 +150,26 @@ class RoutingReconciler:
         self.mode, self.protocol, self.underlay = mode, protocol, underlay
         self.failed_peers = failed_peers or frozenset
         self.import_learned = import_learned
+        if import_scope not in IMPORT_SCOPES:
+            raise ValueError(f"import scope must be one of {IMPORT_SCOPES}, got {import_scope!r}")
+        self.import_scope = import_scope
+        self._out_of_scope = 0
         self._ignored: frozenset[IPAddress] = frozenset()
         self._drivers: dict[str, TunnelDriver] = {}
         self.active: str | None = None  # protocol of the tunnel in use
         self.endpoint: IPAddress | None = None  # our underlay address, tunnelling
         self.plan: RoutingPlan | None = None
+
+    def _in_scope(self, received: list[Route], scope: tuple[IPNetwork, ...]) -> list[Route]:
+        """The learned routes inside the cluster's pod addresses; how many were left out is
+        logged when it changes."""
+        kept = [r for r in received if within(r.prefix, scope)]
+        out = len({r.prefix for r in received}) - len({r.prefix for r in kept})
+        if out != self._out_of_scope:
+            log.info("event=learned_routes_out_of_scope prefixes=%d scope=%s", out,
+                     ",".join(map(str, scope)) or "-")
+            self._out_of_scope = out
+        return kept
 
     def _driver(self, protocol: str) -> TunnelDriver:
         if protocol not in self._drivers:
@@ -183,6 +210,8 @@ class RoutingReconciler:
             self._ignored = failed
         if failed:
             received = [r for r in received if r.peer not in failed]
+        if self.import_scope == "pods":
+            received = self._in_scope(received, cluster_pod_cidrs(ctx.snap))
         errors: list[str] = []
         node = ctx.snap.nodes.get(ctx.node)
         cfg = ctx.snap.network_config

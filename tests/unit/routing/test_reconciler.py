@@ -296,3 +296,28 @@ def test_routing_starts_when_the_cluster_asks_for_a_tunnel_without_any_flag() ->
     eager = RoutingWhenNeeded(make, always=True)
     eager.reconcile(PassContext(cluster(NODES, "native"), "n1"))
     assert len(made) == 2
+
+
+def test_only_learned_routes_inside_the_clusters_pod_addresses_are_imported_by_default(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """import_scope "pods": another node's pod CIDR is installed, an outside network and
+    another node's LoadBalancer /32 are not (and the count left out is logged); "all"
+    installs every one."""
+    import logging
+
+    routes = FakeRoutes()
+    links = FakeLinks({ipaddress.IPv4Address("10.0.1.2"): Underlay("u0", 2, 1500)})
+    sp = learned_speaker()
+    for prefix in ("10.244.2.0/24", "203.0.113.0/24", "198.51.100.7/32"):
+        learn(sp, prefix, "10.0.1.1")
+    r = RoutingReconciler(routes, links, lambda: {"tor": sp}, import_scope="pods")
+    with caplog.at_level(logging.INFO, logger="rackroute.routing"):
+        assert run(r, cluster(NODES, "native")).errors == {}
+    assert routes.list() == {NATIVE}
+    assert "event=learned_routes_out_of_scope prefixes=2" in caplog.text
+    everything = RoutingReconciler(routes, links, lambda: {"tor": sp}, import_scope="all")
+    run(everything, cluster(NODES, "native"))
+    assert {str(x.dst) for x in routes.list()} == {
+        "10.244.2.0/24", "203.0.113.0/24", "198.51.100.7/32"}
+    with pytest.raises(ValueError, match="import scope"):
+        RoutingReconciler(routes, links, import_scope="some")
