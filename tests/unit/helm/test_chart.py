@@ -433,7 +433,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
          "--metrics-port", "9962", "--resync", "30", "--import-routes"]
     )
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
-        "n1", "exabgp", 9962, True)
+        "n1", "exabgp", 9962, "pods")  # the flag alone: the cluster's pod addresses
     assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--cni-mtu",
                      "--cni-network-name", "--speaker",
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
