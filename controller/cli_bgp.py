@@ -254,6 +254,11 @@ def cmd_routes(args: argparse.Namespace) -> int:
             indent="",
         )
     )
+    if args.direction == "advertised":  # and what each node holds back, with the reason
+        for node, doc in sorted(docs.items()):
+            for na in doc.get("notAdvertised") or []:
+                print(f"{node}: not advertised to {na['peer']}: {na['subject']}: "
+                      f"{na['reason']}")
     return 0
 
 
