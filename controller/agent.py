@@ -267,6 +267,9 @@ class Agent:
             self.node_status.write_network(self.cfg.node, self.network_status())
         doc = node_status(self.cfg.node, self.bgp, bfd=self.bfd.sessions())
         self.metrics.update(doc)
+        if self.node_status is None:  # the node's health beside it (the NodeNetwork's part)
+            net = self.network_status()
+            doc["network"] = {k: v for k, v in net.items() if k != "lastHeartbeatTime"}
         comparable = {k: v for k, v in doc.items() if k != "updated"}
         if comparable == self._last_status:
             return False

@@ -1,4 +1,5 @@
-"""`rackroute` entry points: plan, operator (and, as they land, agent, bgp, service, lab)."""
+"""`rackroute`: agent, operator, status, plan, bgp, service, policy, policy-maps, lab (the
+CNI plugin is its own binary, `rackroute-cni`, as container runtimes call it)."""
 
 from __future__ import annotations
 
@@ -150,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register_subsystems() -> None:
-    from controller import cli_bgp, cli_lab, cli_policy, cli_policy_maps
+    from controller import cli_bgp, cli_lab, cli_policy, cli_policy_maps, cli_status
 
     EXTRA_COMMANDS.append(cli_bgp.register)
+    EXTRA_COMMANDS.append(cli_status.register)
     EXTRA_COMMANDS.append(cli_lab.register)
     EXTRA_COMMANDS.append(cli_policy.register)
     EXTRA_COMMANDS.append(cli_policy_maps.register)

@@ -314,3 +314,21 @@ def test_dual_stack_pods_and_load_balancer_ips_over_ipv6_sessions(
     refused = pod.run(["curl", "-sS", "-m", "2", url(guarded.ip6, 8080)], check=False)
     assert refused.returncode != 0 and refused.stdout == ""
     assert curl(topo, guarded.ip6, 8080).startswith("pod=web-local-1 ")
+
+
+def test_status_shows_every_node_healthy_with_its_sessions_up(
+        lab: tuple[LabRunner, Topology, Path]) -> None:
+    _, topo, mdir = lab
+
+    def rows() -> dict[str, list[str]]:
+        res = subprocess.run([sys.executable, "-m", "controller.cli", "status", "--manifests",
+                              str(mdir)], capture_output=True, text=True, timeout=60,
+                             check=False)
+        lines = res.stdout.split("\n\n")[0].splitlines()[1:]
+        return {ln.split()[0]: ln.split() for ln in lines if ln.strip()}
+
+    want = {n.name for n in topo.nodes}
+    got = wait_for(lambda: (r := rows()).keys() == want and all(
+        x[1] == "ok" and x[3].split("/")[0] == x[3].split("/")[1] != "0" for x in r.values())
+        and r, 30, 0.5, "every node ok with its sessions up in rackroute status")
+    assert all(x[2] == "native" for x in got.values()), got
