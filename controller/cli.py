@@ -101,9 +101,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
         identity = (args.leader_elect_identity or os.environ.get("POD_NAME")
                     or f"{socket.gethostname()}_{os.getpid()}")
         elector = LeaderElector(api, args.leader_elect_namespace or own_namespace(), identity)
-    run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
-                 args.interval, api, elector, secrets_namespace(args) if api else "",
-                 watch_cilium=args.watch_cilium_crds)
+    from controller.opmetrics import OperatorState, serve
+
+    state = OperatorState()
+    server = serve(state, args.metrics_port, args.metrics_address) if args.metrics_port \
+        else None
+    try:
+        run_operator(Path(args.manifests) if args.manifests else None, stop_event(),
+                     args.interval, api, elector, secrets_namespace(args) if api else "",
+                     watch_cilium=args.watch_cilium_crds, state=state)
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
@@ -132,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--leader-elect-identity", default="",
                     help="this candidate's name (default: POD_NAME, else host_pid)")
     op.add_argument("--interval", type=float, default=0.2, help="poll interval, seconds")
+    op.add_argument("--metrics-port", type=int, default=9963,
+                    help="/metrics, /readyz and /healthz on this port (0: none)")
+    op.add_argument("--metrics-address", default="0.0.0.0",
+                    help="the address they listen on")
     op.set_defaults(func=cmd_operator)
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -29,6 +29,7 @@ from controller.kubestatus import (
     utc_now,
 )
 from controller.leader import LeaderElector
+from controller.opmetrics import OperatorState
 from controller.sources.kubeapi import KubeAPI
 from controller.status import read_yaml, status_dir, write_operator
 from controller.store import Snapshot
@@ -68,10 +69,12 @@ class Operator:
 
     def __init__(self, manifests: Path) -> None:
         self.manifests = manifests
+        self.alloc: Allocations | None = None  # the last pass's plan (for metrics)
 
     def reconcile(self, snap: Snapshot) -> bool:
         """One pass; True when the status file was rewritten."""
-        doc = status_document(snap, plan_allocations(snap))
+        self.alloc = plan_allocations(snap)
+        doc = status_document(snap, self.alloc)
         current = read_yaml(status_dir(self.manifests) / "operator.yaml")
         if current == doc:
             return False
@@ -88,10 +91,11 @@ class KubeOperator:
         self.writer = KubeStatusWriter(api)
         self.now = now
         self.regarding = kubecilium.regarding(api)  # Cilium objects: told, not written
+        self.alloc: Allocations | None = None  # the last pass's plan (for metrics)
 
     def reconcile(self, snap: Snapshot) -> bool:
         """One pass; True when anything was written."""
-        alloc = plan_allocations(snap)
+        alloc = self.alloc = plan_allocations(snap)
         done = self.writer.apply(planned_writes(snap, alloc, self.now()))
         # Nodes that do not parse, Cilium objects' problems: in Warning events
         problems = told_problems(snap) | kubecilium.problems(snap, alloc)
@@ -116,17 +120,20 @@ def _log_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
 
 def run_operator(manifests: Path | None, stop: threading.Event, interval: float = 0.2,
                  api: KubeAPI | None = None, elector: LeaderElector | None = None,
-                 secrets_namespace: str = "", watch_cilium: bool = False) -> None:
+                 secrets_namespace: str = "", watch_cilium: bool = False,
+                 state: OperatorState | None = None) -> None:
     """Keep the allocations up to date until `stop`: from a manifest directory into
     `.status/operator.yaml`, or (with `api`) from and into the API server, its Secrets read
     in `secrets_namespace` (and, with `watch_cilium`, Cilium's spellings of the
     configuration kinds read as well). With `elector`, only while this process holds the lease
-    (controller/leader.py)."""
+    (controller/leader.py). `state`: what the loop does, for metrics and probes
+    (controller/opmetrics.py)."""
     from controller.sources.files import FileSource
     from controller.sources.kube import OPERATOR_KINDS, KubeSource, with_cilium
     from controller.store import Store
 
     store = Store()
+    st = state or OperatorState()
     op: Operator | KubeOperator
     source: FileSource | KubeSource
     if api is not None:
@@ -136,7 +143,7 @@ def run_operator(manifests: Path | None, stop: threading.Event, interval: float 
         # nothing is planned before every kind has listed: a partial view would release
         # what it cannot see
         while not stop.is_set() and not source.poll(timeout=30.0):
-            pass
+            st.tick()
     else:
         assert manifests is not None
         source = FileSource(manifests, store, interval)
@@ -148,15 +155,23 @@ def run_operator(manifests: Path | None, stop: threading.Event, interval: float 
                                         name="leader", daemon=True))
     for t in threads:
         t.start()
+    st.started = True
     while not stop.is_set():
+        st.tick()
         # a write that failed (the API server away, a conflict) is tried again each second
         woke = store.wait(timeout=1.0) or getattr(op, "pending", False)
-        if elector is not None and not elector.is_leader():
+        st.leader = elector is None or elector.is_leader()
+        if not st.leader:
             continue
         if woke:
             try:
                 op.reconcile(store.snapshot())
             except Exception:
+                st.failures += 1
                 log.exception("event=operator_error")
+            st.passes += 1
+            if op.alloc is not None:
+                st.record(op.alloc)
+            st.pending_writes = len(op.writer.failures) if isinstance(op, KubeOperator) else 0
     for t in threads:
         t.join(timeout=5)  # the elector gives its lease up on the way out

@@ -209,7 +209,8 @@ class LabRunner:
             self.state.cmdlines[f"frr-{d}"] = _cmdline(pid)
         self.state.save(self.dir)
         # the operator (one writer), then wait for the allocations
-        self._spawn("operator", None, [*self._rackroute(), "operator", "--manifests", str(mdir)])
+        self._spawn("operator", None, [*self._rackroute(), "operator", "--manifests", str(mdir),
+                                       "--metrics-port", "0"])
         wait_for(lambda: len(read_operator(mdir).pod_cidrs) == len(topo.nodes), 30, 0.1,
                  "operator: pod CIDRs")
         # one agent per node, inside the node's namespace

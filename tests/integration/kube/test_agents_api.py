@@ -39,6 +39,29 @@ REPO = Path(__file__).resolve().parents[3]
 BNC = RESOURCES["BGPNodeConfig"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+OPERATOR_PORT = free_port()
+
+
+def http_get(path: str) -> tuple[int, str]:
+    """The operator's answer on its metrics port (loopback)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{OPERATOR_PORT}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 @dataclass
 class KubeCluster:
     topo: Topo
@@ -73,7 +96,8 @@ def cluster(fresh_apiserver: ApiServer, request: pytest.FixtureRequest) -> Itera
         apply(kube, cluster_docs(topo))
         with (tmp / "operator.log").open("wb") as log:
             procs["operator"] = subprocess.Popen(
-                [*RACKROUTE, "operator", "--kubeconfig", str(api.kubeconfig)],
+                [*RACKROUTE, "operator", "--kubeconfig", str(api.kubeconfig),
+                 "--metrics-address", "127.0.0.1", "--metrics-port", str(OPERATOR_PORT)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         c = KubeCluster(topo, api, kube, relays, procs, tmp, {})
         for n in topo.nodes:
@@ -140,6 +164,18 @@ def test_agents_fed_by_the_api_server_advertise_and_follow_it(cluster: KubeClust
     for name in ("n1", "n2"):
         wait_for(lambda n=name: reported(n) == {"healthy": True, "routing": "native"},  # type: ignore[misc]
                  20, 0.2, f"{name}'s NodeNetwork status")
+    # rackroute status reads the same from the API server
+    out = subprocess.run([*RACKROUTE, "status", "--kubeconfig", str(c.api.kubeconfig)],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    nodes = {ln.split()[0]: ln.split()[1:4] for ln in out.split("\n\n")[0].splitlines()[1:]}
+    assert nodes == {"n1": ["ok", "native", "1/1"], "n2": ["ok", "native", "1/1"]}, out
+    assert "LoadBalancer IPs: 2 on 2 services" in out
+    # the operator's probes and metrics: ready, alive, its pools and services counted
+    assert http_get("/readyz") == (200, "ok\n") and http_get("/healthz")[0] == 200
+    metrics = http_get("/metrics")[1]
+    assert 'rackroute_lbipam_services{state="allocated"} 2.0' in metrics, metrics
+    assert "rackroute_operator_leader 1.0" in metrics
+    assert 'rackroute_lbipam_pool_ips{pool="pool",state="used"} 2.0' in metrics
 
     # changes through the API: the Local endpoint moves to n2, web is deleted
     c.kube.merge_patch(RESOURCES["EndpointSlice"], "local-1",
