@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PKGS := python3-bpfcc python3-venv linux-headers-amd64 bpftool iproute2 frr gobgpd \
             golang-github-osrg-gobgp-dev iptables tcpdump iperf3 curl iputils-ping python3-numpy \
-            gcc nftables
+            gcc nftables containernetworking-plugins
 KREL := $(shell uname -r)
 
 .PHONY: setup deb headers venv stubs native kube test lint typecheck unit lab lab-down bench clean

@@ -60,6 +60,9 @@ class AgentConfig:
     cni_policy_wait: float | None = None  # the plugin's bpf.policyWait (None: its default)
     cni_mtu: int = 1500  # the pod MTU while the node does not tunnel
     cni_network: str = "rackroute"  # the conflist's network name (the IPAM store's key)
+    # pods' hostPorts: portmap chained in the conflist while it is in cni_bin_dir
+    cni_host_ports: bool = True
+    cni_bin_dir: Path = Path("/opt/cni/bin")
     routing_mode: str | None = None  # native|tunnel|hybrid; None: the cluster config's
     tunnel_protocol: str | None = None  # vxlan|geneve; None: the cluster config's
     tunnel_underlay: str | None = None  # auto|ipv4|ipv6; None: the cluster config's
@@ -158,7 +161,8 @@ class Agent:
                 cfg.cni_conf, cfg.cni_data_dir, dp.cni_pin_dir if dp else None,
                 routing.pod_mtu if routing is not None else (lambda: None),
                 underlay_mtu=cfg.cni_mtu, policy_wait=cfg.cni_policy_wait,
-                pod_programs=dp.pod_programs if dp else True, network=cfg.cni_network))
+                pod_programs=dp.pod_programs if dp else True, network=cfg.cni_network,
+                host_ports=cfg.cni_host_ports, bin_dir=cfg.cni_bin_dir))
         from controller.reconcile.bfd import BfdReconciler
 
         self.bfd = BfdReconciler(self.bfd_port, self._established)

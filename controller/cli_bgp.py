@@ -113,6 +113,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         cni_policy_wait=args.cni_policy_wait,
         cni_mtu=args.cni_mtu,
         cni_network=args.cni_network_name,
+        cni_host_ports=args.cni_host_ports == "on",
+        cni_bin_dir=Path(args.cni_bin_dir),
         tunnel_protocol=args.tunnel_protocol,
         tunnel_underlay=args.tunnel_underlay,
         tunnel_datapath=args.tunnel_datapath,
@@ -305,6 +307,13 @@ def register(sub: Sub) -> None:  # noqa: F821
     ag.add_argument("--cni-network-name", default="rackroute", metavar="NAME",
                     help="with --cni-conf: the conflist's network name (the plugin keys its "
                          "address store by it; default rackroute)")
+    ag.add_argument("--cni-host-ports", choices=("on", "off"), default="on",
+                    help="with --cni-conf: chain the standard portmap CNI plugin after "
+                         "rackroute-cni so pods' hostPorts work (default on; while portmap "
+                         "is not in --cni-bin-dir it is left out and one warning names it)")
+    ag.add_argument("--cni-bin-dir", default="/opt/cni/bin", metavar="DIR",
+                    help="with --cni-conf: the runtime's CNI plugin directory, where "
+                         "portmap is looked for (default /opt/cni/bin)")
     ag.add_argument("--cni-policy-wait", type=_policy_wait, metavar="SECONDS",
                     help="with --network-policy: how long the CNI plugin's ADD waits for a "
                          "new pod's policy to be programmed before refusing the pod "

@@ -20,8 +20,10 @@ Network config fields (a conflist plugin entry):
                  only the network policy ones are attached}
     dns         {"nameservers","domain","search","options"}       optional, copied to the result
     prevResult  the previous ADD's result                         required for CHECK
+                (refused on ADD: rackroute-cni is a conflist's first plugin; ignored on DEL)
     cni.dev/valid-attachments  [{containerID, ifname}] still valid required for GC
     args, runtimeConfig, capabilities, ipMasq (false only)        accepted, not used
+                (hostPorts, runtimeConfig.portMappings, are the chained portmap plugin's)
 """
 
 from __future__ import annotations

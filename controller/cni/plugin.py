@@ -3,7 +3,8 @@
 The runtime passes the command and the container in CNI_* environment variables and
 the network config as JSON on stdin. ADD prints the result JSON; DEL and CHECK print
 nothing on success; VERSION prints the supported versions. Every failure prints the
-spec's error JSON on stdout and exits non-zero.
+spec's error JSON on stdout and exits non-zero. In a conflist it is the first plugin
+(others, such as portmap for hostPorts, are chained after it: `netconf_for`).
 """
 
 from __future__ import annotations
@@ -271,6 +272,23 @@ def cmd_status(conf: NetConf) -> None:
                            "running with --datapath?")
 
 
+def netconf_for(command: str, raw: object) -> NetConf:
+    """The network config for command, by the spec's rules for a conflist's plugins.
+    rackroute-cni creates the pod's interface, so it is the first plugin: its ADD gets no
+    prevResult (one means a plugin ran before it, whose result it would drop: code 7)
+    and its result is what the next plugin (portmap) gets. CHECK gets the chain's final
+    result and checks the pod against it; DEL gets it too but needs nothing from it, so
+    it is not parsed: a result a later plugin shaped never makes DEL fail."""
+    if command == "DEL" and isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k != "prevResult"}
+    conf = parse_netconf(raw, need_prev=command == "CHECK")
+    if command == "ADD" and conf.prev_result is not None:
+        raise CniError(ERR_INVALID_CONFIG, 'invalid network config field "prevResult": '
+                       "rackroute-cni creates the pod's interface and must be the first "
+                       "plugin of the conflist", "chain plugins such as portmap after it")
+    return conf
+
+
 def _read_stdin(stdin: IO[str]) -> str:
     try:
         return stdin.read()
@@ -300,7 +318,7 @@ def run(environ: Mapping[str, str], stdin: IO[str], stdout: IO[str]) -> int:
         raw = _decode(text)
         if isinstance(raw, dict) and raw.get("cniVersion") in SUPPORTED_VERSIONS:
             reply_version = str(raw["cniVersion"])
-        conf = parse_netconf(raw, need_prev=env.command == "CHECK")
+        conf = netconf_for(env.command, raw)
         if env.command == "ADD":
             result = cmd_add(env, conf)
             json.dump(result.to_json(), stdout, indent=1)

@@ -7,9 +7,12 @@
    kubernetes). It waits until they exist; the kubelet keeps the node NotReady until a
    conflist appears, so no pod lands before.
 3. Writes the conflist atomically into the host's CNI config directory: the node can
-   go Ready before the agent runs. The agent (`rackroute agent --cni-conf`) then keeps
-   it: the pod MTU lowered while the node tunnels, pod CIDR changes, a deleted or edited
-   file written again.
+   go Ready before the agent runs. With CNI_HOST_PORTS=1 (the chart's cni.hostPorts) the
+   standard `portmap` plugin is chained after rackroute-cni for the pods' hostPorts,
+   when its executable is in the CNI bin directory (else a warning names it). The agent
+   (`rackroute agent --cni-conf`) then keeps it: the pod MTU lowered while the node
+   tunnels, pod CIDR changes, portmap installed later, a deleted or edited file written
+   again.
 
 With CNI_CONF_BY_AGENT=1 (the chart's `source: manifests`, where the cluster is not in
 the API server) it stops after step 1: the agent writes the conflist itself
@@ -32,14 +35,16 @@ from pathlib import Path
 from typing import Any
 
 SA = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+PORTMAP = "portmap"  # the standard CNI plugin for hostPorts, chained after rackroute-cni
 
 
 def conflist(
     name: str, pod_cidrs: list[str], mtu: int, data_dir: str, pin_dir: str,
-    pod_programs: bool = True, policy_wait: float | None = None,
+    pod_programs: bool = True, policy_wait: float | None = None, host_ports: bool = False,
 ) -> dict[str, Any]:
     """The network configuration list the container runtime reads (the agent's
-    controller/reconcile/cniconf.py writes the same document, and keeps it so)."""
+    controller/reconcile/cniconf.py writes the same document, and keeps it so);
+    host_ports: portmap chained after rackroute-cni."""
     plugin: dict[str, Any] = {
         "type": "rackroute-cni",
         "podCIDRs": pod_cidrs,
@@ -52,8 +57,23 @@ def conflist(
             plugin["bpf"]["policyWait"] = policy_wait
         if not pod_programs:  # the network policy programs alone
             plugin["bpf"]["podPrograms"] = False
+    plugins = [plugin]
+    if host_ports:
+        plugins.append({"type": PORTMAP, "capabilities": {"portMappings": True}, "snat": True})
     return {"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": name,
-            "plugins": [plugin]}
+            "plugins": plugins}
+
+
+def chain_portmap(wanted: bool, bin_dir: Path) -> bool:
+    """Host ports asked for and portmap in the CNI bin directory (a conflist naming a
+    missing plugin would fail every pod); a warning naming the missing file otherwise."""
+    if not wanted:
+        return False
+    if (bin_dir / PORTMAP).is_file():
+        return True
+    print(f"warning: {bin_dir / PORTMAP} is missing: pods' hostPorts get no port until the "
+          "standard portmap CNI plugin is installed there", file=sys.stderr, flush=True)
+    return False
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -126,6 +146,7 @@ def main() -> int:
         env.get("CNI_BPF_PIN_DIR", ""),
         env.get("CNI_BPF_POD_PROGRAMS", "1") != "0",
         float(env["CNI_BPF_POLICY_WAIT"]) if env.get("CNI_BPF_POLICY_WAIT") else None,
+        chain_portmap(env.get("CNI_HOST_PORTS", "1") != "0", bin_dir),
     )
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / env.get("CNI_CONF_NAME", "05-rackroute.conflist")

@@ -435,7 +435,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     assert (args.node, args.speaker, args.metrics_port, args.import_routes) == (
         "n1", "exabgp", 9962, "pods")  # the flag alone: the cluster's pod addresses
     assert flags == {"--node", "--in-cluster", "--manifests", "--cni-conf", "--cni-mtu",
-                     "--cni-network-name", "--speaker",
+                     "--cni-network-name", "--cni-host-ports", "--speaker",
                      "--metrics-port", "--resync", "--import-routes", "--datapath", "--uplink",
                      "--bpf-pin-root", "--socket-lb-cgroup", "--per-packet-lb", "--host-routing",
                      "--service-loopback-ipv4", "--service-loopback-ipv6", "--network-policy",
@@ -449,6 +449,7 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
          "--cni-mtu", "9000", "--cni-network-name", "rr"])
     assert dp.cni_policy_wait == 2.5
     assert (dp.cni_conf, dp.cni_mtu, dp.cni_network_name) == ("/c", 9000, "rr")
+    assert (dp.cni_host_ports, dp.cni_bin_dir) == ("on", "/opt/cni/bin")  # the defaults
     assert (dp.datapath, dp.uplink, dp.bpf_pin_root, dp.socket_lb_cgroup, dp.per_packet_lb,
             dp.host_routing, str(dp.service_loopback_ipv4), str(dp.service_loopback_ipv6),
             dp.network_policy) \
@@ -457,9 +458,13 @@ def test_agent_flags_are_ones_the_cli_accepts() -> None:
     op = template("operator-deployment.yaml")
     op_flags = set(re.findall(r"^\s+- (--[a-z-]+)$", op, re.M))
     assert op_flags == {"--in-cluster", "--leader-elect", "--manifests", "--interval",
-                        "--watch-cilium-crds"}
-    parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1"])
-    assert parsed.interval == 1.0
+                        "--watch-cilium-crds", "--metrics-port"}
+    parsed = build_parser().parse_args(["operator", "--manifests", "/m", "--interval", "1",
+                                        "--metrics-port", "9963"])
+    assert (parsed.interval, parsed.metrics_port) == (1.0, 9963)
+    # the operator's probes ask its metrics port, where it answers them
+    assert "path: /readyz" in op and "path: /healthz" in op
+    assert "port: {{ .Values.operator.metricsPort }}" in op
     for cmd in (["operator"], ["agent", "--node", "n1"]):
         assert build_parser().parse_args([*cmd, "--in-cluster"]).in_cluster
 
@@ -771,6 +776,70 @@ def test_install_cni_conflist() -> None:
     assert alone == conflist(["10.244.1.0/24"], 1500, Path("/d"), Path("/p"), 10.0, False)
 
 
+def test_host_ports_reach_the_agent_and_the_init_container() -> None:
+    """cni.hostPorts (default true) reaches both writers of the conflist: the agent as
+    --cni-host-ports on|off, the init container as CNI_HOST_PORTS 1|0; both look for
+    portmap in the host's CNI bin dir (mounted where the agent's --cni-bin-dir defaults)."""
+    assert values()["cni"]["hostPorts"] is True
+    t = template("agent-daemonset.yaml")
+    assert enclosing(t, "- --cni-host-ports") == [".Values.cni.install"]
+    assert re.search(r"- --cni-host-ports\n\s+- \{\{ ternary \"on\" \"off\" "
+                     r"\.Values\.cni\.hostPorts \| quote \}\}\n", t)
+    assert enclosing(t, "- name: CNI_HOST_PORTS") == [".Values.cni.install"]
+    assert re.search(r"- name: CNI_HOST_PORTS[^\n]*\n\s+value: \{\{ ternary \"1\" \"0\" "
+                     r"\.Values\.cni\.hostPorts \| quote \}\}\n", t)
+    assert "mountPath: /opt/cni/bin\n" in t
+    from controller.cli import build_parser
+
+    base = ["agent", "--node", "n1", "--manifests", "/m"]
+    assert build_parser().parse_args(base).cni_host_ports == "on"
+    assert build_parser().parse_args([*base, "--cni-host-ports", "off"]).cni_host_ports \
+        == "off"
+    readme = (CHART / "README.md").read_text()
+    row = next(ln for ln in readme.splitlines() if ln.startswith("| `cni.hostPorts`"))
+    assert "`true`" in row and "portmap" in row and "warning" in row
+
+
+def test_install_cni_conflist_with_host_ports_is_the_agents(tmp_path: Path) -> None:
+    """The init container's conflist chains portmap exactly as the agent's does (with
+    host ports, and the plugin in the bin dir), so the agent does not rewrite it."""
+    from controller.reconcile.cniconf import conflist
+
+    mod = _install_cni()
+    doc = mod.conflist("rackroute", ["10.244.1.0/24"], 1500, "/d", "/p", True, None, True)
+    assert [p["type"] for p in doc["plugins"]] == ["rackroute-cni", "portmap"]
+    assert doc == conflist(["10.244.1.0/24"], 1500, Path("/d"), Path("/p"), None, True,
+                           "rackroute", True)
+    assert mod.conflist("n", ["10.0.0.0/24"], 1500, "/d", "") == conflist(
+        ["10.0.0.0/24"], 1500, Path("/d"), None, name="n", host_ports=False)
+    (tmp_path / "portmap").write_text("")
+    assert mod.chain_portmap(True, tmp_path)
+    assert not mod.chain_portmap(False, tmp_path)
+    assert not mod.chain_portmap(True, tmp_path / "empty")
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_install_cni_chains_portmap_when_asked_and_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    installed: bool,
+) -> None:
+    """CNI_HOST_PORTS=1 (the chart's default): portmap chained when it is in the bin
+    dir, else left out with a warning naming it (CNI_HOST_PORTS=0: chain_portmap above)."""
+    import json
+
+    mod = _install_env(tmp_path, monkeypatch, IPAM_MODE="kubernetes", CNI_HOST_PORTS="1")
+    if installed:
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "portmap").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(mod, "api_get", lambda path: {"spec": {"podCIDRs": ["10.244.0.0/24"]}})
+    assert mod.main() == 0
+    conf = json.loads((tmp_path / "net.d" / "05-rackroute.conflist").read_text())
+    assert [p["type"] for p in conf["plugins"]] == (
+        ["rackroute-cni", "portmap"] if installed else ["rackroute-cni"])
+    missing = f"{tmp_path / 'bin' / 'portmap'} is missing"
+    assert (missing in capsys.readouterr().err) == (not installed)
+
+
 def test_install_cni_writes_a_policy_only_conflist(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -839,3 +908,16 @@ def test_install_cni_leaves_the_conflist_to_the_agent_when_asked(
     assert mod.main() == 0
     assert (tmp_path / "bin" / "rackroute-cni").exists()
     assert not (tmp_path / "net.d").exists() or not any((tmp_path / "net.d").iterdir())
+
+
+def test_the_datapath_gets_the_kernel_headers_bcc_compiles_against() -> None:
+    """With the datapath the agent compiles its programs at start: the host's /lib/modules
+    and /usr/src are mounted read-only then, and only then."""
+    t = template("agent-daemonset.yaml")
+    mounts = t[t.index("- name: xtables-lock\n              mountPath"):t.index("volumes:")]
+    block = mounts[mounts.index("{{- if .Values.datapath.enabled }}"):]
+    for name, path in (("lib-modules", "/lib/modules"), ("usr-src", "/usr/src")):
+        assert re.search(rf"- name: {name}\n\s+mountPath: {path}\n\s+readOnly: true", block)
+        vol = t[t.index(f"- name: {name}\n          hostPath:"):]
+        assert vol.index(f"path: {path}") < vol.index("type: Directory")
+    assert block.index("usr-src") < block.index("{{- end }}")

@@ -4,8 +4,11 @@ node tunnels, rewritten only on change, and what a runtime hands the plugin pars
 from __future__ import annotations
 
 import json
+import logging
 from ipaddress import ip_address, ip_network
 from pathlib import Path
+
+import pytest
 
 from controller.cni.netconf import parse_netconf
 from controller.model.crds import NodeNetwork
@@ -101,3 +104,82 @@ def test_a_conflist_equal_to_the_wanted_one_is_left_alone(tmp_path: Path) -> Non
     before = path.stat().st_mtime_ns
     r.reconcile(ctx)
     assert path.stat().st_mtime_ns == before
+
+
+def _bin_dir(tmp_path: Path, portmap: bool) -> Path:
+    """A CNI bin directory, with the portmap executable or without it."""
+    d = tmp_path / "bin"
+    d.mkdir(exist_ok=True)
+    if portmap:
+        (d / "portmap").write_text("#!/bin/sh\n")
+        (d / "portmap").chmod(0o755)
+    return d
+
+
+def test_host_ports_chain_portmap_after_the_plugin(tmp_path: Path) -> None:
+    """With host ports on and portmap in the bin dir, portmap is the second plugin, with
+    the portMappings capability (the runtime passes it the pods' hostPorts) and snat; the
+    first plugin's config is unchanged and still what a runtime hands rackroute-cni."""
+    path = tmp_path / "c.conflist"
+    r = CniConfigReconciler(path, tmp_path / "ipam", None, host_ports=True,
+                            bin_dir=_bin_dir(tmp_path, portmap=True))
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    doc = json.loads(path.read_text())
+    assert [p["type"] for p in doc["plugins"]] == ["rackroute-cni", "portmap"]
+    assert doc["plugins"][1] == {"type": "portmap", "capabilities": {"portMappings": True},
+                                 "snat": True}
+    assert parse_netconf(plugin_conf(doc)).pod_cidrs[0] == ip_network("10.244.0.0/24")
+
+
+def test_without_host_ports_the_conflist_holds_the_plugin_alone(tmp_path: Path) -> None:
+    path = tmp_path / "c.conflist"
+    r = CniConfigReconciler(path, tmp_path / "ipam", None, host_ports=False,
+                            bin_dir=_bin_dir(tmp_path, portmap=True))
+    r.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    assert [p["type"] for p in json.loads(path.read_text())["plugins"]] == ["rackroute-cni"]
+
+
+def test_a_missing_portmap_is_left_out_with_one_warning_then_added(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A conflist naming a plugin the runtime cannot find fails every pod: while portmap
+    is not in the bin dir it is left out, one warning (not one per pass) names the
+    missing file, and the conflist chains it once it is installed."""
+    path = tmp_path / "c.conflist"
+    bin_dir = _bin_dir(tmp_path, portmap=False)
+    r = CniConfigReconciler(path, tmp_path / "ipam", None, host_ports=True, bin_dir=bin_dir)
+    ctx = PassContext(snap("10.244.0.0/24"), "n1")
+    with caplog.at_level(logging.WARNING, logger="rackroute.cni"):
+        for _ in range(3):
+            r.reconcile(ctx)
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(bin_dir / "portmap") in warnings[0], warnings
+    assert [p["type"] for p in json.loads(path.read_text())["plugins"]] == ["rackroute-cni"]
+    _bin_dir(tmp_path, portmap=True)
+    r.reconcile(ctx)
+    assert [p["type"] for p in json.loads(path.read_text())["plugins"]] == [
+        "rackroute-cni", "portmap"]
+
+
+@pytest.mark.parametrize("flag, chained", [("on", True), ("off", False)])
+def test_the_agent_flags_decide_the_chain(tmp_path: Path, flag: str, chained: bool) -> None:
+    """`rackroute agent --cni-host-ports on|off --cni-bin-dir DIR` reach the conflist the
+    agent writes (portmap in DIR)."""
+    from bgp.bfd_port import FakeBfd
+    from bgp.fake import FakeSpeaker
+    from controller.agent import Agent, AgentConfig
+    from controller.cli import build_parser
+
+    bin_dir = _bin_dir(tmp_path, portmap=True)
+    args = build_parser().parse_args(["agent", "--node", "n1", "--manifests", "/m",
+                                      "--cni-host-ports", flag, "--cni-bin-dir", str(bin_dir)])
+    (tmp_path / "m").mkdir()
+    conf = tmp_path / "net.d" / "05-rackroute.conflist"
+    agent = Agent(AgentConfig(node="n1", manifests=tmp_path / "m", state_dir=tmp_path / "s",
+                              cni_conf=conf, cni_host_ports=args.cni_host_ports == "on",
+                              cni_bin_dir=Path(args.cni_bin_dir), health_check_address=None),
+                  factory=lambda instance: FakeSpeaker(), bfd_port=FakeBfd())
+    rec = next(r for r in agent.loop.reconcilers if r.name == "cni-config")
+    rec.reconcile(PassContext(snap("10.244.0.0/24"), "n1"))
+    types = [p["type"] for p in json.loads(conf.read_text())["plugins"]]
+    assert types == (["rackroute-cni", "portmap"] if chained else ["rackroute-cni"])
