@@ -264,7 +264,8 @@ def main() -> None:
             agent_argv = ["-m", "tests.bench.r5_agent", "n1", str(root), str(tmp / "state"),
                           str(POLL)]
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "operator", *op_source],
+            [sys.executable, "-m", "controller.cli", "operator", "--metrics-port", "0",
+             *op_source],
             stdout=logs, stderr=subprocess.STDOUT, cwd=REPO))
         procs.append(node.popen([sys.executable, *agent_argv], stdout=logs,
                                 stderr=subprocess.STDOUT, cwd=REPO))

@@ -64,7 +64,7 @@ class Operator:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*RACKROUTE, "operator", "--kubeconfig", str(self.api.kubeconfig),
-                 *self.extra], stdout=out, stderr=subprocess.STDOUT)
+                 "--metrics-port", "0", *self.extra], stdout=out, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -112,7 +112,8 @@ def test_router_ids_from_the_pool_reach_the_agents_through_the_status(tmp_path: 
 
 def test_operator_process_restart_keeps_allocations(tmp_path: Path) -> None:
     root = lab_copy(tmp_path)
-    cmd = [sys.executable, "-m", "controller.cli", "operator", "--manifests", str(root)]
+    cmd = [sys.executable, "-m", "controller.cli", "operator", "--manifests", str(root),
+           "--metrics-port", "0"]
 
     def run_until_written(extra: str | None = None) -> dict[str, object]:
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
