@@ -91,6 +91,9 @@ def show(r: LabRunner) -> int:
     mdir = _manifests(r)
     topo = load_topology(mdir)
     rc = 0
+    _section("The cluster at a glance (rackroute status)")
+    subprocess.run([sys.executable, "-m", "controller.cli", "status", "--manifests",
+                    str(mdir)], check=False)
     _section("BGP sessions (rackroute bgp peers)")
     subprocess.run([sys.executable, "-m", "controller.cli", "bgp", "peers", "--manifests",
                     str(mdir)], check=False)

@@ -163,6 +163,8 @@ def test_lab_show_runs(lab: tuple[LabRunner, Topology, Path]) -> None:
     res = subprocess.run([sys.executable, "-m", "controller.cli", "lab", "show", "--state-dir",
                           str(STATE)], capture_output=True, text=True, timeout=60, check=False)
     assert "=== BGP sessions" in res.stdout
+    glance = res.stdout.split("=== The cluster at a glance (rackroute status) ===", 1)[1]
+    assert "LoadBalancer IPs:" in glance.split("=== BGP sessions", 1)[0]
     assert "established" in res.stdout
     assert "pod=web-local-" in res.stdout
     v6 = [ln for ln in res.stdout.splitlines()

@@ -17,8 +17,10 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import Any
 
 import pytest
 
@@ -143,6 +145,16 @@ def build_topo(kind: str, n_nodes: int, *, start_tor: bool = True, tag: str = "r
                 kind=kind)
 
 
+@contextmanager
+def topology(kind: str, n_nodes: int, **kw: Any) -> Iterator[Topo]:
+    """build_topo's topology, torn down on the way out whatever happened."""
+    t = build_topo(kind, n_nodes, **kw)
+    try:
+        yield t
+    finally:
+        t.lab.close()
+
+
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -150,18 +162,12 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def topo(kind: str) -> Iterator[Topo]:
-    t = build_topo(kind, 2)
-    try:
+    with topology(kind, 2) as t:
         yield t
-    finally:
-        t.lab.close()
 
 
 @pytest.fixture
 def tor_only(kind: str) -> Iterator[Topo]:
     """A topology whose node namespace holds a speaker with no reachable peer."""
-    t = build_topo(kind, 1, start_tor=False)
-    try:
+    with topology(kind, 1, start_tor=False) as t:
         yield t
-    finally:
-        t.lab.close()

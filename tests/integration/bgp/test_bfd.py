@@ -23,7 +23,7 @@ from bgp.bfd_port import DaemonBfd
 from bgp.speaker import Speaker
 from bgp.types import path_from_texts
 from controller.lab.netns import entered, wait_for
-from tests.integration.bgp.conftest import Node, Topo, build_topo, global_config, peer_spec
+from tests.integration.bgp.conftest import Node, Topo, global_config, peer_spec, topology
 from tests.integration.bgp.test_tor import established, kernel_bgp
 from tests.unit.bgp.bfd_contract import check_sessions_follow_the_wanted_set
 
@@ -85,22 +85,16 @@ def advertising_node_with_bfd(topo: Topo, ports: list[DaemonBfd], **peer: Any
 
 @pytest.fixture
 def two_nodes() -> Iterator[Topo]:
-    t = build_topo("gobgp", 2, start_tor=False)
-    try:
+    with topology("gobgp", 2, start_tor=False) as t:
         yield t
-    finally:
-        t.lab.close()
 
 
 @pytest.fixture
 def bfd_tor() -> Iterator[Topo]:
     """A ToR asking for BFD, and two nodes: the second keeps the ToR's bridge up when the
     first one's link fails (else FRR's fast external failover, not BFD, would act)."""
-    t = build_topo("gobgp", 2, bfd=True)
-    try:
+    with topology("gobgp", 2, bfd=True) as t:
         yield t
-    finally:
-        t.lab.close()
 
 
 def test_real_contract(two_nodes: Topo, ports: list[DaemonBfd]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from bgp.types import Path
 from controller.lab.netns import wait_for
-from tests.integration.bgp.conftest import Topo, build_topo, global_config, peer_spec
+from tests.integration.bgp.conftest import Topo, global_config, peer_spec, topology
 from tests.integration.bgp.test_tor import established, kernel_bgp
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,11 +33,8 @@ def paths(lo: int, hi: int) -> set[Path]:
 
 @pytest.fixture
 def bulk_topo(kind: str) -> Iterator[Topo]:
-    t = build_topo(kind, 1, tag="rrg")
-    try:
+    with topology(kind, 1, tag="rrg") as t:
         yield t
-    finally:
-        t.lab.close()
 
 
 def converged(topo: Topo, want: set[Path]) -> None:

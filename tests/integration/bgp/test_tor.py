@@ -19,7 +19,7 @@ from bgp.gobgp.adapter import GobgpSpeaker
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, SessionState, path_from_texts
 from controller.lab.frr import Neighbor
 from controller.lab.netns import wait_for
-from tests.integration.bgp.conftest import TOR_ASN, Topo, build_topo, global_config, peer_spec
+from tests.integration.bgp.conftest import TOR_ASN, Topo, global_config, peer_spec, topology
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -312,11 +312,8 @@ def test_learned_routes_and_best_path_events(topo: Topo) -> None:
 @pytest.fixture
 def one_node(kind: str) -> Iterator[Topo]:
     """One node with its speaker and the ToR."""
-    t = build_topo(kind, 1)
-    try:
+    with topology(kind, 1) as t:
         yield t
-    finally:
-        t.lab.close()
 
 
 def paths_by_peer(topo: Topo, prefix: str, afi: str = "ipv4") -> dict[str, tuple[str, str]]:
