@@ -17,9 +17,6 @@ from bgp.types import IPNetwork
 from controller.desired.podcidr import cluster_pod_cidrs, collapsed, node_pod_cidrs
 from controller.store import Snapshot
 
-MODES = ("auto", "always", "never")
-__all__ = ["MODES", "MasqPlan", "collapsed", "plan_masquerade"]
-
 
 @dataclass(frozen=True)
 class MasqPlan:

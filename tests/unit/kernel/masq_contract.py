@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ipaddress import ip_network as N
 
-from controller.desired.masquerade import MasqPlan, collapsed
+from controller.desired.masquerade import MasqPlan
+from controller.desired.podcidr import collapsed
 from controller.kernel.masquerade import MasqueradePort
 
 PLAN = MasqPlan(collapsed([N("10.244.1.0/24"), N("fd00:244:1::/64")]),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 from ipaddress import ip_network as N
 
-from controller.desired.masquerade import MasqPlan, collapsed, plan_masquerade
+from controller.desired.masquerade import MasqPlan, plan_masquerade
+from controller.desired.podcidr import collapsed
 from controller.kernel.masquerade import FakeMasquerade, ruleset
 from tests.unit.kernel.masq_contract import PLAN, check_apply_current_remove
 from tests.unit.routing.cluster import cluster
